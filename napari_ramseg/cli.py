@@ -1,0 +1,253 @@
+"""The ``ramseg`` command: train, predict, evaluate, finetune and demo.
+
+Bad input ends with one line, ``ramseg: error: <file>: <problem>``, and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import RamsegInputError
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+def _csv(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def _add_device(p: argparse.ArgumentParser) -> None:
+    from .core.device import DEVICE_CHOICES
+
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="auto picks CUDA, then MPS, then CPU")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .core.config import MethodConfig, PreprocessConfig, TrainConfig
+
+    defaults, method, prep = TrainConfig(), MethodConfig(), PreprocessConfig()
+    parser = argparse.ArgumentParser(prog="ramseg", description="Domain-generalizable segmentation with RAM-DSIR.")
+    parser.add_argument("--version", action="version", version=f"napari-ramseg {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model on source domains")
+    t.add_argument("--data", required=True, type=Path, help="dataset root")
+    t.add_argument("--format", default="auto", choices=["auto", "domains", "dofe", "saml"])
+    t.add_argument("--domains", type=_csv, help="comma-separated source domains (default: all but --target)")
+    t.add_argument("--target", help="held-out domain, never used in training")
+    t.add_argument("--out", type=Path, help="run folder (default: runs/ramseg-<time>)")
+    budget = t.add_mutually_exclusive_group()
+    budget.add_argument("--iterations", type=int, help=f"training steps (default {defaults.iterations})")
+    budget.add_argument("--epochs", type=float, help="passes over the source training cases")
+    t.add_argument("--size", type=int, default=prep.size, help="training crop / input side in pixels")
+    t.add_argument("--long-side", type=int, default=prep.long_side,
+                   help="keep aspect and scale the longer side to this (common field-of-view scale); default resizes to --size")
+    t.add_argument("--batch", type=int, default=defaults.batch)
+    t.add_argument("--lr", type=float, default=defaults.lr)
+    t.add_argument("--seed", type=int, default=defaults.seed)
+    t.add_argument("--labels", type=_csv, help="label names for mask values 1..K, e.g. vessel or disc,cup")
+    t.add_argument("--label-kind", choices=["nested", "exclusive"], help="nested sigmoid heads or exclusive softmax")
+    t.add_argument("--no-ram", action="store_true", help="switch off random amplitude mixup")
+    t.add_argument("--no-dsir", action="store_true", help="switch off domain-specific image restoration")
+    t.add_argument("--no-consistency", action="store_true", help="switch off the semantic-consistency loss")
+    t.add_argument("--window-ratio", type=float, default=method.window_ratio, help="RAM window ratio L")
+    t.add_argument("--lam", choices=["uniform", "discrete"], default=method.lam_mode)
+    t.add_argument("--val-fraction", type=float, default=defaults.val_fraction)
+    t.add_argument("--val-every", type=int, default=defaults.val_every)
+    t.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    t.add_argument("--base-width", type=int, default=16)
+    t.add_argument("--grad-accumulation", type=int, default=1)
+    t.add_argument("--sync-batchnorm", action="store_true", help="SyncBatchNorm across ranks under torchrun")
+    t.add_argument("--resume", type=Path, help="continue an interrupted run folder")
+    t.add_argument("--quiet", action="store_true")
+    _add_device(t)
+
+    p = sub.add_parser("predict", help="segment images or volumes")
+    p.add_argument("--model", default="default", help="run folder, .safetensors file, or 'default' (bundled)")
+    p.add_argument("--input", required=True, type=Path, help="image/volume file or a folder of them")
+    p.add_argument("--output", required=True, type=Path, help="mask file, or a folder for folder input")
+    p.add_argument("--postprocess", action="store_true", help="largest component per structure and hole filling")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    _add_device(p)
+
+    e = sub.add_parser("evaluate", help="score a model on one domain's labelled cases")
+    e.add_argument("--model", default="default")
+    e.add_argument("--data", required=True, type=Path)
+    e.add_argument("--domain", required=True)
+    e.add_argument("--format", default="auto", choices=["auto", "domains", "dofe", "saml"])
+    e.add_argument("--split", default=None, help="only this split (e.g. test for DoFE); default: all cases")
+    e.add_argument("--postprocess", action="store_true")
+    e.add_argument("--json", type=Path, help="write per-case and summary metrics here")
+    _add_device(e)
+
+    f = sub.add_parser("finetune", help="learn from corrected masks; writes a new model version")
+    f.add_argument("--model", default="default")
+    f.add_argument("--images", nargs="+", type=Path, help="corrected cases' images")
+    f.add_argument("--labels", nargs="+", type=Path, help="corrected masks, in the same order")
+    f.add_argument("--project", type=Path, help="a corrections project folder saved by the napari widget")
+    f.add_argument("--replay", type=Path, help="source dataset root to replay alongside the corrections")
+    f.add_argument("--out", required=True, type=Path, help="models folder; a new version is created inside")
+    f.add_argument("--iterations", type=int, default=100)
+    f.add_argument("--seed", type=int, default=0)
+    _add_device(f)
+
+    d = sub.add_parser("demo", help="open napari with the sample scan, the bundled model and the widgets")
+    d.add_argument("--screenshot", type=Path, help="write a screenshot of the window here and exit")
+    return parser
+
+
+def _progress_bar(total: int, desc: str, quiet: bool = False):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="it", disable=quiet, dynamic_ncols=True, file=sys.stderr)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .core.train_job import TrainRequest, run_training
+
+    request = TrainRequest(
+        data=args.data, format=args.format, domains=args.domains, target=args.target, out=args.out,
+        iterations=args.iterations, epochs=args.epochs, size=args.size, long_side=args.long_side,
+        batch=args.batch, lr=args.lr, seed=args.seed, labels=args.labels, label_kind=args.label_kind,
+        ram=not args.no_ram, dsir=not args.no_dsir, consistency=not args.no_consistency,
+        window_ratio=args.window_ratio, lam_mode=args.lam, val_fraction=args.val_fraction,
+        val_every=args.val_every, threads=args.threads, base_width=args.base_width,
+        grad_accumulation=args.grad_accumulation, sync_batchnorm=args.sync_batchnorm,
+        device=args.device, resume=args.resume, command=" ".join(["ramseg", *sys.argv[1:]]),
+    )
+    bar = None
+
+    def on_event(event) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = _progress_bar(event.total, "train", args.quiet)
+            bar.update(event.iteration - 1)
+        bar.update(1)
+        postfix = {"loss": f"{event.losses['loss']:.3f}"}
+        if event.validation is not None:
+            postfix["val_dice"] = f"{event.validation['dice']:.3f}"
+        bar.set_postfix(postfix, refresh=False)
+
+    result = run_training(request, on_event=on_event, log=None if args.quiet else _stderr)
+    if bar is not None:
+        bar.close()
+    if result.run_dir is not None:
+        _stderr(f"{'stopped' if result.stopped else 'finished'} after {result.iterations_done} iterations; "
+                f"model written to {result.run_dir}")
+    return 0
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .core.infer import Predictor
+    from .io import read_image, write_labels
+    from .models import resolve_model
+
+    pairs = _prediction_pairs(args.input, args.output)
+    predictor = Predictor.from_path(resolve_model(args.model), device=args.device)
+    with _progress_bar(len(pairs), "predict", quiet=len(pairs) == 1) as bar:
+        for source, target in pairs:
+            image = read_image(source)
+            prediction = predictor.predict(image.array, postprocess=args.postprocess, is_volume=image.is_volume)
+            written = write_labels(target, prediction.labels, like=image, overwrite=args.overwrite)
+            bar.update(1)
+            if len(pairs) == 1:
+                _stderr(f"wrote {written} ({', '.join(predictor.channel_names)}; shape {prediction.labels.shape})")
+    return 0
+
+
+def _prediction_pairs(source: Path, target: Path) -> list[tuple[Path, Path]]:
+    """(input, output) file pairs; a folder input maps every readable file to ``<output>/<stem>.<ext>``."""
+    from .io import is_supported, stem_of, suffix_of
+
+    if not source.exists():
+        raise RamsegInputError("input not found", source)
+    if source.is_file():
+        if target.is_dir():
+            target = target / f"{stem_of(source)}{'.nii.gz' if suffix_of(source) in ('.nii', '.nii.gz') else '.png'}"
+        return [(source, target)]
+    files = sorted(p for p in source.iterdir() if p.is_file() and is_supported(p))
+    if not files:
+        raise RamsegInputError("no readable images (PNG, JPEG, TIFF, NIfTI) in this folder", source)
+    target.mkdir(parents=True, exist_ok=True)
+    pairs = []
+    for path in files:
+        suffix = suffix_of(path)
+        out_suffix = ".nii.gz" if suffix in (".nii", ".nii.gz") else (".tif" if suffix in (".tif", ".tiff") else ".png")
+        pairs.append((path, target / f"{stem_of(path)}{out_suffix}"))
+    return pairs
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .core.evaluate import evaluate_domain
+    from .core.metrics import json_safe
+    from .models import resolve_model
+
+    with _progress_bar(0, f"evaluate {args.domain}") as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+        report = evaluate_domain(resolve_model(args.model), args.data, args.domain, fmt=args.format,
+                                 split=args.split, postprocess=args.postprocess, device=args.device,
+                                 progress=progress)
+    for label, values in report["summary"].items():
+        print(f"{label}: " + "  ".join(f"{k} {v:.4f}" if v is not None else f"{k} n/a"
+                                        for k, v in json_safe(values).items()))
+    if args.json:
+        from .core.checkpoint import atomic_write_json
+
+        atomic_write_json(args.json, json_safe(report))
+        _stderr(f"wrote {args.json}")
+    return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from .core.finetune import finetune_from_cli
+
+    return finetune_from_cli(args)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(screenshot=args.screenshot)
+
+
+COMMANDS = {"train": cmd_train, "predict": cmd_predict, "evaluate": cmd_evaluate,
+            "finetune": cmd_finetune, "demo": cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except RamsegInputError as exc:
+        print(f"ramseg: error: {exc}", file=sys.stderr)
+    except (FileExistsError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as exc:
+        print(f"ramseg: error: {exc}", file=sys.stderr)
+    except ValueError as exc:  # bad option values (device not present, impossible sizes) are input too
+        print(f"ramseg: error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("ramseg: interrupted; a training run keeps its last complete state, continue it with --resume RUN",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return EXIT_BAD_INPUT
+
+
+def default_run_dir() -> Path:
+    return Path("runs") / _dt.datetime.now().strftime("ramseg-%Y%m%d-%H%M%S")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""The single source of truth for every default: the CLI, the widgets and the checkpoint read these."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+LabelKind = Literal["nested", "exclusive"]
+
+
+@dataclass(frozen=True)
+class LabelScheme:
+    """How the integer class values of a mask map onto the network's output channels.
+
+    Masks are class-index images: 0 is background and value ``i`` (1-based) is ``names[i - 1]``.
+
+    - ``nested``: multi-label sigmoid heads for structures that contain each other, ordered from the
+      outermost inwards (``["disc", "cup"]``: the disc includes the cup). Channel ``k`` is the
+      binary target ``mask >= k + 1``. A single name (``["vessel"]``) is the plain binary case.
+    - ``exclusive``: one softmax over background plus ``names``; the target is the class index.
+    """
+
+    names: tuple[str, ...] = ("vessel",)
+    kind: LabelKind = "nested"
+
+    def __post_init__(self) -> None:
+        if not self.names:
+            raise ValueError("a label scheme needs at least one foreground label")
+        if self.kind not in ("nested", "exclusive"):
+            raise ValueError(f"label kind must be 'nested' or 'exclusive', not {self.kind!r}")
+        object.__setattr__(self, "names", tuple(self.names))
+
+    @property
+    def num_classes(self) -> int:
+        """Foreground classes, i.e. the largest valid mask value."""
+        return len(self.names)
+
+    @property
+    def out_channels(self) -> int:
+        """Channels of the segmentation head."""
+        return self.num_classes if self.kind == "nested" else self.num_classes + 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"names": list(self.names), "kind": self.kind}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "LabelScheme":
+        return cls(names=tuple(data["names"]), kind=data["kind"])
+
+
+VESSELS = LabelScheme(("vessel",), "nested")
+OPTIC_DISC_CUP = LabelScheme(("disc", "cup"), "nested")
+PROSTATE = LabelScheme(("prostate",), "exclusive")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of the paper's U-Net and its restoration decoder."""
+
+    in_channels: int = 3
+    base_width: int = 16
+    depth: int = 5  # levels; depth - 1 downsamplings
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How an image is brought to the network's scale, shared by training and inference.
+
+    ``long_side=None`` resizes every image to ``size`` x ``size`` (fundus ROIs, prostate slices).
+    With ``long_side`` set, images keep their aspect ratio and are scaled so that the longer side is
+    ``long_side`` pixels; training then takes random ``size`` crops and inference slides a window.
+    This is how domains with very different resolutions (HRF vs STARE) meet at one field-of-view scale.
+    """
+
+    size: int = 256
+    long_side: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """The three parts of RAM-DSIR and their weights (METHOD.md); all off gives the ERM baseline."""
+
+    ram: bool = True
+    dsir: bool = True
+    consistency: bool = True
+    window_ratio: float = 0.1  # L: half-width of the mixed low-frequency window, as a fraction of min(H, W)
+    lam_mode: Literal["uniform", "discrete"] = "uniform"
+    consistency_weight: float = 0.5
+    restoration_weight: float = 0.1
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run; stored in ``model.json``."""
+
+    labels: LabelScheme = VESSELS
+    model: ModelConfig = field(default_factory=ModelConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    iterations: int = 1000
+    batch: int = 8
+    lr: float = 2e-3
+    poly_power: float = 0.9
+    scale_aug_p: float = 0.5  # with this probability, scale up by U(1, scale_aug_max) in x and y
+    scale_aug_max: float = 1.5
+    val_fraction: float = 0.2  # of each source domain's cases, held out for validation
+    val_every: int = 0  # iterations between validations; 0 picks about 10 over the run
+    threshold: float = 0.5  # sigmoid probability for a positive pixel (the paper used 0.75)
+    seed: int = 0
+    device: str = "auto"
+    num_threads: int = 0  # 0 leaves torch's default
+    grad_accumulation: int = 1
+    sync_batchnorm: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["labels"] = self.labels.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        kwargs["labels"] = LabelScheme.from_dict(data["labels"])
+        kwargs["model"] = ModelConfig(**data.get("model", {}))
+        kwargs["preprocess"] = PreprocessConfig(**data.get("preprocess", {}))
+        kwargs["method"] = MethodConfig(**data.get("method", {}))
+        return cls(**kwargs)
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+
+# Intensity handling, documented once: every image (or MRI volume) is scaled per image to [-1, 1]
+# with a robust min-max between these percentiles, over all its channels together.
+NORMALIZATION = {"method": "percentile_minmax", "low_percentile": 0.5, "high_percentile": 99.5, "range": [-1.0, 1.0]}

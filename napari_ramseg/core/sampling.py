@@ -1,0 +1,141 @@
+"""Domain-balanced batches with fresh augmentation, drawn from decoded images cached at the working scale."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import PreprocessConfig
+
+
+def working_shape(height: int, width: int, preprocess: PreprocessConfig) -> tuple[int, int]:
+    """The (H, W) an image of this size has at the network's scale (see PreprocessConfig)."""
+    if preprocess.long_side is None:
+        return preprocess.size, preprocess.size
+    scale = preprocess.long_side / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def resize_image(image: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """(C, H, W) or (B, C, H, W) float image -> bilinear resize with antialiasing when shrinking."""
+    batched = image.dim() == 4
+    x = image if batched else image[None]
+    if tuple(x.shape[-2:]) != tuple(shape):
+        shrinking = shape[0] < x.shape[-2] or shape[1] < x.shape[-1]
+        x = F.interpolate(x, size=shape, mode="bilinear", align_corners=False, antialias=shrinking)
+    return x if batched else x[0]
+
+
+def resize_mask(mask: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """(H, W) integer mask -> nearest-neighbour resize."""
+    if tuple(mask.shape[-2:]) == tuple(shape):
+        return mask
+    return F.interpolate(mask[None, None].float(), size=shape, mode="nearest")[0, 0].to(mask.dtype)
+
+
+@dataclass
+class CachedSample:
+    image: torch.Tensor  # (C, H, W) float32 in [-1, 1] at the working scale
+    mask: torch.Tensor  # (H, W) uint8
+    name: str
+
+
+class SourcePool:
+    """All training samples of the source domains, decoded once and cached at the working scale.
+
+    ``draw_batch`` gives every domain an (almost) equal share of each batch. Each domain walks through
+    its own shuffled order of cases, reshuffled when it runs out, so every case is seen once per
+    "epoch" and augmentation is drawn afresh each time (no frozen replay of a small domain).
+    """
+
+    def __init__(
+        self,
+        samples_by_domain: dict[str, Sequence],
+        domains: Sequence[str],
+        preprocess: PreprocessConfig,
+        scale_aug_p: float = 0.5,
+        scale_aug_max: float = 1.5,
+        seed: int = 0,
+    ):
+        self.domains = list(domains)
+        missing = [d for d in self.domains if not samples_by_domain.get(d)]
+        if missing:
+            raise ValueError(f"no training cases for source domain(s): {', '.join(missing)}")
+        self.preprocess = preprocess
+        self.size = preprocess.size
+        self.scale_aug_p = scale_aug_p
+        self.scale_aug_max = scale_aug_max
+        self.cache: list[list[CachedSample]] = []
+        for domain in self.domains:
+            cached = []
+            for sample in samples_by_domain[domain]:
+                image = torch.from_numpy(np.array(sample.image, dtype=np.float32))
+                mask = torch.from_numpy(np.array(sample.mask, dtype=np.uint8))
+                shape = working_shape(*image.shape[-2:], preprocess)
+                cached.append(CachedSample(resize_image(image, shape), resize_mask(mask, shape), sample.name))
+            self.cache.append(cached)
+        self.rng = np.random.default_rng(seed)
+        self._orders: list[list[int]] = [[] for _ in self.domains]
+
+    @property
+    def num_domains(self) -> int:
+        return len(self.domains)
+
+    def __len__(self) -> int:
+        return sum(len(c) for c in self.cache)
+
+    def _next_index(self, domain: int) -> int:
+        if not self._orders[domain]:
+            self._orders[domain] = list(self.rng.permutation(len(self.cache[domain])))
+        return int(self._orders[domain].pop())
+
+    def batch_domains(self, batch: int) -> np.ndarray:
+        """Domain index of each slot: an even share for every domain, remainder to random domains."""
+        k = self.num_domains
+        slots = np.concatenate([np.arange(k)] * (batch // k) + [self.rng.permutation(k)[: batch % k]])
+        return np.sort(slots).astype(np.int64)
+
+    def _augment_crop(self, sample: CachedSample) -> tuple[torch.Tensor, torch.Tensor]:
+        image, mask = sample.image, sample.mask
+        h, w = image.shape[-2:]
+        if self.rng.random() < self.scale_aug_p:
+            # Scale up independently in y and x by U(1, max), as the paper does.
+            sy, sx = self.rng.uniform(1.0, self.scale_aug_max, size=2)
+            h, w = int(round(h * sy)), int(round(w * sx))
+            image, mask = resize_image(image, (h, w)), resize_mask(mask, (h, w))
+        pad_h, pad_w = max(self.size - h, 0), max(self.size - w, 0)
+        if pad_h or pad_w:
+            # Images smaller than the crop (e.g. long_side < size) are padded with background.
+            image = F.pad(image, (0, pad_w, 0, pad_h), value=-1.0)
+            mask = F.pad(mask, (0, pad_w, 0, pad_h), value=0)
+            h, w = image.shape[-2:]
+        top = int(self.rng.integers(0, h - self.size + 1))
+        left = int(self.rng.integers(0, w - self.size + 1))
+        crop = (slice(top, top + self.size), slice(left, left + self.size))
+        return image[(slice(None), *crop)], mask[crop]
+
+    def draw_batch(self, batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(images (B, C, S, S), masks (B, S, S) long, domain indices (B,)) for one training step."""
+        domains = self.batch_domains(batch)
+        pairs = [self._augment_crop(self.cache[d][self._next_index(d)]) for d in domains]
+        images = torch.stack([p[0] for p in pairs])
+        masks = torch.stack([p[1] for p in pairs]).long()
+        return images, masks, torch.from_numpy(domains)
+
+    def draw_partners(self, domains: torch.Tensor) -> torch.Tensor:
+        """A RAM partner for each slot: a uniformly drawn *other* domain, then a uniform image of it.
+
+        Partners come from the whole pool, not only from the current batch. With one source domain the
+        partner comes from the same domain.
+        """
+        partners = []
+        k = self.num_domains
+        for d in domains.tolist():
+            other = d if k == 1 else int((d + 1 + self.rng.integers(0, k - 1)) % k)
+            index = int(self.rng.integers(0, len(self.cache[other])))
+            partners.append(self._augment_crop(self.cache[other][index])[0])
+        return torch.stack(partners)

@@ -1,0 +1,357 @@
+"""The training engine: RAM-DSIR (or any ablation of it) on balanced multi-domain batches.
+
+Progress and cancellation travel through plain callbacks so that the CLI, the napari widgets and a
+child process can all drive the same loop. The run folder is written only through atomic renames:
+at any moment it holds the last complete state or nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .checkpoint import ModelMetadata, atomic_write_bytes, atomic_write_json, save_model
+from .config import LabelScheme, TrainConfig
+from .device import autocast, autocast_dtype, resolve_device
+from .infer import Predictor, labels_from_probabilities
+from .losses import SegmentationLoss, restoration_mse, symmetric_kl
+from .metrics import dice_score, structure_masks
+from .model import RamSegNet
+from .ram import amplitude_mixup, sample_lambda
+from .sampling import SourcePool
+
+RESUME_WEIGHTS = "resume.safetensors"
+RESUME_STATE = "resume.json"
+LOG_NAME = "train.log"
+METRICS_NAME = "metrics.json"
+
+
+@dataclass
+class TrainEvent:
+    """One report from the loop: losses of the last step, and validation when it just ran."""
+
+    iteration: int
+    total: int
+    losses: dict[str, float]
+    lr: float
+    elapsed: float
+    validation: dict[str, Any] | None = None
+
+
+@dataclass
+class TrainCallbacks:
+    on_event: Callable[[TrainEvent], None] | None = None
+    should_stop: Callable[[], bool] | None = None
+    log: Callable[[str], None] | None = None
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path | None
+    iterations_done: int
+    stopped: bool
+    history: list[dict[str, Any]] = field(default_factory=list)
+    validation: dict[str, Any] | None = None
+
+
+class RamDsirObjective(nn.Module):
+    """The whole training objective as one module, so that DistributedDataParallel can wrap it.
+
+    Both views go through the encoder and segmentation decoder in one batch of 2B; the DSIR decoder
+    then restores each domain's sub-batch of mixed-image bottlenecks with that domain's BatchNorm and
+    is scored against the un-augmented originals. Reusing the bottleneck of the shared pass (rather
+    than encoding every sub-batch again) keeps the method's overhead small.
+    """
+
+    def __init__(self, net: RamSegNet, config: TrainConfig):
+        super().__init__()
+        self.net = net
+        self.method = config.method
+        self.seg_loss = SegmentationLoss(config.labels)
+        self.labels = config.labels
+
+    def forward(self, images: torch.Tensor, masks: torch.Tensor, domains: torch.Tensor,
+                mixed: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        method = self.method
+        batch = images.shape[0]
+        inputs = images if mixed is None else torch.cat([images, mixed])
+        features = self.net.encode(inputs)
+        logits = self.net.decode(features)
+        terms: dict[str, torch.Tensor] = {"seg": self.seg_loss(logits[:batch], masks)}
+        if mixed is not None:
+            terms["seg_ram"] = self.seg_loss(logits[batch:], masks)
+            if method.consistency:
+                terms["consistency"] = method.consistency_weight * symmetric_kl(logits[:batch], logits[batch:], self.labels)
+        if method.dsir:
+            # Restore the mixed view when RAM is on (the paper's setting), else the image itself.
+            bottleneck = features[-1][batch:] if mixed is not None else features[-1]
+            restoration = images.new_zeros(())
+            for k in torch.unique(domains).tolist():
+                select = domains == k
+                restored = self.net.restore(bottleneck[select], int(k), size=tuple(images.shape[-2:]))
+                restoration = restoration + restoration_mse(restored, images[select])
+            terms["restoration"] = method.restoration_weight * restoration
+        terms["loss"] = sum(terms.values())
+        return terms
+
+
+def poly_lr(base: float, iteration: int, total: int, power: float) -> float:
+    return base * (1 - iteration / max(total, 1)) ** power
+
+
+def make_optimizer(net: RamSegNet, config: TrainConfig) -> torch.optim.Adam:
+    """Adam without weight decay; the encoder runs at half the rate when DSIR is on (METHOD.md)."""
+    groups = net.parameter_groups()
+    encoder_scale = 0.5 if config.method.dsir else 1.0
+    param_groups = [
+        {"params": groups["encoder"], "lr": config.lr * encoder_scale, "base_lr": config.lr * encoder_scale, "name": "encoder"},
+        {"params": groups["decoder"], "lr": config.lr, "base_lr": config.lr, "name": "decoder"},
+    ]
+    if config.method.dsir:
+        param_groups.append({"params": groups["restoration"], "lr": config.lr, "base_lr": config.lr, "name": "restoration"})
+    return torch.optim.Adam(param_groups, betas=(0.9, 0.999), weight_decay=0.0)
+
+
+def validation_dice(predictor: Predictor, samples: Sequence, labels: LabelScheme) -> dict[str, Any]:
+    """Mean Dice per label and per source domain on held-out source cases (never the target)."""
+    per_domain: dict[str, list[float]] = {}
+    for sample in samples:
+        x = torch.from_numpy(np.ascontiguousarray(sample.image, dtype=np.float32))
+        probs = predictor.predict_prepared(x)
+        pred = labels_from_probabilities(probs, labels, predictor.threshold)
+        pred_masks, true_masks = structure_masks(pred, labels), structure_masks(sample.mask, labels)
+        dice = float(np.mean([dice_score(pred_masks[n], true_masks[n]) for n in labels.names]))
+        per_domain.setdefault(sample.domain, []).append(dice)
+    by_domain = {d: float(np.mean(v)) for d, v in per_domain.items()}
+    mean = float(np.mean(list(by_domain.values()))) if by_domain else float("nan")
+    return {"dice": mean, "dice_by_domain": by_domain, "cases": len(samples)}
+
+
+class Trainer:
+    """Runs one training job; ``run()`` does the whole schedule and honours ``should_stop``."""
+
+    def __init__(self, config: TrainConfig, domains: Sequence[str], train_samples: dict[str, Sequence],
+                 val_samples: Sequence = (), run_dir: str | Path | None = None,
+                 callbacks: TrainCallbacks | None = None, extra_metadata: dict[str, Any] | None = None,
+                 init_state: dict[str, torch.Tensor] | None = None):
+        self.config = config
+        self.domains = list(domains)
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.callbacks = callbacks or TrainCallbacks()
+        self.extra_metadata = dict(extra_metadata or {})
+        self.val_samples = list(val_samples)
+        if config.num_threads:
+            torch.set_num_threads(config.num_threads)
+        torch.manual_seed(config.seed)
+        self.device = resolve_device(config.device)
+        self.dtype = autocast_dtype(self.device)
+        self.net = RamSegNet(config.model, config.labels, num_domains=len(self.domains))
+        if init_state is not None:
+            self.net.load_state_dict(init_state)
+        self.net.to(self.device)
+        self.objective = RamDsirObjective(self.net, config)
+        self.optimizer = make_optimizer(self.net, config)
+        self.pool = SourcePool(train_samples, self.domains, config.preprocess, config.scale_aug_p,
+                               config.scale_aug_max, seed=config.seed)
+        self.lambda_generator = torch.Generator().manual_seed(config.seed + 1)
+        self.iteration = 0
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] | None = None
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.val_every = config.val_every or max(1, config.iterations // 10)
+
+    # -- one step --------------------------------------------------------------------------------
+    def step(self) -> dict[str, float]:
+        cfg, method = self.config, self.config.method
+        self.net.train()
+        lr = 0.0
+        for group in self.optimizer.param_groups:
+            group["lr"] = poly_lr(group["base_lr"], self.iteration, cfg.iterations, cfg.poly_power)
+            lr = max(lr, group["lr"])
+        self.optimizer.zero_grad(set_to_none=True)
+        totals: dict[str, float] = {}
+        for _ in range(cfg.grad_accumulation):
+            images, masks, domains = self.pool.draw_batch(cfg.batch)
+            mixed = None
+            if method.ram:
+                partners = self.pool.draw_partners(domains)
+                lam = sample_lambda(len(images), method.lam_mode, self.lambda_generator)
+                mixed = amplitude_mixup(images, partners, lam, method.window_ratio).to(self.device)
+            images, masks, domains = images.to(self.device), masks.to(self.device), domains.to(self.device)
+            with autocast(self.device, self.dtype):
+                terms = self.objective(images, masks, domains, mixed)
+            (terms["loss"] / cfg.grad_accumulation).backward()
+            for name, value in terms.items():
+                totals[name] = totals.get(name, 0.0) + float(value.detach()) / cfg.grad_accumulation
+        self.optimizer.step()
+        self.iteration += 1
+        if not all(math.isfinite(v) for v in totals.values()):
+            raise FloatingPointError(f"training diverged at iteration {self.iteration}: losses {totals}")
+        totals["lr"] = lr
+        return totals
+
+    def validate(self) -> dict[str, Any] | None:
+        if not self.val_samples:
+            return None
+        predictor = Predictor(self.net, self._metadata(), self.device)
+        result = validation_dice(predictor, self.val_samples, self.config.labels)
+        self.net.train()
+        return result
+
+    # -- the schedule ----------------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        cfg = self.config
+        start = time.perf_counter()
+        stopped = False
+        last_val = None
+        while self.iteration < cfg.iterations:
+            if self.callbacks.should_stop is not None and self.callbacks.should_stop():
+                stopped = True
+                break
+            losses = self.step()
+            validation = None
+            if self.iteration % self.val_every == 0 or self.iteration == cfg.iterations:
+                validation = last_val = self.validate()
+                self._remember_best(validation)
+                self.save_resume_state()
+            record = {"iteration": self.iteration, **{k: round(v, 6) for k, v in losses.items()},
+                      "elapsed_s": round(time.perf_counter() - start, 3)}
+            if validation is not None:
+                record["val_dice"] = validation["dice"]
+                record["val_dice_by_domain"] = validation["dice_by_domain"]
+            self.history.append(record)
+            self._append_log(record)
+            if self.callbacks.on_event is not None:
+                self.callbacks.on_event(TrainEvent(self.iteration, cfg.iterations, losses, losses["lr"],
+                                                   time.perf_counter() - start, validation))
+        if stopped:
+            self.save_resume_state()
+        self.save(stopped, last_val, time.perf_counter() - start)
+        if not stopped:
+            self._remove_resume_state()
+        return TrainResult(self.run_dir, self.iteration, stopped, self.history, last_val)
+
+    def _remember_best(self, validation: dict[str, Any] | None) -> None:
+        if validation is None or not math.isfinite(validation["dice"]):
+            return
+        # ">=": among equal scores the later, longer-trained state wins
+        if self.best is None or validation["dice"] >= self.best["dice"]:
+            self.best = {**validation, "iteration": self.iteration}
+            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.net.state_dict().items()}
+
+    # -- files -----------------------------------------------------------------------------------
+    def _metadata(self, metrics: dict[str, Any] | None = None) -> ModelMetadata:
+        return ModelMetadata(self.config, self.domains, metrics or {}, self.extra_metadata)
+
+    def _append_log(self, record: dict[str, Any]) -> None:
+        if self.run_dir is None:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.run_dir / LOG_NAME, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    def save(self, stopped: bool, last_val: dict[str, Any] | None, elapsed: float) -> None:
+        """Write the model: the best source-validation state if there was validation, else the last."""
+        if self.run_dir is None:
+            return
+        selected = "best_source_validation" if self.best_state is not None else "last"
+        metrics = {
+            "selection": selected,
+            "selected_iteration": self.best["iteration"] if self.best else self.iteration,
+            "validation": self.best or last_val,
+            "iterations_done": self.iteration,
+            "iterations_planned": self.config.iterations,
+            "status": "stopped" if stopped else "complete",
+            "train_seconds": round(elapsed, 2),
+        }
+        net_state = self.best_state if self.best_state is not None else None
+        if net_state is not None:
+            current = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+            self.net.load_state_dict(net_state)
+        save_model(self.net, self._metadata(metrics), self.run_dir)
+        if net_state is not None:
+            self.net.load_state_dict(current)
+        atomic_write_json(self.run_dir / METRICS_NAME, {**metrics, "history": self.history})
+
+    def save_resume_state(self) -> None:
+        """Model, optimizer and random state, so that ``--resume`` continues exactly where this stopped."""
+        if self.run_dir is None:
+            return
+        from safetensors.torch import save_file
+
+        tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
+        opt = self.optimizer.state_dict()
+        for index, state in opt["state"].items():
+            for key, value in state.items():
+                tensors[f"optim.{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+        tensors["rng.torch"] = torch.get_rng_state()
+        tensors["rng.lambda"] = self.lambda_generator.get_state()
+        if self.best_state is not None:
+            tensors.update({f"best.{k}": v.contiguous() for k, v in self.best_state.items()})
+        state = {
+            "iteration": self.iteration,
+            "config": self.config.to_dict(),
+            "domains": self.domains,
+            "history": self.history,
+            "best": self.best,
+            "pool_rng": _jsonable_bitgen_state(self.pool.rng.bit_generator.state),
+            "pool_orders": [[int(i) for i in order] for order in self.pool._orders],
+        }
+        # Weights first, then the JSON that points at them: a crash in between leaves the old JSON,
+        # which never describes weights that were not written completely.
+        atomic_write_bytes(self.run_dir / RESUME_WEIGHTS, lambda tmp: save_file(tensors, str(tmp)))
+        atomic_write_json(self.run_dir / RESUME_STATE, state)
+
+    def _remove_resume_state(self) -> None:
+        """A complete run needs no resume state; it is large (optimizer moments), so drop it."""
+        if self.run_dir is not None:
+            for name in (RESUME_STATE, RESUME_WEIGHTS):  # JSON first: never leave JSON without weights
+                (self.run_dir / name).unlink(missing_ok=True)
+
+    def load_resume_state(self) -> None:
+        from safetensors.torch import load_file
+
+        if self.run_dir is None:
+            raise ValueError("resume needs a run folder")
+        state = json.loads((self.run_dir / RESUME_STATE).read_text(encoding="utf-8"))
+        tensors = load_file(str(self.run_dir / RESUME_WEIGHTS))
+        self.net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        opt = self.optimizer.state_dict()
+        restored: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in tensors.items():
+            if key.startswith("optim."):
+                _, index, name = key.split(".", 2)
+                restored.setdefault(int(index), {})[name] = value.to(self.device) if name != "step" else value
+        opt["state"] = restored
+        self.optimizer.load_state_dict(opt)
+        torch.set_rng_state(tensors["rng.torch"])
+        self.lambda_generator.set_state(tensors["rng.lambda"])
+        best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+        self.best_state = best or None
+        self.best = state.get("best")
+        self.iteration = int(state["iteration"])
+        self.history = list(state.get("history", []))
+        self.pool.rng.bit_generator.state = _bitgen_state_from_json(state["pool_rng"])
+        self.pool._orders = [list(order) for order in state["pool_orders"]]
+
+
+def _jsonable_bitgen_state(state: dict[str, Any]) -> dict[str, Any]:
+    """numpy's PCG64 state holds integers beyond JSON's safe range: store them as strings."""
+    return json.loads(json.dumps(state, default=str), parse_int=str)
+
+
+def _bitgen_state_from_json(state: Any) -> Any:
+    if isinstance(state, dict):
+        return {k: _bitgen_state_from_json(v) for k, v in state.items()}
+    if isinstance(state, str) and state.lstrip("-").isdigit():
+        return int(state)
+    return state

@@ -1,0 +1,14 @@
+"""The one exception type for bad user input, so every edge can report it in a single line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class RamsegInputError(ValueError):
+    """Bad or inconsistent user input (a file, a folder, a model); the message names the culprit."""
+
+    def __init__(self, problem: str, path: str | Path | None = None):
+        self.path = None if path is None else str(path)
+        self.problem = problem
+        super().__init__(problem if path is None else f"{path}: {problem}")
