@@ -1,0 +1,1 @@
+"""Pure numpy + torch engine; never imports Qt, napari or magicgui."""

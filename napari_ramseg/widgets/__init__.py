@@ -1,0 +1,1 @@
+"""Thin napari/Qt widgets: they collect parameters, start workers and show results."""
