@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
+import os
 import sys
 from pathlib import Path
 
@@ -152,8 +152,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .io import read_image, write_labels
     from .models import resolve_model
 
-    pairs = _prediction_pairs(args.input, args.output)
     predictor = Predictor.from_path(resolve_model(args.model), device=args.device)
+    pairs = _prediction_pairs(args.input, args.output)
     with _progress_bar(len(pairs), "predict", quiet=len(pairs) == 1) as bar:
         for source, target in pairs:
             image = read_image(source)
@@ -230,11 +230,16 @@ COMMANDS = {"train": cmd_train, "predict": cmd_predict, "evaluate": cmd_evaluate
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if os.environ.get("RAMSEG_DEBUG"):
+        return COMMANDS[args.command](args)  # full tracebacks for developers
     try:
         return COMMANDS[args.command](args)
     except RamsegInputError as exc:
         print(f"ramseg: error: {exc}", file=sys.stderr)
-    except (FileExistsError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as exc:
+    except FileExistsError as exc:
+        hint = " (ramseg predict --overwrite replaces it)" if args.command == "predict" else ""
+        print(f"ramseg: error: {exc}{hint}", file=sys.stderr)
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as exc:
         print(f"ramseg: error: {exc}", file=sys.stderr)
     except ValueError as exc:  # bad option values (device not present, impossible sizes) are input too
         print(f"ramseg: error: {exc}", file=sys.stderr)
