@@ -142,7 +142,7 @@ class Trainer:
     def __init__(self, config: TrainConfig, domains: Sequence[str], train_samples: dict[str, Sequence],
                  val_samples: Sequence = (), run_dir: str | Path | None = None,
                  callbacks: TrainCallbacks | None = None, extra_metadata: dict[str, Any] | None = None,
-                 init_state: dict[str, torch.Tensor] | None = None):
+                 init_state: dict[str, torch.Tensor] | None = None, pool: SourcePool | None = None):
         self.config = config
         self.domains = list(domains)
         self.run_dir = Path(run_dir) if run_dir is not None else None
@@ -160,8 +160,9 @@ class Trainer:
         self.net.to(self.device)
         self.objective = RamDsirObjective(self.net, config)
         self.optimizer = make_optimizer(self.net, config)
-        self.pool = SourcePool(train_samples, self.domains, config.preprocess, config.scale_aug_p,
-                               config.scale_aug_max, seed=config.seed)
+        # ``pool``: a ready batch source (fine-tuning mixes corrected cases with replayed source data)
+        self.pool = pool if pool is not None else SourcePool(train_samples, self.domains, config.preprocess,
+                                                             config.scale_aug_p, config.scale_aug_max, seed=config.seed)
         self.lambda_generator = torch.Generator().manual_seed(config.seed + 1)
         self.iteration = 0
         self.history: list[dict[str, Any]] = []
