@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-BUNDLED_DIR = Path(__file__).parent / "models" / "vessels"
+BUNDLED_DIR = Path(__file__).parent / "bundled_models" / "vessels"
 DEFAULT_MODEL_NAMES = ("default", "bundled", "vessels")
 
 
