@@ -10,14 +10,18 @@ import datetime as _dt
 import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..errors import RamsegInputError
+from . import distributed
 from .checkpoint import METADATA_NAME
 from .config import LabelScheme, MethodConfig, ModelConfig, PreprocessConfig, TrainConfig
 from .data import discover, load_samples, split_train_val
+from .sampling import resize_image, resize_mask, working_shape
 from .train import RESUME_STATE, TrainCallbacks, TrainEvent, Trainer, TrainResult
 
 
@@ -66,9 +70,30 @@ class TrainingData:
     description: dict[str, Any]
 
 
+def _at_working_scale(samples: list, preprocess: PreprocessConfig | None) -> list:
+    """Shrink samples to the network's scale right after decoding, so that a folder of full-resolution
+    photographs (HRF: 3504x2336, ~100 MB each as float) never sits in memory at full size."""
+    if preprocess is None:
+        return samples
+    out = []
+    for s in samples:
+        shape = working_shape(*s.image.shape[-2:], preprocess)
+        if shape[0] < s.image.shape[-2] or shape[1] < s.image.shape[-1]:
+            image = resize_image(torch.from_numpy(s.image), shape).numpy()
+            mask = None if s.mask is None else resize_mask(torch.from_numpy(s.mask), shape).numpy()
+            s = replace(s, image=image, mask=mask)
+        out.append(s)
+    return out
+
+
 def load_training_data(root: Path, fmt: str = "auto", domains: list[str] | None = None, target: str | None = None,
-                       labels: LabelScheme | None = None, val_fraction: float = 0.2, seed: int = 0) -> TrainingData:
-    """Source-domain samples split into training and validation; the target domain is never loaded."""
+                       labels: LabelScheme | None = None, val_fraction: float = 0.2, seed: int = 0,
+                       preprocess: PreprocessConfig | None = None) -> TrainingData:
+    """Source-domain samples split into training and validation; the target domain is never loaded.
+
+    With ``preprocess`` every sample is brought down to the working scale as soon as it is read
+    (validation Dice is then measured at that scale too).
+    """
     if domains and target and target in domains:
         raise RamsegInputError(f"target domain {target!r} is also listed as a source domain", root)
     dataset = discover(root, fmt, domains, labels=labels, split="train")
@@ -80,9 +105,11 @@ def load_training_data(root: Path, fmt: str = "auto", domains: list[str] | None 
     cases = [c for c in dataset.cases if c.domain in sources]
     train_cases, val_cases = split_train_val(cases, val_fraction, seed)
     by_domain: dict[str, list] = {d: [] for d in sources}
-    for sample in load_samples(train_cases, dataset.labels, dataset.format):
-        by_domain[sample.domain].append(sample)
-    val = load_samples(val_cases, dataset.labels, dataset.format)
+    for case in train_cases:
+        for sample in _at_working_scale(load_samples([case], dataset.labels, dataset.format), preprocess):
+            by_domain[sample.domain].append(sample)
+    val = [s for case in val_cases
+           for s in _at_working_scale(load_samples([case], dataset.labels, dataset.format), preprocess)]
     description = {
         "root": str(Path(root).resolve()), "format": dataset.format, "source_domains": sources,
         "target_domain": target,
@@ -111,6 +138,8 @@ def config_from_request(request: TrainRequest, labels: LabelScheme, num_train_sa
         raise ValueError(f"--size must be a positive multiple of 16 (the network's stride), not {request.size}")
     if request.batch < 1:
         raise ValueError("--batch must be at least 1")
+    if request.grad_accumulation < 1:
+        raise ValueError("--grad-accumulation must be at least 1")
     return TrainConfig(
         labels=labels,
         model=ModelConfig(base_width=request.base_width),
@@ -135,7 +164,41 @@ def _fresh_run_dir(out: Path | None) -> Path:
 def run_training(request: TrainRequest, on_event: Callable[[TrainEvent], None] | None = None,
                  should_stop: Callable[[], bool] | None = None,
                  log: Callable[[str], None] | None = None) -> TrainResult:
-    """Discover data, build the config, train (or resume), and write the run folder."""
+    """Discover data, build the config, train (or resume), and write the run folder.
+
+    Launched by torchrun this is one rank of a DistributedDataParallel job (``core/distributed.py``):
+    every rank loads the same data and trains on its share of each global batch; only rank 0 logs,
+    reports events and writes the run folder. Without torchrun's environment nothing of that runs.
+    """
+    with distributed.initialize(request.device) as context:
+        if context is None:
+            run_dir, config, data, resume = _prepare(request, log, True)
+        else:
+            if not context.is_main:
+                on_event, log = None, None
+            prepared, error = None, None
+            try:
+                prepared = _prepare(request, log, context.is_main)
+            except Exception as exc:  # every rank must learn of it, or the others wait forever
+                error = exc
+            distributed.raise_if_any_failed(error)
+            run_dir, config, data, resume = prepared
+            run_dir = Path(distributed.gather_objects(str(run_dir))[0])  # rank 0's (the default name has a time)
+            if log is not None:
+                log(f"distributed: {context.world_size} processes ({context.backend}), global batch {config.batch}, "
+                    f"{config.batch // context.world_size} per process; SyncBatchNorm "
+                    f"{'on' if config.sync_batchnorm else 'off'}")
+        extra = {"data": data.description, "command": request.command, **request.extra}
+        trainer = Trainer(config, data.domains, data.train, data.val, run_dir,
+                          TrainCallbacks(on_event=on_event, should_stop=should_stop, log=log), extra,
+                          dist_context=context)
+        if resume:
+            trainer.load_resume_state()  # every rank reads the state rank 0 wrote
+        return trainer.run()
+
+
+def _prepare(request: TrainRequest, log: Callable[[str], None] | None,
+             is_main: bool) -> tuple[Path, TrainConfig, TrainingData, bool]:
     resume_state = None
     if request.resume is not None:
         state_path = Path(request.resume) / RESUME_STATE
@@ -147,7 +210,8 @@ def run_training(request: TrainRequest, on_event: Callable[[TrainEvent], None] |
         data = load_training_data(request.data, request.format, resume_state["domains"], None, config.labels,
                                   config.val_fraction, config.seed)
     else:
-        run_dir = _fresh_run_dir(request.out)
+        # only rank 0 writes, so only rank 0 decides the folder (the others get its path)
+        run_dir = _fresh_run_dir(request.out) if is_main else Path(request.out or ".")
         data = load_training_data(request.data, request.format, request.domains, request.target,
                                   label_scheme_from(request.labels, request.label_kind),
                                   request.val_fraction, request.seed)
@@ -158,9 +222,6 @@ def run_training(request: TrainRequest, on_event: Callable[[TrainEvent], None] |
             f"{config.iterations} iterations at batch {config.batch}, size {config.preprocess.size}; "
             f"RAM {'on' if config.method.ram else 'off'}, DSIR {'on' if config.method.dsir else 'off'}, "
             f"consistency {'on' if config.method.consistency else 'off'}")
-    extra = {"data": data.description, "command": request.command, **request.extra}
-    trainer = Trainer(config, data.domains, data.train, data.val, run_dir,
-                      TrainCallbacks(on_event=on_event, should_stop=should_stop, log=log), extra)
-    if resume_state is not None:
-        trainer.load_resume_state()
-    return trainer.run()
+        if config.sync_batchnorm and distributed.torchrun_env() is None:
+            log("--sync-batchnorm has no effect in a single process (it matters under torchrun)")
+    return run_dir, config, data, resume_state is not None
