@@ -16,6 +16,7 @@ from .errors import RamsegInputError
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
+EXIT_FAILED = 1  # the machine failed (out of memory, disk full), not the input
 
 
 def _csv(value: str | None) -> list[str] | None:
@@ -62,8 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--val-every", type=int, default=defaults.val_every)
     t.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
     t.add_argument("--base-width", type=int, default=16)
-    t.add_argument("--grad-accumulation", type=int, default=1)
-    t.add_argument("--sync-batchnorm", action="store_true", help="SyncBatchNorm across ranks under torchrun")
+    t.add_argument("--grad-accumulation", type=int, default=1,
+                   help="micro-batches of --batch per optimizer step (gradients are summed; under torchrun "
+                        "they are reduced across processes only after the last one)")
+    t.add_argument("--sync-batchnorm", action="store_true",
+                   help="under torchrun, every BatchNorm (the per-domain ones too) uses the statistics of the "
+                        "global batch; --batch is always the global batch, split evenly over the processes")
     t.add_argument("--resume", type=Path, help="continue an interrupted run folder")
     t.add_argument("--quiet", action="store_true")
     _add_device(t)
@@ -109,7 +114,12 @@ def _progress_bar(total: int, desc: str, quiet: bool = False):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from .core.distributed import env_rank
     from .core.train_job import TrainRequest, run_training
+
+    # under torchrun only rank 0 talks: one progress bar, one set of messages
+    main_rank = env_rank() == 0
+    quiet = args.quiet or not main_rank
 
     request = TrainRequest(
         data=args.data, format=args.format, domains=args.domains, target=args.target, out=args.out,
@@ -126,7 +136,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     def on_event(event) -> None:
         nonlocal bar
         if bar is None:
-            bar = _progress_bar(event.total, "train", args.quiet)
+            bar = _progress_bar(event.total, "train", quiet)
             bar.update(event.iteration - 1)
         bar.update(1)
         postfix = {"loss": f"{event.losses['loss']:.3f}"}
@@ -134,10 +144,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             postfix["val_dice"] = f"{event.validation['dice']:.3f}"
         bar.set_postfix(postfix, refresh=False)
 
-    result = run_training(request, on_event=on_event, log=None if args.quiet else _stderr)
+    result = run_training(request, on_event=on_event if main_rank else None, log=None if quiet else _stderr)
     if bar is not None:
         bar.close()
-    if result.run_dir is not None:
+    if result.run_dir is not None and main_rank:
         _stderr(f"{'stopped' if result.stopped else 'finished'} after {result.iterations_done} iterations; "
                 f"model written to {result.run_dir}")
     return 0
@@ -235,19 +245,57 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except RamsegInputError as exc:
-        print(f"ramseg: error: {exc}", file=sys.stderr)
+        if exc.path is None and args.command == "predict" and Path(args.input).is_file():
+            exc = RamsegInputError(exc.problem, args.input)  # the predictor does not know the file's name
+        _error(exc)
     except FileExistsError as exc:
         hint = " (ramseg predict --overwrite replaces it)" if args.command == "predict" else ""
-        print(f"ramseg: error: {exc}{hint}", file=sys.stderr)
+        _error(f"{exc}{hint}")
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as exc:
-        print(f"ramseg: error: {exc}", file=sys.stderr)
+        _error(exc)
     except ValueError as exc:  # bad option values (device not present, impossible sizes) are input too
-        print(f"ramseg: error: {exc}", file=sys.stderr)
+        _error(exc)
     except KeyboardInterrupt:
-        print("ramseg: interrupted; a training run keeps its last complete state, continue it with --resume RUN",
-              file=sys.stderr)
+        _stderr(f"ramseg: interrupted; {_interrupted_note(args)}")
         return EXIT_INTERRUPTED
+    except MemoryError:
+        _error("out of memory; try a smaller --size or --batch, or fewer/smaller images")
+        return EXIT_FAILED
+    except OSError as exc:  # disk full, I/O errors: the machine, not the input
+        _error(exc)
+        return EXIT_FAILED
+    except RuntimeError as exc:  # torch reports exhausted CPU/GPU memory as RuntimeError subclasses
+        if "out of memory" not in str(exc).lower() and "not enough memory" not in str(exc).lower():
+            raise  # a bug: keep the traceback for the report
+        _error(f"out of memory ({str(exc).splitlines()[0][:160]}); try a smaller --size or --batch, or --device cpu")
+        return EXIT_FAILED
     return EXIT_BAD_INPUT
+
+
+def _error(problem: object) -> None:
+    text = str(problem).replace("\r", " ").replace("\n", " ").strip() or type(problem).__name__
+    _stderr(f"ramseg: error: {text}")
+
+
+def _interrupted_note(args: argparse.Namespace) -> str:
+    """What an interruption left behind, for the command that was running."""
+    if args.command == "train":
+        run = args.resume or args.out
+        if run is None:
+            return "the run folder under runs/ keeps its last complete state; continue it with --resume RUN"
+        return (f"{run} keeps its last complete state (nothing half-written); continue it with "
+                f"ramseg train --data {_quote(args.data)} --resume {_quote(run)}")
+    if args.command == "predict":
+        return "every mask already written is complete; no partial file is left"
+    if args.command == "finetune":
+        return "a model version is written only when complete; the base model and the saved corrections are unchanged"
+    return "nothing was written"
+
+
+def _quote(path: object) -> str:
+    import shlex
+
+    return shlex.quote(str(path))
 
 
 def default_run_dir() -> Path:

@@ -99,29 +99,62 @@ class SourcePool:
         slots = np.concatenate([np.arange(k)] * (batch // k) + [self.rng.permutation(k)[: batch % k]])
         return np.sort(slots).astype(np.int64)
 
-    def _augment_crop(self, sample: CachedSample) -> tuple[torch.Tensor, torch.Tensor]:
-        image, mask = sample.image, sample.mask
-        h, w = image.shape[-2:]
+    def _crop_plan(self, sample: CachedSample) -> tuple[tuple[int, int] | None, int, int]:
+        """Draw one augmentation (scale-up shape or None, crop top, crop left) without touching pixels.
+
+        Drawing and applying are separate so that a rank can draw the whole global batch (keeping its
+        random stream in step with the other ranks) but build only its own slots' crops.
+        """
+        h, w = sample.image.shape[-2:]
+        scaled = None
         if self.rng.random() < self.scale_aug_p:
             # Scale up independently in y and x by U(1, max), as the paper does.
             sy, sx = self.rng.uniform(1.0, self.scale_aug_max, size=2)
             h, w = int(round(h * sy)), int(round(w * sx))
-            image, mask = resize_image(image, (h, w)), resize_mask(mask, (h, w))
+            scaled = (h, w)
+        h, w = max(h, self.size), max(w, self.size)  # images smaller than the crop are padded
+        top = int(self.rng.integers(0, h - self.size + 1))
+        left = int(self.rng.integers(0, w - self.size + 1))
+        return scaled, top, left
+
+    def _apply_plan(self, sample: CachedSample, plan: tuple[tuple[int, int] | None, int, int]
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        scaled, top, left = plan
+        image, mask = sample.image, sample.mask
+        if scaled is not None:
+            image, mask = resize_image(image, scaled), resize_mask(mask, scaled)
+        h, w = image.shape[-2:]
         pad_h, pad_w = max(self.size - h, 0), max(self.size - w, 0)
         if pad_h or pad_w:
             # Images smaller than the crop (e.g. long_side < size) are padded with background.
             image = F.pad(image, (0, pad_w, 0, pad_h), value=-1.0)
             mask = F.pad(mask, (0, pad_w, 0, pad_h), value=0)
-            h, w = image.shape[-2:]
-        top = int(self.rng.integers(0, h - self.size + 1))
-        left = int(self.rng.integers(0, w - self.size + 1))
         crop = (slice(top, top + self.size), slice(left, left + self.size))
         return image[(slice(None), *crop)], mask[crop]
+
+    def _augment_crop(self, sample: CachedSample) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._apply_plan(sample, self._crop_plan(sample))
+
+    def _slot_plans(self, domains: np.ndarray) -> list[tuple[CachedSample, tuple]]:
+        plans = []
+        for d in domains:
+            sample = self.cache[d][self._next_index(d)]
+            plans.append((sample, self._crop_plan(sample)))
+        return plans
+
+    def _partner_plans(self, domains: Sequence[int]) -> list[tuple[CachedSample, tuple]]:
+        plans = []
+        k = self.num_domains
+        for d in domains:
+            other = d if k == 1 else int((d + 1 + self.rng.integers(0, k - 1)) % k)
+            sample = self.cache[other][int(self.rng.integers(0, len(self.cache[other])))]
+            plans.append((sample, self._crop_plan(sample)))
+        return plans
 
     def draw_batch(self, batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(images (B, C, S, S), masks (B, S, S) long, domain indices (B,)) for one training step."""
         domains = self.batch_domains(batch)
-        pairs = [self._augment_crop(self.cache[d][self._next_index(d)]) for d in domains]
+        pairs = [self._apply_plan(sample, plan) for sample, plan in self._slot_plans(domains)]
         images = torch.stack([p[0] for p in pairs])
         masks = torch.stack([p[1] for p in pairs]).long()
         return images, masks, torch.from_numpy(domains)
@@ -132,10 +165,67 @@ class SourcePool:
         Partners come from the whole pool, not only from the current batch. With one source domain the
         partner comes from the same domain.
         """
-        partners = []
-        k = self.num_domains
-        for d in domains.tolist():
-            other = d if k == 1 else int((d + 1 + self.rng.integers(0, k - 1)) % k)
-            index = int(self.rng.integers(0, len(self.cache[other])))
-            partners.append(self._augment_crop(self.cache[other][index])[0])
-        return torch.stack(partners)
+        plans = self._partner_plans([int(d) for d in domains.tolist()])
+        return torch.stack([self._apply_plan(sample, plan)[0] for sample, plan in plans])
+
+    def draw_shard(self, batch: int, rank: int, world_size: int, partners: bool = True) -> "Shard":
+        """This rank's part of the global batch that ``draw_batch`` (+ ``draw_partners``) would give.
+
+        Every rank calls this with the same pool, seed and ``batch``: all draw the same global batch
+        (same cases, augmentations and RAM partners, partners from every domain of the pool) and build
+        only the slots that ``shard_slots`` deals to ``rank``. The random stream is consumed exactly
+        as ``draw_batch`` followed by ``draw_partners`` consumes it, so the union over the ranks is the
+        single-process batch.
+        """
+        if batch % world_size:
+            raise ValueError(f"the global batch ({batch}) must be divisible by the number of processes ({world_size})")
+        domains = self.batch_domains(batch)
+        slot_plans = self._slot_plans(domains)
+        partner_plans = self._partner_plans([int(d) for d in domains]) if partners else None
+        keep = shard_slots(domains, rank, world_size)
+        pairs = [self._apply_plan(*slot_plans[i]) for i in keep]
+        images = torch.stack([p[0] for p in pairs])
+        masks = torch.stack([p[1] for p in pairs]).long()
+        partner_images = None
+        if partner_plans is not None:
+            partner_images = torch.stack([self._apply_plan(*partner_plans[i])[0] for i in keep])
+        return Shard(images, masks, torch.from_numpy(domains[keep]), partner_images, keep, domains)
+
+    def fingerprint(self) -> str:
+        """Domains, case names and shapes in pool order: equal on every rank, or the ranks disagree."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        for domain, cached in zip(self.domains, self.cache):
+            digest.update(domain.encode())
+            for sample in cached:
+                digest.update(f"{sample.name}:{tuple(sample.image.shape)}".encode())
+        return digest.hexdigest()
+
+
+@dataclass
+class Shard:
+    """One rank's slots of a global batch, and what it needs to know about the whole batch."""
+
+    images: torch.Tensor  # (b, C, S, S), b = batch / world_size
+    masks: torch.Tensor  # (b, S, S) long
+    domains: torch.Tensor  # (b,) domain index of each slot
+    partners: torch.Tensor | None  # (b, C, S, S) RAM partners, or None
+    slots: np.ndarray  # indices of these slots in the global batch
+    global_domains: np.ndarray  # (B,) domain index of every slot of the global batch
+
+
+def shard_slots(domains: np.ndarray, rank: int, world_size: int) -> np.ndarray:
+    """The global-batch slots that ``rank`` trains on, in batch order.
+
+    The slots, grouped by domain, are dealt to the ranks in turn (slot i of the grouped order goes to
+    rank i mod world_size). Each rank gets ``batch / world_size`` slots, and of every domain's n slots
+    floor(n / world_size) or one more; so every rank sees every domain once the per-rank batch is at
+    least the number of domains (then every domain has at least world_size slots).
+    """
+    domains = np.asarray(domains)
+    batch = len(domains)
+    if batch % world_size:
+        raise ValueError(f"the global batch ({batch}) must be divisible by the number of processes ({world_size})")
+    grouped = np.argsort(domains, kind="stable")
+    return np.sort(grouped[rank::world_size])

@@ -7,6 +7,8 @@ at any moment it holds the last complete state or nothing.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
 import math
 import time
@@ -19,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import distributed
 from .checkpoint import ModelMetadata, atomic_write_bytes, atomic_write_json, save_model
 from .config import LabelScheme, TrainConfig
 from .device import autocast, autocast_dtype, resolve_device
@@ -70,17 +73,23 @@ class RamDsirObjective(nn.Module):
     then restores each domain's sub-batch of mixed-image bottlenecks with that domain's BatchNorm and
     is scored against the un-augmented originals. Reusing the bottleneck of the shared pass (rather
     than encoding every sub-batch again) keeps the method's overhead small.
+
+    ``global_batch=True`` (under DDP): the segmentation loss's Dice spans all ranks, and ``forward``
+    takes per-domain ``domain_weights`` and runs every domain's restoration on every rank, an empty
+    sub-batch included, so that synchronised BatchNorms see the same calls everywhere and every
+    parameter gets a gradient (see ``distributed``).
     """
 
-    def __init__(self, net: RamSegNet, config: TrainConfig):
+    def __init__(self, net: RamSegNet, config: TrainConfig, global_batch: bool = False):
         super().__init__()
         self.net = net
         self.method = config.method
-        self.seg_loss = SegmentationLoss(config.labels)
+        self.seg_loss = (distributed.GlobalBatchSegmentationLoss(config.labels) if global_batch
+                         else SegmentationLoss(config.labels))
         self.labels = config.labels
 
     def forward(self, images: torch.Tensor, masks: torch.Tensor, domains: torch.Tensor,
-                mixed: torch.Tensor | None) -> dict[str, torch.Tensor]:
+                mixed: torch.Tensor | None, domain_weights: Sequence[float] | None = None) -> dict[str, torch.Tensor]:
         method = self.method
         batch = images.shape[0]
         inputs = images if mixed is None else torch.cat([images, mixed])
@@ -95,10 +104,19 @@ class RamDsirObjective(nn.Module):
             # Restore the mixed view when RAM is on (the paper's setting), else the image itself.
             bottleneck = features[-1][batch:] if mixed is not None else features[-1]
             restoration = images.new_zeros(())
-            for k in torch.unique(domains).tolist():
-                select = domains == k
-                restored = self.net.restore(bottleneck[select], int(k), size=tuple(images.shape[-2:]))
-                restoration = restoration + restoration_mse(restored, images[select])
+            if domain_weights is None:
+                for k in torch.unique(domains).tolist():
+                    select = domains == k
+                    restored = self.net.restore(bottleneck[select], int(k), size=tuple(images.shape[-2:]))
+                    restoration = restoration + restoration_mse(restored, images[select])
+            else:
+                for k, weight in enumerate(domain_weights):
+                    select = domains == k
+                    restored = self.net.restore(bottleneck[select], k, size=tuple(images.shape[-2:]))
+                    if weight > 0:
+                        restoration = restoration + weight * restoration_mse(restored, images[select])
+                    else:  # no slot of this domain here: keep its decoder in the graph with a zero gradient
+                        restoration = restoration + 0.0 * restored.float().sum()
             terms["restoration"] = method.restoration_weight * restoration
         terms["loss"] = sum(terms.values())
         return terms
@@ -121,28 +139,50 @@ def make_optimizer(net: RamSegNet, config: TrainConfig) -> torch.optim.Adam:
     return torch.optim.Adam(param_groups, betas=(0.9, 0.999), weight_decay=0.0)
 
 
+def case_validation_dice(predictor: Predictor, sample: Any, labels: LabelScheme) -> float:
+    """Mean Dice over the label's structures for one held-out sample."""
+    x = torch.from_numpy(np.ascontiguousarray(sample.image, dtype=np.float32))
+    probs = predictor.predict_prepared(x)
+    pred = labels_from_probabilities(probs, labels, predictor.threshold)
+    pred_masks, true_masks = structure_masks(pred, labels), structure_masks(sample.mask, labels)
+    return float(np.mean([dice_score(pred_masks[n], true_masks[n]) for n in labels.names]))
+
+
 def validation_dice(predictor: Predictor, samples: Sequence, labels: LabelScheme) -> dict[str, Any]:
     """Mean Dice per label and per source domain on held-out source cases (never the target)."""
+    return summarize_validation([(s.domain, case_validation_dice(predictor, s, labels)) for s in samples])
+
+
+def summarize_validation(records: Sequence[tuple[str, float]]) -> dict[str, Any]:
+    """(domain, case Dice) pairs in case order -> the mean of the per-domain means, and each domain's."""
     per_domain: dict[str, list[float]] = {}
-    for sample in samples:
-        x = torch.from_numpy(np.ascontiguousarray(sample.image, dtype=np.float32))
-        probs = predictor.predict_prepared(x)
-        pred = labels_from_probabilities(probs, labels, predictor.threshold)
-        pred_masks, true_masks = structure_masks(pred, labels), structure_masks(sample.mask, labels)
-        dice = float(np.mean([dice_score(pred_masks[n], true_masks[n]) for n in labels.names]))
-        per_domain.setdefault(sample.domain, []).append(dice)
+    for domain, dice in records:
+        per_domain.setdefault(domain, []).append(dice)
     by_domain = {d: float(np.mean(v)) for d, v in per_domain.items()}
     mean = float(np.mean(list(by_domain.values()))) if by_domain else float("nan")
-    return {"dice": mean, "dice_by_domain": by_domain, "cases": len(samples)}
+    return {"dice": mean, "dice_by_domain": by_domain, "cases": len(records)}
 
 
 class Trainer:
-    """Runs one training job; ``run()`` does the whole schedule and honours ``should_stop``."""
+    """Runs one training job; ``run()`` does the whole schedule and honours ``should_stop``.
+
+    ``dist_context`` (from ``distributed.initialize`` under torchrun) makes this one rank of a
+    DistributedDataParallel job: ``config.batch`` is then the global batch, each rank trains on its
+    share of it, and only rank 0 writes files and calls ``on_event``. Without it nothing changes.
+    """
 
     def __init__(self, config: TrainConfig, domains: Sequence[str], train_samples: dict[str, Sequence],
                  val_samples: Sequence = (), run_dir: str | Path | None = None,
                  callbacks: TrainCallbacks | None = None, extra_metadata: dict[str, Any] | None = None,
-                 init_state: dict[str, torch.Tensor] | None = None, pool: SourcePool | None = None):
+                 init_state: dict[str, torch.Tensor] | None = None, pool: SourcePool | None = None,
+                 dist_context: distributed.DistContext | None = None):
+        self.dist = dist_context
+        self.rank = dist_context.rank if dist_context else 0
+        self.world_size = dist_context.world_size if dist_context else 1
+        self.is_main = self.rank == 0
+        if config.batch % self.world_size:
+            raise ValueError(f"--batch ({config.batch}) is the global batch and must be divisible by the number of "
+                             f"processes ({self.world_size})")
         self.config = config
         self.domains = list(domains)
         self.run_dir = Path(run_dir) if run_dir is not None else None
@@ -152,13 +192,17 @@ class Trainer:
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
         torch.manual_seed(config.seed)
-        self.device = resolve_device(config.device)
+        self.device = dist_context.device if dist_context else resolve_device(config.device)
         self.dtype = autocast_dtype(self.device)
+        # fp16 (CUDA without bf16) needs loss scaling; bf16 and fp32 do not
+        self.scaler = distributed.grad_scaler(self.device) if self.dtype == torch.float16 else None
         self.net = RamSegNet(config.model, config.labels, num_domains=len(self.domains))
         if init_state is not None:
             self.net.load_state_dict(init_state)
+        if dist_context is not None and config.sync_batchnorm:
+            distributed.convert_sync_batchnorm(self.net)
         self.net.to(self.device)
-        self.objective = RamDsirObjective(self.net, config)
+        self.objective = RamDsirObjective(self.net, config, global_batch=dist_context is not None)
         self.optimizer = make_optimizer(self.net, config)
         # ``pool``: a ready batch source (fine-tuning mixes corrected cases with replayed source data)
         self.pool = pool if pool is not None else SourcePool(train_samples, self.domains, config.preprocess,
@@ -169,6 +213,19 @@ class Trainer:
         self.best: dict[str, Any] | None = None
         self.best_state: dict[str, torch.Tensor] | None = None
         self.val_every = config.val_every or max(1, config.iterations // 10)
+        self.extra_metadata["world_size"] = self.world_size
+        self.extra_metadata.pop("distributed", None)
+        self.module: nn.Module = self.objective  # what a training step calls: the objective, or DDP around it
+        if dist_context is not None:
+            self.extra_metadata["distributed"] = {
+                **dist_context.describe(), "global_batch": config.batch,
+                "per_rank_batch": config.batch // self.world_size, "sync_batchnorm": config.sync_batchnorm}
+            distributed.check_same_everywhere(
+                self.pool.fingerprint() + "|" + "|".join(f"{s.domain}/{s.name}" for s in self.val_samples),
+                "training and validation cases")
+            if not config.method.dsir:  # never used nor optimised: keep it out of DDP's gradient reduction
+                self.net.restoration.requires_grad_(False)
+            self.module = distributed.wrap_ddp(self.objective, dist_context)
 
     # -- one step --------------------------------------------------------------------------------
     def step(self) -> dict[str, float]:
@@ -180,20 +237,47 @@ class Trainer:
             lr = max(lr, group["lr"])
         self.optimizer.zero_grad(set_to_none=True)
         totals: dict[str, float] = {}
-        for _ in range(cfg.grad_accumulation):
-            images, masks, domains = self.pool.draw_batch(cfg.batch)
-            mixed = None
-            if method.ram:
-                partners = self.pool.draw_partners(domains)
-                lam = sample_lambda(len(images), method.lam_mode, self.lambda_generator)
-                mixed = amplitude_mixup(images, partners, lam, method.window_ratio).to(self.device)
+        for micro in range(cfg.grad_accumulation):
+            weights = None
+            if self.dist is None:
+                images, masks, domains = self.pool.draw_batch(cfg.batch)
+                mixed = None
+                if method.ram:
+                    partners = self.pool.draw_partners(domains)
+                    lam = sample_lambda(len(images), method.lam_mode, self.lambda_generator)
+                    mixed = amplitude_mixup(images, partners, lam, method.window_ratio).to(self.device)
+            else:
+                # every rank draws the same global batch and keeps its own slots (SourcePool.draw_shard)
+                shard = self.pool.draw_shard(cfg.batch, self.rank, self.world_size, partners=method.ram)
+                images, masks, domains = shard.images, shard.masks, shard.domains
+                mixed = None
+                if method.ram:
+                    lam = sample_lambda(cfg.batch, method.lam_mode, self.lambda_generator)  # the global batch's
+                    lam = lam[torch.from_numpy(shard.slots)]
+                    mixed = amplitude_mixup(images, shard.partners, lam, method.window_ratio).to(self.device)
+                weights = distributed.domain_weights(shard.global_domains, domains.tolist(), len(self.domains),
+                                                     self.world_size)
             images, masks, domains = images.to(self.device), masks.to(self.device), domains.to(self.device)
-            with autocast(self.device, self.dtype):
-                terms = self.objective(images, masks, domains, mixed)
-            (terms["loss"] / cfg.grad_accumulation).backward()
+            # DDP: reduce gradients only after the last micro-step of an accumulated step
+            last = micro == cfg.grad_accumulation - 1
+            sync = contextlib.nullcontext() if self.dist is None or last else self.module.no_sync()
+            with sync:
+                with autocast(self.device, self.dtype):
+                    if weights is None:
+                        terms = self.module(images, masks, domains, mixed)
+                    else:
+                        terms = self.module(images, masks, domains, mixed, weights)
+                loss = terms["loss"] / cfg.grad_accumulation
+                (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
             for name, value in terms.items():
                 totals[name] = totals.get(name, 0.0) + float(value.detach()) / cfg.grad_accumulation
-        self.optimizer.step()
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)  # skips the step when fp16 gradients overflowed
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        if self.dist is not None:
+            totals = distributed.mean_over_ranks(totals, self.device)  # the global batch's losses
         self.iteration += 1
         if not all(math.isfinite(v) for v in totals.values()):
             raise FloatingPointError(f"training diverged at iteration {self.iteration}: losses {totals}")
@@ -203,10 +287,22 @@ class Trainer:
     def validate(self) -> dict[str, Any] | None:
         if not self.val_samples:
             return None
-        predictor = Predictor(self.net, self._metadata(), self.device)
-        result = validation_dice(predictor, self.val_samples, self.config.labels)
-        self.net.train()
-        return result
+        if self.dist is None:
+            predictor = Predictor(self.net, self._metadata(), self.device)
+            result = validation_dice(predictor, self.val_samples, self.config.labels)
+            self.net.train()
+            return result
+        # Each rank scores every world_size-th case, on a copy of the net (Predictor changes the memory
+        # format of the model it is given, which would break DDP's gradient buckets); every rank gets
+        # the same result, computed from the cases in their single-process order.
+        predictor = Predictor(copy.deepcopy(self.net), self._metadata(), self.device)
+        mine = []
+        for i in range(self.rank, len(self.val_samples), self.world_size):
+            sample = self.val_samples[i]
+            mine.append((i, sample.domain, case_validation_dice(predictor, sample, self.config.labels)))
+        del predictor
+        records = sorted(r for part in distributed.gather_objects(mine) for r in part)
+        return summarize_validation([(domain, dice) for _, domain, dice in records])
 
     # -- the schedule ----------------------------------------------------------------------------
     def run(self) -> TrainResult:
@@ -215,7 +311,10 @@ class Trainer:
         stopped = False
         last_val = None
         while self.iteration < cfg.iterations:
-            if self.callbacks.should_stop is not None and self.callbacks.should_stop():
+            stop = self.callbacks.should_stop is not None and self.callbacks.should_stop()
+            if self.dist is not None:
+                stop = distributed.any_rank(stop, self.device)  # all ranks stop at the same step
+            if stop:
                 stopped = True
                 break
             losses = self.step()
@@ -231,15 +330,29 @@ class Trainer:
                 record["val_dice_by_domain"] = validation["dice_by_domain"]
             self.history.append(record)
             self._append_log(record)
-            if self.callbacks.on_event is not None:
+            if self.callbacks.on_event is not None and self.is_main:
                 self.callbacks.on_event(TrainEvent(self.iteration, cfg.iterations, losses, losses["lr"],
                                                    time.perf_counter() - start, validation))
+        if self.dist is not None:
+            self._record_replica_digests()
         if stopped:
             self.save_resume_state()
         self.save(stopped, last_val, time.perf_counter() - start)
         if not stopped:
             self._remove_resume_state()
+        if self.dist is not None:
+            distributed.barrier()  # no rank reports success before rank 0 has written the model
         return TrainResult(self.run_dir, self.iteration, stopped, self.history, last_val)
+
+    def _record_replica_digests(self) -> None:
+        """Hash every rank's final weights into model.json: DDP replicas must end identical."""
+        digests = distributed.gather_objects(distributed.state_digests(self.net))
+        info = self.extra_metadata["distributed"]
+        info["parameters_sha256_by_rank"] = [d["parameters"] for d in digests]
+        info["buffers_sha256_by_rank"] = [d["buffers"] for d in digests]
+        info["replicas_identical"] = len({d["parameters"] for d in digests}) == 1
+        if not info["replicas_identical"] and self.is_main and self.callbacks.log is not None:
+            self.callbacks.log("warning: the ranks' parameters differ at the end of training; rank 0's are saved")
 
     def _remember_best(self, validation: dict[str, Any] | None) -> None:
         if validation is None or not math.isfinite(validation["dice"]):
@@ -247,6 +360,8 @@ class Trainer:
         # ">=": among equal scores the later, longer-trained state wins
         if self.best is None or validation["dice"] >= self.best["dice"]:
             self.best = {**validation, "iteration": self.iteration}
+            if not self.is_main:  # only rank 0 writes the model
+                return
             self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.net.state_dict().items()}
 
     # -- files -----------------------------------------------------------------------------------
@@ -254,7 +369,7 @@ class Trainer:
         return ModelMetadata(self.config, self.domains, metrics or {}, self.extra_metadata)
 
     def _append_log(self, record: dict[str, Any]) -> None:
-        if self.run_dir is None:
+        if self.run_dir is None or not self.is_main:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with open(self.run_dir / LOG_NAME, "a", encoding="utf-8") as fh:
@@ -262,7 +377,7 @@ class Trainer:
 
     def save(self, stopped: bool, last_val: dict[str, Any] | None, elapsed: float) -> None:
         """Write the model: the best source-validation state if there was validation, else the last."""
-        if self.run_dir is None:
+        if self.run_dir is None or not self.is_main:
             return
         selected = "best_source_validation" if self.best_state is not None else "last"
         metrics = {
@@ -284,8 +399,12 @@ class Trainer:
         atomic_write_json(self.run_dir / METRICS_NAME, {**metrics, "history": self.history})
 
     def save_resume_state(self) -> None:
-        """Model, optimizer and random state, so that ``--resume`` continues exactly where this stopped."""
-        if self.run_dir is None:
+        """Model, optimizer and random state, so that ``--resume`` continues exactly where this stopped.
+
+        Under DDP rank 0 writes it: every rank's state is the same (same weights after each step, same
+        generators, same pool), so every rank, at any world size, can continue from it.
+        """
+        if self.run_dir is None or not self.is_main:
             return
         from safetensors.torch import save_file
 
@@ -307,6 +426,8 @@ class Trainer:
             "pool_rng": _jsonable_bitgen_state(self.pool.rng.bit_generator.state),
             "pool_orders": [[int(i) for i in order] for order in self.pool._orders],
         }
+        if self.scaler is not None:
+            state["grad_scaler"] = self.scaler.state_dict()
         # Weights first, then the JSON that points at them: a crash in between leaves the old JSON,
         # which never describes weights that were not written completely.
         atomic_write_bytes(self.run_dir / RESUME_WEIGHTS, lambda tmp: save_file(tensors, str(tmp)))
@@ -314,7 +435,7 @@ class Trainer:
 
     def _remove_resume_state(self) -> None:
         """A complete run needs no resume state; it is large (optimizer moments), so drop it."""
-        if self.run_dir is not None:
+        if self.run_dir is not None and self.is_main:
             for name in (RESUME_STATE, RESUME_WEIGHTS):  # JSON first: never leave JSON without weights
                 (self.run_dir / name).unlink(missing_ok=True)
 
@@ -343,6 +464,8 @@ class Trainer:
         self.history = list(state.get("history", []))
         self.pool.rng.bit_generator.state = _bitgen_state_from_json(state["pool_rng"])
         self.pool._orders = [list(order) for order in state["pool_orders"]]
+        if self.scaler is not None and state.get("grad_scaler"):
+            self.scaler.load_state_dict(state["grad_scaler"])
 
 
 def _jsonable_bitgen_state(state: dict[str, Any]) -> dict[str, Any]:

@@ -206,7 +206,8 @@ def _prepare(request: TrainRequest, log: Callable[[str], None] | None,
             raise RamsegInputError("nothing to resume: no resume.json in this run folder", request.resume)
         resume_state = json.loads(state_path.read_text(encoding="utf-8"))
         run_dir = Path(request.resume)
-        config = TrainConfig.from_dict(resume_state["config"])
+        # how to run (SyncBatchNorm under torchrun) may change on resume; what to train may not
+        config = TrainConfig.from_dict(resume_state["config"]).replace(sync_batchnorm=request.sync_batchnorm)
         data = load_training_data(request.data, request.format, resume_state["domains"], None, config.labels,
                                   config.val_fraction, config.seed)
     else:
