@@ -1,0 +1,250 @@
+"""``ramseg demo``: napari with the HRF sample, the bundled model and every widget docked.
+
+``RAMSEG_DEMO_MODEL`` points the demo at another model (a run folder or ``.safetensors`` file),
+e.g. a tiny test model while the bundled one is not installed.
+``python -m napari_ramseg.demo --screenshots DIR`` writes the README screenshots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+PLUGIN = "napari-ramseg"
+WIDGETS = ("Segment", "Amplitude mixup preview", "Restoration preview", "Train", "Correct and fine-tune")
+OPTIONAL_WIDGETS = ("Train", "Correct and fine-tune")  # written elsewhere; the demo works without them
+MODEL_ENV = "RAMSEG_DEMO_MODEL"
+SAMPLE_IMAGE = "HRF fundus 01_h"
+SAMPLE_MASK = "vessels (expert)"
+SCREENSHOT_SIZE = (1400, 860)  # window size for screenshots: readable controls, room for the canvas
+
+
+def demo_model() -> Path | None:
+    """The model the demo uses: ``RAMSEG_DEMO_MODEL`` or the bundled one; None if neither exists."""
+    from .models import bundled_model_path
+
+    override = os.environ.get(MODEL_ENV, "").strip()
+    path = Path(override).expanduser() if override else bundled_model_path()
+    if path.is_dir() and not (path / "model.safetensors").exists():
+        return None
+    return path if path.exists() else None
+
+
+def _process_events(rounds: int = 5) -> None:
+    from qtpy.QtWidgets import QApplication
+
+    for _ in range(rounds):
+        QApplication.processEvents()
+
+
+def open_demo_viewer(show: bool = True) -> tuple[Any, dict[str, Any]]:
+    """A viewer with the sample loaded and the widgets docked (tabbed); returns (viewer, widgets by name).
+
+    Each widget's dock is reachable as ``widget.parent()``; ``raise_dock(widget)`` brings its tab forward.
+    """
+    import napari
+
+    viewer = napari.Viewer(title="napari-ramseg demo", show=show)
+    viewer.window.resize(*SCREENSHOT_SIZE)
+    viewer.open_sample(PLUGIN, "fundus")
+    widgets: dict[str, Any] = {}
+    for name in WIDGETS:
+        try:
+            _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, name, tabify=bool(widgets))
+        except Exception as exc:  # a widget that fails to import must not take the demo down
+            if name not in OPTIONAL_WIDGETS:
+                raise
+            warnings.warn(f"napari-ramseg demo: skipping the '{name}' widget ({type(exc).__name__}: {exc})",
+                          stacklevel=2)
+            continue
+        widgets[name] = widget
+    raise_dock(widgets.get("Segment"))
+    return viewer, widgets
+
+
+DOCK_WIDTH = 440
+
+
+def raise_dock(widget: Any) -> None:
+    """Bring a docked widget's tab to the front, wide enough to read its controls."""
+    from qtpy.QtCore import Qt
+
+    dock = widget.parent() if widget is not None else None
+    if dock is None:
+        return
+    dock.show()
+    dock.raise_()
+    window = dock.parent()
+    if hasattr(window, "resizeDocks"):
+        window.resizeDocks([dock], [DOCK_WIDTH], Qt.Horizontal)
+
+
+def _dismiss_notifications() -> None:
+    """Close notification toasts (e.g. napari's Qt-backend notice) so they do not cover the canvas."""
+    from qtpy.QtWidgets import QApplication, QWidget
+
+    for top in QApplication.topLevelWidgets():
+        for widget in [top, *top.findChildren(QWidget)]:
+            if type(widget).__name__ == "NapariQtNotification":
+                widget.close()
+
+
+def shrink_png(path: Path, limit: int = 400_000) -> None:
+    """Keep a screenshot under ``limit`` bytes: optimise, then 256 colours, then scale down."""
+    from PIL import Image
+
+    path = Path(path)
+    if path.stat().st_size <= limit:
+        return
+    with Image.open(path) as im:
+        image = im.convert("RGB")
+    image.save(path, optimize=True)
+    scale = 1.0
+    while path.stat().st_size > limit and scale > 0.3:
+        size = (round(image.width * scale), round(image.height * scale))
+        small = image if scale == 1.0 else image.resize(size, Image.LANCZOS)
+        paletted = small.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.FLOYDSTEINBERG)
+        paletted.save(path, optimize=True)
+        scale *= 0.85
+
+
+def _screenshot(viewer: Any, path: Path, zoom: float = 1.0) -> None:
+    viewer.reset_view()
+    if zoom != 1.0:
+        camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+        camera.zoom = camera.zoom * zoom
+    _process_events()
+    _dismiss_notifications()
+    _process_events()
+    viewer.screenshot(str(path), canvas_only=False)
+
+
+def run_demo(screenshot: Path | None = None) -> int:
+    """Open the demo; with ``screenshot`` write the window to that PNG and exit instead of running."""
+    import napari
+
+    viewer, widgets = open_demo_viewer(show=True)
+    segment = widgets["Segment"]
+    model = demo_model()
+    if model is None:
+        from napari.utils.notifications import show_warning
+
+        show_warning("napari-ramseg demo: the bundled model is not installed yet; train one or set "
+                     f"{MODEL_ENV} to a run folder, then press Segment")
+    else:
+        segment.set_model(model)
+        for name in ("Restoration preview",):
+            if name in widgets:
+                widgets[name].set_model(model)
+        segment.image_combo.set_layer(viewer.layers[SAMPLE_IMAGE])
+        segment.segment(run_sync=True)
+        if SAMPLE_MASK in viewer.layers:
+            viewer.layers[SAMPLE_MASK].visible = False  # the prediction is what the demo shows
+    viewer.layers.selection.active = viewer.layers[SAMPLE_IMAGE]
+    viewer.reset_view()
+    if screenshot is None:
+        napari.run()
+        return 0
+    screenshot = Path(screenshot)
+    screenshot.parent.mkdir(parents=True, exist_ok=True)
+    _screenshot(viewer, screenshot)
+    viewer.close()
+    return 0
+
+
+def capture_screenshots(folder: Path, model: Path | None = None, partner: Any = None) -> list[Path]:
+    """README screenshots: demo, segment, mixup_preview and restoration_preview PNGs in ``folder``."""
+    import numpy as np
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model = model or demo_model()
+    written = []
+    if model is not None:
+        os.environ.setdefault(MODEL_ENV, str(model))
+    run_demo(folder / "demo.png")
+    written.append(folder / "demo.png")
+
+    def shot(viewer: Any, dock_name: str, name: str, zoom: float = 0.95) -> None:
+        raise_dock(widgets.get(dock_name))
+        path = folder / f"{name}.png"
+        _screenshot(viewer, path, zoom)
+        written.append(path)
+
+    viewer, widgets = open_demo_viewer(show=True)
+    image = viewer.layers[SAMPLE_IMAGE]
+    viewer.layers[SAMPLE_MASK].visible = False
+    if model is not None:
+        # segment.png: the labels over the image, and the vessel probability beside it
+        seg = widgets["Segment"]
+        seg.set_model(model)
+        seg.probabilities_box.setChecked(True)
+        seg.image_combo.set_layer(image)
+        seg.segment(run_sync=True)
+        probability = [layer for layer in viewer.layers if layer.name.startswith(f"{SAMPLE_IMAGE} probability: ")]
+        if probability:
+            from .widgets._common import add_captions, world_box
+
+            origin, size = world_box(image)
+            probability[0].translate = (0.0, size[1] * 1.04)
+            probability[0].blending = "translucent"
+            add_captions(viewer, "captions", [origin, origin + [0.0, size[1] * 1.04]],
+                         ["predicted vessels (yellow)", probability[0].name.replace(f"{SAMPLE_IMAGE} ", "")])
+        viewer.layers.selection.active = viewer.layers[f"{SAMPLE_IMAGE} segmentation"]  # ready to correct
+        shot(viewer, "Segment", "segment")
+        for layer in list(viewer.layers):
+            if layer.name.startswith(f"{SAMPLE_IMAGE} ") or layer.name == "captions":
+                viewer.layers.remove(layer)
+
+    # mixup_preview.png: the sample mixed with scikit-image's retina photograph (CC0, another camera)
+    if partner is None:
+        from skimage import data as skdata
+
+        partner = skdata.retina()
+    viewer.add_image(np.asarray(partner), name="retina (skimage)", visible=False)
+    mix = widgets["Amplitude mixup preview"]
+    mix.image_combo.set_layer(image)
+    mix.set_partners(["retina (skimage)"])
+    mix.set_params(window_ratio=0.1, lam=0.5, samples=1)
+    mix.update_preview()
+    mix.set_params(lam=0.3)
+    mix.update_preview()  # the second update shows the live (cached) cost in the status line
+    viewer.layers.selection.active = image
+    shot(viewer, "Amplitude mixup preview", "mixup_preview", zoom=0.9)
+    for layer in list(viewer.layers):
+        if layer.metadata.get("ramseg_preview"):
+            viewer.layers.remove(layer)
+
+    if model is not None:
+        rest = widgets["Restoration preview"]
+        rest.set_model(model)
+        rest.image_combo.set_layer(image)
+        rest.restore(run_sync=True)
+        viewer.layers.selection.active = image
+        shot(viewer, "Restoration preview", "restoration_preview")
+    viewer.close()
+    for path in written:
+        shrink_png(path)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m napari_ramseg.demo")
+    parser.add_argument("--screenshot", type=Path, help="write the demo window here and exit")
+    parser.add_argument("--screenshots", type=Path, help="write all README screenshots into this folder and exit")
+    parser.add_argument("--model", type=Path, help=f"model to use (default: {MODEL_ENV} or the bundled one)")
+    args = parser.parse_args(argv)
+    if args.model is not None:
+        os.environ[MODEL_ENV] = str(args.model)
+    if args.screenshots is not None:
+        for path in capture_screenshots(args.screenshots):
+            print(path)
+        return 0
+    return run_demo(args.screenshot)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

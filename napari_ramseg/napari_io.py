@@ -1,0 +1,123 @@
+"""napari's side of ``io.py``: the NIfTI reader and the label writers declared in ``napari.yaml``.
+
+The reader puts the voxel spacing into the layer ``scale`` and the affine (plus the plain-JSON header
+that :func:`napari_ramseg.io.write_labels` understands) into ``layer.metadata``; the writers read them
+back from the layer's ``metadata`` so that saved labels land in the source volume's world space.
+Bad files never raise into napari: they become a one-line notification.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import RamsegInputError
+from .io import ImageData, read_image, stem_of, suffix_of, write_labels
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+LayerData = tuple  # (data, meta, layer_type)
+
+# napari's null-layer sentinel: "the reader handled this path and there is nothing to add". Returning
+# it after a failed read stops napari from raising a second, less helpful "no reader returned data".
+_NOTHING_TO_ADD: list[LayerData] = [(None,)]
+
+
+def _notify_error(message: str) -> None:
+    from napari.utils.notifications import show_error
+
+    show_error(message)
+
+
+def _paths(path: str | Sequence[str]) -> list[str]:
+    return [str(path)] if isinstance(path, (str, Path)) else [str(p) for p in path]
+
+
+def get_nifti_reader(path: str | Sequence[str]) -> Callable[..., list[LayerData]] | None:
+    """The reader for ``.nii`` / ``.nii.gz`` paths, or None for anything else (npe2 reader contract)."""
+    paths = _paths(path)
+    if not paths or not all(suffix_of(p) in NIFTI_SUFFIXES for p in paths):
+        return None
+    return read_nifti_layers
+
+
+def read_nifti_layers(path: str | Sequence[str], stack: bool = False) -> list[LayerData]:
+    """One Image layer per NIfTI file, with spacing as ``scale`` and the affine in ``metadata``."""
+    layers: list[LayerData] = []
+    for p in _paths(path):
+        try:
+            layers.append(nifti_layer_data(p))
+        except RamsegInputError as exc:
+            _notify_error(str(exc))
+    return layers or _NOTHING_TO_ADD
+
+
+def nifti_layer_data(path: str | Path) -> LayerData:
+    """``(data, meta, "image")`` for one NIfTI file; raises RamsegInputError for bad files."""
+    image = read_image(path)
+    if suffix_of(path) not in NIFTI_SUFFIXES:
+        raise RamsegInputError("not a NIfTI file", path)
+    meta: dict[str, Any] = {
+        "name": stem_of(path),
+        "metadata": {
+            "affine": None if image.affine is None else np.asarray(image.affine).tolist(),
+            "nifti_header": image.header,
+            "source_path": str(path),
+        },
+    }
+    if image.spacing is not None:
+        meta["scale"] = tuple(float(s) for s in image.spacing)
+    return image.array, meta, "image"
+
+
+def like_from_layer_meta(data: np.ndarray, meta: dict[str, Any]) -> ImageData:
+    """An :class:`ImageData` stand-in for the source image, rebuilt from a layer's attributes.
+
+    Only geometry is needed (``write_labels`` checks the shape and takes affine, spacing and header),
+    so the array is a zero-copy broadcast of the labels' shape.
+    """
+    shape = tuple(np.shape(data))
+    layer_meta = meta.get("metadata") or {}
+    affine = layer_meta.get("affine")
+    header = layer_meta.get("nifti_header")
+    scale = meta.get("scale")
+    spacing = tuple(float(s) for s in scale) if scale is not None and len(scale) == len(shape) else None
+    return ImageData(
+        array=np.broadcast_to(np.zeros((), dtype=np.uint8), shape),
+        spacing=spacing,
+        affine=None if affine is None else np.asarray(affine, dtype=np.float64),
+        header=header if isinstance(header, dict) else None,
+        path=layer_meta.get("source_path"),
+        axes="ZYX" if len(shape) == 3 else "YX",
+    )
+
+
+def _write(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
+    labels = np.asarray(data)
+    try:
+        like = like_from_layer_meta(labels, meta)
+        # overwrite=True is deliberate: napari's save dialog has already asked the user to confirm
+        # replacing an existing file, and a writer contribution has no way to ask again. Everywhere
+        # else in napari-ramseg (CLI, fine-tune project folders) an existing file is never replaced.
+        written = write_labels(path, labels, like=like, overwrite=True)
+    except (RamsegInputError, ValueError, OSError) as exc:
+        _notify_error(str(exc))
+        return []
+    return [str(written)]
+
+
+def write_labels_nifti(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
+    """Save a Labels layer as NIfTI, restoring the source volume's affine from ``metadata``."""
+    return _write(path, data, meta)
+
+
+def write_labels_tiff(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
+    """Save a Labels layer as TIFF (a 3D stack keeps its spacing as ImageJ metadata)."""
+    return _write(path, data, meta)
+
+
+def write_labels_png(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
+    """Save a 2D Labels layer as an 8/16-bit PNG class-index image."""
+    return _write(path, data, meta)

@@ -1,0 +1,161 @@
+"""Restoration preview: the DSIR decoder's image for every source domain of a model, next to the
+input and the predicted mask.
+
+Layout on the canvas, beside and below the chosen image (nothing is drawn over it)::
+
+    [image]                    [predicted mask]
+    [restored as <domain 1>]   [restored as <domain 2>]  ...
+
+For a volume, the slice under the viewer's current position is used (with its 2.5D neighbours).
+The restoration decoder is trained to rebuild each domain's images from the shared bottleneck, so
+these images show how much of the input's anatomy and style the encoder keeps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from qtpy.QtWidgets import QFormLayout, QPushButton, QVBoxLayout, QWidget
+
+from ..core.preprocess import volume_to_slices_25d
+from ..errors import RamsegInputError
+from ._common import (
+    PREVIEW_FLAG,
+    DeviceCombo,
+    JobControl,
+    JobRunner,
+    LayerCombo,
+    ModelPicker,
+    Progress,
+    add_captions,
+    get_predictor,
+    layer_array,
+    notify_error,
+    upsert_layer,
+    world_box,
+)
+from .segment import LABEL_COLORS, input_kind
+
+GAP = 0.04  # between tiles in a row, as a fraction of the tile size
+ROW_GAP = 0.15  # between the rows, room for the captions
+MASK_LAYER = "predicted mask (restoration preview)"
+
+
+@dataclass
+class RestorationResult:
+    restored: dict[str, np.ndarray]  # domain -> (h, w, 3) or (h, w) in [0, 1]
+    labels: np.ndarray  # (H, W) class indices of the input plane
+    class_names: list[str]
+    slice_index: int | None
+
+
+def restoration_job(image: np.ndarray, kind: str, z: int | None, model: Path, device: str):
+    """The job: restore the image as every source domain and predict its mask."""
+
+    def job(control: JobControl):
+        from ..core.infer import labels_from_probabilities
+
+        yield Progress(0, 0, "loading model…")
+        predictor = get_predictor(model, device)
+        if kind == "volume":
+            triple = volume_to_slices_25d(image)[z]  # (3, H, W): slices z-1, z, z+1, normalised over the volume
+            yield Progress(0, 0, f"restoring slice {z}…")
+            restored = predictor.restore(np.moveaxis(triple, 0, -1))
+            probs = predictor.predict_prepared(torch.from_numpy(triple))
+            labels = labels_from_probabilities(probs, predictor.labels, predictor.threshold)
+        else:
+            yield Progress(0, 0, "restoring…")
+            restored = predictor.restore(image)
+            labels = predictor.predict_image(image).labels
+        display = {}
+        for domain, out in restored.items():
+            rgb = ((np.moveaxis(out, 0, -1) + 1.0) / 2.0).clip(0.0, 1.0).astype(np.float32)
+            display[domain] = rgb[..., 0] if rgb.shape[-1] == 1 else rgb
+        return RestorationResult(display, labels, list(predictor.labels.names), z)
+
+    return job
+
+
+class RestorationPreviewWidget(QWidget):
+    """Image layer + model -> one 'restored as <domain>' layer per source domain, plus the mask."""
+
+    def __init__(self, napari_viewer: Any, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.image_combo = LayerCombo(napari_viewer)
+        self.model_picker = ModelPicker()
+        self.device_combo = DeviceCombo()
+        self.run_button = QPushButton("Restore")
+        self.runner = JobRunner()
+        form = QFormLayout()
+        form.addRow("image", self.image_combo)
+        form.addRow("model", self.model_picker)
+        form.addRow("device", self.device_combo)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.run_button)
+        layout.addWidget(self.runner)
+        layout.addStretch(1)
+        self.run_button.clicked.connect(lambda: self.restore())
+        self.runner.busy_changed.connect(lambda busy: self.run_button.setEnabled(not busy))
+
+    def set_model(self, path: str | Path | None) -> None:
+        """Use this run folder or model file (None: the bundled default)."""
+        self.model_picker.set_model(path)
+
+    def restore(self, run_sync: bool | None = None) -> Any:
+        """Start the restoration preview for the chosen layer; returns the worker (None if refused)."""
+        layer = self.image_combo.current_layer()
+        try:
+            if layer is None:
+                raise RamsegInputError("no image layer: open an image first")
+            kind = input_kind(layer)
+            image = layer_array(layer)
+            z = None
+            if kind == "volume":
+                coords = np.asarray(layer.world_to_data(self.viewer.dims.point), dtype=float)
+                z = int(np.clip(np.round(coords[0]), 0, image.shape[0] - 1))
+            job = restoration_job(image, kind, z, self.model_picker.model_path(), self.device_combo.value())
+        except RamsegInputError as exc:
+            notify_error(str(exc))
+            return None
+        return self.runner.start(job, on_result=lambda result: self._show(layer, result),
+                                 description=f"restoring '{layer.name}'…", run_sync=run_sync)
+
+    def _show(self, layer: Any, result: RestorationResult) -> None:
+        viewer = self.viewer
+        active = viewer.layers.selection.active
+        origin, size = world_box(layer)
+        height, width = result.labels.shape
+        pixel = size / np.array([height, width])
+        step = size * (1 + np.array([ROW_GAP, GAP]))  # one tile plus a gap, (rows, columns) in world units
+        meta = {PREVIEW_FLAG: True, "source_layer": layer.name}
+        colors = {0: "transparent", None: "transparent"}
+        colors.update({i + 1: LABEL_COLORS[i % len(LABEL_COLORS)] for i in range(len(result.class_names))})
+        mask_corner = origin + [0.0, step[1]]
+        upsert_layer(viewer, MASK_LAYER, result.labels, "labels", scale=tuple(pixel), colormap=colors,
+                     translate=tuple(mask_corner + 0.5 * pixel), metadata=meta)
+        stale = [lyr for lyr in viewer.layers if lyr.name.startswith("restored as ")
+                 and lyr.name[len("restored as "):] not in result.restored]
+        for old in stale:
+            viewer.layers.remove(old)
+        # first row: the input and its mask; second row: one restoration per source domain
+        corners = [mask_corner]
+        for i, (domain, image) in enumerate(result.restored.items()):
+            h, w = image.shape[:2]
+            scale = size / np.array([h, w])
+            corner = origin + [step[0], i * step[1]]
+            upsert_layer(viewer, f"restored as {domain}", image, "image", rgb=image.ndim == 3,
+                         scale=tuple(scale), translate=tuple(corner + 0.5 * scale), contrast_limits=(0.0, 1.0),
+                         metadata=meta)
+            corners.append(corner)
+        where = "" if result.slice_index is None else f" (slice {result.slice_index})"
+        add_captions(viewer, "restoration captions", corners,
+                     [f"predicted mask{where}", *[f"restored as {d}" for d in result.restored]])
+        if active is not None and active in viewer.layers:
+            viewer.layers.selection.active = active
+        self.runner.status.setText(f"{len(result.restored)} source domains restored{where}")

@@ -1,0 +1,175 @@
+"""Segment dock: run a model on an image layer and add the labels, probabilities and uncertainty."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from qtpy.QtWidgets import QCheckBox, QFormLayout, QPushButton, QVBoxLayout, QWidget
+
+from ..errors import RamsegInputError
+from ._common import (
+    DeviceCombo,
+    JobControl,
+    JobRunner,
+    LayerCombo,
+    ModelPicker,
+    Progress,
+    get_predictor,
+    layer_array,
+    notify_error,
+    upsert_layer,
+)
+
+# one colour per class value; the first is the binary case (vessel, blob, prostate, disc...)
+LABEL_COLORS = ("#ffd400", "#00e5ff", "#ff3df5", "#7cff4f", "#ff7b00", "#4f7bff", "#ff4f6d", "#b8ff4f")
+
+
+@dataclass
+class SegmentRequest:
+    """What the widget hands to the background job (plain data, no Qt)."""
+
+    image: np.ndarray
+    kind: str  # "2d" or "volume"
+    model: Path
+    device: str
+    postprocess: bool
+
+
+@dataclass
+class SegmentResult:
+    labels: np.ndarray
+    probabilities: np.ndarray
+    entropy: np.ndarray
+    channel_names: list[str]
+    class_names: list[str]  # foreground names for mask values 1..K
+    model: str
+    device: str
+
+
+def input_kind(layer: Any) -> str:
+    """'2d' for grey or colour images, 'volume' for grey 3D stacks; anything else is refused."""
+    ndim = layer_array(layer).ndim
+    if layer.rgb:
+        if ndim == 3:
+            return "2d"
+        raise RamsegInputError(f"layer '{layer.name}': colour volumes are not supported; "
+                               "give a 2D colour image or a grey volume")
+    if ndim == 2:
+        return "2d"
+    if ndim == 3:
+        return "volume"
+    raise RamsegInputError(f"layer '{layer.name}' has {ndim}D data (shape {layer_array(layer).shape}); "
+                           "expected a 2D image or a 3D volume")
+
+
+def segment_job(request: SegmentRequest):
+    """The job: load (or reuse) the model, then segment the image or the volume slice by slice."""
+
+    def job(control: JobControl):
+        yield Progress(0, 0, "loading model…")
+        predictor = get_predictor(request.model, request.device)
+        if request.kind == "volume":
+            depth = request.image.shape[0]
+            yield Progress(0, depth, f"segmenting {depth} slices (2.5D)…")
+            prediction = predictor.predict_volume(
+                request.image, postprocess=request.postprocess,
+                progress=lambda done, total: control.report(done, total, f"slice {done}/{total}"),
+                cancelled=control.cancelled)
+        else:
+            yield Progress(0, 0, f"segmenting on {predictor.device.type}…")
+            prediction = predictor.predict_image(request.image, postprocess=request.postprocess)
+        return SegmentResult(
+            labels=prediction.labels, probabilities=prediction.probabilities, entropy=prediction.entropy,
+            channel_names=list(prediction.channel_names), class_names=list(predictor.labels.names),
+            model=str(request.model), device=str(predictor.device))
+
+    return job
+
+
+class SegmentWidget(QWidget):
+    """Image layer + model + device -> a Labels layer, and optionally probability / uncertainty layers."""
+
+    def __init__(self, napari_viewer: Any, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.image_combo = LayerCombo(napari_viewer)
+        self.model_picker = ModelPicker()
+        self.device_combo = DeviceCombo()
+        self.probabilities_box = QCheckBox("probabilities")
+        self.uncertainty_box = QCheckBox("uncertainty (entropy)")
+        self.postprocess_box = QCheckBox("post-process (largest component, fill holes)")
+        self.postprocess_box.setToolTip("Keep the largest connected component per structure and fill holes. "
+                                        "Leave off for thin branching structures such as vessels.")
+        self.segment_button = QPushButton("Segment")
+        self.runner = JobRunner()
+
+        form = QFormLayout()
+        form.addRow("image", self.image_combo)
+        form.addRow("model", self.model_picker)
+        form.addRow("device", self.device_combo)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        for box in (self.probabilities_box, self.uncertainty_box, self.postprocess_box):
+            layout.addWidget(box)
+        layout.addWidget(self.segment_button)
+        layout.addWidget(self.runner)
+        layout.addStretch(1)
+
+        self.segment_button.clicked.connect(lambda: self.segment())
+        self.runner.busy_changed.connect(lambda busy: self.segment_button.setEnabled(not busy))
+
+    # -- public API ---------------------------------------------------------------------------
+    def set_model(self, path: str | Path | None) -> None:
+        """Use this run folder or model file (None: the bundled default) for the next segmentation."""
+        self.model_picker.set_model(path)
+
+    def cancel(self) -> None:
+        self.runner.cancel()
+
+    def segment(self, run_sync: bool | None = None) -> Any:
+        """Start segmenting the chosen layer; returns the worker (None when the input was refused)."""
+        layer = self.image_combo.current_layer()
+        try:
+            if layer is None:
+                raise RamsegInputError("no image layer to segment: open an image first")
+            request = SegmentRequest(
+                image=layer_array(layer), kind=input_kind(layer), model=self.model_picker.model_path(),
+                device=self.device_combo.value(), postprocess=self.postprocess_box.isChecked())
+        except RamsegInputError as exc:
+            notify_error(str(exc))
+            return None
+        want_probs, want_entropy = self.probabilities_box.isChecked(), self.uncertainty_box.isChecked()
+        return self.runner.start(
+            segment_job(request),
+            on_result=lambda result: self._show(layer, result, want_probs, want_entropy),
+            description=f"segmenting '{layer.name}'…", run_sync=run_sync)
+
+    # -- results ------------------------------------------------------------------------------
+    def _show(self, layer: Any, result: SegmentResult, want_probs: bool, want_entropy: bool) -> None:
+        base = layer.name
+        geometry = {"scale": tuple(layer.scale), "translate": tuple(layer.translate)}
+        source_meta = {k: v for k, v in layer.metadata.items() if k in ("affine", "nifti_header", "source_path")}
+        if want_probs:
+            for c, name in enumerate(result.channel_names):
+                if name == "background":
+                    continue
+                upsert_layer(self.viewer, f"{base} probability: {name}", result.probabilities[c], "image",
+                             colormap="magma", contrast_limits=(0.0, 1.0), blending="additive", **geometry)
+        if want_entropy:
+            upsert_layer(self.viewer, f"{base} uncertainty", result.entropy, "image", colormap="viridis",
+                         contrast_limits=(0.0, 1.0), blending="additive", **geometry)
+        class_names = ["background", *result.class_names]
+        colors = {0: "transparent", None: "transparent"}
+        colors.update({i + 1: LABEL_COLORS[i % len(LABEL_COLORS)] for i in range(len(result.class_names))})
+        upsert_layer(
+            self.viewer, f"{base} segmentation", result.labels, "labels", opacity=0.7, colormap=colors,
+            features={"index": list(range(len(class_names))), "class": class_names},
+            metadata={**source_meta, "class_names": {str(i): n for i, n in enumerate(class_names) if i},
+                      "model": result.model, "device": result.device},
+            **geometry)
+        counts = np.bincount(result.labels.ravel(), minlength=len(class_names))
+        share = ", ".join(f"{n} {100 * counts[i] / result.labels.size:.1f}%" for i, n in enumerate(class_names) if i)
+        self.runner.status.setText(f"done on {result.device}: {share}")

@@ -1,0 +1,197 @@
+"""Amplitude mixup preview and restoration preview, driven in a real napari viewer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from napari_ramseg.core.ram import window_bounds
+from napari_ramseg.widgets._common import world_box
+from napari_ramseg.widgets.mixup_preview import MixupPreviewWidget
+from napari_ramseg.widgets.restoration_preview import MASK_LAYER, RestorationPreviewWidget
+
+pytestmark = pytest.mark.gui
+WAIT_MS = 60_000
+
+
+@pytest.fixture
+def notifications():
+    from napari.utils.notifications import notification_manager
+
+    start = len(notification_manager.records)
+    return lambda: [str(n.message) for n in notification_manager.records[start:]]
+
+
+def _fundus_like(shape=(40, 60), tint=(1.0, 0.5, 0.2), seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    disc = ((yy - shape[0] / 2) ** 2 + (xx - shape[1] / 2) ** 2 < (min(shape) / 2.2) ** 2)
+    grey = 40 + 150 * disc + 30 * np.sin(xx / 3.0) + rng.normal(0, 8, shape)
+    return np.clip(grey[..., None] * np.asarray(tint), 0, 255).astype(np.uint8)
+
+
+def _right_edge(layer):
+    origin, size = world_box(layer)
+    return origin[1] + size[1]
+
+
+@pytest.fixture
+def mixup(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.add_image(_fundus_like(), name="photo", scale=(2.0, 2.0), translate=(10.0, 5.0))
+    viewer.add_image(_fundus_like((50, 50), tint=(0.3, 0.9, 1.0), seed=1)[..., 1], name="other site")
+    widget = MixupPreviewWidget(viewer)
+    widget.image_combo.set_layer(viewer.layers["photo"])
+    widget.set_partners(["other site"])
+    return widget
+
+
+def test_mixup_changes_the_image_and_lam_one_gives_it_back(mixup):
+    viewer = mixup.viewer
+    mixup.set_params(window_ratio=0.2, lam=0.0, samples=1)
+    assert mixup.update_preview()
+    tiles = mixup.last_tiles
+    assert tiles.shape == (2, 40, 60, 3)  # original + one partner, at the image's size (under 256 px)
+    assert np.abs(tiles[1] - tiles[0]).mean() > 0.01
+
+    mixup.set_params(lam=1.0)
+    assert mixup.update_preview()
+    np.testing.assert_allclose(mixup.last_tiles[1], mixup.last_tiles[0], atol=1e-4)
+
+    # preview layers sit to the right of the image, tiles at the image's world size; no overlap
+    photo = viewer.layers["photo"]
+    mosaic, spectra = viewer.layers["mixup: photo"], viewer.layers["spectra: photo"]
+    assert mosaic.rgb and mosaic.data.shape[0] == 40 and mosaic.data.shape[1] > 2 * 60
+    assert world_box(mosaic)[0][1] > _right_edge(photo)
+    np.testing.assert_allclose(mosaic.scale, photo.scale)
+    assert world_box(spectra)[0][0] > world_box(mosaic)[0][0] + world_box(mosaic)[1][0] - 1e-6
+    window = viewer.layers["mixing window: photo"]
+    assert window.nshapes == 2 and set(window.shape_type) == {"rectangle"}
+    r0, r1, c0, c1 = window_bounds(40, 60, 0.2)
+    corners = window.data[0]
+    np.testing.assert_allclose(corners[:, 0].min() + 0.5, r0)
+    np.testing.assert_allclose(corners[:, 0].max() + 0.5, r1)
+    np.testing.assert_allclose(corners[:, 1].min() + 0.5, c0)
+    assert list(viewer.layers["mixup captions: photo"].features["caption"]) == [
+        "original", "λ=1.00 · other site", "|F| original", "|F| other site"]
+    # preview layers are not offered as inputs or partners
+    assert "mixup: photo" not in [mixup.image_combo.itemText(i) for i in range(mixup.image_combo.count())]
+
+
+def test_sliders_update_live_and_fast(mixup, qtbot):
+    mixup.set_params(window_ratio=0.1, lam=0.5)
+    assert mixup.update_preview()
+    before = mixup.last_tiles.copy()
+    mixup.lam_slider.setValue(5)  # as a user drags: debounced, then recomputed
+    qtbot.waitUntil(lambda: not np.allclose(mixup.last_tiles, before), timeout=5000)
+    assert "λ = 0.05" in mixup.status.text()
+    # a slider update re-uses the cached inputs; well under a second even on a busy CI machine
+    times = []
+    for lam in (0.2, 0.4, 0.6):
+        mixup.set_params(lam=lam)
+        mixup.update_preview()
+        times.append(mixup.last_update_ms)
+    assert min(times) < 1000
+
+
+def test_several_partners_from_a_folder(mixup, tmp_path, qtbot):
+    for i, tint in enumerate([(0.2, 0.2, 1.0), (1.0, 1.0, 0.1), (0.5, 1.0, 0.5)]):
+        Image.fromarray(_fundus_like((64, 64), tint=tint, seed=i)).save(tmp_path / f"p{i}.png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    mixup.set_params(samples=2, lam=0.0)
+    mixup.set_partners(tmp_path)
+    mixup.load_folder(run_sync=False)
+    qtbot.waitUntil(lambda: not mixup.runner.busy, timeout=WAIT_MS)
+    assert mixup.runner.last_outcome == "done"
+    assert mixup.last_tiles.shape[0] == 3  # original + the first two images of the folder
+    assert not np.allclose(mixup.last_tiles[1], mixup.last_tiles[2])
+    assert mixup.viewer.layers["mixing window: photo"].nshapes == 3
+
+
+def test_mixup_without_partner_says_why(mixup, notifications):
+    mixup.set_partners([])
+    assert not mixup.update_preview(notify=True)
+    assert "partner" in mixup.status.text()
+    assert any("partner" in m for m in notifications())
+
+
+def test_docked_through_the_plugin_updates_layers_in_place(make_napari_viewer):
+    """Docked by napari, the widget sees the viewer through a proxy; layers must still be reused."""
+    viewer = make_napari_viewer()
+    viewer.add_image(_fundus_like(), name="photo")
+    viewer.add_image(_fundus_like((30, 30), tint=(0.2, 1.0, 1.0)), name="other site")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-ramseg", "Amplitude mixup preview")
+    widget.image_combo.set_layer("photo")
+    widget.set_partners(["photo", "other site"])  # the image itself is never its own partner
+    widget.set_params(lam=0.2, samples=3)
+    assert widget.update_preview()
+    assert widget.last_tiles.shape[0] == 2
+    layers = {name: viewer.layers[name] for name in ("mixup: photo", "spectra: photo", "mixing window: photo")}
+    widget.set_params(lam=0.6, window_ratio=0.3)
+    assert widget.update_preview()
+    for name, layer in layers.items():
+        assert viewer.layers[name] is layer, name
+
+
+def test_mixup_on_a_volume_uses_the_current_slice(make_napari_viewer):
+    viewer = make_napari_viewer()
+    volume = np.random.default_rng(0).random((5, 30, 30), dtype=np.float32)
+    viewer.add_image(volume, name="vol")
+    viewer.add_image(_fundus_like((30, 30)), name="style")
+    widget = MixupPreviewWidget(viewer)
+    widget.image_combo.set_layer(viewer.layers["vol"])
+    widget.set_partners(["style"])
+    viewer.dims.set_current_step(0, 3)
+    widget.set_params(lam=1.0)
+    assert widget.update_preview()
+    from napari_ramseg.widgets.mixup_preview import to_preview
+
+    expected = ((to_preview(volume[3]).permute(1, 2, 0).numpy() + 1) / 2).clip(0, 1)
+    np.testing.assert_allclose(widget.last_tiles[0], expected, atol=1e-5)
+
+
+def test_restoration_one_layer_per_source_domain(make_napari_viewer, tiny_model, qtbot):
+    from napari_ramseg.core.checkpoint import load_metadata
+
+    domains = load_metadata(tiny_model).domains
+    viewer = make_napari_viewer()
+    photo = viewer.add_image(_fundus_like((36, 52)), name="photo", scale=(0.5, 0.5), translate=(2.0, 3.0))
+    widget = RestorationPreviewWidget(viewer)
+    widget.set_model(tiny_model)
+    widget.image_combo.set_layer(photo)
+    widget.restore(run_sync=False)
+    qtbot.waitUntil(lambda: not widget.runner.busy, timeout=WAIT_MS)
+    assert widget.runner.last_outcome == "done"
+
+    restored = [layer for layer in viewer.layers if layer.name.startswith("restored as ")]
+    assert [layer.name for layer in restored] == [f"restored as {d}" for d in domains]
+    mask = viewer.layers[MASK_LAYER]
+    assert mask.data.shape == (36, 52)
+    photo_origin, photo_size = world_box(photo)
+    assert world_box(mask)[0][1] >= _right_edge(photo) - 1e-6  # the mask beside the input
+    left = -np.inf
+    for layer in restored:  # the restorations in a row below, side by side
+        origin, size = world_box(layer)
+        assert origin[0] >= photo_origin[0] + photo_size[0] - 1e-6
+        assert origin[1] >= left - 1e-6
+        np.testing.assert_allclose(size, photo_size)
+        left = origin[1] + size[1]
+    for layer in restored:
+        assert layer.rgb and 0.0 <= layer.data.min() and layer.data.max() <= 1.0
+    # running again updates the same layers
+    n = len(viewer.layers)
+    widget.restore(run_sync=True)
+    assert len(viewer.layers) == n
+
+
+def test_restoration_on_a_volume_slice(make_napari_viewer, tiny_model):
+    viewer = make_napari_viewer()
+    vol = viewer.add_image(np.random.default_rng(2).random((6, 32, 32), dtype=np.float32), name="vol")
+    viewer.dims.set_current_step(0, 4)
+    widget = RestorationPreviewWidget(viewer)
+    widget.set_model(tiny_model)
+    widget.image_combo.set_layer(vol)
+    widget.restore(run_sync=True)
+    assert viewer.layers[MASK_LAYER].data.shape == (32, 32)
+    assert "slice 4" in widget.runner.status.text()

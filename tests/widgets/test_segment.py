@@ -1,0 +1,170 @@
+"""Segment widget driven in a real napari viewer with the tiny model: 2D grey, RGB, volumes, cancel."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from napari_ramseg.widgets import _common
+from napari_ramseg.widgets._common import JobControl
+from napari_ramseg.widgets.segment import SegmentWidget
+
+pytestmark = pytest.mark.gui
+WAIT_MS = 60_000
+
+
+@pytest.fixture
+def notifications():
+    from napari.utils.notifications import notification_manager
+
+    start = len(notification_manager.records)
+    return lambda: [str(n.message) for n in notification_manager.records[start:]]
+
+
+@pytest.fixture
+def widget(make_napari_viewer, tiny_model):
+    viewer = make_napari_viewer()
+    w = SegmentWidget(viewer)
+    w.set_model(tiny_model)
+    return w
+
+
+def _blob_image(shape=(40, 48), rgb=False):
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    blob = ((yy - shape[0] / 2) ** 2 + (xx - shape[1] / 2) ** 2 < (min(shape) / 4) ** 2)
+    grey = (60 + 120 * blob + np.random.default_rng(0).normal(0, 10, shape)).clip(0, 255).astype(np.uint8)
+    return np.stack([grey, grey // 2, grey // 3], axis=-1) if rgb else grey
+
+
+def test_rgb_in_a_thread_keeps_geometry_and_adds_probabilities(widget, qtbot):
+    viewer = widget.viewer
+    image = viewer.add_image(_blob_image(rgb=True), name="photo", scale=(0.5, 2.0), translate=(3.0, -4.0))
+    assert image.rgb
+    widget.image_combo.set_layer(image)
+    widget.probabilities_box.setChecked(True)
+    widget.uncertainty_box.setChecked(True)
+    worker = widget.segment(run_sync=False)
+    assert worker is not None
+    qtbot.waitUntil(lambda: not widget.runner.busy, timeout=WAIT_MS)
+    assert widget.runner.last_outcome == "done"
+
+    labels = viewer.layers["photo segmentation"]
+    prob = viewer.layers["photo probability: blob"]
+    unc = viewer.layers["photo uncertainty"]
+    for layer in (labels, prob, unc):
+        assert layer.data.shape == (40, 48)
+        np.testing.assert_allclose(layer.scale, (0.5, 2.0))
+        np.testing.assert_allclose(layer.translate, (3.0, -4.0))
+    assert set(np.unique(labels.data)) <= {0, 1}
+    assert 0.0 <= prob.data.min() and prob.data.max() <= 1.0
+    assert 0.0 <= unc.data.min() and unc.data.max() <= 1.0
+    assert tuple(prob.contrast_limits) == (0.0, 1.0) and prob.colormap.name == "magma"
+    assert list(labels.features["class"]) == ["background", "blob"]
+    assert labels.metadata["class_names"] == {"1": "blob"}
+    # the chosen layer stays what was segmented, and outputs are not offered as new inputs twice
+    assert widget.image_combo.current_layer() is image
+
+
+def test_grey_2d_sync_env_and_resegment_in_place(widget, monkeypatch):
+    monkeypatch.setenv(_common.SYNC_ENV, "1")
+    viewer = widget.viewer
+    image = viewer.add_image(_blob_image(), name="grey")
+    widget.image_combo.set_layer(image)
+    widget.segment()  # runs to the end before returning
+    n_layers = len(viewer.layers)
+    assert viewer.layers["grey segmentation"].data.shape == image.data.shape
+    widget.segment()
+    assert len(viewer.layers) == n_layers  # updated, not duplicated
+
+
+def test_predictor_is_loaded_once_per_model_and_device(widget, monkeypatch):
+    from napari_ramseg.core.infer import Predictor
+
+    _common.clear_predictor_cache()
+    loads = []
+    original = Predictor.from_path.__func__
+
+    def counting(cls, *args, **kwargs):
+        loads.append(args)
+        return original(cls, *args, **kwargs)
+
+    monkeypatch.setattr(Predictor, "from_path", classmethod(counting))
+    image = widget.viewer.add_image(_blob_image(), name="grey")
+    widget.image_combo.set_layer(image)
+    for _ in range(3):
+        widget.segment(run_sync=True)
+    assert len(loads) == 1
+
+
+def test_volume_2p5d_reports_progress(widget, qtbot):
+    viewer = widget.viewer
+    volume = np.stack([_blob_image((32, 32))] * 20).astype(np.float32)
+    image = viewer.add_image(volume, name="vol", scale=(2.5, 1.0, 1.0))
+    widget.image_combo.set_layer(image)
+    widget.uncertainty_box.setChecked(True)
+    seen = []
+    widget.runner.progress.valueChanged.connect(seen.append)
+    widget.segment(run_sync=False)
+    qtbot.waitUntil(lambda: not widget.runner.busy, timeout=WAIT_MS)
+    labels = viewer.layers["vol segmentation"]
+    assert labels.data.shape == (20, 32, 32)
+    np.testing.assert_allclose(labels.scale, (2.5, 1.0, 1.0))
+    assert viewer.layers["vol uncertainty"].data.shape == (20, 32, 32)
+    assert 20 in seen  # the last slice was reported
+
+
+def test_stop_button_cancels_a_volume(widget, qtbot, monkeypatch):
+    """Stop pressed while slices are running: no result layer, the job ends as cancelled."""
+    reported = threading.Event()
+    release = threading.Event()
+    original_report = JobControl.report
+
+    def report_then_wait(self, done, total, text=""):
+        original_report(self, done, total, text)
+        reported.set()
+        release.wait(10)  # hold the worker until the test has pressed Stop
+
+    monkeypatch.setattr(JobControl, "report", report_then_wait)
+    viewer = widget.viewer
+    image = viewer.add_image(np.random.default_rng(1).random((40, 24, 24), dtype=np.float32), name="vol")
+    widget.image_combo.set_layer(image)
+    widget.segment(run_sync=False)
+    qtbot.waitUntil(reported.is_set, timeout=WAIT_MS)
+    assert widget.runner.stop_button.isEnabled()
+    widget.runner.stop_button.click()
+    release.set()
+    qtbot.waitUntil(lambda: not widget.runner.busy, timeout=WAIT_MS)
+    assert widget.runner.last_outcome == "cancelled"
+    assert "vol segmentation" not in viewer.layers
+    assert widget.segment_button.isEnabled()
+
+
+def test_missing_bundled_model_is_a_plain_notification(widget, tmp_path, monkeypatch, notifications):
+    import napari_ramseg.models
+
+    monkeypatch.setattr(napari_ramseg.models, "bundled_model_path", lambda: tmp_path / "nothing")
+    widget.set_model(None)
+    widget.viewer.add_image(_blob_image(), name="grey")
+    assert widget.segment(run_sync=True) is None
+    [message] = notifications()
+    assert "bundled vessel model is not installed" in message
+
+
+def test_unsafe_or_broken_model_fails_cleanly(widget, tmp_path, notifications):
+    pickle = tmp_path / "model.pt"
+    pickle.write_bytes(b"not really")
+    widget.set_model(pickle)
+    widget.viewer.add_image(_blob_image(), name="grey")
+    widget.segment(run_sync=True)
+    assert widget.runner.last_outcome == "failed"
+    assert any("pickle-based model files" in m for m in notifications())
+    assert "grey segmentation" not in widget.viewer.layers
+    assert widget.segment_button.isEnabled()
+
+
+def test_4d_layer_is_refused(widget, notifications):
+    widget.viewer.add_image(np.zeros((2, 3, 8, 8), np.float32), name="timeseries")
+    assert widget.segment(run_sync=True) is None
+    assert any("4D" in m for m in notifications())
