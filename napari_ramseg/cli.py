@@ -167,7 +167,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     with _progress_bar(len(pairs), "predict", quiet=len(pairs) == 1) as bar:
         for source, target in pairs:
             image = read_image(source)
-            prediction = predictor.predict(image.array, postprocess=args.postprocess, is_volume=image.is_volume)
+            try:
+                prediction = predictor.predict(image.array, postprocess=args.postprocess, is_volume=image.is_volume)
+            except RamsegInputError as exc:  # the engine judges the array; the user needs the file's name
+                if exc.path is not None:
+                    raise
+                raise RamsegInputError(exc.problem, source) from None
             written = write_labels(target, prediction.labels, like=image, overwrite=args.overwrite)
             bar.update(1)
             if len(pairs) == 1:
@@ -202,15 +207,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .core.metrics import json_safe
     from .models import resolve_model
 
-    with _progress_bar(0, f"evaluate {args.domain}") as bar:
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.n = done
-            bar.refresh()
+    bars = []  # made at the first case: a model or data error then prints one line, not an empty bar too
 
+    def progress(done: int, total: int) -> None:
+        if not bars:
+            bars.append(_progress_bar(total, f"evaluate {args.domain}"))
+        bars[0].total = total
+        bars[0].n = done
+        bars[0].refresh()
+
+    try:
         report = evaluate_domain(resolve_model(args.model), args.data, args.domain, fmt=args.format,
                                  split=args.split, postprocess=args.postprocess, device=args.device,
                                  progress=progress)
+    finally:
+        for bar in bars:
+            bar.close()
     for label, values in report["summary"].items():
         print(f"{label}: " + "  ".join(f"{k} {v:.4f}" if v is not None else f"{k} n/a"
                                         for k, v in json_safe(values).items()))

@@ -18,7 +18,10 @@ Every bad-input problem raises :class:`~napari_ramseg.errors.RamsegInputError` n
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,11 +42,17 @@ __all__ = [
     "read_mask",
     "write_labels",
     "versioned_path",
+    "remove_stale_temporaries",
+    "MAX_IMAGE_BYTES",
     "register_reader",
     "register_writer",
 ]
 
 _DOUBLE_SUFFIXES = (".nii.gz",)
+
+# A header may claim any size; a few hundred hostile bytes must not make a reader allocate and fill
+# tens of gigabytes. Images whose decoded pixels would exceed this are refused before decoding.
+MAX_IMAGE_BYTES = 2 << 30
 
 
 @dataclass
@@ -147,6 +156,39 @@ def is_supported(path: str | Path) -> bool:
 # ---------------------------------------------------------------------------------------- readers
 
 
+def _check_claimed_size(shape: Any, itemsize: int, path: Path, kind: str) -> None:
+    """Refuse a header whose image would take more than MAX_IMAGE_BYTES once decoded."""
+    try:
+        dims = [int(n) for n in shape]
+    except (TypeError, ValueError):
+        return  # the reader will fail on its own
+    nbytes = max(int(itemsize), 1)
+    for n in dims:
+        nbytes *= max(n, 0)
+    if nbytes > MAX_IMAGE_BYTES:
+        raise RamsegInputError(
+            f"{kind} header claims {tuple(dims)} pixels ({nbytes / 2**30:.1f} GiB decoded); images over "
+            f"{MAX_IMAGE_BYTES / 2**30:.0f} GiB are refused (corrupt header, or split the image)",
+            path,
+        )
+
+
+class _DropAll(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return False
+
+
+@contextlib.contextmanager
+def _quiet_logger(name: str):
+    """Silence a library's own log lines about a broken file; the reader reports it in one line."""
+    logger, drop = logging.getLogger(name), _DropAll()
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
+
+
 def _drop_alpha(array: np.ndarray) -> np.ndarray:
     """``(H, W, 2)`` grey + alpha -> grey; ``(H, W, 4)`` RGBA -> RGB; others unchanged."""
     if array.ndim == 3 and array.shape[-1] == 2:
@@ -163,6 +205,8 @@ def _read_pillow(path: Path, as_mask: bool) -> ImageData:
     kind = "PNG" if suffix_of(path) == ".png" else "JPEG"
     try:
         with Image.open(path) as im:
+            bands = len(im.getbands()) if im.mode not in ("I;16", "I;16B", "I;16L", "I", "F") else 4
+            _check_claimed_size((im.size[1], im.size[0]), bands, path, kind)
             im.load()
             mode = im.mode
             if kind == "PNG" and getattr(im, "n_frames", 1) > 1:
@@ -201,12 +245,17 @@ def _read_tiff(path: Path, as_mask: bool) -> ImageData:
     import tifffile
 
     try:
-        with tifffile.TiffFile(path) as tif:
+        with _quiet_logger("tifffile"), tifffile.TiffFile(path) as tif:
+            # Index the whole IFD chain first (tifffile stops at loops and bad offsets there); going
+            # straight to ``series`` can walk a corrupt chain without end (found by fuzzing).
+            len(tif.pages)
             if not tif.series:
                 raise RamsegInputError("TIFF holds no image", path)
             series = tif.series[0]
-            array = series.asarray()
-            axes = series.axes
+            _check_claimed_size(series.shape, np.dtype(series.dtype).itemsize, path, "TIFF")
+            _check_tiff_segments(tif.pages[0], path)
+            array = np.asarray(series.asarray())
+            axes = str(series.axes)
             spacing = _tiff_spacing(tif)
     except RamsegInputError:
         raise
@@ -214,6 +263,10 @@ def _read_tiff(path: Path, as_mask: bool) -> ImageData:
         raise RamsegInputError("file not found", path) from None
     except Exception as exc:
         raise RamsegInputError(f"cannot read TIFF (truncated or corrupt?): {_why(exc)}", path) from None
+    if array.size == 0 or len(axes) != array.ndim:  # tifffile gives up on broken pages with an empty array
+        raise RamsegInputError(
+            f"cannot read TIFF (truncated or corrupt?): no pixel data (shape {array.shape}, axes {axes!r})", path
+        )
 
     # drop singleton axes other than the image plane
     keep = [i for i, (a, n) in enumerate(zip(axes, array.shape)) if n != 1 or a in "YX"]
@@ -248,6 +301,24 @@ def _read_tiff(path: Path, as_mask: bool) -> ImageData:
     )
 
 
+def _check_tiff_segments(page: Any, path: Path) -> None:
+    """Refuse a page whose strip/tile layout needs far more segments than its offset table lists.
+
+    A corrupt width or tile size can ask tifffile to decode hundreds of thousands of missing tiles
+    one by one (seconds per read for a 438-byte file, found by fuzzing); a valid file lists one
+    offset per segment.
+    """
+    try:
+        expected = int(np.prod(page.chunked))
+        listed = len(page.dataoffsets)
+    except Exception:
+        return
+    if expected > 4096 and expected > listed:
+        raise RamsegInputError(
+            f"cannot read TIFF (truncated or corrupt?): its layout needs {expected} strips or tiles but the file "
+            f"lists {listed}", path)
+
+
 def _tiff_spacing(tif: Any) -> tuple[float, float, float] | None:
     """(z, y, x) from ImageJ metadata (``spacing``) and the resolution tags, when the file has them."""
     meta = tif.imagej_metadata
@@ -268,7 +339,11 @@ def _read_nifti(path: Path, as_mask: bool) -> ImageData:
 
     try:
         img = nib.load(str(path))
-        data = np.asanyarray(img.dataobj)
+        proxy = img.dataobj
+        scaled = getattr(proxy, "slope", 1.0) != 1.0 or getattr(proxy, "inter", 0.0) != 0.0
+        itemsize = 8 if scaled else np.dtype(img.get_data_dtype()).itemsize  # scaling makes floats
+        _check_claimed_size(img.shape, itemsize, path, "NIfTI")
+        data = np.asanyarray(proxy)
         hdr = img.header
         zooms = [float(z) for z in hdr.get_zooms()]
         qform, qcode = hdr.get_qform(coded=True)
@@ -276,6 +351,8 @@ def _read_nifti(path: Path, as_mask: bool) -> ImageData:
         units = list(hdr.get_xyzt_units())
         descrip = hdr["descrip"].tobytes().split(b"\0")[0].decode("latin-1") if "descrip" in hdr else ""
         affine = np.array(img.affine, dtype=np.float64)
+    except RamsegInputError:
+        raise
     except FileNotFoundError:
         raise RamsegInputError("file not found", path) from None
     except Exception as exc:  # ImageFileError, EOFError, zlib.error, gzip.BadGzipFile, ...
@@ -292,7 +369,8 @@ def _read_nifti(path: Path, as_mask: bool) -> ImageData:
         )
     if data.ndim < 2:
         raise RamsegInputError(f"NIfTI with shape {original_shape} is not an image", path)
-    array = np.ascontiguousarray(data.T)  # (X, Y, Z) -> (Z, Y, X); (X, Y) -> (Y, X)
+    # (X, Y, Z) -> (Z, Y, X); (X, Y) -> (Y, X); big-endian files (old scanners) to native byte order
+    array = np.ascontiguousarray(data.T, dtype=data.dtype.newbyteorder("="))
     spacing = tuple(reversed(zooms[: data.ndim]))
     header = {
         "format": "nifti",
@@ -316,6 +394,8 @@ def _read(path: str | Path, as_mask: bool) -> ImageData:
         raise RamsegInputError("file not found", path)
     if path.is_dir():
         raise RamsegInputError("is a folder, not an image file", path)
+    if not path.is_file():  # a FIFO, socket or device named like an image would block or never end
+        raise RamsegInputError("is not a regular file", path)
     suffix = suffix_of(path)
     reader = _READERS.get(suffix)
     if reader is None:
@@ -484,7 +564,8 @@ def write_labels(
     if path.is_dir():
         raise RamsegInputError("is a folder; give a file name", path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{stem_of(path)}.", suffix=f".tmp{suffix}")
+    prefix = f".{stem_of(path)}."
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f"{prefix}{os.getpid()}.", suffix=f".tmp{suffix}")
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -493,7 +574,45 @@ def write_labels(
     finally:
         if tmp.exists():
             tmp.unlink()
+    remove_stale_temporaries(path.parent, prefix, f".tmp{suffix}")
     return path
+
+
+def remove_stale_temporaries(folder: str | Path, prefix: str, suffix: str) -> list[Path]:
+    """Delete ``<prefix><pid>.<random><suffix>`` files in ``folder`` whose writing process is gone.
+
+    Atomic writes name their temporary file after the writer's process id. An interruption Python
+    sees removes it at once; one it cannot see (SIGKILL, power loss) leaves it, and the next
+    successful write of the same file calls this to clean up.
+    """
+    removed: list[Path] = []
+    pattern = re.compile(rf"{re.escape(prefix)}(\d+)\.[A-Za-z0-9_]+{re.escape(suffix)}")  # mkstemp's names
+    try:
+        candidates = [(p, pattern.fullmatch(p.name)) for p in Path(folder).iterdir()]
+    except OSError:
+        return removed
+    for candidate, match in candidates:
+        if match is None or int(match.group(1)) == os.getpid() or _process_alive(int(match.group(1))):
+            continue
+        try:
+            candidate.unlink()
+            removed.append(candidate)
+        except OSError:
+            pass
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    """True when ``pid`` runs, or cannot be probed (then its file is left alone)."""
+    if pid <= 0 or os.name == "nt":  # on Windows os.kill(pid, 0) would terminate the process
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError, OverflowError):
+        return True
+    return True
 
 
 def versioned_path(path: str | Path) -> Path:

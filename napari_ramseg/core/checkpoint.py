@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .. import __version__
 from ..errors import RamsegInputError
+from ..io import remove_stale_temporaries as _remove_stale
 from .config import NORMALIZATION, TrainConfig
 from .model import RamSegNet
 
@@ -59,10 +60,18 @@ class ModelMetadata:
                 raise ValueError(f"unknown architecture {data.get('architecture')!r}")
             if int(data.get("format_version", 0)) > FORMAT_VERSION:
                 raise ValueError(f"format version {data['format_version']} is newer than this napari-ramseg reads")
+            if not isinstance(data.get("config"), dict):
+                raise ValueError("no config object")
+            _check_raw_labels(data["config"].get("labels"))
             config = TrainConfig.from_dict(data["config"])
-            domains = [str(d) for d in data["source_domains"]]
+            domains = data["source_domains"]
+            if not isinstance(domains, list) or not all(isinstance(d, str) for d in domains):
+                raise ValueError("source_domains must be a list of names")
             if not domains:
                 raise ValueError("no source domains listed")
+            if len(domains) > MAX_DOMAINS:
+                raise ValueError(f"{len(domains)} source domains; at most {MAX_DOMAINS} are supported")
+            check_config(config)
         except (KeyError, TypeError, ValueError) as exc:
             raise RamsegInputError(f"invalid model metadata ({exc})", path) from None
         known = {"format_version", "package", "package_version", "architecture", "config", "label_scheme",
@@ -71,11 +80,66 @@ class ModelMetadata:
         return cls(config=config, domains=domains, metrics=dict(data.get("metrics") or {}), extra=extra)
 
 
+# Limits on what an untrusted model.json may ask for, checked before any tensor is allocated: a
+# hostile file must not be able to make the loader build a network of terabytes or resize every
+# image to a million pixels a side. The shipped architectures sit far inside them.
+MAX_BASE_WIDTH = 256
+MAX_DEPTH = 8
+MAX_WIDTH = 4096  # channels at the bottleneck: base_width * 2 ** (depth - 1)
+MAX_LABELS = 255  # label maps are uint8
+MAX_DOMAINS = 64
+MAX_SIDE = 8192  # preprocess size / long_side, in pixels
+IN_CHANNELS = 3  # RGB, or 2.5D slices (j-1, j, j+1): the only input the data pipeline produces
+
+
+def _check_raw_labels(labels: Any) -> None:
+    """``{"names": [str, ...], "kind": ...}``; a bare string would silently become one label per letter."""
+    if not isinstance(labels, dict):
+        raise ValueError("config.labels must be an object with names and kind")
+    names = labels.get("names")
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        raise ValueError("config.labels.names must be a list of label names")
+    if len(set(names)) != len(names):
+        raise ValueError(f"config.labels.names repeats a name: {names}")
+
+
+def _int_in(value: Any, lo: int, hi: int, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ValueError(f"{name} must be a whole number in {lo}..{hi}, not {value!r}")
+
+
+def check_config(config: TrainConfig) -> None:
+    """Refuse (ValueError) a config that this package cannot use or that would exhaust memory."""
+    model, prep = config.model, config.preprocess
+    if model.in_channels != IN_CHANNELS:
+        raise ValueError(
+            f"in_channels is {model.in_channels!r}, but napari-ramseg models take {IN_CHANNELS} input channels "
+            "(RGB, or three neighbouring slices of a volume); this model does not fit the data it would be given")
+    _int_in(model.base_width, 1, MAX_BASE_WIDTH, "model.base_width")
+    _int_in(model.depth, 1, MAX_DEPTH, "model.depth")
+    if model.base_width * 2 ** (model.depth - 1) > MAX_WIDTH:
+        raise ValueError(f"model.base_width {model.base_width} at depth {model.depth} exceeds {MAX_WIDTH} channels")
+    if config.labels.num_classes > MAX_LABELS:
+        raise ValueError(f"{config.labels.num_classes} labels; at most {MAX_LABELS} are supported")
+    _int_in(prep.size, 16, MAX_SIDE, "preprocess.size")
+    if prep.long_side is not None:
+        _int_in(prep.long_side, 16, MAX_SIDE, "preprocess.long_side")
+    threshold = config.threshold
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold must be a probability strictly between 0 and 1, not {threshold!r}")
+
+
 def atomic_write_bytes(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` on a temporary file in the target folder, then rename it into place."""
+    """Call ``write(tmp_path)`` on a temporary file in the target folder, then rename it into place.
+
+    The temporary name carries the writer's process id (``.<name>.<pid>.<random>.tmp``). An
+    interruption that Python sees (Ctrl-C, an exception) removes it at once; one that it cannot see
+    (SIGKILL, power loss) leaves it behind, and the next successful write of the same file removes
+    it once that process is gone.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))
@@ -84,6 +148,12 @@ def atomic_write_bytes(path: Path, write: Any) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    remove_stale_temporaries(path)
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Delete ``.<name>.<pid>.*.tmp`` files beside ``path`` left by writers that no longer run."""
+    return _remove_stale(Path(path).parent, f".{Path(path).name}.", ".tmp")
 
 
 def _umask() -> int:
@@ -124,6 +194,10 @@ def resolve_model_path(path: str | Path) -> tuple[Path, Path]:
         weights = path.with_suffix(".safetensors") if path.with_suffix(".safetensors").exists() else path.parent / WEIGHTS_NAME
     else:
         raise RamsegInputError("not a model: expected a run folder or a .safetensors file", path)
+    if path.is_dir() and not meta.exists() and (path / "resume.json").exists():
+        raise RamsegInputError(
+            "training of this run was interrupted before it wrote a model; finish it with "
+            "ramseg train --data DATA --resume RUN (or use another model)", path)
     for required in (weights, meta):
         if not required.exists():
             raise RamsegInputError(f"incomplete model: {required.name} is missing", path)
@@ -145,6 +219,34 @@ def build_model(metadata: ModelMetadata) -> RamSegNet:
     return RamSegNet(metadata.config.model, metadata.config.labels, num_domains=len(metadata.domains))
 
 
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _describe_mismatch(expected: dict[str, tuple], found: dict[str, tuple], metadata: ModelMetadata) -> str:
+    """'' when the weights fit; else what differs, in the user's terms (channels, labels) where possible."""
+    details = []
+    first = "encoder.0.0.weight"
+    if first in expected and first in found and len(found[first]) == 4 and found[first][1] != expected[first][1]:
+        details.append(f"the weights take {found[first][1]} input channels, model.json says "
+                       f"{metadata.config.model.in_channels}")
+    if "head.weight" in expected and "head.weight" in found and found["head.weight"][0] != expected["head.weight"][0]:
+        labels = metadata.config.labels
+        details.append(f"the weights predict {found['head.weight'][0]} channels, model.json's labels "
+                       f"({', '.join(labels.names)}, {labels.kind}) need {labels.out_channels}")
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    wrong = [k for k in expected if k in found and found[k] != expected[k]]
+    if missing:
+        details.append(f"{len(missing)} missing tensors (e.g. {missing[0]})")
+    if unexpected:
+        details.append(f"{len(unexpected)} unexpected tensors (e.g. {unexpected[0]})")
+    if wrong:
+        details.append(f"wrong shape for {wrong[0]}: {found[wrong[0]]} != {expected[wrong[0]]}")
+    return "; ".join(details)
+
+
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[RamSegNet, ModelMetadata]:
     """Rebuild the network from metadata and load weights whose names and shapes must match exactly."""
     weights_path, _ = resolve_model_path(path)
@@ -153,26 +255,75 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[Ra
         model = build_model(metadata)
     except Exception as exc:  # an absurd config (zero width, negative depth) is bad input too
         raise RamsegInputError(f"model metadata describes an invalid network ({exc})", path) from None
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    try:  # names and shapes from the header first: a file that cannot fit is never read whole
+        with safe_open(str(weights_path), framework="pt", device="cpu") as handle:
+            found = {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise RamsegInputError(f"unreadable safetensors weights ({_short(exc)})", weights_path) from None
+    mismatch = _describe_mismatch(expected, found, metadata)
+    if mismatch:
+        raise RamsegInputError(f"weights do not match the architecture in model.json: {mismatch}", weights_path)
     try:
         state = load_file(str(weights_path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
-        raise RamsegInputError(f"unreadable safetensors weights ({exc})", weights_path) from None
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
-    if missing or unexpected or wrong:
-        details = []
-        if missing:
-            details.append(f"{len(missing)} missing tensors (e.g. {missing[0]})")
-        if unexpected:
-            details.append(f"{len(unexpected)} unexpected tensors (e.g. {unexpected[0]})")
-        if wrong:
-            details.append(f"wrong shape for {wrong[0]}: {tuple(state[wrong[0]].shape)} != {tuple(expected[wrong[0]].shape)}")
-        raise RamsegInputError("weights do not match the architecture in model.json: " + "; ".join(details), weights_path)
+        raise RamsegInputError(f"unreadable safetensors weights ({_short(exc)})", weights_path) from None
     bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise RamsegInputError(f"weights contain NaN or Inf (e.g. {bad[0]})", weights_path)
     model.load_state_dict(state)
     model.to(device).eval()
     return model, metadata
+
+
+RESUME_STATE_NAME = "resume.json"  # the names core/train.py writes (RESUME_STATE, RESUME_WEIGHTS)
+RESUME_WEIGHTS_NAME = "resume.safetensors"
+_RESUME_KEYS = ("iteration", "config", "domains", "pool_rng", "pool_orders")
+
+
+def read_resume_state(run_dir: str | Path) -> dict[str, Any]:
+    """The validated ``resume.json`` of an interrupted run; RamsegInputError naming the file otherwise.
+
+    Checks that the JSON is complete and describes a usable config, and that ``resume.safetensors``
+    is readable safetensors holding model, optimizer and random-generator state, so that
+    ``--resume`` fails with one clear line instead of a traceback deep inside the trainer.
+    """
+    run_dir = Path(run_dir)
+    state_path, weights_path = run_dir / RESUME_STATE_NAME, run_dir / RESUME_WEIGHTS_NAME
+    if not run_dir.is_dir():
+        raise RamsegInputError("run folder not found", run_dir)
+    if not state_path.exists():
+        hint = " (the run is complete: it holds a model)" if (run_dir / METADATA_NAME).exists() else ""
+        raise RamsegInputError(f"nothing to resume: no {RESUME_STATE_NAME} in this run folder{hint}", run_dir)
+    try:
+        state = json.loads(state_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RamsegInputError(f"unreadable resume state ({_short(exc)})", state_path) from None
+    try:
+        if not isinstance(state, dict):
+            raise ValueError("not a JSON object")
+        missing = [k for k in _RESUME_KEYS if k not in state]
+        if missing:
+            raise ValueError(f"missing {', '.join(missing)}")
+        _int_in(state["iteration"], 0, 10**9, "iteration")
+        if not isinstance(state["config"], dict):
+            raise ValueError("config must be an object")
+        _check_raw_labels(state["config"].get("labels"))
+        config = TrainConfig.from_dict(state["config"])
+        check_config(config)
+        if state["iteration"] > config.iterations:
+            raise ValueError(f"iteration {state['iteration']} is past the planned {config.iterations}")
+        domains = state["domains"]
+        if not isinstance(domains, list) or not domains or not all(isinstance(d, str) for d in domains):
+            raise ValueError("domains must be a non-empty list of names")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RamsegInputError(f"invalid resume state ({_short(exc)})", state_path) from None
+    try:
+        with safe_open(str(weights_path), framework="pt", device="cpu") as handle:
+            keys = set(handle.keys())
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise RamsegInputError(f"unreadable resume weights ({_short(exc)})", weights_path) from None
+    needed = {"rng.torch", "rng.lambda"}
+    if not needed <= keys or not any(k.startswith("model.") for k in keys):
+        raise RamsegInputError("resume weights lack the model or random-generator state", weights_path)
+    return state

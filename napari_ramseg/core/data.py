@@ -445,6 +445,22 @@ def discover(
     return Dataset(format=fmt, root=root, labels=labels, cases=cases, domains=chosen, splits_from=splits_from)
 
 
+def declared_labels(root: str | Path, fmt: str) -> tuple[LabelScheme, str] | None:
+    """The label scheme a dataset states without reading its masks, and where it says so.
+
+    ``dataset.json`` labels first, then the layout's own scheme (DoFE: disc, cup; SAML: prostate);
+    None for a ``domains`` dataset without ``dataset.json`` (its labels are only known from masks).
+    """
+    spec = _read_dataset_json(Path(root))
+    if spec and "labels" in spec:
+        return spec["labels"], str(spec["path"])
+    if fmt == "dofe":
+        return OPTIC_DISC_CUP, "the DoFE layout"
+    if fmt == "saml":
+        return PROSTATE, "the SAML layout"
+    return None
+
+
 def _mask_values(mask: np.ndarray) -> np.ndarray:
     if mask.dtype == np.uint8:
         return np.flatnonzero(np.bincount(mask.ravel(), minlength=256))

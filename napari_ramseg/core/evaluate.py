@@ -12,7 +12,8 @@ from typing import Any
 
 from .. import io as rio
 from ..errors import RamsegInputError
-from .data import convert_mask, discover
+from .config import LabelScheme
+from .data import convert_mask, declared_labels, discover
 from .infer import Predictor
 from .metrics import case_metrics, mean_dice, summarize
 
@@ -24,11 +25,22 @@ def evaluate_domain(model: str | Path | Predictor, data_root: str | Path, domain
     predictor = model if isinstance(model, Predictor) else Predictor.from_path(model, device=device)
     labels = predictor.labels
     dataset = discover(data_root, fmt, [domain], labels=labels, split=split)
+    _check_labels_fit(labels, dataset.root, dataset.format)
     cases = []
     for index, case in enumerate(dataset.cases):
         image = rio.read_image(case.image)
-        truth = convert_mask(rio.read_mask(case.mask), dataset.format, labels, case.mask)
-        prediction = predictor.predict(image.array, postprocess=postprocess, is_volume=image.is_volume)
+        try:
+            truth = convert_mask(rio.read_mask(case.mask), dataset.format, labels, case.mask)
+        except RamsegInputError as exc:
+            if "outside" not in exc.problem:
+                raise
+            raise RamsegInputError(f"{exc.problem}; the model's labels do not fit these masks", exc.path) from None
+        try:
+            prediction = predictor.predict(image.array, postprocess=postprocess, is_volume=image.is_volume)
+        except RamsegInputError as exc:  # NaN/Inf, odd shapes: name the image
+            if exc.path is not None:
+                raise
+            raise RamsegInputError(exc.problem, case.image) from None
         if truth.shape != prediction.labels.shape:
             raise RamsegInputError(
                 f"mask shape {truth.shape} differs from image shape {prediction.labels.shape} ({case.image.name})",
@@ -49,3 +61,16 @@ def evaluate_domain(model: str | Path | Predictor, data_root: str | Path, domain
         "threshold": predictor.threshold,
         "units": "physical (file spacing)" if any(c["spacing"] for c in cases) else "pixels",
     }
+
+
+def _check_labels_fit(labels: LabelScheme, root: Path, fmt: str) -> None:
+    """Refuse a model whose number of labels differs from what the dataset declares it holds."""
+    declared = declared_labels(root, fmt)
+    if declared is None:
+        return  # a plain domains dataset: convert_mask checks each mask's values against the model
+    scheme, source = declared
+    if scheme.num_classes != labels.num_classes:
+        raise RamsegInputError(
+            f"the model predicts {labels.num_classes} label(s) ({', '.join(labels.names)}) but this dataset's masks "
+            f"hold {scheme.num_classes} ({', '.join(scheme.names)}, per {source}); evaluate a model trained for "
+            "these labels", root)

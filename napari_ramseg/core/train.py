@@ -322,7 +322,6 @@ class Trainer:
             if self.iteration % self.val_every == 0 or self.iteration == cfg.iterations:
                 validation = last_val = self.validate()
                 self._remember_best(validation)
-                self.save_resume_state()
             record = {"iteration": self.iteration, **{k: round(v, 6) for k, v in losses.items()},
                       "elapsed_s": round(time.perf_counter() - start, 3)}
             if validation is not None:
@@ -330,6 +329,8 @@ class Trainer:
                 record["val_dice_by_domain"] = validation["dice_by_domain"]
             self.history.append(record)
             self._append_log(record)
+            if validation is not None:  # after the record: a resumed run's history misses no iteration
+                self.save_resume_state()
             if self.callbacks.on_event is not None and self.is_main:
                 self.callbacks.on_event(TrainEvent(self.iteration, cfg.iterations, losses, losses["lr"],
                                                    time.perf_counter() - start, validation))
@@ -374,6 +375,20 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with open(self.run_dir / LOG_NAME, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
+
+    def _truncate_log(self, iteration: int) -> None:
+        """Drop train.log lines past ``iteration``: they are trained again after a resume, and logged again."""
+        if self.run_dir is None or not self.is_main or not (self.run_dir / LOG_NAME).exists():
+            return
+        kept = []
+        for line in (self.run_dir / LOG_NAME).read_text(encoding="utf-8").splitlines():
+            try:
+                if int(json.loads(line)["iteration"]) <= iteration:
+                    kept.append(line)
+            except (ValueError, KeyError, TypeError):  # a line cut short by a kill
+                continue
+        atomic_write_bytes(self.run_dir / LOG_NAME,
+                           lambda tmp: tmp.write_text("".join(k + "\n" for k in kept), encoding="utf-8"))
 
     def save(self, stopped: bool, last_val: dict[str, Any] | None, elapsed: float) -> None:
         """Write the model: the best source-validation state if there was validation, else the last."""
@@ -462,6 +477,7 @@ class Trainer:
         self.best = state.get("best")
         self.iteration = int(state["iteration"])
         self.history = list(state.get("history", []))
+        self._truncate_log(self.iteration)
         self.pool.rng.bit_generator.state = _bitgen_state_from_json(state["pool_rng"])
         self.pool._orders = [list(order) for order in state["pool_orders"]]
         if self.scaler is not None and state.get("grad_scaler"):

@@ -7,7 +7,6 @@ and a ``TrainConfig``; the CLI, the Train widget and the benchmark scripts all c
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -18,7 +17,7 @@ import torch
 
 from ..errors import RamsegInputError
 from . import distributed
-from .checkpoint import METADATA_NAME
+from .checkpoint import METADATA_NAME, read_resume_state
 from .config import LabelScheme, MethodConfig, ModelConfig, PreprocessConfig, TrainConfig
 from .data import discover, load_samples, split_train_val
 from .sampling import resize_image, resize_mask, working_shape
@@ -201,10 +200,7 @@ def _prepare(request: TrainRequest, log: Callable[[str], None] | None,
              is_main: bool) -> tuple[Path, TrainConfig, TrainingData, bool]:
     resume_state = None
     if request.resume is not None:
-        state_path = Path(request.resume) / RESUME_STATE
-        if not state_path.exists():
-            raise RamsegInputError("nothing to resume: no resume.json in this run folder", request.resume)
-        resume_state = json.loads(state_path.read_text(encoding="utf-8"))
+        resume_state = read_resume_state(request.resume)  # validated: one clear line if broken
         run_dir = Path(request.resume)
         # how to run (SyncBatchNorm under torchrun) may change on resume; what to train may not
         config = TrainConfig.from_dict(resume_state["config"]).replace(sync_batchnorm=request.sync_batchnorm)
