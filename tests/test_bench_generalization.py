@@ -1,0 +1,145 @@
+"""The generalization benchmark driver (bench/generalization.py) and its data preparation (bench/tasks.py)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    sys.path.insert(0, str(BENCH))
+    try:
+        gen = importlib.import_module("generalization")
+        tasks = importlib.import_module("tasks")
+        yield gen, tasks
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def test_job_list_methods_seeds_and_budget(bench):
+    gen, _ = bench
+    jobs = gen.build_jobs(["vessels", "optic_disc", "prostate"], "quick", [0, 1, 2])
+    vessels = [j for j in jobs if j.task == "vessels"]
+    counts = Counter((j.direction, j.method) for j in vessels)
+    for direction in ("HRF->STARE", "STARE->HRF"):
+        for method in ("erm", "erm_long", "ram_dsir", "ceiling"):
+            assert counts[(direction, method)] == 3
+        for method in ("ram", "ram_sc"):
+            assert counts[(direction, method)] == 1
+    base = gen.PROFILES["quick"]["vessels"]["iterations"]
+    for j in vessels:
+        assert j.iterations == (2 * base if j.method == "erm_long" else base)
+        assert j.params["size"] == 128 and j.params["long_side"] == 540
+    # identical data/budget/seeds: the same seeds for every multi-seed method
+    seeds = {m: sorted(j.seed for j in vessels if j.method == m and j.direction == "HRF->STARE")
+             for m in gen.MULTI_SEED_METHODS}
+    assert all(s == [0, 1, 2] for s in seeds.values())
+    # priority: all vessel jobs come before optic disc, the prostate smoke run last
+    order = [j.task for j in jobs]
+    assert order.index("optic_disc") > max(i for i, t in enumerate(order) if t == "vessels")
+    assert order[-1] == "prostate" and order.count("prostate") == 1
+    assert len({j.key for j in jobs}) == len(jobs)
+    # the first seed of every method comes before any second seed
+    first_seed1 = min(i for i, j in enumerate(vessels) if j.seed == 1)
+    assert {j.method for j in vessels[:first_seed1]} == set(gen.METHODS)
+
+
+def test_full_profile_uses_epochs(bench):
+    gen, _ = bench
+    jobs = gen.build_jobs(["vessels"], "full", [0], ["erm", "erm_long"], case_counts={"vessels": {"HRF": 42, "STARE": 18}})
+    by = {(j.source, j.method): j.iterations for j in jobs}
+    assert by[("HRF", "erm")] == int(np.ceil(400 * 34 / 16))  # 42 cases, 8 held out for validation
+    assert by[("HRF", "erm_long")] == 2 * by[("HRF", "erm")]
+    fixed = gen.build_jobs(["vessels"], "full", [0], ["erm"], overrides={"iterations": 7},
+                           case_counts={"vessels": {"HRF": 42, "STARE": 18}})
+    assert all(j.iterations == 7 for j in fixed)
+
+
+def test_ceiling_folds_cover_every_case_once(bench):
+    gen, _ = bench
+    names = [f"c{i:02d}" for i in range(18)]
+    folds = gen.ceiling_folds(names, "STARE")
+    assert sorted(sum(folds, [])) == names
+    assert [len(f) for f in folds] == [6, 6, 6]
+    assert folds == gen.ceiling_folds(list(reversed(names)), "STARE")
+
+
+def test_disc_roi_on_synthetic_disc(bench):
+    _, tasks = bench
+    h, w = 400, 600
+    yy, xx = np.mgrid[:h, :w]
+    cy, cx, r = 150, 420, 40  # diameter 80 (81 px with the centre row)
+    mask = np.zeros((h, w), np.uint8)
+    mask[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = 1
+    mask[(yy - cy) ** 2 + (xx - cx) ** 2 <= (r // 2) ** 2] = 2
+    image = np.zeros((h, w, 3), np.uint8)
+    image[..., 0] = 100
+    image[mask >= 1] = (250, 200, 100)
+    assert tasks.disc_diameter(mask) == 81
+    img, roi = tasks.disc_roi(image, mask, ratio=2.0, roi_size=128)
+    assert img.shape == (128, 128, 3) and roi.shape == (128, 128)
+    # the disc sits in the centre and spans ~1/ratio of the ROI
+    t, b, l, rr = tasks.bbox(roi >= 1)
+    assert abs((t + b) / 2 - 64) <= 2 and abs((l + rr) / 2 - 64) <= 2
+    assert abs((b - t) - 64) <= 3
+    assert set(np.unique(roi).tolist()) == {0, 1, 2}
+    assert (roi[roi == 2].size > 0) and ((roi == 2) <= (roi >= 1)).all()
+    # a disc near the border: the ROI is padded with black, never shifted off-centre
+    mask2 = np.zeros((h, w), np.uint8)
+    mask2[(yy - 45) ** 2 + (xx - 45) ** 2 <= r * r] = 1  # whole disc inside, ROI crosses the border
+    img2, roi2 = tasks.disc_roi(image, mask2, ratio=2.0, roi_size=128)
+    t, b, l, rr = tasks.bbox(roi2 >= 1)
+    assert abs((t + b) / 2 - 64) <= 2 and abs((l + rr) / 2 - 64) <= 2
+    assert (img2[:5, :5] == 0).all()
+
+
+def test_fov_crop_and_threshold_fov(bench):
+    _, tasks = bench
+    h, w = 300, 360
+    yy, xx = np.mgrid[:h, :w]
+    fov = (yy - 150) ** 2 + (xx - 200) ** 2 <= 120 ** 2  # bbox rows 30..270, cols 80..320
+    image = np.zeros((h, w, 3), np.uint8)
+    image[fov] = (180, 90, 40)
+    mask = np.zeros((h, w), np.uint8)
+    mask[148:153, 100:300] = 1
+    found = tasks.threshold_fov(image)
+    assert (found ^ fov).mean() < 0.01
+    p = tasks.fov_crop(image, mask, found, long_side=120)
+    assert max(p.image.shape[:2]) == 120 and p.image.shape[:2] == p.mask.shape == p.fov.shape
+    assert abs(p.image.shape[0] - p.image.shape[1]) <= 1  # the FOV's bounding box is square
+    assert p.fov.mean() > 0.7 and p.mask.sum() > 0 and not (p.mask.astype(bool) & ~p.fov).any()
+    # a real FOV mask is used as given
+    t, b, l, r = tasks.bbox(fov)
+    assert (t, b, l, r) == (30, 271, 80, 321)
+
+
+@pytest.mark.slow  # ~6 s on an idle core, much more on the shared CPU
+def test_tiny_end_to_end_writes_agreed_json(bench, tmp_path):
+    gen, _ = bench
+    out, work = tmp_path / "results", tmp_path / "work"
+    argv = ["--tasks", "synthetic", "--seeds", "0", "--methods", "erm,ram_dsir,ceiling", "--iterations", "2",
+            "--workers", "1", "--out", str(out), "--work", str(work)]
+    assert gen.main(argv) == 0
+    results = json.loads((out / "generalization.json").read_text())
+    assert list(results) == ["synthetic"]
+    cell = results["synthetic"]["SynA->SynB"]
+    assert set(cell) == {"erm", "ram_dsir", "ceiling"}
+    assert all(isinstance(v, list) and len(v) == 1 and 0.0 <= v[0] <= 1.0 for v in cell.values())
+    meta = json.loads((out / "generalization_meta.json").read_text())
+    assert meta["status"] == "complete" and meta["jobs_done"] == meta["jobs_total"] == 3
+    assert meta["machine"]["nproc"] >= 1 and "command" in meta and meta["timings"]
+    assert (out / "generalization.md").read_text().startswith("# Generalization benchmark")
+    # resumable: a second run finds every job cached and trains nothing
+    cached = sorted(p.name for p in (work / "quick" / "jobs").glob("*.json"))
+    assert len(cached) == 3
+    assert gen.main(argv) == 0
+    assert json.loads((out / "generalization.json").read_text()) == results
