@@ -69,6 +69,17 @@ class RestorationDecoder(nn.Module):
         return torch.tanh(self.out(x))
 
 
+def encoder_features(blocks: nn.ModuleList, x: torch.Tensor) -> list[torch.Tensor]:
+    """Run the encoder ``blocks`` (2x2 max-pooling between levels); every level's features, finest first."""
+    features = []
+    for i, block in enumerate(blocks):
+        if i > 0:
+            x = F.max_pool2d(x, 2)
+        x = block(x)
+        features.append(x)
+    return features
+
+
 class RamSegNet(nn.Module):
     """Encoder + segmentation decoder (used at inference) and the training-only restoration decoder."""
 
@@ -92,13 +103,7 @@ class RamSegNet(nn.Module):
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Features of every level, finest first; the last one is the bottleneck."""
-        features = []
-        for i, block in enumerate(self.encoder):
-            if i > 0:
-                x = F.max_pool2d(x, 2)
-            x = block(x)
-            features.append(x)
-        return features
+        return encoder_features(self.encoder, x)
 
     def decode(self, features: list[torch.Tensor]) -> torch.Tensor:
         """Segmentation logits at the input resolution."""

@@ -25,6 +25,7 @@ from . import distributed
 from .checkpoint import ModelMetadata, atomic_write_bytes, atomic_write_json, save_model
 from .config import LabelScheme, TrainConfig
 from .device import autocast, autocast_dtype, resolve_device
+from .fastpath import use_channels_last
 from .infer import Predictor, labels_from_probabilities
 from .losses import SegmentationLoss, restoration_mse, symmetric_kl
 from .metrics import dice_score, structure_masks
@@ -202,6 +203,7 @@ class Trainer:
         if dist_context is not None and config.sync_batchnorm:
             distributed.convert_sync_batchnorm(self.net)
         self.net.to(self.device)
+        use_channels_last(self.net, self.device)  # NHWC convolutions: ~15 % faster steps (bench/speed.py)
         self.objective = RamDsirObjective(self.net, config, global_batch=dist_context is not None)
         self.optimizer = make_optimizer(self.net, config)
         # ``pool``: a ready batch source (fine-tuning mixes corrected cases with replayed source data)

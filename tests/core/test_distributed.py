@@ -37,7 +37,12 @@ from napari_ramseg.core.train_job import TrainRequest, run_training
 
 from conftest import make_synthetic_domains
 
-LOSS_RTOL, LOSS_ATOL = 1e-4, 2e-6  # atol: the history keeps 6 decimals
+# The stated tolerance of "the same curve": 1e-3 relative per loss term. fp32 sums in a different order
+# at a different per-process batch (oneDNN's channels_last convolutions block by batch), which moves
+# small terms such as the consistency KL by a few 1e-4 after a few steps; a real DDP bug (a wrong
+# sampler, unsynchronised gradients, a missing domain) moves them by 1e-2 or more at once.
+# atol: the history keeps 6 decimals.
+LOSS_RTOL, LOSS_ATOL = 1e-3, 2e-6
 WEIGHT_RTOL = 1e-3  # relative L2 difference of all weights together
 
 
