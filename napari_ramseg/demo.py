@@ -61,8 +61,22 @@ def open_demo_viewer(show: bool = True) -> tuple[Any, dict[str, Any]]:
                           stacklevel=2)
             continue
         widgets[name] = widget
+    _readable_tabs(next(iter(widgets.values()), None))
     raise_dock(widgets.get("Segment"))
     return viewer, widgets
+
+
+def _readable_tabs(widget: Any) -> None:
+    """Full dock names on the tabs, with scroll arrows, instead of five tabs elided to "S…", "T…"."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QTabBar
+
+    window = widget.parent().parent() if widget is not None and widget.parent() is not None else None
+    if window is None:
+        return
+    for bar in window.findChildren(QTabBar):
+        bar.setElideMode(Qt.ElideNone)
+        bar.setUsesScrollButtons(True)
 
 
 DOCK_WIDTH = 440

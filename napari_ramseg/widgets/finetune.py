@@ -109,6 +109,7 @@ class CorrectFinetuneWidget(QWidget):
         self.progress.setValue(0)
         self.dice_label = QLabel("")
         self.dice_label.setWordWrap(True)
+        self.dice_label.setTextFormat(Qt.RichText)
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)
@@ -123,6 +124,7 @@ class CorrectFinetuneWidget(QWidget):
         layout.addWidget(self.progress)
         layout.addWidget(self.dice_label)
         layout.addWidget(self.status)
+        layout.addStretch(1)  # keep the controls together at the top of a tall dock
 
         if self.viewer is not None:
             events = self.viewer.layers.events
@@ -346,8 +348,11 @@ class CorrectFinetuneWidget(QWidget):
         if result.before_dice is None:
             self.dice_label.setText("No held-out corrections yet (the 3rd saved image is the first one held out).")
         else:
-            self.dice_label.setText(f"Held-out Dice ({len(result.val_cases)} case(s)): "
-                                    f"before {result.before_dice:.3f} → after {result.after_dice:.3f}")
+            n = len(result.val_cases)
+            change = result.after_dice - result.before_dice
+            self.dice_label.setText(f"Dice on {n} held-out correction{'s' if n != 1 else ''}: "
+                                    f"<b>before {result.before_dice:.3f} → after {result.after_dice:.3f}</b> "
+                                    f"({change:+.3f})")
         self.model_edit.setText(str(result.model_dir))  # the new version is now this widget's model
         taken = offer_model(self.viewer, result.model_dir)
         where = "loaded in the Segment widget" if taken else "open the Segment widget to segment with it"

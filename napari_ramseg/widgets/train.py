@@ -99,7 +99,7 @@ class TrainWidget(QWidget):
         self.format_combo.currentTextChanged.connect(lambda _: self.refresh_domains())
         form.addRow("Format", self.format_combo)
         self.domain_list = QListWidget()
-        self.domain_list.setMaximumHeight(90)
+        self._fit_domain_list()
         form.addRow("Source domains", self.domain_list)
         self.target_combo = QComboBox()
         self.target_combo.addItem(NO_TARGET)
@@ -146,7 +146,8 @@ class TrainWidget(QWidget):
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
-        self.plot = LivePlot()
+        self.plot = LivePlot(x_label="iteration")
+        self.plot.setToolTip("training loss (left axis) and source-domain validation Dice (right axis, 0 to 1)")
         self.plot.add_series("loss")
         self.plot.add_series("val Dice", fixed_range=(0.0, 1.0))
         self.status = QLabel("")
@@ -207,6 +208,7 @@ class TrainWidget(QWidget):
 
         text = self.data_edit.text().strip()
         self.domain_list.clear()
+        self._fit_domain_list()
         self.target_combo.blockSignals(True)
         self.target_combo.clear()
         self.target_combo.addItem(NO_TARGET)
@@ -231,8 +233,15 @@ class TrainWidget(QWidget):
             item.setCheckState(Qt.Checked)
             self.domain_list.addItem(item)
             self.target_combo.addItem(domain)
+        self._fit_domain_list()
         self._set_status(f"{dataset.format} layout: {', '.join(f'{d} ({counts.get(d, 0)})' for d in dataset.domains)}")
         return list(dataset.domains)
+
+    def _fit_domain_list(self) -> None:
+        """As tall as its rows (up to 90 px), so two domains do not sit in a large empty box."""
+        rows = max(self.domain_list.count(), 1)
+        row = self.domain_list.sizeHintForRow(0) if self.domain_list.count() else self.fontMetrics().height()
+        self.domain_list.setFixedHeight(min(90, rows * row + 2 * self.domain_list.frameWidth() + 4))
 
     def _target_changed(self, target: str) -> None:
         for i in range(self.domain_list.count()):
@@ -329,7 +338,11 @@ class TrainWidget(QWidget):
 
     def _finished(self, event: dict[str, Any]) -> None:
         self.last_run = Path(event["run_dir"]) if event.get("run_dir") else None
-        text = f"{'Stopped' if event['stopped'] else 'Finished'} after {event['iterations_done']} iterations; model in {self.last_run}"
+        text = f"{'Stopped' if event['stopped'] else 'Finished'} after {event['iterations_done']} iterations"
+        validation = event.get("validation") or {}
+        if validation.get("dice") is not None:
+            text += f" (source validation Dice {validation['dice']:.3f})"
+        text += f"; model in {self.last_run}"
         if self.last_run is not None:
             self.use_button.setEnabled(True)
             if find_model_consumers(self.viewer):

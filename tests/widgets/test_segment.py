@@ -63,6 +63,10 @@ def test_rgb_in_a_thread_keeps_geometry_and_adds_probabilities(widget, qtbot):
     assert tuple(prob.contrast_limits) == (0.0, 1.0) and prob.colormap.name == "magma"
     assert list(labels.features["class"]) == ["background", "blob"]
     assert labels.metadata["class_names"] == {"1": "blob"}
+    # the prediction as made is kept apart from the layer's data, which the user will paint over
+    original = labels.metadata["ramseg_original"]
+    np.testing.assert_array_equal(original, labels.data)
+    assert not np.shares_memory(original, labels.data)
     # the chosen layer stays what was segmented, and outputs are not offered as new inputs twice
     assert widget.image_combo.current_layer() is image
 
