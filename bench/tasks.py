@@ -141,15 +141,19 @@ def fov_crop(image: np.ndarray, mask: np.ndarray, fov: np.ndarray, long_side: in
     return Prepared("", resize_rgb(image, shape), mask_small, fov_small)
 
 
-def _prepare_vessel_domain(root: Path, domain: str, long_side: int) -> list[Prepared]:
-    folder = root / domain
-    out = []
+def _domain_cases(folder: Path):
+    """(stem, RGB image, index mask) of every case of a domain folder (images/ + labels/<stem>.png)."""
     for img_path in sorted((folder / "images").iterdir()):
         if img_path.name.startswith("."):
             continue
         stem = img_path.name.split(".")[0]
-        image = _read_rgb(img_path)
-        mask = _read_index(folder / "labels" / f"{stem}.png")
+        yield stem, _read_rgb(img_path), _read_index(folder / "labels" / f"{stem}.png")
+
+
+def _prepare_vessel_domain(root: Path, domain: str, long_side: int) -> list[Prepared]:
+    folder = root / domain
+    out = []
+    for stem, image, mask in _domain_cases(folder):
         fov_path = folder / "fov" / f"{stem}.png"
         fov = _read_index(fov_path) > 0 if fov_path.exists() else threshold_fov(image)
         p = fov_crop(image, mask, fov, long_side)
@@ -194,14 +198,8 @@ def drishti_ratio(root: Path) -> float:
 
 
 def _prepare_disc_domain(root: Path, domain: str, ratio: float, roi_size: int) -> list[Prepared]:
-    folder = root / domain
     out = []
-    for img_path in sorted((folder / "images").iterdir()):
-        if img_path.name.startswith("."):
-            continue
-        stem = img_path.name.split(".")[0]
-        image = _read_rgb(img_path)
-        mask = _read_index(folder / "labels" / f"{stem}.png")
+    for stem, image, mask in _domain_cases(root / domain):
         img, msk = disc_roi(image, mask, ratio, roi_size)
         out.append(Prepared(stem, img, msk, None))
     return out

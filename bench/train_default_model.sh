@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Trains the vessel model bundled in napari_ramseg/models/vessels: RAM-DSIR on HRF + STARE.
+# Trains the vessel model bundled in napari_ramseg/bundled_models/vessels: RAM-DSIR on HRF + STARE.
 # Needs the research data in ../shared/data (never shipped); the result (< 10 MB) is committed.
 # Usage: bash bench/train_default_model.sh [OUT]   (then copy OUT/model.safetensors and model.json)
 set -euo pipefail
