@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
 import queue as _queue
 import time
 import traceback
@@ -41,8 +42,18 @@ def one_line_error(exc: BaseException) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
+class _Terminated(BaseException):
+    """Raised in the child by SIGTERM (``TrainProcess.stop``), so that an atomic write in progress
+    removes its temporary file on the way out instead of dying with it half-written."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise _Terminated()
+
+
 def _child_main(request: Any, events: Any, stop_event: Any) -> None:
     """Entry point of the child: run the training job and report everything through ``events``."""
+    signal.signal(signal.SIGTERM, _raise_terminated)
     put = events.put
     put({"type": "started", "pid": os.getpid()})
     try:
@@ -57,6 +68,8 @@ def _child_main(request: Any, events: Any, stop_event: Any) -> None:
                               log=lambda message: put({"type": "log", "message": str(message)}))
         put({"type": "done", "run_dir": None if result.run_dir is None else str(result.run_dir),
              "iterations_done": result.iterations_done, "stopped": result.stopped, "validation": result.validation})
+    except _Terminated:  # the parent stopped us: it already knows, and nothing is left half-written
+        pass
     except BaseException as exc:  # everything goes back to the parent as one line
         put({"type": "error", "message": one_line_error(exc), "traceback": traceback.format_exc()})
     finally:
