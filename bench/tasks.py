@@ -27,14 +27,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from scipy import ndimage
+
+from napari_ramseg.core.postprocess import keep_largest_component
+from napari_ramseg.io import atomic_write
 
 PREP_VERSION = 1  # bump when the preparation changes, so stale caches are not reused
 STARE_FOV_THRESHOLD = 30
@@ -109,15 +110,6 @@ def bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
     return int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1
 
 
-def largest_component(mask: np.ndarray) -> np.ndarray:
-    lab, n = ndimage.label(mask)
-    if n <= 1:
-        return mask.astype(bool)
-    sizes = np.bincount(lab.ravel())
-    sizes[0] = 0
-    return lab == int(np.argmax(sizes))
-
-
 # ------------------------------------------------------------------------------------------ vessels
 
 
@@ -128,7 +120,7 @@ def threshold_fov(image: np.ndarray, threshold: float = STARE_FOV_THRESHOLD) -> 
     mask = ndimage.binary_opening(red > threshold, iterations=2)
     if not mask.any():
         return np.ones(image.shape[:2], dtype=bool)
-    return ndimage.binary_fill_holes(largest_component(mask))
+    return ndimage.binary_fill_holes(keep_largest_component(mask, connectivity=1))
 
 
 def fov_crop(image: np.ndarray, mask: np.ndarray, fov: np.ndarray, long_side: int) -> Prepared:
@@ -209,15 +201,7 @@ def _prepare_disc_domain(root: Path, domain: str, ratio: float, roi_size: int) -
 
 
 def _atomic_savez(path: Path, **arrays) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
-    os.close(fd)
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, lambda tmp: np.savez(tmp, **arrays), suffix=".npz")
 
 
 def _save(path: Path, cases: list[Prepared], info: dict) -> None:

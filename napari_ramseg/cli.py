@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .errors import RamsegInputError
+from .errors import RamsegInputError, naming
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -167,12 +167,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     with _progress_bar(len(pairs), "predict", quiet=len(pairs) == 1) as bar:
         for source, target in pairs:
             image = read_image(source)
-            try:
+            with naming(source):
                 prediction = predictor.predict(image.array, postprocess=args.postprocess, is_volume=image.is_volume)
-            except RamsegInputError as exc:  # the engine judges the array; the user needs the file's name
-                if exc.path is not None:
-                    raise
-                raise RamsegInputError(exc.problem, source) from None
             written = write_labels(target, prediction.labels, like=image, overwrite=args.overwrite)
             bar.update(1)
             if len(pairs) == 1:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -12,3 +14,15 @@ class RamsegInputError(ValueError):
         self.path = None if path is None else str(path)
         self.problem = problem
         super().__init__(problem if path is None else f"{path}: {problem}")
+
+
+@contextlib.contextmanager
+def naming(path: str | Path) -> Iterator[None]:
+    """Give ``path`` to a RamsegInputError raised without one: the engine judges arrays (NaN, odd
+    shapes) and cannot know which file they came from; the user needs that file's name."""
+    try:
+        yield
+    except RamsegInputError as exc:
+        if exc.path is not None:
+            raise
+        raise RamsegInputError(exc.problem, path) from None

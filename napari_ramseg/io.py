@@ -42,6 +42,7 @@ __all__ = [
     "read_mask",
     "write_labels",
     "versioned_path",
+    "atomic_write",
     "remove_stale_temporaries",
     "MAX_IMAGE_BYTES",
     "register_reader",
@@ -538,7 +539,7 @@ def write_labels(
 
     NIfTI takes ``like.affine`` (and the qform/sform codes of ``like.header``) so the labels overlay
     the source volume; data go back to nibabel's ``(X, Y, Z)`` order. PNG holds only 2D labels.
-    The write is atomic (a temp file in the same folder, then ``os.replace``). An existing file
+    The write is atomic (:func:`atomic_write`). An existing file
     raises ``FileExistsError`` unless ``overwrite`` (see :func:`versioned_path`).
     """
     path = Path(path)
@@ -563,19 +564,39 @@ def write_labels(
         raise FileExistsError(f"{path} already exists; pass overwrite=True or pick a new name (e.g. {versioned_path(path).name})")
     if path.is_dir():
         raise RamsegInputError("is a folder; give a file name", path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    prefix = f".{stem_of(path)}."
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f"{prefix}{os.getpid()}.", suffix=f".tmp{suffix}")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        writer(tmp, labels, like)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    remove_stale_temporaries(path.parent, prefix, f".tmp{suffix}")
+    atomic_write(path, lambda tmp: writer(tmp, labels, like), suffix=suffix)
     return path
+
+
+def atomic_write(path: str | Path, write: Any, suffix: str = "") -> None:
+    """Call ``write(tmp_path)`` on a temporary file in the target folder, then rename it into place.
+
+    Every file napari-ramseg writes goes through here. The temporary name carries the writer's
+    process id: ``.<name>.<pid>.<random>.tmp``, or ``.<stem>.<pid>.<random>.tmp<suffix>`` where a
+    format writer needs the file's ending (``suffix``, e.g. ``.nii.gz``). An interruption that Python sees (Ctrl-C, an exception, Stop) removes
+    it at once; one that it cannot see (SIGKILL, power loss) leaves it behind, and the next
+    successful write of the same file removes it once that process is gone.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    base = path.name[: -len(suffix)] if suffix and path.name.endswith(suffix) else path.name
+    prefix, tmp_suffix = f".{base}.", f".tmp{suffix}"
+    fd, tmp = tempfile.mkstemp(prefix=f"{prefix}{os.getpid()}.", suffix=tmp_suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the user's usual mode
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    remove_stale_temporaries(path.parent, prefix, tmp_suffix)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def remove_stale_temporaries(folder: str | Path, prefix: str, suffix: str) -> list[Path]:

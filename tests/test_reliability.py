@@ -577,7 +577,7 @@ def test_atomic_write_leaves_the_old_file_or_the_new_one(tmp_path):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        ckpt.atomic_write_bytes(target, interrupted)
+        rio.atomic_write(target, interrupted)
     assert json.loads(target.read_text()) == {"v": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
     with pytest.raises(ValueError):  # NaN is not strict JSON: refused before anything is renamed
@@ -594,7 +594,7 @@ def test_stale_temporaries_of_killed_writers_are_removed(tmp_path):
     alive.write_bytes(b"in progress")
     other = tmp_path / f".model.json.{dead}.x.tmp"  # another file's temporary: not this write's business
     other.write_bytes(b"x")
-    ckpt.atomic_write_bytes(tmp_path / "resume.safetensors", lambda tmp: tmp.write_bytes(b"complete"))
+    rio.atomic_write(tmp_path / "resume.safetensors", lambda tmp: tmp.write_bytes(b"complete"))
     assert (tmp_path / "resume.safetensors").read_bytes() == b"complete"
     assert not stale.exists() and alive.exists() and other.exists()
 

@@ -7,8 +7,6 @@ and the metadata is validated against the architecture before any weight is used
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from .. import __version__
 from ..errors import RamsegInputError
-from ..io import remove_stale_temporaries as _remove_stale
+from ..io import atomic_write
 from .config import NORMALIZATION, TrainConfig
 from .model import RamSegNet
 
@@ -129,48 +127,15 @@ def check_config(config: TrainConfig) -> None:
         raise ValueError(f"threshold must be a probability strictly between 0 and 1, not {threshold!r}")
 
 
-def atomic_write_bytes(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` on a temporary file in the target folder, then rename it into place.
-
-    The temporary name carries the writer's process id (``.<name>.<pid>.<random>.tmp``). An
-    interruption that Python sees (Ctrl-C, an exception) removes it at once; one that it cannot see
-    (SIGKILL, power loss) leaves it behind, and the next successful write of the same file removes
-    it once that process is gone.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the user's usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    remove_stale_temporaries(path)
-
-
-def remove_stale_temporaries(path: Path) -> list[Path]:
-    """Delete ``.<name>.<pid>.*.tmp`` files beside ``path`` left by writers that no longer run."""
-    return _remove_stale(Path(path).parent, f".{Path(path).name}.", ".tmp")
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_bytes(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, allow_nan=False)))
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, allow_nan=False)))
 
 
 def save_model(model: RamSegNet, metadata: ModelMetadata, folder: Path) -> Path:
     """Write weights then metadata, each atomically; the folder is loadable once model.json exists."""
     folder = Path(folder)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    atomic_write_bytes(folder / WEIGHTS_NAME, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
+    atomic_write(folder / WEIGHTS_NAME, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
     atomic_write_json(folder / METADATA_NAME, metadata.to_dict())
     return folder
 

@@ -445,6 +445,10 @@ def discover(
     return Dataset(format=fmt, root=root, labels=labels, cases=cases, domains=chosen, splits_from=splits_from)
 
 
+class MaskLabelsError(RamsegInputError):
+    """A mask holds values the label scheme has no name for (the caller may know why: a wrong model)."""
+
+
 def declared_labels(root: str | Path, fmt: str) -> tuple[LabelScheme, str] | None:
     """The label scheme a dataset states without reading its masks, and where it says so.
 
@@ -511,7 +515,7 @@ def convert_mask(mask: np.ndarray, fmt: str, labels: LabelScheme, path: str | Pa
     bad = values[values > labels.num_classes]
     if bad.size:
         shown = ", ".join(str(int(v)) for v in bad[:10]) + (", ..." if bad.size > 10 else "")
-        raise RamsegInputError(
+        raise MaskLabelsError(
             f"mask values {shown} are outside 0..{labels.num_classes} (labels: {', '.join(labels.names)})", path
         )
     return np.ascontiguousarray(mask, dtype=np.uint8)

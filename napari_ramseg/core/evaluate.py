@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from .. import io as rio
-from ..errors import RamsegInputError
+from ..errors import RamsegInputError, naming
 from .config import LabelScheme
-from .data import convert_mask, declared_labels, discover
+from .data import MaskLabelsError, convert_mask, declared_labels, discover
 from .infer import Predictor
 from .metrics import case_metrics, mean_dice, summarize
 
@@ -31,16 +31,10 @@ def evaluate_domain(model: str | Path | Predictor, data_root: str | Path, domain
         image = rio.read_image(case.image)
         try:
             truth = convert_mask(rio.read_mask(case.mask), dataset.format, labels, case.mask)
-        except RamsegInputError as exc:
-            if "outside" not in exc.problem:
-                raise
+        except MaskLabelsError as exc:
             raise RamsegInputError(f"{exc.problem}; the model's labels do not fit these masks", exc.path) from None
-        try:
+        with naming(case.image):
             prediction = predictor.predict(image.array, postprocess=postprocess, is_volume=image.is_volume)
-        except RamsegInputError as exc:  # NaN/Inf, odd shapes: name the image
-            if exc.path is not None:
-                raise
-            raise RamsegInputError(exc.problem, case.image) from None
         if truth.shape != prediction.labels.shape:
             raise RamsegInputError(
                 f"mask shape {truth.shape} differs from image shape {prediction.labels.shape} ({case.image.name})",

@@ -22,7 +22,8 @@ import torch
 from torch import nn
 
 from . import distributed
-from .checkpoint import ModelMetadata, atomic_write_bytes, atomic_write_json, save_model
+from ..io import atomic_write
+from .checkpoint import ModelMetadata, atomic_write_json, save_model
 from .config import LabelScheme, TrainConfig
 from .device import autocast, autocast_dtype, resolve_device
 from .fastpath import use_channels_last
@@ -389,7 +390,7 @@ class Trainer:
                     kept.append(line)
             except (ValueError, KeyError, TypeError):  # a line cut short by a kill
                 continue
-        atomic_write_bytes(self.run_dir / LOG_NAME,
+        atomic_write(self.run_dir / LOG_NAME,
                            lambda tmp: tmp.write_text("".join(k + "\n" for k in kept), encoding="utf-8"))
 
     def save(self, stopped: bool, last_val: dict[str, Any] | None, elapsed: float) -> None:
@@ -447,7 +448,7 @@ class Trainer:
             state["grad_scaler"] = self.scaler.state_dict()
         # Weights first, then the JSON that points at them: a crash in between leaves the old JSON,
         # which never describes weights that were not written completely.
-        atomic_write_bytes(self.run_dir / RESUME_WEIGHTS, lambda tmp: save_file(tensors, str(tmp)))
+        atomic_write(self.run_dir / RESUME_WEIGHTS, lambda tmp: save_file(tensors, str(tmp)))
         atomic_write_json(self.run_dir / RESUME_STATE, state)
 
     def _remove_resume_state(self) -> None:

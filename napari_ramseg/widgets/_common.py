@@ -40,6 +40,7 @@ logger = logging.getLogger(__name__)
 
 SYNC_ENV = "RAMSEG_SYNC_WORKERS"
 PREVIEW_FLAG = "ramseg_preview"  # metadata key marking preview layers, which layer pickers skip
+ORIGINAL_KEY = "ramseg_original"  # Labels metadata: the prediction as made, saved as a correction's "original"
 
 
 # ---------------------------------------------------------------------------------- notifications

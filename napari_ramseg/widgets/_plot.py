@@ -120,19 +120,18 @@ class LivePlot(QWidget):
             if not points or span is None:
                 continue
             y0, y1 = span
-            path = QPainterPath()
-            for j, (x, y) in enumerate(points):
-                px = rect.left() + (x - x0) / (x1 - x0) * rect.width()
-                py = rect.bottom() - (min(max(y, y0), y1) - y0) / (y1 - y0) * rect.height()
-                path.moveTo(px, py) if j == 0 else path.lineTo(px, py)
+            screen = [QPointF(rect.left() + (x - x0) / (x1 - x0) * rect.width(),
+                              rect.bottom() - (min(max(y, y0), y1) - y0) / (y1 - y0) * rect.height())
+                      for x, y in points]
+            path = QPainterPath(screen[0])
+            for point in screen[1:]:
+                path.lineTo(point)
             painter.setPen(QPen(color, 1.5))
             painter.drawPath(path)
             if len(points) <= 12:  # few points (validations): mark each one
                 painter.setBrush(color)
-                for x, y in points:
-                    px = rect.left() + (x - x0) / (x1 - x0) * rect.width()
-                    py = rect.bottom() - (min(max(y, y0), y1) - y0) / (y1 - y0) * rect.height()
-                    painter.drawEllipse(QPointF(px, py), 2.2, 2.2)
+                for point in screen:
+                    painter.drawEllipse(point, 2.2, 2.2)
                 painter.setBrush(Qt.NoBrush)
         painter.setPen(Qt.NoPen)
         painter.end()

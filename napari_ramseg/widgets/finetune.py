@@ -21,9 +21,9 @@ from qtpy.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QL
                             QProgressBar, QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
 from ..core.corrections import CorrectionStore
+from ._common import ORIGINAL_KEY
 from .train import DEVICES, offer_model
 
-ORIGINAL_KEY = "ramseg_original"
 MODEL_KEY = "ramseg_model"
 DEFAULT_PROJECT = Path.home() / "ramseg-corrections"
 

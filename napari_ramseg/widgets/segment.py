@@ -12,6 +12,7 @@ from qtpy.QtWidgets import QCheckBox, QFormLayout, QPushButton, QVBoxLayout, QWi
 
 from ..errors import RamsegInputError
 from ._common import (
+    ORIGINAL_KEY,
     DeviceCombo,
     JobControl,
     JobRunner,
@@ -185,8 +186,7 @@ class SegmentWidget(QWidget):
             features={"index": list(range(len(class_names))), "class": class_names},
             metadata={**source_meta, "class_names": {str(i): n for i, n in enumerate(class_names) if i},
                       "model": result.model, "device": result.device,
-                      # the prediction as made: the Correct widget saves it as the "original" mask
-                      "ramseg_original": result.labels.copy()},
+                      ORIGINAL_KEY: result.labels.copy()},  # kept apart from the data the user paints
             **geometry)
         counts = np.bincount(result.labels.ravel(), minlength=len(class_names))
         share = ", ".join(f"{n} {100 * counts[i] / result.labels.size:.1f}%" for i, n in enumerate(class_names) if i)
