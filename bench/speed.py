@@ -104,12 +104,14 @@ def machine() -> dict[str, Any]:
 
 def model_source() -> tuple[RamSegNet, str]:
     """The trained vessel model if one is around (bundled, then the training output), else random."""
-    for candidate in (ROOT / "napari_ramseg" / "models" / "vessels", ROOT / "bench" / "work" / "default-vessels"):
+    from napari_ramseg.models import bundled_model_path
+
+    for candidate in (bundled_model_path(), ROOT / "bench" / "work" / "default-vessels"):
         if (candidate / "model.safetensors").is_file() and (candidate / "model.json").is_file():
             try:
                 net, meta = load_model(candidate, torch.device("cpu"))
                 if meta.config.model == ModelConfig() and meta.config.labels == VESSELS:
-                    return net.eval(), str(candidate.relative_to(ROOT))
+                    return net.eval(), str(candidate)
             except Exception as exc:  # a half-written model: fall back
                 log(f"could not load {candidate}: {exc}")
     torch.manual_seed(0)
