@@ -27,6 +27,7 @@ Jobs run in ``--workers`` single-thread processes side by side. Every finished j
 and resumed by running the same command again (cached jobs are skipped).
 
     python bench/generalization.py --quick                 # this 2-core CPU, ~1.5 h
+    python bench/generalization.py --reference --device cuda --workers 7 --threads 2   # GPU, ~5 min for vessels
     python bench/generalization.py --full --workers 1      # the paper's schedules, for a GPU
 """
 
@@ -81,6 +82,14 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "vessels": {"size": 128, "long_side": 540, "batch": 8, "iterations": 160, "lr": 2e-3, "val_count": 4},
         "optic_disc": {"size": 128, "roi_size": 256, "batch": 8, "iterations": 80, "lr": 2e-3, "val_count": 4},
         "prostate": {"size": 128, "batch": 8, "iterations": 20, "lr": 1e-3},
+        "synthetic": {"size": 32, "batch": 4, "iterations": 2, "lr": 2e-3, "val_count": 1},
+    },
+    # The setup of the issue's orientation numbers (an independent plain-RAM run: 256 px crops, batch 8,
+    # 400 iterations), for a GPU: ~5 min for the vessel table on one H200 with 7 workers.
+    "reference": {
+        "vessels": {"size": 256, "long_side": 540, "batch": 8, "iterations": 400, "lr": 2e-3, "val_count": 8},
+        "optic_disc": {"size": 256, "roi_size": 256, "batch": 8, "iterations": 400, "lr": 2e-3, "val_count": 8},
+        "prostate": {"size": 256, "batch": 8, "iterations": 100, "lr": 1e-3},
         "synthetic": {"size": 32, "batch": 4, "iterations": 2, "lr": 2e-3, "val_count": 1},
     },
     # The paper's fundus schedule: 400 epochs of the source training set, batch 16, 256 px.
@@ -429,8 +438,10 @@ def write_markdown(path: Path, results: dict, meta: dict) -> None:
                   "It only shows that the path runs end to end.", ""]
     b = meta["budget"]
     lines += ["## Budget and protocol", "", f"- Profile `{meta['profile']}`; command: `{meta['command']}`",
-              f"- Machine: {meta['machine']['cpu']} ({meta['machine']['nproc']} cores, shared), torch "
-              f"{meta['machine']['torch']}, {meta['workers']} single-thread worker processes side by side.",
+              f"- Machine: {meta['machine']['cpu']} ({meta['machine']['nproc']} cores, shared)"
+              + (f", GPU {meta['machine']['cuda']}" if meta['machine'].get('cuda') else "")
+              + f", torch {meta['machine']['torch']}, {meta['workers']} worker processes side by side, "
+              f"{meta.get('threads', 1)} torch thread(s) each.",
               "- Per task: " + "; ".join(f"{t}: {json.dumps(c)}" for t, c in b["per_task"].items()),
               "- erm_long: twice the base iterations (the images ram_dsir puts through the network). "
               f"Seeds {meta['seeds']} for erm, erm_long, ram_dsir and ceiling; the first seed only for ram and ram_sc.",
@@ -530,6 +541,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     prof = ap.add_mutually_exclusive_group()
     prof.add_argument("--quick", action="store_const", dest="profile", const="quick", help="CPU budget (default)")
     prof.add_argument("--full", action="store_const", dest="profile", const="full", help="paper schedules, for a GPU")
+    prof.add_argument("--reference", action="store_const", dest="profile", const="reference",
+                      help="the issue's reference setup (256 px, batch 8, 400 iterations), for a GPU")
     ap.add_argument("--tasks", default="vessels,optic_disc,prostate", help="comma list, in priority order")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--seeds", default="0,1,2", help="seeds for erm, erm_long, ram_dsir, ceiling; ablations use the first")
@@ -597,7 +610,7 @@ def main(argv: list[str] | None = None) -> int:
         "_t0": t0, "status": "running", "profile": args.profile,
         "command": "python " + " ".join(shlex.quote(a) for a in ([str(Path(sys.argv[0]))] + (argv if argv is not None else sys.argv[1:]))),
         "started": _dt.datetime.now().isoformat(timespec="seconds"), "machine": machine_info(),
-        "workers": args.workers, "seeds": seeds, "methods": methods, "jobs_total": len(jobs),
+        "workers": args.workers, "threads": args.threads, "seeds": seeds, "methods": methods, "jobs_total": len(jobs),
         "budget": {"per_task": per_task, "erm_long": "2x base iterations", "prep": prep_info},
     }
     args.out.mkdir(parents=True, exist_ok=True)

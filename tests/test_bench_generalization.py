@@ -64,6 +64,17 @@ def test_full_profile_uses_epochs(bench):
     assert all(j.iterations == 7 for j in fixed)
 
 
+def test_reference_profile_is_the_issues_setup(bench):
+    """--reference: 256 px crops at batch 8 and 400 iterations, erm_long 800, whatever the case counts."""
+    gen, _ = bench
+    jobs = gen.build_jobs(["vessels", "optic_disc"], "reference", [0], ["erm", "erm_long", "ram_dsir"],
+                          case_counts={"vessels": {"HRF": 45, "STARE": 20}, "optic_disc": {"Drishti-GS": 50, "DRIONS-DB": 110}})
+    assert {(j.params["size"], j.params["batch"]) for j in jobs} == {(256, 8)}
+    assert {j.iterations for j in jobs if j.method != "erm_long"} == {400}
+    assert {j.iterations for j in jobs if j.method == "erm_long"} == {800}
+    assert gen.parse_args(["--reference"]).profile == "reference"
+
+
 def test_ceiling_folds_cover_every_case_once(bench):
     gen, _ = bench
     names = [f"c{i:02d}" for i in range(18)]
