@@ -212,16 +212,26 @@ def _train_config(job: Job, labels, ram: bool, dsir: bool, consistency: bool):
                        num_threads=p.get("threads", 1))
 
 
-def run_job(job: Job, data_root: str, work: str) -> dict[str, Any]:
-    """Train and score one job; returns the cache record (also written by the caller)."""
+@dataclass
+class TrainedJob:
+    """A job's trained network and what scoring it needs."""
+
+    predictor: Any
+    labels: Any
+    disc: bool
+    target_cases: dict[str, Any]  # name -> Prepared, of the domain the job is scored on
+    test_names: list[str]
+    source_cases: list[Any]  # the Prepared cases the network was trained on
+    record: dict[str, Any]  # train/val counts, selection, timings
+
+
+def train_job(job: Job, data_root: str, work: str) -> TrainedJob:
+    """Train one job's network (source-only selection) and return it ready to score."""
     import torch
 
     torch.set_num_threads(int(job.params.get("threads", 1)))
-    if job.task == "prostate":
-        return _run_prostate_smoke(job, data_root)
     from napari_ramseg.core.config import LabelScheme
-    from napari_ramseg.core.infer import Predictor, labels_from_probabilities
-    from napari_ramseg.core.metrics import case_metrics, dice_score
+    from napari_ramseg.core.infer import Predictor
     from napari_ramseg.core.train import Trainer
 
     start, cpu_start = time.perf_counter(), time.process_time()
@@ -258,31 +268,56 @@ def run_job(job: Job, data_root: str, work: str) -> dict[str, Any]:
     if trainer.best_state is not None:
         trainer.net.load_state_dict(trainer.best_state)
         selected = f"best source validation (iteration {trainer.best['iteration']}, dice {trainer.best['dice']:.4f})"
-    predictor = Predictor(trainer.net, trainer._metadata(), config.device)
+    record = {"train_cases": len(train_names), "val_cases": len(val_names), "selection": selected,
+              "train_seconds": round(train_seconds, 1), "seconds_per_iteration": round(train_seconds / job.iterations, 3),
+              "cpu_seconds": round(time.process_time() - cpu_start, 1)}  # wall >> cpu means a shared CPU
+    return TrainedJob(Predictor(trainer.net, trainer._metadata(), config.device), train_labels, disc,
+                      by_name[job.target], test_names, [by_name[train_domain][n] for n in train_names], record)
 
-    eval_start = time.perf_counter()
+
+def score_job(job: Job, trained: TrainedJob, transform=None) -> list[dict[str, Any]]:
+    """Per-case Dice on the job's test cases; ``transform(name, image) -> image`` alters the input
+    (model channels, (3, H, W)) before prediction, for diagnostics."""
+    import torch
+
+    from napari_ramseg.core.infer import labels_from_probabilities
+    from napari_ramseg.core.metrics import case_metrics, dice_score
+
     per_case = []
-    for name in test_names:
-        p = by_name[job.target][name]
-        x = torch.from_numpy(_to_sample(p, job.target).image)
-        probs = predictor.predict_prepared(x)
-        pred = labels_from_probabilities(probs, train_labels, predictor.threshold)
-        if disc:
-            metrics = case_metrics(pred, p.mask, train_labels)
+    for name in trained.test_names:
+        p = trained.target_cases[name]
+        image = _to_sample(p, job.target).image
+        if transform is not None:
+            image = transform(name, image)
+        probs = trained.predictor.predict_prepared(torch.from_numpy(np.ascontiguousarray(image)))
+        pred = labels_from_probabilities(probs, trained.labels, trained.predictor.threshold)
+        if trained.disc:
+            metrics = case_metrics(pred, p.mask, trained.labels)
             rec = {"case": name, "dice": metrics["disc"]["dice"],
                    **{f"{lab}_{k}": v for lab, m in metrics.items() for k, v in m.items()}}
         else:
             fov = p.fov if p.fov is not None else np.ones(p.mask.shape, bool)
             rec = {"case": name, "dice": dice_score((pred >= 1) & fov, (p.mask >= 1) & fov)}
         per_case.append(rec)
+    return per_case
+
+
+def run_job(job: Job, data_root: str, work: str) -> dict[str, Any]:
+    """Train and score one job; returns the cache record (also written by the caller)."""
+    if job.task == "prostate":
+        import torch
+
+        torch.set_num_threads(int(job.params.get("threads", 1)))
+        return _run_prostate_smoke(job, data_root)
+    trained = train_job(job, data_root, work)
+    eval_start = time.perf_counter()
+    per_case = score_job(job, trained)
     dice = float(np.mean([r["dice"] for r in per_case]))
     out = {
         "job": asdict(job), "key": job.key, "direction": job.direction, "dice": dice,
-        "cases_scored": len(per_case), "train_cases": len(train_names), "val_cases": len(val_names),
-        "selection": selected, "train_seconds": round(train_seconds, 1),
+        "cases_scored": len(per_case), **{k: v for k, v in trained.record.items() if k != "cpu_seconds"},
         "eval_seconds": round(time.perf_counter() - eval_start, 1),
-        "seconds_per_iteration": round(train_seconds / job.iterations, 3),
-        "cpu_seconds": round(time.process_time() - cpu_start, 1),  # wall >> cpu means a shared CPU
+        "cpu_seconds": trained.record["cpu_seconds"],
         "load_average_1min": round(os.getloadavg()[0], 2),
         "per_case": per_case, "finished": _dt.datetime.now().isoformat(timespec="seconds"),
     }
