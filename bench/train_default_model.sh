@@ -6,5 +6,5 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:-$here/bench/work/default-vessels}
 exec ramseg train --data "$here/../shared/data/vessels" --domains HRF,STARE --labels vessel \
-  --long-side 540 --size 128 --batch 8 --iterations 500 --val-every 50 --seed 0 --threads 1 \
+  --long-side 540 --size 256 --batch 8 --iterations 500 --val-every 50 --seed 0 --threads 2 \
   --device cpu --out "$out"

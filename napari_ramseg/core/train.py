@@ -244,6 +244,7 @@ class Trainer:
             weights = None
             if self.dist is None:
                 images, masks, domains = self.pool.draw_batch(cfg.batch)
+                images = images.to(self.device)  # before RAM, which runs on the training device
                 mixed = None
                 if method.ram:
                     partners = self.pool.draw_partners(domains)
@@ -252,7 +253,7 @@ class Trainer:
             else:
                 # every rank draws the same global batch and keeps its own slots (SourcePool.draw_shard)
                 shard = self.pool.draw_shard(cfg.batch, self.rank, self.world_size, partners=method.ram)
-                images, masks, domains = shard.images, shard.masks, shard.domains
+                images, masks, domains = shard.images.to(self.device), shard.masks, shard.domains
                 mixed = None
                 if method.ram:
                     lam = sample_lambda(cfg.batch, method.lam_mode, self.lambda_generator)  # the global batch's
@@ -288,10 +289,10 @@ class Trainer:
         return totals
 
     def _mixup(self, images: torch.Tensor, partners: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
-        # On the training device: on a GPU the FFTs take well under a millisecond, where on the CPU
-        # feeding it they took ~0.12 s a step at batch 8 and 256 px, longer than the GPU step itself.
-        return amplitude_mixup(images.to(self.device), partners.to(self.device), lam.to(self.device),
-                               self.config.method.window_ratio)
+        # On the training device (``images`` is already there): done on the CPU that feeds a GPU, the
+        # FFTs took ~0.12 s per batch of 8 at 256 px on the CI machine, four times a whole RAM-DSIR
+        # step on an H200 (bench/results/gpu).
+        return amplitude_mixup(images, partners.to(self.device), lam.to(self.device), self.config.method.window_ratio)
 
     def validate(self) -> dict[str, Any] | None:
         if not self.val_samples:
