@@ -154,3 +154,25 @@ def test_tiny_end_to_end_writes_agreed_json(bench, tmp_path):
     assert len(cached) == 3
     assert gen.main(argv) == 0
     assert json.loads((out / "generalization.json").read_text()) == results
+
+
+def test_style_swap_takes_the_partners_low_frequency_amplitude(bench):
+    """The diagnostic's transform: RAM with lambda = 0, partner resized to the image's shape."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        style = importlib.import_module("diagnose_style_gap")
+    finally:
+        sys.path.remove(str(BENCH))
+    from napari_ramseg.core.ram import window_bounds
+
+    rng = np.random.default_rng(0)
+    image = rng.uniform(-0.5, 0.5, (3, 40, 48)).astype(np.float32)
+    assert np.allclose(style.style_swap(image, image, 0.1), image, atol=1e-5)  # own style: unchanged
+
+    partner = (0.3 * rng.uniform(-0.5, 0.5, (3, 40, 48)) + 0.2).astype(np.float32)  # same shape: no resize
+    swapped = style.style_swap(image, partner, 0.1)
+    r0, r1, c0, c1 = window_bounds(40, 48, 0.1)
+    amp = lambda x: np.abs(np.fft.fftshift(np.fft.fft2(x), axes=(-2, -1)))[..., r0:r1, c0:c1]  # noqa: E731
+    assert np.allclose(amp(swapped), amp(partner), rtol=1e-3, atol=1e-2)
+    assert not np.allclose(amp(image), amp(partner), rtol=1e-3, atol=1e-2)
+    assert style.style_swap(image, rng.uniform(-1, 1, (3, 20, 30)).astype(np.float32), 0.1).shape == image.shape
