@@ -79,6 +79,8 @@ def speedup(res: dict[str, dict[str, float]], baseline: str, project: str) -> fl
 
 
 def baseline_image(net: torch.nn.Module, image: np.ndarray, threshold: float) -> np.ndarray:
+    """Eager fp32 on the GPU, labels only: less work than the project path, which also returns the
+    probabilities and the entropy map (the CPU benchmark's baseline computes those too)."""
     x = torch.from_numpy(to_model_channels(image, 3))[None].to(DEVICE)
     with torch.no_grad():
         probs = probabilities_from_logits(net(x), VESSELS)[0].cpu()
