@@ -94,12 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     tasks, methods = args.tasks.split(","), args.methods.split(",")
-    counts = {}
-    for task in tasks:
-        cfg = gen.PROFILES["quick"][task]
-        domains, _ = gen.bench_tasks.prepare_task(task, args.data, args.work / "prep", long_side=cfg.get("long_side") or 540,
-                                                  roi_size=cfg.get("roi_size") or 256)
-        counts[task] = {d: len(v) for d, v in domains.items()}
+    counts = {task: gen.prepare_and_count(task, "quick", args.data, args.work)[0] for task in tasks}
     jobs = gen.build_jobs(tasks, "quick", [args.seed], methods, {"device": "cpu", "threads": 1}, counts)
     t0 = time.time()
     payload = [(j, str(args.data), str(args.work)) for j in jobs]
@@ -118,10 +113,9 @@ def main(argv: list[str] | None = None) -> int:
             for direction, cell in dirs.items():
                 if cell.get("ceiling"):
                     ceilings[direction] = round(float(np.mean(cell["ceiling"])), 4)
-    args.out.mkdir(parents=True, exist_ok=True)
     command = "python bench/diagnose_style_gap.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    (args.out / "style_gap.json").write_text(json.dumps({"command": command, "minutes": round((time.time() - t0) / 60, 1),
-                                                         "ceilings_quick_table": ceilings, "rows": rows}, indent=2) + "\n")
+    gen._atomic_json(args.out / "style_gap.json", {"command": command, "minutes": round((time.time() - t0) / 60, 1),
+                                                   "ceilings_quick_table": ceilings, "rows": rows})
     lines = ["# How much of the gap is low-frequency style?", "", f"Command: `{command}` "
              f"({(time.time() - t0) / 60:.0f} min; quick budget, seed {args.seed}, "
              f"{'/'.join(sorted({str(j.params['size']) for j in jobs}))} px crops, CPU).", "",
@@ -132,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         share = "–" if c is None or abs(c - r["as_is"]) < 1e-9 else f"{(r['source_style'] - r['as_is']) / (c - r['as_is']):.0%}"
         lines.append(f"| {r['direction']} | {r['method']} | {r['as_is']:.3f} | {r['source_style']:.3f} | "
                      f"{r['target_style_control']:.3f} | {c if c is not None else '–'} | {share} |")
-    (args.out / "style_gap.md").write_text("\n".join(lines) + "\n")
+    gen._atomic_write(args.out / "style_gap.md", lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
     print("\n".join(lines))
     return 0
 

@@ -178,6 +178,14 @@ def build_jobs(task_names: list[str], profile: str, seeds: list[int], methods: l
     return jobs
 
 
+def prepare_and_count(task: str, profile: str, data: Path, work: Path) -> tuple[dict[str, int], dict[str, Any]]:
+    """Prepare (or load from the cache) a task's domains: ``({domain: case count}, preparation info)``."""
+    cfg = PROFILES[profile][task]
+    domains, info = bench_tasks.prepare_task(task, data, work / "prep", long_side=cfg.get("long_side") or 540,
+                                             roi_size=cfg.get("roi_size") or 256)
+    return {d: len(v) for d, v in domains.items()}, info
+
+
 # --------------------------------------------------------------------------------------- one job
 
 _PREPARED: dict[tuple, tuple] = {}
@@ -315,9 +323,8 @@ def run_job(job: Job, data_root: str, work: str) -> dict[str, Any]:
     dice = float(np.mean([r["dice"] for r in per_case]))
     out = {
         "job": asdict(job), "key": job.key, "direction": job.direction, "dice": dice,
-        "cases_scored": len(per_case), **{k: v for k, v in trained.record.items() if k != "cpu_seconds"},
+        "cases_scored": len(per_case), **trained.record,
         "eval_seconds": round(time.perf_counter() - eval_start, 1),
-        "cpu_seconds": trained.record["cpu_seconds"],
         "load_average_1min": round(os.getloadavg()[0], 2),
         "per_case": per_case, "finished": _dt.datetime.now().isoformat(timespec="seconds"),
     }
@@ -393,14 +400,9 @@ def _worker(args: tuple[Job, str, str, str]) -> tuple[str, dict[str, Any] | None
 
 
 def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    from napari_ramseg.io import atomic_write
+
+    atomic_write(path, write)
 
 
 def _atomic_json(path: Path, data: Any) -> None:
@@ -615,13 +617,8 @@ def main(argv: list[str] | None = None) -> int:
     prep_info: dict[str, Any] = {}
     case_counts: dict[str, dict[str, int]] = {}
     for task in task_names:
-        if task == "prostate":
-            continue
-        cfg = PROFILES[args.profile][task]
-        domains, info = bench_tasks.prepare_task(task, args.data, args.work / "prep",
-                                                 long_side=cfg.get("long_side") or 540, roi_size=cfg.get("roi_size") or 256)
-        prep_info[task] = info
-        case_counts[task] = {d: len(v) for d, v in domains.items()}
+        if task != "prostate":
+            case_counts[task], prep_info[task] = prepare_and_count(task, args.profile, args.data, args.work)
     jobs = build_jobs(task_names, args.profile, seeds, methods, overrides, case_counts)
 
     cache = args.work / args.profile / "jobs"

@@ -56,22 +56,9 @@ def sync() -> None:
 
 
 def timed_interleaved(fns: dict[str, Callable[[], Any]], reps: int, warmup: int = 3) -> dict[str, dict[str, float]]:
-    """Median and min wall time of each fn (GPU synchronised before and after), rounds A B / B A."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    sync()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    names = list(fns)
-    for r in range(reps):
-        for name in (names if r % 2 == 0 else names[::-1]):
-            sync()
-            t0 = time.perf_counter()
-            fns[name]()
-            sync()
-            times[name].append(time.perf_counter() - t0)
-    return {k: {"median_ms": round(statistics.median(v) * 1e3, 3), "min_ms": round(min(v) * 1e3, 3)}
-            for k, v in times.items()}
+    """Median and min wall time of each fn in ms (GPU synchronised before and after), rounds A B / B A."""
+    res = speed.interleaved(fns, reps, warmup, sync=sync)
+    return {k: {"median_ms": round(v["median_s"] * 1e3, 3), "min_ms": round(v["min_s"] * 1e3, 3)} for k, v in res.items()}
 
 
 def speedup(res: dict[str, dict[str, float]], baseline: str, project: str) -> float:

@@ -166,19 +166,23 @@ def hrf_fullres() -> tuple[np.ndarray, str]:
 
 # -------------------------------------------------------------------------------------- timing
 def interleaved(fns: dict[str, Callable[[], Any]], reps: int, warmup: int = 1,
-                budget_s: float | None = None) -> dict[str, dict[str, Any]]:
-    """Run every fn ``warmup`` times, then ``reps`` rounds A B C / C B A ...; wall and CPU seconds."""
+                budget_s: float | None = None, sync: Callable[[], Any] = lambda: None) -> dict[str, dict[str, Any]]:
+    """Run every fn ``warmup`` times, then ``reps`` rounds A B C / C B A ...; wall and CPU seconds.
+    ``sync`` runs before and after every timed call (a GPU's synchronize, so its queue is counted)."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
+    sync()
     times: dict[str, list[float]] = {k: [] for k in fns}
     cpu: dict[str, list[float]] = {k: [] for k in fns}
     t_start = time.perf_counter()
     names = list(fns)
     for r in range(reps):
         for name in (names if r % 2 == 0 else names[::-1]):
+            sync()
             c0, t0 = time.process_time(), time.perf_counter()
             fns[name]()
+            sync()
             times[name].append(time.perf_counter() - t0)
             cpu[name].append(time.process_time() - c0)
         if budget_s is not None and r >= 1 and time.perf_counter() - t_start > budget_s:
