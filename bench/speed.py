@@ -28,7 +28,6 @@ import argparse
 import copy
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -42,8 +41,11 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
+
+import machine as bench_machine  # noqa: E402
 
 from napari_ramseg.core.checkpoint import ModelMetadata, load_model, save_model  # noqa: E402
 from napari_ramseg.core.config import VESSELS, ModelConfig, PreprocessConfig, TrainConfig  # noqa: E402
@@ -78,28 +80,7 @@ def loadavg() -> list[float]:
 
 # ------------------------------------------------------------------------------------------ setup
 def machine() -> dict[str, Any]:
-    info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(),
-                            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-                            "nproc": os.cpu_count()}
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        fields = dict(line.split(":", 1) for line in lscpu.splitlines() if ":" in line)
-        fields = {k.strip(): v.strip() for k, v in fields.items()}
-        info["cpu"] = fields.get("Model name", "?")
-        info["cores"] = fields.get("CPU(s)", "?")
-        info["hypervisor"] = fields.get("Hypervisor vendor", "none")
-        flags = fields.get("Flags", "").split()
-        info["simd"] = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile", "avx_vnni") if f in flags]
-    except (OSError, subprocess.SubprocessError):
-        info["cpu"] = platform.processor()
-    cpu = getattr(torch, "cpu", None)
-    info["bf16_native"] = bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)())
-    info["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
-    try:
-        info["mem_total_gb"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
-    except (ValueError, OSError):
-        pass
-    return info
+    return bench_machine.describe()
 
 
 def model_source() -> tuple[RamSegNet, str]:

@@ -30,7 +30,10 @@ def test_job_list_methods_seeds_and_budget(bench):
     jobs = gen.build_jobs(["vessels", "optic_disc", "prostate"], "quick", [0, 1, 2])
     vessels = [j for j in jobs if j.task == "vessels"]
     counts = Counter((j.direction, j.method) for j in vessels)
-    for direction in ("HRF->STARE", "STARE->HRF"):
+    # leave one domain out of three: two source domains each
+    assert set(gen.DIRECTIONS["vessels"]) == {("HRF+STARE", "CHASE_DB1"), ("HRF+CHASE_DB1", "STARE"),
+                                              ("STARE+CHASE_DB1", "HRF")}
+    for direction in ("HRF+STARE->CHASE_DB1", "HRF+CHASE_DB1->STARE", "STARE+CHASE_DB1->HRF"):
         for method in ("erm", "erm_long", "ram_dsir", "ceiling"):
             assert counts[(direction, method)] == 3
         for method in ("ram", "ram_sc"):
@@ -40,7 +43,7 @@ def test_job_list_methods_seeds_and_budget(bench):
         assert j.iterations == (2 * base if j.method == "erm_long" else base)
         assert j.params["size"] == 128 and j.params["long_side"] == 540
     # identical data/budget/seeds: the same seeds for every multi-seed method
-    seeds = {m: sorted(j.seed for j in vessels if j.method == m and j.direction == "HRF->STARE")
+    seeds = {m: sorted(j.seed for j in vessels if j.method == m and j.direction == "HRF+STARE->CHASE_DB1")
              for m in gen.MULTI_SEED_METHODS}
     assert all(s == [0, 1, 2] for s in seeds.values())
     # priority: all vessel jobs come before optic disc, the prostate smoke run last
@@ -48,19 +51,24 @@ def test_job_list_methods_seeds_and_budget(bench):
     assert order.index("optic_disc") > max(i for i, t in enumerate(order) if t == "vessels")
     assert order[-1] == "prostate" and order.count("prostate") == 1
     assert len({j.key for j in jobs}) == len(jobs)
-    # the first seed of every method comes before any second seed
+    # the first seed of every headline method comes before any second seed; the ablations come last,
+    # so a run cut short still has whole seeds of the table's main columns
     first_seed1 = min(i for i, j in enumerate(vessels) if j.seed == 1)
-    assert {j.method for j in vessels[:first_seed1]} == set(gen.METHODS)
+    assert {j.method for j in vessels[:first_seed1]} == set(gen.MULTI_SEED_METHODS)
+    first_ablation = min(i for i, j in enumerate(vessels) if j.method not in gen.MULTI_SEED_METHODS)
+    assert all(j.method in gen.MULTI_SEED_METHODS for j in vessels[:first_ablation])
+    assert {j.method for j in vessels[first_ablation:]} == {"ram", "ram_sc"}
 
 
 def test_full_profile_uses_epochs(bench):
     gen, _ = bench
-    jobs = gen.build_jobs(["vessels"], "full", [0], ["erm", "erm_long"], case_counts={"vessels": {"HRF": 42, "STARE": 18}})
+    counts = {"vessels": {"HRF": 42, "STARE": 18, "CHASE_DB1": 28}}
+    jobs = gen.build_jobs(["vessels"], "full", [0], ["erm", "erm_long"], case_counts=counts)
     by = {(j.source, j.method): j.iterations for j in jobs}
-    assert by[("HRF", "erm")] == int(np.ceil(400 * 34 / 16))  # 42 cases, 8 held out for validation
-    assert by[("HRF", "erm_long")] == 2 * by[("HRF", "erm")]
-    fixed = gen.build_jobs(["vessels"], "full", [0], ["erm"], overrides={"iterations": 7},
-                           case_counts={"vessels": {"HRF": 42, "STARE": 18}})
+    # epochs over both source domains' training cases: HRF 42 - 8 held out, STARE 18 - 4
+    assert by[("HRF+STARE", "erm")] == int(np.ceil(400 * (34 + 14) / 16))
+    assert by[("HRF+STARE", "erm_long")] == 2 * by[("HRF+STARE", "erm")]
+    fixed = gen.build_jobs(["vessels"], "full", [0], ["erm"], overrides={"iterations": 7}, case_counts=counts)
     assert all(j.iterations == 7 for j in fixed)
 
 
@@ -68,7 +76,7 @@ def test_reference_profile_is_the_issues_setup(bench):
     """--reference: 256 px crops at batch 8 and 400 iterations, erm_long 800, whatever the case counts."""
     gen, _ = bench
     jobs = gen.build_jobs(["vessels", "optic_disc"], "reference", [0], ["erm", "erm_long", "ram_dsir"],
-                          case_counts={"vessels": {"HRF": 45, "STARE": 20}, "optic_disc": {"Drishti-GS": 50, "DRIONS-DB": 110}})
+                          case_counts={"vessels": {"HRF": 45, "STARE": 20, "CHASE_DB1": 28}, "optic_disc": {"Drishti-GS": 50, "DRIONS-DB": 110}})
     assert {(j.params["size"], j.params["batch"]) for j in jobs} == {(256, 8)}
     assert {j.iterations for j in jobs if j.method != "erm_long"} == {400}
     assert {j.iterations for j in jobs if j.method == "erm_long"} == {800}
@@ -142,11 +150,12 @@ def test_tiny_end_to_end_writes_agreed_json(bench, tmp_path):
     assert gen.main(argv) == 0
     results = json.loads((out / "generalization.json").read_text())
     assert list(results) == ["synthetic"]
-    cell = results["synthetic"]["SynA->SynB"]
+    cell = results["synthetic"]["SynA+SynB->SynC"]
     assert set(cell) == {"erm", "ram_dsir", "ceiling"}
     assert all(isinstance(v, list) and len(v) == 1 and 0.0 <= v[0] <= 1.0 for v in cell.values())
     meta = json.loads((out / "generalization_meta.json").read_text())
     assert meta["status"] == "complete" and meta["jobs_done"] == meta["jobs_total"] == 3
+    assert meta["machine"]["cpu_capability"] and "bf16" in meta["machine"]
     assert meta["machine"]["nproc"] >= 1 and "command" in meta and meta["timings"]
     assert (out / "generalization.md").read_text().startswith("# Generalization benchmark")
     # resumable: a second run finds every job cached and trains nothing

@@ -86,7 +86,8 @@ def test_discover_real_vessels(shared_data):
     assert ds.format == "domains" and ds.domains == ["STARE"] and len(ds) == 18
     assert ds.labels == LabelScheme(("label_1",), "nested")  # inferred from the masks
     ds = D.discover(shared_data / "vessels", labels=VESSELS)  # no mask scan with an explicit scheme
-    assert ds.domains == ["HRF", "STARE"] and len(ds.by_domain()["HRF"]) == 42
+    assert ds.domains == ["CHASE_DB1", "HRF", "STARE"] and len(ds.by_domain()["HRF"]) == 42
+    assert len(ds.by_domain()["CHASE_DB1"]) == 28
     assert all(c.mask is not None and c.mask.parent.name == "labels" for c in ds.cases)  # fov/ ignored
     hrf = ds.by_domain()["HRF"][0]
     assert hrf.image.suffix == ".jpg" and hrf.mask.name == f"{hrf.name}.png"
