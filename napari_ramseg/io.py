@@ -507,9 +507,17 @@ def _write_tiff(path: Path, labels: np.ndarray, like: ImageData | None) -> None:
 
 @register_writer(".png")
 def _write_png(path: Path, labels: np.ndarray, like: ImageData | None) -> None:
+    """8-bit labels as a palette PNG: the pixel values stay the class indices (``read_mask`` gives them
+    back), and any viewer shows the classes in colour instead of a black 0/1 image. Labels above 255
+    stay 16-bit grey, which a palette cannot hold."""
     from PIL import Image
 
-    Image.fromarray(labels).save(path, format="PNG")
+    from .palette import png_palette
+
+    image = Image.fromarray(labels)
+    if labels.dtype == np.uint8:
+        image.putpalette(png_palette())  # "L" -> "P", indices unchanged
+    image.save(path, format="PNG")
 
 
 SUPPORTED_LABEL_SUFFIXES: tuple[str, ...] = tuple(_WRITERS)
@@ -561,7 +569,7 @@ def write_labels(
         raise ValueError(f"labels shape {labels.shape} does not match the image shape {like.spatial_shape}")
     labels = _label_dtype(labels)
     if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists; pass overwrite=True or pick a new name (e.g. {versioned_path(path).name})")
+        raise FileExistsError(f"{path} already exists; pick a new name (e.g. {versioned_path(path).name})")
     if path.is_dir():
         raise RamsegInputError("is a folder; give a file name", path)
     atomic_write(path, lambda tmp: writer(tmp, labels, like), suffix=suffix)

@@ -110,3 +110,44 @@ def test_issue_commands_on_real_data(shared_data, tmp_path):
                    "--size", "64", "--batch", "4", "--out", tmp_path / "RUN2", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "RUN2" / "model.safetensors").exists()
+
+
+def test_predicted_png_masks_are_palette_images_that_keep_the_class_indices(tiny_model, synthetic_data, tmp_path,
+                                                                              capsys):
+    from napari_ramseg.io import read_mask, write_labels
+    from napari_ramseg.palette import LABEL_COLORS
+
+    image = synthetic_data / "siteA" / "images" / "case0.png"
+    out = tmp_path / "mask.png"
+    assert main(["predict", "--model", str(tiny_model), "--input", str(image), "--output", str(out)]) == 0
+    with Image.open(out) as im:
+        assert im.mode == "P"  # colours any viewer shows, not a black 0/1 grey image
+        palette = im.getpalette()[:6]
+    assert palette[:3] == [0, 0, 0]
+    assert "#%02x%02x%02x" % tuple(palette[3:6]) == LABEL_COLORS[0]
+    # the pixel values stay the class indices
+    labels = np.zeros((20, 30), np.uint8)
+    labels[2:8, 3:9], labels[10:15, 12:20] = 1, 2
+    write_labels(tmp_path / "two.png", labels)
+    np.testing.assert_array_equal(read_mask(tmp_path / "two.png"), labels)
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "two.png")), labels)
+
+    # an existing mask is kept, and the message names the command-line flag
+    capsys.readouterr()
+    assert main(["predict", "--model", str(tiny_model), "--input", str(image), "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--overwrite" in err and "overwrite=True" not in err
+    assert main(["predict", "--model", str(tiny_model), "--input", str(image), "--output", str(out),
+                 "--overwrite"]) == 0
+
+
+def test_evaluate_help_describes_every_option():
+    import argparse
+
+    from napari_ramseg.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    evaluate = sub.choices["evaluate"]
+    assert evaluate.description
+    for action in evaluate._actions:
+        assert action.help, f"evaluate {action.option_strings} has no description"
