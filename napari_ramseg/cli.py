@@ -81,13 +81,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     _add_device(p)
 
-    e = sub.add_parser("evaluate", help="score a model on one domain's labelled cases")
-    e.add_argument("--model", default="default")
-    e.add_argument("--data", required=True, type=Path)
-    e.add_argument("--domain", required=True)
-    e.add_argument("--format", default="auto", choices=["auto", "domains", "dofe", "saml"])
+    e = sub.add_parser("evaluate", help="score a model on one domain's labelled cases",
+                       description="Dice, HD95 and ASD of a model on every labelled case of one domain "
+                                   "(typically the held-out --target of training); one summary line per label.")
+    e.add_argument("--model", default="default", help="run folder, .safetensors file, or 'default' (bundled)")
+    e.add_argument("--data", required=True, type=Path, help="dataset root (the same layout ramseg train reads)")
+    e.add_argument("--domain", required=True, help="the domain to score, named as ramseg train names it (e.g. STARE)")
+    e.add_argument("--format", default="auto", choices=["auto", "domains", "dofe", "saml"],
+                   help="dataset layout (auto detects it)")
     e.add_argument("--split", default=None, help="only this split (e.g. test for DoFE); default: all cases")
-    e.add_argument("--postprocess", action="store_true")
+    e.add_argument("--postprocess", action="store_true",
+                   help="largest component per structure and hole filling before scoring")
     e.add_argument("--json", type=Path, help="write per-case and summary metrics here")
     _add_device(e)
 
@@ -257,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
             exc = RamsegInputError(exc.problem, args.input)  # the predictor does not know the file's name
         _error(exc)
     except FileExistsError as exc:
-        hint = " (ramseg predict --overwrite replaces it)" if args.command == "predict" else ""
+        hint = ", or pass --overwrite to replace it" if args.command == "predict" else ""
         _error(f"{exc}{hint}")
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as exc:
         _error(exc)
