@@ -450,10 +450,14 @@ def _fmt(values: list[float] | None) -> str:
     return f"{mean:.3f} ± {sd:.3f} (n={len(values)})" if len(values) > 1 else f"{mean:.3f} (n=1)"
 
 
-def gap_closure(cell: dict[str, list[float]]) -> float | None:
+def gap_closure(cell: dict[str, list[float]], best_erm: bool = False) -> float | None:
+    """(ram_dsir - erm) / (ceiling - erm) over seed means; ``best_erm``: the better of erm and
+    erm_long (equal compute) as the baseline, the stricter reading."""
     if not all(cell.get(m) for m in ("erm", "ram_dsir", "ceiling")):
         return None
     erm, dsir, ceil = (_stats(cell[m])[0] for m in ("erm", "ram_dsir", "ceiling"))
+    if best_erm and cell.get("erm_long"):
+        erm = max(erm, _stats(cell["erm_long"])[0])
     return None if abs(ceil - erm) < 1e-9 else (dsir - erm) / (ceil - erm)
 
 
@@ -465,14 +469,19 @@ def write_markdown(path: Path, results: dict, meta: dict) -> None:
               "trained on the target's own cases, each seed testing a different third of them. "
               "Gap closed = (ram_dsir − erm) / (ceiling − erm).", ""]
     for task, dirs in results.items():
-        lines += [f"## {task}", "", "| direction | " + " | ".join(METHODS) + " | gap closed | ram_dsir − erm_long |",
-                  "|---|" + "---|" * (len(METHODS) + 2)]
+        lines += [f"## {task}", ""]
+        carried = meta.get("carried", {}).get(task)
+        if carried:
+            lines += [f"Carried over from `{carried['from']}` (profile `{carried['profile']}`, seeds {carried['seeds']}): "
+                      f"`{carried['command']}` on {bench_machine.one_line(carried['machine'] or {})}.", ""]
+        lines += ["| direction | " + " | ".join(METHODS) + " | gap closed | gap closed vs better ERM | ram_dsir − erm_long |",
+                  "|---|" + "---|" * (len(METHODS) + 3)]
         for direction, cell in dirs.items():
-            g = gap_closure(cell)
+            g, g_best = gap_closure(cell), gap_closure(cell, best_erm=True)
             d_long = (f"{_stats(cell['ram_dsir'])[0] - _stats(cell['erm_long'])[0]:+.3f}"
                       if cell.get("ram_dsir") and cell.get("erm_long") else "–")
             lines.append(f"| {direction} | " + " | ".join(_fmt(cell.get(m)) for m in METHODS)
-                         + f" | {'–' if g is None else f'{g:.2f}'} | {d_long} |")
+                         + f" | {'–' if g is None else f'{g:.2f}'} | {'–' if g_best is None else f'{g_best:.2f}'} | {d_long} |")
         cup = meta.get("cup", {}).get(task)
         if cup:
             lines += ["", "Cup (annotated on Drishti-GS only; in-domain ceiling trained on disc + cup): "
@@ -497,7 +506,7 @@ def write_markdown(path: Path, results: dict, meta: dict) -> None:
               f"Seeds {meta['seeds']} for erm, erm_long, ram_dsir and ceiling; the first seed only for ram and ram_sc.",
               "- Selection: best Dice on a 20 % validation split of the source domain (fixed across seeds and methods), "
               "validated `val_count` times per run; never the target. BatchNorm in eval mode; threshold 0.5; no post-processing.",
-              "- vessels: both domains cropped to the field-of-view bounding box and resized so its longer side is "
+              "- vessels: every domain cropped to the field-of-view bounding box and resized so its longer side is "
               f"{b['per_task'].get('vessels', {}).get('long_side', 540)} px; scored inside the FOV at that scale. "
               "optic_disc: disc-centred ROI from the ground-truth disc (side = median Drishti-GS crop/disc-diameter ratio x "
               "disc diameter), resized to 256; the disc label is trained and scored. See bench/tasks.py.",
@@ -545,8 +554,21 @@ def machine_info() -> dict[str, Any]:
     return bench_machine.describe()
 
 
+def carried_rows(folder: Path, skip: list[str]) -> tuple[dict, dict]:
+    """Rows of the tasks not run now, from an earlier run's results folder, with where they came
+    from: ``({task: rows}, {task: provenance})``. Lets one table hold, say, this run's vessel rows
+    and the optic-disc rows of an earlier run, each labelled with its own command and machine."""
+    results = json.loads((folder / "generalization.json").read_text())
+    meta = json.loads((folder / "generalization_meta.json").read_text())
+    rows = {t: r for t, r in results.items() if t not in skip}
+    provenance = {t: {"from": str(folder), "command": meta.get("command"), "profile": meta.get("profile"),
+                      "machine": meta.get("machine"), "budget": meta.get("budget", {}).get("per_task", {}).get(t),
+                      "seeds": meta.get("seeds"), "gap_closure": meta.get("gap_closure", {}).get(t)} for t in rows}
+    return rows, provenance
+
+
 def write_outputs(out: Path, jobs: list[Job], records: dict[str, dict], meta: dict) -> None:
-    results = aggregate(jobs, records)
+    results = {**aggregate(jobs, records), **meta.get("_carried_rows", {})}
     done = [records[j.key] for j in jobs if j.key in records]
     meta["jobs_done"] = len(done)
     meta["job_seconds_total"] = round(sum(r.get("train_seconds", 0) + r.get("eval_seconds", 0) for r in done), 1)
@@ -567,6 +589,8 @@ def write_outputs(out: Path, jobs: list[Job], records: dict[str, dict], meta: di
         if j.task == "prostate" and j.key in records:
             meta.setdefault("smoke", {})["prostate"] = records[j.key]
     meta["gap_closure"] = {t: {d: gap_closure(c) for d, c in dirs.items()} for t, dirs in results.items()}
+    meta["best_erm_gap_closure"] = {t: {d: gap_closure(c, best_erm=True) for d, c in dirs.items()}
+                                    for t, dirs in results.items()}
     _atomic_json(out / "generalization.json", results)
     _atomic_json(out / "generalization_meta.json", {k: v for k, v in meta.items() if not k.startswith("_")})
     write_markdown(out / "generalization.md", results, meta)
@@ -594,6 +618,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     ap.add_argument("--work", type=Path, default=HERE / "work" / "generalization")
+    ap.add_argument("--keep-rows-from", type=Path, default=None,
+                    help="a results folder whose rows of the tasks not run now are kept in the table (labelled)")
     ap.add_argument("--dry-run", action="store_true", help="list the jobs and exit")
     args = ap.parse_args(argv)
     args.profile = args.profile or "quick"
@@ -648,6 +674,8 @@ def main(argv: list[str] | None = None) -> int:
         "workers": args.workers, "threads": args.threads, "seeds": seeds, "methods": methods, "jobs_total": len(jobs),
         "budget": {"per_task": per_task, "erm_long": "2x base iterations", "prep": prep_info},
     }
+    if args.keep_rows_from is not None:
+        meta["_carried_rows"], meta["carried"] = carried_rows(args.keep_rows_from, task_names)
     args.out.mkdir(parents=True, exist_ok=True)
     write_outputs(args.out, jobs, records, meta)
     payload = [(j, str(args.data), str(args.work), str(cache)) for j in todo]

@@ -45,7 +45,13 @@ def describe() -> dict[str, Any]:
 
 
 def one_line(info: dict[str, Any]) -> str:
-    """``Intel(R) Xeon(R) Processor, 2 cores, AVX512 (avx2, avx512f, avx512_bf16, amx_bf16), native bf16: yes``"""
-    text = (f"{info.get('cpu')}, {info.get('nproc')} cores, torch {info.get('torch')} {info.get('cpu_capability')} "
-            f"({', '.join(info.get('simd', [])) or 'no SIMD flags read'}), native bf16: {'yes' if info.get('bf16') else 'no'}")
+    """``Intel(R) Xeon(R) Processor, 2 cores, torch 2.13.0+cpu AVX512 (avx2, ..., amx_bf16), native bf16: yes``.
+
+    Older results recorded less; what they lack is said, not guessed."""
+    text = f"{info.get('cpu', 'unknown CPU')}, {info.get('nproc', '?')} cores, torch {info.get('torch', '?')}"
+    if "cpu_capability" in info:
+        text += (f" {info['cpu_capability']} ({', '.join(info.get('simd', [])) or 'no SIMD flags read'}), "
+                 f"native bf16: {'yes' if info.get('bf16', info.get('bf16_native')) else 'no'}")
+    else:
+        text += " (SIMD and bf16 support not recorded)"
     return text + (f", GPU {info['cuda']}" if info.get("cuda") else "")
