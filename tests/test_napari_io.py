@@ -62,6 +62,29 @@ def test_reader_puts_spacing_in_scale_and_affine_in_metadata(synthetic_nifti):
     assert meta["metadata"]["source_path"] == str(synthetic_nifti)
 
 
+def test_mri_opens_with_percentile_contrast_not_min_max(tmp_path, make_napari_viewer):
+    """A long bright tail (as in MRI) must not push the anatomy into the bottom of the grey range."""
+    import nibabel as nib
+
+    rng = np.random.default_rng(1)
+    data_xyz = rng.normal(600, 150, (32, 32, 8)).clip(0).astype(np.float32)
+    data_xyz[0, 0, :] = 9634.0  # a few hot voxels
+    path = tmp_path / "mri.nii.gz"
+    nib.save(nib.Nifti1Image(data_xyz, np.eye(4)), str(path))
+    [(data, meta, _)] = napari_io.read_nifti_layers(str(path))
+    lo, hi = meta["contrast_limits"]
+    np.testing.assert_allclose((lo, hi), np.percentile(data, (0.5, 99.5)), rtol=1e-5)
+    assert hi < 2000 < float(data.max())
+    viewer = make_napari_viewer()
+    [layer] = viewer.open(str(path), plugin="napari-ramseg")
+    np.testing.assert_allclose(layer.contrast_limits, (lo, hi), rtol=1e-5)
+
+
+def test_flat_volume_keeps_napari_contrast():
+    assert napari_io.percentile_contrast_limits(np.zeros((3, 4, 4), np.float32)) is None
+    assert napari_io.percentile_contrast_limits(np.full((3, 4, 4), np.nan, np.float32)) is None
+
+
 def test_corrupt_nifti_is_a_notification_not_a_crash(tmp_path, notifications):
     bad = tmp_path / "broken.nii.gz"
     bad.write_bytes(b"\x1f\x8b\x08\x00 definitely not a volume")
@@ -121,6 +144,8 @@ def test_real_prostate_volume_round_trip(shared_data, tmp_path):
     source = nib.load(str(case))
     assert data.shape == source.shape[::-1]
     np.testing.assert_allclose(meta["scale"], source.header.get_zooms()[::-1], rtol=1e-5)
+    lo, hi = meta["contrast_limits"]  # from percentiles: the prostate is not nearly black
+    assert hi < 0.5 * float(data.max())
     out = tmp_path / "Case00_labels.nii.gz"
     labels = (data > np.percentile(data, 90)).astype(np.uint8)
     napari_io.write_labels_nifti(str(out), labels, meta)
