@@ -1,79 +1,47 @@
-"""Pieces every napari-ramseg widget shares: layer pickers, the model and device pickers, a cached
-model loader, background jobs with progress and Stop, and plain-message notifications.
-
-Background jobs follow stardist-napari: the work is a generator that yields :class:`Progress` and
-returns a result, run by napari's ``thread_worker``. With ``RAMSEG_SYNC_WORKERS=1`` (or
-``run_sync=True``) the same generator runs in the calling thread, which keeps scripted runs (the
-demo's screenshot, some tests) deterministic. Errors never reach napari's traceback dialog: the job
-wrapper turns them into one-line ``show_error`` notifications.
+"""Pieces every napari-ramseg widget shares: layer pickers and layer helpers here; the model and
+device pickers with the cached model loader in ``_models``; background jobs with progress and Stop,
+and plain-message notifications, in ``_jobs``. All of them can be imported from this module.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import threading
-from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from qtpy.QtCore import Qt, Signal
-from qtpy.QtWidgets import (
-    QComboBox,
-    QFileDialog,
-    QHBoxLayout,
-    QLabel,
-    QLineEdit,
-    QListWidget,
-    QListWidgetItem,
-    QProgressBar,
-    QPushButton,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QComboBox, QListWidget, QListWidgetItem, QWidget
 
 from ..errors import RamsegInputError
+from ._jobs import (  # noqa: F401 - re-exported: the widgets import everything shared from here
+    SYNC_ENV,
+    Job,
+    JobCancelled,
+    JobControl,
+    JobFailed,
+    JobRunner,
+    Progress,
+    error_message,
+    notify_error,
+    notify_info,
+    sync_workers,
+)
+from ._models import (  # noqa: F401 - re-exported
+    DEVICE_LABELS,
+    DeviceCombo,
+    ModelPicker,
+    available_devices,
+    clear_predictor_cache,
+    get_predictor,
+    model_summary,
+    release_accelerator_memory,
+)
 
 logger = logging.getLogger(__name__)
 
-SYNC_ENV = "RAMSEG_SYNC_WORKERS"
 PREVIEW_FLAG = "ramseg_preview"  # metadata key marking preview layers, which layer pickers skip
 ORIGINAL_KEY = "ramseg_original"  # Labels metadata: the prediction as made, saved as a correction's "original"
-
-
-# ---------------------------------------------------------------------------------- notifications
-
-
-def sync_workers() -> bool:
-    """True when ``RAMSEG_SYNC_WORKERS`` asks for jobs to run in the calling thread."""
-    return os.environ.get(SYNC_ENV, "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def error_message(exc: BaseException) -> str:
-    """One plain line for a notification: our own input errors verbatim, others with their type."""
-    if isinstance(exc, (RamsegInputError, FileNotFoundError, FileExistsError, PermissionError)):
-        text = str(exc)
-    elif isinstance(exc, ValueError):
-        text = str(exc)
-    else:
-        text = f"{type(exc).__name__}: {exc}"
-    text = " ".join(text.split()) or type(exc).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
-
-
-def notify_error(message: str) -> None:
-    """A napari error notification with a plain message (no traceback)."""
-    from napari.utils.notifications import show_error
-
-    show_error(message)
-
-
-def notify_info(message: str) -> None:
-    from napari.utils.notifications import show_info
-
-    show_info(message)
 
 
 # ------------------------------------------------------------------------------------------ layers
@@ -298,340 +266,3 @@ def add_captions(viewer: Any, name: str, positions: Sequence[Sequence[float]], t
     if existing is not None:
         viewer.layers.remove(existing)
     return viewer.add_points(positions, name=name, **props)
-
-
-# ---------------------------------------------------------------------------------- model pickers
-
-DEVICE_LABELS = ("auto", "cpu", "cuda", "mps")
-
-
-def available_devices() -> dict[str, bool]:
-    import torch
-
-    mps = getattr(torch.backends, "mps", None)
-    return {"auto": True, "cpu": True, "cuda": torch.cuda.is_available(),
-            "mps": bool(mps is not None and mps.is_available())}
-
-
-class DeviceCombo(QComboBox):
-    """auto / cpu / cuda / mps; devices this machine lacks are shown greyed out."""
-
-    def __init__(self, parent: QWidget | None = None):
-        super().__init__(parent)
-        available = available_devices()
-        for name in DEVICE_LABELS:
-            self.addItem(name)
-            if not available[name]:
-                item = self.model().item(self.count() - 1)
-                item.setEnabled(False)
-                item.setToolTip(f"{name} is not available on this machine")
-        self.setToolTip("auto picks CUDA, then Apple MPS, then the CPU")
-
-    def value(self) -> str:
-        return self.currentText()
-
-
-class ModelPicker(QWidget):
-    """The bundled default model, or a run folder / ``.safetensors`` file chosen by the user."""
-
-    changed = Signal()
-    BUNDLED = "bundled default"
-    CUSTOM = "run folder or file"
-
-    def __init__(self, parent: QWidget | None = None):
-        super().__init__(parent)
-        self.source = QComboBox()
-        self.source.addItems([self.BUNDLED, self.CUSTOM])
-        self.path_edit = QLineEdit()
-        self.path_edit.setPlaceholderText("run folder or model.safetensors")
-        self.folder_button = QPushButton("Folder…")
-        self.file_button = QPushButton("File…")
-        for button in (self.folder_button, self.file_button):
-            button.setMaximumWidth(70)
-
-        row = QHBoxLayout()
-        row.setContentsMargins(0, 0, 0, 0)
-        row.addWidget(self.path_edit, 1)
-        row.addWidget(self.folder_button)
-        row.addWidget(self.file_button)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.source)
-        layout.addLayout(row)
-
-        self.source.currentIndexChanged.connect(self._source_changed)
-        self.path_edit.editingFinished.connect(self.changed.emit)
-        self.folder_button.clicked.connect(self._browse_folder)
-        self.file_button.clicked.connect(self._browse_file)
-        self._source_changed()
-
-    def _source_changed(self, *_: Any) -> None:
-        custom = self.source.currentText() == self.CUSTOM
-        for w in (self.path_edit, self.folder_button, self.file_button):
-            w.setEnabled(custom)
-        self.changed.emit()
-
-    def _browse_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Model run folder")
-        if folder:
-            self.set_model(folder)
-
-    def _browse_file(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Model file", "", "Model (*.safetensors *.json)")
-        if path:
-            self.set_model(path)
-
-    def set_model(self, path: str | Path | None) -> None:
-        """Select a run folder or file (``None`` or ``"default"`` selects the bundled model)."""
-        from ..models import DEFAULT_MODEL_NAMES
-
-        if path is None or str(path).lower() in DEFAULT_MODEL_NAMES:
-            self.source.setCurrentText(self.BUNDLED)
-        else:
-            self.path_edit.setText(str(path))
-            self.source.setCurrentText(self.CUSTOM)
-        self.changed.emit()
-
-    def model_path(self) -> Path:
-        """The chosen model; raises RamsegInputError with a plain message when there is none."""
-        from ..models import bundled_model_path
-
-        if self.source.currentText() == self.BUNDLED:
-            path = bundled_model_path()
-            if not (path / "model.safetensors").exists():
-                raise RamsegInputError(
-                    "the bundled vessel model is not installed; choose a run folder or a .safetensors file "
-                    "under 'run folder or file'", path)
-            return path
-        text = self.path_edit.text().strip()
-        if not text:
-            raise RamsegInputError("no model chosen: pick a run folder or a .safetensors file")
-        return Path(text).expanduser()
-
-
-_PREDICTORS: dict[tuple[str, str], tuple[tuple[int, int], Any]] = {}
-_PREDICTOR_LOCK = threading.Lock()
-
-
-def get_predictor(path: str | Path, device: str = "auto") -> Any:
-    """A :class:`~napari_ramseg.core.infer.Predictor`, loaded once per (model, device) and reused.
-
-    A model file that changed on disk since it was loaded (same path, newer weights) is reloaded.
-    """
-    from ..core.checkpoint import resolve_model_path
-    from ..core.device import resolve_device
-    from ..core.infer import Predictor
-
-    resolved = Path(path).expanduser().resolve()
-    weights, meta = resolve_model_path(resolved)
-    torch_device = resolve_device(device)
-    stamp = (weights.stat().st_mtime_ns, meta.stat().st_mtime_ns)
-    key = (str(resolved), str(torch_device))
-    with _PREDICTOR_LOCK:
-        cached = _PREDICTORS.get(key)
-        if cached is not None and cached[0] == stamp:
-            return cached[1]
-        predictor = Predictor.from_path(resolved, device=str(torch_device))
-        _PREDICTORS[key] = (stamp, predictor)
-        return predictor
-
-
-def clear_predictor_cache() -> None:
-    with _PREDICTOR_LOCK:
-        _PREDICTORS.clear()
-    release_accelerator_memory()
-
-
-def release_accelerator_memory() -> None:
-    """Give cached GPU memory back to the driver (no-op on CPU)."""
-    try:
-        import torch
-
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            torch.cuda.empty_cache()
-    except Exception:  # pragma: no cover - never let cleanup fail a job
-        pass
-
-
-# --------------------------------------------------------------------------------------------- jobs
-
-
-@dataclass
-class Progress:
-    """What a job reports: ``done`` of ``total`` steps (``total <= 0``: busy, unknown length)."""
-
-    done: int = 0
-    total: int = 0
-    text: str = ""
-
-
-@dataclass
-class JobFailed:
-    message: str
-
-
-class JobCancelled:
-    """Returned by a job that stopped because the user pressed Stop."""
-
-
-class JobControl:
-    """Handed to a running job: ``cancelled()`` to poll, ``report()`` to send progress from callbacks."""
-
-    def __init__(self) -> None:
-        self._cancel = threading.Event()
-        self.worker: Any = None
-
-    def cancelled(self) -> bool:
-        return self._cancel.is_set()
-
-    def cancel(self) -> None:
-        # Only the flag: the job wrapper checks it between progress steps and core loops poll it, so
-        # every ending (done, cancelled, failed) arrives through the worker's ``returned`` signal.
-        self._cancel.set()
-
-    def report(self, done: int, total: int, text: str = "") -> None:
-        """Progress from inside a core call (e.g. ``Predictor.predict_volume``'s progress callback)."""
-        if self.worker is not None:
-            self.worker.yielded.emit(Progress(int(done), int(total), text))
-
-
-Job = Callable[[JobControl], Generator[Progress, None, Any]]
-
-
-def _guarded(control: JobControl, job: Job) -> Generator[Progress, None, Any]:
-    steps = job(control)
-    try:
-        while True:
-            if control.cancelled():
-                steps.close()
-                return JobCancelled()
-            try:
-                step = next(steps)
-            except StopIteration as stop:
-                result = stop.value
-                break
-            yield step
-    except InterruptedError:
-        return JobCancelled()
-    except (RamsegInputError, ValueError, OSError) as exc:
-        return JobFailed(error_message(exc))
-    except Exception as exc:  # anything else still ends as a notification, with the trace in the log
-        logger.exception("napari-ramseg job failed")
-        return JobFailed(error_message(exc))
-    finally:
-        release_accelerator_memory()
-    return JobCancelled() if control.cancelled() else result
-
-
-class JobRunner(QWidget):
-    """A progress bar, a status line and a Stop button that drive one background job at a time."""
-
-    busy_changed = Signal(bool)
-
-    def __init__(self, parent: QWidget | None = None):
-        super().__init__(parent)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1)
-        self.progress.setValue(0)
-        self.progress.setTextVisible(True)
-        self.stop_button = QPushButton("Stop")
-        self.stop_button.setEnabled(False)
-        self.stop_button.setToolTip("Cancel the running job")
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        row = QHBoxLayout()
-        row.setContentsMargins(0, 0, 0, 0)
-        row.addWidget(self.progress, 1)
-        row.addWidget(self.stop_button)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addLayout(row)
-        layout.addWidget(self.status)
-        self.stop_button.clicked.connect(self.cancel)
-        self.control: JobControl | None = None
-        self.worker: Any = None
-        self.last_outcome: str = ""  # "done", "cancelled" or "failed"
-
-    @property
-    def busy(self) -> bool:
-        return self.worker is not None
-
-    def start(self, job: Job, on_result: Callable[[Any], None], description: str = "",
-              run_sync: bool | None = None) -> Any:
-        """Run ``job`` (a generator function taking a JobControl); ``on_result`` gets its return value."""
-        from napari.qt.threading import create_worker
-
-        if self.busy:
-            notify_error("a job is already running in this panel; press Stop first")
-            return None
-        control = JobControl()
-        worker = create_worker(_guarded, control, job, _start_thread=False)
-        control.worker = worker
-        self.control, self.worker = control, worker
-        self.last_outcome = ""
-        worker.yielded.connect(self._on_progress)
-        worker.returned.connect(lambda result: self._on_returned(result, on_result))
-        worker.aborted.connect(self._on_aborted)
-        worker.finished.connect(lambda: self._on_finished(worker))
-        self.stop_button.setEnabled(True)
-        self.progress.setRange(0, 0)
-        self.status.setText(description or "working…")
-        self.busy_changed.emit(True)
-        if sync_workers() if run_sync is None else run_sync:
-            worker.run()
-        else:
-            worker.start()
-        return worker
-
-    def cancel(self) -> None:
-        if self.control is not None:
-            self.control.cancel()
-            self.status.setText("stopping…")
-
-    def _on_progress(self, p: Any) -> None:
-        if not isinstance(p, Progress):
-            return
-        if p.total > 0:
-            self.progress.setRange(0, p.total)
-            self.progress.setValue(min(p.done, p.total))
-        else:
-            self.progress.setRange(0, 0)
-        if p.text:
-            self.status.setText(p.text)
-
-    def _on_returned(self, result: Any, on_result: Callable[[Any], None]) -> None:
-        if isinstance(result, JobCancelled):
-            self._on_aborted()
-            return
-        if isinstance(result, JobFailed):
-            self.last_outcome = "failed"
-            self.status.setText(f"failed: {result.message}")
-            notify_error(result.message)
-            return
-        self.status.setText("done")  # on_result may say more
-        try:
-            on_result(result)
-        except Exception as exc:  # showing results must not crash napari either
-            logger.exception("napari-ramseg: showing the result failed")
-            self.last_outcome = "failed"
-            self.status.setText(f"failed: {error_message(exc)}")
-            notify_error(error_message(exc))
-            return
-        self.last_outcome = "done"
-
-    def _on_aborted(self) -> None:
-        self.last_outcome = "cancelled"
-        self.status.setText("cancelled")
-        notify_info("napari-ramseg: cancelled")
-
-    def _on_finished(self, worker: Any) -> None:
-        if worker is not self.worker:
-            return
-        if not self.last_outcome and self.control is not None and self.control.cancelled():
-            self._on_aborted()
-        self.worker = None
-        self.control = None
-        self.stop_button.setEnabled(False)
-        self.progress.setRange(0, 1)
-        self.progress.setValue(1 if self.last_outcome == "done" else 0)
-        self.busy_changed.emit(False)

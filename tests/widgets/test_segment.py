@@ -148,12 +148,12 @@ def test_stop_button_cancels_a_volume(widget, qtbot, monkeypatch):
 def test_missing_bundled_model_is_a_plain_notification(widget, tmp_path, monkeypatch, notifications):
     import napari_ramseg.models
 
-    monkeypatch.setattr(napari_ramseg.models, "bundled_model_path", lambda: tmp_path / "nothing")
+    monkeypatch.setattr(napari_ramseg.models, "bundled_model_path", lambda name="vessels": tmp_path / "nothing")
     widget.set_model(None)
     widget.viewer.add_image(_blob_image(), name="grey")
     assert widget.segment(run_sync=True) is None
     [message] = notifications()
-    assert "bundled vessel model is not installed" in message
+    assert "bundled vessels model is not installed" in message
 
 
 def test_unsafe_or_broken_model_fails_cleanly(widget, tmp_path, notifications):
@@ -172,3 +172,18 @@ def test_4d_layer_is_refused(widget, notifications):
     widget.viewer.add_image(np.zeros((2, 3, 8, 8), np.float32), name="timeseries")
     assert widget.segment(run_sync=True) is None
     assert any("4D" in m for m in notifications())
+
+
+def test_model_picker_names_the_bundled_model_and_says_what_a_model_is(widget, tiny_model):
+    from napari_ramseg.models import DEFAULT_MODEL, bundled_model_path
+
+    picker = widget.model_picker
+    picker.set_model(bundled_model_path())  # as the demo does: a path that is the bundled model's folder
+    assert picker.bundled_name() == DEFAULT_MODEL
+    assert picker.source.currentText().startswith(f"{DEFAULT_MODEL} (bundled")
+    assert picker.source.currentText() != picker.CUSTOM
+    if (bundled_model_path() / "model.json").exists():
+        assert "trained on" in picker.summary.text()
+    picker.set_model(tiny_model)
+    assert picker.bundled_name() is None and picker.model_path() == tiny_model
+    assert picker.summary.text() == "blob · trained on siteA + siteB"

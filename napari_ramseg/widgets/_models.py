@@ -1,0 +1,224 @@
+"""The model and device pickers every dock shares, and the cached model loader.
+
+The model picker offers every bundled model by name (``napari_ramseg.models``, the same names the
+CLI's ``--model`` takes) and "run folder or file"; under it one line says what the chosen model is
+(its labels and source domains, read from its ``model.json``), so a user sees a real name rather
+than a path.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+from qtpy.QtCore import Signal
+from qtpy.QtWidgets import QComboBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget
+
+from ..errors import RamsegInputError
+
+DEVICE_LABELS = ("auto", "cpu", "cuda", "mps")
+
+
+def available_devices() -> dict[str, bool]:
+    import torch
+
+    mps = getattr(torch.backends, "mps", None)
+    return {"auto": True, "cpu": True, "cuda": torch.cuda.is_available(),
+            "mps": bool(mps is not None and mps.is_available())}
+
+
+class DeviceCombo(QComboBox):
+    """auto / cpu / cuda / mps; devices this machine lacks are shown greyed out."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        available = available_devices()
+        for name in DEVICE_LABELS:
+            self.addItem(name)
+            if not available[name]:
+                item = self.model().item(self.count() - 1)
+                item.setEnabled(False)
+                item.setToolTip(f"{name} is not available on this machine")
+        self.setToolTip("auto picks CUDA, then Apple MPS, then the CPU")
+
+    def value(self) -> str:
+        return self.currentText()
+
+
+def model_summary(path: str | Path) -> str:
+    """'vessel · trained on HRF + STARE' from a model's ``model.json``; '' when it cannot be read."""
+    path = Path(path).expanduser()
+    meta = path / "model.json" if path.is_dir() else path.with_suffix(".json")
+    if not meta.is_file() and not path.is_dir():
+        meta = path.parent / "model.json"
+    try:
+        info = json.loads(meta.read_text(encoding="utf-8"))
+        names = [str(n) for n in info.get("label_scheme", {}).get("names", [])]
+        domains = [str(d) for d in info.get("source_domains", [])]
+    except (OSError, ValueError, AttributeError, TypeError):
+        return ""
+    what = ", ".join(names) or "segmentation"
+    return f"{what} · trained on {' + '.join(domains)}" if domains else what
+
+
+class ModelPicker(QWidget):
+    """A bundled model by name, or a run folder / ``.safetensors`` file chosen by the user."""
+
+    changed = Signal()
+    CUSTOM = "run folder or file"
+
+    def __init__(self, parent: QWidget | None = None):
+        from .. import models
+
+        super().__init__(parent)
+        self.source = QComboBox()
+        for name in models.bundled_models() or [models.DEFAULT_MODEL]:
+            self.source.addItem(self.bundled_text(name), name)
+        self.source.addItem(self.CUSTOM, None)
+        self.source.setCurrentIndex(max(0, self.source.findData(models.DEFAULT_MODEL)))
+        self.path_edit = QLineEdit()
+        self.path_edit.setPlaceholderText("run folder or model.safetensors")
+        self.folder_button = QPushButton("Folder…")
+        self.file_button = QPushButton("File…")
+        for button in (self.folder_button, self.file_button):
+            button.setMaximumWidth(70)
+        self.summary = QLabel("")  # what the chosen model segments, and what it was trained on
+        self.summary.setWordWrap(True)
+        self.summary.setStyleSheet("color: #9aa4b1;")
+
+        row = QHBoxLayout()
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.path_edit, 1)
+        row.addWidget(self.folder_button)
+        row.addWidget(self.file_button)
+        self.path_row = QWidget()
+        self.path_row.setLayout(row)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.source)
+        layout.addWidget(self.path_row)
+        layout.addWidget(self.summary)
+
+        self.source.currentIndexChanged.connect(self._source_changed)
+        self.path_edit.editingFinished.connect(self._source_changed)
+        self.folder_button.clicked.connect(self._browse_folder)
+        self.file_button.clicked.connect(self._browse_file)
+        self._source_changed()
+
+    @staticmethod
+    def bundled_text(name: str) -> str:
+        from ..models import DEFAULT_MODEL
+
+        return f"{name} (bundled{', default' if name == DEFAULT_MODEL else ''})"
+
+    def bundled_name(self) -> str | None:
+        """The chosen bundled model's name, or None when a run folder or file is chosen."""
+        return self.source.currentData()
+
+    def _source_changed(self, *_: Any) -> None:
+        self.path_row.setVisible(self.bundled_name() is None)
+        try:
+            summary = model_summary(self.model_path())
+        except RamsegInputError as exc:
+            summary = "" if self.bundled_name() is None and not self.path_edit.text().strip() else exc.problem
+        self.summary.setText(summary)
+        self.summary.setVisible(bool(summary))
+        self.changed.emit()
+
+    def _browse_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Model run folder")
+        if folder:
+            self.set_model(folder)
+
+    def _browse_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Model file", "", "Model (*.safetensors *.json)")
+        if path:
+            self.set_model(path)
+
+    def set_model(self, path: str | Path | None) -> None:
+        """A bundled model's name (``None``/"default": the default one), a run folder or a file.
+
+        A path that is a bundled model's folder selects that model by name."""
+        from .. import models
+
+        name = models.DEFAULT_MODEL if path is None else models.canonical_name(str(path))
+        if name is None:
+            try:
+                resolved = Path(path).expanduser().resolve()
+            except (OSError, RuntimeError):
+                resolved = None
+            name = next((n for n in models.bundled_models()
+                         if resolved is not None and models.bundled_model_path(n).resolve() == resolved), None)
+        index = self.source.findData(name) if name is not None else -1
+        self.source.blockSignals(True)
+        if index >= 0:
+            self.source.setCurrentIndex(index)
+        else:
+            self.path_edit.setText(str(path))
+            self.source.setCurrentIndex(self.source.count() - 1)
+        self.source.blockSignals(False)
+        self._source_changed()
+
+    def model_path(self) -> Path:
+        """The chosen model; raises RamsegInputError with a plain message when there is none."""
+        from ..models import bundled_model_path
+
+        name = self.bundled_name()
+        if name is not None:
+            path = bundled_model_path(name)
+            if not (path / "model.safetensors").exists():
+                raise RamsegInputError(
+                    f"the bundled {name} model is not installed; choose a run folder or a .safetensors file "
+                    f"under '{self.CUSTOM}'", path)
+            return path
+        text = self.path_edit.text().strip()
+        if not text:
+            raise RamsegInputError("no model chosen: pick a run folder or a .safetensors file")
+        return Path(text).expanduser()
+
+
+_PREDICTORS: dict[tuple[str, str], tuple[tuple[int, int], Any]] = {}
+_PREDICTOR_LOCK = threading.Lock()
+
+
+def get_predictor(path: str | Path, device: str = "auto") -> Any:
+    """A :class:`~napari_ramseg.core.infer.Predictor`, loaded once per (model, device) and reused.
+
+    A model file that changed on disk since it was loaded (same path, newer weights) is reloaded.
+    """
+    from ..core.checkpoint import resolve_model_path
+    from ..core.device import resolve_device
+    from ..core.infer import Predictor
+
+    resolved = Path(path).expanduser().resolve()
+    weights, meta = resolve_model_path(resolved)
+    torch_device = resolve_device(device)
+    stamp = (weights.stat().st_mtime_ns, meta.stat().st_mtime_ns)
+    key = (str(resolved), str(torch_device))
+    with _PREDICTOR_LOCK:
+        cached = _PREDICTORS.get(key)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        predictor = Predictor.from_path(resolved, device=str(torch_device))
+        _PREDICTORS[key] = (stamp, predictor)
+        return predictor
+
+
+def clear_predictor_cache() -> None:
+    with _PREDICTOR_LOCK:
+        _PREDICTORS.clear()
+    release_accelerator_memory()
+
+
+def release_accelerator_memory() -> None:
+    """Give cached GPU memory back to the driver (no-op on CPU)."""
+    try:
+        import torch
+
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.empty_cache()
+    except Exception:  # pragma: no cover - never let cleanup fail a job
+        pass
+
