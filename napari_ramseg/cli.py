@@ -30,7 +30,7 @@ def _add_device(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .core.config import MethodConfig, PreprocessConfig, TrainConfig
+    from .core.config import MethodConfig, ModelConfig, PreprocessConfig, TrainConfig
 
     defaults, method, prep = TrainConfig(), MethodConfig(), PreprocessConfig()
     parser = argparse.ArgumentParser(prog="ramseg", description="Domain-generalizable segmentation with RAM-DSIR.")
@@ -61,15 +61,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lam", choices=["uniform", "discrete"], default=method.lam_mode)
     t.add_argument("--val-fraction", type=float, default=defaults.val_fraction)
     t.add_argument("--val-every", type=int, default=defaults.val_every)
-    t.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
-    t.add_argument("--base-width", type=int, default=16)
-    t.add_argument("--grad-accumulation", type=int, default=1,
+    t.add_argument("--threads", type=int, default=defaults.num_threads, help="CPU threads for torch (0: torch's default)")
+    t.add_argument("--base-width", type=int, default=ModelConfig().base_width)
+    t.add_argument("--grad-accumulation", type=int, default=defaults.grad_accumulation,
                    help="micro-batches of --batch per optimizer step (gradients are summed; under torchrun "
                         "they are reduced across processes only after the last one)")
     t.add_argument("--sync-batchnorm", action="store_true",
                    help="under torchrun, every BatchNorm (the per-domain ones too) uses the statistics of the "
                         "global batch; --batch is always the global batch, split evenly over the processes")
     t.add_argument("--resume", type=Path, help="continue an interrupted run folder")
+    t.add_argument("--resume-every", type=float, metavar="SECONDS",
+                   help=f"also write a resume state every SECONDS of training (default {defaults.resume_every_s:g}; "
+                        "0: only at each validation and at a stop). Ctrl-C or SIGTERM ends a run after the "
+                        "current step with a resume state (exit 130 or 143); a second signal stops at once")
     t.add_argument("--quiet", action="store_true")
     _add_device(t)
 
@@ -119,11 +123,14 @@ def _progress_bar(total: int, desc: str, quiet: bool = False):
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .core.distributed import env_rank
+    from .core.stopping import GracefulStop, signal_name
     from .core.train_job import TrainRequest, run_training
 
     # under torchrun only rank 0 talks: one progress bar, one set of messages
     main_rank = env_rank() == 0
     quiet = args.quiet or not main_rank
+    if args.resume is None and args.out is None:
+        args.out = default_run_dir()  # named here, so that every message can say where the run is
 
     request = TrainRequest(
         data=args.data, format=args.format, domains=args.domains, target=args.target, out=args.out,
@@ -133,7 +140,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         window_ratio=args.window_ratio, lam_mode=args.lam, val_fraction=args.val_fraction,
         val_every=args.val_every, threads=args.threads, base_width=args.base_width,
         grad_accumulation=args.grad_accumulation, sync_batchnorm=args.sync_batchnorm,
-        device=args.device, resume=args.resume, command=" ".join(["ramseg", *sys.argv[1:]]),
+        device=args.device, resume=args.resume, resume_every_s=args.resume_every,
+        command=" ".join(["ramseg", *sys.argv[1:]]),
     )
     bar = None
 
@@ -148,13 +156,42 @@ def cmd_train(args: argparse.Namespace) -> int:
             postfix["val_dice"] = f"{event.validation['dice']:.3f}"
         bar.set_postfix(postfix, refresh=False)
 
-    result = run_training(request, on_event=on_event if main_rank else None, log=None if quiet else _stderr)
+    def notice(signum: int) -> str:  # written from the signal handler (a progress bar may hold the line)
+        lead = "" if quiet else "\n"
+        return f"{lead}ramseg: {signal_name(signum)} received: stopping after the current step (again: at once)\n"
+
+    # SIGINT and SIGTERM: finish the step, write a resume state, exit 130 or 143 (core/stopping.py)
+    stop = GracefulStop(notice=notice if main_rank else None)
+    with stop:
+        result = run_training(request, on_event=on_event if main_rank else None, should_stop=stop,
+                              log=None if quiet else _stderr)
     if bar is not None:
         bar.close()
+    if result.stopped:
+        if main_rank:
+            _stderr(f"ramseg: interrupted ({stop.name or 'stopped'}) at iteration {result.iterations_done}; "
+                    f"{_train_run_note(result.run_dir, args.data)}")
+        return stop.exit_code or EXIT_INTERRUPTED
     if result.run_dir is not None and main_rank:
-        _stderr(f"{'stopped' if result.stopped else 'finished'} after {result.iterations_done} iterations; "
-                f"model written to {result.run_dir}")
+        _stderr(f"finished after {result.iterations_done} iterations; model written to {result.run_dir}")
     return 0
+
+
+def _train_run_note(run: Path | None, data: Path) -> str:
+    """What a stopped training run left in its folder, read from the folder itself."""
+    from .core.checkpoint import METADATA_NAME
+    from .core.resume import saved_iteration
+
+    if run is None or not Path(run).is_dir():
+        return f"nothing was written{f' to {run}' if run is not None else ''} (it stopped before training began)"
+    iteration = saved_iteration(run)
+    model = (Path(run) / METADATA_NAME).exists()
+    if iteration is None:
+        return (f"{run} holds a model but no resume state" if model else
+                f"{run} holds no resume state yet (none was written before the stop); start the run again")
+    return (f"{run} holds a resume state for iteration {iteration}"
+            f"{' and a model of the training so far' if model else ''} (nothing half-written); "
+            f"continue it with ramseg train --data {_quote(data)} --resume {_quote(run)}")
 
 
 def _stderr(message: str) -> None:
@@ -267,9 +304,9 @@ def main(argv: list[str] | None = None) -> int:
         _error(exc)
     except ValueError as exc:  # bad option values (device not present, impossible sizes) are input too
         _error(exc)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # a second SIGINT or SIGTERM (core.stopping.StopNow) carries its code
         _stderr(f"ramseg: interrupted; {_interrupted_note(args)}")
-        return EXIT_INTERRUPTED
+        return getattr(exc, "exit_code", EXIT_INTERRUPTED)
     except MemoryError:
         _error("out of memory; try a smaller --size or --batch, or fewer/smaller images")
         return EXIT_FAILED
@@ -292,11 +329,7 @@ def _error(problem: object) -> None:
 def _interrupted_note(args: argparse.Namespace) -> str:
     """What an interruption left behind, for the command that was running."""
     if args.command == "train":
-        run = args.resume or args.out
-        if run is None:
-            return "the run folder under runs/ keeps its last complete state; continue it with --resume RUN"
-        return (f"{run} keeps its last complete state (nothing half-written); continue it with "
-                f"ramseg train --data {_quote(args.data)} --resume {_quote(run)}")
+        return _train_run_note(args.resume or args.out, args.data)
     if args.command == "predict":
         return "every mask already written is complete; no partial file is left"
     if args.command == "finetune":

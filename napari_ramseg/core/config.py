@@ -121,6 +121,9 @@ class TrainConfig:
     num_threads: int = 0  # 0 leaves torch's default
     grad_accumulation: int = 1
     sync_batchnorm: bool = False
+    # wall-clock seconds between resume states written during training (besides those at each
+    # validation and at a stop); 0 writes them only then
+    resume_every_s: float = 300.0
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import distributed
+from . import distributed, resume
 from ..io import atomic_write
 from .checkpoint import ModelMetadata, atomic_write_json, save_model
 from .config import LabelScheme, TrainConfig
@@ -34,8 +34,7 @@ from .model import RamSegNet
 from .ram import amplitude_mixup, sample_lambda
 from .sampling import SourcePool
 
-RESUME_WEIGHTS = "resume.safetensors"
-RESUME_STATE = "resume.json"
+RESUME_WEIGHTS, RESUME_STATE = resume.RESUME_WEIGHTS, resume.RESUME_STATE  # the format lives in core/resume.py
 LOG_NAME = "train.log"
 METRICS_NAME = "metrics.json"
 
@@ -320,6 +319,7 @@ class Trainer:
         start = time.perf_counter()
         stopped = False
         last_val = None
+        last_saved = time.monotonic()
         while self.iteration < cfg.iterations:
             stop = self.callbacks.should_stop is not None and self.callbacks.should_stop()
             if self.dist is not None:
@@ -339,16 +339,21 @@ class Trainer:
                 record["val_dice_by_domain"] = validation["dice_by_domain"]
             self.history.append(record)
             self._append_log(record)
-            if validation is not None:  # after the record: a resumed run's history misses no iteration
+            # after the record (a resumed run's history misses no iteration): at each validation, and
+            # every resume_every_s of wall time, so that a kill or a lost node costs minutes, not the run
+            periodic = cfg.resume_every_s > 0 and time.monotonic() - last_saved >= cfg.resume_every_s
+            if validation is not None or periodic:
                 self.save_resume_state()
+                last_saved = time.monotonic()
             if self.callbacks.on_event is not None and self.is_main:
                 self.callbacks.on_event(TrainEvent(self.iteration, cfg.iterations, losses, losses["lr"],
                                                    time.perf_counter() - start, validation))
         if self.dist is not None:
             self._record_replica_digests()
-        if stopped:
+        if stopped:  # a stop (core/stopping.py) keeps the finished steps: resume state, then model
             self.save_resume_state()
-        self.save(stopped, last_val, time.perf_counter() - start)
+        if not stopped or self.iteration > 0:  # no model of untrained weights
+            self.save(stopped, last_val, time.perf_counter() - start)
         if not stopped:
             self._remove_resume_state()
         if self.dist is not None:
@@ -424,84 +429,15 @@ class Trainer:
         atomic_write_json(self.run_dir / METRICS_NAME, {**metrics, "history": self.history})
 
     def save_resume_state(self) -> None:
-        """Model, optimizer and random state, so that ``--resume`` continues exactly where this stopped.
-
-        Under DDP rank 0 writes it: every rank's state is the same (same weights after each step, same
-        generators, same pool), so every rank, at any world size, can continue from it.
-        """
-        if self.run_dir is None or not self.is_main:
-            return
-        from safetensors.torch import save_file
-
-        tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
-        opt = self.optimizer.state_dict()
-        for index, state in opt["state"].items():
-            for key, value in state.items():
-                tensors[f"optim.{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
-        tensors["rng.torch"] = torch.get_rng_state()
-        tensors["rng.lambda"] = self.lambda_generator.get_state()
-        if self.best_state is not None:
-            tensors.update({f"best.{k}": v.contiguous() for k, v in self.best_state.items()})
-        state = {
-            "iteration": self.iteration,
-            "config": self.config.to_dict(),
-            "domains": self.domains,
-            "history": self.history,
-            "best": self.best,
-            "pool_rng": _jsonable_bitgen_state(self.pool.rng.bit_generator.state),
-            "pool_orders": [[int(i) for i in order] for order in self.pool._orders],
-        }
-        if self.scaler is not None:
-            state["grad_scaler"] = self.scaler.state_dict()
-        # Weights first, then the JSON that points at them: a crash in between leaves the old JSON,
-        # which never describes weights that were not written completely.
-        atomic_write(self.run_dir / RESUME_WEIGHTS, lambda tmp: save_file(tensors, str(tmp)))
-        atomic_write_json(self.run_dir / RESUME_STATE, state)
+        """Write the resume state for the current iteration (format and rules: core/resume.py)."""
+        resume.save_state(self)
 
     def _remove_resume_state(self) -> None:
-        """A complete run needs no resume state; it is large (optimizer moments), so drop it."""
         if self.run_dir is not None and self.is_main:
-            for name in (RESUME_STATE, RESUME_WEIGHTS):  # JSON first: never leave JSON without weights
-                (self.run_dir / name).unlink(missing_ok=True)
+            resume.remove_state(self.run_dir)
 
     def load_resume_state(self) -> None:
-        from safetensors.torch import load_file
-
         if self.run_dir is None:
             raise ValueError("resume needs a run folder")
-        state = json.loads((self.run_dir / RESUME_STATE).read_text(encoding="utf-8"))
-        tensors = load_file(str(self.run_dir / RESUME_WEIGHTS))
-        self.net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        opt = self.optimizer.state_dict()
-        restored: dict[int, dict[str, torch.Tensor]] = {}
-        for key, value in tensors.items():
-            if key.startswith("optim."):
-                _, index, name = key.split(".", 2)
-                restored.setdefault(int(index), {})[name] = value.to(self.device) if name != "step" else value
-        opt["state"] = restored
-        self.optimizer.load_state_dict(opt)
-        torch.set_rng_state(tensors["rng.torch"])
-        self.lambda_generator.set_state(tensors["rng.lambda"])
-        best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
-        self.best_state = best or None
-        self.best = state.get("best")
-        self.iteration = int(state["iteration"])
-        self.history = list(state.get("history", []))
+        resume.load_state(self)
         self._truncate_log(self.iteration)
-        self.pool.rng.bit_generator.state = _bitgen_state_from_json(state["pool_rng"])
-        self.pool._orders = [list(order) for order in state["pool_orders"]]
-        if self.scaler is not None and state.get("grad_scaler"):
-            self.scaler.load_state_dict(state["grad_scaler"])
-
-
-def _jsonable_bitgen_state(state: dict[str, Any]) -> dict[str, Any]:
-    """numpy's PCG64 state holds integers beyond JSON's safe range: store them as strings."""
-    return json.loads(json.dumps(state, default=str), parse_int=str)
-
-
-def _bitgen_state_from_json(state: Any) -> Any:
-    if isinstance(state, dict):
-        return {k: _bitgen_state_from_json(v) for k, v in state.items()}
-    if isinstance(state, str) and state.lstrip("-").isdigit():
-        return int(state)
-    return state

@@ -17,16 +17,19 @@ import torch
 
 from ..errors import RamsegInputError
 from . import distributed
-from .checkpoint import METADATA_NAME, read_resume_state
+from .checkpoint import METADATA_NAME
 from .config import LabelScheme, MethodConfig, ModelConfig, PreprocessConfig, TrainConfig
 from .data import discover, load_samples, split_train_val
 from .sampling import resize_image, resize_mask, working_shape
-from .train import RESUME_STATE, TrainCallbacks, TrainEvent, Trainer, TrainResult
+from .resume import RESUME_STATE, read_resume_state
+from .train import TrainCallbacks, TrainEvent, Trainer, TrainResult
+
+_T, _P, _M, _N = TrainConfig, PreprocessConfig, MethodConfig, ModelConfig  # the defaults (core/config.py)
 
 
 @dataclass
 class TrainRequest:
-    """What a user asks for; None means the TrainConfig default."""
+    """What a user asks for; every default is the config's (core/config.py), None means that default."""
 
     data: Path
     format: str = "auto"
@@ -35,25 +38,26 @@ class TrainRequest:
     out: Path | None = None
     iterations: int | None = None
     epochs: float | None = None
-    size: int = 256
-    long_side: int | None = None
-    batch: int = 8
-    lr: float = 2e-3
-    seed: int = 0
+    size: int = _P.size
+    long_side: int | None = _P.long_side
+    batch: int = _T.batch
+    lr: float = _T.lr
+    seed: int = _T.seed
     labels: list[str] | None = None
     label_kind: str | None = None
-    ram: bool = True
-    dsir: bool = True
-    consistency: bool = True
-    window_ratio: float = 0.1
-    lam_mode: str = "uniform"
-    val_fraction: float = 0.2
-    val_every: int = 0
-    threads: int = 0
-    base_width: int = 16
-    grad_accumulation: int = 1
-    sync_batchnorm: bool = False
-    device: str = "auto"
+    ram: bool = _M.ram
+    dsir: bool = _M.dsir
+    consistency: bool = _M.consistency
+    window_ratio: float = _M.window_ratio
+    lam_mode: str = _M.lam_mode
+    val_fraction: float = _T.val_fraction
+    val_every: int = _T.val_every
+    threads: int = _T.num_threads
+    base_width: int = _N.base_width
+    grad_accumulation: int = _T.grad_accumulation
+    sync_batchnorm: bool = _T.sync_batchnorm
+    device: str = _T.device
+    resume_every_s: float | None = None  # seconds between periodic resume states
     resume: Path | None = None
     command: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -149,6 +153,7 @@ def config_from_request(request: TrainRequest, labels: LabelScheme, num_train_sa
         val_fraction=request.val_fraction, val_every=request.val_every, device=request.device,
         num_threads=request.threads, grad_accumulation=request.grad_accumulation,
         sync_batchnorm=request.sync_batchnorm,
+        **({} if request.resume_every_s is None else {"resume_every_s": request.resume_every_s}),
     )
 
 
@@ -188,22 +193,28 @@ def run_training(request: TrainRequest, on_event: Callable[[TrainEvent], None] |
                     f"{config.batch // context.world_size} per process; SyncBatchNorm "
                     f"{'on' if config.sync_batchnorm else 'off'}")
         extra = {"data": data.description, "command": request.command, **request.extra}
+        if resume is not None:  # the first run's command stays; each resume is added after it
+            provenance = resume.get("provenance", {})
+            extra["command"] = provenance.get("command", request.command)
+            extra["resumed_with"] = [*provenance.get("resumed_with", []), request.command]
         trainer = Trainer(config, data.domains, data.train, data.val, run_dir,
                           TrainCallbacks(on_event=on_event, should_stop=should_stop, log=log), extra,
                           dist_context=context)
-        if resume:
+        if resume is not None:
             trainer.load_resume_state()  # every rank reads the state rank 0 wrote
         return trainer.run()
 
 
 def _prepare(request: TrainRequest, log: Callable[[str], None] | None,
-             is_main: bool) -> tuple[Path, TrainConfig, TrainingData, bool]:
+             is_main: bool) -> tuple[Path, TrainConfig, TrainingData, dict[str, Any] | None]:
     resume_state = None
     if request.resume is not None:
         resume_state = read_resume_state(request.resume)  # validated: one clear line if broken
         run_dir = Path(request.resume)
         # how to run (SyncBatchNorm under torchrun) may change on resume; what to train may not
         config = TrainConfig.from_dict(resume_state["config"]).replace(sync_batchnorm=request.sync_batchnorm)
+        if request.resume_every_s is not None:
+            config = config.replace(resume_every_s=request.resume_every_s)
         data = load_training_data(request.data, request.format, resume_state["domains"], None, config.labels,
                                   config.val_fraction, config.seed)
     else:
@@ -221,4 +232,4 @@ def _prepare(request: TrainRequest, log: Callable[[str], None] | None,
             f"consistency {'on' if config.method.consistency else 'off'}")
         if config.sync_batchnorm and distributed.torchrun_env() is None:
             log("--sync-batchnorm has no effect in a single process (it matters under torchrun)")
-    return run_dir, config, data, resume_state is not None
+    return run_dir, config, data, resume_state
