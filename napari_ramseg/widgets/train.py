@@ -1,4 +1,9 @@
-"""Train widget: collects a TrainRequest, runs it in a child process, shows progress, loss and Dice."""
+"""Train widget: collects a TrainRequest, runs it in a child process, shows progress, loss and Dice.
+
+It offers what ``ramseg train`` offers, with the defaults of core/config.py, and stops as it does: Stop
+sends the child SIGTERM, the child finishes its step and writes a resume state and the model, and
+Continue resumes that run folder (``--resume``).
+"""
 
 from __future__ import annotations
 
@@ -9,12 +14,16 @@ from typing import Any
 
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit,
-                            QListWidget, QListWidgetItem, QProgressBar, QPushButton, QSpinBox, QVBoxLayout,
+                            QListWidget, QListWidgetItem, QProgressBar, QPushButton, QVBoxLayout,
                             QWidget)
 
 from ..core.config import LabelScheme, MethodConfig, ModelConfig, PreprocessConfig, TrainConfig
 from ..core.train_process import TrainProcess
+from ._handover import find_model_consumers, offer_model
 from ._plot import LivePlot
+from ._train_options import LabelOptions, MoreOptions, spin
+
+__all__ = ["TrainWidget", "find_model_consumers", "offer_model", "DEVICES"]
 
 DEVICES = ("auto", "cpu", "cuda", "mps")  # as core.device.DEVICE_CHOICES, without importing torch here
 FORMATS = ("auto", "domains", "dofe", "saml")
@@ -25,51 +34,11 @@ def default_run_dir() -> Path:
     return Path.home() / "ramseg-runs" / _dt.datetime.now().strftime("ramseg-%Y%m%d-%H%M%S")
 
 
-# ------------------------------------------------------------------------- handing models around
-
-
-def find_model_consumers(viewer: Any) -> list[Any]:
-    """Docked widgets that take a model through ``set_model(path)`` (the Segment widget), if any."""
-    window = getattr(viewer, "window", None)
-    if window is None:
-        return []
-    widgets: list[Any] = []
-    try:
-        widgets = list(window.dock_widgets.values())  # napari >= 0.6.2: the inner widgets
-    except Exception:
-        docks = getattr(window, "_wrapped_dock_widgets", None) or {}
-        for dock in list(docks.values()):
-            try:
-                widgets.append(dock.widget())
-            except Exception:
-                continue
-    out = []
-    for widget in widgets:
-        for candidate in (widget, getattr(widget, "native", None)):
-            if candidate is not None and callable(getattr(candidate, "set_model", None)):
-                out.append(candidate)
-                break
-    return out
-
-
-def offer_model(viewer: Any, path: str | Path) -> int:
-    """Give the model to every docked Segment widget; returns how many took it (failures are reported)."""
-    from napari.utils.notifications import show_warning
-
-    taken = 0
-    for widget in find_model_consumers(viewer):
-        try:
-            widget.set_model(str(path))
-            taken += 1
-        except Exception as exc:  # another engineer's widget: never let it break this one
-            show_warning(f"the Segment widget could not load {path}: {exc}")
-    return taken
-
-
 def _stop_quietly(holder: dict[str, Any], *_: Any) -> None:
+    """The dock went away: the child stops after its step and saves (it also does if napari exits)."""
     process = holder.get("process")
     if process is not None and process.is_alive():
-        process.stop()
+        process.request_stop()
 
 
 # ---------------------------------------------------------------------------------------- widget
@@ -79,6 +48,7 @@ class TrainWidget(QWidget):
     """Data folder, domains, budget and ablation switches; Start/Stop; live loss and validation Dice."""
 
     poll_interval_ms = 200
+    stop_timeout_s = 30.0  # Stop waits this long for the step and the saving, then kills the child
 
     def __init__(self, napari_viewer: Any = None, parent: QWidget | None = None):
         super().__init__(parent)
@@ -108,7 +78,12 @@ class TrainWidget(QWidget):
         self.iterations_spin = self._spin(1, 10_000_000, defaults.iterations)
         form.addRow("Iterations", self.iterations_spin)
         self.size_spin = self._spin(16, 4096, prep.size, step=16)
+        self.size_spin.setToolTip("training crop / network input side in pixels")
         form.addRow("Size (px)", self.size_spin)
+        self.label_options = LabelOptions(form)
+        self.labels_edit = self.label_options.labels_edit
+        self.label_kind_combo = self.label_options.kind_combo
+        self.long_side_spin = self.label_options.long_side_spin
         self.batch_spin = self._spin(1, 1024, defaults.batch)
         form.addRow("Batch", self.batch_spin)
         self.width_spin = self._spin(2, 256, model.base_width)
@@ -130,6 +105,8 @@ class TrainWidget(QWidget):
         self.out_edit = QLineEdit()
         self.out_edit.setPlaceholderText("~/ramseg-runs/ramseg-<time>")
         form.addRow("Output folder", self._with_browse(self.out_edit, self._browse_out))
+        self.more = MoreOptions()
+        form.addRow(self.more)
 
         buttons = QHBoxLayout()
         self.start_button = QPushButton("Start")
@@ -141,7 +118,11 @@ class TrainWidget(QWidget):
         self.use_button.setEnabled(False)
         self.use_button.setToolTip("hand the trained model to the Segment widget")
         self.use_button.clicked.connect(self.use_in_segment)
-        for b in (self.start_button, self.stop_button, self.use_button):
+        self.continue_button = QPushButton("Continue")
+        self.continue_button.setEnabled(False)
+        self.continue_button.setToolTip("resume the stopped run from its resume state (ramseg train --resume)")
+        self.continue_button.clicked.connect(self.resume)
+        for b in (self.start_button, self.stop_button, self.continue_button, self.use_button):
             buttons.addWidget(b)
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
@@ -166,13 +147,7 @@ class TrainWidget(QWidget):
         self.timer.timeout.connect(self.poll)
 
     # -- small builders --------------------------------------------------------------------------
-    @staticmethod
-    def _spin(lo: int, hi: int, value: int, step: int = 1) -> QSpinBox:
-        spin = QSpinBox()
-        spin.setRange(lo, hi)
-        spin.setSingleStep(step)
-        spin.setValue(value)
-        return spin
+    _spin = staticmethod(spin)
 
     @staticmethod
     def _wrap(layout) -> QWidget:
@@ -276,7 +251,7 @@ class TrainWidget(QWidget):
             iterations=self.iterations_spin.value(), size=self.size_spin.value(), batch=self.batch_spin.value(),
             base_width=self.width_spin.value(), ram=self.ram_check.isChecked(), dsir=self.dsir_check.isChecked(),
             consistency=self.consistency_check.isChecked(), device=self.device_combo.currentText(),
-            command="napari Train widget",
+            command="napari Train widget", **self.label_options.request_kwargs(), **self.more.request_kwargs(),
         )
 
     def start(self) -> TrainProcess | None:
@@ -291,16 +266,50 @@ class TrainWidget(QWidget):
             show_error(str(exc))
             self._set_status(str(exc))
             return None
+        return self._launch(request, f"Starting training into {request.out} …")
+
+    def resume(self) -> TrainProcess | None:
+        """Continue the stopped run from its resume state in a child process (``ramseg train --resume``)."""
+        from napari.utils.notifications import show_error
+
+        from ..core.resume import saved_iteration
+        from ..core.train_job import TrainRequest
+
+        if self.process is not None and self.process.is_alive():
+            return self.process
+        run, data = self.resumable_run(), self.data_edit.text().strip()
+        problem = ("no stopped run to continue (its folder holds no resume state)" if run is None else
+                   "choose the data folder the run was trained on" if not data else None)
+        if problem:
+            show_error(problem)
+            self._set_status(problem)
+            return None
+        request = TrainRequest(data=Path(data).expanduser(), format=self.format_combo.currentText(), resume=run,
+                               device=self.device_combo.currentText(), command="napari Train widget",
+                               resume_every_s=self.more.request_kwargs()["resume_every_s"])
+        return self._launch(request, f"Continuing {run} from iteration {saved_iteration(run)} …")
+
+    def resumable_run(self) -> Path | None:
+        """The run folder Continue would resume: the last job's, else the output folder's, if it has a resume state."""
+        from ..core.resume import has_state
+
+        out = self.out_edit.text().strip()
+        for run in (self.process.run_dir if self.process is not None else None, Path(out).expanduser() if out else None):
+            if has_state(run):
+                return run
+        return None
+
+    def _launch(self, request: Any, status: str) -> TrainProcess:
         self.process = TrainProcess(request).start()
         self._holder["process"] = self.process
         self.last_run = None
         self.plot.clear()
-        self.progress.setRange(0, request.iterations)
+        self.progress.setRange(0, request.iterations or 1)
         self.progress.setValue(0)
-        self.start_button.setEnabled(False)
-        self.stop_button.setEnabled(True)
-        self.use_button.setEnabled(False)
-        self._set_status(f"Starting training into {request.out} …")
+        for button, enabled in ((self.start_button, False), (self.stop_button, True),
+                                (self.continue_button, False), (self.use_button, False)):
+            button.setEnabled(enabled)
+        self._set_status(status)
         self.timer.start()
         return self.process
 
@@ -326,15 +335,26 @@ class TrainWidget(QWidget):
                 self._set_status(event["message"])
             elif kind == "done":
                 self._finished(event)
-                show_info(f"Training {'stopped' if event['stopped'] else 'finished'}: model saved in {event['run_dir']}")
+                show_info(self.status.text())
             elif kind == "error":
-                self._set_status(f"Training failed: {event['message']}")
+                self._failed(event)
                 show_error(f"Training failed: {event['message']}")
         if self.process.finished:
             self.timer.stop()
+            if self.process.result is None and self.process.error is None:  # stopped before it reported
+                self._stopped_without_result()
             self.start_button.setEnabled(True)
             self.stop_button.setEnabled(False)
+            self.continue_button.setEnabled(self.resumable_run() is not None)
         return events
+
+    def _failed(self, event: dict[str, Any]) -> None:
+        """The message, and the child's last error lines (a crash's own words, from its stderr)."""
+        text = f"Training failed: {event['message']}"
+        tail = self.process.last_error_lines() if self.process is not None else []
+        if tail and not all(line in text for line in tail):
+            text += "\n" + "\n".join(tail)
+        self._set_status(text)
 
     def _finished(self, event: dict[str, Any]) -> None:
         self.last_run = Path(event["run_dir"]) if event.get("run_dir") else None
@@ -342,32 +362,39 @@ class TrainWidget(QWidget):
         validation = event.get("validation") or {}
         if validation.get("dice") is not None:
             text += f" (source validation Dice {validation['dice']:.3f})"
-        text += f"; model in {self.last_run}"
-        if self.last_run is not None:
+        if self.last_run is not None and (self.last_run / "model.json").exists():
+            text += f"; model in {self.last_run}"
             self.use_button.setEnabled(True)
             if find_model_consumers(self.viewer):
-                text += ". Press “Use in Segment” to segment with it."
-        self._set_status(text)
+                text += ". Press “Use in Segment” to segment with it"
+        elif self.last_run is not None:
+            text += f"; no model yet in {self.last_run}"
+        if event["stopped"]:
+            text += self._continue_hint()
+        self._set_status(text + ".")
+
+    def _continue_hint(self) -> str:
+        from ..core.resume import saved_iteration
+
+        run = self.resumable_run()
+        if run is None:
+            return ""
+        return (f". Its resume state is at iteration {saved_iteration(run)}: press “Continue”, or run "
+                f"ramseg train --data {self.process.request.data} --resume {run}")
+
+    def _stopped_without_result(self) -> None:
+        process = self.process
+        how = "killed (it did not stop in time)" if process.killed else "stopped"
+        self._set_status(f"Training {how} after {len(process.history)} iterations{self._continue_hint()}.")
 
     def stop(self) -> None:
-        """End the child process now (its memory, GPU memory included, is freed at once)."""
-        if self.process is None:
+        """Stop as Ctrl-C stops ``ramseg train``: the child finishes its step, writes a resume state and
+        the model, and ends (killed if it has not after ``stop_timeout_s``); :meth:`poll` reports it."""
+        if self.process is None or not self.process.is_alive():
             return
-        self.process.stop()
-        self.poll()
-        self.timer.stop()
-        self.start_button.setEnabled(True)
+        self.process.request_stop(self.stop_timeout_s)
         self.stop_button.setEnabled(False)
-        run = self.process.run_dir
-        done = len(self.process.history)
-        text = f"Stopped after {done} iterations."
-        if run is not None and (run / "model.json").exists():
-            self.last_run = run
-            self.use_button.setEnabled(True)
-            text += f" The run folder {run} holds a model."
-        elif run is not None and (run / "resume.json").exists():
-            text += f" Continue it later with: ramseg train --data {self.process.request.data} --resume {run}"
-        self._set_status(text)
+        self._set_status("Stopping after the current step (writing a resume state and the model) …")
 
     def use_in_segment(self) -> bool:
         from napari.utils.notifications import show_info
