@@ -19,6 +19,7 @@ from .. import __version__
 from ..errors import RamsegInputError
 from ..io import atomic_write
 from .config import NORMALIZATION, TrainConfig
+from .domain_fit import SourceProfile
 from .model import RamSegNet
 
 WEIGHTS_NAME = "model.safetensors"
@@ -35,6 +36,8 @@ class ModelMetadata:
     domains: list[str]
     metrics: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # provenance: command, data, budget, parent model
+    # what the source domains looked like (core/domain_fit.py); None in model.json files written before it
+    source_profile: SourceProfile | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -49,6 +52,7 @@ class ModelMetadata:
             "preprocess": self.config.preprocess.to_dict(),
             "metrics": self.metrics,
             **self.extra,
+            **({} if self.source_profile is None else {"source_profile": self.source_profile.to_dict()}),
         }
 
     @classmethod
@@ -70,12 +74,15 @@ class ModelMetadata:
             if len(domains) > MAX_DOMAINS:
                 raise ValueError(f"{len(domains)} source domains; at most {MAX_DOMAINS} are supported")
             check_config(config)
+            profile = data.get("source_profile")
+            profile = None if profile is None else SourceProfile.from_dict(profile, domains)
         except (KeyError, TypeError, ValueError) as exc:
             raise RamsegInputError(f"invalid model metadata ({exc})", path) from None
         known = {"format_version", "package", "package_version", "architecture", "config", "label_scheme",
-                 "source_domains", "normalization", "preprocess", "metrics"}
+                 "source_domains", "normalization", "preprocess", "metrics", "source_profile"}
         extra = {k: v for k, v in data.items() if k not in known}
-        return cls(config=config, domains=domains, metrics=dict(data.get("metrics") or {}), extra=extra)
+        return cls(config=config, domains=domains, metrics=dict(data.get("metrics") or {}), extra=extra,
+                   source_profile=profile)
 
 
 # Limits on what an untrusted model.json may ask for, checked before any tensor is allocated: a
@@ -125,6 +132,26 @@ def check_config(config: TrainConfig) -> None:
     threshold = config.threshold
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must be a probability strictly between 0 and 1, not {threshold!r}")
+
+
+def portable_command(command: str) -> str:
+    """A command line with absolute paths (and paths through '..') cut to their last part, for
+    model.json files that travel between sites: ``--data /work/main/../shared/data/vessels`` is
+    recorded as ``--data vessels`` (``data.name`` and ``data.sha256`` identify it)."""
+    import re
+    import shlex
+
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return command
+    out, changed = [], False
+    for word in words:
+        flag, eq, value = word.partition("=") if word.startswith("--") else ("", "", word)
+        if value.startswith(("/", "~")) or re.match(r"^[A-Za-z]:[\\/]", value) or ".." in re.split(r"[\\/]", value):
+            value, changed = re.split(r"[\\/]", value.rstrip("/\\"))[-1] or value, True
+        out.append(f"{flag}{eq}{value}")
+    return shlex.join(out) if changed else command
 
 
 def atomic_write_json(path: Path, data: Any) -> None:

@@ -147,3 +147,27 @@ class TrainConfig:
 # Intensity handling, documented once: every image (or MRI volume) is scaled per image to [-1, 1]
 # with a robust min-max between these percentiles, over all its channels together.
 NORMALIZATION = {"method": "percentile_minmax", "low_percentile": 0.5, "high_percentile": 99.5, "range": [-1.0, 1.0]}
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """The check that a scan looks like a model's source domains (``core/domain_fit.py``).
+
+    Every image is brought to ``style_side`` x ``style_side`` after the usual normalisation; its style
+    is the log-amplitude spectrum inside RAM's low-frequency window (``window_ratio`` of the model).
+    The score is ``1 / (1 + D)``, D being the RMS distance, in source standard deviations, to the
+    nearest source domain's mean style and intensity statistics: 1 is a source domain's mean, 0.5 one
+    standard deviation away. A model's threshold is calibrated at training on its source-validation
+    cases only: ``margin`` times the lowest of their scores.
+    """
+
+    style_side: int = 160  # pixels; with window_ratio 0.1 the stored spectra are 3 x 33 x 33
+    max_slices: int = 32  # slices of a volume looked at (evenly spaced)
+    margin: float = 0.8  # threshold = margin * lowest source-validation score
+    default_threshold: float = 0.2  # a model without source-validation cases (D = 4 standard deviations)
+    spectrum_sd_floor: float = 0.1  # log-amplitude units: no bin is trusted to be more stable than this
+    intensity_sd_floor: float = 0.02  # normalised intensity units ([-1, 1])
+    colour_tolerance: float = 0.02  # mean channel difference (normalised units) above which an image is colour
+
+
+FIT = FitConfig()

@@ -68,6 +68,7 @@ __all__ = [
     "load_samples",
     "expand_slices",
     "split_train_val",
+    "cases_checksum",
 ]
 
 Format = Literal["domains", "dofe", "saml"]
@@ -104,6 +105,7 @@ class Sample:
     domain: str
     name: str
     slice_index: int | None = None
+    spacing: tuple[float, ...] | None = None  # (z, y, x) of this sample's pixel grid, for volume slices with one
 
 
 @dataclass
@@ -551,7 +553,8 @@ def _samples_of(case: Case, data: rio.ImageData, labels: LabelScheme, fmt: str) 
             raise RamsegInputError(str(exc), case.image) from None
         mask = _read_case_mask(case, data.array.shape, labels, fmt)
         return [
-            Sample(slices[j], None if mask is None else mask[j], case.domain, case.name, slice_index=j)
+            Sample(slices[j], None if mask is None else mask[j], case.domain, case.name, slice_index=j,
+                   spacing=data.spacing)
             for j in range(slices.shape[0])
         ]
     array = data.array[0] if data.is_volume else data.array  # a one-slice volume is a 2D image
@@ -585,7 +588,7 @@ def load_sample(case: Case, labels: LabelScheme, fmt: str = "domains") -> Sample
             raise RamsegInputError(f"slice {case.slice_index} is outside 0..{len(samples) - 1}", case.image)
         s = samples[case.slice_index]
         return Sample(s.image.copy(), None if s.mask is None else s.mask.copy(), case.domain, case.name,
-                      case.slice_index)
+                      case.slice_index, s.spacing)
     data = rio.read_image(case.image)
     if data.is_volume and data.array.shape[0] > 1:
         raise RamsegInputError(
@@ -676,3 +679,24 @@ def split_train_val(
     train = [c for c in usable if (c.domain, c.name) not in val_keys]
     val = [c for c in usable if (c.domain, c.name) in val_keys]
     return train, val
+
+
+def cases_checksum(root: str | Path, cases: Iterable[Case]) -> tuple[str, int]:
+    """(SHA-256, number of files) over the image and mask files of ``cases``: each file's path relative
+    to ``root`` and the SHA-256 of its bytes, sorted. It names the data by content, not by where it lies."""
+    import hashlib
+
+    root = Path(root).resolve()
+    files = sorted({Path(p).resolve() for c in cases for p in (c.image, c.mask) if p is not None})
+    digest = hashlib.sha256()
+    for path in files:
+        content = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                content.update(block)
+        try:
+            name = path.relative_to(root).as_posix()
+        except ValueError:
+            name = path.name
+        digest.update(f"{name}\t{content.hexdigest()}\n".encode("utf-8"))
+    return digest.hexdigest(), len(files)

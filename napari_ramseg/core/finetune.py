@@ -233,7 +233,8 @@ def iter_finetune(base_model_path: str | Path, store: CorrectionStore, out_root:
                                   base.config.val_fraction, base.config.seed)
         pool_samples.update(data.train)
         replay_val = data.val
-        replay_info = {"root": str(Path(replay_root).resolve()), "domains": data.domains,
+        replay_info = {"name": Path(replay_root).resolve().name, "sha256": data.description["sha256"],
+                       "domains": data.domains,
                        "train_samples": {d: len(v) for d, v in data.train.items()}, "val_samples": len(data.val)}
     pool_samples[CORRECTIONS_DOMAIN] = train_samples
 
@@ -271,6 +272,7 @@ def iter_finetune(base_model_path: str | Path, store: CorrectionStore, out_root:
     extra["command"] = command
     trainer = Trainer(config, base.domains, {}, (), run_dir=None, extra_metadata=extra, init_state=init_state,
                       pool=pool)
+    trainer.source_profile = base.source_profile  # the same source domains: the fit check stays as it was
     start = time.perf_counter()
     stopped = False
     for _ in range(iterations):

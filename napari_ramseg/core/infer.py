@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import RamsegInputError
-from .checkpoint import ModelMetadata, load_model
+from .checkpoint import MAX_SIDE, ModelMetadata, load_model
+from .domain_fit import FitResult, fit_score
 from .config import LabelScheme
 from .device import autocast, autocast_dtype, resolve_device
 from .fastpath import CompiledModule, build_fast_model, compile_requested, tune_cpu_allocator
@@ -136,6 +137,10 @@ class Predictor:
     def domains(self) -> list[str]:
         return list(self.metadata.domains)
 
+    def check_fit(self, image: np.ndarray, is_volume: bool | None = None) -> FitResult:
+        """Whether ``image`` looks like the model's source domains (``core/domain_fit.py``)."""
+        return fit_score(self.metadata, image, is_volume)
+
     @property
     def channel_names(self) -> list[str]:
         names = list(self.labels.names)
@@ -197,15 +202,37 @@ class Predictor:
         x = resize_image(x, working_shape(height, width, self.preprocess))[None]
         return self._to_size(self._probabilities(x), height, width)[0]
 
+    def volume_shape(self, height: int, width: int, spacing: tuple[float, ...] | None = None) -> tuple[int, int]:
+        """The in-plane size a volume's slices are segmented at.
+
+        At the voxel spacing the model was trained at (``source_profile.spacing`` in model.json, as
+        nnU-Net records its target spacing) when both it and the volume's ``spacing`` ((z, y, x) or
+        (y, x)) are known; otherwise the volume's own size. Never the 2D field-of-view scale
+        (``preprocess.long_side``), which is a photograph's.
+        """
+        profile = self.metadata.source_profile
+        trained = None if profile is None else profile.spacing
+        if trained is None or spacing is None or len(spacing) < 2:
+            return height, width
+        sy, sx = float(spacing[-2]), float(spacing[-1])
+        if not (np.isfinite(sy) and np.isfinite(sx) and sy > 0 and sx > 0):
+            return height, width
+        return (int(min(MAX_SIDE, max(1, round(height * sy / trained[0])))),
+                int(min(MAX_SIDE, max(1, round(width * sx / trained[1])))))
+
     def predict_volume(self, volume: np.ndarray, postprocess: bool = False,
                        progress: ProgressCallback | None = None,
-                       cancelled: Callable[[], bool] | None = None) -> Prediction:
-        """Segment a (Z, Y, X) volume slice by slice, each slice seeing (j-1, j, j+1) as channels."""
+                       cancelled: Callable[[], bool] | None = None,
+                       spacing: tuple[float, ...] | None = None) -> Prediction:
+        """Segment a (Z, Y, X) volume slice by slice, each slice seeing (j-1, j, j+1) as channels.
+
+        ``spacing``: the volume's (z, y, x) voxel spacing, if known (see :meth:`volume_shape`).
+        """
         if volume.ndim != 3:
             raise RamsegInputError(f"expected a 3D volume (Z, Y, X), got shape {volume.shape}")
         slices = torch.from_numpy(self._checked(volume_to_slices_25d, volume))
         depth, _, height, width = slices.shape
-        shape = working_shape(height, width, self.preprocess)
+        shape = self.volume_shape(height, width, spacing)
         # (C, Z, Y, X) from the start: the caller gets contiguous arrays, no final transpose copy.
         out = torch.empty((self.labels.out_channels, depth, height, width), dtype=torch.float32)
         step = self.batch_for(*shape)
@@ -221,7 +248,9 @@ class Predictor:
         return self._finish(out, postprocess)
 
     def predict(self, array: np.ndarray, postprocess: bool = False, is_volume: bool | None = None, **kwargs) -> Prediction:
-        """2D image or 3D volume; a 3D array whose last axis has 3 or 4 entries is taken as RGB(A)."""
+        """2D image or 3D volume; a 3D array whose last axis has 3 or 4 entries is taken as RGB(A).
+
+        ``kwargs`` (progress, cancelled, spacing) are for volumes; a 2D image ignores them."""
         if is_volume is None:
             is_volume = array.ndim == 3 and array.shape[-1] not in (3, 4)
         if is_volume:

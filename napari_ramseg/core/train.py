@@ -190,6 +190,8 @@ class Trainer:
         self.callbacks = callbacks or TrainCallbacks()
         self.extra_metadata = dict(extra_metadata or {})
         self.val_samples = list(val_samples)
+        self._train_samples = train_samples  # profiled once for model.json (_metadata)
+        self.source_profile = None  # what the sources look like (core/domain_fit.py); fine-tuning keeps its base's
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
         torch.manual_seed(config.seed)
@@ -382,7 +384,23 @@ class Trainer:
 
     # -- files -----------------------------------------------------------------------------------
     def _metadata(self, metrics: dict[str, Any] | None = None) -> ModelMetadata:
-        return ModelMetadata(self.config, self.domains, metrics or {}, self.extra_metadata)
+        if self.source_profile is None and any(self._train_samples.get(d) for d in self.domains):
+            from .domain_fit import calibrate, profile_domains
+
+            # once per run: the source domains' colour, 2D/3D, intensity and low-frequency style, and
+            # the fit threshold from the source-validation cases only (never a target domain)
+            samples = [s for d in self.domains for s in self._train_samples.get(d, ())]
+            profile = profile_domains(samples, self.config.preprocess, self.config.method.window_ratio)
+            self.source_profile = calibrate(profile, self.val_samples)
+        from .checkpoint import portable_command
+
+        extra = dict(self.extra_metadata)
+        for key in ("command", "resumed_with"):  # what was typed, without this machine's paths
+            if isinstance(extra.get(key), str):
+                extra[key] = portable_command(extra[key])
+            elif isinstance(extra.get(key), list):
+                extra[key] = [portable_command(c) if isinstance(c, str) else c for c in extra[key]]
+        return ModelMetadata(self.config, self.domains, metrics or {}, extra, self.source_profile)
 
     def _append_log(self, record: dict[str, Any]) -> None:
         if self.run_dir is None or not self.is_main:

@@ -19,7 +19,7 @@ from ..errors import RamsegInputError
 from . import distributed
 from .checkpoint import METADATA_NAME
 from .config import LabelScheme, MethodConfig, ModelConfig, PreprocessConfig, TrainConfig
-from .data import discover, load_samples, split_train_val
+from .data import cases_checksum, discover, load_samples, split_train_val
 from .sampling import resize_image, resize_mask, working_shape
 from .resume import RESUME_STATE, read_resume_state
 from .train import TrainCallbacks, TrainEvent, Trainer, TrainResult
@@ -84,7 +84,11 @@ def _at_working_scale(samples: list, preprocess: PreprocessConfig | None) -> lis
         if shape[0] < s.image.shape[-2] or shape[1] < s.image.shape[-1]:
             image = resize_image(torch.from_numpy(s.image), shape).numpy()
             mask = None if s.mask is None else resize_mask(torch.from_numpy(s.mask), shape).numpy()
-            s = replace(s, image=image, mask=mask)
+            spacing = s.spacing
+            if spacing is not None and len(spacing) >= 2:  # the spacing of the pixels kept
+                h, w = s.image.shape[-2:]
+                spacing = (*spacing[:-2], spacing[-2] * h / shape[0], spacing[-1] * w / shape[1])
+            s = replace(s, image=image, mask=mask, spacing=spacing)
         out.append(s)
     return out
 
@@ -113,8 +117,11 @@ def load_training_data(root: Path, fmt: str = "auto", domains: list[str] | None 
             by_domain[sample.domain].append(sample)
     val = [s for case in val_cases
            for s in _at_working_scale(load_samples([case], dataset.labels, dataset.format), preprocess)]
+    # the data by name and content, never by machine path (model.json files are shared between sites)
+    checksum, files = cases_checksum(root, train_cases + val_cases)
     description = {
-        "root": str(Path(root).resolve()), "format": dataset.format, "source_domains": sources,
+        "name": Path(root).resolve().name, "sha256": checksum, "files": files,
+        "format": dataset.format, "source_domains": sources,
         "target_domain": target,
         "train_cases": {d: sorted({s.name for s in v}) for d, v in by_domain.items()},
         "val_cases": sorted({f"{s.domain}/{s.name}" for s in val}),
