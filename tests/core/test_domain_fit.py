@@ -202,3 +202,25 @@ def test_training_on_volumes_records_the_working_spacing(tmp_path):
     assert predictor.volume_shape(40, 40, (3.0, 0.8, 0.8)) == (32, 32)
     assert fit_score(meta, _grey_volume((6, 40, 40), seed=5)).fits
     assert not fit_score(meta, np.random.default_rng(0).integers(0, 255, (40, 40, 3)).astype(np.uint8)).fits
+
+
+# -- real data (skipped without ../shared/data) -----------------------------------------------------
+
+def test_bundled_model_on_real_scans(shared_data):
+    from napari_ramseg.io import read_image
+    from napari_ramseg.models import bundled_model_path
+
+    meta = load_metadata(bundled_model_path())
+    assert meta.source_profile is not None and meta.source_profile.description == "colour fundus photographs"
+    assert "/work/main" not in (bundled_model_path() / "model.json").read_text()
+    assert "/shared/data" not in (bundled_model_path() / "model.json").read_text()
+    for key in meta.extra["data"]["val_cases"][:2] + meta.extra["data"]["val_cases"][-2:]:  # HRF and STARE
+        domain, name = key.split("/")
+        path = next((shared_data / "vessels" / domain / "images").glob(f"{name}.*"))
+        result = fit_score(meta, read_image(path).array)
+        assert result.fits, (path, result)
+    for path in (shared_data / "prostate_volume" / "Case00.nii.gz",
+                 next((shared_data / "prostate_slices" / "RUNMC" / "images").glob("*.png"))):
+        image = read_image(path)
+        result = fit_score(meta, image.array, image.is_volume)
+        assert not result.fits and "the model was trained on colour fundus photographs (HRF, STARE)" in result.differs
