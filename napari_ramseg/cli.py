@@ -209,7 +209,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         for source, target in pairs:
             image = read_image(source)
             with naming(source):
-                prediction = predictor.predict(image.array, postprocess=args.postprocess, is_volume=image.is_volume)
+                prediction = predictor.predict(image.array, postprocess=args.postprocess, is_volume=image.is_volume,
+                                               spacing=image.spacing)
+                fit = predictor.check_fit(image.array, is_volume=image.is_volume)
+            if not fit.fits:  # the mask is still written: the user decides what to make of it
+                bar.write(f"ramseg: warning: {source}: {fit.differs}", file=sys.stderr)
             written = write_labels(target, prediction.labels, like=image, overwrite=args.overwrite)
             bar.update(1)
             if len(pairs) == 1:

@@ -151,3 +151,29 @@ def test_evaluate_help_describes_every_option():
     assert evaluate.description
     for action in evaluate._actions:
         assert action.help, f"evaluate {action.option_strings} has no description"
+
+
+def test_predict_warns_when_the_scan_does_not_fit_the_model_and_still_writes_the_mask(
+        tiny_model, synthetic_data, tmp_path, capsys):
+    nib = pytest.importorskip("nibabel")
+    rng = np.random.default_rng(0)
+    volume = (500 + 800 * (rng.random((10, 40, 40)) > 0.7) + rng.normal(0, 50, (10, 40, 40))).astype(np.float32)
+    mri = tmp_path / "mri.nii.gz"
+    nib.save(nib.Nifti1Image(volume.transpose(2, 1, 0), np.diag([0.6, 0.6, 3.0, 1.0])), mri)
+    out = tmp_path / "mri_mask.nii.gz"
+    assert main(["predict", "--model", str(tiny_model), "--input", str(mri), "--output", str(out)]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and warnings[0].startswith(f"ramseg: warning: {mri}: grey 3D volume (fit ")
+    assert warnings[0].endswith("the model was trained on colour 2D images (siteA, siteB)")
+    assert out.exists()
+
+    # a folder: one line per file that does not fit, none for the model's own source images
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    source = synthetic_data / "siteA" / "images" / "case0.png"
+    (folder / "source.png").write_bytes(source.read_bytes())
+    Image.fromarray(np.array(Image.open(source)).mean(axis=-1).astype(np.uint8)).save(folder / "grey.png")
+    assert main(["predict", "--model", str(tiny_model), "--input", str(folder), "--output", str(tmp_path / "o")]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert warnings == [line for line in warnings if line.startswith(f"ramseg: warning: {folder / 'grey.png'}: ")]
+    assert len(warnings) == 1 and (tmp_path / "o" / "grey.png").exists() and (tmp_path / "o" / "source.png").exists()
