@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from qtpy.QtWidgets import QCheckBox, QFormLayout, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QCheckBox, QFormLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from ..errors import RamsegInputError
 from ._common import (
@@ -38,6 +38,7 @@ class SegmentRequest:
     model: Path
     device: str
     postprocess: bool
+    spacing: tuple[float, ...] | None = None  # a volume's (z, y, x) voxel spacing, when the layer knows it
 
 
 @dataclass
@@ -49,6 +50,7 @@ class SegmentResult:
     class_names: list[str]  # foreground names for mask values 1..K
     model: str
     device: str
+    fit_warning: str = ""  # what differs from the model's source domains ('' when the image fits)
 
 
 # What napari imports the first time a Labels layer is made (its features table, colour and label
@@ -81,6 +83,16 @@ def input_kind(layer: Any) -> str:
                            "expected a 2D image or a 3D volume")
 
 
+def layer_spacing(layer: Any) -> tuple[float, ...] | None:
+    """A volume layer's voxel spacing: its scale, when a reader set one (NIfTI does); None otherwise."""
+    scale = tuple(float(s) for s in layer.scale)
+    if len(scale) != 3 or getattr(layer, "rgb", False):
+        return None
+    if "nifti_header" in (layer.metadata or {}) or any(s != 1.0 for s in scale):
+        return scale
+    return None
+
+
 def segment_job(request: SegmentRequest):
     """The job: load (or reuse) the model, then segment the image or the volume slice by slice."""
 
@@ -93,12 +105,13 @@ def segment_job(request: SegmentRequest):
             prediction = predictor.predict_volume(
                 request.image, postprocess=request.postprocess,
                 progress=lambda done, total: control.report(done, total, f"slice {done}/{total}"),
-                cancelled=control.cancelled)
+                cancelled=control.cancelled, spacing=request.spacing)
         else:
             yield Progress(0, 0, f"segmenting on {predictor.device.type}…")
             prediction = predictor.predict_image(request.image, postprocess=request.postprocess)
         warm_layer_imports()
-        return SegmentResult(
+        fit = predictor.check_fit(request.image, is_volume=request.kind == "volume")
+        return SegmentResult(fit_warning=fit.differs,
             labels=prediction.labels, probabilities=prediction.probabilities, entropy=prediction.entropy,
             channel_names=list(prediction.channel_names), class_names=list(predictor.labels.names),
             model=str(request.model), device=str(predictor.device))
@@ -133,6 +146,11 @@ class SegmentWidget(QWidget):
             layout.addWidget(box)
         layout.addWidget(self.segment_button)
         layout.addWidget(self.runner)
+        self.fit_label = QLabel("")  # says when the image does not look like the model's source domains
+        self.fit_label.setWordWrap(True)
+        self.fit_label.setStyleSheet("color: #ffb347")
+        self.fit_label.setVisible(False)
+        layout.addWidget(self.fit_label)
         layout.addStretch(1)
 
         self.segment_button.clicked.connect(lambda: self.segment())
@@ -154,7 +172,8 @@ class SegmentWidget(QWidget):
                 raise RamsegInputError("no image layer to segment: open an image first")
             request = SegmentRequest(
                 image=layer_array(layer), kind=input_kind(layer), model=self.model_picker.model_path(),
-                device=self.device_combo.value(), postprocess=self.postprocess_box.isChecked())
+                device=self.device_combo.value(), postprocess=self.postprocess_box.isChecked(),
+                spacing=layer_spacing(layer))
         except RamsegInputError as exc:
             notify_error(str(exc))
             return None
@@ -165,7 +184,18 @@ class SegmentWidget(QWidget):
             description=f"segmenting '{layer.name}'…", run_sync=run_sync)
 
     # -- results ------------------------------------------------------------------------------
+    def show_fit(self, name: str, warning: str) -> None:
+        """The dock's fit line and a napari warning when the image does not fit the model; cleared when it does."""
+        self.fit_label.setText(f"⚠ '{name}': {warning}" if warning else "")
+        self.fit_label.setVisible(bool(warning))
+        if warning:
+            from napari.utils.notifications import show_warning
+
+            show_warning(f"'{name}' does not look like the model's training data: {warning}. "
+                         "The segmentation was made anyway; check it with care.")
+
     def _show(self, layer: Any, result: SegmentResult, want_probs: bool, want_entropy: bool) -> None:
+        self.show_fit(layer.name, result.fit_warning)
         base = layer.name
         geometry = {"scale": tuple(layer.scale), "translate": tuple(layer.translate)}
         source_meta = {k: v for k, v in layer.metadata.items() if k in ("affine", "nifti_header", "source_path")}
