@@ -209,8 +209,9 @@ def _unchanged(current: Any, value: Any) -> bool:
         return False
 
 
-def upsert_layer(viewer: Any, name: str, data: Any, layer_type: str, **kwargs: Any) -> Any:
-    """Update the layer called ``name`` in place (same type and dimensionality), or add a new one."""
+def upsert_layer(viewer: Any, name: str, data: Any, layer_type: str, below: Any = None, **kwargs: Any) -> Any:
+    """Update the layer called ``name`` in place (same type and dimensionality), or add a new one
+    (just beneath the layer ``below``, when that is given and in the viewer)."""
     from napari.layers import Layer
 
     existing = viewer.layers[name] if name in viewer.layers else None
@@ -237,6 +238,19 @@ def upsert_layer(viewer: Any, name: str, data: Any, layer_type: str, **kwargs: A
         index = viewer.layers.index(existing)
         viewer.layers.remove(existing)
     layer = Layer.create(data, {"name": name, **kwargs}, layer_type)
+    if index is None and below is not None and below in viewer.layers:
+        index = viewer.layers.index(below)
+        # a layer slid in beneath another stays unselected (napari selects every new layer, which
+        # switches the layer controls: tens of ms, and the user's selection is lost)
+        keep_selection = getattr(viewer.layers, "_activate_on_insert", None) is True
+        if keep_selection:
+            viewer.layers._activate_on_insert = False
+        try:
+            viewer.layers.insert(index, layer)
+        finally:
+            if keep_selection:
+                viewer.layers._activate_on_insert = True
+        return layer
     if index is None:
         viewer.add_layer(layer)
     else:

@@ -31,6 +31,9 @@ from ._models import release_accelerator_memory
 logger = logging.getLogger(__name__)
 
 SYNC_ENV = "RAMSEG_SYNC_WORKERS"
+# Between the steps of showing a result. Not 0: a chain of zero-timers can run back to back before
+# Qt delivers other timers and input, which is the stall this avoids (bench/speed.py, ui_max_stall_ms).
+STEP_DELAY_MS = 5
 
 
 def sync_workers() -> bool:
@@ -258,7 +261,7 @@ class JobRunner(QWidget):
         if self._steps is None:
             self._maybe_idle()
         elif not self._sync:
-            QTimer.singleShot(0, self._next_step_safely)
+            QTimer.singleShot(STEP_DELAY_MS, self._next_step_safely)
 
     def _next_step_safely(self) -> None:
         try:

@@ -38,7 +38,8 @@ from ._common import (
     upsert_layer,
     world_box,
 )
-from .segment import LABEL_COLORS, input_kind
+from ..palette import label_color
+from .segment import input_kind
 
 GAP = 0.04  # between tiles in a row, as a fraction of the tile size
 ROW_GAP = 0.15  # between the rows, room for the captions
@@ -135,7 +136,7 @@ class RestorationPreviewWidget(QWidget):
         step = size * (1 + np.array([ROW_GAP, GAP]))  # one tile plus a gap, (rows, columns) in world units
         meta = {PREVIEW_FLAG: True, "source_layer": layer.name}
         colors = {0: "transparent", None: "transparent"}
-        colors.update({i + 1: LABEL_COLORS[i % len(LABEL_COLORS)] for i in range(len(result.class_names))})
+        colors.update({i: label_color(i) for i in range(1, len(result.class_names) + 1)})
         mask_corner = origin + [0.0, step[1]]
         upsert_layer(viewer, MASK_LAYER, result.labels, "labels", scale=tuple(pixel), colormap=colors,
                      translate=tuple(mask_corner + 0.5 * pixel), metadata=meta)

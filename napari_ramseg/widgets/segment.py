@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,6 @@ from qtpy.QtWidgets import QCheckBox, QFormLayout, QLabel, QPushButton, QVBoxLay
 
 from ..errors import RamsegInputError
 from ._common import (
-    ORIGINAL_KEY,
     DeviceCombo,
     JobControl,
     JobRunner,
@@ -22,11 +22,8 @@ from ._common import (
     get_predictor,
     layer_array,
     notify_error,
-    upsert_layer,
 )
-
-# one colour per class value; the first is the binary case (vessel, blob, prostate, disc...)
-LABEL_COLORS = ("#00e5ff", "#ffd400", "#ff3df5", "#7cff4f", "#ff7b00", "#4f7bff", "#ff4f6d", "#b8ff4f")
+from ._segment_layers import show_result
 
 
 @dataclass
@@ -65,6 +62,13 @@ def warm_layer_imports() -> None:
             importlib.import_module(name)
         except ImportError:  # napari works without some of them; then there is nothing to warm
             pass
+    try:  # vispy's line dash patterns: pure numpy, computed once per process (lru_cache) when napari
+        # builds the first line visual (a Labels layer's polygon overlay): ~50-140 ms off the UI thread
+        from vispy.visuals.line.dash_atlas import DashAtlas
+
+        DashAtlas()
+    except Exception:  # noqa: BLE001 - only a warm-up
+        pass
 
 
 def input_kind(layer: Any) -> str:
@@ -194,30 +198,7 @@ class SegmentWidget(QWidget):
             show_warning(f"'{name}' does not look like the model's training data: {warning}. "
                          "The segmentation was made anyway; check it with care.")
 
-    def _show(self, layer: Any, result: SegmentResult, want_probs: bool, want_entropy: bool) -> None:
+    def _show(self, layer: Any, result: SegmentResult, want_probs: bool, want_entropy: bool) -> Iterator[None]:
         self.show_fit(layer.name, result.fit_warning)
-        base = layer.name
-        geometry = {"scale": tuple(layer.scale), "translate": tuple(layer.translate)}
-        source_meta = {k: v for k, v in layer.metadata.items() if k in ("affine", "nifti_header", "source_path")}
-        if want_probs:
-            for c, name in enumerate(result.channel_names):
-                if name == "background":
-                    continue
-                upsert_layer(self.viewer, f"{base} probability: {name}", result.probabilities[c], "image",
-                             colormap="magma", contrast_limits=(0.0, 1.0), blending="additive", **geometry)
-        if want_entropy:
-            upsert_layer(self.viewer, f"{base} uncertainty", result.entropy, "image", colormap="viridis",
-                         contrast_limits=(0.0, 1.0), blending="additive", **geometry)
-        class_names = ["background", *result.class_names]
-        colors = {0: "transparent", None: "transparent"}
-        colors.update({i + 1: LABEL_COLORS[i % len(LABEL_COLORS)] for i in range(len(result.class_names))})
-        upsert_layer(
-            self.viewer, f"{base} segmentation", result.labels, "labels", opacity=0.7, colormap=colors,
-            features={"index": list(range(len(class_names))), "class": class_names},
-            metadata={**source_meta, "class_names": {str(i): n for i, n in enumerate(class_names) if i},
-                      "model": result.model, "device": result.device,
-                      ORIGINAL_KEY: result.labels.copy()},  # kept apart from the data the user paints
-            **geometry)
-        counts = np.bincount(result.labels.ravel(), minlength=len(class_names))
-        share = ", ".join(f"{n} {100 * counts[i] / result.labels.size:.1f}%" for i, n in enumerate(class_names) if i)
-        self.runner.status.setText(f"done on {result.device}: {share}")
+        # one layer per event-loop tick (JobRunner runs the steps), edited labels kept: _segment_layers
+        return show_result(self.viewer, layer, result, want_probs, want_entropy, self.runner.status.setText)

@@ -187,3 +187,71 @@ def test_model_picker_names_the_bundled_model_and_says_what_a_model_is(widget, t
     picker.set_model(tiny_model)
     assert picker.bundled_name() is None and picker.model_path() == tiny_model
     assert picker.summary.text() == "blob · trained on siteA + siteB"
+
+
+def test_zero_uncertainty_is_transparent_and_labels_stay_on_top(widget):
+    viewer = widget.viewer
+    image = viewer.add_image(_blob_image(rgb=True), name="photo")
+    widget.image_combo.set_layer(image)
+    widget.probabilities_box.setChecked(True)
+    widget.uncertainty_box.setChecked(True)
+    widget.segment(run_sync=True)
+    unc = viewer.layers["photo uncertainty"]
+    rgba = np.asarray(unc.colormap.map(np.array([0.0, 0.05, 0.3, 1.0])))
+    assert rgba[0, 3] == 0.0  # certain pixels add nothing: no purple canvas
+    assert 0.0 < rgba[1, 3] < 0.5 and rgba[2, 3] > 0.99 and rgba[3, 3] == 1.0
+    assert unc.blending == "translucent"
+    names = [layer.name for layer in viewer.layers]
+    assert names[0] == "photo" and names[-1] == "photo segmentation"  # labels above the maps
+    assert viewer.layers.selection.active is viewer.layers["photo segmentation"]
+
+
+def test_resegmenting_keeps_a_painted_labels_layer(widget, notifications):
+    viewer = widget.viewer
+    image = viewer.add_image(_blob_image(), name="grey")
+    widget.image_combo.set_layer(image)
+    widget.segment(run_sync=True)
+    widget.segment(run_sync=True)  # unedited: updated in place
+    assert [n for n in (lyr.name for lyr in viewer.layers) if "segmentation" in n] == ["grey segmentation"]
+    painted = viewer.layers["grey segmentation"]
+    painted.data[:5, :5] = 1 - painted.data[:5, :5]  # the user's brush
+    painted.refresh()
+    edits = painted.data.copy()
+    widget.segment(run_sync=True)
+    np.testing.assert_array_equal(viewer.layers["grey segmentation"].data, edits)  # kept
+    assert "grey segmentation 2" in viewer.layers
+    assert "holds your edits" in widget.runner.status.text()
+    assert any("grey segmentation 2" in m for m in notifications())
+    widget.segment(run_sync=True)  # the new, unedited one is the one updated from now on
+    assert "grey segmentation 3" not in viewer.layers
+
+
+def test_result_layers_are_added_one_per_event_loop_tick(qtbot):
+    """JobRunner runs a generator on_result one step per tick, and stays busy until the last."""
+    from qtpy.QtCore import QTimer
+
+    runner = _common.JobRunner()
+    qtbot.addWidget(runner)
+    order = []
+
+    def job(control):
+        yield _common.Progress(0, 0, "working")
+        return 3
+
+    def show(n):
+        for i in range(n):
+            order.append(f"step {i}")
+            QTimer.singleShot(0, lambda i=i: order.append(f"tick after {i}"))
+            yield
+        order.append("done")
+
+    runner.start(job, on_result=show, run_sync=False)
+    qtbot.waitUntil(lambda: "done" in order and not runner.busy, timeout=WAIT_MS)
+    assert runner.last_outcome == "done"
+    # the event loop ran between the steps (a step's zero-timer fired before the next step)
+    assert order.index("tick after 0") < order.index("step 1")
+    assert order.index("tick after 1") < order.index("step 2")
+    # synchronous runs (scripts, the demo) show everything before start() returns
+    order.clear()
+    runner.start(job, on_result=show, run_sync=True)
+    assert order[:4] == ["step 0", "step 1", "step 2", "done"] and not runner.busy
