@@ -15,14 +15,11 @@ partner images is the one slow step and runs in a background job.
 
 from __future__ import annotations
 
-import contextlib
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QComboBox,
@@ -39,98 +36,37 @@ from qtpy.QtWidgets import (
 )
 
 from ..core.config import MethodConfig
-from ..core.preprocess import to_model_channels
-from ..core.ram import amplitude_mixup, log_amplitude_spectrum, window_bounds
+from ..core.ram import log_amplitude_spectrum
 from ..core.sampling import resize_image
 from ..errors import RamsegInputError
 from ._common import (
-    PREVIEW_FLAG,
     JobControl,
     JobRunner,
     LayerChecklist,
     LayerCombo,
     Progress,
-    add_captions,
     displayed_plane,
     notify_error,
-    upsert_layer,
-    world_box,
+)
+from ._mixup_canvas import MixupCanvas
+from ._mixup_tiles import (  # noqa: F401 - PREVIEW_SIZE, preview_shape, mosaic: part of this module's API
+    PREVIEW_SIZE,
+    PreviewImage,
+    _fingerprint,
+    mix_tiles,
+    mosaic,
+    preview_shape,
+    single_threaded,
+    to_preview,
 )
 
-PREVIEW_SIZE = 256  # long side of the preview, in pixels: the scale the model is trained at
 DEBOUNCE_MS = 50
-GAP = 0.04  # space between tiles, as a fraction of the tile size
-ROW_GAP = 0.15  # space between the mosaic and the spectra row, room for the captions
+MAX_SAMPLES = 8  # partners shown at most (the first images of a folder)
+LAM_HELP = ("λ is the image's own share of the low-frequency amplitude inside the window L: "
+            "λ = 1 gives the original back, λ = 0 takes the partner's amplitude (its colour and contrast, "
+            "its \"style\") and keeps the image's phase (its anatomy). Training draws λ at random.")
 SOURCE_LAYERS = "other image layers"
 SOURCE_FOLDER = "folder of images"
-
-
-@dataclass
-class PreviewImage:
-    """An image at preview resolution: normalised model channels and its log-amplitude spectrum."""
-
-    name: str
-    tensor: torch.Tensor  # (3, h, w) float32 in [-1, 1]
-    spectrum: np.ndarray | None = None  # (h, w)
-
-
-def preview_shape(height: int, width: int, size: int = PREVIEW_SIZE) -> tuple[int, int]:
-    scale = min(1.0, size / max(height, width))
-    return max(1, round(height * scale)), max(1, round(width * scale))
-
-
-def to_preview(image: np.ndarray, shape: tuple[int, int] | None = None, size: int = PREVIEW_SIZE) -> torch.Tensor:
-    """A 2D grey/colour image -> (3, h, w) in [-1, 1] at the preview scale (or at ``shape``)."""
-    image = np.asarray(image)
-    target = shape or preview_shape(image.shape[0], image.shape[1], size)
-    # cheap stride-subsampling first so that huge photographs do not stall the UI, then antialiased resize
-    step = max(1, min(image.shape[0] // (2 * target[0]), image.shape[1] // (2 * target[1])))
-    if step > 1:
-        image = image[::step, ::step]
-    try:
-        channels = to_model_channels(image, 3)
-    except ValueError as exc:
-        raise RamsegInputError(str(exc)) from None
-    return resize_image(torch.from_numpy(channels), target)
-
-
-@contextlib.contextmanager
-def single_threaded():
-    """One intra-op thread for the preview's small FFTs: several threads only add start-up and
-    contention cost at 256 px (3-7x slower on a busy 2-core machine). Restored afterwards."""
-    before = torch.get_num_threads()
-    if before > 1:
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        if before > 1:
-            torch.set_num_threads(before)
-
-
-def _fingerprint(plane: np.ndarray) -> int:
-    """A cheap hash of about 4096 evenly spread pixels: tells a changed image from a cached one."""
-    step = max(1, int(np.sqrt(plane.shape[0] * plane.shape[1] / 4096)))
-    return hash(np.ascontiguousarray(plane[::step, ::step]).tobytes())
-
-
-def mix_tiles(original: torch.Tensor, partners: list[torch.Tensor], lam: float, window_ratio: float) -> torch.Tensor:
-    """(1 + k, 3, h, w): the original, then its mixup with each partner (resized to its size)."""
-    shape = tuple(original.shape[-2:])
-    if not partners:
-        return original[None]
-    stack = torch.stack([resize_image(p, shape) for p in partners])
-    mixed = amplitude_mixup(original[None].expand_as(stack), stack, lam, window_ratio)
-    return torch.cat([original[None], mixed])
-
-
-def mosaic(tiles: np.ndarray, gap: int, fill: float = 0.0) -> np.ndarray:
-    """Tiles (n, h, w[, c]) side by side with ``gap`` pixels between them."""
-    n, h, w = tiles.shape[:3]
-    out = np.full((h, n * w + (n - 1) * gap, *tiles.shape[3:]), fill, dtype=tiles.dtype)
-    for i in range(n):
-        out[:, i * (w + gap): i * (w + gap) + w] = tiles[i]
-    return out
 
 
 class MixupPreviewWidget(QWidget):
@@ -154,10 +90,16 @@ class MixupPreviewWidget(QWidget):
         for label in (self.ratio_label, self.lam_label):
             label.setMinimumWidth(36)
         self.samples_spin = QSpinBox()
-        self.samples_spin.setRange(1, 8)
+        self.samples_spin.setRange(1, MAX_SAMPLES)
         self.samples_spin.setValue(3)
         self.samples_spin.setToolTip(
-            "How many partners (checked layers, or the first images of the folder) to mix with")
+            "How many partners (checked layers, or the first images of the folder) to mix with; "
+            "at most the number of partners there are")
+        self.lam_help = QLabel(LAM_HELP)
+        self.lam_help.setWordWrap(True)
+        self.lam_help.setStyleSheet("color: #9aa4b1;")
+        self.legend = QLabel("")  # the partners' full names, under the numbers the captions use
+        self.legend.setWordWrap(True)
         self.preview_button = QPushButton("Preview")
         self.status = QLabel("")
         self.status.setWordWrap(True)
@@ -179,11 +121,13 @@ class MixupPreviewWidget(QWidget):
         form.addRow("", self.partner_list)
         form.addRow("", self.folder_box)
         form.addRow("window L", self._with_label(self.ratio_slider, self.ratio_label))
-        form.addRow("λ (lam)", self._with_label(self.lam_slider, self.lam_label))
+        form.addRow("λ (own share)", self._with_label(self.lam_slider, self.lam_label))
+        form.addRow("", self.lam_help)
         form.addRow("samples", self.samples_spin)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.preview_button)
+        layout.addWidget(self.legend)
         layout.addWidget(self.status)
         layout.addStretch(1)
 
@@ -194,7 +138,8 @@ class MixupPreviewWidget(QWidget):
         self._cache: dict[Any, PreviewImage] = {}
         self._folder_partners: list[PreviewImage] = []
         self._folder_loaded: str | None = None
-        self._spectra_key: tuple | None = None
+        self.canvas = MixupCanvas(napari_viewer)
+        napari_viewer.camera.events.zoom.connect(self.canvas.refit_captions)
         self.last_update_ms: float | None = None
         self.last_tiles: np.ndarray | None = None  # (1 + k, h, w, 3) in [0, 1], for tests and scripting
 
@@ -206,7 +151,7 @@ class MixupPreviewWidget(QWidget):
         for slider in (self.ratio_slider, self.lam_slider):
             slider.valueChanged.connect(self._values_changed)
         self.samples_spin.valueChanged.connect(self.schedule_update)
-        self.partner_list.itemChanged.connect(self.schedule_update)
+        self.partner_list.itemChanged.connect(self._partners_changed)
         self._source_changed()
         self._values_changed()
 
@@ -231,11 +176,35 @@ class MixupPreviewWidget(QWidget):
         folder = self.source_combo.currentText() == SOURCE_FOLDER
         self.partner_list.setVisible(not folder)
         self.folder_box.setVisible(folder)
-        self.schedule_update()
+        self._partners_changed()
 
     def _image_changed(self, *_: Any) -> None:
         self.partner_list.refresh()
+        self._partners_changed()
+
+    def _partners_changed(self, *_: Any) -> None:
+        self._update_samples_limit()
         self.schedule_update()
+
+    def _available_partners(self) -> int:
+        if self.source_combo.currentText() == SOURCE_FOLDER:
+            return len(self._folder_partners) if self._folder_loaded else MAX_SAMPLES
+        image = self.image_combo.currentText()
+        return sum(1 for name in self.partner_list.checked_names() if name != image)
+
+    def _update_samples_limit(self) -> None:
+        """'samples' never exceeds the partners there are; at its maximum it follows new partners."""
+        spin = self.samples_spin
+        n = min(MAX_SAMPLES, max(1, self._available_partners()))
+        old_max, value = spin.maximum(), spin.value()
+        spin.setSuffix(f" of {n}")
+        if n == old_max:
+            return
+        spin.blockSignals(True)
+        spin.setMaximum(n)  # Qt lowers the value with it
+        if n > old_max and value == old_max:
+            spin.setValue(n)
+        spin.blockSignals(False)
 
     def _values_changed(self, *_: Any) -> None:
         self.ratio_label.setText(f"{self.window_ratio:.2f}")
@@ -291,9 +260,9 @@ class MixupPreviewWidget(QWidget):
         return cached
 
     def load_folder(self, run_sync: bool | None = None) -> Any:
-        """Read the first ``samples`` images of the partner folder in the background."""
+        """Read the first ``MAX_SAMPLES`` images of the partner folder in the background."""
         folder = Path(self.folder_edit.text().strip()).expanduser()
-        count = self.samples_spin.value()
+        count = MAX_SAMPLES  # 'samples' then picks among them without reading the folder again
 
         def job(control: JobControl):
             from ..io import is_supported, read_image
@@ -318,6 +287,7 @@ class MixupPreviewWidget(QWidget):
             self._folder_loaded = str(folder)
             self._cache.clear()
             self.runner.status.setText(f"{len(partners)} partner images loaded")
+            self._update_samples_limit()
             self.update_preview()
 
         return self.runner.start(job, on_result=done, description=f"reading {folder}", run_sync=run_sync)
@@ -351,6 +321,7 @@ class MixupPreviewWidget(QWidget):
     def update_preview(self, notify: bool = False) -> bool:
         """Recompute the mosaic, spectra and window now; returns False (and says why) if it cannot."""
         start = time.perf_counter()
+        self._update_samples_limit()
         try:
             layer = self.image_combo.current_layer()
             if layer is None:
@@ -370,70 +341,12 @@ class MixupPreviewWidget(QWidget):
         self.last_tiles = display
         self._show(layer, original, partners, display)
         self.last_update_ms = 1000 * (time.perf_counter() - start)
-        self.status.setText(f"L = {self.window_ratio:.2f}, λ = {self.lam:.2f}, {len(partners)} partner(s); "
+        lam = self.lam
+        self.status.setText(f"L = {self.window_ratio:.2f}, λ = {lam:.2f} ({100 * lam:.0f} % the image's own "
+                            f"amplitude, {100 * (1 - lam):.0f} % the partner's), {len(partners)} partner(s); "
                             f"updated in {self.last_update_ms:.0f} ms")
         return True
 
     def _show(self, layer: Any, original: PreviewImage, partners: list[PreviewImage], display: np.ndarray) -> None:
-        """Put the results on the canvas, touching only what changed (each napari update costs a redraw)."""
-        viewer = self.viewer
-        active = viewer.layers.selection.active
-        h, w = display.shape[1:3]
-        gap = max(2, round(GAP * max(h, w)))
-        origin, size = world_box(layer)
-        scale = size / np.array([h, w])  # one preview pixel in world units: tiles match the image's size
-        left = origin[1] + size[1] + gap * scale[1]
-        top_row = np.array([origin[0] + 0.5 * scale[0], left + 0.5 * scale[1]])
-        row_step = h + max(gap, round(ROW_GAP * h))
-        bottom_row = top_row + np.array([row_step * scale[0], 0.0])
-        geometry = {"scale": tuple(scale), "translate": tuple(top_row)}
-        spectra_geometry = {"scale": tuple(scale), "translate": tuple(bottom_row)}
-        meta = {PREVIEW_FLAG: True}
-        name = layer.name
-        n = 1 + len(partners)
-
-        upsert_layer(viewer, f"mixup: {name}", mosaic(display, gap), "image", rgb=True,
-                     contrast_limits=(0.0, 1.0), metadata=meta, **geometry)
-
-        # spectra depend only on the images, not on L or lam: rebuilt when the images change
-        spectra_name = f"spectra: {name}"
-        spectra_key = (id(original), *[id(p) for p in partners], tuple(scale), tuple(bottom_row))
-        if spectra_name not in viewer.layers or self._spectra_key != spectra_key:
-            spectra = np.stack([original.spectrum, *[p.spectrum for p in partners]])
-            lo, hi = np.percentile(spectra, (1, 99.8))
-            upsert_layer(viewer, spectra_name, mosaic(spectra, gap, fill=float(lo)), "image", colormap="inferno",
-                         contrast_limits=(float(lo), float(hi)), metadata=meta, **spectra_geometry)
-            self._spectra_key = spectra_key
-
-        r0, r1, c0, c1 = window_bounds(h, w, self.window_ratio)
-        rects = [np.array([[r0 - 0.5, i * (w + gap) + c0 - 0.5], [r1 - 0.5, i * (w + gap) + c1 - 0.5]])
-                 for i in range(n)]
-        shapes_name = f"mixing window: {name}"
-        shapes = viewer.layers[shapes_name] if shapes_name in viewer.layers else None
-        if shapes is not None and shapes.nshapes == n:
-            boxes = [np.array([d.min(axis=0), d.max(axis=0)]) for d in shapes.data]
-            if not all(np.allclose(a, b) for a, b in zip(boxes, rects)):
-                shapes.data = [(r, "rectangle") for r in rects]
-            for key, value in spectra_geometry.items():
-                if not np.allclose(getattr(shapes, key), value):
-                    setattr(shapes, key, value)
-        else:
-            if shapes is not None:
-                viewer.layers.remove(shapes)
-            viewer.add_shapes(rects, shape_type="rectangle", name=shapes_name, edge_color="cyan",
-                              face_color="transparent", edge_width=max(1.0, h / 128), metadata=meta,
-                              **spectra_geometry)
-
-        step = (w + gap) * scale[1]
-        corner = np.array([origin[0], left])
-        below = corner + np.array([row_step * scale[0], 0.0])
-        positions = [corner + [0, i * step] for i in range(n)] + [below + [0, i * step] for i in range(n)]
-        texts = ["original"] + [f"λ={self.lam:.2f} · {_short(p.name)}" for p in partners]
-        texts += ["|F| original"] + [f"|F| {_short(p.name)}" for p in partners]
-        add_captions(viewer, f"mixup captions: {name}", positions, texts, size=9)
-        if active is not None and active in viewer.layers:
-            viewer.layers.selection.active = active
-
-
-def _short(name: str, limit: int = 14) -> str:
-    return name if len(name) <= limit else name[: limit - 1] + "…"
+        self.canvas.show(layer, original, partners, display, self.window_ratio)
+        self.legend.setText("partners: " + ", ".join(f"{i} · {p.name}" for i, p in enumerate(partners, 1)))

@@ -73,8 +73,11 @@ def test_mixup_changes_the_image_and_lam_one_gives_it_back(mixup):
     np.testing.assert_allclose(corners[:, 0].min() + 0.5, r0)
     np.testing.assert_allclose(corners[:, 0].max() + 0.5, r1)
     np.testing.assert_allclose(corners[:, 1].min() + 0.5, c0)
-    assert list(viewer.layers["mixup captions: photo"].features["caption"]) == [
-        "original", "λ=1.00 · other site", "|F| original", "|F| other site"]
+    full, shown = mixup.canvas.caption_texts()
+    assert full == ["original", "1 · other site", "|F| original", "|F| 1"]
+    assert list(viewer.layers["mixup captions: photo"].features["caption"]) == shown
+    assert all(s == f or (s.endswith("…") and f.startswith(s[:-1])) for s, f in zip(shown, full))
+    assert "1 · other site" in mixup.legend.text()
     # preview layers are not offered as inputs or partners
     assert "mixup: photo" not in [mixup.image_combo.itemText(i) for i in range(mixup.image_combo.count())]
 
@@ -99,14 +102,52 @@ def test_several_partners_from_a_folder(mixup, tmp_path, qtbot):
     for i, tint in enumerate([(0.2, 0.2, 1.0), (1.0, 1.0, 0.1), (0.5, 1.0, 0.5)]):
         Image.fromarray(_fundus_like((64, 64), tint=tint, seed=i)).save(tmp_path / f"p{i}.png")
     (tmp_path / "notes.txt").write_text("not an image")
-    mixup.set_params(samples=2, lam=0.0)
     mixup.set_partners(tmp_path)
+    mixup.set_params(samples=2, lam=0.0)
     mixup.load_folder(run_sync=False)
     qtbot.waitUntil(lambda: not mixup.runner.busy, timeout=WAIT_MS)
     assert mixup.runner.last_outcome == "done"
     assert mixup.last_tiles.shape[0] == 3  # original + the first two images of the folder
     assert not np.allclose(mixup.last_tiles[1], mixup.last_tiles[2])
     assert mixup.viewer.layers["mixing window: photo"].nshapes == 3
+    assert mixup.samples_spin.maximum() == 3  # the folder holds three images
+
+
+def test_samples_never_exceed_the_partners_and_three_captions_do_not_collide(mixup):
+    viewer = mixup.viewer
+    for i, tint in enumerate([(0.2, 0.2, 1.0), (1.0, 1.0, 0.1)]):
+        viewer.add_image(_fundus_like((50, 70), tint=tint, seed=5 + i), name=f"scanner {i} of another site")
+    mixup.set_partners(["other site", "scanner 0 of another site", "scanner 1 of another site"])
+    mixup.set_params(samples=3)
+    assert mixup.update_preview()
+    assert mixup.samples_spin.maximum() == 3 and mixup.samples_spin.value() == 3
+    assert mixup.last_tiles.shape[0] == 4
+    mixup.set_params(samples=8)
+    assert mixup.samples_spin.value() == 3  # clamped to the three partners
+    mixup.set_partners(["other site", "scanner 0 of another site"])
+    assert mixup.samples_spin.value() == 2 and mixup.samples_spin.maximum() == 2
+
+    mixup.set_partners(["other site", "scanner 0 of another site", "scanner 1 of another site"])
+    assert mixup.samples_spin.value() == 3  # at its maximum, it follows a new partner
+    assert mixup.update_preview()
+    from napari_ramseg.widgets._mixup_tiles import CAPTION_CHAR_PX
+
+    mosaic = viewer.layers["mixup: photo"]
+    for zoom in (viewer.camera.zoom, viewer.camera.zoom / 4):
+        viewer.camera.zoom = zoom  # zooming out re-cuts the captions to their tiles
+        tile_px = mixup.last_tiles.shape[2] * mosaic.scale[1] * zoom
+        full, shown = mixup.canvas.caption_texts()
+        assert len(full) == 8 and full[3] == "3 · scanner 1 of another site"
+        assert all(len(text) * CAPTION_CHAR_PX <= tile_px or len(text) == 1 for text in shown)
+    assert "3 · scanner 1 of another site" in mixup.legend.text()
+
+
+def test_the_dock_says_what_lambda_means(mixup):
+    text = mixup.lam_help.text()
+    assert "λ = 1 gives the original back" in text and "own share" in text
+    mixup.set_params(lam=0.3)
+    assert mixup.update_preview()
+    assert "30 % the image's own amplitude, 70 % the partner's" in mixup.status.text()
 
 
 def test_mixup_without_partner_says_why(mixup, notifications):
