@@ -52,7 +52,7 @@ def backfill(model: Path, data_root: Path, description: str | None) -> dict:
                              "is this the data the model was trained on?")
     samples = [s for d in data.domains for s in data.train[d]]
     profile = calibrate(profile_domains(samples, cfg.preprocess, cfg.method.window_ratio, description=description),
-                        data.val)
+                        data.val, cfg.preprocess)
     raw["data"] = {**{k: v for k, v in recorded.items() if k != "root"}, **data.description}
     if isinstance(raw.get("command"), str):
         raw["command"] = portable_command(raw["command"])

@@ -391,7 +391,7 @@ class Trainer:
             # the fit threshold from the source-validation cases only (never a target domain)
             samples = [s for d in self.domains for s in self._train_samples.get(d, ())]
             profile = profile_domains(samples, self.config.preprocess, self.config.method.window_ratio)
-            self.source_profile = calibrate(profile, self.val_samples)
+            self.source_profile = calibrate(profile, self.val_samples, self.config.preprocess)
         from .checkpoint import portable_command
 
         extra = dict(self.extra_metadata)
