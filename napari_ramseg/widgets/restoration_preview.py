@@ -1,14 +1,18 @@
 """Restoration preview: the DSIR decoder's image for every source domain of a model, next to the
-input and the predicted mask.
+input, the input blurred to the decoder's scale, and the predicted mask.
 
 Layout on the canvas, beside and below the chosen image (nothing is drawn over it)::
 
-    [image]                    [predicted mask]
-    [restored as <domain 1>]   [restored as <domain 2>]  ...
+    [image]                     [predicted mask]
+    [input, blurred to 1/16]    [restored as <domain 1>]   [restored as <domain 2>]  ...
 
 For a volume, the slice under the viewer's current position is used (with its 2.5D neighbours).
-The restoration decoder is trained to rebuild each domain's images from the shared bottleneck, so
-these images show how much of the input's anatomy and style the encoder keeps.
+
+What it shows, honestly: the decoder sees only the encoder's bottleneck, 1/16 of the working
+resolution, with no skip connections (by design: it regularises the encoder during training and is
+never used to segment). Fine structure such as vessels cannot pass through it, so a restoration is
+a blurred field: the colour, brightness and coarse layout that each source domain's style gives this
+image. The blurred input beside the restorations is what "perfect" would look like at that scale.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from qtpy.QtWidgets import QFormLayout, QPushButton, QVBoxLayout, QWidget
+import torch.nn.functional as F
+from qtpy.QtWidgets import QFormLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from ..core.preprocess import volume_to_slices_25d
 from ..errors import RamsegInputError
@@ -44,14 +49,43 @@ from .segment import input_kind
 GAP = 0.04  # between tiles in a row, as a fraction of the tile size
 ROW_GAP = 0.15  # between the rows, room for the captions
 MASK_LAYER = "predicted mask (restoration preview)"
+LOW_PASS_LAYER = "input at the decoder's scale (restoration preview)"
+EXPLANATION = (
+    "The restoration decoder rebuilds the image from the encoder's deepest features alone: 1/16 of the "
+    "resolution, no skip connections. Fine anatomy (vessels) cannot pass through it, so each tile shows "
+    "the colour, brightness and coarse layout that one source domain's style gives this image. The first "
+    "tile of the lower row is the input blurred to the same 1/16 scale: what a perfect restoration would be. "
+    "Training uses this branch to make the encoder keep the image's content; segmenting never uses it.")
 
 
 @dataclass
 class RestorationResult:
     restored: dict[str, np.ndarray]  # domain -> (h, w, 3) or (h, w) in [0, 1]
     labels: np.ndarray  # (H, W) class indices of the input plane
+    low_pass: np.ndarray  # the decoder's input image averaged over its bottleneck cells, like ``restored``
     class_names: list[str]
     slice_index: int | None
+    factor: int = 16  # the bottleneck's downsampling
+
+
+def to_display(out: np.ndarray) -> np.ndarray:
+    """(C, h, w) in [-1, 1] -> (h, w, 3) or (h, w) in [0, 1]."""
+    rgb = ((np.moveaxis(out, 0, -1) + 1.0) / 2.0).clip(0.0, 1.0).astype(np.float32)
+    return rgb[..., 0] if rgb.shape[-1] == 1 else rgb
+
+
+def low_pass(image: np.ndarray, shape: tuple[int, int], factor: int, in_channels: int) -> np.ndarray:
+    """The network's normalised input at ``shape``, averaged over ``factor`` x ``factor`` cells (the
+    bottleneck's grid) and smoothly upsampled again: (C, h, w) in [-1, 1]."""
+    from ..core.preprocess import to_model_channels
+    from ..core.sampling import resize_image
+
+    try:
+        x = resize_image(torch.from_numpy(to_model_channels(image, in_channels)), shape)[None]
+    except ValueError as exc:
+        raise RamsegInputError(str(exc)) from None
+    small = F.avg_pool2d(x, factor, ceil_mode=True)
+    return F.interpolate(small, size=shape, mode="bilinear", align_corners=False)[0].numpy()
 
 
 def restoration_job(image: np.ndarray, kind: str, z: int | None, model: Path, device: str):
@@ -65,18 +99,20 @@ def restoration_job(image: np.ndarray, kind: str, z: int | None, model: Path, de
         if kind == "volume":
             triple = volume_to_slices_25d(image)[z]  # (3, H, W): slices z-1, z, z+1, normalised over the volume
             yield Progress(0, 0, f"restoring slice {z}…")
-            restored = predictor.restore(np.moveaxis(triple, 0, -1))
+            source = np.moveaxis(triple, 0, -1)
+            restored = predictor.restore(source)
             probs = predictor.predict_prepared(torch.from_numpy(triple))
             labels = labels_from_probabilities(probs, predictor.labels, predictor.threshold)
         else:
             yield Progress(0, 0, "restoring…")
+            source = image
             restored = predictor.restore(image)
             labels = predictor.predict_image(image).labels
-        display = {}
-        for domain, out in restored.items():
-            rgb = ((np.moveaxis(out, 0, -1) + 1.0) / 2.0).clip(0.0, 1.0).astype(np.float32)
-            display[domain] = rgb[..., 0] if rgb.shape[-1] == 1 else rgb
-        return RestorationResult(display, labels, list(predictor.labels.names), z)
+        display = {domain: to_display(out) for domain, out in restored.items()}
+        factor = int(predictor.model.stride)
+        shape = tuple(next(iter(restored.values())).shape[-2:])
+        blurred = low_pass(source, shape, factor, predictor.metadata.config.model.in_channels)
+        return RestorationResult(display, labels, to_display(blurred), list(predictor.labels.names), z, factor)
 
     return job
 
@@ -92,6 +128,9 @@ class RestorationPreviewWidget(QWidget):
         self.device_combo = DeviceCombo()
         self.run_button = QPushButton("Restore")
         self.runner = JobRunner()
+        self.explanation = QLabel(EXPLANATION)
+        self.explanation.setWordWrap(True)
+        self.explanation.setStyleSheet("color: #9aa4b1;")
         form = QFormLayout()
         form.addRow("image", self.image_combo)
         form.addRow("model", self.model_picker)
@@ -100,6 +139,7 @@ class RestorationPreviewWidget(QWidget):
         layout.addLayout(form)
         layout.addWidget(self.run_button)
         layout.addWidget(self.runner)
+        layout.addWidget(self.explanation)
         layout.addStretch(1)
         self.run_button.clicked.connect(lambda: self.restore())
         self.runner.busy_changed.connect(lambda busy: self.run_button.setEnabled(not busy))
@@ -144,19 +184,22 @@ class RestorationPreviewWidget(QWidget):
                  and lyr.name[len("restored as "):] not in result.restored]
         for old in stale:
             viewer.layers.remove(old)
-        # first row: the input and its mask; second row: one restoration per source domain
+        # first row: the input and its mask; second row: the blurred input, then one restoration per domain
+        tiles = {LOW_PASS_LAYER: result.low_pass, **{f"restored as {d}": im for d, im in result.restored.items()}}
         corners = [mask_corner]
-        for i, (domain, image) in enumerate(result.restored.items()):
+        for i, (name, image) in enumerate(tiles.items()):
             h, w = image.shape[:2]
             scale = size / np.array([h, w])
             corner = origin + [step[0], i * step[1]]
-            upsert_layer(viewer, f"restored as {domain}", image, "image", rgb=image.ndim == 3,
-                         scale=tuple(scale), translate=tuple(corner + 0.5 * scale), contrast_limits=(0.0, 1.0),
-                         metadata=meta)
+            upsert_layer(viewer, name, image, "image", rgb=image.ndim == 3, scale=tuple(scale),
+                         translate=tuple(corner + 0.5 * scale), contrast_limits=(0.0, 1.0), metadata=meta)
             corners.append(corner)
         where = "" if result.slice_index is None else f" (slice {result.slice_index})"
         add_captions(viewer, "restoration captions", corners,
-                     [f"predicted mask{where}", *[f"restored as {d}" for d in result.restored]])
+                     [f"predicted mask{where}", f"input, blurred to 1/{result.factor}",
+                      *[f"restored in {d}'s style" for d in result.restored]])
         if active is not None and active in viewer.layers:
             viewer.layers.selection.active = active
-        self.runner.status.setText(f"{len(result.restored)} source domains restored{where}")
+        self.runner.status.setText(
+            f"{len(result.restored)} source domains restored{where}, from the 1/{result.factor} bottleneck: "
+            "colour and coarse layout, not fine detail (see below)")

@@ -9,7 +9,7 @@ from PIL import Image
 from napari_ramseg.core.ram import window_bounds
 from napari_ramseg.widgets._common import world_box
 from napari_ramseg.widgets.mixup_preview import MixupPreviewWidget
-from napari_ramseg.widgets.restoration_preview import MASK_LAYER, RestorationPreviewWidget
+from napari_ramseg.widgets.restoration_preview import LOW_PASS_LAYER, MASK_LAYER, RestorationPreviewWidget, low_pass
 
 pytestmark = pytest.mark.gui
 WAIT_MS = 60_000
@@ -220,6 +220,16 @@ def test_restoration_one_layer_per_source_domain(make_napari_viewer, tiny_model,
         left = origin[1] + size[1]
     for layer in restored:
         assert layer.rgb and 0.0 <= layer.data.min() and layer.data.max() <= 1.0
+    # the input blurred to the decoder's scale opens the lower row, for a fair comparison
+    blurred = viewer.layers[LOW_PASS_LAYER]
+    assert blurred.data.shape == restored[0].data.shape
+    np.testing.assert_allclose(world_box(blurred)[0][1], photo_origin[1])
+    assert world_box(restored[0])[0][1] > world_box(blurred)[0][1] + world_box(blurred)[1][1] - 1e-6
+    full = list(viewer.layers["restoration captions"].features["caption"])
+    assert full[:2] == ["predicted mask", "input, blurred to 1/16"] and full[2] == f"restored in {domains[0]}'s style"
+    # the dock says honestly what the restorations can show
+    assert "1/16" in widget.explanation.text() and "cannot" in widget.explanation.text()
+    assert "not fine detail" in widget.runner.status.text()
     # running again updates the same layers
     n = len(viewer.layers)
     widget.restore(run_sync=True)
@@ -236,3 +246,14 @@ def test_restoration_on_a_volume_slice(make_napari_viewer, tiny_model):
     widget.restore(run_sync=True)
     assert viewer.layers[MASK_LAYER].data.shape == (32, 32)
     assert "slice 4" in widget.runner.status.text()
+
+
+def test_low_pass_keeps_the_coarse_image_and_drops_detail():
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[:64, :96]
+    coarse = (xx / 96.0 * 200).astype(np.float32)
+    noisy = coarse + rng.normal(0, 40, coarse.shape).astype(np.float32)
+    out = low_pass(noisy, (64, 96), 16, 1)
+    assert out.shape == (1, 64, 96) and -1.0 <= out.min() and out.max() <= 1.0
+    assert np.abs(np.diff(out[0], axis=0)).mean() < 0.05  # smooth: the noise is gone
+    assert out[0, :, -8:].mean() > out[0, :, :8].mean() + 0.5  # the left-to-right ramp survives
