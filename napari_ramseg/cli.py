@@ -24,9 +24,11 @@ def _csv(value: str | None) -> list[str] | None:
 
 
 def _add_device(p: argparse.ArgumentParser) -> None:
-    from .core.device import DEVICE_CHOICES
+    from .core.device import DEVICE_CHOICES, PRECISION_CHOICES
 
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="auto picks CUDA, then MPS, then CPU")
+    p.add_argument("--precision", default="auto", choices=PRECISION_CHOICES,
+                   help="auto: bf16 where it is faster (GPUs, CPUs with native bf16), else fp32")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -140,7 +142,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         window_ratio=args.window_ratio, lam_mode=args.lam, val_fraction=args.val_fraction,
         val_every=args.val_every, threads=args.threads, base_width=args.base_width,
         grad_accumulation=args.grad_accumulation, sync_batchnorm=args.sync_batchnorm,
-        device=args.device, resume=args.resume, resume_every_s=args.resume_every,
+        device=args.device, precision=args.precision, resume=args.resume, resume_every_s=args.resume_every,
         command=" ".join(["ramseg", *sys.argv[1:]]),
     )
     bar = None
@@ -203,7 +205,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .io import read_image, write_labels
     from .models import resolve_model
 
-    predictor = Predictor.from_path(resolve_model(args.model), device=args.device)
+    predictor = Predictor.from_path(resolve_model(args.model), device=args.device, precision=args.precision)
     pairs = _prediction_pairs(args.input, args.output)
     with _progress_bar(len(pairs), "predict", quiet=len(pairs) == 1) as bar:
         for source, target in pairs:
@@ -245,6 +247,7 @@ def _prediction_pairs(source: Path, target: Path) -> list[tuple[Path, Path]]:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .core.evaluate import evaluate_domain
+    from .core.infer import Predictor
     from .core.metrics import json_safe
     from .models import resolve_model
 
@@ -258,9 +261,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         bars[0].refresh()
 
     try:
-        report = evaluate_domain(resolve_model(args.model), args.data, args.domain, fmt=args.format,
-                                 split=args.split, postprocess=args.postprocess, device=args.device,
-                                 progress=progress)
+        predictor = Predictor.from_path(resolve_model(args.model), device=args.device, precision=args.precision)
+        report = evaluate_domain(predictor, args.data, args.domain, fmt=args.format,
+                                 split=args.split, postprocess=args.postprocess, progress=progress)
     finally:
         for bar in bars:
             bar.close()

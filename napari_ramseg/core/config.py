@@ -118,6 +118,7 @@ class TrainConfig:
     threshold: float = 0.5  # sigmoid probability for a positive pixel (the paper used 0.75)
     seed: int = 0
     device: str = "auto"
+    precision: str = "auto"  # autocast: auto | fp32 | bf16 | fp16 (core.device.PRECISION_CHOICES)
     num_threads: int = 0  # 0 leaves torch's default
     grad_accumulation: int = 1
     sync_batchnorm: bool = False

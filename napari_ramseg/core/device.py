@@ -8,6 +8,10 @@ from functools import lru_cache
 import torch
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+# auto: bf16 where it is faster (CUDA, CPUs with native bf16), fp16 on CUDA without bf16, else fp32.
+# fp32 everywhere it must be exact (tests comparing paths); bf16 to use (or test) reduced precision
+# on any CPU: without native bf16 it is slow, but the results are the same as on a bf16 CPU.
+PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -39,8 +43,21 @@ def cpu_supports_bf16() -> bool:
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
 
 
-def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """The reduced precision that pays off on this device, or None for plain fp32."""
+def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """The autocast dtype for ``precision`` on ``device``, or None for plain fp32.
+
+    ``auto`` picks the reduced precision that pays off on this device."""
+    precision = (precision or "auto").lower()
+    if precision not in PRECISION_CHOICES:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISION_CHOICES)}")
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise ValueError("precision 'bf16' was requested but this GPU has no bf16; use --precision fp16 or auto")
+        return torch.bfloat16
+    if precision == "fp16":
+        return torch.float16
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device.type == "cpu" and cpu_supports_bf16():

@@ -88,13 +88,13 @@ class Predictor:
 
     def __init__(self, model: RamSegNet, metadata: ModelMetadata, device: str | torch.device = "auto",
                  tile: int = 512, tile_overlap: float = 0.25, slice_batch: int | None = None,
-                 fast: bool = True, compile: bool | None = None):
+                 fast: bool = True, compile: bool | None = None, precision: str = "auto"):
         self.device = resolve_device(str(device)) if not isinstance(device, torch.device) else device
         self.metadata = metadata
         self.labels = metadata.config.labels
         self.preprocess = metadata.config.preprocess
         self.threshold = metadata.config.threshold
-        self.dtype = autocast_dtype(self.device)
+        self.dtype = autocast_dtype(self.device, precision)
         self.tile = tile
         self.tile_overlap = tile_overlap
         self.slice_batch = None if slice_batch is None else max(1, int(slice_batch))  # None: auto

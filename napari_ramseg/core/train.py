@@ -196,7 +196,7 @@ class Trainer:
             torch.set_num_threads(config.num_threads)
         torch.manual_seed(config.seed)
         self.device = dist_context.device if dist_context else resolve_device(config.device)
-        self.dtype = autocast_dtype(self.device)
+        self.dtype = autocast_dtype(self.device, config.precision)
         # fp16 (CUDA without bf16) needs loss scaling; bf16 and fp32 do not
         self.scaler = distributed.grad_scaler(self.device) if self.dtype == torch.float16 else None
         self.net = RamSegNet(config.model, config.labels, num_domains=len(self.domains))
@@ -299,14 +299,14 @@ class Trainer:
         if not self.val_samples:
             return None
         if self.dist is None:
-            predictor = Predictor(self.net, self._metadata(), self.device)
+            predictor = Predictor(self.net, self._metadata(), self.device, precision=self.config.precision)
             result = validation_dice(predictor, self.val_samples, self.config.labels)
             self.net.train()
             return result
         # Each rank scores every world_size-th case, on a copy of the net (Predictor changes the memory
         # format of the model it is given, which would break DDP's gradient buckets); every rank gets
         # the same result, computed from the cases in their single-process order.
-        predictor = Predictor(copy.deepcopy(self.net), self._metadata(), self.device)
+        predictor = Predictor(copy.deepcopy(self.net), self._metadata(), self.device, precision=self.config.precision)
         mine = []
         for i in range(self.rank, len(self.val_samples), self.world_size):
             sample = self.val_samples[i]

@@ -187,7 +187,8 @@ def _copy_bn(bn: nn.BatchNorm2d) -> nn.BatchNorm2d:
 def test_one_rank_ddp_reproduces_the_single_process_trainer(one_rank_group, sync):
     """DDP wrapper, sharded draw, global Dice, domain weights and (optionally) SyncBatchNorm2d change nothing."""
     cfg = TrainConfig(model=ModelConfig(base_width=4), preprocess=PreprocessConfig(size=32), batch=4,
-                      iterations=3, device="cpu", val_every=100, sync_batchnorm=sync, grad_accumulation=2)
+                      iterations=3, device="cpu", precision="fp32", val_every=100, sync_batchnorm=sync,
+                      grad_accumulation=2)
     single = Trainer(cfg, ["A", "B", "C"], _samples())
     ranked = Trainer(cfg, ["A", "B", "C"], _samples(), dist_context=one_rank_group)
     assert isinstance(ranked.module, nn.parallel.DistributedDataParallel)
@@ -267,11 +268,11 @@ def _assert_identical_replicas(run: Path, buffers: bool) -> dict:
 
 def test_two_processes_match_one_process_with_the_same_global_batch(synthetic_data, tmp_path):
     common = dict(data=synthetic_data, iterations=4, size=32, batch=4, base_width=4, labels=["blob"],
-                  device="cpu", val_every=2)
+                  device="cpu", precision="fp32", val_every=2)
     run_training(TrainRequest(out=tmp_path / "single", **common))
     proc = _torchrun(["--data", str(synthetic_data), "--out", "ddp", "--iterations", "4", "--size", "32",
                       "--batch", "4", "--base-width", "4", "--labels", "blob", "--device", "cpu",
-                      "--val-every", "2", "--sync-batchnorm"], tmp_path)
+                      "--precision", "fp32", "--val-every", "2", "--sync-batchnorm"], tmp_path)
     ddp = tmp_path / "ddp"
     # both ranks finished (rc 0 for the job) and held the same weights; only rank 0 wrote and spoke
     meta = _assert_identical_replicas(ddp, buffers=True)
@@ -288,7 +289,7 @@ def test_two_processes_resume_a_run_and_accumulate_gradients(tmp_path):
     SyncBatchNorm calls), gradient accumulation (no_sync), and a resume across world sizes."""
     data = make_synthetic_domains(tmp_path / "data3", domains=("siteA", "siteB", "siteC"), cases=3, size=40)
     common = dict(data=data, iterations=4, size=32, batch=4, base_width=4, labels=["blob"], device="cpu",
-                  val_every=2, grad_accumulation=2)
+                  precision="fp32", val_every=2, grad_accumulation=2)
     run_training(TrainRequest(out=tmp_path / "full", **common))
     stops = iter([False, False, True])
     partial = run_training(TrainRequest(out=tmp_path / "part", **common), should_stop=lambda: next(stops))
