@@ -57,6 +57,7 @@ class TrainRequest:
     grad_accumulation: int = _T.grad_accumulation
     sync_batchnorm: bool = _T.sync_batchnorm
     device: str = _T.device
+    precision: str = _T.precision
     resume_every_s: float | None = None  # seconds between periodic resume states
     resume: Path | None = None
     command: str = ""
@@ -135,6 +136,10 @@ def label_scheme_from(names: list[str] | None, kind: str | None) -> LabelScheme 
     return LabelScheme(tuple(names), kind or "nested")
 
 
+def preprocess_from(request: TrainRequest) -> PreprocessConfig:
+    return PreprocessConfig(size=request.size, long_side=request.long_side)
+
+
 def config_from_request(request: TrainRequest, labels: LabelScheme, num_train_samples: int) -> TrainConfig:
     if request.iterations is not None:
         iterations = request.iterations
@@ -153,12 +158,12 @@ def config_from_request(request: TrainRequest, labels: LabelScheme, num_train_sa
     return TrainConfig(
         labels=labels,
         model=ModelConfig(base_width=request.base_width),
-        preprocess=PreprocessConfig(size=request.size, long_side=request.long_side),
+        preprocess=preprocess_from(request),
         method=MethodConfig(ram=request.ram, dsir=request.dsir, consistency=request.consistency,
                             window_ratio=request.window_ratio, lam_mode=request.lam_mode),
         iterations=iterations, batch=request.batch, lr=request.lr, seed=request.seed,
         val_fraction=request.val_fraction, val_every=request.val_every, device=request.device,
-        num_threads=request.threads, grad_accumulation=request.grad_accumulation,
+        precision=request.precision, num_threads=request.threads, grad_accumulation=request.grad_accumulation,
         sync_batchnorm=request.sync_batchnorm,
         **({} if request.resume_every_s is None else {"resume_every_s": request.resume_every_s}),
     )
@@ -223,13 +228,14 @@ def _prepare(request: TrainRequest, log: Callable[[str], None] | None,
         if request.resume_every_s is not None:
             config = config.replace(resume_every_s=request.resume_every_s)
         data = load_training_data(request.data, request.format, resume_state["domains"], None, config.labels,
-                                  config.val_fraction, config.seed)
+                                  config.val_fraction, config.seed, preprocess=config.preprocess)
     else:
         # only rank 0 writes, so only rank 0 decides the folder (the others get its path)
         run_dir = _fresh_run_dir(request.out) if is_main else Path(request.out or ".")
+        # shrunk to the working scale as read: a 3504x2336 HRF photograph is never held at full size
         data = load_training_data(request.data, request.format, request.domains, request.target,
                                   label_scheme_from(request.labels, request.label_kind),
-                                  request.val_fraction, request.seed)
+                                  request.val_fraction, request.seed, preprocess=preprocess_from(request))
         config = config_from_request(request, data.labels, sum(len(v) for v in data.train.values()))
     if log is not None:
         counts = ", ".join(f"{d}: {len(v)}" for d, v in data.train.items())
