@@ -169,13 +169,104 @@ def run_demo(screenshot: Path | None = None) -> int:
     return 0
 
 
-def capture_screenshots(folder: Path, model: Path | None = None, partner: Any = None) -> list[Path]:
-    """README screenshots: demo, segment, mixup_preview and restoration_preview PNGs in ``folder``."""
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # a development checkout's data, if any
+PROSTATE_VOLUME = SHARED_DATA / "prostate_volume" / "Case00.nii.gz"  # PROMISE12 case 0 (T2 MRI)
+PARTNER_FILES = (SHARED_DATA / "vessels" / "STARE" / "images" / "im0001.png",
+                 SHARED_DATA / "vessels" / "CHASE_DB1" / "images" / "Image_01L.jpg")
+
+
+def screenshot_partners() -> list[tuple[str, Any]]:
+    """Three partner photographs from other cameras for mixup_preview.png: scikit-image's retina
+    (CC0) and, in a development checkout, a STARE and a CHASE_DB1 image; else two recoloured retinas."""
+    import numpy as np
+    from skimage import data as skdata
+
+    from .io import read_image
+
+    retina = np.asarray(skdata.retina())
+    partners = [("retina (skimage)", retina)]
+    for path in PARTNER_FILES:
+        if path.is_file():
+            partners.append((f"{path.parent.parent.name} {path.stem}", read_image(path).array))
+    if len(partners) < 3:
+        partners += [("retina, green-blue", retina[..., [1, 2, 0]]),
+                     ("retina, grey", retina.mean(axis=-1).astype(np.uint8))][: 3 - len(partners)]
+    return partners
+
+
+def _segment_shot(viewer: Any, widgets: dict[str, Any], model: Path, shot: Any) -> None:
+    """segment.png: labels over the image; the vessel probability and the uncertainty beside it."""
+    from .palette import LABEL_COLORS
+    from .widgets._common import add_captions, world_box
+
+    image = viewer.layers[SAMPLE_IMAGE]
+    seg = widgets["Segment"]
+    seg.set_model(model)
+    seg.probabilities_box.setChecked(True)
+    seg.uncertainty_box.setChecked(True)
+    seg.image_combo.set_layer(image)
+    seg.segment(run_sync=True)
+    origin, size = world_box(image)
+    corners, texts = [origin], [f"predicted vessels ({'cyan' if LABEL_COLORS[0] == '#00e5ff' else 'colour'})"]
+    maps = [layer for layer in viewer.layers if layer.name.startswith(f"{SAMPLE_IMAGE} probability: ")]
+    maps += [viewer.layers[f"{SAMPLE_IMAGE} uncertainty"]]
+    for k, layer in enumerate(maps):  # a 2 x 2 grid: each map on its own, as the dock made it
+        corner = origin + size * ([0.0, 1.04] if k == 0 else [1.12, 0.0])
+        layer.translate = tuple(corner - origin)
+        corners.append(corner)
+        texts.append(layer.name.replace(f"{SAMPLE_IMAGE} ", "") +
+                     (" (certain: transparent)" if layer.name.endswith("uncertainty") else ""))
+    add_captions(viewer, "captions", corners, texts)
+    viewer.layers.selection.active = viewer.layers[f"{SAMPLE_IMAGE} segmentation"]  # ready to correct
+    shot(viewer, "Segment", "segment")
+    for layer in list(viewer.layers):
+        if layer.name.startswith(f"{SAMPLE_IMAGE} ") or layer.name == "captions":
+            viewer.layers.remove(layer)
+
+
+def _mixup_shot(viewer: Any, widgets: dict[str, Any], partners: list[tuple[str, Any]], shot: Any) -> None:
+    """mixup_preview.png: the sample mixed with three photographs from other cameras."""
     import numpy as np
 
+    image = viewer.layers[SAMPLE_IMAGE]
+    for name, array in partners:
+        viewer.add_image(np.asarray(array), name=name, visible=False)
+    mix = widgets["Amplitude mixup preview"]
+    mix.image_combo.set_layer(image)
+    mix.set_partners([name for name, _ in partners])
+    mix.set_params(window_ratio=0.1, lam=0.5, samples=len(partners))
+    mix.update_preview()
+    mix.set_params(lam=0.3)
+    mix.update_preview()  # the second update shows the live (cached) cost in the status line
+    viewer.layers.selection.active = image
+    shot(viewer, "Amplitude mixup preview", "mixup_preview", zoom=0.95)
+    for layer in list(viewer.layers):
+        if layer.metadata.get("ramseg_preview") or layer.name in dict(partners):
+            viewer.layers.remove(layer)
+
+
+def _volume_shot(viewer: Any, widgets: dict[str, Any], volume: Path, shot: Any) -> None:
+    """prostate_volume.png: a PROMISE12 T2 MRI as napari-ramseg's reader opens it (middle slice).
+    Run last: it clears the viewer."""
+    viewer.layers.clear()  # the last shot: a viewer that holds just the scan, as a user opening it sees it
+    segment = widgets["Segment"]
+    segment.runner.status.setText("")  # nothing segmented yet in this viewer
+    segment.runner.progress.setValue(0)
+    [layer] = viewer.open(str(volume), plugin=PLUGIN)
+    viewer.dims.set_current_step(0, layer.data.shape[0] // 2)
+    segment.image_combo.set_layer(layer)
+    viewer.layers.selection.active = layer
+    shot(viewer, "Segment", "prostate_volume")
+
+
+def capture_screenshots(folder: Path, model: Path | None = None, partners: Any = None,
+                        volume: Path | None = None) -> list[Path]:
+    """README screenshots in ``folder``: demo, segment, mixup_preview, restoration_preview, and
+    prostate_volume when a PROMISE12 volume is at hand (``volume``, default ``PROSTATE_VOLUME``)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     model = model or demo_model()
+    volume = Path(volume) if volume is not None else (PROSTATE_VOLUME if PROSTATE_VOLUME.is_file() else None)
     written = []
     if model is not None:
         os.environ.setdefault(MODEL_ENV, str(model))
@@ -192,46 +283,8 @@ def capture_screenshots(folder: Path, model: Path | None = None, partner: Any = 
     image = viewer.layers[SAMPLE_IMAGE]
     viewer.layers[SAMPLE_MASK].visible = False
     if model is not None:
-        # segment.png: the labels over the image, and the vessel probability beside it
-        seg = widgets["Segment"]
-        seg.set_model(model)
-        seg.probabilities_box.setChecked(True)
-        seg.image_combo.set_layer(image)
-        seg.segment(run_sync=True)
-        probability = [layer for layer in viewer.layers if layer.name.startswith(f"{SAMPLE_IMAGE} probability: ")]
-        if probability:
-            from .widgets._common import add_captions, world_box
-
-            origin, size = world_box(image)
-            probability[0].translate = (0.0, size[1] * 1.04)
-            probability[0].blending = "translucent"
-            add_captions(viewer, "captions", [origin, origin + [0.0, size[1] * 1.04]],
-                         ["predicted vessels (yellow)", probability[0].name.replace(f"{SAMPLE_IMAGE} ", "")])
-        viewer.layers.selection.active = viewer.layers[f"{SAMPLE_IMAGE} segmentation"]  # ready to correct
-        shot(viewer, "Segment", "segment")
-        for layer in list(viewer.layers):
-            if layer.name.startswith(f"{SAMPLE_IMAGE} ") or layer.name == "captions":
-                viewer.layers.remove(layer)
-
-    # mixup_preview.png: the sample mixed with scikit-image's retina photograph (CC0, another camera)
-    if partner is None:
-        from skimage import data as skdata
-
-        partner = skdata.retina()
-    viewer.add_image(np.asarray(partner), name="retina (skimage)", visible=False)
-    mix = widgets["Amplitude mixup preview"]
-    mix.image_combo.set_layer(image)
-    mix.set_partners(["retina (skimage)"])
-    mix.set_params(window_ratio=0.1, lam=0.5, samples=1)
-    mix.update_preview()
-    mix.set_params(lam=0.3)
-    mix.update_preview()  # the second update shows the live (cached) cost in the status line
-    viewer.layers.selection.active = image
-    shot(viewer, "Amplitude mixup preview", "mixup_preview", zoom=0.9)
-    for layer in list(viewer.layers):
-        if layer.metadata.get("ramseg_preview"):
-            viewer.layers.remove(layer)
-
+        _segment_shot(viewer, widgets, model, shot)
+    _mixup_shot(viewer, widgets, screenshot_partners() if partners is None else partners, shot)
     if model is not None:
         rest = widgets["Restoration preview"]
         rest.set_model(model)
@@ -239,6 +292,11 @@ def capture_screenshots(folder: Path, model: Path | None = None, partner: Any = 
         rest.restore(run_sync=True)
         viewer.layers.selection.active = image
         shot(viewer, "Restoration preview", "restoration_preview")
+        for layer in list(viewer.layers):
+            if layer.metadata.get("ramseg_preview"):
+                viewer.layers.remove(layer)
+    if volume is not None:
+        _volume_shot(viewer, widgets, volume, shot)
     viewer.close()
     for path in written:
         shrink_png(path)

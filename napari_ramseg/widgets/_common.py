@@ -240,17 +240,6 @@ def upsert_layer(viewer: Any, name: str, data: Any, layer_type: str, below: Any 
     layer = Layer.create(data, {"name": name, **kwargs}, layer_type)
     if index is None and below is not None and below in viewer.layers:
         index = viewer.layers.index(below)
-        # a layer slid in beneath another stays unselected (napari selects every new layer, which
-        # switches the layer controls: tens of ms, and the user's selection is lost)
-        keep_selection = getattr(viewer.layers, "_activate_on_insert", None) is True
-        if keep_selection:
-            viewer.layers._activate_on_insert = False
-        try:
-            viewer.layers.insert(index, layer)
-        finally:
-            if keep_selection:
-                viewer.layers._activate_on_insert = True
-        return layer
     if index is None:
         viewer.add_layer(layer)
     else:
@@ -280,3 +269,41 @@ def add_captions(viewer: Any, name: str, positions: Sequence[Sequence[float]], t
     if existing is not None:
         viewer.layers.remove(existing)
     return viewer.add_points(positions, name=name, **props)
+
+
+CAPTION_CHAR_PX = 8.5  # screen pixels per caption character at size 9-10 (an upper estimate)
+
+
+def fit_caption(text: str, tile_px: float, char_px: float = CAPTION_CHAR_PX) -> str:
+    """``text`` cut (with an ellipsis) to what fits in ``tile_px`` screen pixels, so that the captions
+    of neighbouring tiles never run into each other, however far the view is zoomed out."""
+    chars = max(1, int(tile_px / char_px))
+    return text if len(text) <= chars else (text[: chars - 1] + "…" if chars > 1 else "…")
+
+
+class FittedCaptions:
+    """Captions over a row of tiles, cut to the tiles' width on screen and re-cut at every zoom."""
+
+    def __init__(self, viewer: Any, name: str, size: int = 10):
+        self.viewer, self.name, self.size = viewer, name, size
+        self.positions: np.ndarray | None = None
+        self.texts: list[str] = []
+        self.tile_world = 0.0
+        viewer.camera.events.zoom.connect(self.refit)
+
+    def show(self, positions: Sequence[Sequence[float]], texts: Sequence[str], tile_world: float) -> None:
+        self.positions, self.texts, self.tile_world = np.asarray(positions, float), list(texts), float(tile_world)
+        self.refit()
+
+    def refit(self, event: Any = None) -> None:
+        if self.positions is None or (event is not None and self.name not in self.viewer.layers):
+            return  # nothing shown yet, or the user removed the captions: a zoom does not bring them back
+        try:
+            width = 0.92 * self.tile_world * float(self.viewer.camera.zoom)
+            add_captions(self.viewer, self.name, self.positions, [fit_caption(t, width) for t in self.texts],
+                         size=self.size)
+        except RuntimeError:  # the viewer is closing
+            pass
+
+    def shown(self) -> list[str]:
+        return list(self.viewer.layers[self.name].features["caption"]) if self.name in self.viewer.layers else []

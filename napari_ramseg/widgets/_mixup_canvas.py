@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 
 from ..core.ram import window_bounds
-from ._common import PREVIEW_FLAG, add_captions, upsert_layer, world_box
-from ._mixup_tiles import PreviewImage, fit_caption, mosaic
+from ._common import PREVIEW_FLAG, FittedCaptions, upsert_layer, world_box
+from ._mixup_tiles import PreviewImage, mosaic
 
 GAP = 0.04  # space between tiles, as a fraction of the tile size
 ROW_GAP = 0.15  # space between the mosaic and the spectra row, room for the captions
@@ -26,12 +26,12 @@ def tile_names(partners: list[PreviewImage]) -> list[str]:
 
 
 class MixupCanvas:
-    """The preview's layers for one viewer; ``show`` puts a result up, ``refit_captions`` follows zoom."""
+    """The preview's layers for one viewer; ``show`` puts a result up (its captions follow the zoom)."""
 
     def __init__(self, viewer: Any):
         self.viewer = viewer
         self._spectra_key: tuple | None = None
-        self._captions: tuple[str, np.ndarray, list[str], float] | None = None  # name, positions, texts, tile width
+        self._captions: FittedCaptions | None = None
 
     def show(self, layer: Any, original: PreviewImage, partners: list[PreviewImage], display: np.ndarray,
              window_ratio: float) -> None:
@@ -88,27 +88,14 @@ class MixupCanvas:
         below = corner + np.array([row_step * scale[0], 0.0])
         positions = np.array([corner + [0, i * step] for i in range(n)] + [below + [0, i * step] for i in range(n)])
         texts = tile_names(partners) + ["|F| original", *[f"|F| {i}" for i in range(1, n)]]
-        self._captions = (f"mixup captions: {name}", positions, texts, float(w * scale[1]))
-        self.refit_captions()
+        if self._captions is None or self._captions.name != f"mixup captions: {name}":
+            self._captions = FittedCaptions(viewer, f"mixup captions: {name}", size=CAPTION_SIZE)
+        self._captions.show(positions, texts, float(w * scale[1]))
         if active is not None and active in viewer.layers:
             viewer.layers.selection.active = active
 
-    def refit_captions(self, *_: Any) -> None:
-        """Cut the captions to their tiles' width at the current zoom (called on every zoom change)."""
-        if self._captions is None:
-            return
-        name, positions, texts, tile_world = self._captions
-        try:
-            if name not in self.viewer.layers and _:
-                return  # removed by the user: a zoom does not bring it back
-            zoom = float(self.viewer.camera.zoom)
-            fitted = [fit_caption(t, 0.95 * tile_world * zoom) for t in texts]
-            add_captions(self.viewer, name, positions, fitted, size=CAPTION_SIZE)
-        except RuntimeError:  # the viewer is closing
-            pass
-
     def caption_texts(self) -> tuple[list[str], list[str]]:
         """(full captions, as shown at the current zoom)."""
-        if self._captions is None or self._captions[0] not in self.viewer.layers:
+        if self._captions is None:
             return [], []
-        return list(self._captions[2]), list(self.viewer.layers[self._captions[0]].features["caption"])
+        return list(self._captions.texts), self._captions.shown()

@@ -1,5 +1,5 @@
 """The mixup preview's computation, apart from its widget: images at preview scale, the mixed tiles,
-the mosaic, and captions that fit their tiles. No Qt and no napari here.
+the mosaic. No Qt and no napari here.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from ..core.sampling import resize_image
 from ..errors import RamsegInputError
 
 PREVIEW_SIZE = 256  # long side of the preview, in pixels: the scale the model is trained at
-CAPTION_CHAR_PX = 7.0  # screen pixels per caption character at the captions' font size (an upper estimate)
 
 
 @dataclass
@@ -85,10 +84,3 @@ def mosaic(tiles: np.ndarray, gap: int, fill: float = 0.0) -> np.ndarray:
     for i in range(n):
         out[:, i * (w + gap): i * (w + gap) + w] = tiles[i]
     return out
-
-
-def fit_caption(text: str, tile_px: float, char_px: float = CAPTION_CHAR_PX) -> str:
-    """``text`` cut (with an ellipsis) to what fits in a tile ``tile_px`` screen pixels wide, so that
-    the captions of neighbouring tiles never run into each other, however far the view is zoomed out."""
-    chars = max(1, int(tile_px / char_px))
-    return text if len(text) <= chars else (text[: chars - 1] + "…" if chars > 1 else "…")

@@ -21,12 +21,13 @@ import numpy as np
 from ..palette import label_color
 from ._common import ORIGINAL_KEY, notify_info, upsert_layer
 
-UNCERTAINTY_OPAQUE_AT = 0.3  # normalised entropy at which the uncertainty overlay is fully opaque
+UNCERTAINTY_CLEAR_BELOW = 0.05  # normalised entropy below which the uncertainty overlay is fully transparent
+UNCERTAINTY_OPAQUE_AT = 0.3  # and from which it is fully opaque
 _UNCERTAINTY_CMAP: Any = None
 
 
 def uncertainty_colormap() -> Any:
-    """viridis with an alpha ramp: 0 (certain) is fully transparent, >= 0.3 fully opaque."""
+    """viridis with an alpha ramp: up to 0.05 (certain) fully transparent, from 0.3 fully opaque."""
     global _UNCERTAINTY_CMAP
     if _UNCERTAINTY_CMAP is None:
         from napari.utils.colormaps import AVAILABLE_COLORMAPS, Colormap
@@ -34,7 +35,8 @@ def uncertainty_colormap() -> Any:
         viridis = AVAILABLE_COLORMAPS["viridis"]
         colors = np.array(viridis.colors, dtype=np.float32)
         controls = np.asarray(viridis.controls, dtype=np.float32)
-        colors[:, 3] = np.clip(controls / UNCERTAINTY_OPAQUE_AT, 0.0, 1.0)
+        ramp = (controls - UNCERTAINTY_CLEAR_BELOW) / (UNCERTAINTY_OPAQUE_AT - UNCERTAINTY_CLEAR_BELOW)
+        colors[:, 3] = np.clip(ramp, 0.0, 1.0)
         _UNCERTAINTY_CMAP = Colormap(colors, controls=controls, name="ramseg uncertainty")
     return _UNCERTAINTY_CMAP
 

@@ -139,7 +139,6 @@ class MixupPreviewWidget(QWidget):
         self._folder_partners: list[PreviewImage] = []
         self._folder_loaded: str | None = None
         self.canvas = MixupCanvas(napari_viewer)
-        napari_viewer.camera.events.zoom.connect(self.canvas.refit_captions)
         self.last_update_ms: float | None = None
         self.last_tiles: np.ndarray | None = None  # (1 + k, h, w, 3) in [0, 1], for tests and scripting
 

@@ -28,22 +28,22 @@ from qtpy.QtWidgets import QFormLayout, QLabel, QPushButton, QVBoxLayout, QWidge
 
 from ..core.preprocess import volume_to_slices_25d
 from ..errors import RamsegInputError
+from ..palette import label_color
 from ._common import (
     PREVIEW_FLAG,
     DeviceCombo,
+    FittedCaptions,
     JobControl,
     JobRunner,
     LayerCombo,
     ModelPicker,
     Progress,
-    add_captions,
     get_predictor,
     layer_array,
     notify_error,
     upsert_layer,
     world_box,
 )
-from ..palette import label_color
 from .segment import input_kind
 
 GAP = 0.04  # between tiles in a row, as a fraction of the tile size
@@ -54,7 +54,8 @@ EXPLANATION = (
     "The restoration decoder rebuilds the image from the encoder's deepest features alone: 1/16 of the "
     "resolution, no skip connections. Fine anatomy (vessels) cannot pass through it, so each tile shows "
     "the colour, brightness and coarse layout that one source domain's style gives this image. The first "
-    "tile of the lower row is the input blurred to the same 1/16 scale: what a perfect restoration would be. "
+    "tile of the lower row ('input at 1/16') is the input blurred to that scale: what a perfect restoration "
+    "would look like. "
     "Training uses this branch to make the encoder keep the image's content; segmenting never uses it.")
 
 
@@ -141,6 +142,7 @@ class RestorationPreviewWidget(QWidget):
         layout.addWidget(self.runner)
         layout.addWidget(self.explanation)
         layout.addStretch(1)
+        self._captions: FittedCaptions | None = None  # cut to the tiles' width at every zoom
         self.run_button.clicked.connect(lambda: self.restore())
         self.runner.busy_changed.connect(lambda busy: self.run_button.setEnabled(not busy))
 
@@ -195,9 +197,10 @@ class RestorationPreviewWidget(QWidget):
                          translate=tuple(corner + 0.5 * scale), contrast_limits=(0.0, 1.0), metadata=meta)
             corners.append(corner)
         where = "" if result.slice_index is None else f" (slice {result.slice_index})"
-        add_captions(viewer, "restoration captions", corners,
-                     [f"predicted mask{where}", f"input, blurred to 1/{result.factor}",
-                      *[f"restored in {d}'s style" for d in result.restored]])
+        if self._captions is None:
+            self._captions = FittedCaptions(viewer, "restoration captions")
+        self._captions.show(corners, [f"predicted mask{where}", f"input at 1/{result.factor}",
+                                      *[f"as {d}" for d in result.restored]], float(size[1]))
         if active is not None and active in viewer.layers:
             viewer.layers.selection.active = active
         self.runner.status.setText(

@@ -130,7 +130,7 @@ def test_samples_never_exceed_the_partners_and_three_captions_do_not_collide(mix
     mixup.set_partners(["other site", "scanner 0 of another site", "scanner 1 of another site"])
     assert mixup.samples_spin.value() == 3  # at its maximum, it follows a new partner
     assert mixup.update_preview()
-    from napari_ramseg.widgets._mixup_tiles import CAPTION_CHAR_PX
+    from napari_ramseg.widgets._common import CAPTION_CHAR_PX
 
     mosaic = viewer.layers["mixup: photo"]
     for zoom in (viewer.camera.zoom, viewer.camera.zoom / 4):
@@ -225,8 +225,9 @@ def test_restoration_one_layer_per_source_domain(make_napari_viewer, tiny_model,
     assert blurred.data.shape == restored[0].data.shape
     np.testing.assert_allclose(world_box(blurred)[0][1], photo_origin[1])
     assert world_box(restored[0])[0][1] > world_box(blurred)[0][1] + world_box(blurred)[1][1] - 1e-6
-    full = list(viewer.layers["restoration captions"].features["caption"])
-    assert full[:2] == ["predicted mask", "input, blurred to 1/16"] and full[2] == f"restored in {domains[0]}'s style"
+    full = widget._captions.texts
+    assert full == ["predicted mask", "input at 1/16", *[f"as {d}" for d in domains]]
+    assert list(viewer.layers["restoration captions"].features["caption"]) == widget._captions.shown()
     # the dock says honestly what the restorations can show
     assert "1/16" in widget.explanation.text() and "cannot" in widget.explanation.text()
     assert "not fine detail" in widget.runner.status.text()

@@ -197,9 +197,9 @@ def test_zero_uncertainty_is_transparent_and_labels_stay_on_top(widget):
     widget.uncertainty_box.setChecked(True)
     widget.segment(run_sync=True)
     unc = viewer.layers["photo uncertainty"]
-    rgba = np.asarray(unc.colormap.map(np.array([0.0, 0.05, 0.3, 1.0])))
-    assert rgba[0, 3] == 0.0  # certain pixels add nothing: no purple canvas
-    assert 0.0 < rgba[1, 3] < 0.5 and rgba[2, 3] > 0.99 and rgba[3, 3] == 1.0
+    rgba = np.asarray(unc.colormap.map(np.array([0.0, 0.04, 0.1, 0.3, 1.0])))
+    assert rgba[0, 3] == 0.0 and rgba[1, 3] == 0.0  # certain pixels add nothing: no purple canvas
+    assert 0.0 < rgba[2, 3] < 0.5 and rgba[3, 3] > 0.99 and rgba[4, 3] == 1.0
     assert unc.blending == "translucent"
     names = [layer.name for layer in viewer.layers]
     assert names[0] == "photo" and names[-1] == "photo segmentation"  # labels above the maps
