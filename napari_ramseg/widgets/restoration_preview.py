@@ -17,6 +17,7 @@ image. The blurred input beside the restorations is what "perfect" would look li
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -169,7 +170,8 @@ class RestorationPreviewWidget(QWidget):
         return self.runner.start(job, on_result=lambda result: self._show(layer, result),
                                  description=f"restoring '{layer.name}'…", run_sync=run_sync)
 
-    def _show(self, layer: Any, result: RestorationResult) -> None:
+    def _show(self, layer: Any, result: RestorationResult) -> Iterator[None]:
+        """One layer per step: JobRunner runs each in its own event-loop tick, so the viewer stays live."""
         viewer = self.viewer
         active = viewer.layers.selection.active
         origin, size = world_box(layer)
@@ -182,6 +184,7 @@ class RestorationPreviewWidget(QWidget):
         mask_corner = origin + [0.0, step[1]]
         upsert_layer(viewer, MASK_LAYER, result.labels, "labels", scale=tuple(pixel), colormap=colors,
                      translate=tuple(mask_corner + 0.5 * pixel), metadata=meta)
+        yield
         stale = [lyr for lyr in viewer.layers if lyr.name.startswith("restored as ")
                  and lyr.name[len("restored as "):] not in result.restored]
         for old in stale:
@@ -196,6 +199,7 @@ class RestorationPreviewWidget(QWidget):
             upsert_layer(viewer, name, image, "image", rgb=image.ndim == 3, scale=tuple(scale),
                          translate=tuple(corner + 0.5 * scale), contrast_limits=(0.0, 1.0), metadata=meta)
             corners.append(corner)
+            yield
         where = "" if result.slice_index is None else f" (slice {result.slice_index})"
         if self._captions is None:
             self._captions = FittedCaptions(viewer, "restoration captions")
