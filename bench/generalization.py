@@ -621,6 +621,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--keep-rows-from", type=Path, default=None,
                     help="a results folder whose rows of the tasks not run now are kept in the table (labelled)")
     ap.add_argument("--dry-run", action="store_true", help="list the jobs and exit")
+    ap.add_argument("--report-only", action="store_true",
+                    help="rewrite the table, JSON and plot from the finished jobs' cache; train nothing")
     args = ap.parse_args(argv)
     args.profile = args.profile or "quick"
     return args
@@ -678,7 +680,7 @@ def main(argv: list[str] | None = None) -> int:
         meta["_carried_rows"], meta["carried"] = carried_rows(args.keep_rows_from, task_names)
     args.out.mkdir(parents=True, exist_ok=True)
     write_outputs(args.out, jobs, records, meta)
-    payload = [(j, str(args.data), str(args.work), str(cache)) for j in todo]
+    payload = [] if args.report_only else [(j, str(args.data), str(args.work), str(cache)) for j in todo]
     failures: dict[str, str] = {}
 
     def finished(key: str, record: dict | None, error: str | None) -> None:
@@ -702,7 +704,12 @@ def main(argv: list[str] | None = None) -> int:
         with ctx.Pool(args.workers, initializer=_worker_init) as pool:
             for result in pool.imap_unordered(_worker, payload, chunksize=1):
                 finished(*result)
-    meta["status"] = "complete" if len(records) == len(jobs) else f"incomplete ({len(failures)} failed)"
+    if len(records) == len(jobs):
+        meta["status"] = "complete"
+    elif args.report_only:
+        meta["status"] = f"partial: {len(records)} of {len(jobs)} jobs finished, the rest not run"
+    else:
+        meta["status"] = f"incomplete ({len(failures)} failed)"
     meta["finished"] = _dt.datetime.now().isoformat(timespec="seconds")
     write_outputs(args.out, jobs, records, meta)
     print(f"[{_dt.datetime.now():%H:%M:%S}] {meta['status']}; results in {args.out}", flush=True)
