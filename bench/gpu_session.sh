@@ -32,7 +32,7 @@ timeout 150 python3 bench/gpu.py --json "$OUT/speed.json" >>"$LOG" 2>&1
 say "speed rc $?"
 
 say "2. torchrun (NCCL, 1 process) training run, then CUDA prediction through the CLI"
-python3 -c "import sys; sys.path.insert(0, 'tests'); from pathlib import Path; from conftest import make_synthetic_domains; make_synthetic_domains(Path('/tmp/ddp-data'), cases=8, size=96)" >>"$LOG" 2>&1
+python3 -c "import sys; sys.path.insert(0, 'tests'); from pathlib import Path; from helpers import make_synthetic_domains; make_synthetic_domains(Path('/tmp/ddp-data'), cases=8, size=96)" >>"$LOG" 2>&1
 timeout 90 python3 -m torch.distributed.run --standalone --nproc_per_node 1 -m napari_ramseg train \
     --data /tmp/ddp-data --out /tmp/ddp-run --iterations 40 --size 64 --batch 8 --val-every 20 --device cuda --quiet >>"$LOG" 2>&1
 say "torchrun rc $?"

@@ -45,10 +45,10 @@ def _wait(condition, timeout: float, what: str) -> None:
 
 
 def synthetic_domains(root: Path) -> Path:
-    """Two small synthetic domains (as tests/conftest.py::make_synthetic_domains)."""
+    """Two small synthetic domains (as tests/helpers.py::make_synthetic_domains)."""
     sys.path.insert(0, str(REPO / "tests"))
     try:
-        from conftest import make_synthetic_domains
+        from helpers import make_synthetic_domains
     finally:
         sys.path.pop(0)
     return make_synthetic_domains(root, domains=("siteA", "siteB"), cases=6, size=64)

@@ -228,6 +228,8 @@ def _mixup_shot(viewer: Any, widgets: dict[str, Any], partners: list[tuple[str, 
     """mixup_preview.png: the sample mixed with three photographs from other cameras."""
     import numpy as np
 
+    from . import layer_meta
+
     image = viewer.layers[SAMPLE_IMAGE]
     for name, array in partners:
         viewer.add_image(np.asarray(array), name=name, visible=False)
@@ -241,7 +243,7 @@ def _mixup_shot(viewer: Any, widgets: dict[str, Any], partners: list[tuple[str, 
     viewer.layers.selection.active = image
     shot(viewer, "Amplitude mixup preview", "mixup_preview", zoom=0.95)
     for layer in list(viewer.layers):
-        if layer.metadata.get("ramseg_preview") or layer.name in dict(partners):
+        if layer.metadata.get(layer_meta.PREVIEW) or layer.name in dict(partners):
             viewer.layers.remove(layer)
 
 
@@ -263,6 +265,8 @@ def capture_screenshots(folder: Path, model: Path | None = None, partners: Any =
                         volume: Path | None = None) -> list[Path]:
     """README screenshots in ``folder``: demo, segment, mixup_preview, restoration_preview, and
     prostate_volume when a PROMISE12 volume is at hand (``volume``, default ``PROSTATE_VOLUME``)."""
+    from . import layer_meta
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     model = model or demo_model()
@@ -293,7 +297,7 @@ def capture_screenshots(folder: Path, model: Path | None = None, partners: Any =
         viewer.layers.selection.active = image
         shot(viewer, "Restoration preview", "restoration_preview")
         for layer in list(viewer.layers):
-            if layer.metadata.get("ramseg_preview"):
+            if layer.metadata.get(layer_meta.PREVIEW):
                 viewer.layers.remove(layer)
     if volume is not None:
         _volume_shot(viewer, widgets, volume, shot)

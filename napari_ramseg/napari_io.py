@@ -1,8 +1,9 @@
 """napari's side of ``io.py``: the NIfTI reader and the label writers declared in ``napari.yaml``.
 
-The reader puts the voxel spacing into the layer ``scale`` and the affine (plus the plain-JSON header
-that :func:`napari_ramseg.io.write_labels` understands) into ``layer.metadata``; the writers read them
-back from the layer's ``metadata`` so that saved labels land in the source volume's world space.
+The reader puts the voxel spacing into the layer ``scale`` (and ``metadata["spacing"]``) and the affine
+(plus the plain-JSON header that :func:`napari_ramseg.io.write_labels` understands) into
+``layer.metadata`` (keys: ``layer_meta``); the writers read them back from the layer's ``metadata``
+so that saved labels land in the source volume's world space.
 Bad files never raise into napari: they become a one-line notification.
 """
 
@@ -14,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from . import layer_meta as lm
 from .errors import RamsegInputError
 from .io import ImageData, read_image, stem_of, suffix_of, write_labels
 
@@ -62,13 +64,14 @@ def nifti_layer_data(path: str | Path) -> LayerData:
     meta: dict[str, Any] = {
         "name": stem_of(path),
         "metadata": {
-            "affine": None if image.affine is None else np.asarray(image.affine).tolist(),
-            "nifti_header": image.header,
-            "source_path": str(path),
+            lm.AFFINE: None if image.affine is None else np.asarray(image.affine).tolist(),
+            lm.NIFTI_HEADER: image.header,
+            lm.SOURCE_PATH: str(path),
         },
     }
     if image.spacing is not None:
         meta["scale"] = tuple(float(s) for s in image.spacing)
+        meta["metadata"][lm.SPACING] = list(meta["scale"])
     limits = percentile_contrast_limits(image.array)
     if limits is not None:
         meta["contrast_limits"] = limits
@@ -105,8 +108,8 @@ def like_from_layer_meta(data: np.ndarray, meta: dict[str, Any]) -> ImageData:
     """
     shape = tuple(np.shape(data))
     layer_meta = meta.get("metadata") or {}
-    affine = layer_meta.get("affine")
-    header = layer_meta.get("nifti_header")
+    affine = layer_meta.get(lm.AFFINE)
+    header = layer_meta.get(lm.NIFTI_HEADER)
     scale = meta.get("scale")
     spacing = tuple(float(s) for s in scale) if scale is not None and len(scale) == len(shape) else None
     return ImageData(
@@ -114,7 +117,7 @@ def like_from_layer_meta(data: np.ndarray, meta: dict[str, Any]) -> ImageData:
         spacing=spacing,
         affine=None if affine is None else np.asarray(affine, dtype=np.float64),
         header=header if isinstance(header, dict) else None,
-        path=layer_meta.get("source_path"),
+        path=layer_meta.get(lm.SOURCE_PATH),
         axes="ZYX" if len(shape) == 3 else "YX",
     )
 

@@ -28,7 +28,9 @@ def fundus_vessels() -> np.ndarray:
 
 def fundus_with_vessels() -> list[tuple]:
     """napari sample: the fundus image and its expert vessel mask as a Labels layer."""
-    source = {"source": CREDIT, "source_path": str(FUNDUS_IMAGE)}
+    from . import layer_meta
+
+    source = {layer_meta.SOURCE: CREDIT, layer_meta.SOURCE_PATH: str(FUNDUS_IMAGE)}
     return [
         (fundus_image(), {"name": "HRF fundus 01_h", "metadata": source}, "image"),
         (
@@ -38,7 +40,7 @@ def fundus_with_vessels() -> list[tuple]:
                 "opacity": 0.5,
                 "colormap": {0: "transparent", 1: "lime", None: "transparent"},
                 "features": {"index": [0, 1], "class": ["background", "vessel"]},
-                "metadata": {"source": CREDIT, "class_names": {"1": "vessel"}},
+                "metadata": {layer_meta.SOURCE: CREDIT, layer_meta.CLASS_NAMES: {"1": "vessel"}},
             },
             "labels",
         ),

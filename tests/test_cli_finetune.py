@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import make_synthetic_domains
+from helpers import make_synthetic_domains
 from napari_ramseg.cli import main
 from napari_ramseg.core.checkpoint import load_model
 from napari_ramseg.core.corrections import CorrectionStore

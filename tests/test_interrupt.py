@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from conftest import make_synthetic_domains
+from helpers import make_synthetic_domains
 from napari_ramseg.cli import _train_run_note, main
 from napari_ramseg.core.checkpoint import load_model
 from napari_ramseg.core.stopping import GracefulStop, StopNow

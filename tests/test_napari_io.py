@@ -19,15 +19,6 @@ OBLIQUE = np.array([[0.0, -0.8, 0.1, 12.0],
 
 
 @pytest.fixture
-def notifications():
-    """Messages of napari notifications dispatched during the test."""
-    from napari.utils.notifications import notification_manager
-
-    start = len(notification_manager.records)
-    return lambda: [str(n.message) for n in notification_manager.records[start:]]
-
-
-@pytest.fixture
 def synthetic_nifti(tmp_path) -> Path:
     """A 6 x 20 x 24 (Z, Y, X) volume with an oblique affine and spacing (x 1.2, y ~0.8, z ~2.5)."""
     import nibabel as nib
@@ -60,6 +51,7 @@ def test_reader_puts_spacing_in_scale_and_affine_in_metadata(synthetic_nifti):
     np.testing.assert_allclose(meta["metadata"]["affine"], OBLIQUE)
     assert meta["metadata"]["nifti_header"]["format"] == "nifti"
     assert meta["metadata"]["source_path"] == str(synthetic_nifti)
+    np.testing.assert_allclose(meta["metadata"]["spacing"], meta["scale"])  # written where the docks read it
 
 
 def test_mri_opens_with_percentile_contrast_not_min_max(tmp_path, make_napari_viewer):

@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from conftest import make_synthetic_domains
+from helpers import make_synthetic_domains
 from napari_ramseg import io as rio
 from napari_ramseg.cli import main
 from napari_ramseg.core import checkpoint as ckpt

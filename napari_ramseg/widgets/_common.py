@@ -13,6 +13,7 @@ import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QComboBox, QListWidget, QListWidgetItem, QWidget
 
+from .. import layer_meta
 from ..errors import RamsegInputError
 from ._jobs import (  # noqa: F401 - re-exported: the widgets import everything shared from here
     SYNC_ENV,
@@ -40,8 +41,8 @@ from ._models import (  # noqa: F401 - re-exported
 
 logger = logging.getLogger(__name__)
 
-PREVIEW_FLAG = "ramseg_preview"  # metadata key marking preview layers, which layer pickers skip
-ORIGINAL_KEY = "ramseg_original"  # Labels metadata: the prediction as made, saved as a correction's "original"
+PREVIEW_FLAG = layer_meta.PREVIEW  # marks preview layers, which layer pickers skip
+ORIGINAL_KEY = layer_meta.ORIGINAL  # Labels: the prediction as made, saved as a correction's "original"
 
 
 # ------------------------------------------------------------------------------------------ layers

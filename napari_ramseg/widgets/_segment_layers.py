@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import layer_meta
 from ..palette import label_color
 from ._common import ORIGINAL_KEY, notify_info, upsert_layer
 
@@ -68,7 +69,7 @@ def show_result(viewer: Any, layer: Any, result: Any, want_probs: bool, want_ent
     """Labels first (what the user waits for), then probability and uncertainty layers beneath it."""
     base = layer.name
     geometry = {"scale": tuple(layer.scale), "translate": tuple(layer.translate)}
-    source_meta = {k: v for k, v in layer.metadata.items() if k in ("affine", "nifti_header", "source_path")}
+    source_meta = layer_meta.geometry_of(layer.metadata)
     class_names = ["background", *result.class_names]
     colors = {0: "transparent", None: "transparent"}
     colors.update({i: label_color(i) for i in range(1, len(class_names))})
@@ -76,8 +77,8 @@ def show_result(viewer: Any, layer: Any, result: Any, want_probs: bool, want_ent
     labels = upsert_layer(
         viewer, name, result.labels, "labels", opacity=0.7, colormap=colors,
         features={"index": list(range(len(class_names))), "class": class_names},
-        metadata={**source_meta, "class_names": {str(i): n for i, n in enumerate(class_names) if i},
-                  "model": result.model, "device": result.device,
+        metadata={**source_meta, layer_meta.CLASS_NAMES: {str(i): n for i, n in enumerate(class_names) if i},
+                  layer_meta.MODEL: result.model, layer_meta.DEVICE: result.device,
                   ORIGINAL_KEY: result.labels.copy()},  # kept apart from the data the user paints
         **geometry)
     yield

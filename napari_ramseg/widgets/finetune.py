@@ -1,13 +1,13 @@
 """Correct and fine-tune widget: save painted corrections with provenance, then learn a new model version.
 
-Layer metadata read here (written by the Segment widget when it makes a prediction):
+Layer metadata read here (keys: ``layer_meta``; written by the Segment widget when it makes a prediction):
 
-- ``labels_layer.metadata["ramseg_original"]``: the model's prediction as produced (the "original");
+- ``labels_layer.metadata[ORIGINAL]``: the model's prediction as produced (the "original");
   when it is missing, "Start correcting" snapshots the layer before any painting.
-- ``labels_layer.metadata["ramseg_model"]`` (or ``["model"]``, as the Segment widget writes it): the model
-  folder or file that made the prediction.
-- ``image_layer.metadata["affine"]`` (NIfTI reader), else the layer's scale as spacing, and
-  ``["source_path"]``: kept with volumes so saved masks overlay them.
+- ``labels_layer.metadata[MODEL]`` (or the older ``LEGACY_MODEL``): the model folder or file that made
+  the prediction.
+- ``image_layer.metadata[AFFINE]`` and ``[SPACING]`` (NIfTI reader), else the layer's scale as spacing,
+  and ``[SOURCE_PATH]``: kept with volumes so saved masks overlay them.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QListWidget,
                             QProgressBar, QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
+from .. import layer_meta
 from ..core.corrections import CorrectionStore
 from ._common import ORIGINAL_KEY
 from .train import DEVICES, offer_model
 
-MODEL_KEY = "ramseg_model"
 DEFAULT_PROJECT = Path.home() / "ramseg-corrections"
 
 
@@ -199,8 +199,7 @@ class CorrectFinetuneWidget(QWidget):
     def _labels_changed(self, name: str) -> None:
         if self.viewer is None or not name or name not in self.viewer.layers:
             return
-        metadata = self.viewer.layers[name].metadata
-        model = metadata.get(MODEL_KEY) or metadata.get("model")
+        model = layer_meta.model_of(self.viewer.layers[name].metadata)
         if model:
             self.model_edit.setText(str(model))
 
@@ -250,9 +249,10 @@ class CorrectFinetuneWidget(QWidget):
                 show_warning("No prediction snapshot (press Start correcting before painting); "
                              "the current mask is saved as both original and final.")
                 original, snapshot = final.copy(), False
-            meta = {k: image_layer.metadata[k] for k in ("affine", "spacing", "source_path") if k in image_layer.metadata}
-            if image.ndim == 3 and not image_layer.rgb and "spacing" not in meta:
-                meta["spacing"] = [float(s) for s in image_layer.scale]
+            meta = {k: image_layer.metadata[k] for k in (layer_meta.AFFINE, layer_meta.SPACING, layer_meta.SOURCE_PATH)
+                    if k in image_layer.metadata}
+            if image.ndim == 3 and not image_layer.rgb and layer_meta.SPACING not in meta:
+                meta[layer_meta.SPACING] = [float(s) for s in image_layer.scale]
             meta.update({"layer": image_layer.name, "labels_layer": labels_layer.name,
                          "original_snapshot": "segment widget or start correcting" if snapshot else "none",
                          "source": image_layer.source.path if getattr(image_layer, "source", None) else None})

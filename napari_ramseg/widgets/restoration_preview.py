@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from qtpy.QtWidgets import QFormLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from ..core.preprocess import volume_to_slices_25d
+from .. import layer_meta
 from ..errors import RamsegInputError
 from ..palette import label_color
 from ._common import (
@@ -178,7 +179,7 @@ class RestorationPreviewWidget(QWidget):
         height, width = result.labels.shape
         pixel = size / np.array([height, width])
         step = size * (1 + np.array([ROW_GAP, GAP]))  # one tile plus a gap, (rows, columns) in world units
-        meta = {PREVIEW_FLAG: True, "source_layer": layer.name}
+        meta = {PREVIEW_FLAG: True, layer_meta.SOURCE_LAYER: layer.name}
         colors = {0: "transparent", None: "transparent"}
         colors.update({i: label_color(i) for i in range(1, len(result.class_names) + 1)})
         mask_corner = origin + [0.0, step[1]]

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 from qtpy.QtWidgets import QCheckBox, QFormLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
+from .. import layer_meta
 from ..errors import RamsegInputError
 from ._common import (
     DeviceCombo,
@@ -88,11 +89,14 @@ def input_kind(layer: Any) -> str:
 
 
 def layer_spacing(layer: Any) -> tuple[float, ...] | None:
-    """A volume layer's voxel spacing: its scale, when a reader set one (NIfTI does); None otherwise."""
+    """A volume layer's voxel spacing: its scale, when a reader set one (NIfTI does, and writes it
+    to ``metadata["spacing"]`` too) or the user did; None otherwise."""
     scale = tuple(float(s) for s in layer.scale)
     if len(scale) != 3 or getattr(layer, "rgb", False):
         return None
-    if "nifti_header" in (layer.metadata or {}) or any(s != 1.0 for s in scale):
+    metadata = layer.metadata or {}
+    if layer_meta.spacing_of(metadata, 3) is not None or layer_meta.NIFTI_HEADER in metadata \
+            or any(s != 1.0 for s in scale):
         return scale
     return None
 

@@ -35,7 +35,7 @@ from napari_ramseg.core.sampling import SourcePool, shard_slots
 from napari_ramseg.core.train import Trainer
 from napari_ramseg.core.train_job import TrainRequest, run_training
 
-from conftest import make_synthetic_domains
+from helpers import make_synthetic_domains
 
 # The stated tolerance of "the same curve": 1e-3 relative per loss term. fp32 sums in a different order
 # at a different per-process batch (oneDNN's channels_last convolutions block by batch), which moves

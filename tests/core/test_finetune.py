@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
-from conftest import make_synthetic_domains
+from helpers import make_synthetic_domains
 from napari_ramseg.core.checkpoint import load_model
 from napari_ramseg.core.config import PreprocessConfig
 from napari_ramseg.core.corrections import CorrectionStore

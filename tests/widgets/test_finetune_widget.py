@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from qtpy.QtWidgets import QWidget
 
-from conftest import make_synthetic_domains
+from helpers import make_synthetic_domains
 from napari_ramseg.core.checkpoint import load_model
 from napari_ramseg.core.corrections import CorrectionStore
 from napari_ramseg.core.infer import Predictor

@@ -15,14 +15,6 @@ pytestmark = pytest.mark.gui
 WAIT_MS = 60_000
 
 
-@pytest.fixture
-def notifications():
-    from napari.utils.notifications import notification_manager
-
-    start = len(notification_manager.records)
-    return lambda: [str(n.message) for n in notification_manager.records[start:]]
-
-
 def _fundus_like(shape=(40, 60), tint=(1.0, 0.5, 0.2), seed=0):
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[: shape[0], : shape[1]]

@@ -16,14 +16,6 @@ WAIT_MS = 60_000
 
 
 @pytest.fixture
-def notifications():
-    from napari.utils.notifications import notification_manager
-
-    start = len(notification_manager.records)
-    return lambda: [str(n.message) for n in notification_manager.records[start:]]
-
-
-@pytest.fixture
 def widget(make_napari_viewer, tiny_model):
     viewer = make_napari_viewer()
     w = SegmentWidget(viewer)
