@@ -33,6 +33,7 @@ def _add_device(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from .core.config import MethodConfig, ModelConfig, PreprocessConfig, TrainConfig
+    from .core.layouts import FORMATS
 
     defaults, method, prep = TrainConfig(), MethodConfig(), PreprocessConfig()
     parser = argparse.ArgumentParser(prog="ramseg", description="Domain-generalizable segmentation with RAM-DSIR.")
@@ -41,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model on source domains")
     t.add_argument("--data", required=True, type=Path, help="dataset root")
-    t.add_argument("--format", default="auto", choices=["auto", "domains", "dofe", "saml"])
+    t.add_argument("--format", default="auto", choices=["auto", *FORMATS], help="dataset layout (auto detects it)")
     t.add_argument("--domains", type=_csv, help="comma-separated source domains (default: all but --target)")
     t.add_argument("--target", help="held-out domain, never used in training")
     t.add_argument("--out", type=Path, help="run folder (default: runs/ramseg-<time>)")
@@ -93,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--model", default="default", help="run folder, .safetensors file, or 'default' (bundled)")
     e.add_argument("--data", required=True, type=Path, help="dataset root (the same layout ramseg train reads)")
     e.add_argument("--domain", required=True, help="the domain to score, named as ramseg train names it (e.g. STARE)")
-    e.add_argument("--format", default="auto", choices=["auto", "domains", "dofe", "saml"],
+    e.add_argument("--format", default="auto", choices=["auto", *FORMATS],
                    help="dataset layout (auto detects it)")
     e.add_argument("--split", default=None, help="only this split (e.g. test for DoFE); default: all cases")
     e.add_argument("--postprocess", action="store_true",

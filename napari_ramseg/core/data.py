@@ -1,57 +1,41 @@
-"""Dataset layouts -> cases -> loaded samples.
+"""Dataset folders -> cases -> loaded samples, for any layout.
 
-Three layouts are read (DESIGN.md, "Data formats the engine reads"); :func:`detect_format` tells them
-apart and :func:`discover` lists their cases:
+The layouts themselves (how a dataset is packaged on disk: the native ``domains``, DoFE's, SAML's...)
+are in :mod:`napari_ramseg.core.layouts`, one class each; ``layouts.FORMATS`` names them and
+:func:`detect_format` tells them apart. This module does what is the same for all of them:
 
-``domains`` (native)
-    ``<root>/<domain>/images/<case>.<png|jpg|jpeg|tif|tiff|nii|nii.gz>`` with the mask at
-    ``<root>/<domain>/labels/<case>.<png|tif|tiff|nii|nii.gz>``. Other subfolders (``fov/``...) are
-    ignored. Masks are class-index images (0 background, 1..K); binary masks stored as 0/255 are read
-    as 0/1. Optional ``<root>/dataset.json``::
+- :func:`discover` lists a dataset's cases: the chosen domains, labels (``labels=`` first, then
+  ``dataset.json``, then what the layout implies or its masks show) and splits. Each :class:`Case`
+  carries its layout, so loading needs no format.
+- Volumes: :func:`discover` yields one :class:`Case` per volume (``slice_index=None``).
+  :func:`load_volume_samples` turns a volume case into one 2.5D :class:`Sample` per slice, and
+  :func:`expand_slices` turns volume cases into one case per slice (``slice_index`` set) that
+  :func:`load_sample` can load one at a time (with a small per-process volume cache).
+  :func:`load_samples` loads any list of cases, expanding volumes.
+- Splits: ``discover(split="train")`` (the default) returns every case that is not test data
+  (``train``, ``val`` and unassigned); ``split="test"`` only test cases; ``split=None`` all.
+  :func:`split_train_val` then holds out validation cases per domain, deterministically.
 
-        {
-          "labels": {"names": ["disc", "cup"], "kind": "nested"},
-          "splits": {"train": ["<domain>/<case>", ...], "val": [...], "test": [...]}
-        }
-
-    ``labels.kind`` is ``"nested"`` (default) or ``"exclusive"`` (see ``config.LabelScheme``).
-    ``splits`` is optional; its keys are ``train``, ``val`` and ``test``, its entries
-    ``"<domain>/<case stem>"``. Cases not listed stay unassigned (``split=None``) and count as training
-    data. Without ``dataset.json`` the scheme is nested with names ``label_1 .. label_K``, K being the
-    largest mask value found.
-``dofe`` (DoFE fundus packaging)
-    ``<root>/DomainK/{train,test}/ROIs/{image,mask}/<case>.png``; masks hold 255 background,
-    128 disc rim, 0 cup, converted (with DoFE's own thresholds: >200, 51..200, <=50) to
-    0 background, 1 disc rim, 2 cup under ``OPTIC_DISC_CUP``. The folder gives the split.
-``saml`` (SAML multi-site prostate)
-    ``<root>/<site>/<case>.nii.gz`` with ``<case>_segmentation.nii.gz`` (any capitalisation);
-    mask label 2 counts as 1, scheme ``PROSTATE``.
-
-Volumes: :func:`discover` yields one :class:`Case` per volume (``slice_index=None``).
-:func:`load_volume_samples` turns a volume case into one 2.5D :class:`Sample` per slice, and
-:func:`expand_slices` turns volume cases into one case per slice (``slice_index`` set) that
-:func:`load_sample` can load one at a time (with a small per-process volume cache).
-:func:`load_samples` loads any list of cases, expanding volumes.
-
-Splits: ``discover(split="train")`` (the default) returns every case that is not test data
-(``train``, ``val`` and unassigned); ``split="test"`` only test cases; ``split=None`` all.
-:func:`split_train_val` then holds out validation cases per domain, deterministically.
+The ``fmt`` arguments of the loading functions are kept for callers written before cases carried
+their layout; None (the default) uses the case's own.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-import json
-import re
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Literal, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
 from napari_ramseg import io as rio
-from napari_ramseg.core.config import OPTIC_DISC_CUP, PROSTATE, LabelScheme
+from napari_ramseg.core import layouts
+from napari_ramseg.core.config import LabelScheme
+from napari_ramseg.core.layouts import FORMATS, Case, MaskLabelsError, detect_format
+from napari_ramseg.core.layouts.dataset_json import apply_splits, read_dataset_json
 from napari_ramseg.core.preprocess import to_model_channels, volume_to_slices_25d
 from napari_ramseg.errors import RamsegInputError
 
@@ -60,9 +44,13 @@ __all__ = [
     "Case",
     "Sample",
     "Dataset",
+    "MaskLabelsError",
     "detect_format",
     "discover",
+    "declared_labels",
     "convert_mask",
+    "read_case_image",
+    "read_case_mask",
     "load_sample",
     "load_volume_samples",
     "load_samples",
@@ -70,30 +58,6 @@ __all__ = [
     "split_train_val",
     "cases_checksum",
 ]
-
-Format = Literal["domains", "dofe", "saml"]
-FORMATS: tuple[str, ...] = ("domains", "dofe", "saml")
-SPLITS: tuple[str, ...] = ("train", "val", "test")
-MASK_SUFFIXES: tuple[str, ...] = (".png", ".tif", ".tiff", ".nii.gz", ".nii")
-_SEG_RE = re.compile(r"^(?P<case>.+?)_segmentation$", re.IGNORECASE)
-_MAX_INFERRED_LABELS = 64
-
-
-@dataclass
-class Case:
-    """One image (2D, or a whole volume when ``slice_index`` is None) and its mask."""
-
-    image: Path
-    mask: Path | None
-    domain: str
-    name: str
-    split: str | None = None
-    slice_index: int | None = None
-
-    @property
-    def key(self) -> str:
-        """``"<domain>/<name>"``, the form used by ``dataset.json`` splits."""
-        return f"{self.domain}/{self.name}"
 
 
 @dataclass
@@ -128,256 +92,6 @@ class Dataset:
         return len(self.cases)
 
 
-# ------------------------------------------------------------------------------------ folder helpers
-
-
-def _visible(p: Path) -> bool:
-    return not (p.name.startswith(".") or p.name.startswith("__"))
-
-
-def _subdirs(folder: Path) -> list[Path]:
-    return sorted((p for p in folder.iterdir() if p.is_dir() and _visible(p)), key=lambda p: p.name)
-
-
-def _child_dir(parent: Path | None, name: str) -> Path | None:
-    """``parent/name`` if it is a folder, matching the name case-insensitively when needed."""
-    if parent is None or not parent.is_dir():
-        return None
-    exact = parent / name
-    if exact.is_dir():
-        return exact
-    for p in parent.iterdir():
-        if p.is_dir() and p.name.lower() == name.lower():
-            return p
-    return None
-
-
-def _files(folder: Path) -> list[Path]:
-    return sorted((p for p in folder.iterdir() if p.is_file() and _visible(p)), key=lambda p: p.name)
-
-
-def _is_dofe_domain(d: Path) -> bool:
-    return any(_child_dir(_child_dir(d, s), "ROIs") is not None for s in ("train", "test"))
-
-
-def _is_saml_site(d: Path) -> bool:
-    return any(
-        rio.suffix_of(f) in (".nii", ".nii.gz") and _SEG_RE.match(rio.stem_of(f)) for f in _files(d)
-    )
-
-
-def _has_nifti(d: Path) -> bool:
-    return any(rio.suffix_of(f) in (".nii", ".nii.gz") for f in _files(d))
-
-
-def _is_domains_domain(d: Path) -> bool:
-    return _child_dir(d, "images") is not None
-
-
-_LAYOUTS_HELP = (
-    "expected <root>/<domain>/images/<case>.png with <root>/<domain>/labels/<case>.png, "
-    "or DoFE <root>/DomainK/{train,test}/ROIs/{image,mask}/*.png, "
-    "or SAML <root>/<site>/<case>.nii.gz with <case>_segmentation.nii.gz"
-)
-
-
-def _check_root(root: Path) -> None:
-    if not root.exists():
-        raise RamsegInputError("dataset folder not found", root)
-    if not root.is_dir():
-        raise RamsegInputError("is a file; give the dataset folder", root)
-
-
-def detect_format(root: str | Path) -> str:
-    """``"domains"``, ``"dofe"`` or ``"saml"``; RamsegInputError when no layout fits."""
-    root = Path(root)
-    _check_root(root)
-    subdirs = _subdirs(root)
-    if not subdirs and not _files(root):
-        raise RamsegInputError("dataset folder is empty", root)
-    if any(_is_dofe_domain(d) for d in subdirs):
-        return "dofe"
-    if any(_is_saml_site(d) for d in subdirs):
-        return "saml"
-    if any(_is_domains_domain(d) for d in subdirs):
-        return "domains"
-    if _is_domains_domain(root):
-        raise RamsegInputError(
-            "this is a single domain folder (it holds images/); give the folder above it, which holds one folder per domain",
-            root,
-        )
-    if _is_dofe_domain(root):
-        raise RamsegInputError("this is a single DoFE domain; give the folder that holds Domain1, Domain2, ...", root)
-    if _is_saml_site(root):
-        raise RamsegInputError("this is a single SAML site; give the folder that holds one folder per site", root)
-    raise RamsegInputError(f"no known dataset layout: {_LAYOUTS_HELP}", root)
-
-
-def _list_domains(root: Path, fmt: str) -> list[str]:
-    # a SAML site is any folder with NIfTI files, so a site whose masks are all missing is reported
-    test = {"domains": _is_domains_domain, "dofe": _is_dofe_domain, "saml": _has_nifti}[fmt]
-    return [d.name for d in _subdirs(root) if test(d)]
-
-
-# --------------------------------------------------------------------------------------- pairing
-
-
-def _index(folder: Path, suffixes: Sequence[str], role: str) -> tuple[dict[str, Path], list[Path]]:
-    """stem -> file for files with a supported ending; also the files skipped for their type."""
-    found: dict[str, Path] = {}
-    skipped: list[Path] = []
-    for f in _files(folder):
-        suffix = rio.suffix_of(f)
-        if suffix not in suffixes:
-            skipped.append(f)
-            continue
-        stem = rio.stem_of(f)
-        if stem in found:
-            raise RamsegInputError(
-                f"two {role} files share the name {stem!r}: {found[stem].name} and {f.name}; keep one", folder
-            )
-        found[stem] = f
-    return found, skipped
-
-
-def _pair(
-    img_dir: Path,
-    mask_dir: Path | None,
-    domain: str,
-    split: str | None,
-    require_masks: bool,
-    mask_hint: str,
-) -> list[Case]:
-    images, skipped_images = _index(img_dir, rio.SUPPORTED_IMAGE_SUFFIXES, "image")
-    masks: dict[str, Path] = {}
-    if mask_dir is not None:
-        masks, skipped_masks = _index(mask_dir, MASK_SUFFIXES, "mask")
-        for f in skipped_masks:
-            if rio.suffix_of(f) in rio.SUPPORTED_IMAGE_SUFFIXES:  # e.g. a JPEG mask
-                raise RamsegInputError(
-                    f"masks must be PNG, TIFF or NIfTI ({rio.suffix_of(f)} is lossy or not a label format)", f
-                )
-    for stem, m in masks.items():
-        if stem not in images:
-            near = [f.name for f in skipped_images if rio.stem_of(f) == stem]
-            hint = f" ({near[0]} has an unsupported file type)" if near else ""
-            raise RamsegInputError(f"mask has no image: expected {img_dir / stem}.<ext>{hint}", m)
-    cases = []
-    for stem in sorted(images):
-        mask = masks.get(stem)
-        if mask is None and require_masks:
-            raise RamsegInputError(f"image has no mask: expected {mask_hint.format(stem=stem)}", images[stem])
-        cases.append(Case(image=images[stem], mask=mask, domain=domain, name=stem, split=split))
-    return cases
-
-
-def _domains_cases(root: Path, domain: str, require_masks: bool) -> list[Case]:
-    ddir = root / domain
-    img_dir = _child_dir(ddir, "images")
-    lbl_dir = _child_dir(ddir, "labels")
-    assert img_dir is not None
-    hint = str((lbl_dir or ddir / "labels") / "{stem}") + ".png (or .tif, .nii.gz)"
-    return _pair(img_dir, lbl_dir, domain, None, require_masks, hint)
-
-
-def _dofe_cases(root: Path, domain: str, require_masks: bool) -> list[Case]:
-    cases: list[Case] = []
-    for split in ("train", "test"):
-        roi = _child_dir(_child_dir(root / domain, split), "ROIs")
-        if roi is None:
-            continue
-        img_dir = _child_dir(roi, "image")
-        mask_dir = _child_dir(roi, "mask")
-        if img_dir is None:
-            raise RamsegInputError("DoFE folder has no image/ subfolder", roi)
-        hint = str((mask_dir or roi / "mask") / "{stem}") + ".png"
-        cases += _pair(img_dir, mask_dir, domain, split, require_masks, hint)
-    return cases
-
-
-def _saml_cases(root: Path, domain: str, require_masks: bool) -> list[Case]:
-    site = root / domain
-    images: dict[str, Path] = {}
-    segs: dict[str, Path] = {}
-    for f in _files(site):
-        if rio.suffix_of(f) not in (".nii", ".nii.gz"):
-            continue
-        stem = rio.stem_of(f)
-        m = _SEG_RE.match(stem)
-        target, key = (segs, m.group("case")) if m else (images, stem)
-        if key in target:
-            raise RamsegInputError(f"two files for case {key!r}: {target[key].name} and {f.name}", site)
-        target[key] = f
-    for key, seg in segs.items():
-        if key not in images:
-            raise RamsegInputError(f"segmentation has no image: expected {site / key}.nii.gz", seg)
-    cases = []
-    for key in sorted(images):
-        seg = segs.get(key)
-        if seg is None and require_masks:
-            raise RamsegInputError(f"volume has no mask: expected {site / key}_segmentation.nii.gz", images[key])
-        cases.append(Case(image=images[key], mask=seg, domain=domain, name=key, split=None))
-    return cases
-
-
-# ----------------------------------------------------------------------------------- dataset.json
-
-
-def _read_dataset_json(root: Path) -> dict | None:
-    path = root / "dataset.json"
-    if not path.is_file():
-        return None
-    try:
-        spec = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RamsegInputError(f"not valid JSON: {rio._why(exc)}", path) from None
-    if not isinstance(spec, dict):
-        raise RamsegInputError("must hold a JSON object", path)
-    out: dict = {"path": path}
-    if "labels" in spec:
-        lab = spec["labels"]
-        try:
-            if isinstance(lab, list):
-                lab = {"names": lab}
-            names = lab["names"]
-            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-                raise ValueError("labels.names must be a list of strings")
-            out["labels"] = LabelScheme(tuple(names), lab.get("kind", "nested"))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise RamsegInputError(
-                f'bad "labels" ({exc}); expected {{"names": ["disc", "cup"], "kind": "nested" | "exclusive"}}', path
-            ) from None
-    if "splits" in spec:
-        splits = spec["splits"]
-        if not isinstance(splits, dict) or any(k not in SPLITS for k in splits):
-            raise RamsegInputError(f'"splits" must be an object with keys among {list(SPLITS)}', path)
-        assigned: dict[str, str] = {}
-        for key, entries in splits.items():
-            if not isinstance(entries, list):
-                raise RamsegInputError(f'splits.{key} must be a list of "<domain>/<case>"', path)
-            for entry in entries:
-                if not isinstance(entry, str) or entry.count("/") != 1:
-                    raise RamsegInputError(f'split entry {entry!r} must read "<domain>/<case>"', path)
-                if entry in assigned and assigned[entry] != key:
-                    raise RamsegInputError(f"case {entry!r} is in two splits ({assigned[entry]}, {key})", path)
-                assigned[entry] = key
-        out["splits"] = assigned
-    return out
-
-
-def _apply_splits(cases: list[Case], assigned: dict[str, str], domains: Iterable[str], path: Path) -> None:
-    by_key = {c.key: c for c in cases}
-    selected = set(domains)
-    for entry, split in assigned.items():
-        domain = entry.split("/", 1)[0]
-        if domain not in selected:
-            continue
-        case = by_key.get(entry)
-        if case is None:
-            raise RamsegInputError(f"split {split!r} names case {entry!r}, which does not exist", path)
-        case.split = split
-
-
 # ---------------------------------------------------------------------------------------- discover
 
 
@@ -390,24 +104,20 @@ def discover(
     require_masks: bool = True,
     split: str | None = "train",
 ) -> Dataset:
-    """List the cases of a dataset folder (see the module docstring for layouts and splits).
+    """List the cases of a dataset folder (see the module docstring for labels and splits).
 
-    ``domains`` picks domains (in the given order); ``labels`` overrides the label scheme;
-    ``split`` is ``"train"`` (everything but test data), ``"test"`` or None (all).
+    ``format`` is ``"auto"`` or a name in ``FORMATS``; ``domains`` picks domains (in the given order);
+    ``labels`` overrides the label scheme; ``split`` is ``"train"`` (everything but test data),
+    ``"test"`` or None (all).
     """
     root = Path(root)
-    _check_root(root)
-    if format == "auto":
-        fmt = detect_format(root)
-    elif format in FORMATS:
-        fmt = format
-    else:
-        raise ValueError(f"format must be 'auto' or one of {FORMATS}, not {format!r}")
+    layouts.check_root(root)
+    layout = layouts.get(detect_format(root) if format == "auto" else format)
     if split not in (None, "train", "test"):
         raise ValueError(f"split must be 'train', 'test' or None, not {split!r}")
-    available = _list_domains(root, fmt)
+    available = layout.list_domains(root)
     if not available:
-        raise RamsegInputError(f"no {fmt} domain folders found: {_LAYOUTS_HELP}", root)
+        raise RamsegInputError(f"no {layout.name} domain folders found: {layouts.layouts_help()}", root)
     if domains:
         chosen = list(dict.fromkeys(domains))
         for d in chosen:
@@ -415,28 +125,19 @@ def discover(
                 raise RamsegInputError(f"domain {d!r} not found; available: {', '.join(available)}", root)
     else:
         chosen = available
-    spec = _read_dataset_json(root)
-    reader = {"domains": _domains_cases, "dofe": _dofe_cases, "saml": _saml_cases}[fmt]
+    spec = read_dataset_json(root)
     cases: list[Case] = []
     for d in chosen:
-        found = reader(root, d, require_masks)
+        found = layout.list_cases(root, d, require_masks)
         if not found:
             raise RamsegInputError("domain folder holds no images", root / d)
         cases += found
-    splits_from = "folders" if fmt == "dofe" else None
+    splits_from = layout.splits_from
     if spec and "splits" in spec:
-        _apply_splits(cases, spec["splits"], chosen, spec["path"])
+        apply_splits(cases, spec["splits"], chosen, spec["path"])
         splits_from = "dataset.json"
-
     if labels is None:
-        if spec and "labels" in spec:
-            labels = spec["labels"]
-        elif fmt == "dofe":
-            labels = OPTIC_DISC_CUP
-        elif fmt == "saml":
-            labels = PROSTATE
-        else:
-            labels = _infer_labels(cases)
+        labels = spec["labels"] if spec and "labels" in spec else layout.default_labels(cases)
 
     if split == "train":
         cases = [c for c in cases if c.split != "test"]
@@ -444,11 +145,7 @@ def discover(
         cases = [c for c in cases if c.split == "test"]
     if not cases:
         raise RamsegInputError(f"no {split} cases in domains {', '.join(chosen)}", root)
-    return Dataset(format=fmt, root=root, labels=labels, cases=cases, domains=chosen, splits_from=splits_from)
-
-
-class MaskLabelsError(RamsegInputError):
-    """A mask holds values the label scheme has no name for (the caller may know why: a wrong model)."""
+    return Dataset(format=layout.name, root=root, labels=labels, cases=cases, domains=chosen, splits_from=splits_from)
 
 
 def declared_labels(root: str | Path, fmt: str) -> tuple[LabelScheme, str] | None:
@@ -457,70 +154,35 @@ def declared_labels(root: str | Path, fmt: str) -> tuple[LabelScheme, str] | Non
     ``dataset.json`` labels first, then the layout's own scheme (DoFE: disc, cup; SAML: prostate);
     None for a ``domains`` dataset without ``dataset.json`` (its labels are only known from masks).
     """
-    spec = _read_dataset_json(Path(root))
+    spec = read_dataset_json(Path(root))
     if spec and "labels" in spec:
         return spec["labels"], str(spec["path"])
-    if fmt == "dofe":
-        return OPTIC_DISC_CUP, "the DoFE layout"
-    if fmt == "saml":
-        return PROSTATE, "the SAML layout"
-    return None
-
-
-def _mask_values(mask: np.ndarray) -> np.ndarray:
-    if mask.dtype == np.uint8:
-        return np.flatnonzero(np.bincount(mask.ravel(), minlength=256))
-    return np.unique(mask)
-
-
-def _infer_labels(cases: Sequence[Case]) -> LabelScheme:
-    """Nested ``label_1..label_K`` with K the largest mask value (0/255 binary masks count as K=1)."""
-    k = 0
-    for case in cases:
-        if case.mask is None:
-            continue
-        values = _mask_values(rio.read_mask(case.mask))
-        top = int(values.max()) if values.size else 0
-        if top == 255 and set(values.tolist()) <= {0, 255}:
-            top = 1
-        if top > _MAX_INFERRED_LABELS:
-            raise RamsegInputError(
-                f"mask holds value {top}; masks must be class-index images (0 background, 1..K), "
-                "or describe the labels in dataset.json",
-                case.mask,
-            )
-        k = max(k, top)
-    return LabelScheme(tuple(f"label_{i}" for i in range(1, max(k, 1) + 1)), "nested")
+    return layouts.get(fmt).declared_labels()
 
 
 # ------------------------------------------------------------------------------------------ loading
 
 
 def convert_mask(mask: np.ndarray, fmt: str, labels: LabelScheme, path: str | Path | None = None) -> np.ndarray:
-    """Bring a raw mask of a layout to class indices 0..labels.num_classes (uint8), or raise."""
-    if fmt == "dofe":
-        raw = mask
-        mask = np.full(raw.shape, 2, dtype=np.uint8)  # <= 50: cup
-        mask[raw > 50] = 1  # disc rim
-        mask[raw > 200] = 0  # background
-    elif fmt == "saml":
-        mask = mask.copy()
-        mask[mask == 2] = 1
-    elif fmt == "domains":
-        if labels.num_classes < 255 and mask.size:
-            values = _mask_values(mask)
-            if values.max() == 255 and set(values.tolist()) <= {0, 255}:
-                mask = (mask == 255).astype(np.uint8)
-    else:
-        raise ValueError(f"unknown format {fmt!r}")
-    values = _mask_values(mask)
-    bad = values[values > labels.num_classes]
-    if bad.size:
-        shown = ", ".join(str(int(v)) for v in bad[:10]) + (", ..." if bad.size > 10 else "")
-        raise MaskLabelsError(
-            f"mask values {shown} are outside 0..{labels.num_classes} (labels: {', '.join(labels.names)})", path
-        )
-    return np.ascontiguousarray(mask, dtype=np.uint8)
+    """Bring a raw mask of layout ``fmt`` to class indices 0..labels.num_classes (uint8), or raise."""
+    return layouts.get(fmt).convert_mask(mask, labels, path)
+
+
+def read_case_image(case: Case) -> rio.ImageData:
+    """A case's image file as its layout reads it (a .npy slice, a PNG, a NIfTI volume...)."""
+    return layouts.get(case.layout).read_image(case.image)
+
+
+def read_case_mask(case: Case, labels: LabelScheme) -> np.ndarray | None:
+    """A case's whole mask as class indices (its layout's values converted); None without a mask."""
+    if case.mask is None:
+        return None
+    layout = layouts.get(case.layout)
+    return layout.convert_mask(layout.read_mask(case.mask), labels, case.mask)
+
+
+def _with_layout(case: Case, fmt: str | None) -> Case:
+    return case if fmt is None or fmt == case.layout else dataclasses.replace(case, layout=fmt)
 
 
 def _image_channels(array: np.ndarray, path: Path) -> np.ndarray:
@@ -530,10 +192,12 @@ def _image_channels(array: np.ndarray, path: Path) -> np.ndarray:
         raise RamsegInputError(str(exc), path) from None
 
 
-def _read_case_mask(case: Case, shape: tuple[int, ...], labels: LabelScheme, fmt: str) -> np.ndarray | None:
+def _mask_like(case: Case, shape: tuple[int, ...], labels: LabelScheme) -> np.ndarray | None:
+    """The case's mask, checked against the image's spatial ``shape`` (a one-slice axis may differ)."""
     if case.mask is None:
         return None
-    mask = rio.read_mask(case.mask)
+    layout = layouts.get(case.layout)
+    mask = layout.read_mask(case.mask)
     if mask.ndim == len(shape) + 1 and mask.shape[0] == 1:
         mask = mask[0]
     elif mask.ndim + 1 == len(shape) and shape[0] == 1:
@@ -542,16 +206,16 @@ def _read_case_mask(case: Case, shape: tuple[int, ...], labels: LabelScheme, fmt
         raise RamsegInputError(
             f"mask shape {tuple(mask.shape)} does not match image {case.image} shape {tuple(shape)}", case.mask
         )
-    return convert_mask(mask, fmt, labels, case.mask)
+    return layout.convert_mask(mask, labels, case.mask)
 
 
-def _samples_of(case: Case, data: rio.ImageData, labels: LabelScheme, fmt: str) -> list[Sample]:
+def _samples_of(case: Case, data: rio.ImageData, labels: LabelScheme) -> list[Sample]:
     if data.is_volume and data.array.shape[0] > 1:
         try:
             slices = volume_to_slices_25d(data.array)
         except ValueError as exc:
             raise RamsegInputError(str(exc), case.image) from None
-        mask = _read_case_mask(case, data.array.shape, labels, fmt)
+        mask = _mask_like(case, data.array.shape, labels)
         return [
             Sample(slices[j], None if mask is None else mask[j], case.domain, case.name, slice_index=j,
                    spacing=data.spacing)
@@ -559,82 +223,66 @@ def _samples_of(case: Case, data: rio.ImageData, labels: LabelScheme, fmt: str) 
         ]
     array = data.array[0] if data.is_volume else data.array  # a one-slice volume is a 2D image
     image = _image_channels(array, case.image)
-    mask = _read_case_mask(case, image.shape[1:], labels, fmt)
+    mask = _mask_like(case, image.shape[1:], labels)
     return [Sample(image, mask, case.domain, case.name, slice_index=0 if data.is_volume else None)]
 
 
-def load_volume_samples(case: Case, labels: LabelScheme, fmt: str = "saml") -> list[Sample]:
+def load_volume_samples(case: Case, labels: LabelScheme, fmt: str | None = None) -> list[Sample]:
     """One 2.5D sample per slice of a volume case (a 2D image gives one sample)."""
-    return _samples_of(case, rio.read_image(case.image), labels, fmt)
+    case = _with_layout(case, fmt)
+    return _samples_of(case, read_case_image(case), labels)
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_volume(image: str, mask: str | None, stamp: tuple, labels: LabelScheme, fmt: str) -> list[Sample]:
-    case = Case(Path(image), None if mask is None else Path(mask), "", "")
-    return load_volume_samples(case, labels, fmt)
+def _cached_volume(image: str, mask: str | None, stamp: tuple, labels: LabelScheme, layout: str) -> list[Sample]:
+    case = Case(Path(image), None if mask is None else Path(mask), "", "", layout=layout)
+    return load_volume_samples(case, labels)
 
 
 def _stamp(*paths: Path | None) -> tuple:
     return tuple(None if p is None or not p.exists() else p.stat().st_mtime_ns for p in paths)
 
 
-def load_sample(case: Case, labels: LabelScheme, fmt: str = "domains") -> Sample:
+def load_sample(case: Case, labels: LabelScheme, fmt: str | None = None) -> Sample:
     """Load one 2D case, or one slice of a volume case (``slice_index`` set) as a 2.5D sample."""
+    case = _with_layout(case, fmt)
     if case.slice_index is not None:
-        samples = _cached_volume(
-            str(case.image), None if case.mask is None else str(case.mask), _stamp(case.image, case.mask), labels, fmt
-        )
+        samples = _cached_volume(str(case.image), None if case.mask is None else str(case.mask),
+                                 _stamp(case.image, case.mask), labels, case.layout)
         if not 0 <= case.slice_index < len(samples):
             raise RamsegInputError(f"slice {case.slice_index} is outside 0..{len(samples) - 1}", case.image)
         s = samples[case.slice_index]
         return Sample(s.image.copy(), None if s.mask is None else s.mask.copy(), case.domain, case.name,
                       case.slice_index, s.spacing)
-    data = rio.read_image(case.image)
+    data = read_case_image(case)
     if data.is_volume and data.array.shape[0] > 1:
         raise RamsegInputError(
             f"is a 3D volume {data.array.shape}; use load_volume_samples or expand_slices", case.image
         )
-    return _samples_of(case, data, labels, fmt)[0]
+    return _samples_of(case, data, labels)[0]
 
 
-def load_samples(cases: Iterable[Case], labels: LabelScheme, fmt: str = "domains") -> list[Sample]:
+def load_samples(cases: Iterable[Case], labels: LabelScheme, fmt: str | None = None) -> list[Sample]:
     """Load cases in order; volume cases expand to one 2.5D sample per slice."""
     out: list[Sample] = []
     for case in cases:
+        case = _with_layout(case, fmt)
         if case.slice_index is not None:
-            out.append(load_sample(case, labels, fmt))
+            out.append(load_sample(case, labels))
         else:
-            out += _samples_of(case, rio.read_image(case.image), labels, fmt)
+            out += _samples_of(case, read_case_image(case), labels)
     return out
-
-
-def _depth(path: Path) -> int | None:
-    """Number of slices of a volume file, None for a 2D image (reads only the header for NIfTI)."""
-    if rio.suffix_of(path) in (".nii", ".nii.gz"):
-        import nibabel as nib
-
-        try:
-            shape = list(nib.load(str(path)).shape)
-        except Exception as exc:
-            raise RamsegInputError(f"cannot read NIfTI header: {rio._why(exc)}", path) from None
-        while len(shape) > 3 and shape[-1] == 1:
-            shape.pop()
-        return shape[2] if len(shape) == 3 else None
-    if rio.suffix_of(path) in (".tif", ".tiff"):
-        data = rio.read_image(path)
-        return data.array.shape[0] if data.is_volume else None
-    return None
 
 
 def expand_slices(cases: Iterable[Case]) -> list[Case]:
     """Volume cases -> one case per slice (``slice_index`` 0..Z-1); 2D cases pass through."""
     out: list[Case] = []
     for case in cases:
-        depth = None if case.slice_index is not None else _depth(case.image)
+        depth = None if case.slice_index is not None else layouts.get(case.layout).depth(case.image)
         if depth is None:
             out.append(case)
         else:
-            out += [Case(case.image, case.mask, case.domain, case.name, case.split, j) for j in range(depth)]
+            out += [dataclasses.replace(case, slice_index=j) for j in range(depth)]
     return out
 
 

@@ -24,6 +24,7 @@ import torch
 
 from ..errors import RamsegInputError
 from .config import FIT, PreprocessConfig
+from .layouts import LAYOUTS
 from .preprocess import normalize_intensity, to_model_channels
 from .ram import window_bounds
 from .sampling import resize_image, working_shape
@@ -331,7 +332,8 @@ def _recorded_kinds(metadata: Any) -> set[tuple[bool, bool]] | None:
     """(colour, volume) kinds an older model.json implies through its data format; None if it does not."""
     data = (getattr(metadata, "extra", None) or {}).get("data")
     fmt = data.get("format") if isinstance(data, dict) else None
-    return {"saml": {(False, True)}, "dofe": {(True, False)}}.get(fmt)
+    kinds = LAYOUTS[fmt].image_kinds if isinstance(fmt, str) and fmt in LAYOUTS else None
+    return None if kinds is None else set(kinds)
 
 
 def fit_score(metadata: Any, image: np.ndarray, is_volume: bool | None = None) -> FitResult:

@@ -10,10 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .. import io as rio
 from ..errors import RamsegInputError, naming
 from .config import LabelScheme
-from .data import MaskLabelsError, convert_mask, declared_labels, discover
+from .data import MaskLabelsError, declared_labels, discover, read_case_image, read_case_mask
 from .infer import Predictor
 from .metrics import case_metrics, mean_dice, summarize
 
@@ -28,9 +27,9 @@ def evaluate_domain(model: str | Path | Predictor, data_root: str | Path, domain
     _check_labels_fit(labels, dataset.root, dataset.format)
     cases = []
     for index, case in enumerate(dataset.cases):
-        image = rio.read_image(case.image)
+        image = read_case_image(case)
         try:
-            truth = convert_mask(rio.read_mask(case.mask), dataset.format, labels, case.mask)
+            truth = read_case_mask(case, labels)
         except MaskLabelsError as exc:
             raise RamsegInputError(f"{exc.problem}; the model's labels do not fit these masks", exc.path) from None
         with naming(case.image):

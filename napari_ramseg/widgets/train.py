@@ -18,6 +18,7 @@ from qtpy.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QHBo
                             QWidget)
 
 from ..core.config import LabelScheme, MethodConfig, ModelConfig, PreprocessConfig, TrainConfig
+from ..core.layouts import FORMATS as LAYOUT_NAMES
 from ..core.train_process import TrainProcess
 from ._handover import find_model_consumers, offer_model
 from ._plot import LivePlot
@@ -26,7 +27,7 @@ from ._train_options import LabelOptions, MoreOptions, spin
 __all__ = ["TrainWidget", "find_model_consumers", "offer_model", "DEVICES"]
 
 DEVICES = ("auto", "cpu", "cuda", "mps")  # as core.device.DEVICE_CHOICES, without importing torch here
-FORMATS = ("auto", "domains", "dofe", "saml")
+FORMATS = ("auto", *LAYOUT_NAMES)
 NO_TARGET = "(none)"
 
 
