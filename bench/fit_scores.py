@@ -36,7 +36,8 @@ import machine  # noqa: E402
 from napari_ramseg.core.checkpoint import load_metadata  # noqa: E402
 from napari_ramseg.core.data import discover  # noqa: E402
 from napari_ramseg.core.domain_fit import fit_score  # noqa: E402
-from napari_ramseg.io import atomic_write, read_image  # noqa: E402
+from napari_ramseg.files import atomic_write  # noqa: E402
+from napari_ramseg.io import read_image  # noqa: E402
 from napari_ramseg.models import bundled_model_path  # noqa: E402
 
 

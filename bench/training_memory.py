@@ -64,7 +64,7 @@ def main() -> int:
              f"{rows['full']['held_mb']:.0f} MB | {rows['full']['seconds']:.1f} s |",
              f"| shrunk to the working scale as read (540 px long side; now what `ramseg train` does) | "
              f"{rows['scaled']['peak_rss_mb']:.0f} MB | {rows['scaled']['held_mb']:.0f} MB | {rows['scaled']['seconds']:.1f} s |", ""]
-    from napari_ramseg.io import atomic_write
+    from napari_ramseg.files import atomic_write
 
     atomic_write(args.out, lambda t: t.write_text("\n".join(lines)))
     atomic_write(args.out.with_suffix(".json"), lambda t: t.write_text(json.dumps({"command": command, "rows": rows}, indent=2) + "\n"))

@@ -33,6 +33,7 @@ from napari_ramseg.core.config import LabelScheme, ModelConfig, TrainConfig
 from napari_ramseg.core.infer import Predictor
 from napari_ramseg.core.model import RamSegNet
 from napari_ramseg.errors import RamsegInputError
+from napari_ramseg.files import atomic_write
 
 FORMATS = ("png", "jpg", "tif", "nii", "nii.gz")
 RNG = np.random.default_rng(0)
@@ -577,7 +578,7 @@ def test_atomic_write_leaves_the_old_file_or_the_new_one(tmp_path):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        rio.atomic_write(target, interrupted)
+        atomic_write(target, interrupted)
     assert json.loads(target.read_text()) == {"v": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
     with pytest.raises(ValueError):  # NaN is not strict JSON: refused before anything is renamed
@@ -594,7 +595,7 @@ def test_stale_temporaries_of_killed_writers_are_removed(tmp_path):
     alive.write_bytes(b"in progress")
     other = tmp_path / f".model.json.{dead}.x.tmp"  # another file's temporary: not this write's business
     other.write_bytes(b"x")
-    rio.atomic_write(tmp_path / "resume.safetensors", lambda tmp: tmp.write_bytes(b"complete"))
+    atomic_write(tmp_path / "resume.safetensors", lambda tmp: tmp.write_bytes(b"complete"))
     assert (tmp_path / "resume.safetensors").read_bytes() == b"complete"
     assert not stale.exists() and alive.exists() and other.exists()
 

@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from .. import __version__
 from ..errors import RamsegInputError
-from ..io import atomic_write
+from ..files import atomic_write
 from .config import NORMALIZATION, TrainConfig
 from .domain_fit import SourceProfile
 from .model import RamSegNet

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import RamsegInputError
-from ..io import atomic_write
+from ..files import atomic_write
 from .config import TrainConfig
 
 # torch, safetensors and the checkpoint module are imported where they are used: the Train dock reads
