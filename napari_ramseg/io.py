@@ -1,7 +1,9 @@
-"""Reading images and masks, writing label images. No Qt or napari here: the engine imports it.
+"""Reading images and masks, writing label images and images. No Qt or napari here: the engine imports it.
 
 One reader per file ending, kept in a registry (``_READERS``) in the spirit of nnU-Net's image
-readers; :func:`read_image` picks the reader by :func:`suffix_of`.
+readers; :func:`read_image` picks the reader by :func:`suffix_of`. Label writers sit in a second
+registry (``_WRITERS``, :func:`write_labels`); :func:`write_image` writes lossless copies of images.
+Every write is atomic through :mod:`napari_ramseg.files`.
 
 Array conventions (every reader returns these):
 
@@ -20,16 +22,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from napari_ramseg.errors import RamsegInputError
+from napari_ramseg.errors import RamsegInputError, one_line
+from napari_ramseg.files import atomic_write  # also imported from here by bench scripts written before files.py
 
 __all__ = [
     "ImageData",
@@ -41,9 +41,9 @@ __all__ = [
     "read_image",
     "read_mask",
     "write_labels",
+    "write_image",
+    "as_index_array",
     "versioned_path",
-    "atomic_write",
-    "remove_stale_temporaries",
     "MAX_IMAGE_BYTES",
     "register_reader",
     "register_writer",
@@ -112,12 +112,6 @@ def stem_of(path: str | Path) -> str:
     name = Path(path).name
     suffix = suffix_of(path)
     return name[: len(name) - len(suffix)] if suffix else name
-
-
-def _why(exc: BaseException) -> str:
-    """A library exception as one short line (RamsegInputError messages are single lines)."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
 
 
 # ------------------------------------------------------------------------------------------ registry
@@ -234,7 +228,7 @@ def _read_pillow(path: Path, as_mask: bool) -> ImageData:
     except FileNotFoundError:
         raise RamsegInputError("file not found", path) from None
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, zlib/struct errors...
-        raise RamsegInputError(f"cannot read {kind} (truncated or corrupt?): {_why(exc)}", path) from None
+        raise RamsegInputError(f"cannot read {kind} (truncated or corrupt?): {one_line(exc, 200, typed=False)}", path) from None
     # native byte order (16-bit PNGs can come back big-endian)
     array = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("="))
     return ImageData(array=array, path=str(path), axes="YXC" if array.ndim == 3 else "YX",
@@ -263,7 +257,7 @@ def _read_tiff(path: Path, as_mask: bool) -> ImageData:
     except FileNotFoundError:
         raise RamsegInputError("file not found", path) from None
     except Exception as exc:
-        raise RamsegInputError(f"cannot read TIFF (truncated or corrupt?): {_why(exc)}", path) from None
+        raise RamsegInputError(f"cannot read TIFF (truncated or corrupt?): {one_line(exc, 200, typed=False)}", path) from None
     if array.size == 0 or len(axes) != array.ndim:  # tifffile gives up on broken pages with an empty array
         raise RamsegInputError(
             f"cannot read TIFF (truncated or corrupt?): no pixel data (shape {array.shape}, axes {axes!r})", path
@@ -357,7 +351,7 @@ def _read_nifti(path: Path, as_mask: bool) -> ImageData:
     except FileNotFoundError:
         raise RamsegInputError("file not found", path) from None
     except Exception as exc:  # ImageFileError, EOFError, zlib.error, gzip.BadGzipFile, ...
-        raise RamsegInputError(f"cannot read NIfTI (truncated or corrupt?): {_why(exc)}", path) from None
+        raise RamsegInputError(f"cannot read NIfTI (truncated or corrupt?): {one_line(exc, 200, typed=False)}", path) from None
     if data.dtype.fields is not None or data.dtype.kind not in "biuf":
         raise RamsegInputError(f"NIfTI data type {data.dtype} is not supported (expected a scalar image)", path)
     original_shape = tuple(int(n) for n in data.shape)
@@ -432,10 +426,12 @@ def read_mask(path: str | Path) -> np.ndarray:
                 path,
             )
         array = array[..., 0]
-    return _to_index_array(array, path)
+    return as_index_array(array, path)
 
 
-def _to_index_array(array: np.ndarray, path: str | Path) -> np.ndarray:
+def as_index_array(array: np.ndarray, path: str | Path | None = None) -> np.ndarray:
+    """A mask array as class indices: uint8 when the values fit, else uint16; RamsegInputError naming
+    ``path`` for NaN, fractions or negatives. For masks that come from elsewhere than a file reader."""
     if array.dtype.kind == "b":
         return array.astype(np.uint8)
     if array.dtype.kind == "f":
@@ -576,72 +572,42 @@ def write_labels(
     return path
 
 
-def atomic_write(path: str | Path, write: Any, suffix: str = "") -> None:
-    """Call ``write(tmp_path)`` on a temporary file in the target folder, then rename it into place.
+def _write_tiff_image(path: Path, image: np.ndarray, like: ImageData | None) -> None:
+    # zlib keeps the copy lossless and small; colour is stored as RGB samples so readers show it as such
+    import tifffile
 
-    Every file napari-ramseg writes goes through here. The temporary name carries the writer's
-    process id: ``.<name>.<pid>.<random>.tmp``, or ``.<stem>.<pid>.<random>.tmp<suffix>`` where a
-    format writer needs the file's ending (``suffix``, e.g. ``.nii.gz``). An interruption that Python sees (Ctrl-C, an exception, Stop) removes
-    it at once; one that it cannot see (SIGKILL, power loss) leaves it behind, and the next
-    successful write of the same file removes it once that process is gone.
+    rgb = like is not None and like.is_rgb
+    tifffile.imwrite(path, image, photometric="rgb" if rgb else "minisblack", compression="zlib")
+
+
+_IMAGE_WRITERS: dict[str, Writer] = {".tif": _write_tiff_image, ".tiff": _write_tiff_image,
+                                     ".nii": _write_nifti, ".nii.gz": _write_nifti}
+
+
+def write_image(path: str | Path, image: np.ndarray | ImageData, overwrite: bool = False) -> Path:
+    """Write a lossless copy of an image as TIFF or NIfTI, atomically; returns the path.
+
+    ``image`` is an array (``(H, W)`` grey, ``(H, W, 3)`` RGB, ``(Z, Y, X)`` volume; read as
+    :class:`ImageData` reads it) or an :class:`ImageData`, whose ``affine``/``spacing`` a NIfTI file
+    keeps (so :func:`read_image` gives the same array and affine back). The dtype is kept. An existing
+    file raises ``FileExistsError`` unless ``overwrite``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    base = path.name[: -len(suffix)] if suffix and path.name.endswith(suffix) else path.name
-    prefix, tmp_suffix = f".{base}.", f".tmp{suffix}"
-    fd, tmp = tempfile.mkstemp(prefix=f"{prefix}{os.getpid()}.", suffix=tmp_suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the user's usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    remove_stale_temporaries(path.parent, prefix, tmp_suffix)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def remove_stale_temporaries(folder: str | Path, prefix: str, suffix: str) -> list[Path]:
-    """Delete ``<prefix><pid>.<random><suffix>`` files in ``folder`` whose writing process is gone.
-
-    Atomic writes name their temporary file after the writer's process id. An interruption Python
-    sees removes it at once; one it cannot see (SIGKILL, power loss) leaves it, and the next
-    successful write of the same file calls this to clean up.
-    """
-    removed: list[Path] = []
-    pattern = re.compile(rf"{re.escape(prefix)}(\d+)\.[A-Za-z0-9_]+{re.escape(suffix)}")  # mkstemp's names
-    try:
-        candidates = [(p, pattern.fullmatch(p.name)) for p in Path(folder).iterdir()]
-    except OSError:
-        return removed
-    for candidate, match in candidates:
-        if match is None or int(match.group(1)) == os.getpid() or _process_alive(int(match.group(1))):
-            continue
-        try:
-            candidate.unlink()
-            removed.append(candidate)
-        except OSError:
-            pass
-    return removed
-
-
-def _process_alive(pid: int) -> bool:
-    """True when ``pid`` runs, or cannot be probed (then its file is left alone)."""
-    if pid <= 0 or os.name == "nt":  # on Windows os.kill(pid, 0) would terminate the process
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError, OverflowError):
-        return True
-    return True
+    like = image if isinstance(image, ImageData) else ImageData(array=np.asarray(image))
+    suffix = suffix_of(path)
+    writer = _IMAGE_WRITERS.get(suffix)
+    if writer is None:
+        raise RamsegInputError(
+            f"cannot write an image as {suffix or '(no ending)'!r}; use one of {', '.join(_IMAGE_WRITERS)}", path)
+    array = like.array
+    if array.size == 0 or array.dtype.kind not in "biuf":
+        raise ValueError(f"image must be a non-empty numeric array, not {array.dtype} of shape {array.shape}")
+    if suffix in (".nii", ".nii.gz") and like.is_rgb:
+        raise RamsegInputError(f"NIfTI holds grey images and volumes, this is colour {array.shape}; save as .tif", path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; pick a new name (e.g. {versioned_path(path).name})")
+    atomic_write(path, lambda tmp: writer(tmp, array, like), suffix=suffix)
+    return path
 
 
 def versioned_path(path: str | Path) -> Path:

@@ -301,3 +301,30 @@ def test_nifti_round_trip_real_volume(shared_data, tmp_path):
     np.testing.assert_array_equal(
         np.asarray(saved.dataobj), np.asarray(nib.load(shared_data / "prostate_volume" / "Case00_segmentation.nii.gz").dataobj)
     )
+
+
+@pytest.mark.parametrize("shape,axes,dtype", [((9, 7), "YX", np.uint8), ((9, 7, 3), "YXC", np.uint16),
+                                              ((3, 9, 7), "ZYX", np.float32), ((4, 9, 7), "ZYX", np.int16)])
+def test_write_image_round_trip(tmp_path, shape, axes, dtype):
+    rng = np.random.default_rng(1)
+    image = (rng.random(shape) * 1000).astype(dtype)
+    path = rio.write_image(tmp_path / "copy.tif", rio.ImageData(image, axes=axes))
+    back = rio.read_image(path)
+    assert back.axes == axes and back.array.dtype == dtype
+    np.testing.assert_array_equal(back.array, image)
+    with pytest.raises(FileExistsError, match="already exists"):
+        rio.write_image(path, image)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left behind
+
+
+def test_write_image_nifti_keeps_the_affine(tmp_path):
+    volume = np.arange(3 * 5 * 4, dtype=np.float32).reshape(3, 5, 4)
+    affine = np.array([[0.5, 0, 0, 10], [0, 0.6, 0, -4], [0, 0, 3.0, 2], [0, 0, 0, 1]])
+    path = rio.write_image(tmp_path / "vol.nii.gz", rio.ImageData(volume, affine=affine, axes="ZYX"))
+    back = rio.read_image(path)
+    np.testing.assert_array_equal(back.array, volume)
+    np.testing.assert_allclose(back.affine, affine)
+    with pytest.raises(RamsegInputError, match="NIfTI holds grey images"):
+        rio.write_image(tmp_path / "rgb.nii.gz", rio.ImageData(np.zeros((4, 4, 3), np.uint8), axes="YXC"))
+    with pytest.raises(RamsegInputError, match="cannot write an image as '.jpg'"):
+        rio.write_image(tmp_path / "x.jpg", np.zeros((4, 4), np.uint8))

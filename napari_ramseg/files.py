@@ -1,0 +1,84 @@
+"""Writing files so that a reader never sees half of one: the atomic-write machinery.
+
+Every file napari-ramseg writes (labels, images, checkpoints, logs, bench caches) goes through
+:func:`atomic_write`. It lives apart from ``io`` (image formats) because checkpoints, run logs and the
+benchmarks need it without any image reader, and ``io``'s writers are only some of its callers.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+__all__ = ["atomic_write", "remove_stale_temporaries"]
+
+
+def atomic_write(path: str | Path, write: Any, suffix: str = "") -> None:
+    """Call ``write(tmp_path)`` on a temporary file in the target folder, then rename it into place.
+
+    Every file napari-ramseg writes goes through here. The temporary name carries the writer's
+    process id: ``.<name>.<pid>.<random>.tmp``, or ``.<stem>.<pid>.<random>.tmp<suffix>`` where a
+    format writer needs the file's ending (``suffix``, e.g. ``.nii.gz``). An interruption that Python sees (Ctrl-C, an exception, Stop) removes
+    it at once; one that it cannot see (SIGKILL, power loss) leaves it behind, and the next
+    successful write of the same file removes it once that process is gone.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    base = path.name[: -len(suffix)] if suffix and path.name.endswith(suffix) else path.name
+    prefix, tmp_suffix = f".{base}.", f".tmp{suffix}"
+    fd, tmp = tempfile.mkstemp(prefix=f"{prefix}{os.getpid()}.", suffix=tmp_suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the user's usual mode
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    remove_stale_temporaries(path.parent, prefix, tmp_suffix)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def remove_stale_temporaries(folder: str | Path, prefix: str, suffix: str) -> list[Path]:
+    """Delete ``<prefix><pid>.<random><suffix>`` files in ``folder`` whose writing process is gone.
+
+    Atomic writes name their temporary file after the writer's process id. An interruption Python
+    sees removes it at once; one it cannot see (SIGKILL, power loss) leaves it, and the next
+    successful write of the same file calls this to clean up.
+    """
+    removed: list[Path] = []
+    pattern = re.compile(rf"{re.escape(prefix)}(\d+)\.[A-Za-z0-9_]+{re.escape(suffix)}")  # mkstemp's names
+    try:
+        candidates = [(p, pattern.fullmatch(p.name)) for p in Path(folder).iterdir()]
+    except OSError:
+        return removed
+    for candidate, match in candidates:
+        if match is None or int(match.group(1)) == os.getpid() or _process_alive(int(match.group(1))):
+            continue
+        try:
+            candidate.unlink()
+            removed.append(candidate)
+        except OSError:
+            pass
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    """True when ``pid`` runs, or cannot be probed (then its file is left alone)."""
+    if pid <= 0 or os.name == "nt":  # on Windows os.kill(pid, 0) would terminate the process
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError, OverflowError):
+        return True
+    return True
