@@ -15,6 +15,7 @@ from .base import Case, Layout, MaskLabelsError, files, subdirs
 from .dofe import DofeLayout
 from .domains import DomainsLayout
 from .saml import SamlLayout
+from .saml_npy import SamlNpyLayout
 
 __all__ = ["LAYOUTS", "FORMATS", "Case", "Layout", "MaskLabelsError", "get", "detect_format", "layouts_help",
            "check_root"]
@@ -24,6 +25,7 @@ LAYOUTS: dict[str, type[Layout]] = {
     DomainsLayout.name: DomainsLayout,
     DofeLayout.name: DofeLayout,
     SamlLayout.name: SamlLayout,
+    SamlNpyLayout.name: SamlNpyLayout,
 }
 FORMATS: tuple[str, ...] = tuple(LAYOUTS)
 
