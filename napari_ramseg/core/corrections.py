@@ -45,6 +45,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import RamsegInputError
+from ..io import ImageData, read_image, read_mask, write_image, write_labels
 from .checkpoint import atomic_write_json, load_metadata, resolve_model_path
 from .config import LabelScheme
 
@@ -275,10 +276,10 @@ class CorrectionStore:
             }
             tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{case_id}-", dir=self.cases_dir))
             try:
-                self._write_image(tmp / f"image{ext}", image, is_rgb, meta)
-                like = self._like(image, meta) if ext == ".nii.gz" else None
-                from ..io import write_labels
-
+                like = self._like(image, meta, is_rgb)
+                # a lossless copy; the case folder's rename makes the whole case appear at once
+                write_image(tmp / f"image{ext}", like)
+                like = like if ext == ".nii.gz" else None  # labels take the NIfTI affine, nothing else
                 write_labels(tmp / f"original{ext}", original, like=like)
                 write_labels(tmp / f"final{ext}", final, like=like)
                 atomic_write_json(tmp / PROVENANCE_NAME, provenance)
@@ -324,26 +325,14 @@ class CorrectionStore:
         return info, labels or metadata.config.labels
 
     @staticmethod
-    def _like(image: np.ndarray, meta: dict[str, Any]):
-        from ..io import ImageData
-
+    def _like(image: np.ndarray, meta: dict[str, Any], is_rgb: bool) -> ImageData:
+        """The image as io's writers take it: its axes, and for volumes the affine and spacing."""
         affine = meta.get("affine")
         spacing = meta.get("spacing")
+        if is_rgb or image.ndim == 2:
+            return ImageData(array=image, axes="YXC" if is_rgb else "YX")
         return ImageData(array=image, affine=None if affine is None else np.asarray(affine, dtype=np.float64),
                          spacing=None if spacing is None else tuple(float(s) for s in spacing), axes="ZYX")
-
-    @staticmethod
-    def _write_image(path: Path, image: np.ndarray, is_rgb: bool, meta: dict[str, Any]) -> None:
-        """Lossless copy of the image; atomic through the case folder's rename (the name fixes the format)."""
-        if path.name.endswith(".nii.gz"):
-            import nibabel as nib
-
-            affine = np.asarray(meta["affine"], dtype=np.float64)
-            nib.save(nib.Nifti1Image(np.ascontiguousarray(image.T), affine), str(path))
-            return
-        import tifffile
-
-        tifffile.imwrite(path, image, photometric="rgb" if is_rgb else "minisblack", compression="zlib")
 
     # -- reading ---------------------------------------------------------------------------------
     def _provenances(self) -> Iterator[dict[str, Any]]:
@@ -376,18 +365,11 @@ class CorrectionStore:
 
     def load(self, case_id: str) -> CorrectionCase:
         """Read one case back from disk."""
-        from ..io import read_image, read_mask
-
         prov = self.info(case_id)
         folder = self.case_dir(case_id)
         files = prov["files"]
-        image_path = folder / files["image"]
-        if image_path.name.endswith(".tif"):
-            import tifffile
-
-            image = tifffile.imread(image_path)
-        else:
-            image = read_image(image_path).array
+        # the reader drops length-1 axes; the recorded shape puts them back
+        image = read_image(folder / files["image"]).array
         image = image.reshape(prov["image_shape"][:2] + [3] if prov.get("is_rgb") else prov["image_shape"])
         original = read_mask(folder / files["original"]).reshape(prov["mask_shape"])
         final = read_mask(folder / files["final"]).reshape(prov["mask_shape"])
@@ -407,10 +389,4 @@ class CorrectionStore:
         digest = image_digest(np.asarray(image))
         return [p["case_id"] for p in sorted(self._provenances(), key=lambda p: int(p.get("seq", 0)))
                 if p.get("image_sha256") == digest]
-
-
-def model_json_sha256(model_path: str | Path) -> str:
-    """SHA-256 of a model's metadata file, as recorded in provenance."""
-    _, meta_path = resolve_model_path(model_path)
-    return file_sha256(meta_path)
 
