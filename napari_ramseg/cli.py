@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .errors import RamsegInputError, naming
+from .errors import RamsegInputError, naming, one_line
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -330,8 +330,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _error(problem: object) -> None:
-    text = str(problem).replace("\r", " ").replace("\n", " ").strip() or type(problem).__name__
-    _stderr(f"ramseg: error: {text}")
+    _stderr(f"ramseg: error: {one_line(problem, None, typed=False)}")
 
 
 def _interrupted_note(args: argparse.Namespace) -> str:

@@ -16,7 +16,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .. import __version__
-from ..errors import RamsegInputError
+from ..errors import RamsegInputError, one_line
 from ..files import atomic_write
 from .config import NORMALIZATION, TrainConfig
 from .domain_fit import SourceProfile
@@ -211,11 +211,6 @@ def build_model(metadata: ModelMetadata) -> RamSegNet:
     return RamSegNet(metadata.config.model, metadata.config.labels, num_domains=len(metadata.domains))
 
 
-def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
-
-
 def _describe_mismatch(expected: dict[str, tuple], found: dict[str, tuple], metadata: ModelMetadata) -> str:
     """'' when the weights fit; else what differs, in the user's terms (channels, labels) where possible."""
     details = []
@@ -252,14 +247,14 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[Ra
         with safe_open(str(weights_path), framework="pt", device="cpu") as handle:
             found = {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
-        raise RamsegInputError(f"unreadable safetensors weights ({_short(exc)})", weights_path) from None
+        raise RamsegInputError(f"unreadable safetensors weights ({one_line(exc, 200, typed=False)})", weights_path) from None
     mismatch = _describe_mismatch(expected, found, metadata)
     if mismatch:
         raise RamsegInputError(f"weights do not match the architecture in model.json: {mismatch}", weights_path)
     try:
         state = load_file(str(weights_path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
-        raise RamsegInputError(f"unreadable safetensors weights ({_short(exc)})", weights_path) from None
+        raise RamsegInputError(f"unreadable safetensors weights ({one_line(exc, 200, typed=False)})", weights_path) from None
     bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise RamsegInputError(f"weights contain NaN or Inf (e.g. {bad[0]})", weights_path)
@@ -290,7 +285,7 @@ def read_resume_state(run_dir: str | Path) -> dict[str, Any]:
     try:
         state = json.loads(state_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RamsegInputError(f"unreadable resume state ({_short(exc)})", state_path) from None
+        raise RamsegInputError(f"unreadable resume state ({one_line(exc, 200, typed=False)})", state_path) from None
     try:
         if not isinstance(state, dict):
             raise ValueError("not a JSON object")
@@ -309,12 +304,12 @@ def read_resume_state(run_dir: str | Path) -> dict[str, Any]:
         if not isinstance(domains, list) or not domains or not all(isinstance(d, str) for d in domains):
             raise ValueError("domains must be a non-empty list of names")
     except (KeyError, TypeError, ValueError) as exc:
-        raise RamsegInputError(f"invalid resume state ({_short(exc)})", state_path) from None
+        raise RamsegInputError(f"invalid resume state ({one_line(exc, 200, typed=False)})", state_path) from None
     try:
         with safe_open(str(weights_path), framework="pt", device="cpu") as handle:
             keys = set(handle.keys())
     except (SafetensorError, OSError, ValueError) as exc:
-        raise RamsegInputError(f"unreadable resume weights ({_short(exc)})", weights_path) from None
+        raise RamsegInputError(f"unreadable resume weights ({one_line(exc, 200, typed=False)})", weights_path) from None
     needed = {"rng.torch", "rng.lambda"}
     if not needed <= keys or not any(k.startswith("model.") for k in keys):
         raise RamsegInputError("resume weights lack the model or random-generator state", weights_path)

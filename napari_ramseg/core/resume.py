@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import RamsegInputError
+from ..errors import RamsegInputError, one_line
 from ..files import atomic_write
 from .config import TrainConfig
 
@@ -119,11 +119,6 @@ def saved_iteration(run_dir: str | Path) -> int | None:
         return None
 
 
-def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
-
-
 def read_resume_state(run_dir: str | Path) -> dict[str, Any]:
     """The validated ``resume.json`` of an interrupted run; RamsegInputError naming the file otherwise.
 
@@ -145,7 +140,7 @@ def read_resume_state(run_dir: str | Path) -> dict[str, Any]:
     try:
         state = json.loads(state_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RamsegInputError(f"unreadable resume state ({_short(exc)})", state_path) from None
+        raise RamsegInputError(f"unreadable resume state ({one_line(exc, 200, typed=False)})", state_path) from None
     try:
         if not isinstance(state, dict):
             raise ValueError("not a JSON object")
@@ -168,12 +163,12 @@ def read_resume_state(run_dir: str | Path) -> dict[str, Any]:
         if not isinstance(state.get("provenance", {}), dict):
             raise ValueError("provenance must be an object")
     except (KeyError, TypeError, ValueError) as exc:
-        raise RamsegInputError(f"invalid resume state ({_short(exc)})", state_path) from None
+        raise RamsegInputError(f"invalid resume state ({one_line(exc, 200, typed=False)})", state_path) from None
     try:
         with safe_open(str(weights_path), framework="pt", device="cpu") as handle:
             keys = set(handle.keys())
     except (SafetensorError, OSError, ValueError) as exc:
-        raise RamsegInputError(f"unreadable resume weights ({_short(exc)})", weights_path) from None
+        raise RamsegInputError(f"unreadable resume weights ({one_line(exc, 200, typed=False)})", weights_path) from None
     if not {"rng.torch", "rng.lambda"} <= keys or not any(k.startswith("model.") for k in keys):
         raise RamsegInputError("resume weights lack the model or random-generator state", weights_path)
     return state

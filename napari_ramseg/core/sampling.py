@@ -132,9 +132,6 @@ class SourcePool:
         crop = (slice(top, top + self.size), slice(left, left + self.size))
         return image[(slice(None), *crop)], mask[crop]
 
-    def _augment_crop(self, sample: CachedSample) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._apply_plan(sample, self._crop_plan(sample))
-
     def _slot_plans(self, domains: np.ndarray) -> list[tuple[CachedSample, tuple]]:
         plans = []
         for d in domains:

@@ -43,19 +43,11 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TrainProcess", "one_line_error"]
+from ..errors import one_line
+
+__all__ = ["TrainProcess"]
 
 STDERR_LINES = 20  # kept from the child's stderr, to explain a child that died
-
-
-def one_line_error(exc: BaseException) -> str:
-    """An exception as one short line: the message of bad input, else the type and the message."""
-    from ..errors import RamsegInputError
-
-    text = " ".join(str(exc).split())
-    if not isinstance(exc, (RamsegInputError, FileExistsError, FileNotFoundError, ValueError)) or not text:
-        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
 
 
 # ------------------------------------------------------------------------------------------ child
@@ -103,7 +95,7 @@ def _child_main() -> int:
         except StopNow:  # a second stop signal: the parent knows; atomic writes cleaned up after themselves
             pass
         except BaseException as exc:  # everything goes back to the parent as one line
-            put({"type": "error", "message": one_line_error(exc), "traceback": traceback.format_exc()})
+            put({"type": "error", "message": one_line(exc), "traceback": traceback.format_exc()})
         finally:
             events.close()
     return stop.exit_code

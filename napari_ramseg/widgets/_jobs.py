@@ -25,7 +25,7 @@ from typing import Any
 from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
-from ..errors import RamsegInputError
+from ..errors import RamsegInputError, one_line
 from ._models import release_accelerator_memory
 
 logger = logging.getLogger(__name__)
@@ -43,14 +43,7 @@ def sync_workers() -> bool:
 
 def error_message(exc: BaseException) -> str:
     """One plain line for a notification: our own input errors verbatim, others with their type."""
-    if isinstance(exc, (RamsegInputError, FileNotFoundError, FileExistsError, PermissionError)):
-        text = str(exc)
-    elif isinstance(exc, ValueError):
-        text = str(exc)
-    else:
-        text = f"{type(exc).__name__}: {exc}"
-    text = " ".join(text.split()) or type(exc).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
+    return one_line(exc)
 
 
 def notify_error(message: str) -> None:

@@ -39,13 +39,13 @@ def _finetune_job(model: str, project: str, out_root: str, iterations: int, repl
                   should_stop):
     """The worker's generator: fine-tune progress events, then the result (or a _Failed)."""
     from ..core.finetune import iter_finetune
-    from ..core.train_process import one_line_error
+    from ..errors import one_line
 
     try:
         result = yield from iter_finetune(model, CorrectionStore(project), out_root, iterations, replay,
                                           device=device, should_stop=should_stop, command="napari Correct and fine-tune")
     except Exception as exc:
-        return _Failed(one_line_error(exc))
+        return _Failed(one_line(exc))
     return result
 
 
@@ -234,7 +234,7 @@ class CorrectFinetuneWidget(QWidget):
         """Write image, original and corrected mask with provenance to the project folder now."""
         from napari.utils.notifications import show_error, show_info, show_warning
 
-        from ..core.train_process import one_line_error
+        from ..errors import one_line
 
         try:
             image_layer = self._layer(self.image_combo.currentText(), "an image")
@@ -258,7 +258,7 @@ class CorrectFinetuneWidget(QWidget):
                          "source": image_layer.source.path if getattr(image_layer, "source", None) else None})
             case_id = self.store().save(image, np.asarray(original), final, self.model_path(), image_layer.name, meta)
         except Exception as exc:
-            message = f"Could not save the correction: {one_line_error(exc)}"
+            message = f"Could not save the correction: {one_line(exc)}"
             show_error(message)
             self._set_status(message)
             return None
@@ -363,10 +363,10 @@ class CorrectFinetuneWidget(QWidget):
     def _on_error(self, exc: BaseException) -> None:  # only for errors outside the job's own handling
         from napari.utils.notifications import show_error
 
-        from ..core.train_process import one_line_error
+        from ..errors import one_line
 
-        self._set_status(f"Fine-tuning failed: {one_line_error(exc)}")
-        show_error(f"Fine-tuning failed: {one_line_error(exc)}")
+        self._set_status(f"Fine-tuning failed: {one_line(exc)}")
+        show_error(f"Fine-tuning failed: {one_line(exc)}")
 
     def _on_finished(self) -> None:
         self.worker = None
