@@ -25,7 +25,7 @@ import torch
 from ..errors import RamsegInputError
 from .config import FIT, PreprocessConfig
 from .layouts import LAYOUTS
-from .preprocess import normalize_intensity, to_model_channels
+from .preprocess import to_model_channels, volume_to_slices_25d
 from .ram import window_bounds
 from .sampling import resize_image, working_shape
 
@@ -194,10 +194,7 @@ def image_features(image: np.ndarray, is_volume: bool, side: int = FIT.style_sid
     """A raw 2D image ((H, W) or (H, W, C)) or volume ((Z, Y, X)), normalised as for prediction."""
     try:
         if is_volume:
-            norm = normalize_intensity(image)
-            z = norm.shape[0]
-            picked = _even(z, FIT.max_slices)
-            x = np.stack([norm[[max(j - 1, 0), j, min(j + 1, z - 1)]] for j in picked])
+            x = volume_to_slices_25d(image, _even(np.shape(image)[0], FIT.max_slices))
         else:
             # A photograph many times the style grid is first thinned by a whole stride (scores move
             # by < 0.001 on HRF's 3504x2336 photographs, and its normalisation costs a ninth)

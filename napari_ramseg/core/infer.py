@@ -189,18 +189,50 @@ class Predictor:
             return probs
         return F.interpolate(probs, size=(height, width), mode="bilinear", align_corners=False)
 
+    # -- the network's input ---------------------------------------------------------------------
+    def prepare(self, image: np.ndarray, slice_index: int | None = None) -> torch.Tensor:
+        """The network's input, ``(C, H, W)`` float32 in [-1, 1]: a 2D image in the model's channels,
+        or (``slice_index`` given) that slice of a ``(Z, Y, X)`` volume with its 2.5D neighbours as
+        channels, normalised over the whole volume, exactly as :meth:`predict_volume` sees it.
+
+        Hand the same tensor to :meth:`predict_prepared` and :meth:`restore_prepared` and both see
+        one input; neither normalises again."""
+        if slice_index is None:
+            return torch.from_numpy(self._channels(image))
+        if np.ndim(image) != 3:
+            raise RamsegInputError(f"expected a 3D volume (Z, Y, X), got shape {np.shape(image)}")
+        return torch.from_numpy(self._checked(volume_to_slices_25d, image, [int(slice_index)])[0])
+
+    def input_shape(self, height: int, width: int, volume: bool = False,
+                    spacing: tuple[float, ...] | None = None) -> tuple[int, int]:
+        """The size the network sees a 2D image at (the working scale), or a volume's slices at
+        (:meth:`volume_shape`)."""
+        if volume:
+            return self.volume_shape(height, width, spacing)
+        return working_shape(height, width, self.preprocess)
+
     # -- public API ------------------------------------------------------------------------------
     def predict_image(self, image: np.ndarray, postprocess: bool = False) -> Prediction:
         """Segment a 2D image: (H, W) grey or (H, W, 3/4) colour, any dtype, any size."""
-        probs = self.predict_prepared(torch.from_numpy(self._channels(image)))
+        probs = self.predict_prepared(self.prepare(image))
         return self._finish(probs, postprocess)
 
     @torch.no_grad()
-    def predict_prepared(self, x: torch.Tensor) -> torch.Tensor:
-        """(C, H, W) image already in the model's channels and range -> (C_out, H, W) probabilities."""
+    def predict_prepared(self, x: torch.Tensor, shape: tuple[int, int] | None = None) -> torch.Tensor:
+        """(C, H, W) image already in the model's channels and range -> (C_out, H, W) probabilities.
+
+        ``shape``: the size the network sees it at (default: a 2D image's working scale)."""
         height, width = x.shape[-2:]
-        x = resize_image(x, working_shape(height, width, self.preprocess))[None]
+        x = resize_image(x, shape or working_shape(height, width, self.preprocess))[None]
         return self._to_size(self._probabilities(x), height, width)[0]
+
+    def predict_slice(self, volume: np.ndarray, index: int, postprocess: bool = False,
+                      spacing: tuple[float, ...] | None = None) -> Prediction:
+        """Segment one slice of a (Z, Y, X) volume as :meth:`predict_volume` does (its 2.5D
+        neighbours, the volume's normalisation, the volume's working size): (Y, X) outputs."""
+        x = self.prepare(volume, index)
+        probs = self.predict_prepared(x, self.input_shape(*x.shape[-2:], volume=True, spacing=spacing))
+        return self._finish(probs, postprocess)
 
     def volume_shape(self, height: int, width: int, spacing: tuple[float, ...] | None = None) -> tuple[int, int]:
         """The in-plane size a volume's slices are segmented at.
@@ -224,7 +256,8 @@ class Predictor:
                        progress: ProgressCallback | None = None,
                        cancelled: Callable[[], bool] | None = None,
                        spacing: tuple[float, ...] | None = None) -> Prediction:
-        """Segment a (Z, Y, X) volume slice by slice, each slice seeing (j-1, j, j+1) as channels.
+        """Segment a (Z, Y, X) volume slice by slice, each slice seeing (j-1, j, j+1) as channels
+        (``preprocess.volume_to_slices_25d``, as :meth:`prepare` does for one slice).
 
         ``spacing``: the volume's (z, y, x) voxel spacing, if known (see :meth:`volume_shape`).
         """
@@ -257,11 +290,21 @@ class Predictor:
             return self.predict_volume(array, postprocess, **kwargs)
         return self.predict_image(array, postprocess)
 
-    @torch.inference_mode()
     def restore(self, image: np.ndarray) -> dict[str, np.ndarray]:
         """The DSIR decoder's (3, H, W) image in [-1, 1] for each source domain, at the working scale."""
-        x = torch.from_numpy(self._channels(image))
-        x = resize_image(x, working_shape(*x.shape[-2:], self.preprocess))[None]
+        return self.restore_prepared(self.prepare(image))
+
+    def restore_slice(self, volume: np.ndarray, index: int,
+                      spacing: tuple[float, ...] | None = None) -> dict[str, np.ndarray]:
+        """:meth:`restore` for one slice of a (Z, Y, X) volume, from the input :meth:`predict_slice` sees."""
+        x = self.prepare(volume, index)
+        return self.restore_prepared(x, self.input_shape(*x.shape[-2:], volume=True, spacing=spacing))
+
+    @torch.inference_mode()
+    def restore_prepared(self, x: torch.Tensor, shape: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
+        """:meth:`restore` for a (C, H, W) input already prepared (:meth:`prepare`), seen at ``shape``
+        (default: a 2D image's working scale); the outputs are at ``shape``."""
+        x = resize_image(x, shape or working_shape(*x.shape[-2:], self.preprocess))[None]
         h, w = x.shape[-2:]
         stride = self.model.stride
         x = F.pad(x, (0, (-w) % stride, 0, (-h) % stride), mode="replicate")

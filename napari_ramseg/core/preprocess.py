@@ -9,12 +9,15 @@ same input whatever the file format:
   a constant image becomes all zeros.
 - :func:`to_model_channels`: a 2D image ``(H, W)`` / ``(H, W, C)`` -> ``(C_in, H, W)`` float32.
 - :func:`volume_to_slices_25d`: a volume ``(Z, Y, X)`` -> 2.5D slices ``(Z, 3, Y, X)`` float32, with
-  slices ``j-1, j, j+1`` as channels (edges repeat themselves), normalised over the whole volume.
+  slices ``j-1, j, j+1`` as channels (edges repeat themselves), normalised over the whole volume; the
+  only place 2.5D slices are built (``infer.Predictor.prepare`` uses it for one slice).
 
 Resizing to the model's scale is not done here (see ``PreprocessConfig``).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -109,13 +112,18 @@ def to_model_channels(image: np.ndarray, in_channels: int = 3) -> np.ndarray:
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
-def volume_to_slices_25d(volume: np.ndarray) -> np.ndarray:
-    """``(Z, Y, X)`` -> ``(Z, 3, Y, X)`` float32: channels are slices ``j-1, j, j+1`` (clamped)."""
+def volume_to_slices_25d(volume: np.ndarray, indices: Sequence[int] | None = None) -> np.ndarray:
+    """``(Z, Y, X)`` -> ``(Z, 3, Y, X)`` float32: channels are slices ``j-1, j, j+1`` (clamped).
+
+    The one place 2.5D slices are made. The intensity normalisation is over the whole volume, also
+    when ``indices`` asks for only some slices (then ``(len(indices), 3, Y, X)``, in that order)."""
     volume = np.asarray(volume)
     if volume.ndim != 3:
         raise ValueError(f"expected a volume (Z, Y, X), not shape {volume.shape}")
     norm = normalize_intensity(volume)
     z = norm.shape[0]
-    j = np.arange(z)
+    j = np.arange(z) if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
+    if j.size and (j.min() < 0 or j.max() >= z):
+        raise ValueError(f"slice index outside 0..{z - 1}: {j.tolist()}")
     prev, nxt = np.clip(j - 1, 0, z - 1), np.clip(j + 1, 0, z - 1)
-    return np.ascontiguousarray(np.stack([norm[prev], norm, norm[nxt]], axis=1), dtype=np.float32)
+    return np.ascontiguousarray(np.stack([norm[prev], norm[j], norm[nxt]], axis=1), dtype=np.float32)

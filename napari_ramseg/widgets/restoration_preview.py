@@ -27,7 +27,6 @@ import torch
 import torch.nn.functional as F
 from qtpy.QtWidgets import QFormLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
-from ..core.preprocess import volume_to_slices_25d
 from .. import layer_meta
 from ..errors import RamsegInputError
 from ..palette import label_color
@@ -46,7 +45,7 @@ from ._common import (
     upsert_layer,
     world_box,
 )
-from .segment import input_kind
+from .segment import input_kind, layer_spacing
 
 GAP = 0.04  # between tiles in a row, as a fraction of the tile size
 ROW_GAP = 0.15  # between the rows, room for the captions
@@ -77,44 +76,48 @@ def to_display(out: np.ndarray) -> np.ndarray:
     return rgb[..., 0] if rgb.shape[-1] == 1 else rgb
 
 
-def low_pass(image: np.ndarray, shape: tuple[int, int], factor: int, in_channels: int) -> np.ndarray:
-    """The network's normalised input at ``shape``, averaged over ``factor`` x ``factor`` cells (the
+def low_pass_prepared(x: torch.Tensor, shape: tuple[int, int], factor: int) -> np.ndarray:
+    """A prepared (C, H, W) network input at ``shape``, averaged over ``factor`` x ``factor`` cells (the
     bottleneck's grid) and smoothly upsampled again: (C, h, w) in [-1, 1]."""
-    from ..core.preprocess import to_model_channels
     from ..core.sampling import resize_image
 
-    try:
-        x = resize_image(torch.from_numpy(to_model_channels(image, in_channels)), shape)[None]
-    except ValueError as exc:
-        raise RamsegInputError(str(exc)) from None
-    small = F.avg_pool2d(x, factor, ceil_mode=True)
+    small = F.avg_pool2d(resize_image(x, shape)[None], factor, ceil_mode=True)
     return F.interpolate(small, size=shape, mode="bilinear", align_corners=False)[0].numpy()
 
 
-def restoration_job(image: np.ndarray, kind: str, z: int | None, model: Path, device: str):
-    """The job: restore the image as every source domain and predict its mask."""
+def low_pass(image: np.ndarray, shape: tuple[int, int], factor: int, in_channels: int) -> np.ndarray:
+    """:func:`low_pass_prepared` of a raw 2D image, normalised as for prediction."""
+    from ..core.preprocess import to_model_channels
+
+    try:
+        x = torch.from_numpy(to_model_channels(image, in_channels))
+    except ValueError as exc:
+        raise RamsegInputError(str(exc)) from None
+    return low_pass_prepared(x, shape, factor)
+
+
+def restoration_job(image: np.ndarray, kind: str, z: int | None, model: Path, device: str,
+                    spacing: tuple[float, ...] | None = None):
+    """The job: restore the image (a volume: slice ``z``) as every source domain and predict its mask.
+
+    The predictor prepares the input once (``Predictor.prepare``: for a volume the 2.5D slice,
+    normalised over the volume, as the Segment dock sees it); the restorations, the blurred input and
+    the mask are all made from that one tensor, at one size."""
 
     def job(control: JobControl):
         from ..core.infer import labels_from_probabilities
 
         yield Progress(0, 0, "loading model…")
         predictor = get_predictor(model, device)
-        if kind == "volume":
-            triple = volume_to_slices_25d(image)[z]  # (3, H, W): slices z-1, z, z+1, normalised over the volume
-            yield Progress(0, 0, f"restoring slice {z}…")
-            source = np.moveaxis(triple, 0, -1)
-            restored = predictor.restore(source)
-            probs = predictor.predict_prepared(torch.from_numpy(triple))
-            labels = labels_from_probabilities(probs, predictor.labels, predictor.threshold)
-        else:
-            yield Progress(0, 0, "restoring…")
-            source = image
-            restored = predictor.restore(image)
-            labels = predictor.predict_image(image).labels
+        yield Progress(0, 0, "restoring…" if kind != "volume" else f"restoring slice {z}…")
+        x = predictor.prepare(image, z if kind == "volume" else None)
+        shape = predictor.input_shape(*x.shape[-2:], volume=kind == "volume", spacing=spacing)
+        restored = predictor.restore_prepared(x, shape)
+        probs = predictor.predict_prepared(x, shape)
+        labels = labels_from_probabilities(probs, predictor.labels, predictor.threshold)
         display = {domain: to_display(out) for domain, out in restored.items()}
         factor = int(predictor.model.stride)
-        shape = tuple(next(iter(restored.values())).shape[-2:])
-        blurred = low_pass(source, shape, factor, predictor.metadata.config.model.in_channels)
+        blurred = low_pass_prepared(x, shape, factor)
         return RestorationResult(display, labels, to_display(blurred), list(predictor.labels.names), z, factor)
 
     return job
@@ -164,7 +167,8 @@ class RestorationPreviewWidget(QWidget):
             if kind == "volume":
                 coords = np.asarray(layer.world_to_data(self.viewer.dims.point), dtype=float)
                 z = int(np.clip(np.round(coords[0]), 0, image.shape[0] - 1))
-            job = restoration_job(image, kind, z, self.model_picker.model_path(), self.device_combo.value())
+            job = restoration_job(image, kind, z, self.model_picker.model_path(), self.device_combo.value(),
+                                  spacing=layer_spacing(layer) if kind == "volume" else None)
         except RamsegInputError as exc:
             notify_error(str(exc))
             return None

@@ -98,6 +98,33 @@ def test_volume_slice_equals_2d_prediction_of_its_neighbourhood():
     np.testing.assert_allclose(pred.probabilities[:, 2], probs.numpy(), atol=1e-4)
 
 
+def test_one_slice_is_prepared_predicted_and_restored_as_the_volume_sees_it():
+    """Predictor owns 2.5D slicing: prepare(volume, j) is slice j of predict_volume's input (normalised
+    over the volume, once), predict_slice gives predict_volume's slice j, and restore_slice restores
+    from that same input."""
+    from napari_ramseg.core.preprocess import volume_to_slices_25d
+
+    predictor = _predictor(preprocess=PreprocessConfig(size=24), slice_batch=1, precision="fp32")
+    volume = (_image((5, 28, 36), seed=4).astype(np.float32) * np.arange(1, 6)[:, None, None])  # slices differ in range
+    x = predictor.prepare(volume, 0)
+    np.testing.assert_array_equal(x.numpy(), volume_to_slices_25d(volume)[0])
+    np.testing.assert_array_equal(x[0].numpy(), x[1].numpy())  # the edge repeats itself
+    whole = predictor.predict_volume(volume)
+    for j in (0, 2, 4):
+        one = predictor.predict_slice(volume, j)
+        np.testing.assert_allclose(one.probabilities, whole.probabilities[:, j], atol=1e-5)
+        np.testing.assert_array_equal(one.labels, whole.labels[j])
+    # the volume's own in-plane size (no trained spacing), not the 2D working scale (24 x 24)
+    assert predictor.input_shape(28, 36, volume=True) == (28, 36) and predictor.input_shape(28, 36) == (24, 24)
+    restored = predictor.restore_slice(volume, 2)
+    expected = predictor.restore_prepared(torch.from_numpy(volume_to_slices_25d(volume)[2]), (28, 36))
+    assert set(restored) == {"a", "b"} and restored["a"].shape == (3, 28, 36)
+    for name in restored:
+        np.testing.assert_array_equal(restored[name], expected[name])
+    with pytest.raises(Exception, match="outside"):
+        predictor.prepare(volume, 5)
+
+
 def test_tiled_path_matches_direct_path():
     # working scale 96x96 with tile 16: 96*96 > (2*16)^2, so the sliding window runs
     preprocess = PreprocessConfig(size=96)

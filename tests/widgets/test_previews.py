@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from napari_ramseg.core.ram import window_bounds
@@ -239,6 +240,47 @@ def test_restoration_on_a_volume_slice(make_napari_viewer, tiny_model):
     widget.restore(run_sync=True)
     assert viewer.layers[MASK_LAYER].data.shape == (32, 32)
     assert "slice 4" in widget.runner.status.text()
+
+
+def test_restoration_of_a_volume_sees_one_input_for_every_tile(make_napari_viewer, tiny_model, monkeypatch):
+    """The restorations, the blurred input and the mask of a volume slice are all made from one input:
+    the 2.5D slice normalised over the volume, as the Segment dock sees it (it used to be normalised
+    again per slice for the restorations, and not for the mask)."""
+    from napari_ramseg.core.infer import Predictor
+    from napari_ramseg.core.preprocess import volume_to_slices_25d
+    from napari_ramseg.widgets._common import get_predictor
+    from napari_ramseg.widgets.restoration_preview import low_pass_prepared, to_display
+
+    seen: dict[str, tuple] = {}
+    for name in ("restore_prepared", "predict_prepared"):
+        original = getattr(Predictor, name)
+
+        def spy(self, x, shape=None, _name=name, _original=original):
+            seen[_name] = (x.clone(), shape)
+            return _original(self, x, shape)
+
+        monkeypatch.setattr(Predictor, name, spy)
+    rng = np.random.default_rng(5)
+    volume = (rng.random((6, 32, 32), dtype=np.float32) * np.linspace(1, 40, 6, dtype=np.float32)[:, None, None])
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(volume, name="vol")
+    viewer.dims.set_current_step(0, 4)
+    widget = RestorationPreviewWidget(viewer)
+    widget.set_model(tiny_model)
+    widget.image_combo.set_layer(layer)
+    widget.restore(run_sync=True)
+    assert widget.runner.last_outcome == "done"
+
+    expected = volume_to_slices_25d(volume)[4]  # slices 3, 4, 5, normalised over the whole volume
+    (restore_input, restore_shape), (mask_input, mask_shape) = seen["restore_prepared"], seen["predict_prepared"]
+    np.testing.assert_array_equal(restore_input.numpy(), expected)
+    np.testing.assert_array_equal(mask_input.numpy(), expected)
+    assert restore_shape == mask_shape
+    blurred = to_display(low_pass_prepared(torch.from_numpy(expected), restore_shape, 16))
+    np.testing.assert_allclose(viewer.layers[LOW_PASS_LAYER].data, blurred, atol=1e-6)
+    # the mask is the Segment dock's prediction of that slice
+    segment = get_predictor(tiny_model, widget.device_combo.value()).predict_volume(volume).labels[4]
+    assert (viewer.layers[MASK_LAYER].data == segment).mean() > 0.99
 
 
 def test_low_pass_keeps_the_coarse_image_and_drops_detail():
