@@ -40,7 +40,7 @@ from monai.metrics import compute_average_surface_distance, compute_dice, comput
 
 from .config import LabelScheme
 
-__all__ = ["binary_metrics", "case_metrics", "summarize", "mean_dice", "json_safe", "structure_masks"]
+__all__ = ["binary_metrics", "case_dice", "case_metrics", "summarize", "mean_dice", "json_safe", "structure_masks"]
 
 METRIC_KEYS = ("dice", "hd95", "asd")
 
@@ -120,6 +120,14 @@ def structure_masks(labels: np.ndarray, scheme: LabelScheme) -> dict[str, np.nda
     for k, name in enumerate(scheme.names, start=1):
         out[name] = labels >= k if scheme.kind == "nested" else labels == k
     return out
+
+
+def case_dice(pred_labels: np.ndarray, truth_labels: np.ndarray, scheme: LabelScheme) -> float:
+    """One case's Dice: the mean over ``scheme``'s structures of :func:`dice_score` (a volume's slices
+    stacked count as one case). Validation in training, fine-tuning's held-out cases and the threshold
+    choice all score a case with this."""
+    pred_masks, truth_masks = structure_masks(pred_labels, scheme), structure_masks(truth_labels, scheme)
+    return float(np.mean([dice_score(pred_masks[n], truth_masks[n]) for n in scheme.names]))
 
 
 def case_metrics(

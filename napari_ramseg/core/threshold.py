@@ -15,9 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .config import LabelScheme
 from .infer import Predictor, labels_from_probabilities
-from .metrics import dice_score, structure_masks
+from .metrics import case_dice
 
 # Coarse on purpose: a fine grid over a dozen validation cases would fit their noise.
 THRESHOLD_GRID = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)
@@ -36,12 +35,6 @@ class ThresholdChoice:
                 "chosen_on": "source-domain validation cases"}
 
 
-def _case_dice(probs: torch.Tensor, truth: np.ndarray, labels: LabelScheme, threshold: float) -> float:
-    pred = labels_from_probabilities(probs, labels, threshold)
-    pred_masks, true_masks = structure_masks(pred, labels), structure_masks(truth, labels)
-    return float(np.mean([dice_score(pred_masks[n], true_masks[n]) for n in labels.names]))
-
-
 def choose_threshold(predictor: Predictor, samples: Sequence, grid: Sequence[float] = THRESHOLD_GRID) -> ThresholdChoice:
     """The grid threshold with the best source-validation Dice (each domain weighs the same, as in
     model selection); ties go to the threshold closest to 0.5."""
@@ -53,7 +46,8 @@ def choose_threshold(predictor: Predictor, samples: Sequence, grid: Sequence[flo
     per_domain: dict[str, list[list[float]]] = {}
     for sample in samples:
         probs = predictor.predict_prepared(torch.from_numpy(np.ascontiguousarray(sample.image, dtype=np.float32)))
-        per_domain.setdefault(sample.domain, []).append([_case_dice(probs, sample.mask, labels, t) for t in grid])
+        scores = [case_dice(labels_from_probabilities(probs, labels, t), sample.mask, labels) for t in grid]
+        per_domain.setdefault(sample.domain, []).append(scores)
     by_threshold = np.mean([np.mean(v, axis=0) for v in per_domain.values()], axis=0)
     order = sorted(range(len(grid)), key=lambda i: (-round(float(by_threshold[i]), 6), abs(grid[i] - 0.5)))
     best = order[0]
