@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -87,6 +88,16 @@ class SourcePool:
 
     def __len__(self) -> int:
         return sum(len(c) for c in self.cache)
+
+    def state(self) -> dict[str, Any]:
+        """What drawing depends on, so that a resumed run draws on exactly as this one would:
+        ``rng`` (numpy's bit-generator state) and ``orders`` (each domain's indices still to draw)."""
+        return {"rng": self.rng.bit_generator.state, "orders": [[int(i) for i in order] for order in self._orders]}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Put back what :meth:`state` returned."""
+        self.rng.bit_generator.state = state["rng"]
+        self._orders = [[int(i) for i in order] for order in state["orders"]]
 
     def _next_index(self, domain: int) -> int:
         if not self._orders[domain]:
