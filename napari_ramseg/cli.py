@@ -6,7 +6,6 @@ Bad input ends with one line, ``ramseg: error: <file>: <problem>``, and exit sta
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import os
 import sys
 from pathlib import Path
@@ -32,10 +31,11 @@ def _add_device(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .core.config import MethodConfig, ModelConfig, PreprocessConfig, TrainConfig
+    from .core.config import FinetuneConfig, MethodConfig, ModelConfig, PreprocessConfig, TrainConfig
     from .core.layouts import FORMATS
+    from .core.run_folder import CLI_ROOT
 
-    defaults, method, prep = TrainConfig(), MethodConfig(), PreprocessConfig()
+    defaults, method, prep, tune = TrainConfig(), MethodConfig(), PreprocessConfig(), FinetuneConfig()
     parser = argparse.ArgumentParser(prog="ramseg", description="Domain-generalizable segmentation with RAM-DSIR.")
     parser.add_argument("--version", action="version", version=f"napari-ramseg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--format", default="auto", choices=["auto", *FORMATS], help="dataset layout (auto detects it)")
     t.add_argument("--domains", type=_csv, help="comma-separated source domains (default: all but --target)")
     t.add_argument("--target", help="held-out domain, never used in training")
-    t.add_argument("--out", type=Path, help="run folder (default: runs/ramseg-<time>)")
+    t.add_argument("--out", type=Path, help=f"run folder (default: {CLI_ROOT}/ramseg-<time>)")
     budget = t.add_mutually_exclusive_group()
     budget.add_argument("--iterations", type=int, help=f"training steps (default {defaults.iterations})")
     budget.add_argument("--epochs", type=float, help="passes over the source training cases")
@@ -109,8 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--project", type=Path, help="a corrections project folder saved by the napari widget")
     f.add_argument("--replay", type=Path, help="source dataset root to replay alongside the corrections")
     f.add_argument("--out", required=True, type=Path, help="models folder; a new version is created inside")
-    f.add_argument("--iterations", type=int, default=100)
-    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--iterations", type=int, default=tune.iterations)
+    f.add_argument("--seed", type=int, default=tune.seed)
     _add_device(f)
 
     d = sub.add_parser("demo", help="open napari with the sample scan, the bundled model and the widgets")
@@ -126,6 +126,7 @@ def _progress_bar(total: int, desc: str, quiet: bool = False):
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .core.distributed import env_rank
+    from .core.run_folder import default_run_dir
     from .core.stopping import GracefulStop, signal_name
     from .core.train_job import TrainRequest, run_training
 
@@ -133,7 +134,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     main_rank = env_rank() == 0
     quiet = args.quiet or not main_rank
     if args.resume is None and args.out is None:
-        args.out = default_run_dir()  # named here, so that every message can say where the run is
+        args.out = default_run_dir()  # named here (core/run_folder.py), so that every message can say where the run is
 
     request = TrainRequest(
         data=args.data, format=args.format, domains=args.domains, target=args.target, out=args.out,
@@ -182,13 +183,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _train_run_note(run: Path | None, data: Path) -> str:
     """What a stopped training run left in its folder, read from the folder itself."""
-    from .core.checkpoint import METADATA_NAME
-    from .core.resume import saved_iteration
+    from .core.run_folder import RunFolder
 
     if run is None or not Path(run).is_dir():
         return f"nothing was written{f' to {run}' if run is not None else ''} (it stopped before training began)"
-    iteration = saved_iteration(run)
-    model = (Path(run) / METADATA_NAME).exists()
+    folder = RunFolder(run)
+    iteration, model = folder.saved_iteration(), folder.has_model()
     if iteration is None:
         return (f"{run} holds a model but no resume state" if model else
                 f"{run} holds no resume state yet (none was written before the stop); start the run again")
@@ -280,9 +280,50 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from .core.finetune import finetune_from_cli
+    """Corrections from --project or --images/--labels, then a new model version in --out."""
+    from .core.checkpoint import resolve_model_path
+    from .core.finetune_job import finetune_from_files
+    from .models import resolve_model
 
-    return finetune_from_cli(args)
+    model = resolve_model(args.model)
+    resolve_model_path(model)  # a missing or broken model is the first thing said
+    images, masks = args.images or [], args.labels or []
+    if bool(images) != bool(masks):
+        raise RamsegInputError("give --images and --labels together (one mask per image, same order)")
+    if not images and args.project is None:
+        raise RamsegInputError("nothing to learn from: give --project DIR (saved by the napari widget) "
+                               "or --images ... --labels ...")
+    if args.iterations < 1:
+        raise ValueError("--iterations must be at least 1")
+    bars = []
+
+    def on_event(event) -> None:
+        if event.phase == "train":
+            if not bars:
+                bars.append(_progress_bar(event.total, "finetune"))
+            bars[0].update(1)
+            bars[0].set_postfix({"loss": f"{event.losses['loss']:.3f}"}, refresh=False)
+        elif event.message and event.phase != "done":
+            _stderr(event.message + ("" if event.dice is None else f": {event.dice:.4f}"))
+
+    try:
+        result = finetune_from_files(model, args.out, project=args.project, images=images, masks=masks,
+                                     replay=args.replay, iterations=args.iterations, seed=args.seed,
+                                     device=args.device, command=" ".join(["ramseg", *sys.argv[1:]]),
+                                     on_event=on_event, log=_stderr)
+    finally:
+        for bar in bars:
+            bar.close()
+    if result.model_dir is None:
+        _stderr("fine-tuning stopped; no new model was written")
+        return 1
+    line = (f"wrote {result.model_dir} (round {result.round}, {len(result.train_cases)} training case(s), "
+            f"{len(result.val_cases)} held out)")
+    if result.before_dice is not None:
+        line += f"; held-out Dice {result.before_dice:.4f} -> {result.after_dice:.4f}"
+    _stderr(line)
+    print(result.model_dir)
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -348,10 +389,6 @@ def _quote(path: object) -> str:
     import shlex
 
     return shlex.quote(str(path))
-
-
-def default_run_dir() -> Path:
-    return Path("runs") / _dt.datetime.now().strftime("ramseg-%Y%m%d-%H%M%S")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .core.run_folder import RunFolder
 from .errors import RamsegInputError
 
 BUNDLED_ROOT = Path(__file__).parent / "bundled_models"
@@ -21,7 +22,7 @@ def bundled_models() -> list[str]:
     """Names of the bundled models that are installed (a folder holding ``model.json``)."""
     if not BUNDLED_ROOT.is_dir():
         return []
-    return sorted(p.name for p in BUNDLED_ROOT.iterdir() if (p / "model.json").is_file())
+    return sorted(p.name for p in BUNDLED_ROOT.iterdir() if RunFolder(p).model_json.is_file())
 
 
 def canonical_name(name: str) -> str | None:
@@ -63,7 +64,7 @@ def resolve_model(name_or_path: str | Path) -> Path:
     name = canonical_name(text)
     if name is not None:
         path = bundled_model_path(name)
-        if not (path / "model.safetensors").is_file():
+        if not RunFolder(path).model_weights.is_file():
             raise RamsegInputError(f"the bundled model {name!r} is not installed; bundled models: {available_text()}",
                                    path)
         return path

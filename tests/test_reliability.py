@@ -667,8 +667,9 @@ def test_machine_failures_are_one_line_exit_1(capsys, monkeypatch):
     ("resume.safetensors", "garbage", "resume.safetensors: unreadable resume weights"),
 ])
 def test_damaged_resume_state_is_refused_naming_the_file(tmp_path, name, content, expected):
-    """``checkpoint.read_resume_state`` validates what ``ramseg train --resume`` will read."""
+    """``resume.read_resume_state`` validates what ``ramseg train --resume`` will read."""
     from napari_ramseg.core.data import Sample
+    from napari_ramseg.core.resume import read_resume_state
     from napari_ramseg.core.train import Trainer
 
     run = tmp_path / "run"
@@ -676,8 +677,8 @@ def test_damaged_resume_state_is_refused_naming_the_file(tmp_path, name, content
     images = {d: [Sample(np.zeros((3, 32, 32), np.float32), np.zeros((32, 32), np.uint8), d, f"{d}0")]
               for d in ("A", "B")}
     Trainer(cfg, ["A", "B"], images, run_dir=run).save_resume_state()
-    assert ckpt.read_resume_state(run)["iteration"] == 0
+    assert read_resume_state(run)["iteration"] == 0
     (run / name).write_text(content)
     with pytest.raises(RamsegInputError) as err:
-        ckpt.read_resume_state(run)
+        read_resume_state(run)
     assert str(err.value).startswith(str(run / name)) and expected in str(err.value)

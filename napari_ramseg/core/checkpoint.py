@@ -21,9 +21,8 @@ from ..files import atomic_write
 from .config import NORMALIZATION, TrainConfig
 from .domain_fit import SourceProfile
 from .model import RamSegNet
+from .run_folder import METADATA_NAME, WEIGHTS_NAME, RunFolder  # the file names are the run folder's
 
-WEIGHTS_NAME = "model.safetensors"
-METADATA_NAME = "model.json"
 FORMAT_VERSION = 1
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin")
 
@@ -186,7 +185,7 @@ def resolve_model_path(path: str | Path) -> tuple[Path, Path]:
         weights = path.with_suffix(".safetensors") if path.with_suffix(".safetensors").exists() else path.parent / WEIGHTS_NAME
     else:
         raise RamsegInputError("not a model: expected a run folder or a .safetensors file", path)
-    if path.is_dir() and not meta.exists() and (path / "resume.json").exists():
+    if path.is_dir() and not meta.exists() and RunFolder(path).resume_state.exists():
         raise RamsegInputError(
             "training of this run was interrupted before it wrote a model; finish it with "
             "ramseg train --data DATA --resume RUN (or use another model)", path)
@@ -261,56 +260,3 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[Ra
     model.load_state_dict(state)
     model.to(device).eval()
     return model, metadata
-
-
-RESUME_STATE_NAME = "resume.json"  # the names core/train.py writes (RESUME_STATE, RESUME_WEIGHTS)
-RESUME_WEIGHTS_NAME = "resume.safetensors"
-_RESUME_KEYS = ("iteration", "config", "domains", "pool_rng", "pool_orders")
-
-
-def read_resume_state(run_dir: str | Path) -> dict[str, Any]:
-    """The validated ``resume.json`` of an interrupted run; RamsegInputError naming the file otherwise.
-
-    Checks that the JSON is complete and describes a usable config, and that ``resume.safetensors``
-    is readable safetensors holding model, optimizer and random-generator state, so that
-    ``--resume`` fails with one clear line instead of a traceback deep inside the trainer.
-    """
-    run_dir = Path(run_dir)
-    state_path, weights_path = run_dir / RESUME_STATE_NAME, run_dir / RESUME_WEIGHTS_NAME
-    if not run_dir.is_dir():
-        raise RamsegInputError("run folder not found", run_dir)
-    if not state_path.exists():
-        hint = " (the run is complete: it holds a model)" if (run_dir / METADATA_NAME).exists() else ""
-        raise RamsegInputError(f"nothing to resume: no {RESUME_STATE_NAME} in this run folder{hint}", run_dir)
-    try:
-        state = json.loads(state_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RamsegInputError(f"unreadable resume state ({one_line(exc, 200, typed=False)})", state_path) from None
-    try:
-        if not isinstance(state, dict):
-            raise ValueError("not a JSON object")
-        missing = [k for k in _RESUME_KEYS if k not in state]
-        if missing:
-            raise ValueError(f"missing {', '.join(missing)}")
-        _int_in(state["iteration"], 0, 10**9, "iteration")
-        if not isinstance(state["config"], dict):
-            raise ValueError("config must be an object")
-        _check_raw_labels(state["config"].get("labels"))
-        config = TrainConfig.from_dict(state["config"])
-        check_config(config)
-        if state["iteration"] > config.iterations:
-            raise ValueError(f"iteration {state['iteration']} is past the planned {config.iterations}")
-        domains = state["domains"]
-        if not isinstance(domains, list) or not domains or not all(isinstance(d, str) for d in domains):
-            raise ValueError("domains must be a non-empty list of names")
-    except (KeyError, TypeError, ValueError) as exc:
-        raise RamsegInputError(f"invalid resume state ({one_line(exc, 200, typed=False)})", state_path) from None
-    try:
-        with safe_open(str(weights_path), framework="pt", device="cpu") as handle:
-            keys = set(handle.keys())
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise RamsegInputError(f"unreadable resume weights ({one_line(exc, 200, typed=False)})", weights_path) from None
-    needed = {"rng.torch", "rng.lambda"}
-    if not needed <= keys or not any(k.startswith("model.") for k in keys):
-        raise RamsegInputError("resume weights lack the model or random-generator state", weights_path)
-    return state

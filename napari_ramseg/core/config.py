@@ -145,6 +145,19 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """A fine-tune round's own settings (``core/finetune.py``); everything else is the base model's
+    ``TrainConfig``. ``ramseg finetune`` and the Correct and fine-tune dock take their defaults here."""
+
+    iterations: int = 100
+    seed: int = 0
+    device: str = "auto"
+    lr_scale: float = 0.1  # the round's learning rate: the source model's learning rate times this
+    correction_share: float = 0.5  # of every batch, drawn from the corrected cases when replaying sources
+
+
 # Intensity handling, documented once: every image (or MRI volume) is scaled per image to [-1, 1]
 # with a robust min-max between these percentiles, over all its channels together.
 NORMALIZATION = {"method": "percentile_minmax", "low_percentile": 0.5, "high_percentile": 99.5, "range": [-1.0, 1.0]}

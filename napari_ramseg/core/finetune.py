@@ -27,22 +27,21 @@ What a fine-tune round does:
   model (path, model.json SHA-256, version), the round number, the cases used, the split rule and the
   before/after Dice on the held-out corrected cases.
 
-The work is a generator (:func:`iter_finetune`) that yields :class:`FinetuneEvent` progress; the napari
-widget drives it from a ``thread_worker`` and the CLI through :func:`finetune`.
+The work is a generator (:func:`iter_finetune`) that yields :class:`FinetuneEvent` progress; it drives the
+one training loop (``Trainer.iter_run``). The napari widget drives it from a ``thread_worker`` and
+``ramseg finetune`` through ``core/finetune_job.py`` (corrections from files, then :func:`finetune`).
+The round's own defaults are ``config.FinetuneConfig``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import json
 import math
 import os
 import re
 import shutil
-import sys
 import tempfile
-import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,23 +51,23 @@ import numpy as np
 import torch
 
 from ..errors import RamsegInputError
-from .checkpoint import METADATA_NAME, ModelMetadata, atomic_write_json, load_model, resolve_model_path
-from .config import LabelScheme, PreprocessConfig
+from .checkpoint import ModelMetadata, load_model, resolve_model_path
+from .config import FinetuneConfig, LabelScheme, PreprocessConfig
 from .corrections import SPLIT_RULE, CorrectionCase, CorrectionStore, file_sha256
 from .data import Sample
 from .device import resolve_device
-from .infer import Predictor, labels_from_probabilities
-from .metrics import dice_score, structure_masks
+from .infer import Predictor
 from .preprocess import to_model_channels, volume_to_slices_25d
 from .sampling import SourcePool
-from .train import LOG_NAME, METRICS_NAME, Trainer, validation_dice
+from .train import TrainCallbacks, Trainer, TrainResult, score_case, validation_dice
 
-__all__ = ["finetune", "iter_finetune", "finetune_from_cli", "FinetuneEvent", "FinetuneResult", "CorrectionPool",
+__all__ = ["finetune", "iter_finetune", "FinetuneEvent", "FinetuneResult", "CorrectionPool",
            "next_version", "list_versions", "CORRECTIONS_DOMAIN", "LR_SCALE"]
 
+_F = FinetuneConfig()  # the defaults (core/config.py)
 CORRECTIONS_DOMAIN = "corrections"
-LR_SCALE = 0.1  # fine-tuning learning rate = base learning rate x this
-CORRECTION_SHARE = 0.5  # fraction of every batch drawn from the corrected cases when replaying
+LR_SCALE = _F.lr_scale  # fine-tuning learning rate = base learning rate x this
+CORRECTION_SHARE = _F.correction_share  # fraction of every batch drawn from the corrected cases when replaying
 _VERSION = re.compile(r"^v(\d{3,})$")
 _PARTIAL_PREFIX = ".partial-"
 WHY_DSIR_OFF = ("the restoration decoder has one BatchNorm per source domain and corrected cases come from none "
@@ -163,17 +162,6 @@ def case_samples(case: CorrectionCase, labels: LabelScheme, in_channels: int = 3
         raise RamsegInputError(f"case {case.case_id}: {exc}") from None
 
 
-def case_dice(predictor: Predictor, samples: Sequence[Sample], labels: LabelScheme) -> float:
-    """Mean Dice over the label's structures for one case (all its slices together)."""
-    preds, truths = [], []
-    for sample in samples:
-        probs = predictor.predict_prepared(torch.from_numpy(np.ascontiguousarray(sample.image, dtype=np.float32)))
-        preds.append(labels_from_probabilities(probs, labels, predictor.threshold))
-        truths.append(sample.mask)
-    pred_masks, true_masks = structure_masks(np.stack(preds), labels), structure_masks(np.stack(truths), labels)
-    return float(np.mean([dice_score(pred_masks[n], true_masks[n]) for n in labels.names]))
-
-
 def _mean(values: dict[str, float]) -> float | None:
     return float(np.mean(list(values.values()))) if values else None
 
@@ -195,7 +183,7 @@ def _check_project_labels(store: CorrectionStore, case_ids: Sequence[str], label
 
 
 def iter_finetune(base_model_path: str | Path, store: CorrectionStore, out_root: str | Path, iterations: int,
-                  replay_root: str | Path | None = None, seed: int = 0, device: str = "auto", *,
+                  replay_root: str | Path | None = None, seed: int = _F.seed, device: str = _F.device, *,
                   should_stop: Callable[[], bool] | None = None, batch: int | None = None,
                   lr_scale: float = LR_SCALE, correction_share: float = CORRECTION_SHARE,
                   command: str = "") -> Generator[FinetuneEvent, None, FinetuneResult]:
@@ -254,7 +242,7 @@ def iter_finetune(base_model_path: str | Path, store: CorrectionStore, out_root:
         for case_id, samples in val_samples.items():
             if stop():
                 return FinetuneResult(None, None, None, True, train_cases=train_ids, val_cases=val_ids)
-            before[case_id] = case_dice(predictor, samples, labels)
+            before[case_id] = score_case(predictor, samples, labels)
         if replay_val:
             replay_before = validation_dice(predictor, replay_val, labels)["dice"]
         del predictor
@@ -270,24 +258,22 @@ def iter_finetune(base_model_path: str | Path, store: CorrectionStore, out_root:
     round_number = int(parent.get("round", 0)) + 1
     extra = {k: v for k, v in base.extra.items() if k not in ("finetune", "command")}
     extra["command"] = command
-    trainer = Trainer(config, base.domains, {}, (), run_dir=None, extra_metadata=extra, init_state=init_state,
-                      pool=pool)
+    # no run folder while training (a round is written only when complete, below) and no validation
+    # cases (the held-out corrections are scored before and after instead): the loop trains, no more
+    trainer = Trainer(config, base.domains, {}, (), run_dir=None, callbacks=TrainCallbacks(should_stop=stop),
+                      extra_metadata=extra, init_state=init_state, pool=pool)
     trainer.source_profile = base.source_profile  # the same source domains: the fit check stays as it was
-    start = time.perf_counter()
-    stopped = False
-    for _ in range(iterations):
-        if stop():
-            stopped = True
+    steps = trainer.iter_run()
+    while True:
+        try:
+            event = next(steps)
+        except StopIteration as done:
+            trained: TrainResult = done.value
             break
-        losses = trainer.step()
-        record = {"iteration": trainer.iteration, **{k: round(v, 6) for k, v in losses.items()},
-                  "elapsed_s": round(time.perf_counter() - start, 3)}
-        trainer.history.append(record)
-        yield FinetuneEvent("train", iteration=trainer.iteration, total=iterations, losses=losses)
-    if stopped or stop():
+        yield FinetuneEvent("train", iteration=event.iteration, total=event.total, losses=event.losses)
+    if trained.stopped or stop():
         return FinetuneResult(None, before_dice, None, True, round=round_number, train_cases=train_ids,
                               val_cases=val_ids, history=trainer.history)
-    elapsed = time.perf_counter() - start
 
     # -- after ----------------------------------------------------------------------------------
     after: dict[str, float] = {}
@@ -299,7 +285,7 @@ def iter_finetune(base_model_path: str | Path, store: CorrectionStore, out_root:
             if stop():
                 return FinetuneResult(None, before_dice, None, True, round=round_number, train_cases=train_ids,
                                       val_cases=val_ids, history=trainer.history)
-            after[case_id] = case_dice(predictor, samples, labels)
+            after[case_id] = score_case(predictor, samples, labels)
         if replay_val:
             replay_after = validation_dice(predictor, replay_val, labels)["dice"]
     after_dice = _mean(after)
@@ -335,21 +321,15 @@ def iter_finetune(base_model_path: str | Path, store: CorrectionStore, out_root:
         # model.json keeps the base's method switches: "dsir" says whether the restoration decoder is trained
         # (it is, unchanged, when the base had it); the round's own recipe goes into the "finetune" record.
         trainer.config = config.replace(method=base.config.method)
-        trainer.save(False, None, elapsed)
-        heldout = {"before_dice": before_dice, "after_dice": after_dice, "cases": len(val_ids)}
-        metrics = json.loads((tmp / METRICS_NAME).read_text(encoding="utf-8"))
-        metrics["heldout_corrections"] = heldout
-        atomic_write_json(tmp / METRICS_NAME, _finite(metrics))
-        with open(tmp / LOG_NAME, "w", encoding="utf-8") as fh:
-            fh.writelines(json.dumps(r) + "\n" for r in trainer.history)
+        heldout = _finite({"before_dice": before_dice, "after_dice": after_dice, "cases": len(val_ids)})
+        trainer.folder.write_log(trainer.history)
         while True:
             version = next_version(out_root)
             target = out_root / version
             finetune_record["version"] = version
-            meta = json.loads((tmp / METADATA_NAME).read_text(encoding="utf-8"))
-            meta["metrics"]["heldout_corrections"] = heldout
-            meta["finetune"] = finetune_record
-            atomic_write_json(tmp / METADATA_NAME, _finite(meta))
+            trainer.extra_metadata["finetune"] = _finite(finetune_record)
+            # the whole model, metrics.json with it, each time the version changes (the name is in model.json)
+            trainer.save(False, None, trained.seconds, extra_metrics={"heldout_corrections": heldout})
             if target.exists():
                 continue
             try:
@@ -378,7 +358,7 @@ def _finite(obj: Any) -> Any:
 
 
 def finetune(base_model_path: str | Path, store: CorrectionStore, out_root: str | Path, iterations: int,
-             replay_root: str | Path | None = None, seed: int = 0, device: str = "auto",
+             replay_root: str | Path | None = None, seed: int = _F.seed, device: str = _F.device,
              on_event: Callable[[FinetuneEvent], None] | None = None,
              should_stop: Callable[[], bool] | None = None, **kwargs: Any) -> FinetuneResult:
     """Learn from the project's corrected training cases and write ``<out_root>/vNNN`` (see module doc)."""
@@ -391,106 +371,3 @@ def finetune(base_model_path: str | Path, store: CorrectionStore, out_root: str 
             return done.value
         if on_event is not None:
             on_event(event)
-
-
-# ------------------------------------------------------------------------------------------- CLI
-
-
-def import_corrections(store: CorrectionStore, model_path: str | Path, images: Sequence[Path], masks: Sequence[Path],
-                       device: str = "auto") -> tuple[list[str], int]:
-    """Save image/mask file pairs into ``store`` with the model's prediction as "original".
-
-    Returns (new case ids, pairs skipped because the latest saved revision already has that mask).
-    """
-    from ..io import read_image, read_mask
-    from .data import convert_mask
-    from .checkpoint import load_metadata
-
-    if len(images) != len(masks):
-        raise RamsegInputError(f"{len(images)} images but {len(masks)} label files; give one mask per image, in the same order")
-    labels = load_metadata(model_path).config.labels
-    predictor = None
-    added, unchanged = [], 0
-    for image_path, mask_path in zip(images, masks):
-        data = read_image(image_path)
-        raw = read_mask(mask_path)
-        if tuple(raw.shape) != tuple(data.spatial_shape):
-            raise RamsegInputError(f"mask shape {tuple(raw.shape)} does not match image {image_path} "
-                                   f"shape {tuple(data.spatial_shape)}", mask_path)
-        final = convert_mask(raw, "domains", labels, mask_path)
-        previous = store.find_image(_stored_image(data.array))
-        if previous and np.array_equal(store.load(previous[-1]).final, final):
-            unchanged += 1
-            continue
-        if predictor is None:
-            predictor = Predictor.from_path(model_path, device=device)
-        original = predictor.predict(data.array, is_volume=data.is_volume).labels
-        meta = {"source": str(Path(image_path).resolve()), "mask_source": str(Path(mask_path).resolve()),
-                "affine": data.affine, "spacing": data.spacing}
-        from ..io import stem_of
-
-        added.append(store.save(data.array, original, final, model_path, stem_of(image_path), meta))
-    return added, unchanged
-
-
-def _stored_image(array: np.ndarray) -> np.ndarray:
-    """The array as the store keeps it (alpha dropped), so revisions of one image are recognised."""
-    return array[..., :3] if array.ndim == 3 and array.shape[-1] == 4 else array
-
-
-def finetune_from_cli(args: Any) -> int:
-    """``ramseg finetune``: corrections from --project or --images/--labels, then a new version in --out."""
-    from ..models import resolve_model
-
-    model = resolve_model(args.model)
-    resolve_model_path(model)
-    images, masks = args.images or [], args.labels or []
-    if bool(images) != bool(masks):
-        raise RamsegInputError("give --images and --labels together (one mask per image, same order)")
-    if not images and args.project is None:
-        raise RamsegInputError("nothing to learn from: give --project DIR (saved by the napari widget) "
-                               "or --images ... --labels ...")
-    if args.iterations < 1:
-        raise ValueError("--iterations must be at least 1")
-    store = CorrectionStore(args.project if args.project is not None else Path(args.out) / "corrections")
-    if images:
-        added, unchanged = import_corrections(store, model, images, masks, args.device)
-        _stderr(f"saved {len(added)} corrected case(s) in {store.root}" + (f" ({unchanged} unchanged)" if unchanged else ""))
-    if not store.list_cases():
-        raise RamsegInputError("no corrected cases saved in this project", store.root)
-
-    from tqdm import tqdm
-
-    bar = None
-
-    def on_event(event: FinetuneEvent) -> None:
-        nonlocal bar
-        if event.phase == "train":
-            if bar is None:
-                bar = tqdm(total=event.total, desc="finetune", unit="it", dynamic_ncols=True, file=sys.stderr)
-            bar.update(1)
-            bar.set_postfix({"loss": f"{event.losses['loss']:.3f}"}, refresh=False)
-        elif event.message and event.phase != "done":
-            _stderr(event.message + ("" if event.dice is None else f": {event.dice:.4f}"))
-
-    command = " ".join(["ramseg", *sys.argv[1:]])
-    try:
-        result = finetune(model, store, args.out, args.iterations, args.replay, args.seed, args.device,
-                          on_event=on_event, command=command)
-    finally:
-        if bar is not None:
-            bar.close()
-    if result.model_dir is None:
-        _stderr("fine-tuning stopped; no new model was written")
-        return 1
-    line = (f"wrote {result.model_dir} (round {result.round}, {len(result.train_cases)} training case(s), "
-            f"{len(result.val_cases)} held out)")
-    if result.before_dice is not None:
-        line += f"; held-out Dice {result.before_dice:.4f} -> {result.after_dice:.4f}"
-    _stderr(line)
-    print(result.model_dir)
-    return 0
-
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr)

@@ -2,6 +2,7 @@
 
 This module owns the format: what ``Trainer`` writes (:func:`save_state`), what ``--resume`` reads
 back (:func:`load_state`) and how a folder is checked before any of it is used (:func:`read_resume_state`).
+The files' names and paths are the run folder's (``core/run_folder.py``).
 
 A resume state is written after every validation, every ``TrainConfig.resume_every_s`` seconds of wall
 time, and when a run is stopped (``core/stopping.py``); a complete run removes it. Both files are
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import RamsegInputError, one_line
 from ..files import atomic_write
 from .config import TrainConfig
+from .run_folder import RESUME_STATE, RESUME_WEIGHTS, RunFolder  # the names; the contents are this module's
 
 # torch, safetensors and the checkpoint module are imported where they are used: the Train dock reads
 # resume states (has_state, saved_iteration) without loading torch into napari's process
@@ -25,8 +27,9 @@ from .config import TrainConfig
 if TYPE_CHECKING:  # pragma: no cover
     from .train import Trainer
 
-RESUME_WEIGHTS = "resume.safetensors"
-RESUME_STATE = "resume.json"
+__all__ = ["RESUME_STATE", "RESUME_WEIGHTS", "save_state", "load_state", "remove_state", "has_state",
+           "saved_iteration", "read_resume_state"]
+
 _REQUIRED_KEYS = ("iteration", "config", "domains", "pool_rng", "pool_orders")
 PROVENANCE_KEYS = ("command", "resumed_with")  # kept from the first run's model.json across resumes
 
@@ -37,7 +40,8 @@ def save_state(trainer: "Trainer") -> None:
     Under DDP rank 0 writes it: every rank's state is the same (same weights after each step, same
     generators, same pool), so every rank, at any world size, can continue from it.
     """
-    if trainer.run_dir is None or not trainer.is_main:
+    folder = trainer.writer
+    if folder is None:
         return
     import torch
     from safetensors.torch import save_file
@@ -53,20 +57,21 @@ def save_state(trainer: "Trainer") -> None:
     tensors["rng.lambda"] = trainer.lambda_generator.get_state()
     if trainer.best_state is not None:
         tensors.update({f"best.{k}": v.contiguous() for k, v in trainer.best_state.items()})
+    pool = trainer.pool.state()
     state = {
         "iteration": trainer.iteration,
         "config": trainer.config.to_dict(),
         "domains": trainer.domains,
         "history": trainer.history,
         "best": trainer.best,
-        "pool_rng": _jsonable_bitgen_state(trainer.pool.rng.bit_generator.state),
-        "pool_orders": [[int(i) for i in order] for order in trainer.pool._orders],
+        "pool_rng": _jsonable_bitgen_state(pool["rng"]),
+        "pool_orders": [[int(i) for i in order] for order in pool["orders"]],
         "provenance": {k: trainer.extra_metadata[k] for k in PROVENANCE_KEYS if k in trainer.extra_metadata},
     }
     if trainer.scaler is not None:
         state["grad_scaler"] = trainer.scaler.state_dict()
-    atomic_write(trainer.run_dir / RESUME_WEIGHTS, lambda tmp: save_file(tensors, str(tmp)))
-    atomic_write_json(trainer.run_dir / RESUME_STATE, state)
+    atomic_write(folder.resume_weights, lambda tmp: save_file(tensors, str(tmp)))
+    atomic_write_json(folder.resume_state, state)
 
 
 def load_state(trainer: "Trainer") -> dict[str, Any]:
@@ -74,10 +79,11 @@ def load_state(trainer: "Trainer") -> dict[str, Any]:
     import torch
     from safetensors.torch import load_file
 
-    if trainer.run_dir is None:
+    if trainer.folder is None:
         raise ValueError("resume needs a run folder")
-    state = json.loads((trainer.run_dir / RESUME_STATE).read_text(encoding="utf-8"))
-    tensors = load_file(str(trainer.run_dir / RESUME_WEIGHTS))
+    folder = trainer.folder  # every rank reads it (rank 0 wrote it)
+    state = json.loads(folder.resume_state.read_text(encoding="utf-8"))
+    tensors = load_file(str(folder.resume_weights))
     trainer.net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     opt = trainer.optimizer.state_dict()
     restored: dict[int, dict[str, Any]] = {}
@@ -94,27 +100,25 @@ def load_state(trainer: "Trainer") -> dict[str, Any]:
     trainer.best = state.get("best")
     trainer.iteration = int(state["iteration"])
     trainer.history = list(state.get("history", []))
-    trainer.pool.rng.bit_generator.state = _bitgen_state_from_json(state["pool_rng"])
-    trainer.pool._orders = [list(order) for order in state["pool_orders"]]
+    trainer.pool.load_state({"rng": _bitgen_state_from_json(state["pool_rng"]), "orders": state["pool_orders"]})
     if trainer.scaler is not None and state.get("grad_scaler"):
         trainer.scaler.load_state_dict(state["grad_scaler"])
     return state
 
 
-def remove_state(run_dir: Path) -> None:
-    """A complete run needs no resume state; it is large (optimizer moments), so drop it."""
-    for name in (RESUME_STATE, RESUME_WEIGHTS):  # JSON first: never leave JSON without weights
-        (Path(run_dir) / name).unlink(missing_ok=True)
+def remove_state(run_dir: str | Path) -> None:
+    """A complete run needs no resume state (``RunFolder.remove_resume_state``)."""
+    RunFolder(run_dir).remove_resume_state()
 
 
 def has_state(run_dir: str | Path | None) -> bool:
-    return run_dir is not None and (Path(run_dir) / RESUME_STATE).is_file()
+    return run_dir is not None and RunFolder(run_dir).has_resume_state()
 
 
 def saved_iteration(run_dir: str | Path) -> int | None:
     """The iteration a run folder's resume state continues from; None without a readable one."""
     try:
-        return int(json.loads((Path(run_dir) / RESUME_STATE).read_text(encoding="utf-8"))["iteration"])
+        return int(json.loads(RunFolder(run_dir).resume_state.read_text(encoding="utf-8"))["iteration"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -128,14 +132,14 @@ def read_resume_state(run_dir: str | Path) -> dict[str, Any]:
     """
     from safetensors import SafetensorError, safe_open
 
-    from .checkpoint import METADATA_NAME, _check_raw_labels, check_config
+    from .checkpoint import _check_raw_labels, check_config
 
-    run_dir = Path(run_dir)
-    state_path, weights_path = run_dir / RESUME_STATE, run_dir / RESUME_WEIGHTS
+    folder = RunFolder(run_dir)
+    run_dir, state_path, weights_path = folder.path, folder.resume_state, folder.resume_weights
     if not run_dir.is_dir():
         raise RamsegInputError("run folder not found", run_dir)
     if not state_path.exists():
-        hint = " (the run is complete: it holds a model)" if (run_dir / METADATA_NAME).exists() else ""
+        hint = " (the run is complete: it holds a model)" if folder.has_model() else ""
         raise RamsegInputError(f"nothing to resume: no {RESUME_STATE} in this run folder{hint}", run_dir)
     try:
         state = json.loads(state_path.read_text(encoding="utf-8"))

@@ -1,18 +1,18 @@
-"""The training engine: RAM-DSIR (or any ablation of it) on balanced multi-domain batches.
+"""The training engine: RAM-DSIR (or any ablation of it, ``core/objective.py``) on balanced multi-domain batches.
 
-Progress and cancellation travel through plain callbacks so that the CLI, the napari widgets and a
-child process can all drive the same loop. The run folder is written only through atomic renames:
-at any moment it holds the last complete state or nothing.
+There is one training loop, :meth:`Trainer.iter_run`, a generator of :class:`TrainEvent`. ``Trainer.run``
+drives it with plain callbacks (the CLI, the Train dock's child process, the benchmarks) and
+fine-tuning (``core/finetune.py``) drives it itself. The run folder (``core/run_folder.py``) is
+written only through atomic renames: at any moment it holds the last complete state or nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,21 +22,17 @@ import torch
 from torch import nn
 
 from . import distributed, resume
-from ..io import atomic_write
-from .checkpoint import ModelMetadata, atomic_write_json, save_model
+from .checkpoint import ModelMetadata
 from .config import LabelScheme, TrainConfig
 from .device import autocast, autocast_dtype, resolve_device
 from .fastpath import use_channels_last
 from .infer import Predictor, labels_from_probabilities
-from .losses import SegmentationLoss, restoration_mse, symmetric_kl
-from .metrics import dice_score, structure_masks
+from .metrics import case_dice
 from .model import RamSegNet
+from .objective import RamDsirObjective, make_optimizer, poly_lr
 from .ram import amplitude_mixup, sample_lambda
+from .run_folder import RunFolder
 from .sampling import SourcePool
-
-RESUME_WEIGHTS, RESUME_STATE = resume.RESUME_WEIGHTS, resume.RESUME_STATE  # the format lives in core/resume.py
-LOG_NAME = "train.log"
-METRICS_NAME = "metrics.json"
 
 
 @dataclass
@@ -65,93 +61,20 @@ class TrainResult:
     stopped: bool
     history: list[dict[str, Any]] = field(default_factory=list)
     validation: dict[str, Any] | None = None
+    seconds: float = 0.0  # wall time of this (part of the) run
 
 
-class RamDsirObjective(nn.Module):
-    """The whole training objective as one module, so that DistributedDataParallel can wrap it.
-
-    Both views go through the encoder and segmentation decoder in one batch of 2B; the DSIR decoder
-    then restores each domain's sub-batch of mixed-image bottlenecks with that domain's BatchNorm and
-    is scored against the un-augmented originals. Reusing the bottleneck of the shared pass (rather
-    than encoding every sub-batch again) keeps the method's overhead small.
-
-    ``global_batch=True`` (under DDP): the segmentation loss's Dice spans all ranks, and ``forward``
-    takes per-domain ``domain_weights`` and runs every domain's restoration on every rank, an empty
-    sub-batch included, so that synchronised BatchNorms see the same calls everywhere and every
-    parameter gets a gradient (see ``distributed``).
-    """
-
-    def __init__(self, net: RamSegNet, config: TrainConfig, global_batch: bool = False):
-        super().__init__()
-        self.net = net
-        self.method = config.method
-        self.seg_loss = (distributed.GlobalBatchSegmentationLoss(config.labels) if global_batch
-                         else SegmentationLoss(config.labels))
-        self.labels = config.labels
-
-    def forward(self, images: torch.Tensor, masks: torch.Tensor, domains: torch.Tensor,
-                mixed: torch.Tensor | None, domain_weights: Sequence[float] | None = None) -> dict[str, torch.Tensor]:
-        method = self.method
-        batch = images.shape[0]
-        inputs = images if mixed is None else torch.cat([images, mixed])
-        features = self.net.encode(inputs)
-        logits = self.net.decode(features)
-        terms: dict[str, torch.Tensor] = {"seg": self.seg_loss(logits[:batch], masks)}
-        if mixed is not None:
-            terms["seg_ram"] = self.seg_loss(logits[batch:], masks)
-            if method.consistency:
-                terms["consistency"] = method.consistency_weight * symmetric_kl(logits[:batch], logits[batch:], self.labels)
-        if method.dsir:
-            # Restore the mixed view when RAM is on (the paper's setting), else the image itself.
-            bottleneck = features[-1][batch:] if mixed is not None else features[-1]
-            restoration = images.new_zeros(())
-            if domain_weights is None:
-                for k in torch.unique(domains).tolist():
-                    select = domains == k
-                    restored = self.net.restore(bottleneck[select], int(k), size=tuple(images.shape[-2:]))
-                    restoration = restoration + restoration_mse(restored, images[select])
-            else:
-                for k, weight in enumerate(domain_weights):
-                    select = domains == k
-                    restored = self.net.restore(bottleneck[select], k, size=tuple(images.shape[-2:]))
-                    if weight > 0:
-                        restoration = restoration + weight * restoration_mse(restored, images[select])
-                    else:  # no slot of this domain here: keep its decoder in the graph with a zero gradient
-                        restoration = restoration + 0.0 * restored.float().sum()
-            terms["restoration"] = method.restoration_weight * restoration
-        terms["loss"] = sum(terms.values())
-        return terms
-
-
-def poly_lr(base: float, iteration: int, total: int, power: float) -> float:
-    return base * (1 - iteration / max(total, 1)) ** power
-
-
-def make_optimizer(net: RamSegNet, config: TrainConfig) -> torch.optim.Adam:
-    """Adam without weight decay; the encoder runs at half the rate when DSIR is on (METHOD.md)."""
-    groups = net.parameter_groups()
-    encoder_scale = 0.5 if config.method.dsir else 1.0
-    param_groups = [
-        {"params": groups["encoder"], "lr": config.lr * encoder_scale, "base_lr": config.lr * encoder_scale, "name": "encoder"},
-        {"params": groups["decoder"], "lr": config.lr, "base_lr": config.lr, "name": "decoder"},
-    ]
-    if config.method.dsir:
-        param_groups.append({"params": groups["restoration"], "lr": config.lr, "base_lr": config.lr, "name": "restoration"})
-    return torch.optim.Adam(param_groups, betas=(0.9, 0.999), weight_decay=0.0)
-
-
-def case_validation_dice(predictor: Predictor, sample: Any, labels: LabelScheme) -> float:
-    """Mean Dice over the label's structures for one held-out sample."""
-    x = torch.from_numpy(np.ascontiguousarray(sample.image, dtype=np.float32))
-    probs = predictor.predict_prepared(x)
-    pred = labels_from_probabilities(probs, labels, predictor.threshold)
-    pred_masks, true_masks = structure_masks(pred, labels), structure_masks(sample.mask, labels)
-    return float(np.mean([dice_score(pred_masks[n], true_masks[n]) for n in labels.names]))
+def score_case(predictor: Predictor, samples: Sequence, labels: LabelScheme) -> float:
+    """Predict one held-out case (its samples: one image, or a volume's slices) and score it
+    (``metrics.case_dice``: the mean Dice over the label's structures)."""
+    preds = [labels_from_probabilities(predictor.predict_prepared(
+        torch.from_numpy(np.ascontiguousarray(s.image, dtype=np.float32))), labels, predictor.threshold) for s in samples]
+    return case_dice(np.stack(preds), np.stack([s.mask for s in samples]), labels)
 
 
 def validation_dice(predictor: Predictor, samples: Sequence, labels: LabelScheme) -> dict[str, Any]:
     """Mean Dice per label and per source domain on held-out source cases (never the target)."""
-    return summarize_validation([(s.domain, case_validation_dice(predictor, s, labels)) for s in samples])
+    return summarize_validation([(s.domain, score_case(predictor, [s], labels)) for s in samples])
 
 
 def summarize_validation(records: Sequence[tuple[str, float]]) -> dict[str, Any]:
@@ -165,11 +88,13 @@ def summarize_validation(records: Sequence[tuple[str, float]]) -> dict[str, Any]
 
 
 class Trainer:
-    """Runs one training job; ``run()`` does the whole schedule and honours ``should_stop``.
+    """Runs one training job: :meth:`iter_run` is the training loop, :meth:`run` drives it to the end.
 
     ``dist_context`` (from ``distributed.initialize`` under torchrun) makes this one rank of a
     DistributedDataParallel job: ``config.batch`` is then the global batch, each rank trains on its
-    share of it, and only rank 0 writes files and calls ``on_event``. Without it nothing changes.
+    share of it, and only rank 0 writes files (:attr:`writer`) and calls ``on_event``. Without it
+    nothing changes. Every other DDP difference sits in :meth:`_draw`, :meth:`step` (gradient sync and
+    loss averaging), :meth:`validate` (cases shared out) and :meth:`_stop_requested` (all ranks agree).
     """
 
     def __init__(self, config: TrainConfig, domains: Sequence[str], train_samples: dict[str, Sequence],
@@ -186,11 +111,11 @@ class Trainer:
                              f"processes ({self.world_size})")
         self.config = config
         self.domains = list(domains)
-        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.run_dir = run_dir
         self.callbacks = callbacks or TrainCallbacks()
         self.extra_metadata = dict(extra_metadata or {})
         self.val_samples = list(val_samples)
-        self._train_samples = train_samples  # profiled once for model.json (_metadata)
+        self._train_samples = train_samples  # profiled once for model.json (metadata)
         self.source_profile = None  # what the sources look like (core/domain_fit.py); fine-tuning keeps its base's
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
@@ -231,9 +156,46 @@ class Trainer:
                 self.net.restoration.requires_grad_(False)
             self.module = distributed.wrap_ddp(self.objective, dist_context)
 
+    # -- the run folder --------------------------------------------------------------------------
+    @property
+    def run_dir(self) -> Path | None:
+        return None if self.folder is None else self.folder.path
+
+    @run_dir.setter
+    def run_dir(self, value: str | Path | None) -> None:
+        self.folder: RunFolder | None = None if value is None else RunFolder(value)
+
+    @property
+    def writer(self) -> RunFolder | None:
+        """The run folder this process writes, or None: the one place that decides that only rank 0 writes."""
+        return self.folder if self.is_main else None
+
     # -- one step --------------------------------------------------------------------------------
+    def _draw(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, list[float] | None]:
+        """One (micro-)batch on the device: images, masks, domains, the RAM view (None without RAM) and,
+        under DDP, the per-domain weights of this rank's share of the global batch (else None)."""
+        method = self.config.method
+        partners = lam = weights = None
+        if self.dist is None:
+            images, masks, domains = self.pool.draw_batch(self.config.batch)
+            if method.ram:
+                partners = self.pool.draw_partners(domains)
+                lam = sample_lambda(len(images), method.lam_mode, self.lambda_generator)
+        else:
+            # every rank draws the same global batch and keeps its own slots (SourcePool.draw_shard)
+            shard = self.pool.draw_shard(self.config.batch, self.rank, self.world_size, partners=method.ram)
+            images, masks, domains, partners = shard.images, shard.masks, shard.domains, shard.partners
+            if method.ram:  # the global batch's, so that every slot gets the same lambda at any world size
+                lam = sample_lambda(self.config.batch, method.lam_mode, self.lambda_generator)
+                lam = lam[torch.from_numpy(shard.slots)]
+            weights = distributed.domain_weights(shard.global_domains, domains.tolist(), len(self.domains),
+                                                 self.world_size)
+        images = images.to(self.device)  # before RAM, which runs on the training device
+        mixed = self._mixup(images, partners, lam) if method.ram else None
+        return images, masks.to(self.device), domains.to(self.device), mixed, weights
+
     def step(self) -> dict[str, float]:
-        cfg, method = self.config, self.config.method
+        cfg = self.config
         self.net.train()
         lr = 0.0
         for group in self.optimizer.param_groups:
@@ -242,36 +204,13 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         totals: dict[str, float] = {}
         for micro in range(cfg.grad_accumulation):
-            weights = None
-            if self.dist is None:
-                images, masks, domains = self.pool.draw_batch(cfg.batch)
-                images = images.to(self.device)  # before RAM, which runs on the training device
-                mixed = None
-                if method.ram:
-                    partners = self.pool.draw_partners(domains)
-                    lam = sample_lambda(len(images), method.lam_mode, self.lambda_generator)
-                    mixed = self._mixup(images, partners, lam)
-            else:
-                # every rank draws the same global batch and keeps its own slots (SourcePool.draw_shard)
-                shard = self.pool.draw_shard(cfg.batch, self.rank, self.world_size, partners=method.ram)
-                images, masks, domains = shard.images.to(self.device), shard.masks, shard.domains
-                mixed = None
-                if method.ram:
-                    lam = sample_lambda(cfg.batch, method.lam_mode, self.lambda_generator)  # the global batch's
-                    lam = lam[torch.from_numpy(shard.slots)]
-                    mixed = self._mixup(images, shard.partners, lam)
-                weights = distributed.domain_weights(shard.global_domains, domains.tolist(), len(self.domains),
-                                                     self.world_size)
-            images, masks, domains = images.to(self.device), masks.to(self.device), domains.to(self.device)
+            images, masks, domains, mixed, weights = self._draw()
             # DDP: reduce gradients only after the last micro-step of an accumulated step
             last = micro == cfg.grad_accumulation - 1
             sync = contextlib.nullcontext() if self.dist is None or last else self.module.no_sync()
             with sync:
                 with autocast(self.device, self.dtype):
-                    if weights is None:
-                        terms = self.module(images, masks, domains, mixed)
-                    else:
-                        terms = self.module(images, masks, domains, mixed, weights)
+                    terms = self.module(images, masks, domains, mixed, *(() if weights is None else (weights,)))
                 loss = terms["loss"] / cfg.grad_accumulation
                 (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
             for name, value in terms.items():
@@ -299,34 +238,38 @@ class Trainer:
         if not self.val_samples:
             return None
         if self.dist is None:
-            predictor = Predictor(self.net, self._metadata(), self.device, precision=self.config.precision)
+            predictor = Predictor(self.net, self.metadata(), self.device, precision=self.config.precision)
             result = validation_dice(predictor, self.val_samples, self.config.labels)
             self.net.train()
             return result
         # Each rank scores every world_size-th case, on a copy of the net (Predictor changes the memory
         # format of the model it is given, which would break DDP's gradient buckets); every rank gets
         # the same result, computed from the cases in their single-process order.
-        predictor = Predictor(copy.deepcopy(self.net), self._metadata(), self.device, precision=self.config.precision)
+        predictor = Predictor(copy.deepcopy(self.net), self.metadata(), self.device, precision=self.config.precision)
         mine = []
         for i in range(self.rank, len(self.val_samples), self.world_size):
             sample = self.val_samples[i]
-            mine.append((i, sample.domain, case_validation_dice(predictor, sample, self.config.labels)))
+            mine.append((i, sample.domain, score_case(predictor, [sample], self.config.labels)))
         del predictor
         records = sorted(r for part in distributed.gather_objects(mine) for r in part)
         return summarize_validation([(domain, dice) for _, domain, dice in records])
 
     # -- the schedule ----------------------------------------------------------------------------
-    def run(self) -> TrainResult:
+    def iter_run(self) -> Generator[TrainEvent, None, TrainResult]:
+        """The training loop, as a generator: one :class:`TrainEvent` after every step (its losses, and
+        its validation when one ran), then the :class:`TrainResult` as its return value.
+
+        ``callbacks.should_stop`` is asked before every step. Validation, model selection, the log and
+        the resume states happen inside; what a caller adds (a progress bar, fine-tuning's own events)
+        it does between steps. :meth:`run` is this loop driven to the end with ``callbacks.on_event``.
+        """
         cfg = self.config
         start = time.perf_counter()
         stopped = False
         last_val = None
         last_saved = time.monotonic()
         while self.iteration < cfg.iterations:
-            stop = self.callbacks.should_stop is not None and self.callbacks.should_stop()
-            if self.dist is not None:
-                stop = distributed.any_rank(stop, self.device)  # all ranks stop at the same step
-            if stop:
+            if self._stop_requested():
                 stopped = True
                 break
             losses = self.step()
@@ -334,33 +277,57 @@ class Trainer:
             if self.iteration % self.val_every == 0 or self.iteration == cfg.iterations:
                 validation = last_val = self.validate()
                 self._remember_best(validation)
-            record = {"iteration": self.iteration, **{k: round(v, 6) for k, v in losses.items()},
-                      "elapsed_s": round(time.perf_counter() - start, 3)}
-            if validation is not None:
-                record["val_dice"] = validation["dice"]
-                record["val_dice_by_domain"] = validation["dice_by_domain"]
-            self.history.append(record)
-            self._append_log(record)
+            self._record(losses, validation, time.perf_counter() - start)
             # after the record (a resumed run's history misses no iteration): at each validation, and
             # every resume_every_s of wall time, so that a kill or a lost node costs minutes, not the run
             periodic = cfg.resume_every_s > 0 and time.monotonic() - last_saved >= cfg.resume_every_s
             if validation is not None or periodic:
                 self.save_resume_state()
                 last_saved = time.monotonic()
+            yield TrainEvent(self.iteration, cfg.iterations, losses, losses["lr"], time.perf_counter() - start,
+                             validation)
+        return self._finish(stopped, last_val, start)
+
+    def run(self) -> TrainResult:
+        """The whole schedule (:meth:`iter_run`), reporting every event to ``callbacks.on_event`` (rank 0)."""
+        events = self.iter_run()
+        while True:
+            try:
+                event = next(events)
+            except StopIteration as done:
+                return done.value
             if self.callbacks.on_event is not None and self.is_main:
-                self.callbacks.on_event(TrainEvent(self.iteration, cfg.iterations, losses, losses["lr"],
-                                                   time.perf_counter() - start, validation))
+                self.callbacks.on_event(event)
+
+    def _stop_requested(self) -> bool:
+        stop = self.callbacks.should_stop is not None and self.callbacks.should_stop()
+        if self.dist is not None:
+            stop = distributed.any_rank(stop, self.device)  # all ranks stop at the same step
+        return stop
+
+    def _record(self, losses: dict[str, float], validation: dict[str, Any] | None, elapsed: float) -> None:
+        record = {"iteration": self.iteration, **{k: round(v, 6) for k, v in losses.items()},
+                  "elapsed_s": round(elapsed, 3)}
+        if validation is not None:
+            record["val_dice"] = validation["dice"]
+            record["val_dice_by_domain"] = validation["dice_by_domain"]
+        self.history.append(record)
+        if self.writer is not None:
+            self.writer.append_log(record)
+
+    def _finish(self, stopped: bool, last_val: dict[str, Any] | None, start: float) -> TrainResult:
         if self.dist is not None:
             self._record_replica_digests()
         if stopped:  # a stop (core/stopping.py) keeps the finished steps: resume state, then model
             self.save_resume_state()
+        elapsed = time.perf_counter() - start
         if not stopped or self.iteration > 0:  # no model of untrained weights
-            self.save(stopped, last_val, time.perf_counter() - start)
-        if not stopped:
-            self._remove_resume_state()
+            self.save(stopped, last_val, elapsed)
+        if not stopped and self.writer is not None:
+            self.writer.remove_resume_state()
         if self.dist is not None:
             distributed.barrier()  # no rank reports success before rank 0 has written the model
-        return TrainResult(self.run_dir, self.iteration, stopped, self.history, last_val)
+        return TrainResult(self.run_dir, self.iteration, stopped, self.history, last_val, round(elapsed, 2))
 
     def _record_replica_digests(self) -> None:
         """Hash every rank's final weights into model.json: DDP replicas must end identical."""
@@ -378,12 +345,16 @@ class Trainer:
         # ">=": among equal scores the later, longer-trained state wins
         if self.best is None or validation["dice"] >= self.best["dice"]:
             self.best = {**validation, "iteration": self.iteration}
-            if not self.is_main:  # only rank 0 writes the model
+            if not self.is_main:  # only rank 0 writes the model, so only it keeps a copy of the weights
                 return
             self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.net.state_dict().items()}
 
     # -- files -----------------------------------------------------------------------------------
-    def _metadata(self, metrics: dict[str, Any] | None = None) -> ModelMetadata:
+    def metadata(self, metrics: dict[str, Any] | None = None) -> ModelMetadata:
+        """What model.json says of the network as it is now: config, source domains and profile, provenance.
+
+        The public way to wrap a trained network for inference: ``Predictor(trainer.net, trainer.metadata())``.
+        """
         if self.source_profile is None and any(self._train_samples.get(d) for d in self.domains):
             from .domain_fit import calibrate, profile_domains
 
@@ -402,30 +373,14 @@ class Trainer:
                 extra[key] = [portable_command(c) if isinstance(c, str) else c for c in extra[key]]
         return ModelMetadata(self.config, self.domains, metrics or {}, extra, self.source_profile)
 
-    def _append_log(self, record: dict[str, Any]) -> None:
-        if self.run_dir is None or not self.is_main:
-            return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.run_dir / LOG_NAME, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
+    _metadata = metadata  # bench/generalization.py (running) still calls it; use metadata()
 
-    def _truncate_log(self, iteration: int) -> None:
-        """Drop train.log lines past ``iteration``: they are trained again after a resume, and logged again."""
-        if self.run_dir is None or not self.is_main or not (self.run_dir / LOG_NAME).exists():
-            return
-        kept = []
-        for line in (self.run_dir / LOG_NAME).read_text(encoding="utf-8").splitlines():
-            try:
-                if int(json.loads(line)["iteration"]) <= iteration:
-                    kept.append(line)
-            except (ValueError, KeyError, TypeError):  # a line cut short by a kill
-                continue
-        atomic_write(self.run_dir / LOG_NAME,
-                           lambda tmp: tmp.write_text("".join(k + "\n" for k in kept), encoding="utf-8"))
-
-    def save(self, stopped: bool, last_val: dict[str, Any] | None, elapsed: float) -> None:
-        """Write the model: the best source-validation state if there was validation, else the last."""
-        if self.run_dir is None or not self.is_main:
+    def save(self, stopped: bool, last_val: dict[str, Any] | None, elapsed: float,
+             extra_metrics: dict[str, Any] | None = None) -> None:
+        """Write the model, metrics.json (selection, validation, history; plus ``extra_metrics``, which
+        model.json's metrics carry too): the best source-validation state if there was validation, else the last."""
+        folder = self.writer
+        if folder is None:
             return
         selected = "best_source_validation" if self.best_state is not None else "last"
         metrics = {
@@ -436,26 +391,24 @@ class Trainer:
             "iterations_planned": self.config.iterations,
             "status": "stopped" if stopped else "complete",
             "train_seconds": round(elapsed, 2),
+            **(extra_metrics or {}),
         }
         net_state = self.best_state if self.best_state is not None else None
         if net_state is not None:
             current = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
             self.net.load_state_dict(net_state)
-        save_model(self.net, self._metadata(metrics), self.run_dir)
+        folder.save_model(self.net, self.metadata(metrics))
         if net_state is not None:
             self.net.load_state_dict(current)
-        atomic_write_json(self.run_dir / METRICS_NAME, {**metrics, "history": self.history})
+        folder.write_metrics({**metrics, "history": self.history})
 
     def save_resume_state(self) -> None:
         """Write the resume state for the current iteration (format and rules: core/resume.py)."""
         resume.save_state(self)
 
-    def _remove_resume_state(self) -> None:
-        if self.run_dir is not None and self.is_main:
-            resume.remove_state(self.run_dir)
-
     def load_resume_state(self) -> None:
-        if self.run_dir is None:
+        if self.folder is None:
             raise ValueError("resume needs a run folder")
-        resume.load_state(self)
-        self._truncate_log(self.iteration)
+        resume.load_state(self)  # every rank reads the state rank 0 wrote
+        if self.writer is not None:
+            self.writer.truncate_log(self.iteration)

@@ -1,12 +1,13 @@
 """From a user's request (CLI flags or widget fields) to a finished run folder.
 
 This is the one place that turns a dataset root into source-domain training and validation samples
-and a ``TrainConfig``; the CLI, the Train widget and the benchmark scripts all come through here.
+and a ``TrainConfig``; ``ramseg train`` and the Train dock (through its child process) come through here.
+The run folder's files are ``core/run_folder.py``'s. (``bench/generalization.py`` prepares its cases
+itself and builds a ``Trainer`` directly.)
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -17,11 +18,11 @@ import torch
 
 from ..errors import RamsegInputError
 from . import distributed
-from .checkpoint import METADATA_NAME
 from .config import LabelScheme, MethodConfig, ModelConfig, PreprocessConfig, TrainConfig
 from .data import cases_checksum, discover, load_samples, split_train_val
 from .sampling import resize_image, resize_mask, working_shape
-from .resume import RESUME_STATE, read_resume_state
+from .resume import read_resume_state
+from .run_folder import RunFolder
 from .train import TrainCallbacks, TrainEvent, Trainer, TrainResult
 
 _T, _P, _M, _N = TrainConfig, PreprocessConfig, MethodConfig, ModelConfig  # the defaults (core/config.py)
@@ -169,14 +170,6 @@ def config_from_request(request: TrainRequest, labels: LabelScheme, num_train_sa
     )
 
 
-def _fresh_run_dir(out: Path | None) -> Path:
-    if out is None:
-        out = Path("runs") / _dt.datetime.now().strftime("ramseg-%Y%m%d-%H%M%S")
-    if (out / METADATA_NAME).exists() or (out / RESUME_STATE).exists():
-        raise FileExistsError(f"{out}: already holds a run; choose another --out, or continue it with --resume {out}")
-    return out
-
-
 def run_training(request: TrainRequest, on_event: Callable[[TrainEvent], None] | None = None,
                  should_stop: Callable[[], bool] | None = None,
                  log: Callable[[str], None] | None = None) -> TrainResult:
@@ -231,7 +224,7 @@ def _prepare(request: TrainRequest, log: Callable[[str], None] | None,
                                   config.val_fraction, config.seed, preprocess=config.preprocess)
     else:
         # only rank 0 writes, so only rank 0 decides the folder (the others get its path)
-        run_dir = _fresh_run_dir(request.out) if is_main else Path(request.out or ".")
+        run_dir = RunFolder.fresh(request.out).path if is_main else Path(request.out or ".")
         # shrunk to the working scale as read: a 3504x2336 HRF photograph is never held at full size
         data = load_training_data(request.data, request.format, request.domains, request.target,
                                   label_scheme_from(request.labels, request.label_kind),

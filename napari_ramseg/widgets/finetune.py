@@ -21,6 +21,7 @@ from qtpy.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QL
                             QProgressBar, QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
 from .. import layer_meta
+from ..core.config import FinetuneConfig
 from ..core.corrections import CorrectionStore
 from ._common import ORIGINAL_KEY
 from .train import DEVICES, offer_model
@@ -91,7 +92,7 @@ class CorrectFinetuneWidget(QWidget):
         ft_form.addRow("Replay data", self._with_browse(self.replay_edit, self._browse_replay))
         self.iterations_spin = QSpinBox()
         self.iterations_spin.setRange(1, 1_000_000)
-        self.iterations_spin.setValue(100)
+        self.iterations_spin.setValue(FinetuneConfig().iterations)
         ft_form.addRow("Iterations", self.iterations_spin)
         self.device_combo = QComboBox()
         self.device_combo.addItems(DEVICES)

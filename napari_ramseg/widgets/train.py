@@ -7,7 +7,6 @@ Continue resumes that run folder (``--resume``).
 
 from __future__ import annotations
 
-import datetime as _dt
 import functools
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from qtpy.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QHBo
 
 from ..core.config import LabelScheme, MethodConfig, ModelConfig, PreprocessConfig, TrainConfig
 from ..core.layouts import FORMATS as LAYOUT_NAMES
+from ..core.run_folder import RunFolder, dock_run_dir
 from ..core.train_process import TrainProcess
 from ._handover import find_model_consumers, offer_model
 from ._plot import LivePlot
@@ -32,7 +32,7 @@ NO_TARGET = "(none)"
 
 
 def default_run_dir() -> Path:
-    return Path.home() / "ramseg-runs" / _dt.datetime.now().strftime("ramseg-%Y%m%d-%H%M%S")
+    return dock_run_dir()  # ~/ramseg-runs/ramseg-<time> (core/run_folder.py)
 
 
 def _stop_quietly(holder: dict[str, Any], *_: Any) -> None:
@@ -363,7 +363,7 @@ class TrainWidget(QWidget):
         validation = event.get("validation") or {}
         if validation.get("dice") is not None:
             text += f" (source validation Dice {validation['dice']:.3f})"
-        if self.last_run is not None and (self.last_run / "model.json").exists():
+        if self.last_run is not None and RunFolder(self.last_run).has_model():
             text += f"; model in {self.last_run}"
             self.use_button.setEnabled(True)
             if find_model_consumers(self.viewer):
