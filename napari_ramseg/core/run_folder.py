@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..io import atomic_write
+from ..files import atomic_write
 
 if TYPE_CHECKING:  # pragma: no cover
     from .checkpoint import ModelMetadata
