@@ -87,37 +87,23 @@ _WRITERS: dict[str, Writer] = {}  # label images
 _IMAGE_WRITERS: dict[str, Writer] = {}  # lossless image copies
 
 
-def register_reader(*suffixes: str) -> Callable[[Reader], Reader]:
-    """Register ``reader(path, as_mask) -> ImageData`` for the given lower-case endings."""
+def _registrar(table: dict[str, Any], doc: str) -> Callable[..., Callable[[Any], Any]]:
+    def register(*suffixes: str) -> Callable[[Any], Any]:
+        def deco(func: Any) -> Any:
+            for s in suffixes:
+                table[s] = func
+            return func
 
-    def deco(func: Reader) -> Reader:
-        for s in suffixes:
-            _READERS[s] = func
-        return func
+        return deco
 
-    return deco
-
-
-def register_writer(*suffixes: str) -> Callable[[Writer], Writer]:
-    """Register ``writer(path, labels, like)`` for the given lower-case endings."""
-
-    def deco(func: Writer) -> Writer:
-        for s in suffixes:
-            _WRITERS[s] = func
-        return func
-
-    return deco
+    register.__doc__ = doc
+    return register
 
 
-def register_image_writer(*suffixes: str) -> Callable[[Writer], Writer]:
-    """Register ``writer(path, image, like)`` for lossless image copies (``io.write_image``)."""
-
-    def deco(func: Writer) -> Writer:
-        for s in suffixes:
-            _IMAGE_WRITERS[s] = func
-        return func
-
-    return deco
+register_reader = _registrar(_READERS, "Register ``reader(path, as_mask) -> ImageData`` for the given lower-case endings.")
+register_writer = _registrar(_WRITERS, "Register ``writer(path, labels, like)`` for the given lower-case endings.")
+register_image_writer = _registrar(
+    _IMAGE_WRITERS, "Register ``writer(path, image, like)`` for lossless image copies (``io.write_image``).")
 
 
 def is_supported(path: str | Path) -> bool:

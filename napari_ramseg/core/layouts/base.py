@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Sequence
+from typing import Callable, ClassVar, Sequence
 
 import numpy as np
 
@@ -227,10 +227,19 @@ def pair_folders(layout: str, img_dir: Path, mask_dir: Path | None, domain: str,
             near = [f.name for f in skipped_images if rio.stem_of(f) == stem]
             hint = f" ({near[0]} has an unsupported file type)" if near else ""
             raise RamsegInputError(f"mask has no image: expected {img_dir / stem}.<ext>{hint}", m)
+    # replace, not str.format: a folder name may hold braces
+    return cases_from(layout, images, masks, domain, split, require_masks,
+                      lambda stem: f"image has no mask: expected {mask_hint.replace('{stem}', stem)}")
+
+
+def cases_from(layout: str, images: dict[str, Path], masks: dict[str, Path], domain: str, split: str | None,
+               require_masks: bool, missing: Callable[[str], str]) -> list[Case]:
+    """One case per image (by sorted name) with its mask; ``missing(name)`` says what a required mask
+    that is absent should have been."""
     cases = []
-    for stem in sorted(images):
-        mask = masks.get(stem)
+    for name in sorted(images):
+        mask = masks.get(name)
         if mask is None and require_masks:
-            raise RamsegInputError(f"image has no mask: expected {mask_hint.format(stem=stem)}", images[stem])
-        cases.append(Case(image=images[stem], mask=mask, domain=domain, name=stem, split=split, layout=layout))
+            raise RamsegInputError(missing(name), images[name])
+        cases.append(Case(image=images[name], mask=mask, domain=domain, name=name, split=split, layout=layout))
     return cases

@@ -12,7 +12,7 @@ from napari_ramseg import io as rio
 from napari_ramseg.core.config import PROSTATE, LabelScheme
 from napari_ramseg.errors import RamsegInputError
 
-from .base import Case, Layout, files
+from .base import Case, Layout, cases_from, files
 
 _SEG_RE = re.compile(r"^(?P<case>.+?)_segmentation$", re.IGNORECASE)
 _NIFTI = (".nii", ".nii.gz")
@@ -49,13 +49,8 @@ class SamlLayout(Layout):
         for key, seg in segs.items():
             if key not in images:
                 raise RamsegInputError(f"segmentation has no image: expected {site / key}.nii.gz", seg)
-        cases = []
-        for key in sorted(images):
-            seg = segs.get(key)
-            if seg is None and require_masks:
-                raise RamsegInputError(f"volume has no mask: expected {site / key}_segmentation.nii.gz", images[key])
-            cases.append(Case(image=images[key], mask=seg, domain=domain, name=key, split=None, layout=self.name))
-        return cases
+        return cases_from(self.name, images, segs, domain, None, require_masks,
+                          lambda key: f"volume has no mask: expected {site / key}_segmentation.nii.gz")
 
     def map_mask(self, mask: np.ndarray, labels: LabelScheme) -> np.ndarray:
         mask = mask.copy()
