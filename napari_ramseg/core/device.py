@@ -1,11 +1,18 @@
-"""Device choice and mixed precision: auto picks CUDA, then MPS, then CPU."""
+"""Device choice and mixed precision: auto picks CUDA, then MPS, then CPU.
+
+``DEVICE_CHOICES`` is the one device list (the CLI's ``--device``, every dock's device picker).
+torch is imported by the functions, not by this module, so a dock can list the choices without
+loading torch.
+"""
 
 from __future__ import annotations
 
 import contextlib
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 # auto: bf16 where it is faster (CUDA, CPUs with native bf16), fp16 on CUDA without bf16, else fp32.
@@ -14,13 +21,29 @@ DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
 
 
+def _mps_available() -> bool:
+    import torch
+
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def available_devices() -> dict[str, bool]:
+    """Each of ``DEVICE_CHOICES``: whether this machine has it (``auto`` always)."""
+    import torch
+
+    return {"auto": True, "cpu": True, "cuda": torch.cuda.is_available(), "mps": _mps_available()}
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     """The torch device for ``auto``/``cpu``/``cuda``/``mps``; a clear error if the named one is absent."""
+    import torch
+
     name = (name or "auto").lower()
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        if _mps_available():
             return torch.device("mps")
         return torch.device("cpu")
     if name.startswith("cuda"):
@@ -28,7 +51,7 @@ def resolve_device(name: str = "auto") -> torch.device:
             raise ValueError("device 'cuda' was requested but no CUDA GPU is available; use --device cpu or auto")
         return torch.device(name)
     if name == "mps":
-        if not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+        if not _mps_available():
             raise ValueError("device 'mps' was requested but Apple MPS is not available; use --device cpu or auto")
         return torch.device("mps")
     if name == "cpu":
@@ -39,6 +62,8 @@ def resolve_device(name: str = "auto") -> torch.device:
 @lru_cache(maxsize=1)
 def cpu_supports_bf16() -> bool:
     """True where the CPU has native bf16 matrix support (AVX-512 BF16 or AMX), where bf16 is faster."""
+    import torch
+
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
 
@@ -47,6 +72,8 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
     """The autocast dtype for ``precision`` on ``device``, or None for plain fp32.
 
     ``auto`` picks the reduced precision that pays off on this device."""
+    import torch
+
     precision = (precision or "auto").lower()
     if precision not in PRECISION_CHOICES:
         raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISION_CHOICES)}")
@@ -69,4 +96,6 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
     """torch.autocast for ``dtype``, or a no-op when it is None."""
     if dtype is None:
         return contextlib.nullcontext()
+    import torch
+
     return torch.autocast(device_type=device.type, dtype=dtype)

@@ -105,11 +105,11 @@ class JobControl:
 Job = Callable[[JobControl], Generator[Progress, None, Any]]
 
 
-def _guarded(control: JobControl, job: Job) -> Generator[Progress, None, Any]:
+def _guarded(control: JobControl, job: Job, stops_itself: bool = False) -> Generator[Progress, None, Any]:
     steps = job(control)
     try:
         while True:
-            if control.cancelled():
+            if control.cancelled() and not stops_itself:
                 steps.close()
                 return JobCancelled()
             try:
@@ -127,7 +127,7 @@ def _guarded(control: JobControl, job: Job) -> Generator[Progress, None, Any]:
         return JobFailed(error_message(exc))
     finally:
         release_accelerator_memory()
-    return JobCancelled() if control.cancelled() else result
+    return JobCancelled() if control.cancelled() and not stops_itself else result
 
 
 class JobRunner(QWidget):
@@ -166,18 +166,20 @@ class JobRunner(QWidget):
         return self.worker is not None or self._steps is not None
 
     def start(self, job: Job, on_result: Callable[[Any], Any], description: str = "",
-              run_sync: bool | None = None) -> Any:
+              run_sync: bool | None = None, stops_itself: bool = False) -> Any:
         """Run ``job`` (a generator function taking a JobControl); ``on_result`` gets its return value.
 
         When ``on_result`` returns a generator, each of its steps runs in its own event-loop tick
-        (all at once for a synchronous run)."""
+        (all at once for a synchronous run). ``stops_itself``: Stop only sets the flag the job polls
+        (``control.cancelled``); the job ends in its own time and what it returns still goes to
+        ``on_result`` (fine-tuning: after the step, saying that nothing was written)."""
         from napari.qt.threading import create_worker
 
         if self.busy:
             notify_error("a job is already running in this panel; press Stop first")
             return None
         control = JobControl()
-        worker = create_worker(_guarded, control, job, _start_thread=False)
+        worker = create_worker(_guarded, control, job, stops_itself, _start_thread=False)
         control.worker = worker
         self.control, self.worker = control, worker
         self.last_outcome = ""
@@ -287,6 +289,9 @@ class JobRunner(QWidget):
         if self.busy:
             return
         self.stop_button.setEnabled(False)
-        self.progress.setRange(0, 1)
-        self.progress.setValue(1 if self.last_outcome == "done" else 0)
+        if self.last_outcome == "done" and self.progress.maximum() > 0:
+            self.progress.setValue(self.progress.maximum())  # a counted job stays full at its count
+        else:
+            self.progress.setRange(0, 1)
+            self.progress.setValue(1 if self.last_outcome == "done" else 0)
         self.busy_changed.emit(False)

@@ -9,6 +9,7 @@ than a path.
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -16,32 +17,42 @@ from typing import Any
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QComboBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget
 
+from ..core.device import DEVICE_CHOICES, available_devices
 from ..errors import RamsegInputError
 
-DEVICE_LABELS = ("auto", "cpu", "cuda", "mps")
-
-
-def available_devices() -> dict[str, bool]:
-    import torch
-
-    mps = getattr(torch.backends, "mps", None)
-    return {"auto": True, "cpu": True, "cuda": torch.cuda.is_available(),
-            "mps": bool(mps is not None and mps.is_available())}
+DEVICE_LABELS = DEVICE_CHOICES  # the one device list: core.device's
 
 
 class DeviceCombo(QComboBox):
-    """auto / cpu / cuda / mps; devices this machine lacks are shown greyed out."""
+    """auto / cpu / cuda / mps (``core.device.DEVICE_CHOICES``); devices this machine lacks are greyed out.
+
+    Which ones it has is asked of torch when the list first opens, or at once when torch is loaded
+    already, so a dock that does not need torch yet (Train: it trains in a child process) does not load it.
+    """
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
+        self.addItems(DEVICE_CHOICES)
+        self.setToolTip("auto picks CUDA, then Apple MPS, then the CPU")
+        self._probed = False
+        if "torch" in sys.modules:
+            self.probe()
+
+    def probe(self) -> None:
+        """Grey out the devices this machine lacks."""
+        if self._probed:
+            return
+        self._probed = True
         available = available_devices()
-        for name in DEVICE_LABELS:
-            self.addItem(name)
-            if not available[name]:
-                item = self.model().item(self.count() - 1)
+        for i, name in enumerate(DEVICE_CHOICES):
+            if not available.get(name, False):
+                item = self.model().item(i)
                 item.setEnabled(False)
                 item.setToolTip(f"{name} is not available on this machine")
-        self.setToolTip("auto picks CUDA, then Apple MPS, then the CPU")
+
+    def showPopup(self) -> None:  # noqa: N802 - Qt's name
+        self.probe()
+        super().showPopup()
 
     def value(self) -> str:
         return self.currentText()

@@ -21,33 +21,15 @@ from typing import Any
 
 import numpy as np
 from qtpy.QtCore import Qt, QTimer
-from qtpy.QtWidgets import (
-    QComboBox,
-    QFileDialog,
-    QFormLayout,
-    QHBoxLayout,
-    QLabel,
-    QLineEdit,
-    QPushButton,
-    QSlider,
-    QSpinBox,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QPushButton, QSlider, QSpinBox, QVBoxLayout,
+                            QWidget)
 
 from ..core.config import MethodConfig
 from ..core.ram import log_amplitude_spectrum
 from ..core.sampling import resize_image
 from ..errors import RamsegInputError
-from ._common import (
-    JobControl,
-    JobRunner,
-    LayerChecklist,
-    LayerCombo,
-    Progress,
-    displayed_plane,
-    notify_error,
-)
+from ._base import DockWidget
+from ._common import JobControl, LayerChecklist, Progress, displayed_plane, notify_error
 from ._mixup_canvas import MixupCanvas
 from ._mixup_tiles import (  # noqa: F401 - PREVIEW_SIZE, preview_shape, mosaic: part of this module's API
     PREVIEW_SIZE,
@@ -69,21 +51,22 @@ SOURCE_LAYERS = "other image layers"
 SOURCE_FOLDER = "folder of images"
 
 
-class MixupPreviewWidget(QWidget):
+class MixupPreviewWidget(DockWidget):
     """Image, partners, window ratio L, lambda and sample count -> mixed images and spectra, live."""
 
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None):
-        super().__init__(parent)
-        self.viewer = napari_viewer
+        super().__init__(napari_viewer, parent)
         defaults = MethodConfig()
-        self.image_combo = LayerCombo(napari_viewer)
+        form = QFormLayout()
+        self.image_combo = self.add_layer_choice(form, "image")
         self.source_combo = QComboBox()
         self.source_combo.addItems([SOURCE_LAYERS, SOURCE_FOLDER])
         self.partner_list = LayerChecklist(napari_viewer, exclude=self.image_combo.current_layer)
-        self.folder_edit = QLineEdit()
-        self.folder_edit.setPlaceholderText("folder with images of another domain")
-        self.folder_button = QPushButton("Browse…")
         self.load_button = QPushButton("Load")
+        self.folder_edit = self.add_path(None, "", "Folder of partner images", button_text="Browse…",
+                                         placeholder="folder with images of another domain",
+                                         extra=[self.load_button], then=lambda: self.load_folder())
+        self.folder_button = self.folder_edit.row.browse_button
         self.ratio_slider = self._slider(1, 50, round(defaults.window_ratio * 100))
         self.lam_slider = self._slider(0, 100, 50)
         self.ratio_label, self.lam_label = QLabel(), QLabel()
@@ -103,20 +86,13 @@ class MixupPreviewWidget(QWidget):
         self.preview_button = QPushButton("Preview")
         self.status = QLabel("")
         self.status.setWordWrap(True)
-        self.runner = JobRunner()
+        self.runner = self.add_job_runner()
 
-        folder_row = QHBoxLayout()
-        folder_row.setContentsMargins(0, 0, 0, 0)
-        folder_row.addWidget(self.folder_edit, 1)
-        folder_row.addWidget(self.folder_button)
-        folder_row.addWidget(self.load_button)
         self.folder_box = QWidget()
         folder_layout = QVBoxLayout(self.folder_box)
         folder_layout.setContentsMargins(0, 0, 0, 0)
-        folder_layout.addLayout(folder_row)
+        folder_layout.addWidget(self.folder_edit.row)
         folder_layout.addWidget(self.runner)  # reading the folder is the one background job here
-        form = QFormLayout()
-        form.addRow("image", self.image_combo)
         form.addRow("partners", self.source_combo)
         form.addRow("", self.partner_list)
         form.addRow("", self.folder_box)
@@ -143,7 +119,6 @@ class MixupPreviewWidget(QWidget):
         self.last_tiles: np.ndarray | None = None  # (1 + k, h, w, 3) in [0, 1], for tests and scripting
 
         self.source_combo.currentIndexChanged.connect(self._source_changed)
-        self.folder_button.clicked.connect(self._browse)
         self.load_button.clicked.connect(lambda: self.load_folder())
         self.preview_button.clicked.connect(lambda: self.update_preview(notify=True))
         self.image_combo.currentIndexChanged.connect(self._image_changed)
@@ -209,12 +184,6 @@ class MixupPreviewWidget(QWidget):
         self.ratio_label.setText(f"{self.window_ratio:.2f}")
         self.lam_label.setText(f"{self.lam:.2f}")
         self.schedule_update()
-
-    def _browse(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Folder of partner images")
-        if folder:
-            self.folder_edit.setText(folder)
-            self.load_folder()
 
     # -- parameters ---------------------------------------------------------------------------
     @property

@@ -30,14 +30,11 @@ from qtpy.QtWidgets import QFormLayout, QLabel, QPushButton, QVBoxLayout, QWidge
 from .. import layer_meta
 from ..errors import RamsegInputError
 from ..palette import label_color
+from ._base import DockWidget
 from ._common import (
     PREVIEW_FLAG,
-    DeviceCombo,
     FittedCaptions,
     JobControl,
-    JobRunner,
-    LayerCombo,
-    ModelPicker,
     Progress,
     get_predictor,
     layer_array,
@@ -123,24 +120,20 @@ def restoration_job(image: np.ndarray, kind: str, z: int | None, model: Path, de
     return job
 
 
-class RestorationPreviewWidget(QWidget):
+class RestorationPreviewWidget(DockWidget):
     """Image layer + model -> one 'restored as <domain>' layer per source domain, plus the mask."""
 
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None):
-        super().__init__(parent)
-        self.viewer = napari_viewer
-        self.image_combo = LayerCombo(napari_viewer)
-        self.model_picker = ModelPicker()
-        self.device_combo = DeviceCombo()
+        super().__init__(napari_viewer, parent)
+        form = QFormLayout()
+        self.image_combo = self.add_layer_choice(form, "image")
+        self.model_picker = self.add_model_choice(form)
+        self.device_combo = self.add_device_choice(form)
         self.run_button = QPushButton("Restore")
-        self.runner = JobRunner()
+        self.runner = self.add_job_runner()
         self.explanation = QLabel(EXPLANATION)
         self.explanation.setWordWrap(True)
         self.explanation.setStyleSheet("color: #9aa4b1;")
-        form = QFormLayout()
-        form.addRow("image", self.image_combo)
-        form.addRow("model", self.model_picker)
-        form.addRow("device", self.device_combo)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.run_button)

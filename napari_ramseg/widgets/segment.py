@@ -13,17 +13,8 @@ from qtpy.QtWidgets import QCheckBox, QFormLayout, QLabel, QPushButton, QVBoxLay
 
 from .. import layer_meta
 from ..errors import RamsegInputError
-from ._common import (
-    DeviceCombo,
-    JobControl,
-    JobRunner,
-    LayerCombo,
-    ModelPicker,
-    Progress,
-    get_predictor,
-    layer_array,
-    notify_error,
-)
+from ._base import DockWidget
+from ._common import JobControl, Progress, get_predictor, layer_array, notify_error
 from ._segment_layers import show_result
 
 
@@ -127,27 +118,23 @@ def segment_job(request: SegmentRequest):
     return job
 
 
-class SegmentWidget(QWidget):
+class SegmentWidget(DockWidget):
     """Image layer + model + device -> a Labels layer, and optionally probability / uncertainty layers."""
 
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None):
-        super().__init__(parent)
-        self.viewer = napari_viewer
-        self.image_combo = LayerCombo(napari_viewer)
-        self.model_picker = ModelPicker()
-        self.device_combo = DeviceCombo()
+        super().__init__(napari_viewer, parent)
+        form = QFormLayout()
+        self.image_combo = self.add_layer_choice(form, "image")
+        self.model_picker = self.add_model_choice(form)
+        self.device_combo = self.add_device_choice(form)
         self.probabilities_box = QCheckBox("probabilities")
         self.uncertainty_box = QCheckBox("uncertainty (entropy)")
         self.postprocess_box = QCheckBox("post-process (largest component, fill holes)")
         self.postprocess_box.setToolTip("Keep the largest connected component per structure and fill holes. "
                                         "Leave off for thin branching structures such as vessels.")
         self.segment_button = QPushButton("Segment")
-        self.runner = JobRunner()
+        self.runner = self.add_job_runner()
 
-        form = QFormLayout()
-        form.addRow("image", self.image_combo)
-        form.addRow("model", self.model_picker)
-        form.addRow("device", self.device_combo)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         for box in (self.probabilities_box, self.uncertainty_box, self.postprocess_box):

@@ -1,0 +1,131 @@
+"""The base every napari-ramseg dock is built on, and the parameter builders they all use.
+
+micro-sam's shape: the engine (``core``) knows nothing of Qt; each dock is a :class:`DockWidget`
+and asks it for its fields instead of building them by hand, so that one kind of field looks and
+behaves the same in every dock:
+
+- :meth:`~DockWidget.add_layer_choice`: a layer of one type, kept in sync with the layer list;
+  preview layers (``layer_meta.PREVIEW``) are never offered.
+- :meth:`~DockWidget.add_model_choice`: a bundled model by name, or a run folder / file.
+- :meth:`~DockWidget.add_device_choice`: ``core.device.DEVICE_CHOICES``, absent devices greyed out.
+- :meth:`~DockWidget.add_path`: a line edit with a browse button (a folder or a file).
+- :meth:`~DockWidget.add_param` / :meth:`~DockWidget.add_params`: settings whose defaults are read
+  from ``core/config.py`` and whose fields magicgui makes (``_params``).
+- :meth:`~DockWidget.add_job_runner`: a background job with progress, Stop and a status line.
+
+Each builder returns the control and, given a ``QFormLayout``, adds it as a labelled row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from qtpy.QtWidgets import QFileDialog, QFormLayout, QHBoxLayout, QLineEdit, QPushButton, QWidget
+
+from ._common import LayerCombo
+from ._jobs import JobRunner
+from ._models import DeviceCombo, ModelPicker
+from ._params import Param, ParamForm, param_widget
+
+
+def path_row(edit: QLineEdit, browse: Callable[[], None], button_text: str = "…",
+             extra: Sequence[QWidget] = ()) -> QWidget:
+    """``edit`` with a browse button (and ``extra`` widgets) on one row, as one widget."""
+    holder = QWidget()
+    row = QHBoxLayout(holder)
+    row.setContentsMargins(0, 0, 0, 0)
+    row.addWidget(edit, 1)
+    button = QPushButton(button_text)
+    if button_text == "…":
+        button.setMaximumWidth(30)
+    button.clicked.connect(browse)
+    row.addWidget(button)
+    for widget in extra:
+        row.addWidget(widget)
+    holder.browse_button = button  # type: ignore[attr-defined]
+    return holder
+
+
+class DockWidget(QWidget):
+    """A napari-ramseg dock: the viewer, and the builders for the fields every dock shares."""
+
+    def __init__(self, napari_viewer: Any = None, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.viewer = napari_viewer
+
+    # -- shared choices --------------------------------------------------------------------------
+    def add_layer_choice(self, form: QFormLayout | None, label: str, layer_type: type | None = None) -> LayerCombo:
+        """The viewer's layers of ``layer_type`` (default: Image), never preview layers."""
+        combo = LayerCombo(self.viewer, layer_type)
+        _add_row(form, label, combo)
+        return combo
+
+    def add_model_choice(self, form: QFormLayout | None, label: str = "model") -> ModelPicker:
+        picker = ModelPicker()
+        _add_row(form, label, picker)
+        return picker
+
+    def add_device_choice(self, form: QFormLayout | None, label: str = "device") -> DeviceCombo:
+        combo = DeviceCombo()
+        _add_row(form, label, combo)
+        return combo
+
+    def add_path(self, form: QFormLayout | None, label: str, title: str, *, text: str = "",
+                 placeholder: str = "", tooltip: str = "", folder: bool = True, file_filter: str = "",
+                 button_text: str = "…", extra: Sequence[QWidget] = (),
+                 chosen: Callable[[str], str | None] | None = None,
+                 then: Callable[[], Any] | None = None) -> QLineEdit:
+        """A path field with a browse button. ``chosen`` (optional) gets the picked path and may return
+        the text to put in the field (e.g. a new run folder inside the chosen one); ``then`` runs
+        once the field holds the picked path."""
+        edit = QLineEdit(text)
+        if placeholder:
+            edit.setPlaceholderText(placeholder)
+        if tooltip:
+            edit.setToolTip(tooltip)
+
+        def browse() -> None:
+            start = edit.text().strip() or str(Path.home())
+            if folder:
+                path = QFileDialog.getExistingDirectory(self, title, start)
+            else:
+                path, _ = QFileDialog.getOpenFileName(self, title, start, file_filter)
+            if not path:
+                return
+            text = chosen(path) if chosen is not None else None
+            edit.setText(path if text is None else text)
+            if then is not None:
+                then()
+
+        row = path_row(edit, browse, button_text, extra)
+        _add_row(form, label, row)
+        edit.row = row  # type: ignore[attr-defined]
+        return edit
+
+    # -- settings from core/config.py ------------------------------------------------------------
+    def add_param(self, form: QFormLayout | None, param: Param) -> Any:
+        """One setting (its default from the config); returns the magicgui widget (``.native``: the Qt one)."""
+        widget = param_widget(param)
+        _add_row(form, param.label, widget.native)
+        return widget
+
+    def add_params(self, form: QFormLayout | None, params: Sequence[Param], label: str = "") -> ParamForm:
+        """Several settings as one magicgui form (labels inside it)."""
+        params_form = ParamForm(params)
+        if form is not None:
+            if label:
+                form.addRow(label, params_form.native)
+            else:
+                form.addRow(params_form.native)
+        return params_form
+
+    # -- jobs --------------------------------------------------------------------------------------
+    def add_job_runner(self) -> JobRunner:
+        return JobRunner()
+
+
+def _add_row(form: QFormLayout | None, label: str, widget: QWidget) -> None:
+    if form is not None:
+        form.addRow(label, widget)
