@@ -5,9 +5,13 @@ Layer metadata read here (keys: ``layer_meta``; written by the Segment widget wh
 - ``labels_layer.metadata[ORIGINAL]``: the model's prediction as produced (the "original");
   when it is missing, "Start correcting" snapshots the layer before any painting.
 - ``labels_layer.metadata[MODEL]`` (or the older ``LEGACY_MODEL``): the model folder or file that made
-  the prediction.
+  the prediction; choosing the layer chooses that model.
 - ``image_layer.metadata[AFFINE]`` and ``[SPACING]`` (NIfTI reader), else the layer's scale as spacing,
   and ``[SOURCE_PATH]``: kept with volumes so saved masks overlay them.
+
+Built like every dock (``_base.DockWidget``): layer pickers that never offer preview layers, the shared
+model and device pickers, the fine-tune round as a background job (``JobRunner``: progress, Stop, one
+status line), its settings' defaults from ``core.config.FinetuneConfig``.
 """
 
 from __future__ import annotations
@@ -17,61 +21,64 @@ from typing import Any
 
 import numpy as np
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QListWidget,
-                            QProgressBar, QPushButton, QSpinBox, QVBoxLayout, QWidget)
+from qtpy.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QListWidget, QPushButton, QVBoxLayout, QWidget
 
 from .. import layer_meta
 from ..core.config import FinetuneConfig
 from ..core.corrections import CorrectionStore
-from ._common import ORIGINAL_KEY
-from .train import DEVICES, offer_model
+from ._base import DockWidget
+from ._common import ORIGINAL_KEY, JobControl, Progress
+from ._handover import offer_model
+from ._params import Param
 
 DEFAULT_PROJECT = Path.home() / "ramseg-corrections"
+ITERATIONS = Param("iterations", FinetuneConfig, "iterations", "Iterations", min=1, max=1_000_000)
 
 
-class _Failed:
-    """What the fine-tune generator returns instead of raising, so the message stays one plain line."""
+def finetune_job(model: Path, project: Path, out_root: Path, iterations: int, replay: str | None, device: str):
+    """The job: one fine-tune round (``core.finetune.iter_finetune``), its events as progress; it returns
+    the :class:`~napari_ramseg.core.finetune.FinetuneResult`. Stop asks the round to stop after its step
+    (nothing is written) and the result still says so."""
 
-    def __init__(self, message: str):
-        self.message = message
+    def job(control: JobControl):
+        from ..core.finetune import iter_finetune
+
+        events = iter_finetune(str(model), CorrectionStore(project), str(out_root), iterations, replay,
+                               device=device, should_stop=control.cancelled, command="napari Correct and fine-tune")
+        done, total = 0, iterations
+        while True:
+            try:
+                event = next(events)
+            except StopIteration as stop:
+                return stop.value
+            if event.phase == "train":
+                done, total = event.iteration, event.total
+                text = f"Fine-tuning {done}/{total}: loss {(event.losses or {}).get('loss', float('nan')):.4f}"
+            else:
+                text = event.message + ("" if event.dice is None else f": {event.dice:.3f}")
+            yield Progress(done, total, text)
+
+    return job
 
 
-def _finetune_job(model: str, project: str, out_root: str, iterations: int, replay: str | None, device: str,
-                  should_stop):
-    """The worker's generator: fine-tune progress events, then the result (or a _Failed)."""
-    from ..core.finetune import iter_finetune
-    from ..errors import one_line
-
-    try:
-        result = yield from iter_finetune(model, CorrectionStore(project), out_root, iterations, replay,
-                                          device=device, should_stop=should_stop, command="napari Correct and fine-tune")
-    except Exception as exc:
-        return _Failed(one_line(exc))
-    return result
-
-
-class CorrectFinetuneWidget(QWidget):
+class CorrectFinetuneWidget(DockWidget):
     """Pick the image and its predicted Labels layer, save corrections, fine-tune a new model version."""
 
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None):
-        super().__init__(parent)
-        self.viewer = napari_viewer
-        self.worker = None
+        from napari.layers import Labels
+
+        super().__init__(napari_viewer, parent)
         self.last_result = None
-        self._stop_requested = False
 
         form = QFormLayout()
-        self.image_combo = QComboBox()
-        form.addRow("Image", self.image_combo)
-        self.labels_combo = QComboBox()
-        self.labels_combo.currentTextChanged.connect(self._labels_changed)
-        form.addRow("Prediction (Labels)", self.labels_combo)
-        self.model_edit = QLineEdit("default")
-        self.model_edit.setToolTip("the model that made the prediction: a run folder, a .safetensors file or 'default'")
-        form.addRow("Model", self._with_browse(self.model_edit, self._browse_model))
-        self.project_edit = QLineEdit(str(DEFAULT_PROJECT))
+        self.image_combo = self.add_layer_choice(form, "Image")
+        self.labels_combo = self.add_layer_choice(form, "Prediction (Labels)", Labels)
+        self.model_picker = self.add_model_choice(form, "Model")
+        self.model_picker.setToolTip("the model that made the prediction (choosing the Labels layer chooses it)")
+        self.model_edit = self.model_picker.path_edit  # the picker's run folder / file field
+        self.project_edit = self.add_path(form, "Project folder", "Corrections project folder",
+                                          text=str(DEFAULT_PROJECT), then=self.refresh_cases)
         self.project_edit.editingFinished.connect(self.refresh_cases)
-        form.addRow("Project folder", self._with_browse(self.project_edit, self._browse_project))
 
         correct_row = QHBoxLayout()
         self.start_button = QPushButton("Start correcting")
@@ -84,36 +91,22 @@ class CorrectFinetuneWidget(QWidget):
         self.case_list.setMaximumHeight(120)
 
         ft_form = QFormLayout()
-        self.models_edit = QLineEdit()
-        self.models_edit.setPlaceholderText("<project>/models")
-        ft_form.addRow("New models in", self._with_browse(self.models_edit, self._browse_models))
-        self.replay_edit = QLineEdit()
-        self.replay_edit.setPlaceholderText("optional: source dataset folder to replay")
-        ft_form.addRow("Replay data", self._with_browse(self.replay_edit, self._browse_replay))
-        self.iterations_spin = QSpinBox()
-        self.iterations_spin.setRange(1, 1_000_000)
-        self.iterations_spin.setValue(FinetuneConfig().iterations)
-        ft_form.addRow("Iterations", self.iterations_spin)
-        self.device_combo = QComboBox()
-        self.device_combo.addItems(DEVICES)
-        ft_form.addRow("Device", self.device_combo)
-        ft_row = QHBoxLayout()
+        self.models_edit = self.add_path(ft_form, "New models in", "Folder for new model versions",
+                                         placeholder="<project>/models")
+        self.replay_edit = self.add_path(ft_form, "Replay data", "Source dataset to replay",
+                                         placeholder="optional: source dataset folder to replay")
+        self.iterations = self.add_param(ft_form, ITERATIONS)
+        self.iterations_spin = self.iterations.native
+        self.device_combo = self.add_device_choice(ft_form, "Device")
         self.finetune_button = QPushButton("Fine-tune")
-        self.finetune_button.clicked.connect(self.start_finetune)
-        self.stop_button = QPushButton("Stop")
-        self.stop_button.setEnabled(False)
-        self.stop_button.clicked.connect(self.stop_finetune)
-        ft_row.addWidget(self.finetune_button)
-        ft_row.addWidget(self.stop_button)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1)
-        self.progress.setValue(0)
+        self.finetune_button.clicked.connect(lambda: self.start_finetune())
+        self.runner = self.add_job_runner()  # progress, Stop and the one status line of this dock
+        self.progress, self.stop_button, self.status = self.runner.progress, self.runner.stop_button, self.runner.status
+        self.stop_button.setToolTip("stop after the current step; no new model is written")
+        self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)
         self.dice_label = QLabel("")
         self.dice_label.setWordWrap(True)
         self.dice_label.setTextFormat(Qt.RichText)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)
 
         layout = QVBoxLayout(self)
         layout.addLayout(form)
@@ -121,76 +114,26 @@ class CorrectFinetuneWidget(QWidget):
         layout.addWidget(QLabel("Saved corrections (split fixed at first save):"))
         layout.addWidget(self.case_list)
         layout.addLayout(ft_form)
-        layout.addLayout(ft_row)
-        layout.addWidget(self.progress)
+        layout.addWidget(self.finetune_button)
+        layout.addWidget(self.runner)
         layout.addWidget(self.dice_label)
-        layout.addWidget(self.status)
         layout.addStretch(1)  # keep the controls together at the top of a tall dock
 
-        if self.viewer is not None:
-            events = self.viewer.layers.events
-            for name in ("inserted", "removed", "moved", "reordered"):
-                if hasattr(events, name):
-                    getattr(events, name).connect(self._layers_changed)
-        self.refresh_layers()
+        self.labels_combo.currentIndexChanged.connect(lambda _: self._labels_changed(self.labels_combo.currentText()))
+        self.runner.busy_changed.connect(lambda busy: self.finetune_button.setEnabled(not busy))
+        self._labels_changed(self.labels_combo.currentText())
         self.refresh_cases()
 
-    # -- builders ----------------------------------------------------------------------------------
-    def _with_browse(self, edit: QLineEdit, slot) -> QWidget:
-        holder = QWidget()
-        row = QHBoxLayout(holder)
-        row.setContentsMargins(0, 0, 0, 0)
-        row.addWidget(edit)
-        button = QPushButton("…")
-        button.setMaximumWidth(30)
-        button.clicked.connect(slot)
-        row.addWidget(button)
-        return holder
-
-    def _pick_folder(self, edit: QLineEdit, title: str) -> None:
-        folder = QFileDialog.getExistingDirectory(self, title, edit.text() or str(Path.home()))
-        if folder:
-            edit.setText(folder)
-
-    def _browse_model(self) -> None:
-        self._pick_folder(self.model_edit, "Model run folder")
-
-    def _browse_project(self) -> None:
-        self._pick_folder(self.project_edit, "Corrections project folder")
-        self.refresh_cases()
-
-    def _browse_models(self) -> None:
-        self._pick_folder(self.models_edit, "Folder for new model versions")
-
-    def _browse_replay(self) -> None:
-        self._pick_folder(self.replay_edit, "Source dataset to replay")
+    @property
+    def worker(self) -> Any:
+        """The running fine-tune round's worker; None when none runs."""
+        return self.runner.worker
 
     # -- layers ----------------------------------------------------------------------------------
-    def _layers_changed(self, event: Any = None) -> None:
-        layer = getattr(event, "value", None)
-        if layer is not None and hasattr(layer, "events") and hasattr(layer.events, "name"):
-            try:
-                layer.events.name.connect(self._layers_changed)
-            except Exception:
-                pass
-        self.refresh_layers()
-
     def refresh_layers(self) -> None:
         """Refill the layer choices, keeping the current picks where they still exist."""
-        if self.viewer is None:
-            return
-        from napari.layers import Image, Labels
-
-        for combo, kind in ((self.image_combo, Image), (self.labels_combo, Labels)):
-            current = combo.currentText()
-            names = [layer.name for layer in self.viewer.layers if isinstance(layer, kind)]
-            combo.blockSignals(True)
-            combo.clear()
-            combo.addItems(names)
-            if current in names:
-                combo.setCurrentText(current)
-            combo.blockSignals(False)
-        self._labels_changed(self.labels_combo.currentText())
+        self.image_combo.refresh()
+        self.labels_combo.refresh()
 
     def _layer(self, name: str, kind: str):
         if not name or self.viewer is None or name not in self.viewer.layers:
@@ -202,7 +145,7 @@ class CorrectFinetuneWidget(QWidget):
             return
         model = layer_meta.model_of(self.viewer.layers[name].metadata)
         if model:
-            self.model_edit.setText(str(model))
+            self.model_picker.set_model(model)
 
     # -- correcting ------------------------------------------------------------------------------
     def start_correcting(self) -> None:
@@ -227,9 +170,8 @@ class CorrectFinetuneWidget(QWidget):
         return CorrectionStore(Path(self.project_edit.text().strip() or DEFAULT_PROJECT).expanduser())
 
     def model_path(self) -> Path:
-        from ..models import resolve_model
-
-        return resolve_model(self.model_edit.text().strip() or "default")
+        """The chosen model (a bundled one by name, or a run folder / file); RamsegInputError if none."""
+        return self.model_picker.model_path()
 
     def save_correction(self) -> str | None:
         """Write image, original and corrected mask with provenance to the project folder now."""
@@ -288,12 +230,11 @@ class CorrectFinetuneWidget(QWidget):
         text = self.models_edit.text().strip()
         return Path(text).expanduser() if text else self.store().root / "models"
 
-    def start_finetune(self):
-        """Run a fine-tune round in a thread; progress, result and errors come back as signals."""
-        from napari.qt.threading import create_worker
+    def start_finetune(self, run_sync: bool | None = None) -> Any:
+        """Run a fine-tune round as a background job; returns its worker (None when refused)."""
         from napari.utils.notifications import show_error
 
-        if self.worker is not None:
+        if self.runner.busy:
             return self.worker
         try:
             model = self.model_path()
@@ -303,45 +244,20 @@ class CorrectFinetuneWidget(QWidget):
             show_error(str(exc))
             self._set_status(str(exc))
             return None
-        self._stop_requested = False
-        replay = self.replay_edit.text().strip() or None
-        iterations = self.iterations_spin.value()
-        self.progress.setRange(0, iterations)
-        self.progress.setValue(0)
         self.dice_label.setText("")
-        self.worker = create_worker(
-            _finetune_job, str(model), str(self.store().root), str(self.models_root()), iterations, replay,
-            self.device_combo.currentText(), lambda: self._stop_requested,
-            _connect={"yielded": self._on_progress, "returned": self._on_returned, "errored": self._on_error,
-                      "finished": self._on_finished},
-            _start_thread=False,
-        )
-        self.finetune_button.setEnabled(False)
-        self.stop_button.setEnabled(True)
-        self._set_status("Fine-tuning …")
-        self.worker.start()
-        return self.worker
+        job = finetune_job(model, self.store().root, self.models_root(), self.iterations.value,
+                           self.replay_edit.text().strip() or None, self.device_combo.value())
+        return self.runner.start(job, on_result=self._on_returned, description="Fine-tuning …", run_sync=run_sync,
+                                 stops_itself=True)
 
     def stop_finetune(self) -> None:
         """Ask the round to stop after the current step; nothing is written."""
-        self._stop_requested = True
+        self.runner.cancel()
         self._set_status("Stopping …")
 
-    def _on_progress(self, event: Any) -> None:
-        if event.phase == "train":
-            self.progress.setRange(0, event.total)
-            self.progress.setValue(event.iteration)
-            self._set_status(f"Fine-tuning {event.iteration}/{event.total}: loss {event.losses.get('loss', float('nan')):.4f}")
-        elif event.message:
-            self._set_status(event.message + ("" if event.dice is None else f": {event.dice:.3f}"))
-
     def _on_returned(self, result: Any) -> None:
-        from napari.utils.notifications import show_error, show_info
+        from napari.utils.notifications import show_info
 
-        if isinstance(result, _Failed):
-            self._set_status(f"Fine-tuning failed: {result.message}")
-            show_error(f"Fine-tuning failed: {result.message}")
-            return
         self.last_result = result
         if result.stopped or result.model_dir is None:
             self._set_status("Fine-tuning stopped; no new model was written.")
@@ -354,25 +270,12 @@ class CorrectFinetuneWidget(QWidget):
             self.dice_label.setText(f"Dice on {n} held-out correction{'s' if n != 1 else ''}: "
                                     f"<b>before {result.before_dice:.3f} → after {result.after_dice:.3f}</b> "
                                     f"({change:+.3f})")
-        self.model_edit.setText(str(result.model_dir))  # the new version is now this widget's model
+        self.model_picker.set_model(result.model_dir)  # the new version is now this widget's model
         taken = offer_model(self.viewer, result.model_dir)
         where = "loaded in the Segment widget" if taken else "open the Segment widget to segment with it"
         text = f"New model {result.version} (round {result.round}) in {result.model_dir}; {where}."
         self._set_status(text)
         show_info(text)
-
-    def _on_error(self, exc: BaseException) -> None:  # only for errors outside the job's own handling
-        from napari.utils.notifications import show_error
-
-        from ..errors import one_line
-
-        self._set_status(f"Fine-tuning failed: {one_line(exc)}")
-        show_error(f"Fine-tuning failed: {one_line(exc)}")
-
-    def _on_finished(self) -> None:
-        self.worker = None
-        self.finetune_button.setEnabled(True)
-        self.stop_button.setEnabled(False)
 
     def _set_status(self, text: str) -> None:
         self.status.setText(text)

@@ -12,21 +12,22 @@ from pathlib import Path
 from typing import Any
 
 from qtpy.QtCore import Qt, QTimer
-from qtpy.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit,
-                            QListWidget, QListWidgetItem, QProgressBar, QPushButton, QVBoxLayout,
-                            QWidget)
+from qtpy.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QProgressBar,
+                            QPushButton, QVBoxLayout, QWidget)
 
-from ..core.config import LabelScheme, MethodConfig, ModelConfig, PreprocessConfig, TrainConfig
+from ..core.config import LabelScheme
+from ..core.device import DEVICE_CHOICES
 from ..core.layouts import FORMATS as LAYOUT_NAMES
 from ..core.run_folder import RunFolder, dock_run_dir
 from ..core.train_process import TrainProcess
+from ._base import DockWidget
 from ._handover import find_model_consumers, offer_model
 from ._plot import LivePlot
-from ._train_options import LabelOptions, MoreOptions, spin
+from ._train_options import BATCH, ITERATIONS, METHOD, SIZE, WIDTH, LabelOptions, MoreOptions
 
 __all__ = ["TrainWidget", "find_model_consumers", "offer_model", "DEVICES"]
 
-DEVICES = ("auto", "cpu", "cuda", "mps")  # as core.device.DEVICE_CHOICES, without importing torch here
+DEVICES = DEVICE_CHOICES  # the one device list (core.device; importing it does not load torch)
 FORMATS = ("auto", *LAYOUT_NAMES)
 NO_TARGET = "(none)"
 
@@ -45,26 +46,25 @@ def _stop_quietly(holder: dict[str, Any], *_: Any) -> None:
 # ---------------------------------------------------------------------------------------- widget
 
 
-class TrainWidget(QWidget):
-    """Data folder, domains, budget and ablation switches; Start/Stop; live loss and validation Dice."""
+class TrainWidget(DockWidget):
+    """Data folder, domains, budget and ablation switches; Start/Stop; live loss and validation Dice.
+
+    Every setting's default is core/config.py's (``_train_options``: the fields magicgui builds)."""
 
     poll_interval_ms = 200
     stop_timeout_s = 30.0  # Stop waits this long for the step and the saving, then kills the child
 
     def __init__(self, napari_viewer: Any = None, parent: QWidget | None = None):
-        super().__init__(parent)
-        self.viewer = napari_viewer
+        super().__init__(napari_viewer, parent)
         self.process: TrainProcess | None = None
         self.last_run: Path | None = None
         self._holder: dict[str, Any] = {"process": None}
         self.destroyed.connect(functools.partial(_stop_quietly, self._holder))
-        defaults, method, prep, model = TrainConfig(), MethodConfig(), PreprocessConfig(), ModelConfig()
 
         form = QFormLayout()
-        self.data_edit = QLineEdit()
-        self.data_edit.setPlaceholderText("<root>/<domain>/images, labels")
+        self.data_edit = self.add_path(form, "Data folder", "Dataset folder", placeholder="<root>/<domain>/images, labels",
+                                       then=self.refresh_domains)
         self.data_edit.editingFinished.connect(self.refresh_domains)
-        form.addRow("Data folder", self._with_browse(self.data_edit, self._browse_data))
         self.format_combo = QComboBox()
         self.format_combo.addItems(FORMATS)
         self.format_combo.currentTextChanged.connect(lambda _: self.refresh_domains())
@@ -76,36 +76,25 @@ class TrainWidget(QWidget):
         self.target_combo.addItem(NO_TARGET)
         self.target_combo.currentTextChanged.connect(self._target_changed)
         form.addRow("Held-out target", self.target_combo)
-        self.iterations_spin = self._spin(1, 10_000_000, defaults.iterations)
-        form.addRow("Iterations", self.iterations_spin)
-        self.size_spin = self._spin(16, 4096, prep.size, step=16)
-        self.size_spin.setToolTip("training crop / network input side in pixels")
-        form.addRow("Size (px)", self.size_spin)
-        self.label_options = LabelOptions(form)
+        self.params = {p.name: self.add_param(form, p) for p in (ITERATIONS, SIZE)}
+        self.label_options = LabelOptions(self, form)
         self.labels_edit = self.label_options.labels_edit
         self.label_kind_combo = self.label_options.kind_combo
         self.long_side_spin = self.label_options.long_side_spin
-        self.batch_spin = self._spin(1, 1024, defaults.batch)
-        form.addRow("Batch", self.batch_spin)
-        self.width_spin = self._spin(2, 256, model.base_width)
-        self.width_spin.setToolTip("channels of the first U-Net level (16 in the paper)")
-        form.addRow("Model width", self.width_spin)
+        self.params.update({p.name: self.add_param(form, p) for p in (BATCH, WIDTH)})
         switches = QHBoxLayout()
-        self.ram_check = QCheckBox("RAM")
-        self.ram_check.setChecked(method.ram)
-        self.dsir_check = QCheckBox("DSIR")
-        self.dsir_check.setChecked(method.dsir)
-        self.consistency_check = QCheckBox("Consistency")
-        self.consistency_check.setChecked(method.consistency)
-        for box in (self.ram_check, self.dsir_check, self.consistency_check):
-            switches.addWidget(box)
+        for p in METHOD:  # check boxes that carry their own text, in one row
+            self.params[p.name] = self.add_param(None, p)
+            switches.addWidget(self.params[p.name].native)
         form.addRow("Method", self._wrap(switches))
-        self.device_combo = QComboBox()
-        self.device_combo.addItems(DEVICES)
-        form.addRow("Device", self.device_combo)
-        self.out_edit = QLineEdit()
-        self.out_edit.setPlaceholderText("~/ramseg-runs/ramseg-<time>")
-        form.addRow("Output folder", self._with_browse(self.out_edit, self._browse_out))
+        self.iterations_spin, self.size_spin, self.batch_spin, self.width_spin = (
+            self.params[n].native for n in ("iterations", "size", "batch", "base_width"))
+        self.ram_check, self.dsir_check, self.consistency_check = (
+            self.params[n].native for n in ("ram", "dsir", "consistency"))
+        self.device_combo = self.add_device_choice(form, "Device")
+        self.out_edit = self.add_path(form, "Output folder", "Output folder (a new run folder inside)",
+                                      placeholder="~/ramseg-runs/ramseg-<time>",
+                                      chosen=lambda folder: str(Path(folder) / default_run_dir().name))
         self.more = MoreOptions()
         form.addRow(self.more)
 
@@ -147,35 +136,12 @@ class TrainWidget(QWidget):
         self.timer.setInterval(self.poll_interval_ms)
         self.timer.timeout.connect(self.poll)
 
-    # -- small builders --------------------------------------------------------------------------
-    _spin = staticmethod(spin)
-
     @staticmethod
     def _wrap(layout) -> QWidget:
         holder = QWidget()
         layout.setContentsMargins(0, 0, 0, 0)
         holder.setLayout(layout)
         return holder
-
-    def _with_browse(self, edit: QLineEdit, slot) -> QWidget:
-        row = QHBoxLayout()
-        row.addWidget(edit)
-        button = QPushButton("…")
-        button.setMaximumWidth(30)
-        button.clicked.connect(slot)
-        row.addWidget(button)
-        return self._wrap(row)
-
-    def _browse_data(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Dataset folder", self.data_edit.text() or str(Path.home()))
-        if folder:
-            self.data_edit.setText(folder)
-            self.refresh_domains()
-
-    def _browse_out(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Output folder (a new run folder inside)", str(Path.home()))
-        if folder:
-            self.out_edit.setText(str(Path(folder) / default_run_dir().name))
 
     # -- domains ---------------------------------------------------------------------------------
     def refresh_domains(self) -> list[str]:
@@ -248,11 +214,9 @@ class TrainWidget(QWidget):
         return TrainRequest(
             data=Path(data).expanduser(), format=self.format_combo.currentText(),
             domains=domains or None,
-            target=target, out=Path(self.out_edit.text().strip()).expanduser(),
-            iterations=self.iterations_spin.value(), size=self.size_spin.value(), batch=self.batch_spin.value(),
-            base_width=self.width_spin.value(), ram=self.ram_check.isChecked(), dsir=self.dsir_check.isChecked(),
-            consistency=self.consistency_check.isChecked(), device=self.device_combo.currentText(),
-            command="napari Train widget", **self.label_options.request_kwargs(), **self.more.request_kwargs(),
+            target=target, out=Path(self.out_edit.text().strip()).expanduser(), device=self.device_combo.value(),
+            command="napari Train widget", **{name: widget.value for name, widget in self.params.items()},
+            **self.label_options.request_kwargs(), **self.more.request_kwargs(),
         )
 
     def start(self) -> TrainProcess | None:

@@ -117,3 +117,19 @@ def test_stop_and_errors_are_plain(make_napari_viewer, qtbot, tmp_path, site, ti
     qtbot.waitUntil(lambda: widget.worker is None, timeout=120_000)
     assert widget.last_result.stopped and "no new model" in widget.status.text()
     assert not (tmp_path / "project" / "models").exists() or not list((tmp_path / "project" / "models").iterdir())
+
+
+def test_preview_layers_are_never_offered_as_correction_targets(make_napari_viewer, tiny_model):
+    """The layer pickers are the shared ones: preview layers (restoration mask, mixup tiles) are left out."""
+    from napari_ramseg import layer_meta
+
+    viewer = make_napari_viewer()
+    widget = CorrectFinetuneWidget(viewer)
+    viewer.add_image(np.zeros((8, 8), np.uint8), name="scan")
+    viewer.add_image(np.zeros((8, 8), np.uint8), name="mixup tile", metadata={layer_meta.PREVIEW: True})
+    viewer.add_labels(np.zeros((8, 8), np.uint8), name="scan segmentation", metadata={layer_meta.MODEL: str(tiny_model)})
+    viewer.add_labels(np.zeros((8, 8), np.uint8), name="predicted mask (restoration preview)",
+                      metadata={layer_meta.PREVIEW: True})
+    assert [widget.image_combo.itemText(i) for i in range(widget.image_combo.count())] == ["scan"]
+    assert [widget.labels_combo.itemText(i) for i in range(widget.labels_combo.count())] == ["scan segmentation"]
+    assert widget.model_picker.model_path() == tiny_model  # chosen from the prediction's metadata
