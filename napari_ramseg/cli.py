@@ -23,10 +23,12 @@ def _csv(value: str | None) -> list[str] | None:
 
 
 def _add_device(p: argparse.ArgumentParser) -> None:
+    from .core.config import TrainConfig
     from .core.device import DEVICE_CHOICES, PRECISION_CHOICES
 
-    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="auto picks CUDA, then MPS, then CPU")
-    p.add_argument("--precision", default="auto", choices=PRECISION_CHOICES,
+    p.add_argument("--device", default=TrainConfig.default("device"), choices=DEVICE_CHOICES,
+                   help="auto picks CUDA, then MPS, then CPU")
+    p.add_argument("--precision", default=TrainConfig.default("precision"), choices=PRECISION_CHOICES,
                    help="auto: bf16 where it is faster (GPUs, CPUs with native bf16), else fp32")
 
 

@@ -144,6 +144,27 @@ class TrainConfig:
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
 
+    @classmethod
+    def default(cls, path: str) -> Any:
+        """One setting's default, named by its path: ``"batch"``, ``"preprocess.size"``, ``"method.ram"``."""
+        value: Any = cls()
+        for part in path.split("."):
+            value = getattr(value, part)
+        return value
+
+    def with_settings(self, settings: dict[str, Any]) -> "TrainConfig":
+        """A copy with settings changed, each named by its path (as in :meth:`default`)."""
+        top: dict[str, Any] = {}
+        nested: dict[str, dict[str, Any]] = {}
+        for path, value in settings.items():
+            head, _, rest = path.partition(".")
+            if rest:
+                nested.setdefault(head, {})[rest] = value
+            else:
+                top[head] = value
+        for head, changes in nested.items():
+            top[head] = dataclasses.replace(getattr(self, head), **changes)
+        return dataclasses.replace(self, **top)
 
 
 @dataclass(frozen=True)

@@ -18,14 +18,30 @@ import torch
 
 from ..errors import RamsegInputError
 from . import distributed
-from .config import LabelScheme, MethodConfig, ModelConfig, PreprocessConfig, TrainConfig
+from .config import LabelScheme, PreprocessConfig, TrainConfig
 from .data import cases_checksum, discover, load_samples, split_train_val
 from .sampling import resize_image, resize_mask, working_shape
 from .resume import read_resume_state
 from .run_folder import RunFolder
 from .train import TrainCallbacks, TrainEvent, Trainer, TrainResult
 
-_T, _P, _M, _N = TrainConfig, PreprocessConfig, MethodConfig, ModelConfig  # the defaults (core/config.py)
+# Every TrainRequest field that is a TrainConfig setting, and where the config keeps it: the request's
+# defaults are read from the config (core/config.py) through this table, and config_from_request
+# writes the request into a config through it. Nothing else maps one onto the other.
+CONFIG_FIELDS: dict[str, str] = {
+    "size": "preprocess.size", "long_side": "preprocess.long_side",
+    "batch": "batch", "lr": "lr", "seed": "seed",
+    "ram": "method.ram", "dsir": "method.dsir", "consistency": "method.consistency",
+    "window_ratio": "method.window_ratio", "lam_mode": "method.lam_mode",
+    "val_fraction": "val_fraction", "val_every": "val_every", "threads": "num_threads",
+    "base_width": "model.base_width", "grad_accumulation": "grad_accumulation",
+    "sync_batchnorm": "sync_batchnorm", "device": "device", "precision": "precision",
+    "resume_every_s": "resume_every_s",
+}
+
+
+def _default(name: str) -> Any:
+    return TrainConfig.default(CONFIG_FIELDS[name])
 
 
 @dataclass
@@ -37,29 +53,29 @@ class TrainRequest:
     domains: list[str] | None = None
     target: str | None = None
     out: Path | None = None
-    iterations: int | None = None
+    iterations: int | None = None  # None: --epochs, else TrainConfig's iterations
     epochs: float | None = None
-    size: int = _P.size
-    long_side: int | None = _P.long_side
-    batch: int = _T.batch
-    lr: float = _T.lr
-    seed: int = _T.seed
+    size: int = _default("size")
+    long_side: int | None = _default("long_side")
+    batch: int = _default("batch")
+    lr: float = _default("lr")
+    seed: int = _default("seed")
     labels: list[str] | None = None
     label_kind: str | None = None
-    ram: bool = _M.ram
-    dsir: bool = _M.dsir
-    consistency: bool = _M.consistency
-    window_ratio: float = _M.window_ratio
-    lam_mode: str = _M.lam_mode
-    val_fraction: float = _T.val_fraction
-    val_every: int = _T.val_every
-    threads: int = _T.num_threads
-    base_width: int = _N.base_width
-    grad_accumulation: int = _T.grad_accumulation
-    sync_batchnorm: bool = _T.sync_batchnorm
-    device: str = _T.device
-    precision: str = _T.precision
-    resume_every_s: float | None = None  # seconds between periodic resume states
+    ram: bool = _default("ram")
+    dsir: bool = _default("dsir")
+    consistency: bool = _default("consistency")
+    window_ratio: float = _default("window_ratio")
+    lam_mode: str = _default("lam_mode")
+    val_fraction: float = _default("val_fraction")
+    val_every: int = _default("val_every")
+    threads: int = _default("threads")
+    base_width: int = _default("base_width")
+    grad_accumulation: int = _default("grad_accumulation")
+    sync_batchnorm: bool = _default("sync_batchnorm")
+    device: str = _default("device")
+    precision: str = _default("precision")
+    resume_every_s: float | None = None  # between periodic resume states; None: the config's (or the resumed run's)
     resume: Path | None = None
     command: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -147,7 +163,7 @@ def config_from_request(request: TrainRequest, labels: LabelScheme, num_train_sa
     elif request.epochs is not None:
         iterations = math.ceil(request.epochs * num_train_samples / request.batch)
     else:
-        iterations = TrainConfig().iterations
+        iterations = TrainConfig.default("iterations")
     if iterations < 1:
         raise ValueError("the training budget must be at least one iteration")
     if request.size < 16 or request.size % 16:
@@ -156,18 +172,10 @@ def config_from_request(request: TrainRequest, labels: LabelScheme, num_train_sa
         raise ValueError("--batch must be at least 1")
     if request.grad_accumulation < 1:
         raise ValueError("--grad-accumulation must be at least 1")
-    return TrainConfig(
-        labels=labels,
-        model=ModelConfig(base_width=request.base_width),
-        preprocess=preprocess_from(request),
-        method=MethodConfig(ram=request.ram, dsir=request.dsir, consistency=request.consistency,
-                            window_ratio=request.window_ratio, lam_mode=request.lam_mode),
-        iterations=iterations, batch=request.batch, lr=request.lr, seed=request.seed,
-        val_fraction=request.val_fraction, val_every=request.val_every, device=request.device,
-        precision=request.precision, num_threads=request.threads, grad_accumulation=request.grad_accumulation,
-        sync_batchnorm=request.sync_batchnorm,
-        **({} if request.resume_every_s is None else {"resume_every_s": request.resume_every_s}),
-    )
+    settings = {path: getattr(request, name) for name, path in CONFIG_FIELDS.items()}
+    if request.resume_every_s is None:
+        del settings["resume_every_s"]
+    return TrainConfig(labels=labels, iterations=iterations).with_settings(settings)
 
 
 def run_training(request: TrainRequest, on_event: Callable[[TrainEvent], None] | None = None,
