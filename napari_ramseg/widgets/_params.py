@@ -8,8 +8,9 @@ magicgui ``Container`` of such fields whose :meth:`~ParamForm.values` are the ke
 fill (``TrainRequest(**form.values())``). No dock types a default itself.
 
 ``int | None`` fields (``long_side``: None is "off") show None as their minimum, with ``special``
-as its text; :meth:`ParamForm.values` gives None back there. Integer fields with a ``special`` text
-or a ``suffix`` use a plain ``QSpinBox`` (magicgui's own integer box cannot show either).
+as its text; :meth:`ParamForm.values` gives None back there. Integer fields use a plain ``QSpinBox``:
+magicgui's own integer box (superqt's ``QLargeIntSpinBox``) can show neither a special text nor a
+suffix, and takes the keyboard focus whenever its value is set, away from the canvas.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def _without_none(annotation: Any) -> tuple[Any, bool]:
 
 
 def _plain_spin_box() -> Any:
-    """A magicgui backend for ``int`` on a ``QSpinBox``, which can show a special text and a suffix."""
+    """A magicgui backend for ``int`` on a ``QSpinBox`` (a special text, a suffix, no focus grabbing)."""
     try:
         from magicgui.backends._qtpy.widgets import QBaseRangedWidget
         from qtpy.QtWidgets import QSpinBox
@@ -100,7 +101,7 @@ def param_widget(param: Param) -> ValueWidget:
     if default is None:
         default = param.min if optional and param.min is not None else annotation()
     options = {key: getattr(param, key) for key in ("min", "max", "step") if getattr(param, key) is not None}
-    if annotation is int and (param.special or param.suffix):
+    if annotation is int:
         if _SPIN_BOX is None:
             _SPIN_BOX = _plain_spin_box() or False
         if _SPIN_BOX:
