@@ -37,7 +37,8 @@ def finetune_from_files(model: str | Path, out: str | Path, *, project: str | Pa
     if images or masks:
         added, unchanged = import_corrections(store, model, images, masks, device)
         if log is not None:
-            log(f"saved {len(added)} corrected case(s) in {store.root}" + (f" ({unchanged} unchanged)" if unchanged else ""))
+            log(f"saved {len(added)} corrected case(s) in {store.root}"
+                + (f" ({unchanged} unchanged)" if unchanged else ""))
     if not store.list_cases():
         raise RamsegInputError("no corrected cases saved in this project", store.root)
     return finetune(model, store, out, iterations, replay, seed, device, on_event=on_event, should_stop=should_stop,

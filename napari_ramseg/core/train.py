@@ -67,8 +67,10 @@ class TrainResult:
 def score_case(predictor: Predictor, samples: Sequence, labels: LabelScheme) -> float:
     """Predict one held-out case (its samples: one image, or a volume's slices) and score it
     (``metrics.case_dice``: the mean Dice over the label's structures)."""
-    preds = [labels_from_probabilities(predictor.predict_prepared(
-        torch.from_numpy(np.ascontiguousarray(s.image, dtype=np.float32))), labels, predictor.threshold) for s in samples]
+    preds = []
+    for s in samples:
+        probs = predictor.predict_prepared(torch.from_numpy(np.ascontiguousarray(s.image, dtype=np.float32)))
+        preds.append(labels_from_probabilities(probs, labels, predictor.threshold))
     return case_dice(np.stack(preds), np.stack([s.mask for s in samples]), labels)
 
 
