@@ -60,7 +60,9 @@ def groups(data: Path, meta: Any) -> list[tuple[str, str, list[Path]]]:
         out.append((f"{d} (source validation)", "source validation", cases(vessels, d, val.get(d, set()))))
     for d in meta.domains:
         out.append((f"{d} (source training)", "source training", cases(vessels, d, train.get(d, set()))))
-    out.append(("CHASE_DB1 (unseen vessels)", "unseen fundus", cases(vessels, "CHASE_DB1")))
+    for d in ("HRF", "STARE", "CHASE_DB1"):  # the vessel cameras the model was not trained on
+        if d not in meta.domains and (vessels / d).is_dir():
+            out.append((f"{d} (unseen vessels)", "unseen fundus", cases(vessels, d)))
     for d in ("DRIONS-DB", "Drishti-GS"):
         out.append((f"{d} (unseen fundus)", "unseen fundus", cases(data / "fundus", d)))
     slices = data / "prostate_slices"

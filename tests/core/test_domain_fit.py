@@ -223,4 +223,4 @@ def test_bundled_model_on_real_scans(shared_data):
                  next((shared_data / "prostate_slices" / "RUNMC" / "images").glob("*.png"))):
         image = read_image(path)
         result = fit_score(meta, image.array, image.is_volume)
-        assert not result.fits and "the model was trained on colour fundus photographs (HRF, STARE)" in result.differs
+        assert not result.fits and "the model was trained on colour fundus photographs (HRF, STARE, CHASE_DB1)" in result.differs
