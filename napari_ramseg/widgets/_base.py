@@ -12,6 +12,7 @@ behaves the same in every dock:
 - :meth:`~DockWidget.add_param` / :meth:`~DockWidget.add_params`: settings whose defaults are read
   from ``core/config.py`` and whose fields magicgui makes (``_params``).
 - :meth:`~DockWidget.add_job_runner`: a background job with progress, Stop and a status line.
+- :func:`note_label`, :func:`status_label` and :meth:`~DockWidget.lay_out` for the rest.
 
 Each builder returns the control and, given a ``QFormLayout``, adds it as a labelled row.
 """
@@ -22,12 +23,34 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from qtpy.QtWidgets import QFileDialog, QFormLayout, QHBoxLayout, QLineEdit, QPushButton, QWidget
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLayout, QLineEdit, QPushButton, QVBoxLayout,
+                            QWidget)
 
 from ._common import LayerCombo
 from ._jobs import JobRunner
 from ._models import DeviceCombo, ModelPicker
 from ._params import Param, ParamForm, param_widget
+
+
+NOTE_COLOUR = "#9aa4b1"  # explanations under a field: quieter than the fields themselves
+WARNING_COLOUR = "#ffb347"
+
+
+def note_label(text: str = "", colour: str = NOTE_COLOUR) -> QLabel:
+    """A word-wrapped explanation in a quieter colour."""
+    label = QLabel(text)
+    label.setWordWrap(True)
+    label.setStyleSheet(f"color: {colour};")
+    return label
+
+
+def status_label() -> QLabel:
+    """A word-wrapped status line whose text can be selected and copied (paths, error lines)."""
+    label = QLabel("")
+    label.setWordWrap(True)
+    label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+    return label
 
 
 def path_row(edit: QLineEdit, browse: Callable[[], None], button_text: str = "…",
@@ -55,7 +78,23 @@ class DockWidget(QWidget):
         super().__init__(parent)
         self.viewer = napari_viewer
 
+    def lay_out(self, *parts: QWidget | QLayout, stretch: bool = True) -> QVBoxLayout:
+        """The dock's parts (widgets or layouts) top to bottom; ``stretch`` keeps them together at the top."""
+        layout = QVBoxLayout(self)
+        for part in parts:
+            if isinstance(part, QLayout):
+                layout.addLayout(part)
+            else:
+                layout.addWidget(part)
+        if stretch:
+            layout.addStretch(1)
+        return layout
+
     # -- shared choices --------------------------------------------------------------------------
+    def add_image_model_device(self, form: QFormLayout) -> tuple[LayerCombo, ModelPicker, DeviceCombo]:
+        """The image, model and device rows that open the Segment and restoration docks."""
+        return self.add_layer_choice(form, "image"), self.add_model_choice(form), self.add_device_choice(form)
+
     def add_layer_choice(self, form: QFormLayout | None, label: str, layer_type: type | None = None) -> LayerCombo:
         """The viewer's layers of ``layer_type`` (default: Image), never preview layers."""
         combo = LayerCombo(self.viewer, layer_type)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QListWidget, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QListWidget, QPushButton, QWidget
 
 from .. import layer_meta
 from ..core.config import FinetuneConfig
@@ -103,21 +103,13 @@ class CorrectFinetuneWidget(DockWidget):
         self.runner = self.add_job_runner()  # progress, Stop and the one status line of this dock
         self.progress, self.stop_button, self.status = self.runner.progress, self.runner.stop_button, self.runner.status
         self.stop_button.setToolTip("stop after the current step; no new model is written")
-        self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)  # paths, to copy
         self.dice_label = QLabel("")
         self.dice_label.setWordWrap(True)
         self.dice_label.setTextFormat(Qt.RichText)
 
-        layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addLayout(correct_row)
-        layout.addWidget(QLabel("Saved corrections (split fixed at first save):"))
-        layout.addWidget(self.case_list)
-        layout.addLayout(ft_form)
-        layout.addWidget(self.finetune_button)
-        layout.addWidget(self.runner)
-        layout.addWidget(self.dice_label)
-        layout.addStretch(1)  # keep the controls together at the top of a tall dock
+        self.lay_out(form, correct_row, QLabel("Saved corrections (split fixed at first save):"), self.case_list,
+                     ft_form, self.finetune_button, self.runner, self.dice_label)
 
         self.labels_combo.currentIndexChanged.connect(lambda _: self._labels_changed(self.labels_combo.currentText()))
         self.runner.busy_changed.connect(lambda busy: self.finetune_button.setEnabled(not busy))

@@ -28,7 +28,7 @@ from ..core.config import MethodConfig
 from ..core.ram import log_amplitude_spectrum
 from ..core.sampling import resize_image
 from ..errors import RamsegInputError
-from ._base import DockWidget
+from ._base import DockWidget, note_label
 from ._common import JobControl, LayerChecklist, Progress, displayed_plane, notify_error
 from ._mixup_canvas import MixupCanvas
 from ._mixup_tiles import (  # noqa: F401 - PREVIEW_SIZE, preview_shape, mosaic: part of this module's API
@@ -78,9 +78,7 @@ class MixupPreviewWidget(DockWidget):
         self.samples_spin.setToolTip(
             "How many partners (checked layers, or the first images of the folder) to mix with; "
             "at most the number of partners there are")
-        self.lam_help = QLabel(LAM_HELP)
-        self.lam_help.setWordWrap(True)
-        self.lam_help.setStyleSheet("color: #9aa4b1;")
+        self.lam_help = note_label(LAM_HELP)
         self.legend = QLabel("")  # the partners' full names, under the numbers the captions use
         self.legend.setWordWrap(True)
         self.preview_button = QPushButton("Preview")
@@ -100,12 +98,7 @@ class MixupPreviewWidget(DockWidget):
         form.addRow("λ (own share)", self._with_label(self.lam_slider, self.lam_label))
         form.addRow("", self.lam_help)
         form.addRow("samples", self.samples_spin)
-        layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addWidget(self.preview_button)
-        layout.addWidget(self.legend)
-        layout.addWidget(self.status)
-        layout.addStretch(1)
+        self.lay_out(form, self.preview_button, self.legend, self.status)
 
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)

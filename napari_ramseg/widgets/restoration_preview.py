@@ -25,12 +25,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from qtpy.QtWidgets import QFormLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QFormLayout, QPushButton, QWidget
 
 from .. import layer_meta
 from ..errors import RamsegInputError
 from ..palette import label_color
-from ._base import DockWidget
+from ._base import DockWidget, note_label
 from ._common import (
     PREVIEW_FLAG,
     FittedCaptions,
@@ -126,20 +126,11 @@ class RestorationPreviewWidget(DockWidget):
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None):
         super().__init__(napari_viewer, parent)
         form = QFormLayout()
-        self.image_combo = self.add_layer_choice(form, "image")
-        self.model_picker = self.add_model_choice(form)
-        self.device_combo = self.add_device_choice(form)
+        self.image_combo, self.model_picker, self.device_combo = self.add_image_model_device(form)
         self.run_button = QPushButton("Restore")
         self.runner = self.add_job_runner()
-        self.explanation = QLabel(EXPLANATION)
-        self.explanation.setWordWrap(True)
-        self.explanation.setStyleSheet("color: #9aa4b1;")
-        layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addWidget(self.run_button)
-        layout.addWidget(self.runner)
-        layout.addWidget(self.explanation)
-        layout.addStretch(1)
+        self.explanation = note_label(EXPLANATION)
+        self.lay_out(form, self.run_button, self.runner, self.explanation)
         self._captions: FittedCaptions | None = None  # cut to the tiles' width at every zoom
         self.run_button.clicked.connect(lambda: self.restore())
         self.runner.busy_changed.connect(lambda busy: self.run_button.setEnabled(not busy))

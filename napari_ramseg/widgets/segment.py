@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from qtpy.QtWidgets import QCheckBox, QFormLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QCheckBox, QFormLayout, QPushButton, QWidget
 
 from .. import layer_meta
 from ..errors import RamsegInputError
-from ._base import DockWidget
+from ._base import WARNING_COLOUR, DockWidget, note_label
 from ._common import JobControl, Progress, get_predictor, layer_array, notify_error
 from ._segment_layers import show_result
 
@@ -124,9 +124,7 @@ class SegmentWidget(DockWidget):
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None):
         super().__init__(napari_viewer, parent)
         form = QFormLayout()
-        self.image_combo = self.add_layer_choice(form, "image")
-        self.model_picker = self.add_model_choice(form)
-        self.device_combo = self.add_device_choice(form)
+        self.image_combo, self.model_picker, self.device_combo = self.add_image_model_device(form)
         self.probabilities_box = QCheckBox("probabilities")
         self.uncertainty_box = QCheckBox("uncertainty (entropy)")
         self.postprocess_box = QCheckBox("post-process (largest component, fill holes)")
@@ -134,19 +132,10 @@ class SegmentWidget(DockWidget):
                                         "Leave off for thin branching structures such as vessels.")
         self.segment_button = QPushButton("Segment")
         self.runner = self.add_job_runner()
-
-        layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        for box in (self.probabilities_box, self.uncertainty_box, self.postprocess_box):
-            layout.addWidget(box)
-        layout.addWidget(self.segment_button)
-        layout.addWidget(self.runner)
-        self.fit_label = QLabel("")  # says when the image does not look like the model's source domains
-        self.fit_label.setWordWrap(True)
-        self.fit_label.setStyleSheet("color: #ffb347")
+        self.fit_label = note_label("", WARNING_COLOUR)  # when the image does not look like the source domains
         self.fit_label.setVisible(False)
-        layout.addWidget(self.fit_label)
-        layout.addStretch(1)
+        self.lay_out(form, self.probabilities_box, self.uncertainty_box, self.postprocess_box, self.segment_button,
+                     self.runner, self.fit_label)
 
         self.segment_button.clicked.connect(lambda: self.segment())
         self.runner.busy_changed.connect(lambda busy: self.segment_button.setEnabled(not busy))

@@ -12,15 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from qtpy.QtCore import Qt, QTimer
-from qtpy.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QProgressBar,
-                            QPushButton, QVBoxLayout, QWidget)
+from qtpy.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QListWidget, QListWidgetItem, QProgressBar,
+                            QPushButton, QWidget)
 
 from ..core.config import LabelScheme
 from ..core.device import DEVICE_CHOICES
 from ..core.layouts import FORMATS as LAYOUT_NAMES
 from ..core.run_folder import RunFolder, dock_run_dir
 from ..core.train_process import TrainProcess
-from ._base import DockWidget
+from ._base import DockWidget, status_label
 from ._handover import find_model_consumers, offer_model
 from ._plot import LivePlot
 from ._train_options import BATCH, ITERATIONS, METHOD, SIZE, WIDTH, LabelOptions, MoreOptions
@@ -121,16 +121,8 @@ class TrainWidget(DockWidget):
         self.plot.setToolTip("training loss (left axis) and source-domain validation Dice (right axis, 0 to 1)")
         self.plot.add_series("loss")
         self.plot.add_series("val Dice", fixed_range=(0.0, 1.0))
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)
-
-        layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addLayout(buttons)
-        layout.addWidget(self.progress)
-        layout.addWidget(self.plot)
-        layout.addWidget(self.status)
+        self.status = status_label()
+        self.lay_out(form, buttons, self.progress, self.plot, self.status, stretch=False)
 
         self.timer = QTimer(self)
         self.timer.setInterval(self.poll_interval_ms)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from qtpy.QtWidgets import QWidget
 
+from fakes import FakeSegment
 from helpers import make_synthetic_domains
 from napari_ramseg.core.checkpoint import load_model
 from napari_ramseg.core.corrections import CorrectionStore
@@ -14,15 +14,6 @@ from napari_ramseg.io import read_image, read_mask
 from napari_ramseg.widgets.finetune import ORIGINAL_KEY, CorrectFinetuneWidget
 
 pytestmark = pytest.mark.gui
-
-
-class FakeSegment(QWidget):
-    def __init__(self):
-        super().__init__()
-        self.models: list[str] = []
-
-    def set_model(self, path: str) -> None:
-        self.models.append(path)
 
 
 @pytest.fixture()

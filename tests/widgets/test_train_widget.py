@@ -13,8 +13,8 @@ import time
 
 import pytest
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QWidget
 
+from fakes import FakeSegment
 from napari_ramseg.core.checkpoint import load_model
 from napari_ramseg.core.config import TrainConfig
 from napari_ramseg.core.train_job import TrainRequest
@@ -22,17 +22,6 @@ from napari_ramseg.core.train_process import TrainProcess
 from napari_ramseg.widgets.train import TrainWidget, find_model_consumers
 
 pytestmark = pytest.mark.gui
-
-
-class FakeSegment(QWidget):
-    """Stands in for the Segment widget: anything docked with set_model(path)."""
-
-    def __init__(self):
-        super().__init__()
-        self.models: list[str] = []
-
-    def set_model(self, path: str) -> None:
-        self.models.append(path)
 
 
 def _widget(make_napari_viewer, synthetic_data, out, iterations):
