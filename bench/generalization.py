@@ -293,7 +293,7 @@ def train_job(job: Job, data_root: str, work: str) -> TrainedJob:
     record = {"train_cases": len(train_cases), "val_cases": len(val), "selection": selected,
               "train_seconds": round(train_seconds, 1), "seconds_per_iteration": round(train_seconds / job.iterations, 3),
               "cpu_seconds": round(time.process_time() - cpu_start, 1)}  # wall >> cpu means a shared CPU
-    return TrainedJob(Predictor(trainer.net, trainer._metadata(), config.device), train_labels, disc,
+    return TrainedJob(Predictor(trainer.net, trainer.metadata(), config.device), train_labels, disc,
                       by_name[job.target], test_names, train_cases, record)
 
 
@@ -373,7 +373,7 @@ def _run_prostate_smoke(job: Job, data_root: str) -> dict[str, Any]:
     image = rio.read_image(root / "prostate_volume" / "Case00.nii.gz")
     truth = rio.read_mask(root / "prostate_volume" / "Case00_segmentation.nii.gz")
     truth = (truth > 0).astype(np.uint8)
-    predictor = Predictor(trainer.net, trainer._metadata(), config.device)
+    predictor = Predictor(trainer.net, trainer.metadata(), config.device)
     prediction = predictor.predict_volume(image.array)
     metrics = case_metrics(prediction.labels, truth, PROSTATE, spacing=image.spacing)
     return json_safe({

@@ -375,7 +375,6 @@ class Trainer:
                 extra[key] = [portable_command(c) if isinstance(c, str) else c for c in extra[key]]
         return ModelMetadata(self.config, self.domains, metrics or {}, extra, self.source_profile)
 
-    _metadata = metadata  # bench/generalization.py (running) still calls it; use metadata()
 
     def save(self, stopped: bool, last_val: dict[str, Any] | None, elapsed: float,
              extra_metrics: dict[str, Any] | None = None) -> None:

@@ -111,9 +111,9 @@ def test_a_stopped_loop_keeps_a_resume_state(tmp_path):
     assert RunFolder(tmp_path / "run").saved_iteration() == 1 and RunFolder(tmp_path / "run").has_model()
 
 
-def test_metadata_is_public_and_the_old_name_stays_for_the_benchmark():
+def test_metadata_is_public():
     trainer = Trainer(_config(), ["A", "B"], _samples())
-    assert trainer.metadata().domains == trainer._metadata().domains == ["A", "B"]
+    assert trainer.metadata().domains == ["A", "B"]
 
 
 def test_case_dice_is_the_mean_over_structures():
