@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..errors import RamsegInputError
@@ -100,8 +101,9 @@ def _at_working_scale(samples: list, preprocess: PreprocessConfig | None) -> lis
     for s in samples:
         shape = working_shape(*s.image.shape[-2:], preprocess)
         if shape[0] < s.image.shape[-2] or shape[1] < s.image.shape[-1]:
-            image = resize_image(torch.from_numpy(s.image), shape).numpy()
-            mask = None if s.mask is None else resize_mask(torch.from_numpy(s.mask), shape).numpy()
+            # readers may hand back read-only (memory-mapped) arrays; the resize only reads them
+            image = resize_image(torch.from_numpy(np.require(s.image, requirements='W')), shape).numpy()
+            mask = None if s.mask is None else resize_mask(torch.from_numpy(np.require(s.mask, requirements='W')), shape).numpy()
             spacing = s.spacing
             if spacing is not None and len(spacing) >= 2:  # the spacing of the pixels kept
                 h, w = s.image.shape[-2:]
