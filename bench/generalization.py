@@ -332,12 +332,16 @@ def run_job(job: Job, data_root: str, work: str) -> dict[str, Any]:
         torch.set_num_threads(int(job.params.get("threads", 1)))
         return _run_prostate_smoke(job, data_root)
     trained = train_job(job, data_root, work)
+    from napari_ramseg.core.checkpoint import save_model
+
+    # kept for the benchmarks that start from a source-trained model (adaptation, fine-tune gain)
+    model_dir = save_model(trained.predictor.model, trained.predictor.metadata, Path(work) / "models" / job.key)
     eval_start = time.perf_counter()
     per_case = score_job(job, trained)
     dice = float(np.mean([r["dice"] for r in per_case]))
     out = {
         "job": asdict(job), "key": job.key, "direction": job.direction, "dice": dice,
-        "cases_scored": len(per_case), **trained.record,
+        "cases_scored": len(per_case), "model": str(model_dir), **trained.record,
         "eval_seconds": round(time.perf_counter() - eval_start, 1),
         "load_average_1min": round(os.getloadavg()[0], 2),
         "per_case": per_case, "finished": _dt.datetime.now().isoformat(timespec="seconds"),
