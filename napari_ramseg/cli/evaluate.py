@@ -1,0 +1,59 @@
+"""``ramseg evaluate``: score a model on one domain's labelled cases."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ._common import add_device, progress_bar, stderr
+
+
+def add_parser(sub) -> None:
+    from ..core.layouts import FORMATS
+
+    e = sub.add_parser("evaluate", help="score a model on one domain's labelled cases",
+                       description="Dice, HD95 and ASD of a model on every labelled case of one domain "
+                                   "(typically the held-out --target of training); one summary line per label.")
+    e.add_argument("--model", default="default", help="run folder, .safetensors file, or 'default' (bundled)")
+    e.add_argument("--data", required=True, type=Path, help="dataset root (the same layout ramseg train reads)")
+    e.add_argument("--domain", required=True, help="the domain to score, named as ramseg train names it (e.g. STARE)")
+    e.add_argument("--format", default="auto", choices=["auto", *FORMATS],
+                   help="dataset layout (auto detects it)")
+    e.add_argument("--split", default=None, help="only this split (e.g. test for DoFE); default: all cases")
+    e.add_argument("--postprocess", action="store_true",
+                   help="largest component per structure and hole filling before scoring")
+    e.add_argument("--json", type=Path, help="write per-case and summary metrics here")
+    add_device(e)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..core.evaluate import evaluate_domain
+    from ..core.infer import Predictor
+    from ..core.metrics import json_safe
+    from ..models import resolve_model
+
+    bars = []  # made at the first case: a model or data error then prints one line, not an empty bar too
+
+    def progress(done: int, total: int) -> None:
+        if not bars:
+            bars.append(progress_bar(total, f"evaluate {args.domain}"))
+        bars[0].total = total
+        bars[0].n = done
+        bars[0].refresh()
+
+    try:
+        predictor = Predictor.from_path(resolve_model(args.model), device=args.device, precision=args.precision)
+        report = evaluate_domain(predictor, args.data, args.domain, fmt=args.format,
+                                 split=args.split, postprocess=args.postprocess, progress=progress)
+    finally:
+        for bar in bars:
+            bar.close()
+    for label, values in report["summary"].items():
+        print(f"{label}: " + "  ".join(f"{k} {v:.4f}" if v is not None else f"{k} n/a"
+                                        for k, v in json_safe(values).items()))
+    if args.json:
+        from ..core.checkpoint import atomic_write_json
+
+        atomic_write_json(args.json, json_safe(report))
+        stderr(f"wrote {args.json}")
+    return 0

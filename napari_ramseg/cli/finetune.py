@@ -1,0 +1,72 @@
+"""``ramseg finetune``: learn from corrected masks; writes a new model version, never over the old one."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import RamsegInputError
+from ._common import add_device, progress_bar, stderr, typed_command
+
+
+def add_parser(sub) -> None:
+    from ..core.config import FinetuneConfig
+
+    tune = FinetuneConfig()
+    f = sub.add_parser("finetune", help="learn from corrected masks; writes a new model version")
+    f.add_argument("--model", default="default")
+    f.add_argument("--images", nargs="+", type=Path, help="corrected cases' images")
+    f.add_argument("--labels", nargs="+", type=Path, help="corrected masks, in the same order")
+    f.add_argument("--project", type=Path, help="a corrections project folder saved by the napari widget")
+    f.add_argument("--replay", type=Path, help="source dataset root to replay alongside the corrections")
+    f.add_argument("--out", required=True, type=Path, help="models folder; a new version is created inside")
+    f.add_argument("--iterations", type=int, default=tune.iterations)
+    f.add_argument("--seed", type=int, default=tune.seed)
+    add_device(f)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Corrections from --project or --images/--labels, then a new model version in --out."""
+    from ..core.checkpoint import resolve_model_path
+    from ..core.finetune_job import finetune_from_files
+    from ..models import resolve_model
+
+    model = resolve_model(args.model)
+    resolve_model_path(model)  # a missing or broken model is the first thing said
+    images, masks = args.images or [], args.labels or []
+    if bool(images) != bool(masks):
+        raise RamsegInputError("give --images and --labels together (one mask per image, same order)")
+    if not images and args.project is None:
+        raise RamsegInputError("nothing to learn from: give --project DIR (saved by the napari widget) "
+                               "or --images ... --labels ...")
+    if args.iterations < 1:
+        raise ValueError("--iterations must be at least 1")
+    bars = []
+
+    def on_event(event) -> None:
+        if event.phase == "train":
+            if not bars:
+                bars.append(progress_bar(event.total, "finetune"))
+            bars[0].update(1)
+            bars[0].set_postfix({"loss": f"{event.losses['loss']:.3f}"}, refresh=False)
+        elif event.message and event.phase != "done":
+            stderr(event.message + ("" if event.dice is None else f": {event.dice:.4f}"))
+
+    try:
+        result = finetune_from_files(model, args.out, project=args.project, images=images, masks=masks,
+                                     replay=args.replay, iterations=args.iterations, seed=args.seed,
+                                     device=args.device, command=typed_command(),
+                                     on_event=on_event, log=stderr)
+    finally:
+        for bar in bars:
+            bar.close()
+    if result.model_dir is None:
+        stderr("fine-tuning stopped; no new model was written")
+        return 1
+    line = (f"wrote {result.model_dir} (round {result.round}, {len(result.train_cases)} training case(s), "
+            f"{len(result.val_cases)} held out)")
+    if result.before_dice is not None:
+        line += f"; held-out Dice {result.before_dice:.4f} -> {result.after_dice:.4f}"
+    stderr(line)
+    print(result.model_dir)
+    return 0
