@@ -6,8 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..core.config import REVIEW_PRIORITIES, ReviewConfig
 from ..errors import RamsegInputError, naming
 from ._common import add_device, progress_bar, stderr
+
+REVIEW = ReviewConfig()
 
 
 def add_parser(sub) -> None:
@@ -17,6 +20,7 @@ def add_parser(sub) -> None:
     p.add_argument("--output", required=True, type=Path, help="mask file, or a folder for folder input")
     p.add_argument("--postprocess", action="store_true", help="largest component per structure and hole filling")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    _add_review(p)
     add_device(p)
 
 
@@ -27,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
 
     predictor = Predictor.from_path(resolve_model(args.model), device=args.device, precision=args.precision)
     pairs = _prediction_pairs(args.input, args.output)
+    rows = []  # report.csv, for a folder input
     with progress_bar(len(pairs), "predict", quiet=len(pairs) == 1) as bar:
         for source, target in pairs:
             image = read_image(source)
@@ -37,10 +42,37 @@ def run(args: argparse.Namespace) -> int:
             if not fit.fits:  # the mask is still written: the user decides what to make of it
                 bar.write(f"ramseg: warning: {source}: {fit.differs}", file=sys.stderr)
             written = write_labels(target, prediction.labels, like=image, overwrite=args.overwrite)
+            if args.input.is_dir():
+                rows.append(_report_row(predictor, source, image, prediction, fit, args.review))
             bar.update(1)
             if len(pairs) == 1:
                 stderr(f"wrote {written} ({', '.join(predictor.channel_names)}; shape {prediction.labels.shape})")
+    if rows:
+        from ..core.report import write_report
+
+        report = write_report(args.output / REVIEW.report_name, rows, args.review)
+        stderr(f"wrote {report} ({len(rows)} cases, review_priority by {args.review})")
     return 0
+
+
+def _add_review(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--review", default=REVIEW.priority, choices=REVIEW_PRIORITIES,
+                   help="folder input: how report.csv ranks the cases for review (disagreement costs "
+                        "extra network passes per case)")
+
+
+def _report_row(predictor, source: Path, image, prediction, fit, review: str) -> dict:
+    """One case's row of report.csv (``core/report.py``)."""
+    from ..core.report import case_row
+    from ..core.review import disagreement
+    from ..io import stem_of
+
+    score = None
+    if review == "disagreement":
+        with naming(source):
+            score = disagreement(predictor, image.array, image.is_volume, image.spacing)
+    return case_row(stem_of(source), prediction, predictor.labels, fit, file=source.name, spacing=image.spacing,
+                    disagreement=score)
 
 
 def _prediction_pairs(source: Path, target: Path) -> list[tuple[Path, Path]]:

@@ -179,6 +179,49 @@ class FinetuneConfig:
     correction_share: float = 0.5  # of every batch, drawn from the corrected cases when replaying sources
 
 
+
+REVIEW_PRIORITIES = ("uncertainty", "disagreement", "random")
+
+
+@dataclass(frozen=True)
+class ReviewConfig:
+    """Which cases a clinician should look at first (``core/review.py``), for the worklist dock and the
+    ``report.csv`` of ``ramseg predict`` on a folder.
+
+    ``priority`` names the score cases are ranked by (highest first): ``"uncertainty"`` (mean predictive
+    entropy, free with every prediction), ``"disagreement"`` (variance of the predictions over the scan and
+    amplitude-mixed views of it, ``len(domains) x len(lambdas)`` extra network passes) or ``"random"``.
+    The views are RAM's own transform (``core/ram.py``) with the partner amplitudes taken from the source
+    spectra stored in ``model.json`` (``source_profile``): each source domain's mean style, shifted by
+    each of ``spreads`` standard deviations, mixed in with each of ``lambdas`` (0: the partner's amplitude
+    alone, as RAM's strongest mix)."""
+
+    priority: Literal["uncertainty", "disagreement", "random"] = "uncertainty"
+    lambdas: tuple[float, ...] = (0.0, 0.5)
+    spreads: tuple[float, ...] = (0.0,)
+    max_slices: int = 8  # volumes: views of this many evenly spaced slices
+    seed: int = 0  # the random order
+    worklist_dir: str = "ramseg-worklist"  # the worklist's folder inside the scans' folder
+    report_name: str = "report.csv"
+
+
+@dataclass(frozen=True)
+class DiscConfig:
+    """The optic disc's two stages (``core/disc/``): the coarse locator and the disc-centred ROI."""
+
+    coarse_long_side: int = 256  # pixels on the longer side where stage one looks for the disc
+    fov_threshold: float = 0.4  # field of view: smoothed luminance above this fraction of the median
+    corner_fraction: float = 0.06  # corner patches' side, as a fraction of the shorter side
+    corner_dark: float = 0.45  # a corner darker than this fraction of the median is outside the field of view
+    dark_corners: int = 3  # of 4 corners outside the field of view: a whole photograph, else a crop
+    disc_fov_ratio: float = 0.17  # expected disc diameter / field-of-view width (about 1.8 of 12 mm at 45°)
+    candidates: int = 3  # stage-one peaks each checked with the segmentation model
+    roi_ratio: float = 1.34  # ROI side / disc diameter: the median Drishti-GS packaging (bench/tasks.py)
+    refine: int = 1  # re-centre and re-scale the ROI on the predicted disc this many times
+    min_disc_fraction: float = 0.05  # a disc covering less of its ROI than this is no disc
+    min_confidence: float = 0.6  # mean disc probability inside the predicted disc needed to accept it
+
+
 # Intensity handling, documented once: every image (or MRI volume) is scaled per image to [-1, 1]
 # with a robust min-max between these percentiles, over all its channels together.
 NORMALIZATION = {"method": "percentile_minmax", "low_percentile": 0.5, "high_percentile": 99.5, "range": [-1.0, 1.0]}
@@ -206,3 +249,31 @@ class FitConfig:
 
 
 FIT = FitConfig()
+
+
+@dataclass(frozen=True)
+class AdaptConfig:
+    """Test-time adaptation to the scan in front of the model (``core/adapt/``): off unless asked for
+    (``ramseg predict|evaluate --adapt [METHOD]``, the Segment dock's "adapt to this scan").
+
+    Windows are in frequency bins of the model's stored source spectra (``source_profile``, whose
+    side is ``FitConfig.style_side``): ``window`` x that side bins either side of zero frequency, i.e.
+    cycles per image, so one setting means the same style at every image size.
+    """
+
+    method: str = "align"  # what a bare --adapt runs (bench/adaptation.py's rule decides it)
+    window: float = 0.05  # half-width of the adapted window, fraction of the profile side (<= its window)
+    strength: float = 0.5  # align: how far towards the source amplitude (RAM's 1 - lambda)
+    towards: Literal["nearest", "all"] = "nearest"  # the nearest source domain's spectrum, or all of theirs
+    prompt_steps: int = 3  # learned prompt: optimiser steps per scan
+    prompt_lr: float = 0.05  # Adam, on the log-amplitude prompt
+    memory_size: int = 8  # recent prompts kept to warm-start the next scan
+    memory_neighbours: int = 3  # of them, the nearest in style averaged for the start
+    tent_steps: int = 1
+    tent_lr: float = 1e-3  # Adam, on the BatchNorm affine parameters
+    crop: int = 256  # learned methods fit on crops this size (the training crop) of the working-scale scan
+    max_slices: int = 8  # a volume adapts once, on this many evenly spaced slices
+    seed: int = 0  # crop positions
+
+
+ADAPT = AdaptConfig()
