@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 DISCRETE_LAMBDAS = tuple(round(0.1 * i, 1) for i in range(1, 11))  # the paper's code: 0.1, ..., 1.0
 
@@ -19,13 +20,15 @@ def window_half_width(height: int, width: int, window_ratio: float) -> int:
     return int(math.floor(min(height, width) * window_ratio))
 
 
-def window_bounds(height: int, width: int, window_ratio: float) -> tuple[int, int, int, int]:
+def window_bounds(height: int, width: int, window_ratio: float,
+                  half_width: int | None = None) -> tuple[int, int, int, int]:
     """(row0, row1, col0, col1), end-exclusive, of the window in the centred (fftshifted) spectrum.
 
     The window spans centre - b .. centre + b inclusive, which is symmetric about zero frequency, so
     the mixed amplitude stays conjugate-symmetric and the inverse transform stays (nearly) real.
+    ``half_width`` gives b in frequency bins (cycles per image) instead of as a fraction of the side.
     """
-    b = window_half_width(height, width, window_ratio)
+    b = window_half_width(height, width, window_ratio) if half_width is None else int(half_width)
     ch, cw = height // 2, width // 2
     return max(ch - b, 0), min(ch + b + 1, height), max(cw - b, 0), min(cw + b + 1, width)
 
@@ -56,17 +59,45 @@ def amplitude_mixup(
     """
     if images.shape != partners.shape:
         raise ValueError(f"images {tuple(images.shape)} and partners {tuple(partners.shape)} differ in shape")
+    return mix_amplitude(images, window_amplitude(partners, window_ratio), lam, window_ratio, clip)
+
+
+def window_amplitude(images: torch.Tensor, window_ratio: float = 0.1, half_width: int | None = None) -> torch.Tensor:
+    """|FFT| of (B, C, H, W) images inside the centred low-frequency window, (B, C, 2b + 1, 2b + 1), float32."""
+    height, width = images.shape[-2:]
+    r0, r1, c0, c1 = window_bounds(height, width, window_ratio, half_width)
+    return torch.fft.fftshift(torch.fft.fft2(images.float()), dim=(-2, -1)).abs()[..., r0:r1, c0:c1]
+
+
+def mix_amplitude(
+    images: torch.Tensor,
+    partner_amplitude: torch.Tensor,
+    lam: torch.Tensor | float,
+    window_ratio: float = 0.1,
+    clip: tuple[float, float] | None = (-1.0, 1.0),
+    half_width: int | None = None,
+) -> torch.Tensor:
+    """RAM's transform with the partner given by its amplitude alone: ``lam * A + (1 - lam) * A_partner``
+    inside the window, the image's own phase kept. :func:`amplitude_mixup` is this with a partner image;
+    test-time adaptation (``core/adapt/``) runs it towards amplitudes made from the stored source spectra.
+
+    partner_amplitude: the centred window, (B or 1, C, 2b + 1, 2b + 1) (or broadcastable), in the
+    unnormalised FFT's units at the images' size. Differentiable in both the images and the partner.
+    """
     dtype = images.dtype
     height, width = images.shape[-2:]
     # FFTs in float32: bf16/fp16 FFTs are not supported on every backend, and the amplitude needs the range.
     spectrum = torch.fft.fftshift(torch.fft.fft2(images.float()), dim=(-2, -1))
-    partner_amp = torch.fft.fftshift(torch.fft.fft2(partners.float()), dim=(-2, -1)).abs()
     amplitude, phase = spectrum.abs(), spectrum.angle()
 
     lam_t = torch.as_tensor(lam, dtype=torch.float32, device=images.device).reshape(-1, 1, 1, 1)
-    r0, r1, c0, c1 = window_bounds(height, width, window_ratio)
-    mixed = amplitude.clone()
-    mixed[..., r0:r1, c0:c1] = lam_t * amplitude[..., r0:r1, c0:c1] + (1 - lam_t) * partner_amp[..., r0:r1, c0:c1]
+    r0, r1, c0, c1 = window_bounds(height, width, window_ratio, half_width)
+    window = lam_t * amplitude[..., r0:r1, c0:c1] + (1 - lam_t) * partner_amplitude
+    # Padded back to the full spectrum and selected (rather than written into a copy in place), so the
+    # learned prompt's graph stays differentiable; the values are exactly those of an in-place write.
+    inside = torch.zeros(height, width, dtype=torch.bool, device=images.device)
+    inside[r0:r1, c0:c1] = True
+    mixed = torch.where(inside, F.pad(window, (c0, width - c1, r0, height - r1)), amplitude)
 
     rebuilt = torch.polar(mixed, phase)
     out = torch.fft.ifft2(torch.fft.ifftshift(rebuilt, dim=(-2, -1))).real
