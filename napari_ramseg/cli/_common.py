@@ -42,3 +42,35 @@ def quote(path: object) -> str:
 def typed_command() -> str:
     """The command line as typed, for the provenance in model.json."""
     return " ".join(["ramseg", *sys.argv[1:]])
+
+
+ADAPT_HELP = ("adapt to each scan before segmenting it (test-time adaptation, core/adapt/): align (training-free: "
+              "the scan's low-frequency amplitude towards the model's sources), prompt (a learned low-frequency "
+              "prompt per scan), adabn or tent (BatchNorm baselines); --adapt alone runs the default, {default}")
+
+
+def add_adapt(p: argparse.ArgumentParser) -> None:
+    """``--adapt [METHOD]``: off unless given; alone it runs ``AdaptConfig.method``. The names are checked
+    against the registry when the command runs (``core.adapt.make_method``), so parsing stays torch-free."""
+    from ..core.config import ADAPT
+
+    p.add_argument("--adapt", nargs="?", const=ADAPT.method, default=None, metavar="METHOD",
+                   help=ADAPT_HELP.format(default=ADAPT.method))
+
+
+def adapt_predictor(predictor, method: str | None):
+    """``predictor`` itself, or wrapped to adapt to every scan with ``method``."""
+    if method is None:
+        return predictor
+    from ..core.adapt import AdaptedPredictor
+
+    return AdaptedPredictor(predictor, method)
+
+
+def adapt_line(report) -> str:
+    """One line on what adapting a scan did: the fit before and after and the cost."""
+    def score(fit) -> str:
+        return "n/a" if fit is None or fit.score is None else f"{fit.score:.2f}"
+
+    return (f"adapted ({report.method}): fit {score(report.fit_before)} -> {score(report.fit_after)}, "
+            f"{report.seconds:.2f} s")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import add_device, progress_bar, stderr
+from ._common import add_adapt, add_device, adapt_predictor, progress_bar, stderr
 
 
 def add_parser(sub) -> None:
@@ -23,6 +23,7 @@ def add_parser(sub) -> None:
     e.add_argument("--postprocess", action="store_true",
                    help="largest component per structure and hole filling before scoring")
     e.add_argument("--json", type=Path, help="write per-case and summary metrics here")
+    add_adapt(e)
     add_device(e)
 
 
@@ -43,11 +44,12 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         predictor = Predictor.from_path(resolve_model(args.model), device=args.device, precision=args.precision)
-        report = evaluate_domain(predictor, args.data, args.domain, fmt=args.format,
+        report = evaluate_domain(adapt_predictor(predictor, args.adapt), args.data, args.domain, fmt=args.format,
                                  split=args.split, postprocess=args.postprocess, progress=progress)
     finally:
         for bar in bars:
             bar.close()
+    report["adapt"] = args.adapt  # None: no test-time adaptation
     for label, values in report["summary"].items():
         print(f"{label}: " + "  ".join(f"{k} {v:.4f}" if v is not None else f"{k} n/a"
                                         for k, v in json_safe(values).items()))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..core.config import REVIEW_PRIORITIES, ReviewConfig
 from ..errors import RamsegInputError, naming
-from ._common import add_device, progress_bar, stderr
+from ._common import add_adapt, add_device, adapt_line, adapt_predictor, progress_bar, stderr
 
 REVIEW = ReviewConfig()
 
@@ -21,6 +21,7 @@ def add_parser(sub) -> None:
     p.add_argument("--postprocess", action="store_true", help="largest component per structure and hole filling")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     _add_review(p)
+    add_adapt(p)
     add_device(p)
 
 
@@ -30,17 +31,20 @@ def run(args: argparse.Namespace) -> int:
     from ..models import resolve_model
 
     predictor = Predictor.from_path(resolve_model(args.model), device=args.device, precision=args.precision)
+    segmenter = adapt_predictor(predictor, args.adapt)
     pairs = _prediction_pairs(args.input, args.output)
     rows = []  # report.csv, for a folder input
     with progress_bar(len(pairs), "predict", quiet=len(pairs) == 1) as bar:
         for source, target in pairs:
             image = read_image(source)
             with naming(source):
-                prediction = predictor.predict(image.array, postprocess=args.postprocess, is_volume=image.is_volume,
+                prediction = segmenter.predict(image.array, postprocess=args.postprocess, is_volume=image.is_volume,
                                                spacing=image.spacing)
                 fit = predictor.check_fit(image.array, is_volume=image.is_volume)
             if not fit.fits:  # the mask is still written: the user decides what to make of it
                 bar.write(f"ramseg: warning: {source}: {fit.differs}", file=sys.stderr)
+            if args.adapt:
+                bar.write(f"ramseg: {source.name}: {adapt_line(segmenter.last)}", file=sys.stderr)
             written = write_labels(target, prediction.labels, like=image, overwrite=args.overwrite)
             if args.input.is_dir():
                 rows.append(_report_row(predictor, source, image, prediction, fit, args.review))

@@ -20,8 +20,11 @@ from .metrics import case_metrics, mean_dice, summarize
 def evaluate_domain(model: str | Path | Predictor, data_root: str | Path, domain: str, fmt: str = "auto",
                     split: str | None = None, postprocess: bool = False, device: str = "auto",
                     progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
-    """``{"summary": {label: {dice, hd95, asd}}, "cases": [...], "mean_dice": ...}`` for one domain."""
-    predictor = model if isinstance(model, Predictor) else Predictor.from_path(model, device=device)
+    """``{"summary": {label: {dice, hd95, asd}}, "cases": [...], "mean_dice": ...}`` for one domain.
+
+    ``model`` may also be anything with a Predictor's ``predict``, ``labels`` and ``threshold``, such as
+    a ``core.adapt.AdaptedPredictor`` (test-time adaptation, one adaptation per case)."""
+    predictor = Predictor.from_path(model, device=device) if isinstance(model, (str, Path)) else model
     labels = predictor.labels
     dataset = discover(data_root, fmt, [domain], labels=labels, split=split)
     _check_labels_fit(labels, dataset.root, dataset.format)
