@@ -167,10 +167,15 @@ def save_model(model: RamSegNet, metadata: ModelMetadata, folder: Path) -> Path:
 
 
 def resolve_model_path(path: str | Path) -> tuple[Path, Path]:
-    """(weights, metadata) paths for a run folder or a ``.safetensors`` file with its ``.json`` beside it."""
+    """(weights, metadata) paths for a run folder, a ``.safetensors`` file with its ``.json`` beside it, or a
+    BioImage.IO package made by napari-ramseg (zip, folder or rdf.yaml; ``interchange/package.py``)."""
     path = Path(path)
     if not path.exists():
         raise RamsegInputError("model not found", path)
+    from ..interchange.package import is_package, package_model_files
+
+    if is_package(path) and not (path.is_dir() and (path / METADATA_NAME).is_file()):
+        return package_model_files(path)
     if path.is_dir():
         weights, meta = path / WEIGHTS_NAME, path / METADATA_NAME
     elif path.suffix.lower() in PICKLE_SUFFIXES:
@@ -184,7 +189,8 @@ def resolve_model_path(path: str | Path) -> tuple[Path, Path]:
         meta = path
         weights = path.with_suffix(".safetensors") if path.with_suffix(".safetensors").exists() else path.parent / WEIGHTS_NAME
     else:
-        raise RamsegInputError("not a model: expected a run folder or a .safetensors file", path)
+        raise RamsegInputError(
+            "not a model: expected a run folder, a .safetensors file or a BioImage.IO package (.zip)", path)
     if path.is_dir() and not meta.exists() and RunFolder(path).resume_state.exists():
         raise RamsegInputError(
             "training of this run was interrupted before it wrote a model; finish it with "
