@@ -28,3 +28,52 @@ def make_synthetic_domains(root: Path, domains=("siteA", "siteB"), cases: int = 
             Image.fromarray(image).save(root / domain / "images" / f"case{i}.png")
             Image.fromarray(mask).save(root / domain / "labels" / f"case{i}.png")
     return root
+
+
+def write_dicom_series(folder: Path, volume, affine, order=None, series_uid: str | None = None,
+                       description: str = "T2 AX", number: int = 3, names: str = "slice{:03d}.dcm") -> list[Path]:
+    """A ``(Z, Y, X)`` integer volume with a NIfTI (RAS) ``affine`` written as one MR DICOM file per slice.
+
+    ``order``: the order the slices are written and numbered in (file ``i`` holds slice ``order[i]``),
+    so that neither file names nor InstanceNumber give the slices' order. Geometry follows DICOM's
+    LPS patient frame: ImagePositionPatient of slice k is the world position of voxel (0, 0, k)."""
+    import numpy as np
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import MRImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    volume = np.asarray(volume)
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.asarray(affine, dtype=np.float64)
+    dc, dr = np.linalg.norm(lps[:3, 0]), np.linalg.norm(lps[:3, 1])
+    rows, cols = lps[:3, 0] / dc, lps[:3, 1] / dr
+    series_uid = series_uid or generate_uid()
+    study_uid, frame_uid = generate_uid(), generate_uid()
+    folder.mkdir(parents=True, exist_ok=True)
+    order = list(range(len(volume))) if order is None else list(order)
+    written = []
+    for i, k in enumerate(order):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = MRImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = pydicom.Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, frame_uid
+        ds.Modality, ds.SeriesDescription, ds.SeriesNumber, ds.InstanceNumber = "MR", description, number, i + 1
+        ds.PatientName, ds.PatientID = "Test^Phantom", "TEST0001"
+        ds.PatientBirthDate = ds.PatientSex = ds.AccessionNumber = ds.ReferringPhysicianName = ""  # type 2: present
+        ds.StudyDate, ds.StudyTime, ds.StudyID = "20260101", "120000", "1"
+        ds.ImageOrientationPatient = [f"{v:.10g}" for v in (*rows, *cols)]
+        ds.ImagePositionPatient = [f"{v:.10g}" for v in (lps[:3, 3] + k * lps[:3, 2])]
+        ds.PixelSpacing = [f"{dr:.10g}", f"{dc:.10g}"]
+        ds.SliceThickness = f"{np.linalg.norm(lps[:3, 2]):.10g}"
+        ds.Rows, ds.Columns = volume.shape[1:]
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated = ds.BitsStored = 16
+        ds.HighBit, ds.PixelRepresentation = 15, int(volume.dtype.kind == "i")
+        ds.PixelData = np.ascontiguousarray(volume[k], dtype=np.int16 if volume.dtype.kind == "i" else np.uint16).tobytes()
+        path = folder / names.format(i)
+        ds.save_as(path, enforce_file_format=True)
+        written.append(path)
+    return written

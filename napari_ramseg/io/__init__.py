@@ -1,6 +1,6 @@
 """Reading images and masks, writing label images and images. No Qt or napari here: the engine imports it.
 
-One module per format (``_pillow``: PNG/JPEG, ``_tiff``, ``_nifti``) registers a reader per file
+One module per format (``_pillow``: PNG/JPEG, ``_tiff``, ``_nifti``, ``_dicom``) registers a reader per file
 ending (``_READERS``, in the spirit of nnU-Net's image readers), label writers (``_WRITERS``) and
 lossless image writers (``_IMAGE_WRITERS``); :func:`read_image`, :func:`write_labels` and
 :func:`write_image` pick them by :func:`suffix_of`. Every write is atomic through
@@ -30,7 +30,7 @@ from napari_ramseg.files import atomic_write  # also imported from here by bench
 
 # the format modules register their readers and writers on import; this order is the order of
 # SUPPORTED_IMAGE_SUFFIXES in messages
-from . import _pillow, _tiff, _nifti  # noqa: F401, E402  isort: skip
+from . import _pillow, _tiff, _nifti, _dicom  # noqa: F401, E402  isort: skip
 from ._base import (  # noqa: F401  (the registries stay reachable as io._READERS... for tests)
     _IMAGE_WRITERS,
     _READERS,
@@ -69,11 +69,15 @@ def _read(path: str | Path, as_mask: bool) -> ImageData:
     if not path.exists():
         raise RamsegInputError("file not found", path)
     if path.is_dir():
+        if _dicom.holds_dicom(path):  # a DICOM series is a folder of slices
+            return _dicom.read_dicom_path(path, as_mask)
         raise RamsegInputError("is a folder, not an image file", path)
     if not path.is_file():  # a FIFO, socket or device named like an image would block or never end
         raise RamsegInputError("is not a regular file", path)
     suffix = suffix_of(path)
     reader = _READERS.get(suffix)
+    if suffix in _dicom.DICOM_SUFFIXES:
+        reader = _dicom.read_dicom_path
     if reader is None:
         supported = ", ".join(SUPPORTED_IMAGE_SUFFIXES)
         raise RamsegInputError(f"unsupported file type {suffix or '(no ending)'!r}; supported: {supported}", path)
@@ -86,7 +90,8 @@ def _read(path: str | Path, as_mask: bool) -> ImageData:
 
 
 def read_image(path: str | Path) -> ImageData:
-    """Read a PNG, JPEG, TIFF or NIfTI file into an :class:`ImageData` (see the module conventions)."""
+    """Read a PNG, JPEG, TIFF or NIfTI file, or a DICOM series (its folder or one of its files), into an
+    :class:`ImageData` (see the module conventions; a folder of several series: ``_dicom.read_series``)."""
     return _read(path, as_mask=False)
 
 
