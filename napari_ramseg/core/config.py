@@ -261,7 +261,7 @@ class AdaptConfig:
     cycles per image, so one setting means the same style at every image size.
     """
 
-    method: str = "align"  # what a bare --adapt runs (bench/adaptation.py's rule decides it)
+    method: str = "align"  # what a bare --adapt runs (bench/adaptation.py's rule decides it); one of ADAPT_METHODS
     window: float = 0.05  # half-width of the adapted window, fraction of the profile side (<= its window)
     strength: float = 0.5  # align: how far towards the source amplitude (RAM's 1 - lambda)
     towards: Literal["nearest", "all"] = "nearest"  # the nearest source domain's spectrum, or all of theirs
@@ -277,3 +277,6 @@ class AdaptConfig:
 
 
 ADAPT = AdaptConfig()
+# The registry's names (core/adapt/), here so the CLI and the docks list them without importing torch;
+# tests/core/test_adapt.py checks the two agree.
+ADAPT_METHODS = ("align", "prompt", "adabn", "tent")

@@ -276,12 +276,17 @@ class GlobalBatchSegmentationLoss(nn.Module):
         super().__init__()
         self.labels = labels
 
-    def forward(self, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
         logits = logits.float()
         if self.labels.kind == "nested":
             target = nested_targets(mask, self.labels)
-            pixel = F.binary_cross_entropy_with_logits(logits, target)
             probs = torch.sigmoid(logits)
+            if weights is None:
+                pixel = F.binary_cross_entropy_with_logits(logits, target)
+            else:  # partial labels (losses.SegmentationLoss): unannotated channels of a sample drop out
+                w = weights.to(logits.dtype)[:, :, None, None].expand_as(target)
+                pixel = (F.binary_cross_entropy_with_logits(logits, target, reduction="none") * w).sum() / w.sum().clamp_min(1)
+                probs, target = probs * w, target * w
         else:
             mask = mask.long()
             pixel = F.cross_entropy(logits, mask)

@@ -1,7 +1,17 @@
-"""Segmentation, semantic-consistency and restoration losses (METHOD.md, "Losses")."""
+"""Segmentation, semantic-consistency and restoration losses (METHOD.md, "Losses").
+
+Partial labels: a source domain may annotate only some structures (DRIONS-DB marks the optic disc, not
+the cup). Its masks then hold no inner label at all, and scoring them as "no cup here" would teach the
+network that such eyes have no cup. :func:`annotated_channels` finds, per domain, the nested channels
+its masks ever use; :class:`SegmentationLoss` takes those per-sample weights and leaves an unannotated
+channel of a sample out of both the BCE and the Dice, so no gradient reaches it from that label.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.losses import DiceLoss
@@ -15,6 +25,23 @@ def nested_targets(mask: torch.Tensor, labels: LabelScheme) -> torch.Tensor:
     return (mask.unsqueeze(1) >= levels).float()
 
 
+def annotated_channels(masks_by_domain: Sequence[Iterable[np.ndarray]], labels: LabelScheme) -> torch.Tensor:
+    """(num_domains, channels) 1.0 where a domain annotates a channel, 0.0 where none of its masks uses it.
+
+    Nested schemes only: channel 0 (the outermost structure, which every mask of the task draws) is
+    always annotated; inner channel k is annotated when some mask of the domain reaches value k + 1.
+    Exclusive (softmax) heads cannot leave a class out of one pixel's distribution: all ones.
+    """
+    rows = []
+    for masks in masks_by_domain:
+        row = torch.ones(labels.out_channels)
+        if labels.kind == "nested":
+            top = max((int(np.asarray(m).max()) for m in masks), default=labels.num_classes)
+            row[max(top, 1):] = 0.0
+        rows.append(row)
+    return torch.stack(rows) if rows else torch.ones(0, labels.out_channels)
+
+
 class SegmentationLoss(torch.nn.Module):
     """BCE + soft Dice for sigmoid (nested) heads; CE + soft Dice on the foreground for softmax heads."""
 
@@ -23,14 +50,22 @@ class SegmentationLoss(torch.nn.Module):
         self.labels = labels
         if labels.kind == "nested":
             self.dice = DiceLoss(sigmoid=True, batch=True)
+            self.dice_of_probs = DiceLoss(sigmoid=False, batch=True)
         else:
             self.dice = DiceLoss(softmax=True, to_onehot_y=True, include_background=False, batch=True)
 
-    def forward(self, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+        """``weights``: (B, channels) 0/1, where 0 leaves that channel of that sample out (partial labels)."""
         logits = logits.float()
         if self.labels.kind == "nested":
             target = nested_targets(mask, self.labels)
-            return F.binary_cross_entropy_with_logits(logits, target) + self.dice(logits, target)
+            if weights is None or bool((weights > 0).all()):
+                return F.binary_cross_entropy_with_logits(logits, target) + self.dice(logits, target)
+            w = weights.to(logits.dtype)[:, :, None, None].expand_as(target)
+            bce = (F.binary_cross_entropy_with_logits(logits, target, reduction="none") * w).sum() / w.sum().clamp_min(1)
+            # masked probabilities and targets drop out of the Dice sums; a channel no sample of the
+            # batch annotates scores 0 (MONAI's smoothing: 1 - s / s), with no gradient
+            return bce + self.dice_of_probs(torch.sigmoid(logits) * w, target * w)
         mask = mask.long()
         return F.cross_entropy(logits, mask) + self.dice(logits, mask.unsqueeze(1))
 

@@ -122,12 +122,13 @@ def structure_masks(labels: np.ndarray, scheme: LabelScheme) -> dict[str, np.nda
     return out
 
 
-def case_dice(pred_labels: np.ndarray, truth_labels: np.ndarray, scheme: LabelScheme) -> float:
-    """One case's Dice: the mean over ``scheme``'s structures of :func:`dice_score` (a volume's slices
-    stacked count as one case). Validation in training, fine-tuning's held-out cases and the threshold
-    choice all score a case with this."""
+def case_dice(pred_labels: np.ndarray, truth_labels: np.ndarray, scheme: LabelScheme,
+              names: Sequence[str] | None = None) -> float:
+    """One case's Dice: the mean over ``scheme``'s structures (or ``names``, those the case's domain
+    annotates) of :func:`dice_score` (a volume's slices stacked count as one case). Validation in
+    training, fine-tuning's held-out cases and the threshold choice all score a case with this."""
     pred_masks, truth_masks = structure_masks(pred_labels, scheme), structure_masks(truth_labels, scheme)
-    return float(np.mean([dice_score(pred_masks[n], truth_masks[n]) for n in scheme.names]))
+    return float(np.mean([dice_score(pred_masks[n], truth_masks[n]) for n in (names or scheme.names)]))
 
 
 def case_metrics(

@@ -32,8 +32,13 @@ class RamDsirObjective(nn.Module):
     parameter gets a gradient (see ``distributed``).
     """
 
-    def __init__(self, net: RamSegNet, config: TrainConfig, global_batch: bool = False):
+    def __init__(self, net: RamSegNet, config: TrainConfig, global_batch: bool = False,
+                 annotated: torch.Tensor | None = None):
         super().__init__()
+        # (num_domains, channels) from losses.annotated_channels: a domain's unannotated channels get no
+        # segmentation loss (partial labels); None when every domain annotates everything
+        self.partial = annotated is not None and not bool((annotated > 0).all())
+        self.register_buffer("annotated", annotated if self.partial else torch.ones(0), persistent=False)
         self.net = net
         self.method = config.method
         self.seg_loss = (distributed.GlobalBatchSegmentationLoss(config.labels) if global_batch
@@ -47,9 +52,10 @@ class RamDsirObjective(nn.Module):
         inputs = images if mixed is None else torch.cat([images, mixed])
         features = self.net.encode(inputs)
         logits = self.net.decode(features)
-        terms: dict[str, torch.Tensor] = {"seg": self.seg_loss(logits[:batch], masks)}
+        weights = self.annotated[domains] if self.partial else None
+        terms: dict[str, torch.Tensor] = {"seg": self.seg_loss(logits[:batch], masks, weights)}
         if mixed is not None:
-            terms["seg_ram"] = self.seg_loss(logits[batch:], masks)
+            terms["seg_ram"] = self.seg_loss(logits[batch:], masks, weights)
             if method.consistency:
                 terms["consistency"] = method.consistency_weight * symmetric_kl(logits[:batch], logits[batch:], self.labels)
         if method.dsir:

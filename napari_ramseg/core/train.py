@@ -29,6 +29,7 @@ from .fastpath import use_channels_last
 from .infer import Predictor, labels_from_probabilities
 from .metrics import case_dice
 from .model import RamSegNet
+from .losses import annotated_channels
 from .objective import RamDsirObjective, make_optimizer, poly_lr
 from .ram import amplitude_mixup, sample_lambda
 from .run_folder import RunFolder
@@ -64,19 +65,25 @@ class TrainResult:
     seconds: float = 0.0  # wall time of this (part of the) run
 
 
-def score_case(predictor: Predictor, samples: Sequence, labels: LabelScheme) -> float:
+def score_case(predictor: Predictor, samples: Sequence, labels: LabelScheme,
+               names: Sequence[str] | None = None) -> float:
     """Predict one held-out case (its samples: one image, or a volume's slices) and score it
-    (``metrics.case_dice``: the mean Dice over the label's structures)."""
+    (``metrics.case_dice``: the mean Dice over the label's structures, or over ``names``: those its
+    domain annotates)."""
     preds = []
     for s in samples:
         probs = predictor.predict_prepared(torch.from_numpy(np.ascontiguousarray(s.image, dtype=np.float32)))
         preds.append(labels_from_probabilities(probs, labels, predictor.threshold))
-    return case_dice(np.stack(preds), np.stack([s.mask for s in samples]), labels)
+    return case_dice(np.stack(preds), np.stack([s.mask for s in samples]), labels, names)
 
 
-def validation_dice(predictor: Predictor, samples: Sequence, labels: LabelScheme) -> dict[str, Any]:
-    """Mean Dice per label and per source domain on held-out source cases (never the target)."""
-    return summarize_validation([(s.domain, score_case(predictor, [s], labels)) for s in samples])
+def validation_dice(predictor: Predictor, samples: Sequence, labels: LabelScheme,
+                    annotated: dict[str, Sequence[str]] | None = None) -> dict[str, Any]:
+    """Mean Dice per label and per source domain on held-out source cases (never the target);
+    ``annotated``: per domain, the structures it annotates (partial labels), default all."""
+    annotated = annotated or {}
+    return summarize_validation([(s.domain, score_case(predictor, [s], labels, annotated.get(s.domain)))
+                                 for s in samples])
 
 
 def summarize_validation(records: Sequence[tuple[str, float]]) -> dict[str, Any]:
@@ -133,7 +140,16 @@ class Trainer:
             distributed.convert_sync_batchnorm(self.net)
         self.net.to(self.device)
         use_channels_last(self.net, self.device)  # NHWC convolutions: ~15 % faster steps (bench/speed.py)
-        self.objective = RamDsirObjective(self.net, config, global_batch=dist_context is not None)
+        annotated = annotated_channels([[s.mask for s in train_samples.get(d, ())] for d in self.domains],
+                                       config.labels)
+        # partial labels: per domain, the structures its masks never draw (recorded in model.json)
+        self.unannotated = {d: [n for n, a in zip(config.labels.names, row.tolist()) if not a]
+                            for d, row in zip(self.domains, annotated)} if config.labels.kind == "nested" else {}
+        self.unannotated = {d: names for d, names in self.unannotated.items() if names}
+        if self.unannotated:
+            self.extra_metadata["unannotated_labels"] = self.unannotated
+        self.objective = RamDsirObjective(self.net, config, global_batch=dist_context is not None,
+                                          annotated=annotated.to(self.device))
         self.optimizer = make_optimizer(self.net, config)
         # ``pool``: a ready batch source (fine-tuning mixes corrected cases with replayed source data)
         self.pool = pool if pool is not None else SourcePool(train_samples, self.domains, config.preprocess,
@@ -241,7 +257,7 @@ class Trainer:
             return None
         if self.dist is None:
             predictor = Predictor(self.net, self.metadata(), self.device, precision=self.config.precision)
-            result = validation_dice(predictor, self.val_samples, self.config.labels)
+            result = validation_dice(predictor, self.val_samples, self.config.labels, self._annotated_names())
             self.net.train()
             return result
         # Each rank scores every world_size-th case, on a copy of the net (Predictor changes the memory
@@ -251,10 +267,15 @@ class Trainer:
         mine = []
         for i in range(self.rank, len(self.val_samples), self.world_size):
             sample = self.val_samples[i]
-            mine.append((i, sample.domain, score_case(predictor, [sample], self.config.labels)))
+            mine.append((i, sample.domain, score_case(predictor, [sample], self.config.labels,
+                                                       self._annotated_names().get(sample.domain))))
         del predictor
         records = sorted(r for part in distributed.gather_objects(mine) for r in part)
         return summarize_validation([(domain, dice) for _, domain, dice in records])
+
+    def _annotated_names(self) -> dict[str, list[str]]:
+        """Per partially labelled domain, the structures it does annotate (validation scores only those)."""
+        return {d: [n for n in self.config.labels.names if n not in missing] for d, missing in self.unannotated.items()}
 
     # -- the schedule ----------------------------------------------------------------------------
     def iter_run(self) -> Generator[TrainEvent, None, TrainResult]:

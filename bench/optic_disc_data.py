@@ -1,0 +1,118 @@
+"""Training folders for the optic-disc model (``bench/train_optic_disc.sh``), at the ROI scale.
+
+Every case becomes disc-centred ROIs as the product's stage two sees them (``core/disc/roi.py``):
+the ground-truth ROI (``DiscConfig.roi_ratio`` x disc diameter, the DoFE/Drishti-GS packaging scale)
+plus ``jitter`` copies whose centre moves by up to ``shift`` disc diameters and whose side ratio is
+drawn from ``ratio_range``, so the model is used to the small errors of its own locator. Each ROI is
+resized to 256 px and written as a ``domains``-layout folder under ``bench/work/optic_disc/`` (never
+shipped: the README of the data forbids it). Masks: 0 background, 1 disc rim, 2 cup.
+
+Drishti-GS is split once by case number: numbers divisible by 4 (25 cases) are held out for the
+vCDR benchmark and never trained on. The DoFE samples of REFUGE (Domain3, Domain4: two ROIs each)
+are extra cup-annotated source domains; Domain1 (Drishti-GS in DoFE packaging) is left out so that
+held-out Drishti-GS cases cannot leak in through it.
+
+    python bench/optic_disc_data.py [--data ../shared/data] [--out bench/work/optic_disc]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.tasks import _domain_cases, _read_index, _read_rgb, disc_diameter  # noqa: E402
+from napari_ramseg.core.config import OPTIC_DISC_CUP, DiscConfig  # noqa: E402
+from napari_ramseg.core.disc.roi import Roi, crop, resize_square  # noqa: E402
+from napari_ramseg.core.layouts import get as get_layout  # noqa: E402
+from napari_ramseg.files import atomic_write  # noqa: E402
+from napari_ramseg.io import write_labels  # noqa: E402
+
+ROI_SIZE = 256
+HELD_OUT_EVERY = 4  # Drishti-GS cases whose number is divisible by this are the held-out test set
+SETS = {  # training set -> its source domains (the target is the domain left out)
+    "drishti_to_drions": ("Drishti-GS", "REFUGE-train", "REFUGE-val"),
+    "drions_to_drishti": ("DRIONS-DB", "REFUGE-train", "REFUGE-val"),
+    "bundled": ("Drishti-GS", "DRIONS-DB", "REFUGE-train", "REFUGE-val"),
+}
+
+
+def held_out(stem: str) -> bool:
+    """Drishti-GS held-out test case (``drishtiGS_004``, ``_008``, ...)."""
+    return int(stem.rsplit("_", 1)[-1]) % HELD_OUT_EVERY == 0
+
+
+def rois(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, jitter: int, shift: float,
+         ratio_range: tuple[float, float], ratio: float) -> list[tuple[np.ndarray, np.ndarray]]:
+    from scipy import ndimage
+
+    cy, cx = ndimage.center_of_mass(mask >= 1)
+    d = disc_diameter(mask)
+    out = []
+    for j in range(jitter + 1):
+        if j == 0:
+            roi = Roi.around((cy, cx), d, ratio)
+        else:
+            dy, dx = rng.uniform(-shift, shift, 2) * d
+            roi = Roi.around((cy + dy, cx + dx), d, rng.uniform(*ratio_range))
+        out.append((resize_square(crop(image, roi), ROI_SIZE), resize_square(crop(mask, roi), ROI_SIZE, labels=True)))
+    return out
+
+
+def write_rgb(path: Path, image: np.ndarray) -> None:
+    from PIL import Image
+
+    atomic_write(path, lambda tmp: Image.fromarray(image).save(tmp, format="PNG"), suffix=".png")
+
+
+def dofe_cases(root: Path, domain: str):
+    layout = get_layout("dofe")
+    for split in ("train", "test"):
+        for img in sorted((root / domain / split / "ROIs" / "image").glob("*.png")):
+            raw = _read_index(root / domain / split / "ROIs" / "mask" / img.name)
+            yield f"{split}_{img.stem}", _read_rgb(img), layout.convert_mask(raw, OPTIC_DISC_CUP)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "work" / "optic_disc")
+    ap.add_argument("--jitter", type=int, default=2, help="jittered ROIs per case besides the ground-truth one")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    cfg = DiscConfig()
+    rng = np.random.default_rng(args.seed)
+    sources = {
+        "Drishti-GS": ((s, i, m) for s, i, m in _domain_cases(args.data / "fundus" / "Drishti-GS") if not held_out(s)),
+        "DRIONS-DB": _domain_cases(args.data / "fundus" / "DRIONS-DB"),
+        "REFUGE-train": dofe_cases(args.data / "fundus_dofe_layout", "Domain3"),
+        "REFUGE-val": dofe_cases(args.data / "fundus_dofe_layout", "Domain4"),
+    }
+    domains_dir = args.out / "domains"
+    for domain, cases in sources.items():
+        # two ROIs per DoFE domain: more jittered copies, so they are not the same two pictures all run long
+        jitter = args.jitter if domain in ("Drishti-GS", "DRIONS-DB") else 8 * args.jitter
+        n = 0
+        for stem, image, mask in cases:
+            for j, (img, msk) in enumerate(rois(image, mask, rng, jitter, 0.12, (1.2, 1.6), cfg.roi_ratio)):
+                name = f"{stem}_r{j}"
+                write_rgb(domains_dir / domain / "images" / f"{name}.png", img)
+                write_labels(domains_dir / domain / "labels" / f"{name}.png", msk, overwrite=True)
+                n += 1
+        print(f"{domain}: {n} ROIs")
+    for name, members in SETS.items():
+        folder = args.out / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for domain in members:
+            link = folder / domain
+            if not link.exists():
+                link.symlink_to(Path("..") / "domains" / domain)
+    print(f"sets: {', '.join(str(args.out / s) for s in SETS)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

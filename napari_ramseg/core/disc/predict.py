@@ -1,0 +1,132 @@
+"""The two-stage prediction of the optic disc and cup, one entry point for any fundus image.
+
+``DiscPredictor.predict`` decides what it was given (``locate.locate``):
+
+- a disc-centred crop (Drishti-GS, the DoFE ROIs): segmented as it is, like the model's training ROIs;
+- a whole photograph: stage one's candidates are each cropped to a disc-centred ROI (``roi.Roi``) and
+  segmented; the candidate on which the model is most confident that it sees a disc wins (a lamp reflex
+  gets a low score); the ROI is then re-centred and re-scaled on the predicted disc, at the scale the
+  model was trained on (``DiscConfig.roi_ratio`` x its diameter), segmented again, and the result is
+  pasted back into the photograph's geometry.
+
+A crop whose predicted disc is implausibly small is taken for a photograph after all (a dim scanned
+slide can fool the corner test). A photograph on which no candidate convinces the model raises
+``RamsegInputError`` with that message, never an empty mask.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+from ...errors import RamsegInputError
+from ..config import DiscConfig
+from ..infer import Prediction, Predictor
+from ..postprocess import keep_largest_component
+from .locate import Candidate, locate
+from .roi import Roi, crop, paste
+
+
+def is_disc_model(predictor: Predictor) -> bool:
+    """A nested disc/cup model (the bundled ``optic-disc`` one, or one trained on DoFE-like data)."""
+    labels = predictor.labels
+    return labels.kind == "nested" and tuple(labels.names[:2]) == ("disc", "cup")
+
+
+@dataclass
+class DiscPrediction:
+    """A prediction in the input's geometry, and how it was reached."""
+
+    prediction: Prediction  # labels, probabilities, entropy at the input's full size
+    kind: str  # "photograph" or "crop"
+    roi: Roi | None  # the final ROI in the input's pixels (None for a crop)
+    confidence: float  # mean disc probability inside the predicted disc
+    candidates: tuple[Candidate, ...] = field(default_factory=tuple)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.prediction.labels
+
+    def summary(self) -> dict:
+        out: dict = {"kind": self.kind, "disc_confidence": round(self.confidence, 3)}
+        if self.roi is not None:
+            out["roi"] = self.roi.to_dict()
+        return out
+
+
+class DiscPredictor:
+    """Wraps a disc/cup :class:`Predictor`; every result is in the geometry of the image given."""
+
+    def __init__(self, predictor: Predictor, config: DiscConfig | None = None):
+        if not is_disc_model(predictor):
+            raise RamsegInputError(f"not an optic disc and cup model (labels: {', '.join(predictor.labels.names)})")
+        self.predictor = predictor
+        self.config = config or DiscConfig()
+
+    def predict(self, image: np.ndarray, postprocess: bool = True) -> DiscPrediction:
+        """``image``: (H, W, 3) fundus photograph or disc-centred crop. ``postprocess`` keeps one disc
+        and one cup (largest components, holes filled), which is what the measures assume."""
+        image = np.asarray(image)
+        if image.ndim != 3 or image.shape[-1] not in (3, 4):
+            raise RamsegInputError(f"the optic disc model takes a colour fundus image, not shape {image.shape}")
+        cfg = self.config
+        located = locate(image, cfg)
+        if not located.photograph:
+            pred = self.predictor.predict_image(image, postprocess=postprocess)
+            if _disc_fraction(pred) >= cfg.min_disc_fraction:
+                return DiscPrediction(pred, "crop", None, _confidence(pred), located.candidates)
+            # too small a disc for a crop: a photograph whose corners are not dark; look for it
+            located = locate(image, _as_photograph(cfg))
+        best: tuple[float, Roi, Prediction] | None = None
+        for cand in located.candidates:
+            roi = Roi.around((cand.y, cand.x), cand.diameter, cfg.roi_ratio)
+            pred = self.predictor.predict_image(crop(image, roi), postprocess=True)
+            score = _confidence(pred) if cfg.min_disc_fraction <= _disc_fraction(pred) <= 0.9 else 0.0
+            if best is None or score > best[0]:
+                best = (score, roi, pred)
+        if best is None or best[0] < cfg.min_confidence:
+            seen = 0.0 if best is None else best[0]
+            raise RamsegInputError(f"no optic disc found in this photograph (best candidate: disc confidence "
+                                   f"{seen:.2f} < {cfg.min_confidence}); is it a fundus photograph with the disc in view?")
+        score, roi, pred = best
+        for _ in range(cfg.refine):
+            roi = _refined(roi, pred, cfg.roi_ratio)
+            pred = self.predictor.predict_image(crop(image, roi), postprocess=postprocess)
+            score = _confidence(pred)
+        full = _paste_prediction(pred, roi, image.shape[:2])
+        return DiscPrediction(full, "photograph", roi, score, located.candidates)
+
+
+def _as_photograph(cfg: DiscConfig) -> DiscConfig:
+    import dataclasses
+
+    return dataclasses.replace(cfg, dark_corners=0)
+
+
+def _disc_fraction(pred: Prediction) -> float:
+    return float((pred.labels >= 1).mean())
+
+
+def _confidence(pred: Prediction) -> float:
+    """Mean disc probability inside the predicted disc (0 without one)."""
+    disc = pred.labels >= 1
+    return float(pred.probabilities[0][disc].mean()) if disc.any() else 0.0
+
+
+def _refined(roi: Roi, pred: Prediction, ratio: float) -> Roi:
+    """The ROI centred on the predicted disc (its largest component) with side ``ratio`` x its diameter."""
+    disc = keep_largest_component(pred.labels >= 1)
+    cy, cx = ndimage.center_of_mass(disc)
+    rows, cols = np.flatnonzero(disc.any(axis=1)), np.flatnonzero(disc.any(axis=0))
+    diameter = max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1)
+    scale = roi.side / disc.shape[0]  # the prediction is at the crop's own size: 1 here
+    return Roi.around((roi.top + (cy + 0.5) * scale - 0.5, roi.left + (cx + 0.5) * scale - 0.5), diameter * scale, ratio)
+
+
+def _paste_prediction(pred: Prediction, roi: Roi, shape: tuple[int, int]) -> Prediction:
+    labels = paste(pred.labels, roi, shape)
+    probs = np.stack([paste(p, roi, shape) for p in pred.probabilities])
+    entropy = paste(pred.entropy, roi, shape)
+    return Prediction(labels=labels, probabilities=probs, entropy=entropy, channel_names=list(pred.channel_names))
