@@ -1,4 +1,4 @@
-"""napari's side of ``io.py``: the NIfTI reader and the label writers declared in ``napari.yaml``.
+"""napari's side of ``io.py``: the NIfTI and DICOM readers and the label writers declared in ``napari.yaml``.
 
 The reader puts the voxel spacing into the layer ``scale`` (and ``metadata["spacing"]``) and the affine
 (plus the plain-JSON header that :func:`napari_ramseg.io.write_labels` understands) into
@@ -61,8 +61,53 @@ def nifti_layer_data(path: str | Path) -> LayerData:
     image = read_image(path)
     if suffix_of(path) not in NIFTI_SUFFIXES:
         raise RamsegInputError("not a NIfTI file", path)
+    return image_layer_data(image, stem_of(path), path)
+
+
+def get_dicom_reader(path: str | Sequence[str]) -> Callable[..., list[LayerData]] | None:
+    """The reader for a folder holding a DICOM series, or ``.dcm`` files (each stands for its series)."""
+    from .io import _dicom
+
+    paths = _paths(path)
+    if not paths:
+        return None
+    for p in paths:
+        if not (suffix_of(p) in _dicom.DICOM_SUFFIXES or (Path(p).is_dir() and _dicom.holds_dicom(p))):
+            return None
+    return read_dicom_layers
+
+
+def read_dicom_layers(path: str | Sequence[str], stack: bool = False) -> list[LayerData]:
+    """One Image layer per DICOM series: a folder of several series opens every one (the user keeps the one
+    wanted); a series that cannot be read becomes a notification. Layers are named after the folder and the
+    SeriesNumber, never after header fields that describe the patient or study."""
+    from .io import _dicom
+
+    layers: list[LayerData] = []
+    for p in _paths(path):
+        try:
+            if Path(p).is_dir():
+                found = _dicom.find_series(p)
+                if not found:
+                    raise RamsegInputError("no DICOM image files in this folder", p)
+                for series in found:
+                    label = series.number or series.uid[-8:]
+                    name = Path(p).name if len(found) == 1 else f"{Path(p).name} series {label}"
+                    try:
+                        layers.append(image_layer_data(_dicom.read_series(p, series=series.uid), name, p))
+                    except RamsegInputError as exc:
+                        _notify_error(str(exc))
+            else:
+                layers.append(image_layer_data(read_image(p), Path(p).parent.name, p))
+        except RamsegInputError as exc:
+            _notify_error(str(exc))
+    return layers or _NOTHING_TO_ADD
+
+
+def image_layer_data(image: ImageData, name: str, path: str | Path) -> LayerData:
+    """``(data, meta, "image")`` for a volume or image read by io, its geometry in the layer (module docstring)."""
     meta: dict[str, Any] = {
-        "name": stem_of(path),
+        "name": name,
         "metadata": {
             lm.AFFINE: None if image.affine is None else np.asarray(image.affine).tolist(),
             lm.NIFTI_HEADER: image.header,

@@ -16,8 +16,14 @@ REVIEW = ReviewConfig()
 def add_parser(sub) -> None:
     p = sub.add_parser("predict", help="segment images or volumes")
     p.add_argument("--model", default="default", help="run folder, .safetensors file, or 'default' (bundled)")
-    p.add_argument("--input", required=True, type=Path, help="image/volume file or a folder of them")
+    p.add_argument("--input", required=True, type=Path,
+                   help="image/volume file, a folder of them, or a DICOM series (its folder or one of its files)")
     p.add_argument("--output", required=True, type=Path, help="mask file, or a folder for folder input")
+    p.add_argument("--series", default=None,
+                   help="DICOM input: the series to segment (SeriesInstanceUID or SeriesNumber) when the folder "
+                        "holds several")
+    p.add_argument("--dicom-seg", type=Path, default=None, metavar="FILE.dcm",
+                   help="DICOM input: also write the labels as DICOM-SEG (needs highdicom)")
     p.add_argument("--postprocess", action="store_true", help="largest component per structure and hole filling")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     _add_review(p)
@@ -32,31 +38,70 @@ def run(args: argparse.Namespace) -> int:
 
     predictor = Predictor.from_path(resolve_model(args.model), device=args.device, precision=args.precision)
     segmenter = adapt_predictor(predictor, args.adapt)
+    disc = _disc_predictor(predictor, args)  # optic disc and cup: two stages, whole photographs or crops
     pairs = _prediction_pairs(args.input, args.output)
+    dicom = _is_dicom(args.input)
+    if (args.series is not None or args.dicom_seg is not None) and not dicom:
+        raise RamsegInputError("--series and --dicom-seg are for DICOM input", args.input)
     rows = []  # report.csv, for a folder input
     with progress_bar(len(pairs), "predict", quiet=len(pairs) == 1) as bar:
         for source, target in pairs:
-            image = read_image(source)
+            image = _read_dicom(source, args.series) if dicom else read_image(source)
             with naming(source):
-                prediction = segmenter.predict(image.array, postprocess=args.postprocess, is_volume=image.is_volume,
-                                               spacing=image.spacing)
+                if disc is not None:
+                    found = disc.predict(image.array, postprocess=True)
+                    prediction = found.prediction
+                else:
+                    prediction = segmenter.predict(image.array, postprocess=args.postprocess,
+                                                   is_volume=image.is_volume, spacing=image.spacing)
                 fit = predictor.check_fit(image.array, is_volume=image.is_volume)
             if not fit.fits:  # the mask is still written: the user decides what to make of it
                 bar.write(f"ramseg: warning: {source}: {fit.differs}", file=sys.stderr)
             if args.adapt:
                 bar.write(f"ramseg: {source.name}: {adapt_line(segmenter.last)}", file=sys.stderr)
             written = write_labels(target, prediction.labels, like=image, overwrite=args.overwrite)
-            if args.input.is_dir():
+            if args.dicom_seg is not None:
+                stderr(f"wrote {_write_seg(args.dicom_seg, prediction.labels, image, predictor, args.overwrite)} "
+                       "(DICOM-SEG)")
+            if args.input.is_dir() and not dicom:
                 rows.append(_report_row(predictor, source, image, prediction, fit, args.review))
             bar.update(1)
             if len(pairs) == 1:
                 stderr(f"wrote {written} ({', '.join(predictor.channel_names)}; shape {prediction.labels.shape})")
+                if disc is not None:
+                    stderr(_disc_line(found, image.spacing))
     if rows:
         from ..core.report import write_report
 
         report = write_report(args.output / REVIEW.report_name, rows, args.review)
         stderr(f"wrote {report} ({len(rows)} cases, review_priority by {args.review})")
     return 0
+
+
+def _disc_predictor(predictor, args: argparse.Namespace):
+    """The two-stage optic disc predictor for a disc/cup model (None for any other model)."""
+    from ..core.disc import DiscPredictor, is_disc_model
+
+    if not is_disc_model(predictor):
+        return None
+    if args.adapt:
+        raise RamsegInputError("--adapt is not available for an optic disc and cup model (two-stage prediction)")
+    return DiscPredictor(predictor)
+
+
+def _disc_line(found, spacing) -> str:
+    """The cup-to-disc ratios of one photograph or crop (a folder's go to report.csv)."""
+    from ..core.config import OPTIC_DISC_CUP
+    from ..core.measures import measure_case
+
+    m = measure_case(found.labels, OPTIC_DISC_CUP, spacing)
+    where = (f"whole photograph, disc at ({found.roi.center[1]:.0f}, {found.roi.center[0]:.0f}) px (x, y)"
+             if found.roi is not None else "disc-centred crop")
+    areas = (f"disc {m['disc_mm2']:.2f} mm², cup {m['cup_mm2']:.2f} mm², rim {m['rim_mm2']:.2f} mm²" if "disc_mm2" in m
+             else f"disc {m['disc_px']} px, cup {m['cup_px']} px, rim {m['rim_px']} px")
+    ratio = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
+    inside = "" if m["cup_inside_disc"] else "; check it: the cup reaches the disc's outline"
+    return f"vCDR {ratio(m['vcdr'])}, horizontal CDR {ratio(m['hcdr'])}; {areas} ({where}){inside}"
 
 
 def _add_review(p: argparse.ArgumentParser) -> None:
@@ -79,12 +124,45 @@ def _report_row(predictor, source: Path, image, prediction, fit, review: str) ->
                     disagreement=score)
 
 
+def _is_dicom(source: Path) -> bool:
+    from ..io import _dicom, suffix_of
+
+    if source.is_dir():
+        return _dicom.holds_dicom(source)
+    return suffix_of(source) in _dicom.DICOM_SUFFIXES
+
+
+def _read_dicom(source: Path, series: str | None):
+    """A DICOM series: the folder's one series, the one ``--series`` names, or the series of a given file."""
+    from ..io import _dicom, read_image
+
+    return _dicom.read_series(source, series=series) if source.is_dir() else read_image(source)
+
+
+def _write_seg(path: Path, labels, image, predictor, overwrite: bool) -> Path:
+    from ..files import atomic_write
+    from ..io._dicom_seg import write_segmentation
+
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists")
+    atomic_write(path, lambda tmp: write_segmentation(tmp, labels, image, list(predictor.labels.names)), suffix=".dcm")
+    return path
+
+
 def _prediction_pairs(source: Path, target: Path) -> list[tuple[Path, Path]]:
-    """(input, output) file pairs; a folder input maps every readable file to ``<output>/<stem>.<ext>``."""
+    """(input, output) file pairs; a folder input maps every readable file to ``<output>/<stem>.<ext>``.
+
+    A DICOM series (a folder holding DICOM files, or one of its files) is one volume: its mask is
+    ``target``, or ``<target>/<folder name>.nii.gz`` when ``target`` is a folder or has no ending."""
     from ..io import is_supported, stem_of, suffix_of
 
     if not source.exists():
         raise RamsegInputError("input not found", source)
+    if _is_dicom(source):
+        name = (source if source.is_dir() else source.parent).resolve().name
+        if target.is_dir() or not suffix_of(target):
+            target = target / f"{name}.nii.gz"
+        return [(source, target)]
     if source.is_file():
         if target.is_dir():
             target = target / f"{stem_of(source)}{'.nii.gz' if suffix_of(source) in ('.nii', '.nii.gz') else '.png'}"

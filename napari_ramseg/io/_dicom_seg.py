@@ -42,7 +42,8 @@ def _source_datasets(like: ImageData, shape: tuple[int, ...]) -> list:
 
 def write_segmentation(path: Path, labels: np.ndarray, like: ImageData | None,
                        names: list[str] | None = None) -> None:
-    """Write ``labels`` (``(Z, Y, X)`` class indices in the series' slice order) as a binary DICOM-SEG."""
+    """Write ``labels`` (``(Z, Y, X)`` class indices in the series' slice order) as a binary DICOM-SEG,
+    one segment per label value present; value ``v`` is named ``names[v - 1]``."""
     try:
         import highdicom as hd
         from pydicom.sr.codedict import codes
@@ -55,12 +56,12 @@ def write_segmentation(path: Path, labels: np.ndarray, like: ImageData | None,
     values = [int(v) for v in np.unique(labels) if v > 0]
     if not values:  # an empty segmentation is still a valid answer: one segment with no pixels
         values = [1]
-    names = names or [f"label {v}" for v in values]
+    names = list(names or [])
     algorithm = hd.AlgorithmIdentificationSequence(name="napari-ramseg", version=__version__,
                                                    family=codes.cid7162.ArtificialIntelligence)
     descriptions = [
         hd.seg.SegmentDescription(
-            segment_number=i + 1, segment_label=str(names[i] if i < len(names) else f"label {v}")[:64],
+            segment_number=i + 1, segment_label=str(names[v - 1] if v <= len(names) else f"label {v}")[:64],
             segmented_property_category=codes.SCT.Tissue, segmented_property_type=codes.SCT.Tissue,
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC, algorithm_identification=algorithm)
         for i, v in enumerate(values)
