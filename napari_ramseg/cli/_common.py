@@ -44,18 +44,18 @@ def typed_command() -> str:
     return " ".join(["ramseg", *sys.argv[1:]])
 
 
-ADAPT_HELP = ("adapt to each scan before segmenting it (test-time adaptation, core/adapt/): align (training-free: "
-              "the scan's low-frequency amplitude towards the model's sources), prompt (a learned low-frequency "
-              "prompt per scan), adabn or tent (BatchNorm baselines); --adapt alone runs the default, {default}")
+ADAPT_HELP = ("adapt to each scan before segmenting it (test-time adaptation, core/adapt/), one of {names}: align "
+              "(training-free: the scan's low-frequency amplitude towards the model's sources), prompt (a learned "
+              "low-frequency prompt per scan), adabn or tent (BatchNorm baselines); --adapt alone runs {default}")
 
 
 def add_adapt(p: argparse.ArgumentParser) -> None:
     """``--adapt [METHOD]``: off unless given; alone it runs ``AdaptConfig.method``. The names are checked
     against the registry when the command runs (``core.adapt.make_method``), so parsing stays torch-free."""
-    from ..core.config import ADAPT
+    from ..core.config import ADAPT, ADAPT_METHODS
 
     p.add_argument("--adapt", nargs="?", const=ADAPT.method, default=None, metavar="METHOD",
-                   help=ADAPT_HELP.format(default=ADAPT.method))
+                   help=ADAPT_HELP.format(names=", ".join(ADAPT_METHODS), default=ADAPT.method))
 
 
 def adapt_predictor(predictor, method: str | None):

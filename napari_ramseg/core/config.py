@@ -177,6 +177,8 @@ class FinetuneConfig:
     device: str = "auto"
     lr_scale: float = 0.1  # the round's learning rate: the source model's learning rate times this
     correction_share: float = 0.5  # of every batch, drawn from the corrected cases when replaying sources
+    batch: int | None = None  # images per step; None: the base model's batch
+    freeze: Literal["none", "encoder"] = "none"  # "encoder": only the decoder and head learn (no encoder backward)
 
 
 

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import importlib
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from qtpy.QtWidgets import QCheckBox, QFormLayout, QPushButton, QWidget
+from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QPushButton, QWidget
 
 from .. import layer_meta
 from ..errors import RamsegInputError
 from ._base import WARNING_COLOUR, DockWidget, note_label
 from ._common import JobControl, Progress, get_predictor, layer_array, notify_error
+from ._measures import case_measures, measures_text, predict_2d
 from ._segment_layers import show_result
 
 
@@ -28,6 +30,26 @@ class SegmentRequest:
     device: str
     postprocess: bool
     spacing: tuple[float, ...] | None = None  # a volume's (z, y, x) voxel spacing, when the layer knows it
+    adapt: str | None = None  # also segment after adapting to this scan (core/adapt/), with this method
+
+
+@dataclass
+class AdaptedOutcome:
+    """The segmentation after adapting to the scan, beside the plain one, and what the adaptation did."""
+
+    labels: np.ndarray
+    method: str
+    fit_before: float | None
+    fit_after: float | None
+    seconds: float  # adapting and segmenting
+    plain_seconds: float  # segmenting without adaptation, for comparison
+
+    def line(self) -> str:
+        def score(value: float | None) -> str:
+            return "n/a" if value is None else f"{value:.2f}"
+
+        return (f"adapted ({self.method}): fit {score(self.fit_before)} → {score(self.fit_after)}; "
+                f"{self.seconds:.1f} s (plain {self.plain_seconds:.1f} s)")
 
 
 @dataclass
@@ -40,6 +62,8 @@ class SegmentResult:
     model: str
     device: str
     fit_warning: str = ""  # what differs from the model's source domains ('' when the image fits)
+    measures: dict[str, Any] | None = None  # core/measures.measure_case (+ where the optic disc was found)
+    adapted: AdaptedOutcome | None = None
 
 
 # What napari imports the first time a Labels layer is made (its features table, colour and label
@@ -98,6 +122,7 @@ def segment_job(request: SegmentRequest):
     def job(control: JobControl):
         yield Progress(0, 0, "loading model…")
         predictor = get_predictor(request.model, request.device)
+        started = time.perf_counter()
         if request.kind == "volume":
             depth = request.image.shape[0]
             yield Progress(0, depth, f"segmenting {depth} slices (2.5D)…")
@@ -107,15 +132,43 @@ def segment_job(request: SegmentRequest):
                 cancelled=control.cancelled, spacing=request.spacing)
         else:
             yield Progress(0, 0, f"segmenting on {predictor.device.type}…")
-            prediction = predictor.predict_image(request.image, postprocess=request.postprocess)
+            prediction, disc = predict_2d(predictor, request.image, request.postprocess)  # optic disc: two stages
+        plain_seconds = time.perf_counter() - started
+        adapted = None
+        if request.adapt:
+            yield Progress(0, 0, f"adapting to this scan ({request.adapt})…")
+            adapted = adapt_job_step(predictor, request, control, plain_seconds)
+        measures = case_measures(prediction.labels, predictor.labels, request.spacing,
+                                 disc if request.kind != "volume" else {})
         warm_layer_imports()
         fit = predictor.check_fit(request.image, is_volume=request.kind == "volume")
         return SegmentResult(fit_warning=fit.differs,
             labels=prediction.labels, probabilities=prediction.probabilities, entropy=prediction.entropy,
             channel_names=list(prediction.channel_names), class_names=list(predictor.labels.names),
-            model=str(request.model), device=str(predictor.device))
+            model=str(request.model), device=str(predictor.device), adapted=adapted, measures=measures)
 
     return job
+
+
+_ADAPTERS: dict[tuple[int, str], Any] = {}  # one per (loaded model, method): the prompt's memory spans scans
+
+
+def adapt_job_step(predictor: Any, request: SegmentRequest, control: JobControl, plain_seconds: float) -> AdaptedOutcome:
+    """Adapt to the scan once (a volume too) and segment it again; the plain result stays as it was."""
+    from ..core.adapt import AdaptedPredictor
+
+    key = (id(predictor), str(request.adapt))
+    if key not in _ADAPTERS or _ADAPTERS[key].base is not predictor:
+        _ADAPTERS[key] = AdaptedPredictor(predictor, request.adapt)
+    adapter = _ADAPTERS[key]
+    volume = {"spacing": request.spacing, "cancelled": control.cancelled,
+              "progress": lambda d, t: control.report(d, t, f"adapted slice {d}/{t}")}
+    prediction = adapter.predict(request.image, postprocess=request.postprocess, is_volume=request.kind == "volume",
+                                 **(volume if request.kind == "volume" else {}))
+    report = adapter.last
+    return AdaptedOutcome(prediction.labels, report.method,
+                          None if report.fit_before is None else report.fit_before.score,
+                          None if report.fit_after is None else report.fit_after.score, report.seconds, plain_seconds)
 
 
 class SegmentWidget(DockWidget):
@@ -130,12 +183,17 @@ class SegmentWidget(DockWidget):
         self.postprocess_box = QCheckBox("post-process (largest component, fill holes)")
         self.postprocess_box.setToolTip("Keep the largest connected component per structure and fill holes. "
                                         "Leave off for thin branching structures such as vessels.")
+        self.adapt_box, self.adapt_combo, adapt_row = adapt_controls()
         self.segment_button = QPushButton("Segment")
         self.runner = self.add_job_runner()
         self.fit_label = note_label("", WARNING_COLOUR)  # when the image does not look like the source domains
         self.fit_label.setVisible(False)
-        self.lay_out(form, self.probabilities_box, self.uncertainty_box, self.postprocess_box, self.segment_button,
-                     self.runner, self.fit_label)
+        self.adapt_label = note_label("")  # the fit before and after adapting, and the cost
+        self.adapt_label.setVisible(False)
+        self.measures_label = note_label("")  # the case's measures (vCDR for the optic disc)
+        self.measures_label.setVisible(False)
+        self.lay_out(form, self.probabilities_box, self.uncertainty_box, self.postprocess_box, adapt_row,
+                     self.segment_button, self.runner, self.fit_label, self.adapt_label, self.measures_label)
 
         self.segment_button.clicked.connect(lambda: self.segment())
         self.runner.busy_changed.connect(lambda busy: self.segment_button.setEnabled(not busy))
@@ -157,7 +215,8 @@ class SegmentWidget(DockWidget):
             request = SegmentRequest(
                 image=layer_array(layer), kind=input_kind(layer), model=self.model_picker.model_path(),
                 device=self.device_combo.value(), postprocess=self.postprocess_box.isChecked(),
-                spacing=layer_spacing(layer))
+                spacing=layer_spacing(layer),
+                adapt=self.adapt_combo.currentText() if self.adapt_box.isChecked() else None)
         except RamsegInputError as exc:
             notify_error(str(exc))
             return None
@@ -181,4 +240,48 @@ class SegmentWidget(DockWidget):
     def _show(self, layer: Any, result: SegmentResult, want_probs: bool, want_entropy: bool) -> Iterator[None]:
         self.show_fit(layer.name, result.fit_warning)
         # one layer per event-loop tick (JobRunner runs the steps), edited labels kept: _segment_layers
-        return show_result(self.viewer, layer, result, want_probs, want_entropy, self.runner.status.setText)
+        yield from show_result(self.viewer, layer, result, want_probs, want_entropy, self.runner.status.setText)
+        text = measures_text(result.measures or {}, result.class_names)
+        self.measures_label.setText(text)
+        self.measures_label.setVisible(bool(text))
+        self.adapt_label.setVisible(result.adapted is not None)
+        if result.adapted is not None:
+            self.adapt_label.setText(f"'{layer.name}' {result.adapted.line()}")
+            yield from show_adapted(self.viewer, layer, result)
+
+
+def adapt_controls() -> tuple[QCheckBox, QComboBox, QWidget]:
+    """"adapt to this scan" and the method (``core/config.ADAPT_METHODS``, the default first chosen)."""
+    from ..core.config import ADAPT, ADAPT_METHODS
+
+    box = QCheckBox("adapt to this scan")
+    box.setToolTip("Also segment the image after adapting to it (test-time adaptation): both masks are added, "
+                   "with the fit score before and after and the cost. Off unless ticked.")
+    combo = QComboBox()
+    combo.addItems(list(ADAPT_METHODS))
+    combo.setCurrentText(ADAPT.method)
+    combo.setToolTip("align: training-free, the scan's low-frequency amplitude towards the model's sources; "
+                     "prompt: a learned low-frequency prompt; adabn, tent: BatchNorm baselines")
+    row = QWidget()
+    line = QHBoxLayout(row)
+    line.setContentsMargins(0, 0, 0, 0)
+    line.addWidget(box)
+    line.addWidget(combo)
+    return box, combo, row
+
+
+def show_adapted(viewer: Any, layer: Any, result: SegmentResult) -> Iterator[None]:
+    """The adapted mask as its own Labels layer above the plain one, selected, so both can be compared."""
+    from ..palette import label_color
+    from ._common import upsert_layer
+
+    names = ["background", *result.class_names]
+    colors = {0: "transparent", None: "transparent", **{i: label_color(i) for i in range(1, len(names))}}
+    adapted = upsert_layer(
+        viewer, f"{layer.name} segmentation (adapted: {result.adapted.method})", result.adapted.labels, "labels",
+        opacity=0.7, colormap=colors, scale=tuple(layer.scale), translate=tuple(layer.translate),
+        metadata={**layer_meta.geometry_of(layer.metadata),
+                  layer_meta.CLASS_NAMES: {str(i): n for i, n in enumerate(names) if i},
+                  layer_meta.MODEL: result.model, layer_meta.DEVICE: result.device})
+    viewer.layers.selection.active = adapted
+    yield

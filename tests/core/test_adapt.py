@@ -11,7 +11,7 @@ from napari_ramseg.core.adapt import METHODS, AdaptedPredictor, adapt_and_predic
 from napari_ramseg.core.adapt.run import scan_features
 from napari_ramseg.core.adapt.style import apply_prompt
 from napari_ramseg.core.checkpoint import load_model
-from napari_ramseg.core.config import ADAPT, PreprocessConfig
+from napari_ramseg.core.config import ADAPT, ADAPT_METHODS, PreprocessConfig
 from napari_ramseg.core.data import Sample
 from napari_ramseg.core.domain_fit import profile_domains
 from napari_ramseg.core.infer import Predictor
@@ -139,3 +139,7 @@ def test_entry_point_and_refusals(predictor, tiny_model):
     with pytest.raises(RamsegInputError, match="no source profile"):
         adapt_and_predict(bare, image, "prompt")
     assert adapt_and_predict(bare, image, "adabn")[1].fit_before is None
+
+
+def test_the_config_lists_the_registry():
+    assert tuple(METHODS) == ADAPT_METHODS and ADAPT.method in METHODS
