@@ -5,7 +5,7 @@ Three orders, each a score per case (highest first):
 - ``uncertainty``: the mean predictive entropy of the prediction (``infer.entropy_map``, in [0, 1]).
   Free: every prediction carries it.
 - ``disagreement``: how much the prediction changes when only the scan's *style* changes. The scan is
-  seen as it is and through RAM's own transform (``ram.amplitude_mixup``) with the low-frequency
+  seen as it is and through RAM's own transform (``ram.mix_amplitude``) with the low-frequency
   amplitude of each source domain as partner, taken from the spectra the model stored in ``model.json``
   (``source_profile``, ``core/domain_fit.py``); the score is the per-pixel variance of the probabilities
   over those views, averaged over the image. A scan whose segmentation depends on its style is one the
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from .config import REVIEW_PRIORITIES, ReviewConfig
-from .ram import amplitude_mixup, window_bounds
+from .ram import mix_amplitude, window_half_width
 from .sampling import resize_image
 
 REVIEW = ReviewConfig()
@@ -40,42 +40,23 @@ def mean_uncertainty(prediction: Any) -> float:
 # ------------------------------------------------------------------------------- style views
 
 
-def partner_amplitude(profile: Any, domain: str, height: int, width: int, spread: float = 0.0) -> np.ndarray:
-    """A source domain's stored low-frequency amplitude, (3, G, G), scaled to an image of ``height`` x
-    ``width`` pixels: the profile holds ``log1p|FFT|`` of images resized to ``side`` x ``side``, whose
-    bin (u, v) is the same number of cycles per image as at any other size, and whose amplitude grows
-    with the pixel count. ``spread`` shifts the log-amplitude by that many of the domain's standard
-    deviations."""
-    d = profile.domains[domain]
-    log_amp = np.asarray(d.spectrum_mean, np.float64) + spread * np.asarray(d.spectrum_std, np.float64)
-    return (np.expm1(np.maximum(log_amp, 0.0)) * (height * width) / float(profile.side) ** 2).astype(np.float32)
-
-
 def style_views(x: torch.Tensor, profile: Any, lambdas: Sequence[float] = REVIEW.lambdas,
                 spreads: Sequence[float] = REVIEW.spreads) -> list[torch.Tensor]:
     """Amplitude-mixed views of one (3, H, W) normalised image: for every source domain, spread and
-    lambda, ``amplitude_mixup(x, partner, lam)`` with a partner image that has the stored amplitude
-    inside the stored window (and ``x``'s own outside it, so only the window is mixed)."""
+    lambda, RAM's transform (``ram.mix_amplitude``) with that domain's stored mean log-amplitude,
+    shifted by ``spread`` of its standard deviations, as the partner (``adapt.style.source_amplitude``
+    brings it to the image's size), inside the stored window."""
+    from .adapt.style import source_amplitude
+
     height, width = x.shape[-2:]
-    x = x.float()
-    spectrum = torch.fft.fftshift(torch.fft.fft2(x), dim=(-2, -1))
-    amplitude, phase = spectrum.abs(), spectrum.angle()
-    # the stored window (e.g. 33 x 33 bins at side 160), centred on zero frequency as ram.window_bounds
-    grid = next(iter(profile.domains.values())).spectrum_mean.shape[-1]
-    half = min(grid // 2, (min(height, width) - 1) // 2)
-    ratio = (half + 0.5) / min(height, width)  # RAM's window rule, giving exactly that half-width
-    r0, r1, c0, c1 = window_bounds(height, width, ratio)
-    crop = slice(grid // 2 - half, grid // 2 + half + 1)
+    b = min(window_half_width(profile.side, profile.side, profile.window_ratio), (min(height, width) - 1) // 2)
+    x = x.float()[None]
     views = []
-    for domain in profile.domains:
+    for d in profile.domains.values():
         for spread in spreads:
-            partner_amp = amplitude.clone()
-            stored = partner_amplitude(profile, domain, height, width, spread)[:, crop, crop]
-            partner_amp[:, r0:r1, c0:c1] = torch.from_numpy(stored)
-            # x's phase with the partner's amplitude: conjugate-symmetric, so the image is real
-            partner = torch.fft.ifft2(torch.fft.ifftshift(torch.polar(partner_amp, phase), dim=(-2, -1))).real
-            for lam in lambdas:
-                views.append(amplitude_mixup(x[None], partner[None], float(lam), ratio)[0])
+            log_spectrum = np.maximum(d.spectrum_mean + spread * d.spectrum_std, 0.0)  # a log1p is never negative
+            partner = source_amplitude(profile, log_spectrum, b, height, width)
+            views += [mix_amplitude(x, partner, float(lam), half_width=b)[0] for lam in lambdas]
     return views
 
 
