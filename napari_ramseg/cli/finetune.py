@@ -22,6 +22,11 @@ def add_parser(sub) -> None:
     f.add_argument("--out", required=True, type=Path, help="models folder; a new version is created inside")
     f.add_argument("--iterations", type=int, default=tune.iterations)
     f.add_argument("--seed", type=int, default=tune.seed)
+    f.add_argument("--target-style", type=Path, metavar="DIR",
+                   help="unlabelled scans of the new site: they lend their style (low-frequency amplitude) as RAM "
+                        "partners next to the source domains, with the consistency loss on them")
+    f.add_argument("--target-style-share", type=float, default=tune.target_style_share,
+                   help="with --target-style, the share of RAM partners drawn from those scans")
     add_device(f)
 
 
@@ -56,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         result = finetune_from_files(model, args.out, project=args.project, images=images, masks=masks,
                                      replay=args.replay, iterations=args.iterations, seed=args.seed,
                                      device=args.device, command=typed_command(),
+                                     **_target_style_options(args),
                                      on_event=on_event, log=stderr)
     finally:
         for bar in bars:
@@ -68,5 +74,16 @@ def run(args: argparse.Namespace) -> int:
     if result.before_dice is not None:
         line += f"; held-out Dice {result.before_dice:.4f} -> {result.after_dice:.4f}"
     stderr(line)
+    if result.worse:
+        stderr("ramseg: warning: the new version is worse than its parent on the held-out corrected cases; "
+               "keep using the parent unless you have reason to prefer it")
     print(result.model_dir)
     return 0
+
+
+def _target_style_options(args: argparse.Namespace) -> dict:
+    if args.target_style is None:
+        return {}
+    if not 0.0 <= args.target_style_share <= 1.0:
+        raise RamsegInputError("--target-style-share must be between 0 and 1")
+    return {"target_style": args.target_style, "target_style_share": args.target_style_share}

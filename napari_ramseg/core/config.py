@@ -179,6 +179,8 @@ class FinetuneConfig:
     correction_share: float = 0.5  # of every batch, drawn from the corrected cases when replaying sources
     batch: int | None = None  # images per step; None: the base model's batch
     freeze: Literal["none", "encoder"] = "none"  # "encoder": only the decoder and head learn (no encoder backward)
+    # target-style RAM: with unlabelled scans of the new site, the share of RAM partners drawn from them
+    target_style_share: float = 0.5
 
 
 

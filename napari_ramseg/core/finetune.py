@@ -68,6 +68,7 @@ _F = FinetuneConfig()  # the defaults (core/config.py)
 CORRECTIONS_DOMAIN = "corrections"
 LR_SCALE = _F.lr_scale  # fine-tuning learning rate = base learning rate x this
 CORRECTION_SHARE = _F.correction_share  # fraction of every batch drawn from the corrected cases when replaying
+FREEZE_CHOICES = ("none", "encoder")
 _VERSION = re.compile(r"^v(\d{3,})$")
 _PARTIAL_PREFIX = ".partial-"
 WHY_DSIR_OFF = ("the restoration decoder has one BatchNorm per source domain and corrected cases come from none "
@@ -99,6 +100,12 @@ class FinetuneResult:
     train_cases: list[str] = field(default_factory=list)
     val_cases: list[str] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def worse(self) -> bool:
+        """True when the new version scores lower than its parent on the held-out corrected cases: the
+        dock then keeps the parent selected and says so, and ``ramseg finetune`` warns."""
+        return self.before_dice is not None and self.after_dice is not None and self.after_dice < self.before_dice
 
 
 class CorrectionPool(SourcePool):
@@ -184,12 +191,20 @@ def _check_project_labels(store: CorrectionStore, case_ids: Sequence[str], label
 
 def iter_finetune(base_model_path: str | Path, store: CorrectionStore, out_root: str | Path, iterations: int,
                   replay_root: str | Path | None = None, seed: int = _F.seed, device: str = _F.device, *,
-                  should_stop: Callable[[], bool] | None = None, batch: int | None = None,
+                  should_stop: Callable[[], bool] | None = None, batch: int | None = _F.batch,
                   lr_scale: float = LR_SCALE, correction_share: float = CORRECTION_SHARE,
-                  command: str = "") -> Generator[FinetuneEvent, None, FinetuneResult]:
-    """Fine-tune as a generator of progress events; its return value is the :class:`FinetuneResult`."""
+                  freeze: str = _F.freeze, command: str = "", target_style: str | Path | None = None,
+                  target_style_share: float = _F.target_style_share,
+                  ) -> Generator[FinetuneEvent, None, FinetuneResult]:
+    """Fine-tune as a generator of progress events; its return value is the :class:`FinetuneResult`.
+
+    ``target_style``: a folder of unlabelled scans of the new site; they supply RAM partner amplitudes
+    (``target_style_share`` of them) next to the source domains, with the consistency loss on the
+    images mixed with them ("target-style RAM"; RAM and consistency are switched on for the round)."""
     if iterations < 1:
         raise ValueError("fine-tuning needs at least one iteration")
+    if freeze not in FREEZE_CHOICES:
+        raise ValueError(f"freeze must be one of {', '.join(FREEZE_CHOICES)}, not {freeze!r}")
     stop = should_stop or (lambda: False)
     base_path = Path(base_model_path)
     out_root = Path(out_root)
@@ -217,8 +232,10 @@ def iter_finetune(base_model_path: str | Path, store: CorrectionStore, out_root:
         yield FinetuneEvent("prepare", f"loading replay data from {replay_root}")
         available = discover(replay_root, "auto", labels=labels).domains
         chosen = [d for d in base.domains if d in available] or available
+        # at the working scale as each sample is read: a full-size source set (HRF's 3504 x 2336
+        # photographs) would otherwise sit in memory at full size and be resized at every draw
         data = load_training_data(Path(replay_root), "auto", chosen, None, labels,
-                                  base.config.val_fraction, base.config.seed)
+                                  base.config.val_fraction, base.config.seed, base.config.preprocess)
         pool_samples.update(data.train)
         replay_val = data.val
         replay_info = {"name": Path(replay_root).resolve().name, "sha256": data.description["sha256"],
@@ -227,6 +244,14 @@ def iter_finetune(base_model_path: str | Path, store: CorrectionStore, out_root:
     pool_samples[CORRECTIONS_DOMAIN] = train_samples
 
     method = dataclasses.replace(base.config.method, dsir=False)
+    style_images, style_info = [], None
+    if target_style is not None:
+        from .adapt.target_style import load_style_images
+
+        yield FinetuneEvent("prepare", f"loading unlabelled scans of the new site from {target_style}")
+        style_images, style_info = load_style_images(target_style, in_channels)
+        style_info["share"] = float(target_style_share)
+        method = dataclasses.replace(method, ram=True, consistency=True)
     source_lr = float(parent.get("source_lr", base.config.lr))  # rounds do not compound the /10
     config = base.config.replace(iterations=iterations, lr=source_lr * lr_scale, seed=seed, device=device,
                                  method=method, val_every=0, batch=batch or base.config.batch, num_threads=0,
@@ -255,6 +280,8 @@ def iter_finetune(base_model_path: str | Path, store: CorrectionStore, out_root:
     pool_domains = [d for d in pool_samples if d != CORRECTIONS_DOMAIN] + [CORRECTIONS_DOMAIN]
     pool = CorrectionPool(pool_samples, pool_domains, config.preprocess, config.scale_aug_p, config.scale_aug_max,
                           seed=seed, correction_share=correction_share)
+    if style_images:
+        pool.set_style_images(style_images, target_style_share)
     round_number = int(parent.get("round", 0)) + 1
     extra = {k: v for k, v in base.extra.items() if k not in ("finetune", "command")}
     extra["command"] = command
@@ -263,6 +290,10 @@ def iter_finetune(base_model_path: str | Path, store: CorrectionStore, out_root:
     trainer = Trainer(config, base.domains, {}, (), run_dir=None, callbacks=TrainCallbacks(should_stop=stop),
                       extra_metadata=extra, init_state=init_state, pool=pool)
     trainer.source_profile = base.source_profile  # the same source domains: the fit check stays as it was
+    if freeze == "encoder":
+        # no gradient reaches the encoder, so backward stops at the decoder: a cheaper step, and the
+        # features the sources taught stay as they were (its BatchNorm statistics still follow the batches)
+        trainer.net.encoder.requires_grad_(False)
     steps = trainer.iter_run()
     while True:
         try:
@@ -311,6 +342,7 @@ def iter_finetune(base_model_path: str | Path, store: CorrectionStore, out_root:
         "dsir": "off", "why_dsir_off": WHY_DSIR_OFF,
         "correction_share": correction_share if replay_info else 1.0,
         "lr": config.lr, "lr_scale": lr_scale, "source_lr": source_lr, "iterations": iterations, "seed": seed,
+        "batch": config.batch, "freeze": freeze, "target_style": style_info,
         "finished_at": _utc_now(),
     }
     yield FinetuneEvent("write", "writing the new model version")

@@ -81,6 +81,21 @@ class SourcePool:
             self.cache.append(cached)
         self.rng = np.random.default_rng(seed)
         self._orders: list[list[int]] = [[] for _ in self.domains]
+        self.style: list[CachedSample] = []  # unlabelled scans of a new site: extra RAM partners only
+        self.style_share = 0.0
+
+    def set_style_images(self, images: Sequence[torch.Tensor], share: float) -> None:
+        """Target-style RAM: unlabelled scans of the site a model is adapted to, (C, H, W) in [-1, 1],
+        lend their amplitude as RAM partners: each slot's partner is one of them with probability
+        ``share``, else drawn as before. They are never trained on as images (no mask)."""
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"the target-style share must be in 0..1, not {share}")
+        self.style = []
+        for i, image in enumerate(images):
+            image = torch.as_tensor(image, dtype=torch.float32)
+            image = resize_image(image, working_shape(*image.shape[-2:], self.preprocess))
+            self.style.append(CachedSample(image, torch.zeros(image.shape[-2:], dtype=torch.uint8), f"style{i}"))
+        self.style_share = float(share) if self.style else 0.0
 
     @property
     def num_domains(self) -> int:
@@ -154,8 +169,12 @@ class SourcePool:
         plans = []
         k = self.num_domains
         for d in domains:
-            other = d if k == 1 else int((d + 1 + self.rng.integers(0, k - 1)) % k)
-            sample = self.cache[other][int(self.rng.integers(0, len(self.cache[other])))]
+            # no draw at all without style images, so a pool without them draws exactly as before
+            if self.style and self.rng.random() < self.style_share:
+                sample = self.style[int(self.rng.integers(0, len(self.style)))]
+            else:
+                other = d if k == 1 else int((d + 1 + self.rng.integers(0, k - 1)) % k)
+                sample = self.cache[other][int(self.rng.integers(0, len(self.cache[other])))]
             plans.append((sample, self._crop_plan(sample)))
         return plans
 
@@ -208,6 +227,8 @@ class SourcePool:
             digest.update(domain.encode())
             for sample in cached:
                 digest.update(f"{sample.name}:{tuple(sample.image.shape)}".encode())
+        for sample in self.style:
+            digest.update(f"style {sample.name}:{tuple(sample.image.shape)}:{self.style_share}".encode())
         return digest.hexdigest()
 
 

@@ -26,7 +26,7 @@ from qtpy.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QListWidget, QPushB
 from .. import layer_meta
 from ..core.config import FinetuneConfig
 from ..core.corrections import CorrectionStore
-from ._base import DockWidget
+from ._base import WARNING_COLOUR, DockWidget
 from ._common import ORIGINAL_KEY, JobControl, Progress
 from ._handover import offer_model
 from ._params import Param
@@ -35,16 +35,19 @@ DEFAULT_PROJECT = Path.home() / "ramseg-corrections"
 ITERATIONS = Param("iterations", FinetuneConfig, "iterations", "Iterations", min=1, max=1_000_000)
 
 
-def finetune_job(model: Path, project: Path, out_root: Path, iterations: int, replay: str | None, device: str):
+def finetune_job(model: Path, project: Path, out_root: Path, iterations: int, replay: str | None, device: str,
+                 target_style: str | None = None):
     """The job: one fine-tune round (``core.finetune.iter_finetune``), its events as progress; it returns
     the :class:`~napari_ramseg.core.finetune.FinetuneResult`. Stop asks the round to stop after its step
-    (nothing is written) and the result still says so."""
+    (nothing is written) and the result still says so. ``target_style``: a folder of unlabelled scans
+    of the new site, whose style RAM mixes in (target-style RAM)."""
 
     def job(control: JobControl):
         from ..core.finetune import iter_finetune
 
         events = iter_finetune(str(model), CorrectionStore(project), str(out_root), iterations, replay,
-                               device=device, should_stop=control.cancelled, command="napari Correct and fine-tune")
+                               device=device, should_stop=control.cancelled, command="napari Correct and fine-tune",
+                               target_style=target_style)
         done, total = 0, iterations
         while True:
             try:
@@ -95,6 +98,11 @@ class CorrectFinetuneWidget(DockWidget):
                                          placeholder="<project>/models")
         self.replay_edit = self.add_path(ft_form, "Replay data", "Source dataset to replay",
                                          placeholder="optional: source dataset folder to replay")
+        self.target_style_edit = self.add_path(ft_form, "New site's scans", "Unlabelled scans of the new site",
+                                               placeholder="optional: their style joins RAM's partners",
+                                               tooltip="Unlabelled scans of the site the model is tuned for: their "
+                                                       "low-frequency amplitude (style) is mixed into the training "
+                                                       "images as RAM partners, with the consistency loss on them")
         self.iterations = self.add_param(ft_form, ITERATIONS)
         self.iterations_spin = self.iterations.native
         self.device_combo = self.add_device_choice(ft_form, "Device")
@@ -238,7 +246,8 @@ class CorrectFinetuneWidget(DockWidget):
             return None
         self.dice_label.setText("")
         job = finetune_job(model, self.store().root, self.models_root(), self.iterations.value,
-                           self.replay_edit.text().strip() or None, self.device_combo.value())
+                           self.replay_edit.text().strip() or None, self.device_combo.value(),
+                           self.target_style_edit.text().strip() or None)
         return self.runner.start(job, on_result=self._on_returned, description="Fine-tuning …", run_sync=run_sync,
                                  stops_itself=True)
 
@@ -248,7 +257,7 @@ class CorrectFinetuneWidget(DockWidget):
         self._set_status("Stopping …")
 
     def _on_returned(self, result: Any) -> None:
-        from napari.utils.notifications import show_info
+        from napari.utils.notifications import show_info, show_warning
 
         self.last_result = result
         if result.stopped or result.model_dir is None:
@@ -262,6 +271,16 @@ class CorrectFinetuneWidget(DockWidget):
             self.dice_label.setText(f"Dice on {n} held-out correction{'s' if n != 1 else ''}: "
                                     f"<b>before {result.before_dice:.3f} → after {result.after_dice:.3f}</b> "
                                     f"({change:+.3f})")
+        if result.worse:
+            # never a silent step backwards: the version is kept on disk, the model in use stays the old one
+            self.dice_label.setText(self.dice_label.text() + f"<br><span style='color:{WARNING_COLOUR}'>⚠ the new "
+                                    "version is <b>worse</b> on the held-out corrected cases; the previous model "
+                                    "stays selected</span>")
+            text = (f"New model {result.version} (round {result.round}) is worse on the held-out corrections "
+                    f"and was not selected; it is kept in {result.model_dir} if you want it anyway.")
+            self._set_status(text)
+            show_warning(text)
+            return
         self.model_picker.set_model(result.model_dir)  # the new version is now this widget's model
         taken = offer_model(self.viewer, result.model_dir)
         where = "loaded in the Segment widget" if taken else "open the Segment widget to segment with it"
