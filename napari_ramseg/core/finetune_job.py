@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,10 +30,11 @@ def finetune_from_files(model: str | Path, out: str | Path, *, project: str | Pa
                         iterations: int = _F.iterations, seed: int = _F.seed, device: str = _F.device,
                         command: str = "", on_event: Callable[[FinetuneEvent], None] | None = None,
                         log: Callable[[str], None] | None = None,
-                        should_stop: Callable[[], bool] | None = None) -> FinetuneResult:
+                        should_stop: Callable[[], bool] | None = None, **options: Any) -> FinetuneResult:
     """Save ``images``/``masks`` pairs (if any) into the project, then fine-tune ``model`` on the
     project's corrected cases into ``<out>/vNNN``. ``model`` is a model folder or file (a bundled
-    model's name is resolved by the caller, ``models.resolve_model``)."""
+    model's name is resolved by the caller, ``models.resolve_model``). ``options``: the round's other
+    settings (``lr_scale``, ``correction_share``, ``batch``, ``freeze``; defaults ``FinetuneConfig``)."""
     store = CorrectionStore(project if project is not None else Path(out) / "corrections")
     if images or masks:
         added, unchanged = import_corrections(store, model, images, masks, device)
@@ -42,7 +44,7 @@ def finetune_from_files(model: str | Path, out: str | Path, *, project: str | Pa
     if not store.list_cases():
         raise RamsegInputError("no corrected cases saved in this project", store.root)
     return finetune(model, store, out, iterations, replay, seed, device, on_event=on_event, should_stop=should_stop,
-                    command=command)
+                    command=command, **options)
 
 
 def import_corrections(store: CorrectionStore, model_path: str | Path, images: Sequence[Path], masks: Sequence[Path],

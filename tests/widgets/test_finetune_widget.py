@@ -68,8 +68,12 @@ def test_corrections_are_saved_then_a_finetune_loads_the_new_model(make_napari_v
     result = widget.last_result
     assert result is not None and not result.stopped, widget.status.text()
     new_model = project / "models" / "v001"
-    assert result.model_dir == new_model and widget.model_edit.text() == str(new_model)
-    assert segment.models == [str(new_model)]
+    assert result.model_dir == new_model
+    if result.worse:  # a tiny model after 2 steps may go either way: the dock must say which
+        assert widget.model_edit.text() == str(tiny_model) and segment.models == []
+        assert "worse" in widget.dice_label.text()
+    else:
+        assert widget.model_edit.text() == str(new_model) and segment.models == [str(new_model)]
     assert "before" in widget.dice_label.text() and "after" in widget.dice_label.text()
     assert widget.progress.value() == 2
     load_model(new_model)
@@ -124,3 +128,27 @@ def test_preview_layers_are_never_offered_as_correction_targets(make_napari_view
     assert [widget.image_combo.itemText(i) for i in range(widget.image_combo.count())] == ["scan"]
     assert [widget.labels_combo.itemText(i) for i in range(widget.labels_combo.count())] == ["scan segmentation"]
     assert widget.model_picker.model_path() == tiny_model  # chosen from the prediction's metadata
+
+
+def test_a_worse_version_is_said_and_the_old_model_stays_selected(make_napari_viewer, tmp_path, tiny_model,
+                                                                  notifications):
+    from napari_ramseg.core.finetune import FinetuneResult
+
+    viewer = make_napari_viewer()
+    segment = FakeSegment()
+    viewer.window.add_dock_widget(segment, name="Segment")
+    widget = CorrectFinetuneWidget(viewer)
+    widget.model_picker.set_model(tiny_model)
+    worse = FinetuneResult(tmp_path / "models" / "v001", 0.80, 0.74, False, "v001", 1, ["a", "b"], ["c"])
+    assert worse.worse
+    widget._on_returned(worse)
+    assert widget.model_edit.text() == str(tiny_model) and segment.models == []
+    assert "worse" in widget.dice_label.text() and "0.800" in widget.dice_label.text()
+    assert "not selected" in widget.status.text() and any("worse" in m for m in notifications())
+    better = FinetuneResult(tmp_path / "models" / "v002", 0.74, 0.80, False, "v002", 2, ["a", "b"], ["c"])
+    assert not better.worse
+    widget._on_returned(better)
+    assert widget.model_edit.text() == str(tmp_path / "models" / "v002") and segment.models == [str(better.model_dir)]
+    assert "worse" not in widget.dice_label.text()
+    unscored = FinetuneResult(tmp_path / "models" / "v003", None, None, False, "v003", 3, ["a"], [])
+    assert not unscored.worse  # no held-out case yet: nothing to compare, the new version is taken
