@@ -13,7 +13,9 @@ Image layers
 Labels layers made by the Segment dock
     ``MODEL``: the model folder or file that made the prediction (``model_of`` also reads the older
     ``LEGACY_MODEL``); ``DEVICE``: where it ran; ``CLASS_NAMES``: {"1": name, ...};
-    ``ORIGINAL``: the prediction as made, saved as a correction's "original".
+    ``ORIGINAL``: the prediction as made, saved as a correction's "original"; ``MEASURES``: the case's
+    clinical measures (``core/measures.measure_case``: sizes, the optic disc's vCDR and horizontal CDR,
+    rim, cup inside the disc) and, for a whole fundus photograph, where the disc was found (``roi``).
 Preview layers (mixup and restoration previews, captions)
     ``PREVIEW``: True; layer pickers skip these. ``SOURCE_LAYER``: the image they were made from.
 """
@@ -34,6 +36,7 @@ LEGACY_MODEL = "ramseg_model"
 DEVICE = "device"
 CLASS_NAMES = "class_names"
 ORIGINAL = "ramseg_original"
+MEASURES = "measures"
 
 PREVIEW = "ramseg_preview"
 SOURCE_LAYER = "source_layer"

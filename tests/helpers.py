@@ -77,3 +77,20 @@ def write_dicom_series(folder: Path, volume, affine, order=None, series_uid: str
         ds.save_as(path, enforce_file_format=True)
         written.append(path)
     return written
+
+
+def synthetic_fundus(shape=(400, 600), disc=(150, 420), radius=40, seed=0):
+    """A dark-cornered circular field of view with a bright disc and noise."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    h, w = shape
+    yy, xx = np.mgrid[:h, :w]
+    fov = (yy - h / 2) ** 2 + (xx - w / 2) ** 2 <= (0.48 * w) ** 2
+    image = np.zeros((h, w, 3), np.float32)
+    image[fov] = (150, 70, 30)
+    blob = np.exp(-((yy - disc[0]) ** 2 + (xx - disc[1]) ** 2) / (2 * (radius / 1.5) ** 2))
+    image += blob[..., None] * np.array([100, 120, 80])
+    image += rng.normal(0, 6, image.shape)
+    image[~fov] = rng.normal(4, 2, (int((~fov).sum()), 3))
+    return np.clip(image, 0, 255).astype(np.uint8)

@@ -67,3 +67,8 @@ def _spacing(spacing: Sequence[float] | None, ndim: int) -> list[float] | None:
     if len(values) != ndim or not all(np.isfinite(v) and v > 0 for v in values):
         return None  # unknown or broken spacing: sizes in pixels only, never a wrong mm value
     return values
+
+
+# The optic disc's cup-to-disc ratios register themselves on import; imported here so that every caller
+# of measure_case (the report, the dock) has them without knowing they exist.
+from .disc import measures as _disc_measures  # noqa: E402,F401

@@ -1,0 +1,204 @@
+"""Optic disc and cup benchmark (issue 14): the two-stage product path on whole photographs and crops.
+
+For each trained model (run folders from ``bench/train_optic_disc.sh``):
+
+- ``own ROI`` rows: the product's ``DiscPredictor`` on the images as released (DRIONS-DB whole
+  photographs, Drishti-GS crops), no ground truth at test time; Dice at the image's full size;
+- ``GT ROI`` rows: the same model on ``bench/tasks.py``'s ground-truth-centred 256 px ROIs (the
+  protocol of ``bench/results/generalization_reference/optic_disc``), for comparison;
+- disc Dice on every case of the target domain, cup Dice where annotated (Drishti-GS);
+- vCDR mean absolute error against the experts' masks on the held-out Drishti-GS cases (never trained on);
+- the locator's hit rate (disc centre inside the expert disc) on every photograph of both sets: stage
+  one alone (its best peak; any of its candidates) and the final ROI after the model's check.
+
+    python bench/optic_disc.py --model drishti_to_drions=RUN --model drions_to_drishti=RUN --model bundled=RUN
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.machine import describe, one_line  # noqa: E402
+from bench.optic_disc_data import held_out  # noqa: E402
+from bench.tasks import _domain_cases, prepare_task  # noqa: E402
+from napari_ramseg.core.config import OPTIC_DISC_CUP  # noqa: E402
+from napari_ramseg.core.disc import DiscPredictor, locate  # noqa: E402
+from napari_ramseg.core.disc.measures import disc_measures  # noqa: E402
+from napari_ramseg.core.infer import Predictor  # noqa: E402
+from napari_ramseg.core.metrics import dice_score  # noqa: E402
+from napari_ramseg.errors import RamsegInputError  # noqa: E402
+from napari_ramseg.files import atomic_write  # noqa: E402
+
+TARGETS = {"drishti_to_drions": "DRIONS-DB", "drions_to_drishti": "Drishti-GS", "bundled": None}
+
+
+def _inside(mask: np.ndarray, y: float, x: float) -> bool:
+    yi, xi = int(round(y)), int(round(x))
+    return 0 <= yi < mask.shape[0] and 0 <= xi < mask.shape[1] and bool(mask[yi, xi])
+
+
+def _centre(labels: np.ndarray) -> tuple[float, float] | None:
+    pts = np.argwhere(labels >= 1)
+    return None if pts.size == 0 else tuple(pts.mean(0))
+
+
+def score_own_roi(disc: DiscPredictor, root: Path, domain: str, only=None) -> list[dict]:
+    """The product path on every (selected) case of a domain, at the image's full size."""
+    rows = []
+    for stem, image, truth in _domain_cases(root / domain):
+        if only is not None and not only(stem):
+            continue
+        row = {"case": stem, "domain": domain}
+        t0 = time.perf_counter()
+        try:
+            found = disc.predict(image)
+            labels, row["kind"] = found.labels, found.kind
+            centre = found.roi.center if found.roi is not None else _centre(labels)
+        except RamsegInputError as exc:
+            labels, row["kind"], centre = np.zeros(truth.shape, np.uint8), f"refused: {exc}", None
+        row["seconds"] = time.perf_counter() - t0
+        row["disc_dice"] = dice_score(labels >= 1, truth >= 1)
+        if truth.max() >= 2:
+            row["cup_dice"] = dice_score(labels >= 2, truth >= 2)
+            row["vcdr_expert"] = disc_measures(truth >= 1, truth >= 2)["vcdr"]
+            row["vcdr_pred"] = disc_measures(labels >= 1, labels >= 2)["vcdr"]
+        row["final_hit"] = centre is not None and _inside(truth >= 1, *centre)
+        rows.append(row)
+    return rows
+
+
+def score_gt_roi(predictor: Predictor, cases) -> list[dict]:
+    """The model on ground-truth-centred ROIs (bench/tasks.py), at 256 px."""
+    rows = []
+    for c in cases:
+        labels = predictor.predict_image(c.image, postprocess=True).labels
+        row = {"case": c.name, "disc_dice": dice_score(labels >= 1, c.mask >= 1)}
+        if c.mask.max() >= 2:
+            row["cup_dice"] = dice_score(labels >= 2, c.mask >= 2)
+        rows.append(row)
+    return rows
+
+
+def locator_hits(root: Path) -> dict:
+    """Stage one alone on every photograph of both sets (no model)."""
+    out = {}
+    for domain in ("DRIONS-DB", "Drishti-GS"):
+        top, anyc, kinds = [], [], []
+        for _, image, truth in _domain_cases(root / domain):
+            located = locate(image)
+            disc = truth >= 1
+            top.append(_inside(disc, located.candidates[0].y, located.candidates[0].x))
+            anyc.append(any(_inside(disc, c.y, c.x) for c in located.candidates))
+            kinds.append(located.photograph)
+        out[domain] = {"cases": len(top), "top_candidate_hit": float(np.mean(top)),
+                       "any_candidate_hit": float(np.mean(anyc)), "judged_photograph": float(np.mean(kinds))}
+    return out
+
+
+def _mean(rows, key):
+    vals = [r[key] for r in rows if r.get(key) is not None]
+    return (float(np.mean(vals)), len(vals)) if vals else (None, 0)
+
+
+def summarise(rows: list[dict]) -> dict:
+    out = {"cases": len(rows)}
+    for key in ("disc_dice", "cup_dice", "final_hit", "seconds"):
+        mean, n = _mean(rows, key)
+        if n:
+            out[key] = mean
+            out[f"{key}_n"] = n
+    pairs = [(r["vcdr_pred"], r["vcdr_expert"]) for r in rows if r.get("vcdr_expert") is not None]
+    if pairs:
+        err = [abs((p if p is not None else 0.0) - e) for p, e in pairs]
+        out["vcdr_mae"], out["vcdr_n"] = float(np.mean(err)), len(err)
+    out["refused"] = sum(str(r.get("kind", "")).startswith("refused") for r in rows)
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", action="append", required=True, help="NAME=RUN_FOLDER, NAME in " + ", ".join(TARGETS))
+    ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    ap.add_argument("--work", type=Path, default=Path(__file__).resolve().parent / "work" / "optic_disc")
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "optic_disc")
+    args = ap.parse_args(argv)
+    root = args.data / "fundus"
+    models = dict(m.split("=", 1) for m in args.model)
+    gt_rois, _ = prepare_task("optic_disc", args.data, args.work / "gt_roi_cache", roi_size=256)
+    result = {"command": "python " + " ".join([sys.argv[0], *(argv or sys.argv[1:])]), "machine": describe(),
+              "locator_stage_one": locator_hits(root), "models": {}}
+    for name, run in models.items():
+        predictor = Predictor.from_path(run, device="cpu", precision="fp32")
+        disc = DiscPredictor(predictor)
+        entry: dict = {"run": run, "model_json_domains": list(predictor.metadata.domains)}
+        target = TARGETS[name]
+        if target is not None:  # unseen-domain rows, own ROI and GT ROI
+            own = score_own_roi(disc, root, target)
+            entry["unseen"] = {"domain": target, "own_roi": summarise(own),
+                               "gt_roi": summarise(score_gt_roi(predictor, gt_rois[target]))}
+            entry["unseen_cases"] = own
+        if target != "Drishti-GS":  # Drishti-GS held out from its training: vCDR
+            held = score_own_roi(disc, root, "Drishti-GS", only=held_out)
+            entry["drishti_held_out"] = summarise(held)
+            entry["drishti_held_out_cases"] = held
+        if name == "bundled":  # the shipped locator on every photograph of both sets
+            drions = score_own_roi(disc, root, "DRIONS-DB")
+            drishti = score_own_roi(disc, root, "Drishti-GS")
+            entry["all_photographs"] = {"DRIONS-DB": summarise(drions), "Drishti-GS": summarise(drishti),
+                                        "note": "DRIONS-DB and 76 Drishti-GS cases were training cases of this model"}
+        result["models"][name] = entry
+        print(name, json.dumps({k: v for k, v in entry.items() if not k.endswith("cases")}, indent=1), flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(args.out.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1)))
+    atomic_write(args.out.with_suffix(".md"), lambda tmp: Path(tmp).write_text(markdown(result)))
+    print(f"wrote {args.out.with_suffix('.json')} and .md")
+    return 0
+
+
+def _f(v, digits=3):
+    return "–" if v is None else (f"{100 * v:.1f} %" if digits == "%" else f"{v:.{digits}f}")
+
+
+def markdown(result: dict) -> str:
+    lines = ["# Optic disc and cup: two stages on whole photographs (issue 14)", "",
+             f"Generated by `bench/optic_disc.py`. Command: `{result['command']}`", "",
+             f"Machine: {one_line(result['machine'])}", "",
+             "## Unseen domain (leave one out), with the model's own ROI and with the ground-truth ROI", "",
+             "| direction | own ROI: disc Dice | cup Dice | GT ROI: disc Dice | cup Dice | final-ROI hit | refused |",
+             "|---|---|---|---|---|---|---|"]
+    for name, e in result["models"].items():
+        if "unseen" not in e:
+            continue
+        u, o, g = e["unseen"], e["unseen"]["own_roi"], e["unseen"]["gt_roi"]
+        lines.append(f"| {name.replace('_to_', ' -> ')} ({u['domain']}, n={o['cases']}) | {_f(o.get('disc_dice'))} | "
+                     f"{_f(o.get('cup_dice'))} | {_f(g.get('disc_dice'))} | {_f(g.get('cup_dice'))} | "
+                     f"{_f(o.get('final_hit'), '%')} | {o['refused']} |")
+    lines += ["", "## vCDR on the held-out Drishti-GS cases (every case number divisible by 4; never trained on)", "",
+              "| model | cases | vCDR MAE | disc Dice | cup Dice |", "|---|---|---|---|---|"]
+    for name, e in result["models"].items():
+        if "drishti_held_out" in e:
+            h = e["drishti_held_out"]
+            lines.append(f"| {name} | {h['cases']} | {_f(h.get('vcdr_mae'))} | {_f(h.get('disc_dice'))} | "
+                         f"{_f(h.get('cup_dice'))} |")
+    lines += ["", "## Locator hit rate (disc centre inside the expert disc), every photograph of both sets", "",
+              "| set | cases | stage one: best peak | any of its candidates | judged a photograph | "
+              "final ROI (bundled model) |", "|---|---|---|---|---|---|"]
+    bundled = result["models"].get("bundled", {}).get("all_photographs", {})
+    for domain, s in result["locator_stage_one"].items():
+        fin = bundled.get(domain, {}).get("final_hit")
+        lines.append(f"| {domain} | {s['cases']} | {_f(s['top_candidate_hit'], '%')} | "
+                     f"{_f(s['any_candidate_hit'], '%')} | {_f(s['judged_photograph'], '%')} | {_f(fin, '%')} |")
+    lines += ["", "Drishti-GS images are disc-centred crops: stage one judges them crops and its candidate is the "
+              "crop's bright centre; their final hit is the predicted disc's centre.", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,73 @@
+"""The Segment dock's clinical measures: the two-stage optic disc path for disc/cup models, the case's
+measures (``core/measures.py``, the cup-to-disc ratios included) and the line the dock shows.
+
+Plain functions, run on the job's worker thread (the prediction and the measures) or on the UI thread
+(the text): no Qt here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+_DISC: dict[int, Any] = {}  # one DiscPredictor per loaded Predictor (the dock caches predictors)
+
+
+def predict_2d(predictor: Any, image: np.ndarray, postprocess: bool) -> tuple[Any, dict[str, Any]]:
+    """A 2D prediction, and what the optic disc path adds (``{}`` for other models): a disc/cup model
+    on a colour image takes the two stages (whole photograph or disc-centred crop, ``core/disc``)."""
+    from ..core.disc import DiscPredictor, is_disc_model
+
+    if not (is_disc_model(predictor) and np.ndim(image) == 3 and np.shape(image)[-1] in (3, 4)):
+        return predictor.predict_image(image, postprocess=postprocess), {}
+    disc = _DISC.get(id(predictor))
+    if disc is None or disc.predictor is not predictor:
+        disc = _DISC[id(predictor)] = DiscPredictor(predictor)
+    found = disc.predict(image, postprocess=True)
+    return found.prediction, found.summary()
+
+
+def case_measures(labels: np.ndarray, scheme: Any, spacing: Any, disc: dict[str, Any]) -> dict[str, Any]:
+    """``measure_case`` plus the disc path's summary; plain JSON values for the layer's metadata."""
+    from ..core.measures import measure_case
+
+    out = dict(measure_case(labels, scheme, spacing))
+    out.update(disc)
+    return out
+
+
+def measures_text(measures: dict[str, Any], class_names: list[str]) -> str:
+    """One or two lines for the dock: the ratios first, then each structure's size."""
+    if not measures:
+        return ""
+    parts = []
+    if "vcdr" in measures:
+        ratio = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
+        parts.append(f"vCDR {ratio(measures['vcdr'])} · horizontal CDR {ratio(measures['hcdr'])}")
+    sizes = []
+    for name in [*class_names, "rim"]:
+        if f"{name}_mm2" in measures:
+            sizes.append(f"{name} {measures[f'{name}_mm2']:.2f} mm²")
+        elif f"{name}_ml" in measures:
+            sizes.append(f"{name} {measures[f'{name}_ml']:.1f} mL")
+        elif f"{name}_px" in measures:
+            sizes.append(f"{name} {measures[f'{name}_px']} px")
+        elif f"{name}_voxels" in measures:
+            sizes.append(f"{name} {measures[f'{name}_voxels']} voxels")
+    if sizes:
+        parts.append(", ".join(sizes))
+    if measures.get("cup_inside_disc") is False:
+        parts.append("⚠ the cup reaches the disc's outline: check it")
+    if measures.get("kind") == "photograph":
+        parts.append(f"whole photograph: disc found (confidence {measures['disc_confidence']:.2f})")
+    return "\n".join(parts)
+
+
+def feature_columns(measures: dict[str, Any], class_names: list[str]) -> dict[str, list]:
+    """Per-class columns for the Labels layer's ``features`` table (index 0 is the background)."""
+    unit = "px" if any(f"{n}_px" in measures for n in class_names) else "voxels"
+    cols = {f"size_{unit}": [None] + [measures.get(f"{n}_{unit}") for n in class_names]}
+    if any(f"{n}_mm2" in measures for n in class_names):
+        cols["area_mm2"] = [None] + [measures.get(f"{n}_mm2") for n in class_names]
+    return cols
