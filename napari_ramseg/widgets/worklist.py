@@ -24,6 +24,7 @@ from qtpy.QtWidgets import (QAbstractItemView, QFormLayout, QHBoxLayout, QPushBu
 
 from .. import layer_meta
 from ..core.config import ReviewConfig
+from ..palette import label_color
 from ._base import DockWidget, status_label
 from ._common import ORIGINAL_KEY, JobControl, Progress, get_predictor, notify_error, notify_info
 from .finetune import DEFAULT_PROJECT
@@ -32,6 +33,7 @@ REVIEW = ReviewConfig()
 STATUS_COLOURS = {"untouched": None, "reviewed": "#3b6ea5", "corrected": "#3f8f4f"}
 MEASURE_COLUMNS = 2  # the first measures of a row (size and share of the first structure, or vCDR...)
 LAYER_PREFIX = "worklist: "
+SCAN_COLUMN_PX = 150
 
 
 def segment_all_job(worklist: Any, model: Path, device: str):
@@ -82,7 +84,8 @@ class WorklistWidget(DockWidget):
         self.table.setSelectionMode(QAbstractItemView.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.table.verticalHeader().setVisible(False)
-        self.table.setMinimumHeight(180)
+        self.table.setMinimumHeight(240)
+        self.table.setTextElideMode(Qt.ElideMiddle)
         self.table.cellClicked.connect(lambda row, _col: self.open_case(self._name_at(row)))
         buttons = QHBoxLayout()
         self.save_button = QPushButton("Save and next")
@@ -162,7 +165,8 @@ class WorklistWidget(DockWidget):
                                                      "fits", "fit_note", "review_priority") and k not in measures]
         measures = measures[:MEASURE_COLUMNS]
         score = "disagreement" if work.priority == "disagreement" else "mean_uncertainty"
-        headers = ["#", "scan", "status", *measures, "uncertainty" if score == "mean_uncertainty" else score, "fit"]
+        headers = ["#", "scan", "status", *(m.replace("_", " ") for m in measures),
+                   "uncertainty" if score == "mean_uncertainty" else score, "fit"]
         self.table.setColumnCount(len(headers))
         self.table.setHorizontalHeaderLabels(headers)
         self.table.setRowCount(len(order))
@@ -184,6 +188,7 @@ class WorklistWidget(DockWidget):
             if name == self.current:
                 self.table.selectRow(i)
         self.table.resizeColumnsToContents()
+        self.table.setColumnWidth(1, min(self.table.columnWidth(1), SCAN_COLUMN_PX))  # long names elide
         counts = work.counts()
         done = sum(1 for c in work.cases.values() if c.row is not None)
         self.status.setText(f"{len(order)} scans, {done} segmented: " + ", ".join(f"{v} {k}" for k, v in counts.items())
@@ -253,7 +258,8 @@ class WorklistWidget(DockWidget):
         if self._image_name() not in viewer.layers:
             viewer.add_image(image.array, name=self._image_name(), rgb=image.axes == "YXC", metadata=meta, **geometry)
         if self._labels_name() not in viewer.layers:
-            layer = viewer.add_labels(labels, name=self._labels_name(), opacity=0.7,
+            colours = {0: "transparent", None: "transparent", **{i: label_color(i) for i in range(1, 9)}}
+            layer = viewer.add_labels(labels, name=self._labels_name(), opacity=0.7, colormap=colours,
                                       metadata={layer_meta.MODEL: case.model, ORIGINAL_KEY: labels.copy(),
                                                 **layer_meta.geometry_of(meta)}, **geometry)
         layer = viewer.layers[self._labels_name()]

@@ -62,7 +62,7 @@ def test_worklist_open_correct_save_next_and_reopen(make_napari_viewer, qtbot, t
     # the table: every scan, ranked by mean uncertainty (highest first), measures and fit beside it
     headers, rows = _table(widget)
     assert headers[:3] == ["#", "scan", "status"] and headers[-2:] == ["uncertainty", "fit"]
-    assert "blob_px" in headers
+    assert "blob px" in headers
     assert [r[0] for r in rows] == ["1", "2", "3", "4"]
     order = [r[1] for r in rows]
     assert order == widget.worklist.order() and sorted(order) == sorted(truths)
