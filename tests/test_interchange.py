@@ -149,3 +149,29 @@ def test_foreign_packages_are_refused_in_one_line(package, tmp_path, cache):
     (tmp_path / "broken.zip").write_bytes(b"PK not really")
     with pytest.raises(RamsegInputError, match="not a readable zip"):
         resolve_model_path(tmp_path / "broken.zip")
+
+
+def test_segment_dock_model_picker_takes_a_package(package, cache):
+    from napari_ramseg.widgets._models import clear_predictor_cache, get_predictor, model_summary
+
+    assert model_summary(package) == "blob · trained on siteA + siteB"
+    try:
+        predictor = get_predictor(package, device="cpu")
+        assert predictor.channel_names == ["blob"] and get_predictor(package, device="cpu") is predictor  # cached
+    finally:
+        clear_predictor_cache()
+
+
+def test_ramseg_export_writes_onnx_and_refuses_bad_names(tiny_model, tmp_path, capsys):
+    from napari_ramseg.cli import main
+    from napari_ramseg.interchange.onnx_export import run_onnx
+
+    out = tmp_path / "tiny.onnx"
+    assert main(["export", "--model", str(tiny_model), "--format", "onnx", "--out", str(out)]) == 0
+    assert run_onnx(out, np.zeros((1, 3, 32, 32), np.float32)).shape == (1, 1, 32, 32)
+    assert main(["export", "--model", str(tiny_model), "--format", "onnx", "--out", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["export", "--model", str(tiny_model), "--format", "bioimageio", "--out", str(tmp_path / "a.zip")]) == 2
+    assert "give --sample IMAGE" in capsys.readouterr().err
+    assert main(["export", "--model", str(tiny_model), "--format", "bioimageio", "--out", str(tmp_path / "a.onnx")]) == 2
+    assert "writes a .zip file" in capsys.readouterr().err

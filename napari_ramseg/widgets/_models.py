@@ -60,10 +60,13 @@ class DeviceCombo(QComboBox):
 
 def model_summary(path: str | Path) -> str:
     """'vessel · trained on HRF + STARE' from a model's ``model.json``; '' when it cannot be read."""
+    from ..core.checkpoint import resolve_model_path
+
     path = Path(path).expanduser()
-    meta = path / "model.json" if path.is_dir() else path.with_suffix(".json")
-    if not meta.is_file() and not path.is_dir():
-        meta = path.parent / "model.json"
+    try:  # the owner of model paths also knows BioImage.IO packages (their model.json is an attachment)
+        _, meta = resolve_model_path(path)
+    except (RamsegInputError, OSError):
+        return ""
     try:
         info = json.loads(meta.read_text(encoding="utf-8"))
         names = [str(n) for n in info.get("label_scheme", {}).get("names", [])]
@@ -90,7 +93,7 @@ class ModelPicker(QWidget):
         self.source.addItem(self.CUSTOM, None)
         self.source.setCurrentIndex(max(0, self.source.findData(models.DEFAULT_MODEL)))
         self.path_edit = QLineEdit()
-        self.path_edit.setPlaceholderText("run folder or model.safetensors")
+        self.path_edit.setPlaceholderText("run folder, model.safetensors or BioImage.IO .zip")
         self.folder_button = QPushButton("Folder…")
         self.file_button = QPushButton("File…")
         for button in (self.folder_button, self.file_button):
@@ -144,7 +147,7 @@ class ModelPicker(QWidget):
             self.set_model(folder)
 
     def _browse_file(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Model file", "", "Model (*.safetensors *.json)")
+        path, _ = QFileDialog.getOpenFileName(self, "Model file", "", "Model (*.safetensors *.json *.zip *.yaml)")
         if path:
             self.set_model(path)
 
