@@ -275,3 +275,18 @@ def test_ramseg_predict_on_a_dicom_folder_writes_nifti_in_the_series_geometry(ti
     assert main(["predict", "--model", str(tiny_model), "--input", str(tmp_path / "series"), "--series", "8",
                  "--output", str(tmp_path / "one.nii.gz"), "--device", "cpu"]) == 0
     assert nib.load(tmp_path / "one.nii.gz").shape == (40, 32, 3)
+
+
+def test_the_manifest_offers_the_dicom_reader_for_folders_and_dcm_files_only(tmp_path):
+    npe2 = pytest.importorskip("npe2")
+    write_dicom_series(tmp_path / "series", _volume(), np.eye(4))
+    manager = npe2.PluginManager.instance()
+    manager.discover()
+
+    def ours(path) -> bool:
+        return any(r.command == "napari-ramseg.get_dicom_reader" for r in manager.iter_compatible_readers([str(path)]))
+
+    assert ours(tmp_path / "series") and ours(tmp_path / "series" / "slice000.dcm")
+    assert not ours(tmp_path / "image.png")  # never in the way of other files
+    [(data, meta, _)] = npe2.read([str(tmp_path / "series")], plugin_name="napari-ramseg", stack=False)
+    assert data.shape == (6, 10, 12) and meta["name"] == "series"
