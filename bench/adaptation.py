@@ -71,12 +71,12 @@ def vessel_models(seeds: list[int]) -> list[tuple[gen.Job, dict[str, Any], Path]
     return found
 
 
-def disc_models(seeds: list[int], train: bool) -> list[tuple[gen.Job, dict[str, Any], Path]]:
-    """The optic-disc LODO models of this script (quick budget), trained here when ``train`` and missing."""
+def disc_models(seeds: list[int], train: bool):
+    """The optic-disc LODO models of this script (quick budget), trained here when ``train`` and missing;
+    one at a time (a generator), so each is scored before the next is trained."""
     from napari_ramseg.core.checkpoint import save_model
 
     jobs = gen.build_jobs(["optic_disc"], "quick", seeds, ["ram_dsir"], {"device": "cpu", "threads": 1})
-    found = []
     for job in jobs:
         folder, record_path = WORK / "models" / job.key, WORK / "jobs" / f"{job.key}.json"
         if not record_path.exists():
@@ -89,8 +89,7 @@ def disc_models(seeds: list[int], train: bool) -> list[tuple[gen.Job, dict[str, 
             gen._atomic_json(record_path, {"job": asdict(job), "key": job.key, "direction": job.direction,
                                            "dice": float(np.mean([r["dice"] for r in per_case])),
                                            "per_case": per_case, **trained.record})
-        found.append((job, json.loads(record_path.read_text()), folder))
-    return found
+        yield job, json.loads(record_path.read_text()), folder
 
 
 def load_trained(job: gen.Job, record: dict[str, Any], folder: Path, work: Path) -> gen.TrainedJob:
@@ -356,9 +355,13 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    found = {"vessels": vessel_models(args.seeds) if "vessels" in args.tasks else [],
-             "optic_disc": disc_models(args.seeds, not args.no_train) if "optic_disc" in args.tasks else []}
-    models = [run_model(job, record, folder, args.methods, WORK) for task in args.tasks for job, record, folder in found[task]]
+    found: dict[str, list] = {}
+    models = []
+    for task in args.tasks:
+        source = vessel_models(args.seeds) if task == "vessels" else disc_models(args.seeds, not args.no_train)
+        for job, record, folder in source:
+            found.setdefault(task, []).append((job, record, folder))
+            models.append(run_model(job, record, folder, args.methods, WORK))
     results = aggregate(models, args.methods)
     default, verdicts = choose_default(results, args.methods)
     timing_path = WORK / "timing.json"
