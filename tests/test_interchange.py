@@ -175,3 +175,15 @@ def test_ramseg_export_writes_onnx_and_refuses_bad_names(tiny_model, tmp_path, c
     assert "give --sample IMAGE" in capsys.readouterr().err
     assert main(["export", "--model", str(tiny_model), "--format", "bioimageio", "--out", str(tmp_path / "a.onnx")]) == 2
     assert "writes a .zip file" in capsys.readouterr().err
+
+
+def test_a_volume_sample_becomes_a_2_5d_test_input(tiny_model):
+    from napari_ramseg.core.checkpoint import load_metadata
+    from napari_ramseg.interchange.bioimageio import sample_tensor
+
+    volume = np.arange(5 * 40 * 48, dtype=np.uint16).reshape(5, 40, 48)
+    x = sample_tensor(volume, True, load_metadata(tiny_model), stride=8)
+    assert x.shape == (1, 3, 40, 48) and x.dtype == np.float32
+    np.testing.assert_array_equal(x[0], volume[1:4].astype(np.float32))  # slices j-1, j, j+1 of the middle one
+    with pytest.raises(RamsegInputError, match="too small"):
+        sample_tensor(volume[:, :4, :4], True, load_metadata(tiny_model), stride=8)

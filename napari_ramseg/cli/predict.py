@@ -49,7 +49,15 @@ def run(args: argparse.Namespace) -> int:
             image = _read_dicom(source, args.series) if dicom else read_image(source)
             with naming(source):
                 if disc is not None:
-                    found = disc.predict(image.array, postprocess=True)
+                    try:
+                        found = disc.predict(image.array, postprocess=True)
+                    except RamsegInputError as exc:
+                        if len(pairs) == 1:
+                            raise
+                        # one photograph without a visible disc does not cost the folder its report
+                        bar.write(f"ramseg: warning: {source}: {exc.problem}; no mask written", file=sys.stderr)
+                        bar.update(1)
+                        continue
                     prediction = found.prediction
                 else:
                     prediction = segmenter.predict(image.array, postprocess=args.postprocess,
@@ -125,10 +133,12 @@ def _report_row(predictor, source: Path, image, prediction, fit, review: str) ->
 
 
 def _is_dicom(source: Path) -> bool:
-    from ..io import _dicom, suffix_of
+    """A DICOM series: a ``.dcm`` file, or a folder holding DICOM files (below it too) and no other images."""
+    from ..io import _dicom, is_supported, suffix_of
 
     if source.is_dir():
-        return _dicom.holds_dicom(source)
+        images = any(p.is_file() and is_supported(p) for p in source.iterdir())
+        return not images and _dicom.holds_dicom(source)
     return suffix_of(source) in _dicom.DICOM_SUFFIXES
 
 
