@@ -58,6 +58,7 @@ CANDIDATES = [
     {"iterations": 40, "batch": 4, "freeze": "none", "lr_scale": 0.5},
     {"iterations": 40, "batch": 4, "freeze": "encoder", "lr_scale": 0.5, "correction_share": 0.75},
     {"iterations": 100, "batch": 8, "freeze": "none", "lr_scale": 0.1, "correction_share": 0.5},
+    {"iterations": 60, "batch": 4, "freeze": "encoder", "lr_scale": 0.5, "correction_share": 0.75},
 ]
 
 

@@ -170,15 +170,21 @@ class TrainConfig:
 @dataclass(frozen=True)
 class FinetuneConfig:
     """A fine-tune round's own settings (``core/finetune.py``); everything else is the base model's
-    ``TrainConfig``. ``ramseg finetune`` and the Correct and fine-tune dock take their defaults here."""
+    ``TrainConfig``. ``ramseg finetune`` and the Correct and fine-tune dock take their defaults here.
 
-    iterations: int = 100
+    Sized so that a round from 3 corrections finishes within 2 minutes on a shared 2-core CPU with
+    replay on (about 50 s with the CPU quiet, 90 s under a load of 7), and chosen on one direction
+    only (HRF+STARE->CHASE_DB1, 3 random corrections; ``bench/results/finetune_gain.md``). The old
+    defaults (100 iterations at the base's batch of 8, the whole network, lr x 0.1, half of each
+    batch corrections) took 8 minutes on this CPU."""
+
+    iterations: int = 40
     seed: int = 0
     device: str = "auto"
-    lr_scale: float = 0.1  # the round's learning rate: the source model's learning rate times this
-    correction_share: float = 0.5  # of every batch, drawn from the corrected cases when replaying sources
-    batch: int | None = None  # images per step; None: the base model's batch
-    freeze: Literal["none", "encoder"] = "none"  # "encoder": only the decoder and head learn (no encoder backward)
+    lr_scale: float = 0.5  # the round's learning rate: the source model's learning rate times this
+    correction_share: float = 0.75  # of every batch, drawn from the corrected cases when replaying sources
+    batch: int | None = 4  # images per step; None: the base model's batch
+    freeze: Literal["none", "encoder"] = "encoder"  # "encoder": only the decoder and head learn (no encoder backward)
     # target-style RAM: with unlabelled scans of the new site, the share of RAM partners drawn from them
     target_style_share: float = 0.5
 
@@ -223,6 +229,7 @@ class DiscConfig:
     roi_ratio: float = 1.34  # ROI side / disc diameter: the median Drishti-GS packaging (bench/tasks.py)
     refine: int = 1  # re-centre and re-scale the ROI on the predicted disc this many times
     min_disc_fraction: float = 0.05  # a disc covering less of its ROI than this is no disc
+    max_disc_fraction: float = 0.9  # nor one filling it (a bright patch, not a disc)
     min_confidence: float = 0.6  # mean disc probability inside the predicted disc needed to accept it
 
 
