@@ -72,7 +72,8 @@ def write_dicom_series(folder: Path, volume, affine, order=None, series_uid: str
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
         ds.BitsAllocated = ds.BitsStored = 16
         ds.HighBit, ds.PixelRepresentation = 15, int(volume.dtype.kind == "i")
-        ds.PixelData = np.ascontiguousarray(volume[k], dtype=np.int16 if volume.dtype.kind == "i" else np.uint16).tobytes()
+        stored = np.int16 if volume.dtype.kind == "i" else np.uint16
+        ds.PixelData = np.ascontiguousarray(volume[k], dtype=stored).tobytes()
         path = folder / names.format(i)
         ds.save_as(path, enforce_file_format=True)
         written.append(path)

@@ -173,7 +173,8 @@ def test_ramseg_export_writes_onnx_and_refuses_bad_names(tiny_model, tmp_path, c
     assert "--overwrite" in capsys.readouterr().err
     assert main(["export", "--model", str(tiny_model), "--format", "bioimageio", "--out", str(tmp_path / "a.zip")]) == 2
     assert "give --sample IMAGE" in capsys.readouterr().err
-    assert main(["export", "--model", str(tiny_model), "--format", "bioimageio", "--out", str(tmp_path / "a.onnx")]) == 2
+    assert main(["export", "--model", str(tiny_model), "--format", "bioimageio",
+                 "--out", str(tmp_path / "a.onnx")]) == 2
     assert "writes a .zip file" in capsys.readouterr().err
 
 

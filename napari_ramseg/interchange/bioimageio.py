@@ -24,7 +24,6 @@ network.
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from pathlib import Path

@@ -55,7 +55,8 @@ def onnx_metadata(metadata: ModelMetadata) -> dict[str, str]:
         "input": "N x 3 x H x W float32, H and W multiples of the stride, normalised as 'normalization' says",
         "normalization": json.dumps(NORMALIZATION),
         "stride": str(2 ** (metadata.config.model.depth - 1)),
-        "output": "logits; apply " + ("a sigmoid per channel" if labels.kind == "nested" else "a softmax over channels"),
+        "output": "logits; apply "
+                  + ("a sigmoid per channel" if labels.kind == "nested" else "a softmax over channels"),
         "label_kind": labels.kind,
         "label_names": json.dumps(list(labels.names)),
         "threshold": str(metadata.config.threshold),

@@ -55,7 +55,8 @@ def _parse(text: bytes, where: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise RamsegInputError(f"unreadable BioImage.IO description ({one_line(exc, 160, typed=False)})", where) from None
+        raise RamsegInputError(f"unreadable BioImage.IO description ({one_line(exc, 160, typed=False)})",
+                               where) from None
     if not isinstance(data, dict) or data.get("type") != "model":
         raise RamsegInputError("not a BioImage.IO model package (its description is not of type 'model')", where)
     return data

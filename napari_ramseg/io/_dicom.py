@@ -249,7 +249,8 @@ def _pixels(path: Path) -> np.ndarray:
         name = getattr(syntax, "name", str(syntax))
         raise RamsegInputError(
             f"cannot decode the pixel data ({name}): {one_line(exc, 160, typed=False)}; install a decoder "
-            "(pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg) or decompress the series first", path) from None
+            "(pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg) or decompress the series first",
+            path) from None
     slope, intercept = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
     if slope == 1 and intercept == 0:
         return array
