@@ -188,3 +188,13 @@ def test_a_volume_sample_becomes_a_2_5d_test_input(tiny_model):
     np.testing.assert_array_equal(x[0], volume[1:4].astype(np.float32))  # slices j-1, j, j+1 of the middle one
     with pytest.raises(RamsegInputError, match="too small"):
         sample_tensor(volume[:, :4, :4], True, load_metadata(tiny_model), stride=8)
+
+
+def test_ramseg_predict_takes_a_package(package, synthetic_data, tmp_path, cache):
+    from napari_ramseg.cli import main
+    from napari_ramseg.io import read_mask
+
+    image = synthetic_data / "siteA" / "images" / "case2.png"
+    assert main(["predict", "--model", str(package), "--input", str(image), "--output", str(tmp_path / "m.png"),
+                 "--device", "cpu", "--precision", "fp32"]) == 0
+    assert read_mask(tmp_path / "m.png").shape == (48, 48)
