@@ -8,7 +8,8 @@ resized to 256 px and written as a ``domains``-layout folder under ``bench/work/
 shipped: the README of the data forbids it). Masks: 0 background, 1 disc rim, 2 cup.
 
 Drishti-GS is split once by case number: numbers divisible by 4 (25 cases) are held out for the
-vCDR benchmark and never trained on. The DoFE samples of REFUGE (Domain3, Domain4: two ROIs each)
+vCDR benchmark and never trained on. Whole photographs (DRIONS-DB) also give ``negatives`` ROIs away
+from the disc, with empty masks. The DoFE samples of REFUGE (Domain3, Domain4: two ROIs each)
 are extra cup-annotated source domains; Domain1 (Drishti-GS in DoFE packaging) is left out so that
 held-out Drishti-GS cases cannot leak in through it.
 
@@ -32,6 +33,7 @@ from napari_ramseg.files import atomic_write  # noqa: E402
 from napari_ramseg.io import write_labels  # noqa: E402
 
 ROI_SIZE = 256
+WHOLE_PHOTOGRAPHS = ("DRIONS-DB",)  # domains whose images show the whole fundus: negatives come from them
 HELD_OUT_EVERY = 4  # Drishti-GS cases whose number is divisible by this are the held-out test set
 SETS = {  # training set -> its source domains (the target is the domain left out)
     "drishti_to_drions": ("Drishti-GS", "REFUGE-train", "REFUGE-val"),
@@ -68,6 +70,30 @@ def write_rgb(path: Path, image: np.ndarray) -> None:
     atomic_write(path, lambda tmp: Image.fromarray(image).save(tmp, format="PNG"), suffix=".png")
 
 
+def negatives(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, count: int,
+              ratio: float) -> list[tuple[np.ndarray, np.ndarray]]:
+    """ROIs of a whole photograph at the disc's scale but away from it (at least 1.5 disc diameters),
+    inside the field of view: empty masks, so that the model learns that a ROI without a disc has none,
+    which is what lets it veto a wrong stage-one candidate (and refuse a photograph without a disc)."""
+    from scipy import ndimage
+
+    cy, cx = ndimage.center_of_mass(mask >= 1)
+    d = disc_diameter(mask)
+    fov = image.mean(axis=-1) > 0.4 * np.median(image.mean(axis=-1))
+    yy, xx = np.mgrid[:mask.shape[0], :mask.shape[1]]
+    far = np.hypot(yy - cy, xx - cx) >= 1.5 * d
+    ys, xs = np.nonzero(fov & far)
+    out = []
+    for _ in range(count if ys.size else 0):
+        i = int(rng.integers(ys.size))
+        roi = Roi.around((float(ys[i]), float(xs[i])), d, rng.uniform(1.2, 1.6))
+        msk = crop(mask, roi)
+        if msk.any():  # a corner of the disc came in: not a negative
+            continue
+        out.append((resize_square(crop(image, roi), ROI_SIZE), resize_square(msk, ROI_SIZE, labels=True)))
+    return out
+
+
 def dofe_cases(root: Path, domain: str):
     layout = get_layout("dofe")
     for split in ("train", "test"):
@@ -82,6 +108,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "work" / "optic_disc")
     ap.add_argument("--jitter", type=int, default=2, help="jittered ROIs per case besides the ground-truth one")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--negatives", type=int, default=1,
+                    help="ROIs without the disc per whole photograph (DRIONS-DB), empty masks")
     args = ap.parse_args(argv)
     cfg = DiscConfig()
     rng = np.random.default_rng(args.seed)
@@ -97,7 +125,10 @@ def main(argv=None) -> int:
         jitter = args.jitter if domain in ("Drishti-GS", "DRIONS-DB") else 8 * args.jitter
         n = 0
         for stem, image, mask in cases:
-            for j, (img, msk) in enumerate(rois(image, mask, rng, jitter, 0.12, (1.2, 1.6), cfg.roi_ratio)):
+            pairs = rois(image, mask, rng, jitter, 0.12, (1.2, 1.6), cfg.roi_ratio)
+            if domain in WHOLE_PHOTOGRAPHS:
+                pairs += negatives(image, mask, rng, args.negatives, cfg.roi_ratio)
+            for j, (img, msk) in enumerate(pairs):
                 name = f"{stem}_r{j}"
                 write_rgb(domains_dir / domain / "images" / f"{name}.png", img)
                 write_labels(domains_dir / domain / "labels" / f"{name}.png", msk, overwrite=True)

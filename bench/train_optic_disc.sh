@@ -10,7 +10,7 @@
 #   bash bench/train_optic_disc.sh [SET ...]   (default: all three; ITERATIONS=600 by default)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
-work=$here/bench/work/optic_disc
+work=${WORK:-$here/bench/work/optic_disc}
 iterations=${ITERATIONS:-600}
 [ -d "$work/domains" ] || python "$here/bench/optic_disc_data.py" --out "$work"
 for set in "${@:-drishti_to_drions bundled drions_to_drishti}"; do

@@ -21,6 +21,7 @@ import numpy as np
 from .. import layer_meta
 from ..palette import label_color
 from ._common import ORIGINAL_KEY, notify_info, upsert_layer
+from ._measures import feature_columns
 
 UNCERTAINTY_CLEAR_BELOW = 0.05  # normalised entropy below which the uncertainty overlay is fully transparent
 UNCERTAINTY_OPAQUE_AT = 0.3  # and from which it is fully opaque
@@ -74,11 +75,13 @@ def show_result(viewer: Any, layer: Any, result: Any, want_probs: bool, want_ent
     colors = {0: "transparent", None: "transparent"}
     colors.update({i: label_color(i) for i in range(1, len(class_names))})
     name, kept = labels_layer_name(viewer, base)
+    measures = dict(getattr(result, "measures", None) or {})  # core/measures.measure_case, computed by the job
     labels = upsert_layer(
         viewer, name, result.labels, "labels", opacity=0.7, colormap=colors,
-        features={"index": list(range(len(class_names))), "class": class_names},
+        features={"index": list(range(len(class_names))), "class": class_names,
+                  **feature_columns(measures, result.class_names)},
         metadata={**source_meta, layer_meta.CLASS_NAMES: {str(i): n for i, n in enumerate(class_names) if i},
-                  layer_meta.MODEL: result.model, layer_meta.DEVICE: result.device,
+                  layer_meta.MODEL: result.model, layer_meta.DEVICE: result.device, layer_meta.MEASURES: measures,
                   ORIGINAL_KEY: result.labels.copy()},  # kept apart from the data the user paints
         **geometry)
     yield

@@ -34,7 +34,7 @@ class Candidate:
     y: float
     x: float
     diameter: float
-    score: float
+    score: float  # contrast: robust standard deviations above the band-passed field of view's median
 
 
 @dataclass(frozen=True)
@@ -107,6 +107,12 @@ def locate(image: np.ndarray, cfg: DiscConfig | None = None) -> Located:
                            labels=area.astype(np.uint8), exclude_border=False)
     if len(peaks) == 0:  # a flat image: its centre is the only guess
         peaks = np.array([[luma.shape[0] // 2, luma.shape[1] // 2]])
+    # the score is the peak's contrast in robust standard deviations of the band-passed field of view,
+    # so that "much brighter than the fundus around it" means the same on every camera
+    inside = blob[area]
+    centre = float(np.median(inside))
+    spread = 1.4826 * float(np.median(np.abs(inside - centre))) or 1e-6
     candidates = tuple(Candidate(y=(float(y) + 0.5) / scale - 0.5, x=(float(x) + 0.5) / scale - 0.5,
-                                 diameter=diameter / scale, score=float(blob[y, x])) for y, x in peaks)
+                                 diameter=diameter / scale, score=(float(blob[y, x]) - centre) / spread)
+                       for y, x in peaks)
     return Located(photograph=photograph, candidates=candidates, fov_width=width / scale)

@@ -1,0 +1,62 @@
+"""``ramseg predict --model optic-disc``: whole photographs and disc-centred crops, full-size masks, the
+printed vCDR, report.csv's cup-to-disc ratios for a folder, and a clear refusal without a disc."""
+
+import csv
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from helpers import synthetic_fundus
+from napari_ramseg.cli import main
+from napari_ramseg.models import bundled_models
+
+
+def _dice(a, b):
+    return 2 * (a & b).sum() / max(a.sum() + b.sum(), 1)
+
+
+pytestmark = pytest.mark.skipif("optic-disc" not in bundled_models(), reason="optic-disc model not installed")
+
+
+def test_whole_drions_photograph_gives_a_full_size_disc_and_the_vcdr(shared_data, tmp_path, capsys):
+    photo = shared_data / "fundus" / "DRIONS-DB" / "images" / "image_001.jpg"
+    truth = np.array(Image.open(shared_data / "fundus" / "DRIONS-DB" / "labels" / "image_001.png")) >= 1
+    assert main(["predict", "--model", "optic-disc", "--input", str(photo), "--output", str(tmp_path / "m.png"),
+                 "--precision", "fp32"]) == 0
+    mask = np.array(Image.open(tmp_path / "m.png"))
+    assert mask.shape == (400, 600) and _dice(mask >= 1, truth) > 0.8
+    err = capsys.readouterr().err
+    assert "vCDR" in err and "whole photograph" in err
+
+
+def test_drishti_crop_is_taken_as_a_crop(shared_data, tmp_path, capsys):
+    crop = shared_data / "fundus" / "Drishti-GS" / "images" / "drishtiGS_004.png"  # held out from training
+    truth = np.array(Image.open(shared_data / "fundus" / "Drishti-GS" / "labels" / "drishtiGS_004.png"))
+    assert main(["predict", "--model", "optic-disc", "--input", str(crop), "--output", str(tmp_path / "c.png"),
+                 "--precision", "fp32"]) == 0
+    mask = np.array(Image.open(tmp_path / "c.png"))
+    assert mask.shape == truth.shape[:2] and _dice(mask >= 1, truth >= 1) > 0.85 and (mask == 2).any()
+    assert "disc-centred crop" in capsys.readouterr().err
+
+
+def test_a_folder_gets_the_ratios_in_report_csv_and_a_discless_photograph_is_skipped(shared_data, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(shared_data / "fundus" / "DRIONS-DB" / "images" / "image_002.jpg", folder)
+    Image.fromarray(synthetic_fundus(radius=0.1)).save(folder / "blank.png")  # a field of view, no disc
+    assert main(["predict", "--model", "optic-disc", "--input", str(folder), "--output", str(tmp_path / "out"),
+                 "--precision", "fp32"]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "out" / "report.csv")))
+    assert [r["case"] for r in rows] == ["image_002"] and 0.0 < float(rows[0]["vcdr"]) < 1.0
+    assert not (tmp_path / "out" / "blank.png").exists()
+
+
+def test_one_photograph_without_a_disc_is_refused_in_one_line(tmp_path, capsys):
+    Image.fromarray(synthetic_fundus(radius=0.1)).save(tmp_path / "blank.png")
+    assert main(["predict", "--model", "optic-disc", "--input", str(tmp_path / "blank.png"),
+                 "--output", str(tmp_path / "m.png")]) == 2
+    err = capsys.readouterr().err
+    assert "no optic disc found" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "m.png").exists()
