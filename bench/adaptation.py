@@ -306,6 +306,8 @@ def write_markdown(path: Path, results: dict, meta: dict) -> None:
                   f"warm-up, one thread. Plain inference: {t['plain_s']:.3f} s. Targets: training-free <= 2x, "
                   "learned prompt <= 10x.", "", "| method | seconds | x plain |", "|---|---|---|"]
         lines += [f"| {m} | {v['seconds']:.3f} | {v['x_plain']:.2f} |" for m, v in t["methods"].items()]
+        lines += ["", "Each method at its `AdaptConfig` default (prompt also at 2 and 3 steps), fit check included; "
+                  "measured by the last run without `--no-timing` (kept in `bench/work/adaptation/timing.json`)."]
     lines += ["", "## Chosen settings (source validation)", ""]
     for key, chosen in meta["chosen"].items():
         lines.append(f"- {key}: " + "; ".join(f"{m} {json.dumps(c)}" for m, c in chosen.items()))
@@ -371,9 +373,10 @@ def main(argv: list[str] | None = None) -> int:
             "machine": bench_machine.describe(), "methods": args.methods, "default": default,
             "default_rule": DEFAULT_RULE, "verdicts": verdicts, "grids": GRIDS,
             "models": {t: ("ram_dsir, bench/generalization.py --reference (256 px crops, 400 iterations), seeds "
-                           + ", ".join(str(j.seed) for j, _, _ in found[t]) if t == "vessels" else
-                           "ram_dsir trained here at generalization.py's quick budget (128 px, 80 iterations), seeds "
-                           + ", ".join(str(j.seed) for j, _, _ in found[t])) for t in results},
+                           if t == "vessels" else
+                           "ram_dsir trained here at generalization.py's quick budget (128 px, 80 iterations), seeds ")
+                       + "; ".join(f"{d}: " + ", ".join(str(j.seed) for j, _, _ in found[t] if j.direction == d)
+                                   for d in dict.fromkeys(j.direction for j, _, _ in found[t])) for t in results},
             "chosen": {m["key"]: {k: m[k]["selection"]["chosen"] for k in args.methods if k in m} for m in models},
             "none_matches": all(m["none"]["matches_record"] for m in models if m["job"]["task"] == "vessels"),
             "timing": json.loads(timing_path.read_text()) if timing_path.exists() else None,

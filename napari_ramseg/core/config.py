@@ -272,7 +272,9 @@ class AdaptConfig:
     cycles per image, so one setting means the same style at every image size.
     """
 
-    method: str = "align"  # what a bare --adapt runs (bench/adaptation.py's rule decides it); one of ADAPT_METHODS
+    # what a bare --adapt runs, one of ADAPT_METHODS: the method bench/adaptation.py's rule chose (align:
+    # better unseen Dice in 4 of 5 LODO directions, mean +0.025, worst -0.002; bench/results/adaptation.md)
+    method: str = "align"
     window: float = 0.05  # half-width of the adapted window, fraction of the profile side (<= its window)
     strength: float = 0.5  # align: how far towards the source amplitude (RAM's 1 - lambda)
     towards: Literal["nearest", "all"] = "nearest"  # the nearest source domain's spectrum, or all of theirs
