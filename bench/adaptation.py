@@ -142,7 +142,8 @@ def select(job: gen.Job, trained: gen.TrainedJob, method: str) -> dict[str, Any]
             others = [s for s in sources if s != d] or [d]
             adapted = AdaptedPredictor(restricted(base, others), method, config)
             per_domain[d] = float(np.mean([r["dice"] for r in scored(job, trained, adapted, d, names)]))
-        rows.append({"setting": setting, "source_val_dice": per_domain, "mean": float(np.mean(list(per_domain.values())))})
+        rows.append({"setting": setting, "source_val_dice": per_domain,
+                     "mean": float(np.mean(list(per_domain.values())))})
     best = rows[0]
     for row in rows[1:]:
         if row["mean"] > best["mean"] + TIE:
@@ -157,7 +158,8 @@ def run_model(job: gen.Job, record: dict[str, Any], folder: Path, methods: list[
     from napari_ramseg.core.config import ADAPT
 
     trained = None
-    out: dict[str, Any] = {"job": asdict(job), "key": job.key, "direction": job.direction, "generalization_dice": record["dice"]}
+    out: dict[str, Any] = {"job": asdict(job), "key": job.key, "direction": job.direction,
+                           "generalization_dice": record["dice"]}
     for method in ["none", *methods]:
         path = WORK / "scores" / f"{job.key}__{method}.json"
         if path.exists():

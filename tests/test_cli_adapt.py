@@ -27,7 +27,8 @@ def test_predict_adapts_a_volume_once(tiny_model, tmp_path, monkeypatch):
     nib.save(nib.Nifti1Image(volume.transpose(2, 1, 0), np.diag([0.8, 0.8, 2.0, 1.0])), path)
     calls = []
     original = METHODS["adabn"].adapt
-    monkeypatch.setattr(METHODS["adabn"], "adapt", lambda self, p, x, f: calls.append(x.shape) or original(self, p, x, f))
+    monkeypatch.setattr(METHODS["adabn"], "adapt",
+                        lambda self, p, x, f: calls.append(x.shape) or original(self, p, x, f))
     out = tmp_path / "mask.nii.gz"
     assert main(["predict", "--model", str(tiny_model), "--input", str(path), "--output", str(out),
                  "--adapt", "adabn", "--device", "cpu"]) == 0

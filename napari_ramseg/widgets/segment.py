@@ -153,7 +153,8 @@ def segment_job(request: SegmentRequest):
 _ADAPTERS: dict[tuple[int, str], Any] = {}  # one per (loaded model, method): the prompt's memory spans scans
 
 
-def adapt_job_step(predictor: Any, request: SegmentRequest, control: JobControl, plain_seconds: float) -> AdaptedOutcome:
+def adapt_job_step(predictor: Any, request: SegmentRequest, control: JobControl,
+                   plain_seconds: float) -> AdaptedOutcome:
     """Adapt to the scan once (a volume too) and segment it again; the plain result stays as it was."""
     from ..core.adapt import AdaptedPredictor
 

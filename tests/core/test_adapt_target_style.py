@@ -48,7 +48,8 @@ def test_finetune_with_the_new_sites_unlabelled_scans(tmp_path, tiny_model, caps
     site = make_synthetic_domains(tmp_path / "site", domains=("siteC",), cases=3, size=40, seed=3)
     images = [str(site / "siteC" / "images" / f"case{i}.png") for i in range(3)]
     labels = [str(site / "siteC" / "labels" / f"case{i}.png") for i in range(3)]
-    unlabelled = make_synthetic_domains(tmp_path / "new", domains=("siteD",), cases=2, size=44, seed=5) / "siteD" / "images"
+    new_site = make_synthetic_domains(tmp_path / "new", domains=("siteD",), cases=2, size=44, seed=5)
+    unlabelled = new_site / "siteD" / "images"
     out = tmp_path / "models"
     code = main(["finetune", "--model", str(tiny_model), "--images", *images, "--labels", *labels, "--out", str(out),
                  "--iterations", "2", "--device", "cpu", "--target-style", str(unlabelled),

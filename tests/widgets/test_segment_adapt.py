@@ -24,11 +24,13 @@ def widget(make_napari_viewer, tiny_model, monkeypatch):
 
 def test_adapting_a_photograph_shows_both_masks_the_fit_and_the_cost(widget, synthetic_data):
     image = np.array(Image.open(synthetic_data / "siteB" / "images" / "case1.png"))
-    widget.image_combo.set_layer(widget.viewer.add_image((image * [0.5, 1, 1]).astype(np.uint8), name="photo"))  # another tint
+    tinted = (image * [0.5, 1, 1]).astype(np.uint8)  # another camera's tint
+    widget.image_combo.set_layer(widget.viewer.add_image(tinted, name="photo"))
     widget.adapt_box.setChecked(True)
     widget.adapt_combo.setCurrentText("align")
     widget.segment()
-    plain, adapted = widget.viewer.layers["photo segmentation"], widget.viewer.layers["photo segmentation (adapted: align)"]
+    plain = widget.viewer.layers["photo segmentation"]
+    adapted = widget.viewer.layers["photo segmentation (adapted: align)"]
     assert plain.data.shape == adapted.data.shape == image.shape[:2]
     assert widget.viewer.layers.selection.active is adapted
     text = widget.adapt_label.text()
@@ -48,7 +50,8 @@ def test_unticked_nothing_is_adapted(widget, synthetic_data):
 def test_a_volume_adapts_once(widget, monkeypatch):
     calls = []
     original = METHODS["adabn"].adapt
-    monkeypatch.setattr(METHODS["adabn"], "adapt", lambda self, p, x, f: calls.append(len(x)) or original(self, p, x, f))
+    monkeypatch.setattr(METHODS["adabn"], "adapt",
+                        lambda self, p, x, f: calls.append(len(x)) or original(self, p, x, f))
     volume = np.random.default_rng(0).normal(500, 90, (5, 32, 32)).astype(np.float32)
     widget.image_combo.set_layer(widget.viewer.add_image(volume, name="mri"))
     widget.adapt_box.setChecked(True)

@@ -171,7 +171,8 @@ class AdaptedPredictor:
             from ..postprocess import postprocess_labels
 
             labels = postprocess_labels(labels, self.base.labels)
-        return Prediction(labels=labels, probabilities=probs.numpy(), entropy=entropy_map(probs, self.base.labels).numpy(),
+        entropy = entropy_map(probs, self.base.labels).numpy()
+        return Prediction(labels=labels, probabilities=probs.numpy(), entropy=entropy,
                           channel_names=self.base.channel_names)
 
 
