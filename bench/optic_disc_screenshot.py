@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     print("layer metadata measures:", labels.metadata.get("measures"))
     print(labels.features)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    _screenshot(viewer, args.out)
+    _screenshot(viewer, args.out, 0.75)  # the whole photograph, not just its middle
     viewer.close()
     shrink_png(args.out)
     print(args.out)

@@ -72,6 +72,9 @@ class DiscPredictor:
         if image.ndim != 3 or image.shape[-1] not in (3, 4):
             raise RamsegInputError(f"the optic disc model takes a colour fundus image, not shape {image.shape}")
         cfg = self.config
+        low, high = np.percentile(image[..., :3], [1, 99])
+        if high - low < 1e-3 * max(float(high), 1.0) or high - low < 5 and image.dtype == np.uint8:
+            raise RamsegInputError("no optic disc found: the image is blank (no contrast)")
         located = locate(image, cfg)
         if not located.photograph:
             pred = self.predictor.predict_image(image, postprocess=postprocess)
