@@ -432,6 +432,7 @@ def run_grid(args: argparse.Namespace) -> int:
             todo.remove(cell)
             ran = True
             write_outputs(args, meta)
+            break  # from the top again: a direction whose model has just appeared goes first at its k
         if not ran and todo:
             time.sleep(60)  # waiting for the generalization run to keep a model
     meta["status"] = "complete" if not todo else f"partial: {len(todo)} of the grid's runs not started in the time"

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from helpers import make_synthetic_domains
 from napari_ramseg.core.checkpoint import load_model
-from napari_ramseg.core.config import PreprocessConfig
+from napari_ramseg.core.config import FinetuneConfig, PreprocessConfig
 from napari_ramseg.core.corrections import CorrectionStore
 from napari_ramseg.core.data import Sample
 from napari_ramseg.core.finetune import CORRECTIONS_DOMAIN, CorrectionPool, finetune, iter_finetune, next_version
@@ -66,7 +66,8 @@ def test_finetune_writes_new_versions_and_never_touches_the_base(tmp_path, tiny_
     assert record["cases_val"] == val and record["cases_train"] == first.train_cases
     assert record["lineage"] == [str(tiny_model.resolve()), str((out / "v001").resolve())]
     base_lr = load_model(tiny_model)[1].config.lr
-    assert record["lr"] == pytest.approx(base_lr / 10) and record["source_lr"] == base_lr  # no compounding
+    # the round's rate is the source rate times FinetuneConfig.lr_scale, never compounded over rounds
+    assert record["lr"] == pytest.approx(base_lr * FinetuneConfig().lr_scale) and record["source_lr"] == base_lr
     v1 = json.loads((out / "v001" / "model.json").read_text())
     assert v1["finetune"]["replay"]["domains"] == ["siteA", "siteB"]
     assert v1["finetune"]["before_dice"] == pytest.approx(first.before_dice)
@@ -100,9 +101,13 @@ def test_corrections_fill_half_of_each_replay_batch():
                 for i in range(2)]
 
     pool = CorrectionPool({"A": samples("A"), "B": samples("B"), CORRECTIONS_DOMAIN: samples("c")},
-                          ["A", "B", CORRECTIONS_DOMAIN], PreprocessConfig(size=32))
+                          ["A", "B", CORRECTIONS_DOMAIN], PreprocessConfig(size=32), correction_share=0.5)
     slots = pool.batch_domains(8)
     assert (slots == 2).sum() == 4 and (slots == 0).sum() == 2 and (slots == 1).sum() == 2
+    default = CorrectionPool({"A": samples("A"), "B": samples("B"), CORRECTIONS_DOMAIN: samples("c")},
+                             ["A", "B", CORRECTIONS_DOMAIN], PreprocessConfig(size=32))
+    share = FinetuneConfig().correction_share
+    assert (default.batch_domains(8) == 2).sum() == round(8 * share)
     alone = CorrectionPool({CORRECTIONS_DOMAIN: samples("c")}, [CORRECTIONS_DOMAIN], PreprocessConfig(size=32))
     assert alone.batch_domains(3).tolist() == [0, 0, 0]
 
