@@ -302,8 +302,9 @@ def test_predict_cli_writes_masks_for_odd_but_valid_images(tmp_path, capsys, tin
     rc, lines = _cli(capsys, "predict", "--model", tiny_model, "--input", folder, "--output", tmp_path / "out",
                      "--device", "cpu")
     assert rc == 0, lines
-    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    written = sorted(p.name for p in (tmp_path / "out").iterdir() if p.name != "report.csv")
     assert written == ["a16.tif", "f64.tif", "grey.png", "rgba.png"]
+    assert (tmp_path / "out" / "report.csv").read_text().count("\n") == 1 + len(written)  # a row per case
     for name in written:
         assert rio.read_mask(tmp_path / "out" / name).shape == (30, 34)
 
@@ -393,7 +394,7 @@ def test_images_without_masks(tmp_path, capsys, tiny_model):
     # prediction needs no masks
     rc, lines = _cli(capsys, "predict", "--model", tiny_model, "--input", image.parent, "--output",
                      tmp_path / "pred", "--device", "cpu")
-    assert rc == 0 and sorted(p.name for p in (tmp_path / "pred").iterdir()) == ["case0.png", "case1.png"]
+    assert rc == 0 and sorted(p.name for p in (tmp_path / "pred").iterdir()) == ["case0.png", "case1.png", "report.csv"]
 
 
 # ----------------------------------------------------------------------------- unicode and spaces
@@ -415,7 +416,7 @@ def test_train_predict_evaluate_under_unicode_and_space_paths(tmp_path, capsys):
     rc, lines = _cli(capsys, "predict", "--model", run, "--input", data / "サイトB" / "images", "--output", out,
                      "--device", "cpu")
     assert rc == 0, lines
-    assert sorted(p.name for p in out.iterdir()) == ["case1.png", "case2.png", "画像 0.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["case1.png", "case2.png", "report.csv", "画像 0.png"]
     report = base / "結果 report.json"
     rc, lines = _eval(capsys, run, data, "サイトB", report)
     assert rc == 0, lines
