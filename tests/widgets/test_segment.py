@@ -9,18 +9,14 @@ import pytest
 
 from napari_ramseg.widgets import _common
 from napari_ramseg.widgets._common import JobControl
-from napari_ramseg.widgets.segment import SegmentWidget
 
 pytestmark = pytest.mark.gui
 WAIT_MS = 60_000
 
 
 @pytest.fixture
-def widget(make_napari_viewer, tiny_model):
-    viewer = make_napari_viewer()
-    w = SegmentWidget(viewer)
-    w.set_model(tiny_model)
-    return w
+def widget(segment_widget):
+    return segment_widget
 
 
 def _blob_image(shape=(40, 48), rgb=False):

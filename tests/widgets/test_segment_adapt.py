@@ -8,18 +8,13 @@ import pytest
 from PIL import Image
 
 from napari_ramseg.core.adapt import METHODS
-from napari_ramseg.widgets import _common
-from napari_ramseg.widgets.segment import SegmentWidget
 
 pytestmark = pytest.mark.gui
 
 
 @pytest.fixture
-def widget(make_napari_viewer, tiny_model, monkeypatch):
-    monkeypatch.setenv(_common.SYNC_ENV, "1")
-    w = SegmentWidget(make_napari_viewer())
-    w.set_model(tiny_model)
-    return w
+def widget(sync_segment_widget):
+    return sync_segment_widget
 
 
 def test_adapting_a_photograph_shows_both_masks_the_fit_and_the_cost(widget, synthetic_data):

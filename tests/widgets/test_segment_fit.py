@@ -6,18 +6,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from napari_ramseg.widgets import _common
-from napari_ramseg.widgets.segment import SegmentWidget, layer_spacing
+from napari_ramseg.widgets.segment import layer_spacing
 
 pytestmark = pytest.mark.gui
 
 
 @pytest.fixture
-def widget(make_napari_viewer, tiny_model, monkeypatch):
-    monkeypatch.setenv(_common.SYNC_ENV, "1")
-    w = SegmentWidget(make_napari_viewer())
-    w.set_model(tiny_model)
-    return w
+def widget(sync_segment_widget):
+    return sync_segment_widget
 
 
 @pytest.fixture
