@@ -211,6 +211,9 @@ class ReviewConfig:
     spreads: tuple[float, ...] = (0.0,)
     max_slices: int = 8  # volumes: views of this many evenly spaced slices
     seed: int = 0  # the random order
+    # "representative": each case's weight in the facility location is its mean uncertainty to this power (0: all
+    # alike); chosen on HRF+STARE->CHASE_DB1 only (bench/results/finetune_gain.md)
+    uncertainty_power: float = 1.0
     worklist_dir: str = "ramseg-worklist"  # the worklist's folder inside the scans' folder
     report_name: str = "report.csv"
 

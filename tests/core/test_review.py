@@ -10,8 +10,9 @@ from napari_ramseg.core.data import Sample
 from napari_ramseg.core.domain_fit import profile_domains
 from napari_ramseg.core.infer import Predictor
 from napari_ramseg.core.report import case_row, columns, read_report, with_priority, write_report
-from napari_ramseg.core.review import (disagreement, disagreement_prepared, mean_uncertainty, random_order,
-                                       rank_by, review_order, style_views)
+from napari_ramseg.core.review import (descriptor, descriptor_prepared, disagreement, disagreement_prepared,
+                                       mean_uncertainty, random_order, rank_by, representative_order,
+                                       review_order, style_views)
 
 
 def _image(seed: int, size: int = 48, scale: float = 0.4) -> torch.Tensor:
@@ -114,3 +115,66 @@ def test_report_rows_rank_and_write(tmp_path):
     assert back[0]["disagreement"] == "" and back[0]["fit_score"] == "0.7" and back[0]["vessel_px"] == "50"
     with pytest.raises(ValueError):
         with_priority(rows + rows[:1])
+
+
+# ------------------------------------------------------------------------ the representative order
+
+
+def _clusters() -> dict[str, np.ndarray]:
+    """Five near-duplicates (the left and right eye of one patient, say), three of a second kind, one outlier."""
+    rng = np.random.default_rng(0)
+    found = {f"a{i}": np.array([0.0, 0.0]) + rng.normal(0, 0.01, 2) for i in range(5)}
+    found |= {f"b{i}": np.array([5.0, 0.0]) + rng.normal(0, 0.3, 2) for i in range(3)}
+    found["z"] = np.array([0.0, 40.0])
+    return found
+
+
+def test_representative_order_prefers_a_spread_to_near_duplicates_and_outliers():
+    feats = _clusters()
+    order = representative_order(feats)
+    assert order[0].startswith("a")  # the medoid of the largest group first
+    assert order[1].startswith("b")  # then the second kind, before any near-duplicate of the first
+    assert order[2] == "z"  # the outlier is worth only itself: after both kinds, before duplicates
+    assert sorted(order) == sorted(feats)
+    # uncertainty alone would take the outlier first and then near-duplicates
+    unc = {n: (0.9 if n == "z" else 0.5 if n.startswith("a") else 0.2) for n in feats}
+    assert rank_by(unc)[:3] == ["z", "a0", "a1"]
+    weighted = representative_order(feats, unc, power=1.0)
+    assert weighted[0].startswith("a") and set(weighted[:3]) == {weighted[0], "z", weighted[2]}
+    assert weighted[2].startswith("b")  # weighting moves the uncertain outlier up, not a duplicate
+
+
+def test_representative_order_is_deterministic_and_weighs_by_uncertainty():
+    feats = _clusters()
+    order = representative_order(feats)
+    assert representative_order(dict(reversed(list(feats.items())))) == order
+    assert representative_order(feats) == order
+    # the second kind much more uncertain: it comes first; power 0 ignores the weights
+    unc = {n: (1.0 if n.startswith("b") else 0.05) for n in feats}
+    assert representative_order(feats, unc, power=1.0)[0].startswith("b")
+    assert representative_order(feats, unc, power=0.0) == order
+    # near-duplicates: a tie is broken by name, whatever the input order
+    ties = {"y": np.zeros(2), "x": np.zeros(2), "w": np.ones(2)}
+    assert representative_order(ties) == ["x", "w", "y"]  # x and y tie as the medoid: x, then w covers more
+
+
+def test_representative_order_puts_cases_without_a_descriptor_last():
+    feats = {"c": np.array([1.0]), "a": None, "b": np.array([0.0]), "d": np.array([np.nan])}
+    assert representative_order(feats)[2:] == ["a", "d"]
+    rows = {n: {"descriptor": f, "mean_uncertainty": 0.5} for n, f in feats.items()}
+    assert review_order(rows, "representative")[2:] == ["a", "d"]
+    with pytest.raises(ValueError):
+        review_order({"a": {"mean_uncertainty": 0.1}}, "representative")
+
+
+def test_descriptor_is_the_encoders_pooled_bottleneck(tiny_model):
+    predictor = Predictor.from_path(tiny_model, device="cpu", precision="fp32")
+    image = (np.random.default_rng(0).random((40, 44, 3)) * 255).astype(np.uint8)
+    f = descriptor(predictor, image)
+    widths = predictor.model.config.base_width * 2 ** (predictor.model.config.depth - 1)
+    assert f.shape == (widths,) and np.all(np.isfinite(f))
+    np.testing.assert_allclose(f, descriptor_prepared(predictor, predictor.prepare(image)))
+    other = descriptor(predictor, np.full((40, 44, 3), 128, np.uint8))
+    assert not np.allclose(f, other)
+    volume = (np.random.default_rng(1).random((5, 32, 32)) * 255).astype(np.uint8)
+    assert descriptor(predictor, volume, is_volume=True).shape == (widths,)
