@@ -15,11 +15,19 @@ For every leave-one-domain-out model, the unseen domain's cases are scored with 
 Hyper-parameters are chosen per model on its SOURCE domains only: each source domain's validation
 hold-out (the split the model was selected on) is adapted towards the profile of the other source
 domains (its own, for a single source), and the grid point with the best mean source-validation
-Dice wins, the gentler one on a tie. The unseen domain is looked at only to score. The default
-method is then the one that meets the issue's target on the unseen domains (see ``choose_default``).
+Dice wins, the gentler one on a tie. The default method is chosen from the same source-validation
+grids, leave-one-source-out (``adaptation_report.choose_default``); the unseen domain is looked at
+only to score, and the issue's target is checked on it afterwards.
 
-    OMP_NUM_THREADS=1 nice -n 2 python bench/adaptation.py            # what exists now; rerun to extend
-    python bench/adaptation.py --tasks optic_disc --seeds 0 1 2        # train + score the disc models
+Each model's numbers go to ``bench/results/adaptation_runs/<model key>.json`` as soon as each method
+is scored (committed; see ``adaptation_report``), and the report is rebuilt from every record there,
+so results outlive their models under the git-ignored ``bench/work/``. A model whose record already
+holds every method asked for is not loaded (nor, for the optic disc, trained) again.
+
+    OMP_NUM_THREADS=1 nice -n 5 python bench/adaptation.py --tasks vessels --seeds 1 2   # score what is kept
+    python bench/adaptation.py --tasks optic_disc --seeds 0 1 2   # train + score disc models lacking a record
+    python bench/adaptation.py --report-only                      # rebuild the report from the records
+    python bench/adaptation.py --timing --report-only             # re-measure the cost (an idle machine)
 """
 
 from __future__ import annotations
@@ -39,13 +47,14 @@ sys.path.insert(0, str(HERE))
 
 import numpy as np  # noqa: E402
 
+import adaptation_report as report  # noqa: E402
 import generalization as gen  # noqa: E402
 import machine as bench_machine  # noqa: E402
 
 GEN_WORK = REPO / "bench" / "work" / "generalization"
 WORK = REPO / "bench" / "work" / "adaptation"
 DATA = (REPO / ".." / "shared" / "data").resolve()
-METHODS = ("align", "prompt", "adabn", "tent")
+METHODS = report.METHODS
 # Each grid runs from the gentlest setting to the strongest: a tie on the sources keeps the gentler.
 GRIDS: dict[str, list[dict[str, Any]]] = {
     "align": [{"window": w, "strength": s} for s in (0.25, 0.5, 0.75, 1.0) for w in (0.025, 0.05, 0.1)],
@@ -53,7 +62,7 @@ GRIDS: dict[str, list[dict[str, Any]]] = {
     "adabn": [{}],
     "tent": [{"tent_lr": lr, "tent_steps": 1} for lr in (1e-4, 1e-3)],
 }
-TIE = 1e-4
+TIE = report.TIE
 
 
 # ------------------------------------------------------------------------------------------ models
@@ -71,13 +80,16 @@ def vessel_models(seeds: list[int]) -> list[tuple[gen.Job, dict[str, Any], Path]
     return found
 
 
-def disc_models(seeds: list[int], train: bool):
+def disc_models(seeds: list[int], train: bool, methods: list[str]):
     """The optic-disc LODO models of this script (quick budget), trained here when ``train`` and missing;
-    one at a time (a generator), so each is scored before the next is trained."""
+    one at a time (a generator), so each is scored before the next is trained. A model whose committed
+    record already holds every method is skipped: its numbers are kept, there is nothing to recompute."""
     from napari_ramseg.core.checkpoint import save_model
 
     jobs = gen.build_jobs(["optic_disc"], "quick", seeds, ["ram_dsir"], {"device": "cpu", "threads": 1})
     for job in jobs:
+        if report.complete(report.load_record(job.key), methods):
+            continue
         folder, record_path = WORK / "models" / job.key, WORK / "jobs" / f"{job.key}.json"
         if not record_path.exists():
             if not train:
@@ -124,8 +136,10 @@ def restricted(predictor: Any, keep: list[str]):
     return Predictor(predictor.model, replace(predictor.metadata, source_profile=profile), predictor.device)
 
 
-def select(job: gen.Job, trained: gen.TrainedJob, method: str) -> dict[str, Any]:
-    """The grid point with the best mean source-validation Dice (source domains only)."""
+def select(job: gen.Job, trained: gen.TrainedJob, method: str, none_cache: dict[str, float]) -> dict[str, Any]:
+    """The grid point with the best mean source-validation Dice (source domains only); the whole grid
+    is kept, per source domain, for the leave-one-source-out default rule. ``none_cache`` holds the
+    unadapted source-validation Dice across methods of one model."""
     from napari_ramseg.core.adapt import AdaptedPredictor
     from napari_ramseg.core.config import ADAPT
 
@@ -133,7 +147,10 @@ def select(job: gen.Job, trained: gen.TrainedJob, method: str) -> dict[str, Any]
     by_name = trained.record["by_name"]
     val = {d: gen._split_cases(sorted(by_name[d]), gen.VAL_FRACTION, gen.SPLIT_SEED, d)[1] for d in sources}
     base = trained.predictor
-    none = {d: float(np.mean([r["dice"] for r in scored(job, trained, base, d, names)])) for d, names in val.items()}
+    for d, names in val.items():
+        if d not in none_cache:
+            none_cache[d] = float(np.mean([r["dice"] for r in scored(job, trained, base, d, names)]))
+    none = {d: none_cache[d] for d in sources}
     rows = []
     for setting in GRIDS[method]:
         config = replace(ADAPT, **setting)
@@ -152,36 +169,46 @@ def select(job: gen.Job, trained: gen.TrainedJob, method: str) -> dict[str, Any]
             "grid": rows, "val_cases": {d: len(n) for d, n in val.items()}}
 
 
-def run_model(job: gen.Job, record: dict[str, Any], folder: Path, methods: list[str], work: Path) -> dict[str, Any]:
-    """none and every method on one model's unseen domain, each result cached under WORK/scores."""
+def new_record(job: gen.Job, gen_record: dict[str, Any], provenance: dict[str, Any]) -> dict[str, Any]:
+    return {"key": job.key, "task": job.task, "direction": job.direction, "seed": job.seed, "job": asdict(job),
+            "generalization_dice": gen_record["dice"], "cases": [c["case"] for c in gen_record["per_case"]],
+            "provenance": provenance, "methods": {}}
+
+
+def run_model(job: gen.Job, gen_record: dict[str, Any], folder: Path, methods: list[str], work: Path,
+              provenance: dict[str, Any]) -> dict[str, Any]:
+    """none and every method on one model's unseen domain; the model's record (bench/results/
+    adaptation_runs/) is written after each method, and a method it already holds is not rerun."""
     from napari_ramseg.core.adapt import AdaptedPredictor
     from napari_ramseg.core.config import ADAPT
 
-    trained = None
-    out: dict[str, Any] = {"job": asdict(job), "key": job.key, "direction": job.direction,
-                           "generalization_dice": record["dice"]}
+    path = report.RUNS / f"{job.key}.json"
+    out = report.load_record(job.key) or new_record(job, gen_record, provenance)
+    trained, none_cache = None, {}
     for method in ["none", *methods]:
-        path = WORK / "scores" / f"{job.key}__{method}.json"
-        if path.exists():
-            out[method] = json.loads(path.read_text())
+        if method in out["methods"]:
             continue
-        trained = trained or load_trained(job, record, folder, work)
+        trained = trained or load_trained(job, gen_record, folder, work)
         start = time.perf_counter()
         if method == "none":
             per_case = gen.score_job(job, trained)
-            expected = {c["case"]: c["dice"] for c in record["per_case"]}
+            expected = {c["case"]: c["dice"] for c in gen_record["per_case"]}
             result = {"matches_record": all(abs(r["dice"] - expected[r["case"]]) < 1e-9 for r in per_case)}
         else:
-            selection = select(job, trained, method)
+            selection = select(job, trained, method, none_cache)
             # one AdaptedPredictor for the whole unseen domain: the prompt's memory runs over its scans
             adapted = AdaptedPredictor(trained.predictor, method, replace(ADAPT, **selection["chosen"]))
             start = time.perf_counter()
             per_case = scored(job, trained, adapted, job.target, trained.test_names)
             result = {"selection": selection}
-        result.update({"dice": float(np.mean([r["dice"] for r in per_case])), "per_case": per_case,
-                       "seconds_per_case": (time.perf_counter() - start) / max(1, len(per_case))})
-        gen._atomic_json(path, result)
-        out[method] = result
+        result = {"dice": float(np.mean([r["dice"] for r in per_case])),
+                  "per_case_dice": [round(r["dice"], 4) for r in per_case], **result,
+                  "seconds_per_case": round((time.perf_counter() - start) / max(1, len(per_case)), 3),
+                  "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        if any("cup_dice" in r for r in per_case):
+            result["cup_dice"] = float(np.mean([r["cup_dice"] for r in per_case]))
+        out["methods"][method] = result
+        report.write_json(path, out)
         print(f"{job.key} {method}: dice {result['dice']:.4f}", flush=True)
     return out
 
@@ -231,120 +258,27 @@ def timing(repeats: int = 5) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------- output
 
 
-def aggregate(models: list[dict[str, Any]], methods: list[str]) -> dict[str, dict[str, dict[str, list[float]]]]:
-    """``{task: {direction: {"none": [dice per seed], method: [...]}}}``, seeds in order."""
-    out: dict[str, dict[str, dict[str, list[float]]]] = {}
-    for m in sorted(models, key=lambda m: (m["job"]["task"], m["direction"], m["job"]["seed"])):
-        cell = out.setdefault(m["job"]["task"], {}).setdefault(m["direction"], {})
-        for method in ["none", *methods]:
-            if method in m:
-                cell.setdefault(method, []).append(round(m[method]["dice"], 4))
-    return out
+def describe_models(records: list[dict[str, Any]], task: str) -> str:
+    what = ("ram_dsir, bench/generalization.py --reference (256 px crops, 400 iterations)" if task == "vessels" else
+            "ram_dsir trained here at generalization.py's quick budget (128 px, 80 iterations)")
+    by_dir: dict[str, list[str]] = {}
+    for r in sorted((r for r in records if r["task"] == task), key=lambda r: (r["direction"], r["seed"])):
+        by_dir.setdefault(r["direction"], []).append(f"{r['seed']} ({r['provenance']['kind']})")
+    return what + "; seeds " + "; ".join(f"{d}: {', '.join(s)}" for d, s in by_dir.items())
 
 
-def gains(results: dict, method: str) -> dict[str, float]:
-    """Seed-mean unseen Dice gain over none per direction (only directions where the method ran on
-    every seed that none ran on)."""
-    out = {}
-    for task, dirs in results.items():
-        for direction, cell in dirs.items():
-            if cell.get(method) and len(cell[method]) == len(cell["none"]):
-                out[f"{task}: {direction}"] = float(np.mean(cell[method]) - np.mean(cell["none"]))
-    return out
-
-
-DEFAULT_RULE = ("the default is the method that improves the seed-mean unseen-domain Dice in at least 80 % of "
-                "the directions run (4 of 5) and loses no more than 0.01 in any, the one with the largest mean "
-                "gain if several do; if none does, no method has earned it (null) and adaptation stays off "
-                "unless asked for by name")
-
-
-def choose_default(results: dict, methods: list[str]) -> tuple[str | None, dict[str, Any]]:
-    verdicts = {}
-    for method in methods:
-        g = gains(results, method)
-        if not g:
-            continue
-        wins, worst = sum(v > 0 for v in g.values()), min(g.values())
-        verdicts[method] = {"gains": g, "improves": f"{wins}/{len(g)}", "worst": worst,
-                            "mean_gain": float(np.mean(list(g.values()))),
-                            "meets_target": wins >= 0.8 * len(g) and worst >= -0.01}
-    earned = [m for m, v in verdicts.items() if v["meets_target"]]
-    return (max(earned, key=lambda m: verdicts[m]["mean_gain"]) if earned else None), verdicts
-
-
-def fmt(values: list[float] | None, base: list[float] | None = None) -> str:
-    if not values:
-        return "–"
-    text = f"{np.mean(values):.3f}" + (f" ± {np.std(values, ddof=1):.3f}" if len(values) > 1 else "")
-    if base and len(base) == len(values):
-        text += f" ({np.mean(values) - np.mean(base):+.3f})"
-    return text + f" (n={len(values)})"
-
-
-def write_markdown(path: Path, results: dict, meta: dict) -> None:
-    methods = meta["methods"]
-    lines = ["# Test-time adaptation on the unseen domain", "",
-             f"Generated by `bench/adaptation.py`: `{meta['command']}` on {bench_machine.one_line(meta['machine'])} "
-             "(shared with other jobs). Reported apart from the generalization tables, never mixed into them.", "",
-             "Dice on the unseen domain, mean ± sd over seeds (gain over `none` in brackets). Hyper-parameters "
-             "of every method were chosen per model on its source domains' validation hold-out only "
-             "(each source adapted towards the others' profile); the unseen domain was only scored.", ""]
-    for task, dirs in results.items():
-        lines += [f"## {task}", "", f"Models: {meta['models'][task]}", "",
-                  "| direction | none | " + " | ".join(methods) + " |", "|---|" + "---|" * (len(methods) + 1)]
-        for direction, cell in dirs.items():
-            lines.append(f"| {direction} | {fmt(cell.get('none'))} | "
-                         + " | ".join(fmt(cell.get(m), cell.get("none")) for m in methods) + " |")
-        lines.append("")
-    lines += ["## Default", "", f"Rule: {DEFAULT_RULE}.", "", f"**Default: {meta['default'] or 'none earned it'}**", ""]
-    for method, v in meta["verdicts"].items():
-        lines.append(f"- {method}: improves {v['improves']} directions, mean gain {v['mean_gain']:+.4f}, "
-                     f"worst {v['worst']:+.4f}: {'meets' if v['meets_target'] else 'misses'} the target")
-    t = meta.get("timing")
-    if t:
-        lines += ["", "## Cost per 512 x 512 image", "",
-                  f"{t['model']} model, {t['image']}, working scale {t['working_shape']}; median of 5 after a "
-                  f"warm-up, one thread. Plain inference: {t['plain_s']:.3f} s. Targets: training-free <= 2x, "
-                  "learned prompt <= 10x.", "", "| method | seconds | x plain |", "|---|---|---|"]
-        lines += [f"| {m} | {v['seconds']:.3f} | {v['x_plain']:.2f} |" for m, v in t["methods"].items()]
-        lines += ["", "Each method at its `AdaptConfig` default (prompt also at 2 and 3 steps), fit check included; "
-                  "measured by the last run without `--no-timing` (kept in `bench/work/adaptation/timing.json`)."]
-    lines += ["", "## Chosen settings (source validation)", ""]
-    for key, chosen in meta["chosen"].items():
-        lines.append(f"- {key}: " + "; ".join(f"{m} {json.dumps(c)}" for m, c in chosen.items()))
-    lines += ["", "`none` equals the generalization benchmark's number case by case for every vessel model: "
-              f"{meta['none_matches']}.", ""]
-    path.write_text("\n".join(lines) + "\n")
-
-
-def write_plot(path: Path, results: dict, methods: list[str]) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed: no plot", flush=True)
-        return
-    rows = [(t, d, c) for t, dirs in results.items() for d, c in dirs.items()]
-    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(rows), 3.6))
-    width = 0.8 / len(methods)
-    for i, method in enumerate(methods):
-        for j, (_, _, cell) in enumerate(rows):
-            if not cell.get(method) or len(cell[method]) != len(cell["none"]):
-                continue
-            per_seed = np.array(cell[method]) - np.array(cell["none"])
-            x = j + (i - (len(methods) - 1) / 2) * width
-            ax.bar(x, per_seed.mean(), width, color=f"C{i}", label=method if j == 0 else None)
-            ax.plot([x] * len(per_seed), per_seed, "k.", ms=3)
-    ax.axhline(0, color="k", lw=0.8)
-    ax.axhline(-0.01, color="grey", lw=0.6, ls="--")
-    ax.set_xticks(range(len(rows)), [d.replace("->", "\n->") for _, d, _ in rows], fontsize=7)
-    ax.set_ylabel("unseen Dice gain over none")
-    ax.legend(fontsize=7, ncol=len(methods))
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
+def provenance_lines(records: list[dict[str, Any]]) -> list[str]:
+    groups: dict[tuple, list[str]] = {}
+    for r in records:
+        p = r["provenance"]
+        groups.setdefault((p["kind"], p.get("command", "?"), bench_machine.one_line(p["machine"]), p.get("from", "")),
+                          []).append(f"{r['task']} {r['direction']} s{r['seed']}")
+    lines = []
+    for (kind, command, machine, source), models in groups.items():
+        text = f"{kind}: {len(models)} model(s) ({'; '.join(models)}), `{command}` on {machine}"
+        lines.append(text + (f"; {source}" if source else "") + ("" if kind == "measured" else
+                     "; no source-validation grid kept, so these models do not enter the default rule"))
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -353,43 +287,43 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     ap.add_argument("--no-train", action="store_true", help="score only the optic-disc models already trained")
-    ap.add_argument("--no-timing", action="store_true")
+    ap.add_argument("--report-only", action="store_true", help="score nothing: rebuild the report from the records")
+    ap.add_argument("--timing", action="store_true", help="re-measure the cost per image (wants an idle machine)")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = ap.parse_args(argv)
     import torch
 
     torch.set_num_threads(1)
-    found: dict[str, list] = {}
-    models = []
-    for task in args.tasks:
-        source = vessel_models(args.seeds) if task == "vessels" else disc_models(args.seeds, not args.no_train)
-        for job, record, folder in source:
-            found.setdefault(task, []).append((job, record, folder))
-            models.append(run_model(job, record, folder, args.methods, WORK))
-    results = aggregate(models, args.methods)
-    default, verdicts = choose_default(results, args.methods)
-    timing_path = WORK / "timing.json"
-    if not args.no_timing:
-        gen._atomic_json(timing_path, timing())
-    meta = {"command": "python bench/adaptation.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "machine": bench_machine.describe(), "methods": args.methods, "default": default,
-            "default_rule": DEFAULT_RULE, "verdicts": verdicts, "grids": GRIDS,
-            "models": {t: ("ram_dsir, bench/generalization.py --reference (256 px crops, 400 iterations), seeds "
-                           if t == "vessels" else
-                           "ram_dsir trained here at generalization.py's quick budget (128 px, 80 iterations), seeds ")
-                       + "; ".join(f"{d}: " + ", ".join(str(j.seed) for j, _, _ in found[t] if j.direction == d)
-                                   for d in dict.fromkeys(j.direction for j, _, _ in found[t])) for t in results},
-            "chosen": {m["key"]: {k: m[k]["selection"]["chosen"] for k in args.methods if k in m} for m in models},
-            "none_matches": all(m["none"]["matches_record"] for m in models if m["job"]["task"] == "vessels"),
-            "timing": json.loads(timing_path.read_text()) if timing_path.exists() else None,
-            "per_case": {m["key"]: {k: [round(c["dice"], 4) for c in m[k]["per_case"]] for k in ["none", *args.methods]
-                                    if k in m} for m in models}}
+    command = "python bench/adaptation.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    machine = bench_machine.describe()
+    provenance = {"kind": "measured", "command": command, "machine": machine}
+    for task in ([] if args.report_only else args.tasks):
+        source = (vessel_models(args.seeds) if task == "vessels"
+                  else disc_models(args.seeds, not args.no_train, args.methods))
+        for job, gen_record, folder in source:
+            if not report.complete(report.load_record(job.key), args.methods):
+                run_model(job, gen_record, folder, args.methods, WORK, provenance)
+    if args.timing:
+        report.write_json(report.TIMING, {**timing(), "machine": machine, "provenance": f"Measured by `{command}`."})
+    records = report.load_records()
+    results = report.aggregate(records, args.methods)
+    default, verdicts = report.choose_default(records, args.methods)
+    meta = {"command": command, "machine": machine, "methods": args.methods, "default": default,
+            "default_rule": report.DEFAULT_RULE, "verdicts": verdicts, "target_rule": report.TARGET,
+            "target": report.target_check(results, args.methods), "grids": GRIDS,
+            "models": {t: describe_models(records, t) for t in results}, "provenance": provenance_lines(records),
+            "chosen": {r["key"]: {m: r["methods"][m]["selection"]["chosen"] for m in args.methods if m in r["methods"]}
+                       for r in records},
+            "none_matches": all(r["methods"]["none"].get("matches_record", False) for r in records
+                                if r["task"] == "vessels"),
+            "timing": json.loads(report.TIMING.read_text()) if report.TIMING.exists() else None,
+            "records": "bench/results/adaptation_runs/<model key>.json (per-case Dice, selection grids)"}
     args.out.mkdir(parents=True, exist_ok=True)
-    gen._atomic_json(args.out / "adaptation.json", {**results, "default": default})
-    gen._atomic_json(args.out / "adaptation_meta.json", meta)
-    write_markdown(args.out / "adaptation.md", results, meta)
-    write_plot(args.out / "adaptation.png", results, args.methods)
-    print(f"default: {default}", flush=True)
+    report.write_json(args.out / "adaptation.json", {**results, "default": default})
+    report.write_json(args.out / "adaptation_meta.json", meta)
+    report.write_markdown(args.out / "adaptation.md", results, meta, bench_machine.one_line)
+    report.write_plot(args.out / "adaptation.png", results, args.methods)
+    print(f"default (source domains only): {default}", flush=True)
     return 0
 
 
