@@ -3,10 +3,11 @@
 domain and score the domain's other cases.
 
 For each leave-one-domain-out vessel direction the starting point is the RAM-DSIR model the
-generalization benchmark trained (``bench/generalization.py`` keeps it under
+generalization benchmark trained with seed ``--base-seed`` (``bench/generalization.py`` keeps it under
 ``bench/work/generalization/models/<job key>/``), so ``base`` is that benchmark's number, scored by its
 own ``score_job``. The clinician is simulated by the expert masks of k cases of the unseen domain,
-chosen by each review ranking (``core/review.py``: mean entropy, style disagreement) and at random.
+chosen by each review ranking (``core/review.py``: mean entropy, style disagreement, representative) and
+at random. Runs of each base seed are cached apart (``--work``/base_s<seed>), and the results record it.
 Each fine-tune is what ``ramseg finetune --images ... --labels ... --replay SOURCES`` does, through the
 same core function (``core/finetune_job.finetune_from_files``) with ``FinetuneConfig``'s defaults: the
 corrections are saved into a project whose fixed split holds out the 3rd image (and every 5th from the
@@ -18,6 +19,7 @@ skips them. The grid runs in priority order (k = 3 for every ranking and seed fi
 until ``--minutes`` are spent; what did not run is listed in the results.
 
     OMP_NUM_THREADS=1 python bench/finetune_gain.py --time-one          # one fine-tune's wall time
+    OMP_NUM_THREADS=1 python bench/finetune_gain.py --design            # representative's weighting, one direction
     OMP_NUM_THREADS=1 python bench/finetune_gain.py --minutes 90        # the grid
 """
 
@@ -42,16 +44,10 @@ import numpy as np  # noqa: E402
 import generalization as gen  # noqa: E402
 import machine as bench_machine  # noqa: E402
 
-GEN_WORK = HERE / "work" / "generalization"
-RANKINGS = ("uncertainty", "disagreement", "random")
-KS = (3, 1, 5, 10)  # priority order: the target's k first
-BASE_SEED = 1  # the generalization seed whose models were kept (seed 0 ran before models were saved)
-TUNE_DIRECTION = "HRF+STARE->CHASE_DB1"  # the one direction the defaults were chosen on (its model comes first)
+from finetune_gain_report import (  # noqa: E402
+    DESIGN_POWERS, GEN_WORK, RANKINGS, TUNE_DIRECTION, TUNING_NOTE, chosen_power, run_name, write_outputs)
+KS = (3, 5, 1, 10)  # priority order: the target's k first
 TUNE_SEED = 100  # its tuning runs use a random choice no reported seed uses
-TUNING_NOTE = ("Defaults chosen on HRF+STARE->CHASE_DB1 only, with 3 random corrections (seed 100, a choice no "
-               "reported run uses), among settings that finish within the 2-minute limit: the CHASE_DB1 row is "
-               "therefore not independent of the choice; the STARE and HRF rows are.")
-# what was tried, in order (each within the 2-minute limit on this CPU except today's defaults, timed for reference)
 CANDIDATES = [
     {"iterations": 40, "batch": 4, "freeze": "encoder", "lr_scale": 0.1},
     {"iterations": 40, "batch": 4, "freeze": "encoder", "lr_scale": 0.5},
@@ -65,7 +61,24 @@ CANDIDATES = [
 # ------------------------------------------------------------------------------------- the setup
 
 
-def find_base(source: str, target: str, seed: int = BASE_SEED) -> tuple[Path, dict[str, Any]] | None:
+def kept_seeds() -> dict[int, int]:
+    """Generalization seeds with kept ram_dsir vessel models -> how many directions (model and record)."""
+    found: dict[int, set[str]] = {}
+    for model in (GEN_WORK / "models").glob("vessels__*__ram_dsir__s*__*"):
+        record = GEN_WORK / "reference" / "jobs" / f"{model.name}.json"
+        if (model / "model.json").exists() and record.exists():
+            _, direction, _, seed, _ = model.name.split("__")
+            found.setdefault(int(seed[1:]), set()).add(direction)
+    return {seed: len(d) for seed, d in sorted(found.items())}
+
+
+def default_base_seed() -> int:
+    """The seed whose models exist (most directions, then the latest); 2, the running seed, when none does."""
+    seeds = kept_seeds()
+    return max(seeds, key=lambda s: (seeds[s], s)) if seeds else 2
+
+
+def find_base(source: str, target: str, seed: int) -> tuple[Path, dict[str, Any]] | None:
     """The kept ram_dsir model of a direction and its job record, once both exist."""
     pattern = f"vessels__{source}-{target}__ram_dsir__s{seed}__*"
     for model in sorted((GEN_WORK / "models").glob(pattern)):
@@ -75,10 +88,10 @@ def find_base(source: str, target: str, seed: int = BASE_SEED) -> tuple[Path, di
     return None
 
 
-def stand_in_record(source: str, target: str) -> dict[str, Any]:
+def stand_in_record(source: str, target: str, seed: int) -> dict[str, Any]:
     """A job record for a model that is not one of the generalization runs' (timing with another model)."""
     params = {**gen.PROFILES["reference"]["vessels"], "device": "cpu", "threads": 1}
-    return {"job": {"task": "vessels", "source": source, "target": target, "method": "ram_dsir", "seed": BASE_SEED,
+    return {"job": {"task": "vessels", "source": source, "target": target, "method": "ram_dsir", "seed": seed,
                     "iterations": params.pop("iterations"), "params": params}, "dice": None}
 
 
@@ -103,12 +116,14 @@ def write_domains(folder: Path, domains: dict[str, list]) -> Path:
 class Direction:
     """One direction's base model, its prepared target cases and the folders a fine-tune reads."""
 
-    def __init__(self, source: str, target: str, work: Path, data: Path, model: Path | None = None):
+    def __init__(self, source: str, target: str, work: Path, data: Path, base_seed: int, model: Path | None = None):
         from napari_ramseg.core.infer import Predictor
 
-        found = find_base(source, target) if model is None else (model, stand_in_record(source, target))
+        found = (find_base(source, target, base_seed) if model is None
+                 else (model, stand_in_record(source, target, base_seed)))
         if found is None:
-            raise FileNotFoundError(f"no kept ram_dsir seed-{BASE_SEED} model for {source}->{target} yet")
+            raise FileNotFoundError(f"no kept ram_dsir seed-{base_seed} model for {source}->{target} yet")
+        self.base_seed = base_seed
         self.model, self.record = found
         self.source, self.target, self.name = source, target, f"{source}->{target}"
         self.job = gen.Job(**self.record["job"])
@@ -136,27 +151,36 @@ class Direction:
         import torch
 
         from napari_ramseg.core.infer import entropy_map
-        from napari_ramseg.core.review import disagreement_prepared
+        from napari_ramseg.core.review import descriptor_prepared, disagreement_prepared
 
         start = time.perf_counter()
         dice = self.score(self.predictor, self.cases)
         scores: dict[str, dict[str, float]] = {"uncertainty": {}, "disagreement": {}}
+        descriptors: dict[str, list[float]] = {}
         for name, p in self.cases.items():
             x = torch.from_numpy(np.ascontiguousarray(gen._to_sample(p, self.target).image))
             probs = self.predictor.predict_prepared(x)
             scores["uncertainty"][name] = float(entropy_map(probs, self.predictor.labels).mean())
             scores["disagreement"][name] = disagreement_prepared(self.predictor, x)
+            descriptors[name] = [round(float(v), 6) for v in descriptor_prepared(self.predictor, x)]
         out = {"dice": dice, "mean": float(np.mean(list(dice.values()))), "generalization_dice": self.record["dice"],
-               "scores": scores, "seconds": round(time.perf_counter() - start, 1)}
+               "base_seed": self.base_seed, "model": self.model.name, "scores": scores, "descriptors": descriptors,
+               "seconds": round(time.perf_counter() - start, 1)}
         gen._atomic_json(path, out)
         return out
 
 
-def chosen_cases(base: dict[str, Any], ranking: str, k: int, seed: int) -> list[str]:
-    from napari_ramseg.core.review import random_order, rank_by
+def chosen_cases(base: dict[str, Any], ranking: str, k: int, seed: int, power: float | None = None) -> list[str]:
+    from napari_ramseg.core.review import REVIEW, random_order, rank_by, representative_order
 
     names = sorted(base["dice"])
-    order = random_order(names, seed) if ranking == "random" else rank_by(base["scores"][ranking])
+    if ranking == "random":
+        order = random_order(names, seed)
+    elif ranking == "representative":
+        order = representative_order(base["descriptors"], base["scores"]["uncertainty"],
+                                     REVIEW.uncertainty_power if power is None else power)
+    else:
+        order = rank_by(base["scores"][ranking])
     return order[:k]
 
 
@@ -164,16 +188,23 @@ def chosen_cases(base: dict[str, Any], ranking: str, k: int, seed: int) -> list[
 
 
 def finetune_run(d: Direction, ranking: str, k: int, seed: int, settings: dict[str, Any] | None = None,
-                 tag: str = "") -> dict[str, Any]:
+                 tag: str = "", power: float | None = None) -> dict[str, Any]:
     """Fine-tune on k corrected cases and score the others; the record is cached."""
-    path = d.work / "runs" / f"{ranking}__k{k}__s{seed}{tag}.json"
+    path = d.work / "runs" / f"{run_name(ranking, power)}__k{k}__s{seed}{tag}.json"
     if path.exists():
         return json.loads(path.read_text())
     from napari_ramseg.core.finetune_job import finetune_from_files
     from napari_ramseg.core.infer import Predictor
 
     base = d.base()
-    chosen = chosen_cases(base, ranking, k, seed)
+    chosen = chosen_cases(base, ranking, k, seed, power)
+    if ranking == "representative" and not settings:  # another weighting that chose the same cases: its run
+        for other in sorted(path.parent.glob(f"representative_p*__k{k}__s{seed}.json")):
+            rec = json.loads(other.read_text())
+            if rec["chosen"] == chosen:
+                rec = {**rec, "ranking": run_name(ranking, power), "same_run_as": other.name}
+                gen._atomic_json(path, rec)
+                return rec
     scratch = d.work / "scratch"
     shutil.rmtree(scratch, ignore_errors=True)
     phases: dict[str, float] = {}
@@ -199,7 +230,8 @@ def finetune_run(d: Direction, ranking: str, k: int, seed: int, settings: dict[s
     base_other = float(np.mean([base["dice"][n] for n in others]))
     meta = json.loads((result.model_dir / "model.json").read_text())["finetune"]
     record = {
-        "direction": d.name, "ranking": ranking, "k": k, "seed": seed, "chosen": chosen,
+        "direction": d.name, "ranking": run_name(ranking, power), "k": k, "seed": seed, "chosen": chosen,
+        "base_seed": d.base_seed, "base_model": d.model.name,
         "trained_on": len(result.train_cases), "held_out": len(result.val_cases),
         "dice_other": float(np.mean(list(after.values()))), "base_other": base_other,
         "gain": float(np.mean(list(after.values()))) - base_other, "per_case": after,
@@ -217,179 +249,23 @@ def finetune_run(d: Direction, ranking: str, k: int, seed: int, settings: dict[s
 # --------------------------------------------------------------------------------------- the grid
 
 
+def design_cells(directions: list[tuple[str, str]], rankings: list[str], seeds: list[int]):
+    """Representative's weighting on the tuning direction at k = 3, each power and seed: the grid's first
+    cells (the chosen power's are also grid cells, run once)."""
+    tune = tuple(TUNE_DIRECTION.split("->"))
+    if "representative" not in rankings or tune not in directions:
+        return []
+    return [(tune, "representative", 3, seed, power) for power in DESIGN_POWERS for seed in seeds]
+
+
 def grid(directions: list[tuple[str, str]], rankings: list[str], ks: list[int], seeds: list[int]):
-    """(direction, ranking, k, seed) in priority order: every direction's k = 3 first, then each other k."""
+    """(direction, ranking, k, seed, power) in priority order: every direction's k = 3 first, then each
+    other k; power None: representative's chosen one (``chosen_power``)."""
     for k in ks:
         for seed in seeds:
             for source, target in directions:
                 for ranking in rankings:
-                    yield (source, target), ranking, k, seed
-
-
-def collect(work: Path, directions: list[tuple[str, str]], rankings, ks, seeds) -> tuple[list, list]:
-    """The issue's JSON shape from the cached runs, and the (direction, ranking, k, seed) not run."""
-    out, missing = [], []
-    for source, target in directions:
-        folder = work / f"{source}-{target}"
-        base_path = folder / "base.json"
-        if not base_path.exists():
-            missing += [(f"{source}->{target}", r, k, s) for k in ks for r in rankings for s in seeds]
-            continue
-        base = json.loads(base_path.read_text())
-        entry: dict[str, Any] = {"direction": f"{source}->{target}", "base": [round(base["mean"], 4)] * len(seeds),
-                                 "generalization_dice": base["generalization_dice"],
-                                 "ceiling": ceiling(source, target), "curves": {}, "gain": {}, "base_other": {},
-                                 "heldout": {}, "finetune_seconds": {}}
-        for ranking in rankings:
-            for k in ks:
-                for s in seeds:
-                    rec_path = folder / "runs" / f"{ranking}__k{k}__s{s}.json"
-                    if not rec_path.exists():
-                        missing.append((entry["direction"], ranking, k, s))
-                        continue
-                    rec = json.loads(rec_path.read_text())
-                    for key, value in (("curves", rec["dice_other"]), ("gain", rec["gain"]),
-                                       ("base_other", rec["base_other"]),
-                                       ("heldout", [rec["heldout_before"], rec["heldout_after"]]),
-                                       ("finetune_seconds", rec["finetune_seconds"])):
-                        entry[key].setdefault(ranking, {}).setdefault(str(k), []).append(
-                            value if not isinstance(value, float) else round(value, 4))
-        out.append(entry)
-    return out, missing
-
-
-def ceiling(source: str, target: str) -> list[float]:
-    """The generalization benchmark's in-domain ceiling for the target, per seed it has finished."""
-    found = []
-    for path in sorted((GEN_WORK / "reference" / "jobs").glob(f"vessels__{source}-{target}__ceiling__s*__*.json")):
-        found.append(round(float(json.loads(path.read_text())["dice"]), 4))
-    return found
-
-
-def _f(value: float | None) -> str:
-    return "–" if value is None else f"{value:.4f}"
-
-
-def _mean(values) -> float | None:
-    return float(np.mean(values)) if values else None
-
-
-def targets(results: list[dict[str, Any]], k: int = 3) -> dict[str, Any]:
-    """The issue's targets at k: a ranked gain of at least +0.05, above random, averaged over seeds."""
-    out = {}
-    for entry in results:
-        gains = {r: _mean(entry["gain"].get(r, {}).get(str(k), [])) for r in entry["gain"]}
-        random_gain = gains.get("random")
-        out[entry["direction"]] = {
-            r: {"gain": g, "seeds": len(entry["gain"][r].get(str(k), [])), "at_least_0.05": g is not None and g >= 0.05,
-                "beats_random": None if random_gain is None or g is None else g > random_gain}
-            for r, g in gains.items() if r != "random"} | {"random": {"gain": random_gain}}
-    for ranking in RANKINGS:
-        if ranking == "random":
-            continue
-        per_dir = [_mean(e["gain"].get(ranking, {}).get(str(k), [])) for e in results]
-        rand = [_mean(e["gain"].get("random", {}).get(str(k), [])) for e in results]
-        if per_dir and all(v is not None for v in per_dir + rand):
-            out[f"mean over directions: {ranking}"] = {"gain": float(np.mean(per_dir)), "random": float(np.mean(rand))}
-    return out
-
-
-def write_markdown(path: Path, results: list, meta: dict) -> None:
-    lines = ["# What corrections buy: fine-tuning on k corrected cases of the unseen domain", "",
-             f"Generated by `bench/finetune_gain.py`; status: **{meta['status']}**. Command: `{meta['command']}`.",
-             f"Machine: {bench_machine.one_line(meta['machine'])}, shared with other jobs (load average "
-             f"{meta['load_average']}); one torch thread.", "",
-             "Start: the RAM-DSIR model of `bench/generalization.py --reference` (seed "
-             f"{BASE_SEED}, the first seed whose models were kept). `base` is its Dice on all of the unseen domain's "
-             "cases, by that benchmark's own scoring (it equals the generalization number). Each fine-tune is "
-             "`ramseg finetune --images ... --labels ... --replay SOURCES` (core `finetune_from_files`) with the "
-             "defaults of `FinetuneConfig` " + f"({meta['finetune_defaults']}): the corrections are saved into a "
-             "project whose fixed split holds the 3rd corrected image (and every 5th from the 10th) out of "
-             "training, as in the product, so k = 3 trains on 2. Dice is on the domain's cases that were not "
-             "corrected, beside the base model on the same cases (`gain`). Seeds change the random choice and the "
-             "fine-tune's sampling; the rankings choose the same cases for every seed.", ""]
-    for entry in results:
-        lines += [f"## {entry['direction']}", "",
-                  f"base (all cases) {entry['base'][0]:.4f} (generalization: {_f(entry['generalization_dice'])}); "
-                  f"in-domain ceiling {', '.join(f'{c:.3f}' for c in entry['ceiling']) or '–'}.", "",
-                  "| ranking | " + " | ".join(f"k={k}: Dice (gain)" for k in meta["ks"]) + " |",
-                  "|---|" + "---|" * len(meta["ks"])]
-        for ranking in meta["rankings"]:
-            cells = []
-            for k in meta["ks"]:
-                dice = entry["curves"].get(ranking, {}).get(str(k), [])
-                gain = entry["gain"].get(ranking, {}).get(str(k), [])
-                cells.append("–" if not dice else f"{np.mean(dice):.4f} ({np.mean(gain):+.4f}, n={len(dice)})")
-            lines.append(f"| {ranking} | " + " | ".join(cells) + " |")
-        lines.append("")
-    lines += ["## Targets at k = 3 (averaged over seeds)", "", "```", json.dumps(meta["targets"], indent=1), "```", ""]
-    if meta.get("tuning"):
-        lines += ["## Choosing the defaults (one direction)", "", meta["tuning_note"], "",
-                  "| settings | seconds | gain on the other cases | held-out corrected before -> after |", "|---|---|---|---|"]
-        for t in meta["tuning"]:
-            lines.append(f"| `{json.dumps(t['settings'])}` | {t['finetune_seconds']} | {t['gain']:+.4f} | "
-                         f"{t['heldout_before']:.3f} -> {t['heldout_after']:.3f} |")
-        lines.append("")
-    lines += [f"Not run ({len(meta['not_run'])}): " + (", ".join(meta["not_run_summary"]) or "none"), ""]
-    gen._atomic_write(path, lambda t: t.write_text("\n".join(lines)))
-
-
-def write_plot(path: Path, results: list, ks: list[int]) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
-    if not results:
-        return
-    fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.6), squeeze=False)
-    colours = {"uncertainty": "#d94801", "disagreement": "#2171b5", "random": "#777777"}
-    for ax, entry in zip(axes[0], results):
-        for ranking, curve in entry["curves"].items():
-            xs = [k for k in sorted(ks) if curve.get(str(k))]
-            ax.errorbar([0] + xs, [entry["base"][0]] + [np.mean(entry["gain"][ranking][str(k)]) + entry["base"][0]
-                                                        for k in xs],
-                        yerr=[0] + [np.std(curve[str(k)]) for k in xs], marker="o", capsize=3, label=ranking,
-                        color=colours.get(ranking))
-        ax.axhline(entry["base"][0], color="black", lw=0.8, ls=":", label="base")
-        if entry["ceiling"]:
-            ax.axhline(float(np.mean(entry["ceiling"])), color="#31a354", lw=0.8, ls="--", label="in-domain ceiling")
-        ax.set_title(entry["direction"], fontsize=9)
-        ax.set_xlabel("corrected cases k")
-        ax.set_ylabel("Dice: base + gain on the other cases", fontsize=8)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    gen._atomic_write(path, lambda t: fig.savefig(t, dpi=110, format="png"))
-    plt.close(fig)
-
-
-def write_outputs(args: argparse.Namespace, meta: dict) -> None:
-    import os
-
-    results, missing = collect(args.work, args.directions, args.rankings, args.k, args.seeds)
-    meta["not_run"] = [list(m) for m in missing]
-    summary: dict[str, int] = {}
-    for direction, ranking, k, _ in missing:
-        summary[f"{direction} k={k}"] = summary.get(f"{direction} k={k}", 0) + 1
-    meta["not_run_summary"] = [f"{key} ({n} runs)" for key, n in summary.items()]
-    meta["targets"] = targets(results)
-    meta["load_average"] = round(os.getloadavg()[0], 2)
-    meta["elapsed_minutes"] = round((time.time() - meta["_t0"]) / 60, 1)
-    meta["ks"], meta["rankings"] = args.k, args.rankings
-    meta["tuning"] = tuning_records(args.work)
-    args.out.mkdir(parents=True, exist_ok=True)
-    gen._atomic_json(args.out / "finetune_gain.json", results)
-    gen._atomic_json(args.out / "finetune_gain_meta.json", {k: v for k, v in meta.items() if not k.startswith("_")})
-    write_markdown(args.out / "finetune_gain.md", results, meta)
-    write_plot(args.out / "finetune_gain.png", results, args.k)
-
-
-def tuning_records(work: Path) -> list[dict[str, Any]]:
-    return [json.loads(p.read_text()) for p in sorted((work / TUNE_DIRECTION.replace("->", "-")).glob("runs/*__tune_*.json"))] \
-        if (work / TUNE_DIRECTION.replace("->", "-")).is_dir() else []
+                    yield (source, target), ranking, k, seed, None
 
 
 def run_grid(args: argparse.Namespace) -> int:
@@ -408,21 +284,26 @@ def run_grid(args: argparse.Namespace) -> int:
         write_outputs(args, meta)
         return 0
     directions: dict[str, Direction] = {}
-    todo = list(grid(args.directions, args.rankings, args.k, args.seeds))
+    todo = design_cells(args.directions, args.rankings, args.seeds) + list(
+        grid(args.directions, args.rankings, args.k, args.seeds))
     while todo and time.time() - meta["_t0"] < args.minutes * 60:
         ran = False
         for cell in list(todo):
             if time.time() - meta["_t0"] >= args.minutes * 60:
                 break
-            (source, target), ranking, k, seed = cell
+            (source, target), ranking, k, seed, power = cell
             name = f"{source}->{target}"
+            if ranking == "representative" and power is None:
+                power = args.power if args.power is not None else chosen_power(args.work, args.seeds)[0]
+                if power is None:
+                    continue  # its weighting is not chosen yet: the other rankings go on
             if name not in directions:
                 try:
-                    directions[name] = Direction(source, target, args.work, args.data)
+                    directions[name] = Direction(source, target, args.work, args.data, args.base_seed)
                 except FileNotFoundError:
                     continue  # its model is not there yet: the other directions go on
             try:
-                rec = finetune_run(directions[name], ranking, k, seed)
+                rec = finetune_run(directions[name], ranking, k, seed, power=power)
                 print(f"[{_dt.datetime.now():%H:%M:%S}] {name} {ranking} k={k} seed {seed}: "
                       f"{rec['base_other']:.4f} -> {rec['dice_other']:.4f} ({rec['gain']:+.4f}) "
                       f"in {rec['finetune_seconds']} s", flush=True)
@@ -444,7 +325,7 @@ def run_grid(args: argparse.Namespace) -> int:
 def time_one(args: argparse.Namespace) -> int:
     """One fine-tune from 3 corrections, timed phase by phase."""
     source, target = args.directions[0]
-    d = Direction(source, target, args.work / "timing", args.data, model=args.model)
+    d = Direction(source, target, args.work / "timing", args.data, args.base_seed, model=args.model)
     settings = json.loads(args.settings) if args.settings else None
     rec = finetune_run(d, "random", 3, 0, settings=settings, tag=f"__{args.tag}" if args.tag else "")
     print(json.dumps({k: rec[k] for k in ("finetune_seconds", "phase_seconds", "settings", "gain", "dice_other",
@@ -455,7 +336,7 @@ def time_one(args: argparse.Namespace) -> int:
 def tune(args: argparse.Namespace) -> int:
     """The candidates on the tuning direction, 3 random corrections (seed TUNE_SEED), cached like the grid."""
     source, target = TUNE_DIRECTION.split("->")
-    d = Direction(source, target, args.work, args.data)
+    d = Direction(source, target, args.work, args.data, args.base_seed)
     picked = [int(i) for i in args.candidates.split(",")] if args.candidates else range(len(CANDIDATES))
     for i in picked:
         rec = finetune_run(d, "random", 3, TUNE_SEED, settings=CANDIDATES[i], tag=f"__tune_{i}")
@@ -479,6 +360,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--model", type=Path, default=None, help="--time-one: use this model instead of the kept one")
     ap.add_argument("--settings", default="", help="--time-one: JSON of fine-tune options (iterations, lr_scale, ...)")
     ap.add_argument("--tag", default="", help="--time-one: cache name suffix for these settings")
+    ap.add_argument("--base-seed", type=int, default=None,
+                    help="the generalization seed whose ram_dsir models are the bases (default: the seed whose "
+                         "models exist)")
+    ap.add_argument("--power", type=float, default=None,
+                    help="representative's uncertainty power (default: chosen by the design cells on "
+                         f"{TUNE_DIRECTION}; without them ReviewConfig's)")
     ap.add_argument("--report-only", action="store_true")
     ap.add_argument("--tune", action="store_true", help="run the fine-tune candidates on the tuning direction")
     ap.add_argument("--candidates", default="", help="--tune: which candidates (indices), default all")
@@ -487,6 +374,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.rankings = [r for r in args.rankings.split(",") if r]
     args.k = [int(k) for k in args.k.split(",") if k]
     args.seeds = [int(s) for s in args.seeds.split(",") if s]
+    if args.base_seed is None:
+        args.base_seed = default_base_seed()
+    args.work = args.work / f"base_s{args.base_seed}"
+    if args.power is None and not design_cells(args.directions, args.rankings, args.seeds):
+        from napari_ramseg.core.review import REVIEW
+
+        args.power = REVIEW.uncertainty_power
     return args
 
 

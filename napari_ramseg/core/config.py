@@ -174,7 +174,7 @@ class FinetuneConfig:
 
     Sized so that a round from 3 corrections finishes within 2 minutes on a shared 2-core CPU with
     replay on (about 50 s with the CPU quiet, 90 s under a load of 7), and chosen on one direction
-    only (HRF+STARE->CHASE_DB1, 3 random corrections; ``bench/results/finetune_gain.md``). The old
+    only (HRF+STARE->CHASE_DB1, 3 random corrections; ``bench/results/finetune_gain_base_s1.md``). The old
     defaults (100 iterations at the base's batch of 8, the whole network, lr x 0.1, half of each
     batch corrections) took 8 minutes on this CPU."""
 
