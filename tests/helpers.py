@@ -95,3 +95,22 @@ def synthetic_fundus(shape=(400, 600), disc=(150, 420), radius=40, seed=0):
     image += rng.normal(0, 6, image.shape)
     image[~fov] = rng.normal(4, 2, (int((~fov).sum()), 3))
     return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def square_samples(domains=("A", "B", "C"), n=3, size=40, seed=0):
+    """In-memory training samples per domain: a bright 10x10 square on noise, its mask the square."""
+    import numpy as np
+
+    from napari_ramseg.core.data import Sample
+
+    rng = np.random.default_rng(seed)
+    out = {}
+    for d in domains:
+        out[d] = []
+        for i in range(n):
+            mask = np.zeros((size, size), np.uint8)
+            y, x = rng.integers(5, size - 15, 2)
+            mask[y:y + 10, x:x + 10] = 1
+            image = np.repeat((mask * 1.2 - 0.6 + rng.normal(0, 0.2, mask.shape))[None], 3, 0).astype(np.float32)
+            out[d].append(Sample(image, mask, d, f"{d}{i}"))
+    return out

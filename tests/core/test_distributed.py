@@ -29,13 +29,12 @@ from torch import nn
 
 from napari_ramseg.core import distributed
 from napari_ramseg.core.config import LabelScheme, ModelConfig, PreprocessConfig, TrainConfig
-from napari_ramseg.core.data import Sample
 from napari_ramseg.core.losses import SegmentationLoss
 from napari_ramseg.core.sampling import SourcePool, shard_slots
 from napari_ramseg.core.train import Trainer
 from napari_ramseg.core.train_job import TrainRequest, run_training
 
-from helpers import make_synthetic_domains
+from helpers import make_synthetic_domains, square_samples
 
 # The stated tolerance of "the same curve": 1e-3 relative per loss term. fp32 sums in a different order
 # at a different per-process batch (oneDNN's channels_last convolutions block by batch), which moves
@@ -54,20 +53,6 @@ def _relative_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor])
     diff = torch.cat([(a[k].float() - b[k].float()).flatten() for k in keys])
     return float(diff.norm() / torch.cat([a[k].float().flatten() for k in keys]).norm())
 TERMS = ("loss", "seg", "seg_ram", "consistency", "restoration")
-
-
-def _samples(domains=("A", "B", "C"), n=3, size=40, seed=0):
-    rng = np.random.default_rng(seed)
-    out = {}
-    for d in domains:
-        out[d] = []
-        for i in range(n):
-            mask = np.zeros((size, size), np.uint8)
-            y, x = rng.integers(5, size - 15, 2)
-            mask[y:y + 10, x:x + 10] = 1
-            image = np.repeat((mask * 1.2 - 0.6 + rng.normal(0, 0.2, mask.shape))[None], 3, 0).astype(np.float32)
-            out[d].append(Sample(image, mask, d, f"{d}{i}"))
-    return out
 
 
 # -- the sampler ------------------------------------------------------------------------------------
@@ -93,8 +78,8 @@ def test_shards_partition_the_batch_and_spread_every_domain():
 
 def test_ranks_draw_slices_of_the_single_process_batch():
     """Same seed: the ranks' slots (partners included) are exactly the one-process batch, step after step."""
-    single = SourcePool(_samples(), ["A", "B", "C"], PreprocessConfig(size=32), seed=5)
-    ranks = [SourcePool(_samples(), ["A", "B", "C"], PreprocessConfig(size=32), seed=5) for _ in range(2)]
+    single = SourcePool(square_samples(), ["A", "B", "C"], PreprocessConfig(size=32), seed=5)
+    ranks = [SourcePool(square_samples(), ["A", "B", "C"], PreprocessConfig(size=32), seed=5) for _ in range(2)]
     for _ in range(4):
         images, masks, domains = single.draw_batch(6)
         partners = single.draw_partners(domains)
@@ -189,8 +174,8 @@ def test_one_rank_ddp_reproduces_the_single_process_trainer(one_rank_group, sync
     cfg = TrainConfig(model=ModelConfig(base_width=4), preprocess=PreprocessConfig(size=32), batch=4,
                       iterations=3, device="cpu", precision="fp32", val_every=100, sync_batchnorm=sync,
                       grad_accumulation=2)
-    single = Trainer(cfg, ["A", "B", "C"], _samples())
-    ranked = Trainer(cfg, ["A", "B", "C"], _samples(), dist_context=one_rank_group)
+    single = Trainer(cfg, ["A", "B", "C"], square_samples())
+    ranked = Trainer(cfg, ["A", "B", "C"], square_samples(), dist_context=one_rank_group)
     assert isinstance(ranked.module, nn.parallel.DistributedDataParallel)
     assert ranked.extra_metadata["world_size"] == 1 and single.extra_metadata["world_size"] == 1
     for _ in range(cfg.iterations):
@@ -204,14 +189,14 @@ def test_fp16_steps_with_a_grad_scaler_and_resumes_it(tmp_path):
     """The CUDA-without-bf16 path, run on CPU: scaled backward, scaler step, scaler state in resume."""
     cfg = TrainConfig(model=ModelConfig(base_width=4), preprocess=PreprocessConfig(size=16), batch=2,
                       iterations=2, device="cpu", val_every=100)
-    trainer = Trainer(cfg, ["A", "B"], _samples(("A", "B"), n=2, size=24), run_dir=tmp_path)
+    trainer = Trainer(cfg, ["A", "B"], square_samples(("A", "B"), n=2, size=24), run_dir=tmp_path)
     trainer.dtype, trainer.scaler = torch.float16, torch.amp.GradScaler("cpu", init_scale=1024.0)
     losses = trainer.step()
     assert np.isfinite(losses["loss"])
     trainer.save_resume_state()
     state = json.loads((tmp_path / "resume.json").read_text())
     assert state["grad_scaler"]["scale"] == trainer.scaler.get_scale()
-    again = Trainer(cfg, ["A", "B"], _samples(("A", "B"), n=2, size=24), run_dir=tmp_path)
+    again = Trainer(cfg, ["A", "B"], square_samples(("A", "B"), n=2, size=24), run_dir=tmp_path)
     again.dtype, again.scaler = torch.float16, torch.amp.GradScaler("cpu")
     again.load_resume_state()
     assert again.scaler.get_scale() == trainer.scaler.get_scale()

@@ -14,19 +14,7 @@ from napari_ramseg.core.sampling import SourcePool
 from napari_ramseg.core.train import TrainCallbacks, Trainer, make_optimizer
 from napari_ramseg.core.train_job import TrainRequest, run_training
 
-
-def _samples(domains=("A", "B", "C"), n=3, size=40, seed=0):
-    rng = np.random.default_rng(seed)
-    out = {}
-    for d in domains:
-        out[d] = []
-        for i in range(n):
-            mask = np.zeros((size, size), np.uint8)
-            y, x = rng.integers(5, size - 15, 2)
-            mask[y:y + 10, x:x + 10] = 1
-            image = np.repeat((mask * 1.2 - 0.6 + rng.normal(0, 0.2, mask.shape))[None], 3, 0).astype(np.float32)
-            out[d].append(Sample(image, mask, d, f"{d}{i}"))
-    return out
+from helpers import square_samples
 
 
 def _config(**method):
@@ -35,7 +23,7 @@ def _config(**method):
 
 
 def test_batches_are_balanced_across_domains():
-    pool = SourcePool(_samples(), ["A", "B", "C"], PreprocessConfig(size=32), seed=0)
+    pool = SourcePool(square_samples(), ["A", "B", "C"], PreprocessConfig(size=32), seed=0)
     images, masks, domains = pool.draw_batch(7)
     assert images.shape == (7, 3, 32, 32) and masks.shape == (7, 32, 32)
     counts = np.bincount(domains.numpy(), minlength=3)
@@ -45,7 +33,7 @@ def test_batches_are_balanced_across_domains():
 
 
 def test_partner_comes_from_another_domain():
-    samples = _samples(("A", "B"), n=2)
+    samples = square_samples(("A", "B"), n=2)
     samples["B"] = [Sample(np.full_like(s.image, 0.9), s.mask, "B", s.name) for s in samples["B"]]
     pool = SourcePool(samples, ["A", "B"], PreprocessConfig(size=32), scale_aug_p=0.0)
     partners = pool.draw_partners(torch.zeros(16, dtype=torch.long))  # all slots from domain A
@@ -59,14 +47,14 @@ def test_partner_comes_from_another_domain():
     ({}, {"seg", "seg_ram", "consistency", "restoration"}),
 ])
 def test_ablation_switches_select_loss_terms(method, terms):
-    trainer = Trainer(_config(**method), ["A", "B", "C"], _samples())
+    trainer = Trainer(_config(**method), ["A", "B", "C"], square_samples())
     losses = trainer.step()
     assert set(losses) - {"loss", "lr"} == terms
     assert losses["loss"] == pytest.approx(sum(losses[t] for t in terms), rel=1e-5)
 
 
 def test_encoder_runs_at_half_rate_with_dsir():
-    net = Trainer(_config(), ["A", "B", "C"], _samples()).net
+    net = Trainer(_config(), ["A", "B", "C"], square_samples()).net
     groups = {g["name"]: g["lr"] for g in make_optimizer(net, _config()).param_groups}
     assert groups["encoder"] == pytest.approx(groups["decoder"] / 2)
     erm = make_optimizer(net, _config(ram=False, dsir=False, consistency=False)).param_groups
@@ -74,8 +62,8 @@ def test_encoder_runs_at_half_rate_with_dsir():
 
 
 def test_same_seed_same_result_on_cpu():
-    a = Trainer(_config(), ["A", "B", "C"], _samples())
-    b = Trainer(_config(), ["A", "B", "C"], _samples())
+    a = Trainer(_config(), ["A", "B", "C"], square_samples())
+    b = Trainer(_config(), ["A", "B", "C"], square_samples())
     la = [a.step()["loss"] for _ in range(3)]
     lb = [b.step()["loss"] for _ in range(3)]
     assert la == lb
@@ -85,22 +73,22 @@ def test_same_seed_same_result_on_cpu():
 
 def test_loss_falls_on_synthetic_data():
     cfg = _config().replace(iterations=40, lr=5e-3)
-    trainer = Trainer(cfg, ["A", "B", "C"], _samples())
+    trainer = Trainer(cfg, ["A", "B", "C"], square_samples())
     losses = [trainer.step()["seg"] for _ in range(cfg.iterations)]
     assert np.mean(losses[-8:]) < 0.92 * np.mean(losses[:8])
 
 
 def test_stop_then_resume_matches_an_uninterrupted_run(tmp_path):
     cfg = _config().replace(iterations=4, val_every=2)
-    full = Trainer(cfg, ["A", "B", "C"], _samples(), _samples(n=1)["A"], tmp_path / "full")
+    full = Trainer(cfg, ["A", "B", "C"], square_samples(), square_samples(n=1)["A"], tmp_path / "full")
     full.run()
     stops = iter([False, False, True])
-    part = Trainer(cfg, ["A", "B", "C"], _samples(), _samples(n=1)["A"], tmp_path / "part",
+    part = Trainer(cfg, ["A", "B", "C"], square_samples(), square_samples(n=1)["A"], tmp_path / "part",
                    TrainCallbacks(should_stop=lambda: next(stops)))
     result = part.run()
     assert result.stopped and result.iterations_done == 2
     assert (tmp_path / "part" / "resume.json").exists()
-    resumed = Trainer(cfg, ["A", "B", "C"], _samples(), _samples(n=1)["A"], tmp_path / "part")
+    resumed = Trainer(cfg, ["A", "B", "C"], square_samples(), square_samples(n=1)["A"], tmp_path / "part")
     resumed.load_resume_state()
     assert resumed.run().iterations_done == 4
     a = load_file(str(tmp_path / "full" / "model.safetensors"))
