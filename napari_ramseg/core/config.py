@@ -116,6 +116,9 @@ class TrainConfig:
     val_fraction: float = 0.2  # of each source domain's cases, held out for validation
     val_every: int = 0  # iterations between validations; 0 picks about 10 over the run
     threshold: float = 0.5  # sigmoid probability for a positive pixel (the paper used 0.75)
+    # weight of the soft-clDice term (losses.CenterlineDiceLoss) beside BCE + Dice, on both views;
+    # 0 leaves it out (the method as published). 1.0 is clDice's own 1:1 Dice:clDice mix (alpha 0.5).
+    cldice_weight: float = 0.0
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"  # autocast: auto | fp32 | bf16 | fp16 (core.device.PRECISION_CHOICES)
@@ -231,6 +234,7 @@ class DiscConfig:
     candidates: int = 3  # stage-one peaks each checked with the segmentation model
     roi_ratio: float = 1.34  # ROI side / disc diameter: the median Drishti-GS packaging (bench/tasks.py)
     refine: int = 1  # re-centre and re-scale the ROI on the predicted disc this many times
+    refine_crops: int = 0  # the same for a disc-centred crop (0: segmented as it is)
     min_disc_fraction: float = 0.05  # a disc covering less of its ROI than this is no disc
     max_disc_fraction: float = 0.9  # nor one filling it (a bright patch, not a disc)
     min_confidence: float = 0.6  # mean disc probability inside the predicted disc needed to accept it

@@ -12,7 +12,7 @@ from torch import nn
 
 from . import distributed
 from .config import TrainConfig
-from .losses import SegmentationLoss, restoration_mse, symmetric_kl
+from .losses import CenterlineDiceLoss, SegmentationLoss, restoration_mse, symmetric_kl
 from .model import RamSegNet
 
 __all__ = ["RamDsirObjective", "poly_lr", "make_optimizer"]
@@ -44,6 +44,10 @@ class RamDsirObjective(nn.Module):
         self.seg_loss = (distributed.GlobalBatchSegmentationLoss(config.labels) if global_batch
                          else SegmentationLoss(config.labels))
         self.labels = config.labels
+        # a term of its own (not inside seg_loss) so that it is logged apart and needs nothing from
+        # the global-batch Dice under DDP: its per-sample mean averages over ranks like the BCE
+        self.cldice_weight = float(config.cldice_weight)
+        self.cldice = CenterlineDiceLoss(config.labels) if self.cldice_weight > 0 else None
 
     def forward(self, images: torch.Tensor, masks: torch.Tensor, domains: torch.Tensor,
                 mixed: torch.Tensor | None, domain_weights: Sequence[float] | None = None) -> dict[str, torch.Tensor]:
@@ -54,8 +58,12 @@ class RamDsirObjective(nn.Module):
         logits = self.net.decode(features)
         weights = self.annotated[domains] if self.partial else None
         terms: dict[str, torch.Tensor] = {"seg": self.seg_loss(logits[:batch], masks, weights)}
+        if self.cldice is not None:
+            terms["cldice"] = self.cldice_weight * self.cldice(logits[:batch], masks, weights)
         if mixed is not None:
             terms["seg_ram"] = self.seg_loss(logits[batch:], masks, weights)
+            if self.cldice is not None:
+                terms["cldice_ram"] = self.cldice_weight * self.cldice(logits[batch:], masks, weights)
             if method.consistency:
                 terms["consistency"] = method.consistency_weight * symmetric_kl(logits[:batch], logits[batch:], self.labels)
         if method.dsir:
