@@ -15,7 +15,7 @@ iterations=${ITERATIONS:-600}
 [ -d "$work/domains" ] || python "$here/bench/optic_disc_data.py" --out "$work"
 for set in "${@:-drishti_to_drions bundled drions_to_drishti}"; do
   for s in $set; do
-    OMP_NUM_THREADS=1 nice -n 2 ramseg train --data "$work/$s" --format domains --labels disc,cup --size 128 \
+    OMP_NUM_THREADS=1 nice -n 5 ramseg train --data "$work/$s" --format domains --labels disc,cup --size 128 \
       --batch 8 --iterations "$iterations" --seed 0 --threads 1 --out "$work/runs/$s" --quiet
   done
 done

@@ -64,3 +64,50 @@ def test_only_disc_and_cup_models_and_colour_images():
         DiscPredictor(Vessels())
     with pytest.raises(RamsegInputError, match="colour fundus image"):
         DiscPredictor(BrightSegmenter()).predict(np.zeros((50, 50), np.uint8))
+
+
+def test_refinement_recentres_an_off_centre_roi_on_the_predicted_disc():
+    from napari_ramseg.core.disc.roi import Roi, crop
+
+    image = _photograph(disc=(150, 420), radius=40)
+    disc = DiscPredictor(BrightSegmenter())
+    start = Roi(150 - 60 - 30, 420 - 60 + 25, 120)  # stage one 30 px too high, 25 px too far right
+    pred = disc.predictor.predict_image(crop(image, start), postprocess=True)
+    roi, refined = disc.refine(image, start, pred, 1)
+    cy, cx = roi.center
+    assert abs(cy - 150) < 6 and abs(cx - 420) < 6
+    assert refined.labels.shape == (roi.side, roi.side)
+    # zero passes leave the ROI alone
+    assert disc.refine(image, start, pred, 0)[0] == start
+
+
+def test_refinement_keeps_the_roi_when_the_prediction_has_no_disc():
+    from napari_ramseg.core.disc.roi import Roi, crop
+
+    image = _photograph(disc=(150, 420), radius=40)
+    disc = DiscPredictor(BrightSegmenter())
+    away = Roi(200, 60, 120)  # fundus only: the stand-in finds nothing there
+    pred = disc.predictor.predict_image(crop(image, away), postprocess=True)
+    assert not (pred.labels >= 1).any()
+    assert disc.refine(image, away, pred, 2)[0] == away
+
+
+def test_a_crop_can_be_refined_and_comes_back_in_its_own_geometry():
+    from napari_ramseg.core.config import DiscConfig
+
+    seg = BrightSegmenter()
+    crop = _photograph(disc=(200, 300), radius=40)[110:330, 200:420]  # the disc off the crop's centre
+    found = DiscPredictor(seg, DiscConfig(refine_crops=1)).predict(crop)
+    assert found.kind == "crop" and found.labels.shape == crop.shape[:2]
+    assert len(seg.calls) == 2 and seg.calls[1][0] < crop.shape[0]  # a second, tighter ROI around the disc
+    assert _inside(found.labels, 90, 100)
+
+
+def test_check_gives_no_confidence_to_an_implausible_disc_size():
+    from napari_ramseg.core.config import DiscConfig
+    from napari_ramseg.core.disc.locate import Candidate
+
+    image = _photograph(disc=(150, 420), radius=40)
+    good = Candidate(150, 420, 80, 1.0)
+    assert DiscPredictor(BrightSegmenter()).check(image, good)[0] > 0.9
+    assert DiscPredictor(BrightSegmenter(), DiscConfig(max_disc_fraction=0.05)).check(image, good)[0] == 0.0

@@ -77,8 +77,12 @@ class DiscPredictor:
             raise RamsegInputError("no optic disc found: the image is blank (no contrast)")
         located = locate(image, cfg)
         if not located.photograph:
-            pred = self.predictor.predict_image(image, postprocess=postprocess)
+            pred = self.predictor.predict_image(image, postprocess=postprocess or cfg.refine_crops > 0)
             if _disc_fraction(pred) >= cfg.min_disc_fraction:
+                if cfg.refine_crops > 0:  # the crop as the first ROI, then re-centred like a photograph's
+                    whole = Roi(0, 0, max(image.shape[:2]))
+                    roi, pred = self.refine(image, whole, _pad_square(pred, whole), cfg.refine_crops, postprocess)
+                    pred = _paste_prediction(pred, roi, image.shape[:2])
                 return DiscPrediction(pred, "crop", None, _confidence(pred), located.candidates)
             # too small a disc for a crop: a photograph whose corners are not dark; look for it
             located = locate(image, _as_photograph(cfg))
@@ -87,10 +91,8 @@ class DiscPredictor:
         # bright artefact on 17 % of DRIONS-DB); it can only reject a ROI that holds no plausible disc.
         best: tuple[float, Roi, Prediction] | None = None
         seen = 0.0
-        for cand in located.candidates:
-            roi = Roi.around((cand.y, cand.x), cand.diameter, cfg.roi_ratio)
-            pred = self.predictor.predict_image(crop(image, roi), postprocess=True)
-            score = _confidence(pred) if cfg.min_disc_fraction <= _disc_fraction(pred) <= cfg.max_disc_fraction else 0.0
+        for cand in located.candidates[:cfg.candidates]:
+            score, roi, pred = self.check(image, cand)
             seen = max(seen, score)
             if score >= cfg.min_confidence:
                 best = (score, roi, pred)
@@ -99,12 +101,34 @@ class DiscPredictor:
             raise RamsegInputError(f"no optic disc found in this photograph (best candidate: disc confidence "
                                    f"{seen:.2f} < {cfg.min_confidence}); is it a fundus photograph with the disc in view?")
         score, roi, pred = best
-        for _ in range(cfg.refine):
-            roi = _refined(roi, pred, cfg.roi_ratio)
-            pred = self.predictor.predict_image(crop(image, roi), postprocess=postprocess)
-            score = _confidence(pred)
+        roi, pred = self.refine(image, roi, pred, cfg.refine, postprocess)
         full = _paste_prediction(pred, roi, image.shape[:2])
-        return DiscPrediction(full, "photograph", roi, score, located.candidates)
+        return DiscPrediction(full, "photograph", roi, _confidence(pred) if cfg.refine else score, located.candidates)
+
+    def check(self, image: np.ndarray, cand: Candidate) -> tuple[float, Roi, Prediction]:
+        """Segment a candidate's ROI: (its disc confidence, 0 for an implausible disc size; the ROI; the
+        ROI's prediction)."""
+        cfg = self.config
+        roi = Roi.around((cand.y, cand.x), cand.diameter, cfg.roi_ratio)
+        pred = self.predictor.predict_image(crop(image, roi), postprocess=True)
+        plausible = cfg.min_disc_fraction <= _disc_fraction(pred) <= cfg.max_disc_fraction
+        return (_confidence(pred) if plausible else 0.0), roi, pred
+
+    def refine(self, image: np.ndarray, roi: Roi, pred: Prediction, times: int,
+               postprocess: bool = True) -> tuple[Roi, Prediction]:
+        """Re-centre and re-scale ``roi`` on ``pred``'s disc (``roi_ratio`` x its diameter) and segment
+        again, ``times`` times, as DoFE-style pipelines do: the model then sees the disc at the centre
+        and scale it was trained on, whatever stage one's error was. A prediction that lost the disc
+        keeps the ROI it had."""
+        for step in range(times):
+            if not (pred.labels >= 1).any():
+                break
+            new = _refined(roi, pred, self.config.roi_ratio)
+            out = self.predictor.predict_image(crop(image, new), postprocess=postprocess or step < times - 1)
+            if not (out.labels >= 1).any():
+                break
+            roi, pred = new, out
+        return roi, pred
 
 
 def _as_photograph(cfg: DiscConfig) -> DiscConfig:
@@ -131,6 +155,19 @@ def _refined(roi: Roi, pred: Prediction, ratio: float) -> Roi:
     diameter = max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1)
     scale = roi.side / disc.shape[0]  # the prediction is at the crop's own size: 1 here
     return Roi.around((roi.top + (cy + 0.5) * scale - 0.5, roi.left + (cx + 0.5) * scale - 0.5), diameter * scale, ratio)
+
+
+def _pad_square(pred: Prediction, roi: Roi) -> Prediction:
+    """A crop's prediction in the square ``roi`` at (0, 0) that holds it (zero padding below and right)."""
+    h, w = pred.labels.shape
+    if (h, w) == (roi.side, roi.side):
+        return pred
+
+    def pad(a):
+        return np.pad(a, [(0, 0)] * (a.ndim - 2) + [(0, roi.side - h), (0, roi.side - w)])
+
+    return Prediction(labels=pad(pred.labels), probabilities=pad(pred.probabilities), entropy=pad(pred.entropy),
+                      channel_names=list(pred.channel_names))
 
 
 def _paste_prediction(pred: Prediction, roi: Roi, shape: tuple[int, int]) -> Prediction:

@@ -1,0 +1,273 @@
+"""The optic disc's two-stage settings, chosen per benchmark direction on its source domains only (issue 14).
+
+Stage one (``core/disc/locate.py``) and the model's veto (``core/disc/predict.py``) have settings that
+no training run chooses: the coarse scale, the expected disc size, how many candidates the model
+checks, the confidence it needs, and how often the ROI is re-centred on the predicted disc. A
+benchmark row may only use settings chosen without its unseen domain, so this script chooses them
+per direction from that direction's *source* data and writes ``bench/results/optic_disc_settings.json``,
+which ``bench/optic_disc.py`` reads:
+
+- ``drishti_to_drions``: the unseen domain (DRIONS-DB) is the only set of whole photographs with disc
+  masks, and Drishti-GS holds disc-centred crops. The whole photographs it may use are the vessel
+  sets (CHASE_DB1, HRF, STARE: 88 photographs, no disc masks). Their disc is where the vessel tree
+  converges: the peak of the expert vessel mask's density (Gaussian of sigma ``VESSEL_SIGMA`` x the
+  field-of-view width). A locator is right there when its centre lies within ``HIT_RADIUS`` x the
+  field-of-view width (about one disc diameter) of that peak; the peak is off the disc centre by
+  about half a diameter, a wrong candidate (exudate, lamp reflex) by two or more.
+- ``drions_to_drishti``: DRIONS-DB is a source: its expert discs (hit: centre inside the disc) and the
+  vessel photographs.
+- ``bundled`` (the shipped defaults): all the bundled model's sources, DRIONS-DB included, and the
+  vessel photographs.
+
+Locator settings (``STAGE_ONE``, ``STAGE_TWO`` grids): the highest final-ROI hit rate averaged over
+the source photograph domains (each domain weighs the same; a refusal is a miss), ties broken by
+stage one's best-peak hit rate, then by nearness to the defaults the first version shipped with.
+ROI refinement (``REFINE``): the mean disc Dice on source cases with disc masks, ties to fewer
+passes: for photographs, DRIONS-DB where it is a source, else the source crops (Drishti-GS training
+cases, REFUGE ROIs) cut again around a simulated stage-one error (centre off by up to ``SIM_SHIFT``
+disc diameters, scale off by up to ``SIM_SCALE``, padded black); for crops (``refine_crops``), the
+source crops as they are.
+
+    python bench/optic_disc_settings.py --model drishti_to_drions=RUN --model drions_to_drishti=RUN \\
+        --model bundled=napari_ramseg/bundled_models/optic-disc
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.machine import describe  # noqa: E402
+from bench.optic_disc_data import dofe_cases, held_out  # noqa: E402
+from bench.tasks import _domain_cases, _read_index, _read_rgb, disc_diameter  # noqa: E402
+from napari_ramseg.core.config import DiscConfig  # noqa: E402
+from napari_ramseg.core.disc import DiscPredictor, locate  # noqa: E402
+from napari_ramseg.core.disc.locate import _coarse, field_of_view  # noqa: E402
+from napari_ramseg.core.disc.roi import Roi, crop, paste  # noqa: E402
+from napari_ramseg.core.infer import Predictor  # noqa: E402
+from napari_ramseg.core.metrics import dice_score  # noqa: E402
+from napari_ramseg.errors import RamsegInputError  # noqa: E402
+from napari_ramseg.files import atomic_write  # noqa: E402
+
+VESSEL_SETS = ("CHASE_DB1", "HRF", "STARE")
+SOURCE_PHOTOGRAPHS = {"drishti_to_drions": VESSEL_SETS, "drions_to_drishti": ("DRIONS-DB", *VESSEL_SETS),
+                      "bundled": ("DRIONS-DB", *VESSEL_SETS)}
+SOURCE_CROPS = {"drishti_to_drions": ("Drishti-GS", "REFUGE"),
+                "drions_to_drishti": ("REFUGE", "DRIONS-DB crops"),
+                "bundled": ("Drishti-GS", "REFUGE", "DRIONS-DB crops")}
+STAGE_ONE = {"coarse_long_side": (256, 192, 384), "disc_fov_ratio": (0.17, 0.13, 0.15, 0.19)}
+STAGE_TWO = {"candidates": (3, 5), "min_confidence": (0.6, 0.5, 0.7),
+             "max_disc_fraction": (0.9, 0.6, 0.7, 0.8, 1.0)}
+REFINE = (0, 1, 2)
+VESSEL_SIGMA, HIT_RADIUS = 0.085, 0.17  # of the field-of-view width: half and one typical disc diameter
+SIM_SHIFT, SIM_SCALE = 0.3, 1.25
+WORK_LONG_SIDE = 1200  # HRF's 3504 px photographs are brought to this first (stage two's ROIs are 128 px)
+
+
+@dataclasses.dataclass
+class Photo:
+    domain: str
+    name: str
+    image: np.ndarray
+    disc: np.ndarray | None  # expert disc mask, else the vessel-convergence point below
+    point: tuple[float, float] | None = None
+    radius: float = 0.0
+
+    def hit(self, y: float, x: float) -> bool:
+        if self.disc is not None:
+            yi, xi = int(round(y)), int(round(x))
+            return 0 <= yi < self.disc.shape[0] and 0 <= xi < self.disc.shape[1] and bool(self.disc[yi, xi])
+        return float(np.hypot(y - self.point[0], x - self.point[1])) <= self.radius
+
+
+def _shrink(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    from PIL import Image
+
+    scale = WORK_LONG_SIDE / max(image.shape[:2])
+    if scale >= 1:
+        return image, mask
+    size = (round(image.shape[1] * scale), round(image.shape[0] * scale))
+    return (np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR)),
+            np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(size, Image.BILINEAR)) > 127)
+
+
+def vessel_photographs(data: Path, domain: str) -> list[Photo]:
+    """A vessel set's photographs with their vessel-convergence point (from the expert vessel mask)."""
+    out = []
+    folder = data / "vessels" / domain
+    for lab in sorted((folder / "labels").glob("*.png")):
+        image = _read_rgb(next(p for p in (folder / "images").iterdir() if p.name.split(".")[0] == lab.stem))
+        image, vessels = _shrink(image, _read_index(lab) > 0)
+        luma, scale = _coarse(image, 256)
+        cols = np.flatnonzero(field_of_view(luma, DiscConfig()).any(axis=0))
+        width = (cols[-1] - cols[0] + 1) / scale
+        out.append(Photo(domain, lab.stem, image, None, convergence_point(vessels, width), HIT_RADIUS * width))
+    return out
+
+
+def convergence_point(vessels: np.ndarray, fov_width: float) -> tuple[float, float]:
+    """(y, x) where a vessel mask is densest at the scale of a disc: where the vessel tree converges."""
+    density = ndimage.gaussian_filter(vessels.astype(np.float32), VESSEL_SIGMA * fov_width)
+    y, x = np.unravel_index(int(np.argmax(density)), density.shape)
+    return float(y), float(x)
+
+
+def source_photographs(data: Path, domains) -> list[Photo]:
+    out = []
+    for d in domains:
+        if d == "DRIONS-DB":
+            out += [Photo(d, s, i, m >= 1) for s, i, m in _domain_cases(data / "fundus" / d)]
+        else:
+            out += vessel_photographs(data, d)
+    return out
+
+
+def source_crops(data: Path, domains, ratio: float) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
+    """(domain, name, crop, mask) of the source crops: Drishti-GS training cases, REFUGE ROIs, and
+    DRIONS-DB's photographs cut to their ground-truth ROI (the DoFE packaging)."""
+    out = []
+    for d in domains:
+        if d == "Drishti-GS":
+            out += [(d, s, i, m) for s, i, m in _domain_cases(data / "fundus" / d) if not held_out(s)]
+        elif d == "REFUGE":
+            for dom in ("Domain3", "Domain4"):
+                out += [(d, f"{dom}_{s}", i, m) for s, i, m in dofe_cases(data / "fundus_dofe_layout", dom)]
+        else:
+            for s, i, m in _domain_cases(data / "fundus" / "DRIONS-DB"):
+                roi = Roi.around(ndimage.center_of_mass(m >= 1), disc_diameter(m), ratio)
+                out.append((d, s, crop(i, roi), crop(m, roi)))
+    return out
+
+
+def _by_domain(rows: list[tuple[str, float]]) -> float:
+    doms = sorted({d for d, _ in rows})
+    return float(np.mean([np.mean([v for d2, v in rows if d2 == d]) for d in doms]))
+
+
+def choose_locator(disc: DiscPredictor, photos: list[Photo], log) -> tuple[dict, list[dict]]:
+    """Every grid point's source hit rates; the chosen settings (module docstring's rule)."""
+    default, table = DiscConfig(), []
+    top_c = max(STAGE_TWO["candidates"])
+    for long_side in STAGE_ONE["coarse_long_side"]:
+        for ratio in STAGE_ONE["disc_fov_ratio"]:
+            cfg = dataclasses.replace(default, coarse_long_side=long_side, disc_fov_ratio=ratio, candidates=top_c)
+            disc.config = cfg
+            checks = []  # per photo: (top hit, [(score, hit of the predicted disc's centre)] per candidate)
+            for p in photos:
+                located = locate(p.image, cfg)
+                cands = []
+                for cand in located.candidates[:top_c]:
+                    _, roi, pred = disc.check(p.image, cand)
+                    inside = pred.labels >= 1
+                    pts = np.argwhere(inside)
+                    c = (roi.top + pts[:, 0].mean(), roi.left + pts[:, 1].mean()) if pts.size else (cand.y, cand.x)
+                    conf = float(pred.probabilities[0][inside].mean()) if pts.size else 0.0
+                    cands.append((conf, float(inside.mean()), p.hit(*c)))
+                top = located.candidates[0]
+                checks.append((p.hit(top.y, top.x), cands))
+            top_hit = _by_domain([(p.domain, float(t)) for (t, _), p in zip(checks, photos)])
+            for n, conf, most in itertools.product(*STAGE_TWO.values()):
+                final = []
+                for (_, cands), p in zip(checks, photos):  # predict.py's rule: the first plausible one
+                    ok = [hit for c, f, hit in cands[:n] if c >= conf and default.min_disc_fraction <= f <= most]
+                    final.append((p.domain, float(ok[0]) if ok else 0.0))
+                by_domain = {d: float(np.mean([v for d2, v in final if d2 == d])) for d in sorted({d for d, _ in final})}
+                table.append({"coarse_long_side": long_side, "disc_fov_ratio": ratio, "candidates": n,
+                              "min_confidence": conf, "max_disc_fraction": most, "final_hit": _by_domain(final),
+                              "top_hit": top_hit, "final_hit_by_domain": by_domain})
+            here = [r["final_hit"] for r in table if (r["disc_fov_ratio"], r["coarse_long_side"]) == (ratio, long_side)]
+            log(f"  coarse {long_side} disc/fov {ratio}: top hit {top_hit:.3f}, final {max(here):.3f} (best of stage two)")
+
+    def distance(r):  # nearness to the first version's defaults, in grid steps
+        return sum(STAGE_ONE.get(k, STAGE_TWO.get(k)).index(r[k]) for k in (*STAGE_ONE, *STAGE_TWO))
+
+    best = max(table, key=lambda r: (round(r["final_hit"], 6), round(r["top_hit"], 6), -distance(r)))
+    return {k: best[k] for k in (*STAGE_ONE, *STAGE_TWO)}, table
+
+
+def _simulated(image, mask, rng, ratio):
+    """A source crop cut again around a stage-one error: shifted centre, wrong scale, black padding."""
+    cy, cx = ndimage.center_of_mass(mask >= 1)
+    d = disc_diameter(mask)
+    r, a = SIM_SHIFT * d * np.sqrt(rng.uniform()), rng.uniform(0, 2 * np.pi)
+    scale = np.exp(rng.uniform(-1, 1) * np.log(SIM_SCALE))
+    return Roi.around((cy + r * np.sin(a), cx + r * np.cos(a)), d * scale, ratio)
+
+
+def choose_refinement(disc: DiscPredictor, settings: dict, photos: list[Photo], crops, log) -> tuple[dict, dict]:
+    """refine (photographs) and refine_crops, each the pass count with the best mean source disc Dice."""
+    cfg = dataclasses.replace(DiscConfig(), **settings)
+    scores: dict = {"photographs": {}, "crops": {}}
+    with_masks = [p for p in photos if p.disc is not None]
+    rng = np.random.default_rng(0)
+    sims = [(d, n, i, m, _simulated(i, m, rng, cfg.roi_ratio)) for d, n, i, m in crops if d != "DRIONS-DB crops"]
+    for k in REFINE:
+        disc.config = dataclasses.replace(cfg, refine=k, refine_crops=k)
+        rows = []
+        if with_masks:  # the product path on source photographs
+            for p in with_masks:
+                try:
+                    rows.append((p.domain, dice_score(disc.predict(p.image).labels >= 1, p.disc)))
+                except RamsegInputError:
+                    rows.append((p.domain, 0.0))
+        else:  # stage two on source crops cut around a simulated stage-one error
+            for d, _, image, mask, roi in sims:
+                pred = disc.predictor.predict_image(crop(image, roi), postprocess=True)
+                roi, pred = disc.refine(image, roi, pred, k)
+                rows.append((d, dice_score(paste(pred.labels, roi, mask.shape) >= 1, mask >= 1)))
+        scores["photographs"][k] = _by_domain(rows)
+        rows = []
+        for d, _, image, mask in crops:
+            try:
+                rows.append((d, dice_score(disc.predict(image).labels >= 1, mask >= 1)))
+            except RamsegInputError:
+                rows.append((d, 0.0))
+        scores["crops"][k] = _by_domain(rows)
+        log(f"  refine {k}: photographs {scores['photographs'][k]:.4f}, crops {scores['crops'][k]:.4f}")
+    pick = {"refine": max(REFINE, key=lambda k: (round(scores["photographs"][k], 4), -k)),
+            "refine_crops": max(REFINE, key=lambda k: (round(scores["crops"][k], 4), -k))}
+    return pick, scores
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", action="append", required=True,
+                    help="NAME=RUN_FOLDER, NAME in " + ", ".join(SOURCE_PHOTOGRAPHS))
+    ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    ap.add_argument("--out", type=Path,
+                    default=Path(__file__).resolve().parent / "results" / "optic_disc_settings.json")
+    args = ap.parse_args(argv)
+    result = {"command": "python " + " ".join([sys.argv[0], *(argv or sys.argv[1:])]), "machine": describe(),
+              "rule": __doc__.split("\n\n", 3)[2].strip(), "directions": {}}
+    if args.out.exists():  # directions chosen before are kept unless chosen again
+        result["directions"] = json.loads(args.out.read_text()).get("directions", {})
+    for name, run in (m.split("=", 1) for m in args.model):
+        t0 = time.perf_counter()
+        print(f"{name}: source photographs {', '.join(SOURCE_PHOTOGRAPHS[name])}", flush=True)
+        disc = DiscPredictor(Predictor.from_path(run, device="cpu", precision="fp32"))
+        photos = source_photographs(args.data, SOURCE_PHOTOGRAPHS[name])
+        settings, table = choose_locator(disc, photos, lambda s: print(s, flush=True))
+        crops = source_crops(args.data, SOURCE_CROPS[name], DiscConfig().roi_ratio)
+        refine, refine_scores = choose_refinement(disc, settings, photos, crops, lambda s: print(s, flush=True))
+        result["directions"][name] = {
+            "run": run, "source_photographs": {d: sum(p.domain == d for p in photos) for d in SOURCE_PHOTOGRAPHS[name]},
+            "source_crops": {d: sum(c[0] == d for c in crops) for d in SOURCE_CROPS[name]},
+            "settings": {**settings, **refine}, "grid": table, "refine_scores": refine_scores,
+            "seconds": round(time.perf_counter() - t0, 1)}
+        print(name, json.dumps(result["directions"][name]["settings"]), flush=True)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(args.out, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
