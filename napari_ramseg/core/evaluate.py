@@ -6,15 +6,18 @@ ground-truth-guided slice selection. Distances are in physical units when the fi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import torch
 
 from ..errors import RamsegInputError, naming
 from .config import LabelScheme
 from .data import MaskLabelsError, declared_labels, discover, read_case_image, read_case_mask
-from .infer import Predictor
-from .metrics import case_metrics, mean_dice, summarize
+from .infer import Predictor, labels_from_probabilities
+from .metrics import case_dice, case_metrics, mean_dice, summarize
 
 
 def evaluate_domain(model: str | Path | Predictor, data_root: str | Path, domain: str, fmt: str = "auto",
@@ -70,3 +73,35 @@ def _check_labels_fit(labels: LabelScheme, root: Path, fmt: str) -> None:
             f"the model predicts {labels.num_classes} label(s) ({', '.join(labels.names)}) but this dataset's masks "
             f"hold {scheme.num_classes} ({', '.join(scheme.names)}, per {source}); evaluate a model trained for "
             "these labels", root)
+
+
+# ---------------------------------------------- held-out source cases (validation, fine-tuning)
+def score_case(predictor: Predictor, samples: Sequence, labels: LabelScheme,
+               names: Sequence[str] | None = None) -> float:
+    """Predict one held-out case (its samples: one image, or a volume's slices) and score it
+    (``metrics.case_dice``: the mean Dice over the label's structures, or over ``names``: those its
+    domain annotates)."""
+    preds = []
+    for s in samples:
+        probs = predictor.predict_prepared(torch.from_numpy(np.ascontiguousarray(s.image, dtype=np.float32)))
+        preds.append(labels_from_probabilities(probs, labels, predictor.threshold))
+    return case_dice(np.stack(preds), np.stack([s.mask for s in samples]), labels, names)
+
+
+def validation_dice(predictor: Predictor, samples: Sequence, labels: LabelScheme,
+                    annotated: dict[str, Sequence[str]] | None = None) -> dict[str, Any]:
+    """Mean Dice per label and per source domain on held-out source cases (never the target);
+    ``annotated``: per domain, the structures it annotates (partial labels), default all."""
+    annotated = annotated or {}
+    return summarize_validation([(s.domain, score_case(predictor, [s], labels, annotated.get(s.domain)))
+                                 for s in samples])
+
+
+def summarize_validation(records: Sequence[tuple[str, float]]) -> dict[str, Any]:
+    """(domain, case Dice) pairs in case order -> the mean of the per-domain means, and each domain's."""
+    per_domain: dict[str, list[float]] = {}
+    for domain, dice in records:
+        per_domain.setdefault(domain, []).append(dice)
+    by_domain = {d: float(np.mean(v)) for d, v in per_domain.items()}
+    mean = float(np.mean(list(by_domain.values()))) if by_domain else float("nan")
+    return {"dice": mean, "dice_by_domain": by_domain, "cases": len(records)}

@@ -56,10 +56,11 @@ from .config import FinetuneConfig, LabelScheme, PreprocessConfig
 from .corrections import SPLIT_RULE, CorrectionCase, CorrectionStore, file_sha256
 from .data import Sample
 from .device import resolve_device
+from .evaluate import score_case, validation_dice
 from .infer import Predictor
 from .preprocess import to_model_channels, volume_to_slices_25d
 from .sampling import SourcePool
-from .train import TrainCallbacks, Trainer, TrainResult, score_case, validation_dice
+from .train import TrainCallbacks, Trainer, TrainResult
 
 __all__ = ["finetune", "iter_finetune", "FinetuneEvent", "FinetuneResult", "CorrectionPool",
            "next_version", "list_versions", "CORRECTIONS_DOMAIN", "LR_SCALE"]

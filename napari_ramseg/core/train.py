@@ -17,17 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from . import distributed, resume
 from .checkpoint import ModelMetadata
-from .config import LabelScheme, TrainConfig
+from .config import TrainConfig
 from .device import autocast, autocast_dtype, resolve_device
 from .fastpath import use_channels_last
-from .infer import Predictor, labels_from_probabilities
-from .metrics import case_dice
+from .evaluate import score_case, summarize_validation, validation_dice
+from .infer import Predictor
 from .model import RamSegNet
 from .losses import annotated_channels
 from .objective import RamDsirObjective, make_optimizer, poly_lr
@@ -63,37 +62,6 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     validation: dict[str, Any] | None = None
     seconds: float = 0.0  # wall time of this (part of the) run
-
-
-def score_case(predictor: Predictor, samples: Sequence, labels: LabelScheme,
-               names: Sequence[str] | None = None) -> float:
-    """Predict one held-out case (its samples: one image, or a volume's slices) and score it
-    (``metrics.case_dice``: the mean Dice over the label's structures, or over ``names``: those its
-    domain annotates)."""
-    preds = []
-    for s in samples:
-        probs = predictor.predict_prepared(torch.from_numpy(np.ascontiguousarray(s.image, dtype=np.float32)))
-        preds.append(labels_from_probabilities(probs, labels, predictor.threshold))
-    return case_dice(np.stack(preds), np.stack([s.mask for s in samples]), labels, names)
-
-
-def validation_dice(predictor: Predictor, samples: Sequence, labels: LabelScheme,
-                    annotated: dict[str, Sequence[str]] | None = None) -> dict[str, Any]:
-    """Mean Dice per label and per source domain on held-out source cases (never the target);
-    ``annotated``: per domain, the structures it annotates (partial labels), default all."""
-    annotated = annotated or {}
-    return summarize_validation([(s.domain, score_case(predictor, [s], labels, annotated.get(s.domain)))
-                                 for s in samples])
-
-
-def summarize_validation(records: Sequence[tuple[str, float]]) -> dict[str, Any]:
-    """(domain, case Dice) pairs in case order -> the mean of the per-domain means, and each domain's."""
-    per_domain: dict[str, list[float]] = {}
-    for domain, dice in records:
-        per_domain.setdefault(domain, []).append(dice)
-    by_domain = {d: float(np.mean(v)) for d, v in per_domain.items()}
-    mean = float(np.mean(list(by_domain.values()))) if by_domain else float("nan")
-    return {"dice": mean, "dice_by_domain": by_domain, "cases": len(records)}
 
 
 class Trainer:
