@@ -307,8 +307,12 @@ def main(argv: list[str] | None = None) -> int:
         report.write_json(report.TIMING, {**timing(), "machine": machine, "provenance": f"Measured by `{command}`."})
     records = report.load_records()
     results = report.aggregate(records, args.methods)
-    default, verdicts = report.choose_default(records, args.methods)
-    meta = {"command": command, "machine": machine, "methods": args.methods, "default": default,
+    timing_record = json.loads(report.TIMING.read_text()) if report.TIMING.exists() else None
+    default, verdicts = report.choose_default(records, args.methods, timing_record)
+    basis = None if default is None else (
+        "shows a benefit on the held-out sources" if verdicts[default]["benefit"]
+        else "no method shows a benefit on the held-out sources; the cheapest safe one")
+    meta = {"command": command, "machine": machine, "methods": args.methods, "default": default, "default_basis": basis,
             "default_rule": report.DEFAULT_RULE, "verdicts": verdicts, "target_rule": report.TARGET,
             "target": report.target_check(results, args.methods), "grids": GRIDS,
             "models": {t: describe_models(records, t) for t in results}, "provenance": provenance_lines(records),
@@ -316,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
                        for r in records},
             "none_matches": all(r["methods"]["none"].get("matches_record", False) for r in records
                                 if r["task"] == "vessels"),
-            "timing": json.loads(report.TIMING.read_text()) if report.TIMING.exists() else None,
+            "timing": timing_record,
             "records": "bench/results/adaptation_runs/<model key>.json (per-case Dice, selection grids)"}
     args.out.mkdir(parents=True, exist_ok=True)
     report.write_json(args.out / "adaptation.json", {**results, "default": default})

@@ -66,8 +66,28 @@ def test_the_default_follows_the_sources_not_the_unseen_domain(report):
     # target check (unseen) reports the miss apart
     records = [_record(0, 0.6, 0.5, helps, source=s) for s in ("A+B", "B+A")]
     default, verdicts = report.choose_default(records, ["align"])
-    assert default == "align" and verdicts["align"]["meets"]
+    assert default == "align" and verdicts["align"]["benefit"]
     assert not report.target_check(report.aggregate(records, ["align"]), ["align"])["align"]["meets"]
     # the reverse: better unseen Dice cannot make a method the default
     records = [_record(0, 0.5, 0.6, hurts, source=s) for s in ("A+B", "B+A")]
     assert report.choose_default(records, ["align"])[0] is None
+
+
+def test_without_a_benefit_on_the_sources_the_cheapest_safe_method(report):
+    """Held-out sources were seen in training: when no method helps there, the default is the cheapest
+    one that does no harm (>= -0.01), never the one that helps most on the unseen domain."""
+    slight = _grid({"A": 0.5, "B": 0.5}, [({"s": 1}, {"A": 0.499, "B": 0.498})])
+    harmful = _grid({"A": 0.5, "B": 0.5}, [({"s": 1}, {"A": 0.47, "B": 0.47})])
+    records = []
+    for source in ("A+B", "B+A"):
+        r = _record(0, 0.5, 0.51, slight, source=source)
+        r["methods"]["prompt"] = {**r["methods"]["align"], "dice": 0.52}
+        r["methods"]["adabn"] = {"dice": 0.70, "per_case_dice": [0.7], "selection": {"chosen": {}, **harmful}}
+        records.append(r)
+    timing = {"methods": {"align": {"x_plain": 1.3}, "prompt (1 step)": {"x_plain": 4.4},
+                          "prompt (3 steps)": {"x_plain": 9.3}, "adabn": {"x_plain": 4.2}}}
+    default, verdicts = report.choose_default(records, ["align", "prompt", "adabn"], timing)
+    assert default == "align" and not verdicts["align"]["benefit"] and verdicts["align"]["safe"]
+    assert verdicts["prompt"]["x_plain"] == 4.4 and not verdicts["adabn"]["safe"]
+    timing["methods"]["align"]["x_plain"] = 5.0
+    assert report.choose_default(records, ["align", "prompt", "adabn"], timing)[0] == "prompt"
