@@ -21,7 +21,10 @@ which ``bench/optic_disc.py`` reads:
 
 Locator settings (``STAGE_ONE``, ``STAGE_TWO`` grids): the highest final-ROI hit rate averaged over
 the source photograph domains (each domain weighs the same; a refusal is a miss), ties broken by
-stage one's best-peak hit rate, then by nearness to the defaults the first version shipped with.
+stage one's best-peak hit rate, then by nearness (in grid steps) to the settings of the first
+version (commit 8f95ace, each grid's first value: coarse 256 px, disc 0.17 of the field of view, three
+candidates, confidence 0.6, disc fraction at most 0.9, the most confident candidate wins); the later
+change to "first plausible candidate wins" was made after DRIONS-DB results were seen.
 ROI refinement (``REFINE``): the mean disc Dice on source cases with disc masks, ties to fewer
 passes: for photographs, DRIONS-DB where it is a source, else the source crops (Drishti-GS training
 cases, REFUGE ROIs) cut again around a simulated stage-one error (centre off by up to ``SIM_SHIFT``
@@ -64,9 +67,9 @@ SOURCE_PHOTOGRAPHS = {"drishti_to_drions": VESSEL_SETS, "drions_to_drishti": ("D
 SOURCE_CROPS = {"drishti_to_drions": ("Drishti-GS", "REFUGE"),
                 "drions_to_drishti": ("REFUGE", "DRIONS-DB crops"),
                 "bundled": ("Drishti-GS", "REFUGE", "DRIONS-DB crops")}
-STAGE_ONE = {"coarse_long_side": (256, 192, 384), "disc_fov_ratio": (0.17, 0.13, 0.15, 0.19)}
+STAGE_ONE = {"coarse_long_side": (256, 384), "disc_fov_ratio": (0.17, 0.15, 0.19)}
 STAGE_TWO = {"candidates": (3, 5), "min_confidence": (0.6, 0.5, 0.7),
-             "max_disc_fraction": (0.9, 0.6, 0.7, 0.8, 1.0)}
+             "max_disc_fraction": (0.9, 0.6, 0.7, 0.8, 1.0), "pick": ("confident", "first")}
 REFINE = (0, 1, 2)
 VESSEL_SIGMA, HIT_RADIUS = 0.085, 0.17  # of the field-of-view width: half and one typical disc diameter
 SIM_SHIFT, SIM_SCALE = 0.3, 1.25
@@ -175,19 +178,24 @@ def choose_locator(disc: DiscPredictor, photos: list[Photo], log) -> tuple[dict,
                 top = located.candidates[0]
                 checks.append((p.hit(top.y, top.x), cands))
             top_hit = _by_domain([(p.domain, float(t)) for (t, _), p in zip(checks, photos)])
-            for n, conf, most in itertools.product(*STAGE_TWO.values()):
+            for n, conf, most, pick in itertools.product(*STAGE_TWO.values()):
                 final = []
-                for (_, cands), p in zip(checks, photos):  # predict.py's rule: the first plausible one
-                    ok = [hit for c, f, hit in cands[:n] if c >= conf and default.min_disc_fraction <= f <= most]
-                    final.append((p.domain, float(ok[0]) if ok else 0.0))
-                by_domain = {d: float(np.mean([v for d2, v in final if d2 == d])) for d in sorted({d for d, _ in final})}
+                for (_, cands), p in zip(checks, photos):  # predict.py's rule, on the cached checks
+                    ok = [(c, hit) for c, f, hit in cands[:n] if c >= conf and default.min_disc_fraction <= f <= most]
+                    if ok and pick == "confident":
+                        ok = [max(ok, key=lambda t: t[0])]  # max keeps the first of equal confidences
+                    final.append((p.domain, float(ok[0][1]) if ok else 0.0))
+                doms = sorted({d for d, _ in final})
+                by_domain = {d: float(np.mean([v for d2, v in final if d2 == d])) for d in doms}
                 table.append({"coarse_long_side": long_side, "disc_fov_ratio": ratio, "candidates": n,
-                              "min_confidence": conf, "max_disc_fraction": most, "final_hit": _by_domain(final),
+                              "min_confidence": conf, "max_disc_fraction": most, "pick": pick,
+                              "final_hit": _by_domain(final),
                               "top_hit": top_hit, "final_hit_by_domain": by_domain})
             here = [r["final_hit"] for r in table if (r["disc_fov_ratio"], r["coarse_long_side"]) == (ratio, long_side)]
-            log(f"  coarse {long_side} disc/fov {ratio}: top hit {top_hit:.3f}, final {max(here):.3f} (best of stage two)")
+            log(f"  coarse {long_side} disc/fov {ratio}: top hit {top_hit:.3f}, final {max(here):.3f} "
+                "(best of stage two)")
 
-    def distance(r):  # nearness to the first version's defaults, in grid steps
+    def distance(r):  # nearness to the first version's settings, in grid steps
         return sum(STAGE_ONE.get(k, STAGE_TWO.get(k)).index(r[k]) for k in (*STAGE_ONE, *STAGE_TWO))
 
     best = max(table, key=lambda r: (round(r["final_hit"], 6), round(r["top_hit"], 6), -distance(r)))

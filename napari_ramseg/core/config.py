@@ -232,6 +232,9 @@ class DiscConfig:
     dark_corners: int = 3  # of 4 corners outside the field of view: a whole photograph, else a crop
     disc_fov_ratio: float = 0.17  # expected disc diameter / field-of-view width (about 1.8 of 12 mm at 45°)
     candidates: int = 3  # stage-one peaks each checked with the segmentation model
+    # which checked candidate wins: "first" (stage one ranks, the model only vetoes) or "confident"
+    # (the model's most confident plausible candidate); chosen on source photographs (bench/optic_disc_settings.py)
+    pick: str = "first"
     roi_ratio: float = 1.34  # ROI side / disc diameter: the median Drishti-GS packaging (bench/tasks.py)
     refine: int = 1  # re-centre and re-scale the ROI on the predicted disc this many times
     refine_crops: int = 0  # the same for a disc-centred crop (0: segmented as it is)

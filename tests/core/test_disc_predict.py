@@ -111,3 +111,26 @@ def test_check_gives_no_confidence_to_an_implausible_disc_size():
     good = Candidate(150, 420, 80, 1.0)
     assert DiscPredictor(BrightSegmenter()).check(image, good)[0] > 0.9
     assert DiscPredictor(BrightSegmenter(), DiscConfig(max_disc_fraction=0.05)).check(image, good)[0] == 0.0
+
+
+@pytest.mark.parametrize("pick, expected", [("first", (150, 420)), ("confident", (250, 200))])
+def test_pick_first_plausible_or_most_confident_candidate(monkeypatch, pick, expected):
+    from napari_ramseg.core.config import DiscConfig
+    from napari_ramseg.core.disc import predict as predict_module
+    from napari_ramseg.core.disc.locate import Candidate, Located
+
+    class Sure(BrightSegmenter):  # a disc in every ROI; more confident on the second one it sees
+        def predict_image(self, image, postprocess=False):
+            self.calls.append(image.shape)
+            disc = np.zeros(image.shape[:2], bool)
+            h, w = disc.shape
+            disc[h // 4:3 * h // 4, w // 4:3 * w // 4] = True
+            p = 0.7 if len(self.calls) == 1 else 0.95
+            probs = np.stack([np.where(disc, p, 0.05), np.zeros(disc.shape)]).astype(np.float32)
+            return Prediction(disc.astype(np.uint8), probs, np.zeros(disc.shape, np.float32), ["disc", "cup"])
+
+    cands = (Candidate(150, 420, 80, 9.0), Candidate(250, 200, 80, 5.0))
+    monkeypatch.setattr(predict_module, "locate", lambda image, cfg: Located(True, cands, 580.0))
+    found = DiscPredictor(Sure(), DiscConfig(pick=pick, refine=0)).predict(_photograph())
+    cy, cx = found.roi.center
+    assert abs(cy - expected[0]) < 2 and abs(cx - expected[1]) < 2

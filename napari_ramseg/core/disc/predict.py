@@ -2,12 +2,14 @@
 
 ``DiscPredictor.predict`` decides what it was given (``locate.locate``):
 
-- a disc-centred crop (Drishti-GS, the DoFE ROIs): segmented as it is, like the model's training ROIs;
+- a disc-centred crop (Drishti-GS, the DoFE ROIs): segmented as it is, like the model's training ROIs
+  (and re-centred like a photograph's ROI when ``DiscConfig.refine_crops`` asks for it);
 - a whole photograph: stage one's candidates, best first, are each cropped to a disc-centred ROI
-  (``roi.Roi``) and segmented; the first on which the model finds a plausible disc (its size in the
-  ROI and its mean probability, ``DiscConfig``) wins; the ROI is then re-centred and re-scaled on the predicted disc, at the scale the
-  model was trained on (``DiscConfig.roi_ratio`` x its diameter), segmented again, and the result is
-  pasted back into the photograph's geometry.
+  (``roi.Roi``) and segmented; among those on which the model finds a plausible disc (its size in the
+  ROI and its mean probability, ``DiscConfig``) the first or the most confident wins
+  (``DiscConfig.pick``); the ROI is then re-centred and re-scaled on the predicted disc, at the scale
+  the model was trained on (``DiscConfig.roi_ratio`` x its diameter), segmented again
+  (``DiscConfig.refine`` times), and the result is pasted back into the photograph's geometry.
 
 A crop whose predicted disc is implausibly small is taken for a photograph after all (a dim scanned
 slide can fool the corner test). A photograph on which no candidate convinces the model raises
@@ -86,20 +88,22 @@ class DiscPredictor:
                 return DiscPrediction(pred, "crop", None, _confidence(pred), located.candidates)
             # too small a disc for a crop: a photograph whose corners are not dark; look for it
             located = locate(image, _as_photograph(cfg))
-        # Stage one ranks, the model vetoes: a model trained on disc-centred ROIs is confident about a
-        # disc-like blob anywhere, so its confidence cannot rank candidates (measured: it preferred a
-        # bright artefact on 17 % of DRIONS-DB); it can only reject a ROI that holds no plausible disc.
+        # cfg.pick "first": stage one ranks, the model vetoes (a model trained on disc-centred ROIs is
+        # confident about a disc-like blob anywhere, so its confidence may not rank well); "confident":
+        # the model ranks the plausible candidates. Which is better is chosen on source photographs.
         best: tuple[float, Roi, Prediction] | None = None
         seen = 0.0
         for cand in located.candidates[:cfg.candidates]:
             score, roi, pred = self.check(image, cand)
             seen = max(seen, score)
-            if score >= cfg.min_confidence:
+            if score >= cfg.min_confidence and (best is None or score > best[0]):
                 best = (score, roi, pred)
-                break
+                if cfg.pick == "first":
+                    break
         if best is None:
             raise RamsegInputError(f"no optic disc found in this photograph (best candidate: disc confidence "
-                                   f"{seen:.2f} < {cfg.min_confidence}); is it a fundus photograph with the disc in view?")
+                                   f"{seen:.2f} < {cfg.min_confidence}); "
+                                   "is it a fundus photograph with the disc in view?")
         score, roi, pred = best
         roi, pred = self.refine(image, roi, pred, cfg.refine, postprocess)
         full = _paste_prediction(pred, roi, image.shape[:2])
@@ -154,7 +158,8 @@ def _refined(roi: Roi, pred: Prediction, ratio: float) -> Roi:
     rows, cols = np.flatnonzero(disc.any(axis=1)), np.flatnonzero(disc.any(axis=0))
     diameter = max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1)
     scale = roi.side / disc.shape[0]  # the prediction is at the crop's own size: 1 here
-    return Roi.around((roi.top + (cy + 0.5) * scale - 0.5, roi.left + (cx + 0.5) * scale - 0.5), diameter * scale, ratio)
+    centre = (roi.top + (cy + 0.5) * scale - 0.5, roi.left + (cx + 0.5) * scale - 0.5)
+    return Roi.around(centre, diameter * scale, ratio)
 
 
 def _pad_square(pred: Prediction, roi: Roi) -> Prediction:
