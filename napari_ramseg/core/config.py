@@ -282,8 +282,9 @@ class AdaptConfig:
     cycles per image, so one setting means the same style at every image size.
     """
 
-    # what a bare --adapt runs, one of ADAPT_METHODS: the method bench/adaptation.py's rule chose (align:
-    # better unseen Dice in 4 of 5 LODO directions, mean +0.025, worst -0.002; bench/results/adaptation.md)
+    # what a bare --adapt runs, one of ADAPT_METHODS, chosen on source domains only: the cheapest method
+    # that is safe on held-out sources (align, 1.3x plain); checked apart on the unseen domains: better
+    # in 5 of 5 LODO directions, mean +0.025 (bench/results/adaptation.md)
     method: str = "align"
     window: float = 0.05  # half-width of the adapted window, fraction of the profile side (<= its window)
     strength: float = 0.5  # align: how far towards the source amplitude (RAM's 1 - lambda)
