@@ -9,7 +9,13 @@ For each trained model (run folders from ``bench/train_optic_disc.sh``):
 - disc Dice on every case of the target domain, cup Dice where annotated (Drishti-GS);
 - vCDR mean absolute error against the experts' masks on the held-out Drishti-GS cases (never trained on);
 - the locator's hit rate (disc centre inside the expert disc) on every photograph of both sets: stage
-  one alone (its best peak; any of its candidates) and the final ROI after the model's check.
+  one alone (its best peak; any of its candidates) and the final ROI after the model's check;
+- the refusal on images without an optic disc (prostate MRI slices, blank and noise images, everyday
+  photographs from scikit-image), and on scikit-image's fundus photograph, which has one.
+
+Each model runs with the two-stage settings chosen for it on its source domains only
+(``bench/optic_disc_settings.py`` -> ``bench/results/optic_disc_settings.json``); the stage-one rows
+are given for each direction's settings.
 
     python bench/optic_disc.py --model drishti_to_drions=RUN --model drions_to_drishti=RUN --model bundled=RUN
 """
@@ -28,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.machine import describe, one_line  # noqa: E402
 from bench.optic_disc_data import held_out  # noqa: E402
 from bench.tasks import _domain_cases, prepare_task  # noqa: E402
-from napari_ramseg.core.config import OPTIC_DISC_CUP  # noqa: E402
+from napari_ramseg.core.config import DiscConfig  # noqa: E402
 from napari_ramseg.core.disc import DiscPredictor, locate  # noqa: E402
 from napari_ramseg.core.disc.measures import disc_measures  # noqa: E402
 from napari_ramseg.core.infer import Predictor  # noqa: E402
@@ -86,19 +92,56 @@ def score_gt_roi(predictor: Predictor, cases) -> list[dict]:
     return rows
 
 
-def locator_hits(root: Path) -> dict:
+def locator_hits(root: Path, cfg: DiscConfig) -> dict:
     """Stage one alone on every photograph of both sets (no model)."""
     out = {}
     for domain in ("DRIONS-DB", "Drishti-GS"):
         top, anyc, kinds = [], [], []
         for _, image, truth in _domain_cases(root / domain):
-            located = locate(image)
+            located = locate(image, cfg)
             disc = truth >= 1
             top.append(_inside(disc, located.candidates[0].y, located.candidates[0].x))
-            anyc.append(any(_inside(disc, c.y, c.x) for c in located.candidates))
+            anyc.append(any(_inside(disc, c.y, c.x) for c in located.candidates[:cfg.candidates]))
             kinds.append(located.photograph)
         out[domain] = {"cases": len(top), "top_candidate_hit": float(np.mean(top)),
                        "any_candidate_hit": float(np.mean(anyc)), "judged_photograph": float(np.mean(kinds))}
+    return out
+
+
+def no_disc_images(data: Path) -> dict[str, list[np.ndarray]]:
+    """Images with no optic disc, by kind, and scikit-image's CC0 fundus photograph (which has one)."""
+    import skimage.data
+    from PIL import Image
+    from scipy import ndimage
+
+    rng = np.random.default_rng(0)
+    paths = sorted((data / "prostate_slices").glob("*/images/*.png"))
+    slices = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
+    noise = [rng.integers(0, 256, (400, 600, 3), dtype=np.uint8) for _ in range(3)]
+
+    def smooth(sigma):  # Gaussian noise low-passed at sigma pixels, mid-grey +- 40
+        g = ndimage.gaussian_filter(rng.standard_normal((400, 600, 3)), (sigma, sigma, 0))
+        return np.clip(128 + 40 * g / g.std(), 0, 255).astype(np.uint8)
+
+    return {"prostate MRI slice (grey as RGB)": slices,
+            "blank (black, mid-grey, white)": [np.full((400, 600, 3), v, np.uint8) for v in (0, 128, 255)],
+            "uniform noise": noise, "smooth noise": [smooth(v) for v in (2, 8, 32)],
+            "everyday photograph (skimage)": [getattr(skimage.data, n)()
+                                              for n in ("astronaut", "coffee", "chelsea", "rocket")],
+            "fundus photograph with a disc (skimage.data.retina)": [skimage.data.retina()]}
+
+
+def refusals(disc: DiscPredictor, data: Path) -> dict:
+    out = {}
+    for kind, images in no_disc_images(data).items():
+        refused, messages = 0, set()
+        for image in images:
+            try:
+                disc.predict(image)
+            except RamsegInputError as exc:
+                refused += 1
+                messages.add(str(exc).split(" (")[0].split(":")[0])
+        out[kind] = {"images": len(images), "refused": refused, "messages": sorted(messages)}
     return out
 
 
@@ -128,16 +171,23 @@ def main(argv=None) -> int:
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     ap.add_argument("--work", type=Path, default=Path(__file__).resolve().parent / "work" / "optic_disc")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "optic_disc")
+    ap.add_argument("--settings", type=Path,
+                    default=Path(__file__).resolve().parent / "results" / "optic_disc_settings.json",
+                    help="the two-stage settings each model was given (bench/optic_disc_settings.py)")
     args = ap.parse_args(argv)
     root = args.data / "fundus"
     models = dict(m.split("=", 1) for m in args.model)
     gt_rois, _ = prepare_task("optic_disc", args.data, args.work / "gt_roi_cache", roi_size=256)
+    chosen = {k: v["settings"] for k, v in json.loads(args.settings.read_text())["directions"].items()}
     result = {"command": "python " + " ".join([sys.argv[0], *(argv or sys.argv[1:])]), "machine": describe(),
-              "locator_stage_one": locator_hits(root), "models": {}}
+              "settings": {name: chosen[name] for name in models}, "locator_stage_one": {}, "models": {}}
     for name, run in models.items():
+        cfg = DiscConfig(**chosen[name])
+        result["locator_stage_one"][name] = locator_hits(root, cfg)
         predictor = Predictor.from_path(run, device="cpu", precision="fp32")
-        disc = DiscPredictor(predictor)
-        entry: dict = {"run": run, "model_json_domains": list(predictor.metadata.domains)}
+        disc = DiscPredictor(predictor, cfg)
+        entry: dict = {"run": run, "model_json_domains": list(predictor.metadata.domains),
+                       "no_disc": refusals(disc, args.data)}
         target = TARGETS[name]
         if target is not None:  # unseen-domain rows, own ROI and GT ROI
             own = score_own_roi(disc, root, target)
@@ -188,15 +238,40 @@ def markdown(result: dict) -> str:
             lines.append(f"| {name} | {h['cases']} | {_f(h.get('vcdr_mae'))} | {_f(h.get('disc_dice'))} | "
                          f"{_f(h.get('cup_dice'))} |")
     lines += ["", "## Locator hit rate (disc centre inside the expert disc), every photograph of both sets", "",
-              "| set | cases | stage one: best peak | any of its candidates | judged a photograph | "
-              "final ROI (bundled model) |", "|---|---|---|---|---|---|"]
-    bundled = result["models"].get("bundled", {}).get("all_photographs", {})
-    for domain, s in result["locator_stage_one"].items():
-        fin = bundled.get(domain, {}).get("final_hit")
-        lines.append(f"| {domain} | {s['cases']} | {_f(s['top_candidate_hit'], '%')} | "
-                     f"{_f(s['any_candidate_hit'], '%')} | {_f(s['judged_photograph'], '%')} | {_f(fin, '%')} |")
+              "Stage one alone with each direction's settings; the final ROI after the model's check is that "
+              "direction's model on its unseen domain, and the bundled model on both sets (both were its "
+              "training sets, and DRIONS-DB one of the photograph sets its settings were chosen on).", "",
+              "| settings | set | cases | stage one: best peak | any of its candidates | judged a photograph | "
+              "final ROI |", "|---|---|---|---|---|---|---|"]
+    for name, sets in result["locator_stage_one"].items():
+        e = result["models"][name]
+        for domain, s in sets.items():
+            if name == "bundled":
+                fin = e.get("all_photographs", {}).get(domain, {}).get("final_hit")
+            else:
+                fin = e["unseen"]["own_roi"].get("final_hit") if e["unseen"]["domain"] == domain else None
+            lines.append(f"| {name} | {domain} | {s['cases']} | {_f(s['top_candidate_hit'], '%')} | "
+                         f"{_f(s['any_candidate_hit'], '%')} | {_f(s['judged_photograph'], '%')} | {_f(fin, '%')} |")
     lines += ["", "Drishti-GS images are disc-centred crops: stage one judges them crops and its candidate is the "
-              "crop's bright centre; their final hit is the predicted disc's centre.", ""]
+              "crop's bright centre; their final hit is the predicted disc's centre.", "",
+              "## Images without an optic disc: refused?", "",
+              "| model | " + " | ".join(next(iter(result["models"].values()))["no_disc"]) + " |",
+              "|---|" + "---|" * len(next(iter(result["models"].values()))["no_disc"])]
+    for name, e in result["models"].items():
+        lines.append(f"| {name} | " + " | ".join(f"{v['refused']}/{v['images']}" for v in e["no_disc"].values()) + " |")
+    lines += ["", "The last column has a disc: refusing it is an error. Messages seen: "
+              + "; ".join(sorted({m for e in result["models"].values() for v in e["no_disc"].values()
+                                  for m in v["messages"]})) + ".", "",
+              "## Two-stage settings each row used (bench/results/optic_disc_settings.json)", "",
+              "Chosen by `bench/optic_disc_settings.py` on each model's source domains only: "
+              "drishti_to_drions on the vessel sets' whole photographs (CHASE_DB1, HRF, STARE; disc = where the "
+              "expert vessel tree converges), never DRIONS-DB; drions_to_drishti and bundled on DRIONS-DB "
+              "(a source of both) and the vessel photographs.", "",
+              "| model | " + " | ".join(next(iter(result["settings"].values()))) + " |",
+              "|---|" + "---|" * len(next(iter(result["settings"].values())))]
+    for name, st in result["settings"].items():
+        lines.append(f"| {name} | " + " | ".join(str(v) for v in st.values()) + " |")
+    lines.append("")
     return "\n".join(lines)
 
 
