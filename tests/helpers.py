@@ -114,3 +114,17 @@ def square_samples(domains=("A", "B", "C"), n=3, size=40, seed=0):
             image = np.repeat((mask * 1.2 - 0.6 + rng.normal(0, 0.2, mask.shape))[None], 3, 0).astype(np.float32)
             out[d].append(Sample(image, mask, d, f"{d}{i}"))
     return out
+
+
+def import_bench(name: str):
+    """Import ``bench/<name>.py``. Bench scripts import their siblings by plain name, so ``bench/`` is on
+    ``sys.path`` while the module loads, and only then."""
+    import importlib
+    import sys
+
+    bench = str(Path(__file__).resolve().parents[1] / "bench")
+    sys.path.insert(0, bench)
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(bench)

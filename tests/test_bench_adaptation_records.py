@@ -3,23 +3,16 @@ their models, seeds line up, and the default is chosen on source domains only.""
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+from helpers import import_bench
 
 
 @pytest.fixture(scope="module")
 def report():
-    sys.path.insert(0, str(BENCH))
-    try:
-        yield importlib.import_module("adaptation_report")
-    finally:
-        sys.path.remove(str(BENCH))
+    return import_bench("adaptation_report")
 
 
 def _record(seed, none, align, grid=None, source="A+B", task="vessels", kind="measured"):

@@ -3,23 +3,17 @@ the representative ranking appears only with its weighting chosen, and the choic
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+from helpers import import_bench
 
 
 @pytest.fixture(scope="module")
 def report():
-    sys.path.insert(0, str(BENCH))
-    try:
-        yield importlib.import_module("finetune_gain_report")
-    finally:
-        sys.path.remove(str(BENCH))
+    return import_bench("finetune_gain_report")
 
 
 def _run(folder: Path, name: str, k: int, seed: int, gain: float, chosen: list[str], base: dict) -> None:

@@ -46,6 +46,13 @@ class Prediction:
     channel_names: list[str]
 
 
+def pad_to_stride(x: torch.Tensor, stride: int) -> torch.Tensor:
+    """Pad the last two sides up to a multiple of the network's stride by repeating the edge, as every
+    forward pass needs; the caller crops the output back with ``[..., :h, :w]``."""
+    ph, pw = (-x.shape[-2]) % stride, (-x.shape[-1]) % stride
+    return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
+
+
 def probabilities_from_logits(logits: torch.Tensor, labels: LabelScheme) -> torch.Tensor:
     """Sigmoid per channel for nested heads, softmax over classes for exclusive heads."""
     logits = logits.float()
@@ -153,11 +160,8 @@ class Predictor:
 
     def _padded_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for a batch whose sides are padded up to the network's stride, then cropped back."""
-        stride = self.model.stride
         h, w = x.shape[-2:]
-        ph, pw = (-h) % stride, (-w) % stride
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+        x = pad_to_stride(x, self.model.stride)
         with autocast(self.device, self.dtype):
             logits = self._forward(self._to_device(x))
         return logits[..., :h, :w].float()
@@ -306,8 +310,7 @@ class Predictor:
         (default: a 2D image's working scale); the outputs are at ``shape``."""
         x = resize_image(x, shape or working_shape(*x.shape[-2:], self.preprocess))[None]
         h, w = x.shape[-2:]
-        stride = self.model.stride
-        x = F.pad(x, (0, (-w) % stride, 0, (-h) % stride), mode="replicate")
+        x = pad_to_stride(x, self.model.stride)
         with autocast(self.device, self.dtype):
             bottleneck = self.model.encode(self._to_device(x))[-1]
             outputs = {

@@ -41,8 +41,9 @@ import numpy as np
 import torch
 
 from .config import REVIEW_PRIORITIES, ReviewConfig
+from .infer import pad_to_stride
 from .ram import mix_amplitude, window_half_width
-from .sampling import resize_image
+from .sampling import resize_image, working_shape
 
 REVIEW = ReviewConfig()
 # "representative" ranks the whole folder from each case's descriptor, so a report row must carry
@@ -86,8 +87,6 @@ def disagreement_prepared(predictor: Any, x: torch.Tensor, shape: tuple[int, int
 
     ``x``: a (3, H, W) input as :meth:`Predictor.prepare` makes it; ``shape`` the size the network sees it
     at (default: a 2D image's working scale). None when the model stores no source spectra."""
-    from .sampling import working_shape
-
     profile = getattr(predictor.metadata, "source_profile", None)
     if profile is None:
         return None
@@ -129,14 +128,8 @@ def descriptor_prepared(predictor: Any, x: torch.Tensor, shape: tuple[int, int] 
 
     ``shape``: the size the network sees it at (default: a 2D image's working scale). In float32 on the
     predictor's device, padded to the network's stride as predictions are."""
-    from .sampling import working_shape
-
     shape = tuple(shape or working_shape(*x.shape[-2:], predictor.preprocess))
-    x = resize_image(x.float(), shape)[None]
-    stride = predictor.model.stride
-    pad_h, pad_w = (-x.shape[-2]) % stride, (-x.shape[-1]) % stride
-    if pad_h or pad_w:
-        x = torch.nn.functional.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+    x = pad_to_stride(resize_image(x.float(), shape)[None], predictor.model.stride)
     bottleneck = predictor.model.encode(x.to(predictor.device))[-1]
     return bottleneck.float().mean(dim=(-2, -1))[0].cpu().double().numpy()
 
