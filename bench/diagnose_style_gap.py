@@ -37,6 +37,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import generalization as gen  # noqa: E402
+import results_io  # noqa: E402
 
 
 def style_swap(image: np.ndarray, partner: np.ndarray, window_ratio: float) -> np.ndarray:
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                 if cell.get("ceiling"):
                     ceilings[direction] = round(float(np.mean(cell["ceiling"])), 4)
     command = "python bench/diagnose_style_gap.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    gen._atomic_json(args.out / "style_gap.json", {"command": command, "minutes": round((time.time() - t0) / 60, 1),
+    results_io.write_json(args.out / "style_gap.json", {"command": command, "minutes": round((time.time() - t0) / 60, 1),
                                                    "ceilings_quick_table": ceilings, "rows": rows})
     lines = ["# How much of the gap is low-frequency style?", "", f"Command: `{command}` "
              f"({(time.time() - t0) / 60:.0f} min; quick budget, seed {args.seed}, "
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         share = "–" if c is None or abs(c - r["as_is"]) < 1e-9 else f"{(r['source_style'] - r['as_is']) / (c - r['as_is']):.0%}"
         lines.append(f"| {r['direction']} | {r['method']} | {r['as_is']:.3f} | {r['source_style']:.3f} | "
                      f"{r['target_style_control']:.3f} | {c if c is not None else '–'} | {share} |")
-    gen._atomic_write(args.out / "style_gap.md", lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
+    results_io.write_text(args.out / "style_gap.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 

@@ -42,6 +42,7 @@ sys.path.insert(0, str(HERE))
 import numpy as np  # noqa: E402
 
 import generalization as gen  # noqa: E402
+import results_io  # noqa: E402
 import machine as bench_machine  # noqa: E402
 
 from finetune_gain_report import (  # noqa: E402
@@ -166,7 +167,7 @@ class Direction:
         out = {"dice": dice, "mean": float(np.mean(list(dice.values()))), "generalization_dice": self.record["dice"],
                "base_seed": self.base_seed, "model": self.model.name, "scores": scores, "descriptors": descriptors,
                "seconds": round(time.perf_counter() - start, 1)}
-        gen._atomic_json(path, out)
+        results_io.write_json(path, out)
         return out
 
 
@@ -203,7 +204,7 @@ def finetune_run(d: Direction, ranking: str, k: int, seed: int, settings: dict[s
             rec = json.loads(other.read_text())
             if rec["chosen"] == chosen:
                 rec = {**rec, "ranking": run_name(ranking, power), "same_run_as": other.name}
-                gen._atomic_json(path, rec)
+                results_io.write_json(path, rec)
                 return rec
     scratch = d.work / "scratch"
     shutil.rmtree(scratch, ignore_errors=True)
@@ -241,7 +242,7 @@ def finetune_run(d: Direction, ranking: str, k: int, seed: int, settings: dict[s
         "finetune_seconds": round(seconds, 1), "phase_seconds": {p: round(s, 1) for p, s in phases.items()},
         "finished": _dt.datetime.now().isoformat(timespec="seconds"),
     }
-    gen._atomic_json(path, record)
+    results_io.write_json(path, record)
     shutil.rmtree(scratch, ignore_errors=True)
     return record
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-import generalization as gen
 import machine as bench_machine
+import results_io
 
 HERE = Path(__file__).resolve().parent
 
@@ -190,7 +190,7 @@ def write_markdown(path: Path, results: list, meta: dict) -> None:
                          f"{t['heldout_before']:.3f} -> {t['heldout_after']:.3f} |")
         lines.append("")
     lines += [f"Not run ({len(meta['not_run'])}): " + (", ".join(meta["not_run_summary"]) or "none"), ""]
-    gen._atomic_write(path, lambda t: t.write_text("\n".join(lines)))
+    results_io.write_text(path, "\n".join(lines))
 
 
 def write_plot(path: Path, results: list, ks: list[int]) -> None:
@@ -222,7 +222,7 @@ def write_plot(path: Path, results: list, ks: list[int]) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    gen._atomic_write(path, lambda t: fig.savefig(t, dpi=110, format="png"))
+    results_io.write_figure(path, fig)
     plt.close(fig)
 
 
@@ -242,8 +242,8 @@ def write_outputs(args: argparse.Namespace, meta: dict) -> None:
     meta["ks"], meta["rankings"] = args.k, args.rankings
     meta["tuning"] = tuning_records(args.work)
     args.out.mkdir(parents=True, exist_ok=True)
-    gen._atomic_json(args.out / "finetune_gain.json", results)
-    gen._atomic_json(args.out / "finetune_gain_meta.json", {k: v for k, v in meta.items() if not k.startswith("_")})
+    results_io.write_json(args.out / "finetune_gain.json", results)
+    results_io.write_json(args.out / "finetune_gain_meta.json", {k: v for k, v in meta.items() if not k.startswith("_")})
     write_markdown(args.out / "finetune_gain.md", results, meta)
     write_plot(args.out / "finetune_gain.png", results, args.k)
 

@@ -46,6 +46,7 @@ sys.path.insert(0, str(HERE))
 import numpy as np  # noqa: E402
 
 import generalization as gen  # noqa: E402
+import results_io  # noqa: E402
 
 PROFILE = "reference"
 CLDICE_WEIGHT = 1.0  # clDice's alpha = 0.5: Dice : clDice = 1 : 1 (see the module docstring)
@@ -206,7 +207,7 @@ def run_direction(direction: str, args) -> dict[str, Any]:
     else:
         print(f"[{time.strftime('%H:%M:%S')}] training {cl_job.key}", flush=True)
         cl_record = gen.run_job(cl_job, data_root, work)
-        gen._atomic_json(cl_path, cl_record)
+        results_io.write_json(cl_path, cl_record)
     print(f"[{time.strftime('%H:%M:%S')}] clDice job done: {cl_record['selection']}, "
           f"unseen Dice {cl_record['dice']:.4f}", flush=True)
     base_record = baseline_record(base_job, args.work, args.wait_baseline_s)
@@ -311,7 +312,7 @@ def main(argv=None) -> int:
         results["directions"].append(run_direction(direction, args))
         results["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         args.out.mkdir(parents=True, exist_ok=True)
-        gen._atomic_json(args.out / "thin_vessels.json", results)
+        results_io.write_json(args.out / "thin_vessels.json", results)
         write_markdown(args.out / "thin_vessels.md", results, args.work)
         print(f"[{time.strftime('%H:%M:%S')}] wrote {args.out / 'thin_vessels.md'}", flush=True)
     return 0
