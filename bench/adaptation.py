@@ -49,6 +49,7 @@ import numpy as np  # noqa: E402
 
 import adaptation_report as report  # noqa: E402
 import generalization as gen  # noqa: E402
+import results_io  # noqa: E402
 import machine as bench_machine  # noqa: E402
 
 GEN_WORK = REPO / "bench" / "work" / "generalization"
@@ -68,13 +69,14 @@ TIE = report.TIE
 # ------------------------------------------------------------------------------------------ models
 
 
-def vessel_models(seeds: list[int]) -> list[tuple[gen.Job, dict[str, Any], Path]]:
-    """(job, generalization record, model folder) of every kept ram_dsir vessel model of these seeds."""
+def vessel_models(seeds: list[int], gen_work: Path = GEN_WORK) -> list[tuple[gen.Job, dict[str, Any], Path]]:
+    """(job, generalization record, model folder) of every kept ram_dsir vessel model of these seeds,
+    from the ``--work`` folder of a ``bench/generalization.py --reference`` run."""
     found = []
-    for path in sorted((GEN_WORK / "reference" / "jobs").glob("vessels__*__ram_dsir__s*.json")):
+    for path in sorted((gen_work / "reference" / "jobs").glob("vessels__*__ram_dsir__s*.json")):
         record = json.loads(path.read_text())
         job = gen.Job(**record["job"])
-        folder = GEN_WORK / "models" / job.key
+        folder = gen_work / "models" / job.key
         if job.seed in seeds and (folder / "model.safetensors").exists() and (folder / "model.json").exists():
             found.append((job, record, folder))
     return found
@@ -98,7 +100,7 @@ def disc_models(seeds: list[int], train: bool, methods: list[str]):
             trained = gen.train_job(job, str(DATA), str(WORK))
             save_model(trained.predictor.model, trained.predictor.metadata, folder)
             per_case = gen.score_job(job, trained)
-            gen._atomic_json(record_path, {"job": asdict(job), "key": job.key, "direction": job.direction,
+            results_io.write_json(record_path, {"job": asdict(job), "key": job.key, "direction": job.direction,
                                            "dice": float(np.mean([r["dice"] for r in per_case])),
                                            "per_case": per_case, **trained.record})
         yield job, json.loads(record_path.read_text()), folder
@@ -290,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--report-only", action="store_true", help="score nothing: rebuild the report from the records")
     ap.add_argument("--timing", action="store_true", help="re-measure the cost per image (wants an idle machine)")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    ap.add_argument("--gen-work", type=Path, default=GEN_WORK,
+                    help="the --work folder of the generalization run whose vessel models to score")
     args = ap.parse_args(argv)
     import torch
 
@@ -298,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     machine = bench_machine.describe()
     provenance = {"kind": "measured", "command": command, "machine": machine}
     for task in ([] if args.report_only else args.tasks):
-        source = (vessel_models(args.seeds) if task == "vessels"
+        source = (vessel_models(args.seeds, args.gen_work) if task == "vessels"
                   else disc_models(args.seeds, not args.no_train, args.methods))
         for job, gen_record, folder in source:
             if not report.complete(report.load_record(job.key), args.methods):
