@@ -44,6 +44,29 @@ def test_ablation_flags_reach_the_model_config(synthetic_data, tmp_path):
     assert (method["ram"], method["dsir"], method["consistency"]) == (False, False, False)
 
 
+def test_cldice_weight_reaches_the_config_and_model_json(synthetic_data, tmp_path):
+    run = tmp_path / "cldice"
+    assert main(["train", "--data", str(synthetic_data), "--iterations", "2", "--size", "32", "--batch", "4",
+                 "--base-width", "4", "--out", str(run), "--cldice-weight", "0.5", "--quiet"]) == 0
+    saved = json.loads((run / "model.json").read_text())["config"]
+    assert saved["cldice_weight"] == 0.5
+    from napari_ramseg.core.checkpoint import load_metadata
+
+    assert load_metadata(run).config.cldice_weight == 0.5
+    log = [json.loads(line) for line in (run / "train.log").read_text().splitlines()]
+    assert log and all(entry["cldice"] > 0 for entry in log)  # the term was in every step's loss
+
+
+@pytest.mark.parametrize("weight", ["-1", "nan"])
+def test_a_bad_cldice_weight_is_one_line_before_any_data_is_read(tmp_path, capsys, weight):
+    # the data folder does not exist: the weight is refused first
+    assert main(["train", "--data", str(tmp_path / "nowhere"), "--cldice-weight", weight,
+                 "--out", str(tmp_path / "r")]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("ramseg: error: --cldice-weight must be a number >= 0"), lines
+    assert not (tmp_path / "r").exists()
+
+
 def test_an_existing_run_is_never_overwritten(synthetic_data, tmp_path, capsys):
     run = tmp_path / "run"
     args = ["train", "--data", str(synthetic_data), "--iterations", "1", "--size", "32", "--batch", "2",

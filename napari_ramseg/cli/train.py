@@ -36,6 +36,11 @@ def add_parser(sub) -> None:
     t.add_argument("--no-consistency", action="store_true", help="switch off the semantic-consistency loss")
     t.add_argument("--window-ratio", type=float, default=method.window_ratio, help="RAM window ratio L")
     t.add_argument("--lam", choices=["uniform", "discrete"], default=method.lam_mode)
+    t.add_argument("--cldice-weight", type=float, default=defaults.cldice_weight, metavar="W",
+                   help=f"weight of a soft-clDice (skeleton) term beside BCE + Dice "
+                        f"(default {defaults.cldice_weight:g}: off; 1 is clDice's own mix). It trades: more "
+                        "thin-vessel recall for slightly lower Dice on source validation (at 1: thin-vessel "
+                        "recall +0.04-0.05, Dice -0.01; bench/results/thin_vessels.md)")
     t.add_argument("--val-fraction", type=float, default=defaults.val_fraction)
     t.add_argument("--val-every", type=int, default=defaults.val_every)
     t.add_argument("--threads", type=int, default=defaults.num_threads, help="CPU threads for torch (0: torch's default)")
@@ -72,8 +77,8 @@ def run(args: argparse.Namespace) -> int:
         iterations=args.iterations, epochs=args.epochs, size=args.size, long_side=args.long_side,
         batch=args.batch, lr=args.lr, seed=args.seed, labels=args.labels, label_kind=args.label_kind,
         ram=not args.no_ram, dsir=not args.no_dsir, consistency=not args.no_consistency,
-        window_ratio=args.window_ratio, lam_mode=args.lam, val_fraction=args.val_fraction,
-        val_every=args.val_every, threads=args.threads, base_width=args.base_width,
+        window_ratio=args.window_ratio, lam_mode=args.lam, cldice_weight=args.cldice_weight,
+        val_fraction=args.val_fraction, val_every=args.val_every, threads=args.threads, base_width=args.base_width,
         grad_accumulation=args.grad_accumulation, sync_batchnorm=args.sync_batchnorm,
         device=args.device, precision=args.precision, resume=args.resume, resume_every_s=args.resume_every,
         command=typed_command(),

@@ -37,7 +37,7 @@ CONFIG_FIELDS: dict[str, str] = {
     "val_fraction": "val_fraction", "val_every": "val_every", "threads": "num_threads",
     "base_width": "model.base_width", "grad_accumulation": "grad_accumulation",
     "sync_batchnorm": "sync_batchnorm", "device": "device", "precision": "precision",
-    "resume_every_s": "resume_every_s",
+    "resume_every_s": "resume_every_s", "cldice_weight": "cldice_weight",
 }
 
 
@@ -76,10 +76,17 @@ class TrainRequest:
     sync_batchnorm: bool = _default("sync_batchnorm")
     device: str = _default("device")
     precision: str = _default("precision")
+    cldice_weight: float = _default("cldice_weight")
     resume_every_s: float | None = None  # between periodic resume states; None: the config's (or the resumed run's)
     resume: Path | None = None
     command: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # refused as the request is made (CLI or dock), not after minutes of reading the data
+        if not (math.isfinite(self.cldice_weight) and self.cldice_weight >= 0):
+            raise RamsegInputError(f"--cldice-weight must be a number >= 0 (0 leaves clDice out), "
+                                   f"not {self.cldice_weight:g}")
 
 
 @dataclass

@@ -41,6 +41,10 @@ MORE = (
     Param("window_ratio", T, "method.window_ratio", "RAM window",
           "RAM window ratio L: half-width of the mixed low-frequency window", min=0.01, max=0.5, step=0.01, decimals=3),
     Param("lam_mode", T, "method.lam_mode", "RAM λ"),
+    Param("cldice_weight", T, "cldice_weight", "clDice weight",
+          "weight of a soft-clDice (skeleton) term beside BCE + Dice; 1 is clDice's own mix. It trades: more "
+          "thin-vessel recall for slightly lower Dice on source validation (at 1: thin-vessel recall +0.04-0.05, "
+          "Dice -0.01; bench/results/thin_vessels.md)", min=0.0, max=10.0, step=0.1, decimals=2, special="off"),
     Param("grad_accumulation", T, "grad_accumulation", "Accumulation", "micro-batches of Batch per optimizer step",
           min=1, max=1024),
     Param("threads", T, "num_threads", "CPU threads", min=0, max=1024, special="torch's default"),
