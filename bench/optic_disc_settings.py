@@ -33,6 +33,12 @@ source crops as they are.
 
     python bench/optic_disc_settings.py --model drishti_to_drions=RUN --model drions_to_drishti=RUN \\
         --model bundled=napari_ramseg/bundled_models/optic-disc
+
+A model ships its direction's choice in its model.json (the ``"disc"`` block, which ``ramseg predict``
+and the Segment dock lay over ``DiscConfig``'s defaults); the search itself always starts from those
+defaults, never from a package's block. To write a choice already in the results file:
+
+    python bench/optic_disc_settings.py --write-into bundled=napari_ramseg/bundled_models/optic-disc
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.machine import describe  # noqa: E402
 from bench.optic_disc_data import dofe_cases, held_out  # noqa: E402
 from bench.tasks import _domain_cases, _read_index, _read_rgb, disc_diameter  # noqa: E402
+from napari_ramseg.core.checkpoint import write_disc_settings  # noqa: E402
 from napari_ramseg.core.config import DiscConfig  # noqa: E402
 from napari_ramseg.core.disc import DiscPredictor, locate  # noqa: E402
 from napari_ramseg.core.disc.locate import _coarse, field_of_view  # noqa: E402
@@ -248,12 +255,39 @@ def choose_refinement(disc: DiscPredictor, settings: dict, photos: list[Photo], 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", action="append", required=True,
+    ap.add_argument("--model", action="append", default=[],
                     help="NAME=RUN_FOLDER, NAME in " + ", ".join(SOURCE_PHOTOGRAPHS))
+    ap.add_argument("--write-into", action="append", default=[], metavar="NAME=MODEL_FOLDER",
+                    help="then write direction NAME's chosen settings (from --out) into MODEL_FOLDER's model.json; "
+                         "MODEL_FOLDER must be the run they were chosen for")
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     ap.add_argument("--out", type=Path,
                     default=Path(__file__).resolve().parent / "results" / "optic_disc_settings.json")
     args = ap.parse_args(argv)
+    if not args.model and not args.write_into:
+        ap.error("nothing to do: give --model NAME=RUN (search) and/or --write-into NAME=MODEL_FOLDER")
+    if args.model:
+        search(args, argv)
+    for name, folder in (w.split("=", 1) for w in args.write_into):
+        print(write_into(args.out, name, Path(folder)), flush=True)
+    return 0
+
+
+def write_into(results: Path, name: str, folder: Path) -> str:
+    """Write direction ``name``'s chosen settings into ``folder``'s model.json (its ``"disc"`` block)."""
+    directions = json.loads(results.read_text()).get("directions", {}) if results.exists() else {}
+    if name not in directions:
+        raise SystemExit(f"optic_disc_settings: no settings chosen for {name!r} in {results}")
+    chosen = directions[name]
+    root = Path(__file__).resolve().parent.parent
+    if (root / chosen["run"]).resolve() != folder.resolve():
+        raise SystemExit(f"optic_disc_settings: {name}'s settings were chosen for {chosen['run']}, not {folder}")
+    written = write_disc_settings(folder, chosen["settings"])
+    return f"{name}: wrote {json.dumps(chosen['settings'])} into {written}"
+
+
+def search(args, argv) -> None:
+    """Choose each --model direction's settings on its sources; write them to --out."""
     result = {"command": "python " + " ".join([sys.argv[0], *(argv or sys.argv[1:])]), "machine": describe(),
               "rule": __doc__.split("\n\n", 3)[2].strip(), "directions": {}}
     if args.out.exists():  # directions chosen before are kept unless chosen again
@@ -261,7 +295,8 @@ def main(argv=None) -> int:
     for name, run in (m.split("=", 1) for m in args.model):
         t0 = time.perf_counter()
         print(f"{name}: source photographs {', '.join(SOURCE_PHOTOGRAPHS[name])}", flush=True)
-        disc = DiscPredictor(Predictor.from_path(run, device="cpu", precision="fp32"))
+        # DiscConfig's defaults, not the package's block: the search's ties and unchosen settings start there
+        disc = DiscPredictor(Predictor.from_path(run, device="cpu", precision="fp32"), DiscConfig())
         photos = source_photographs(args.data, SOURCE_PHOTOGRAPHS[name])
         settings, table = choose_locator(disc, photos, lambda s: print(s, flush=True))
         crops = source_crops(args.data, SOURCE_CROPS[name], DiscConfig().roi_ratio)
@@ -274,7 +309,6 @@ def main(argv=None) -> int:
         print(name, json.dumps(result["directions"][name]["settings"]), flush=True)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(args.out, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1)))
-    return 0
 
 
 if __name__ == "__main__":

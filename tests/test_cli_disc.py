@@ -1,15 +1,19 @@
 """``ramseg predict --model optic-disc``: whole photographs and disc-centred crops, full-size masks, the
-printed vCDR, report.csv's cup-to-disc ratios for a folder, and a clear refusal without a disc."""
+printed vCDR and two-stage settings, report.csv's cup-to-disc ratios for a folder, and a clear refusal
+without a disc."""
 
 import csv
+import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from napari_ramseg.cli import main
-from napari_ramseg.models import bundled_models
+from napari_ramseg.core.checkpoint import load_metadata
+from napari_ramseg.models import bundled_models, resolve_model
 
 
 def _dice(a, b):
@@ -17,6 +21,17 @@ def _dice(a, b):
 
 
 pytestmark = pytest.mark.skipif("optic-disc" not in bundled_models(), reason="optic-disc model not installed")
+SETTINGS = Path(__file__).resolve().parents[1] / "bench" / "results" / "optic_disc_settings.json"
+PACKAGE_LINE = ("optic disc settings: the model package's: coarse_long_side 384, refine_crops 2, "
+                "max_disc_fraction 1.0, the rest as DiscConfig's defaults")
+
+
+def test_the_bundled_model_carries_the_settings_its_rows_were_measured_with():
+    if not SETTINGS.exists():
+        pytest.skip("bench/results/optic_disc_settings.json not in this checkout")
+    measured = json.loads(SETTINGS.read_text())["directions"]["bundled"]
+    assert measured["run"] == "napari_ramseg/bundled_models/optic-disc"
+    assert load_metadata(resolve_model("optic-disc")).disc == measured["settings"]
 
 
 def test_whole_drions_photograph_gives_a_full_size_disc_and_the_vcdr(shared_data, tmp_path, capsys):
@@ -27,7 +42,7 @@ def test_whole_drions_photograph_gives_a_full_size_disc_and_the_vcdr(shared_data
     mask = np.array(Image.open(tmp_path / "m.png"))
     assert mask.shape == (400, 600) and _dice(mask >= 1, truth) > 0.8
     err = capsys.readouterr().err
-    assert "vCDR" in err and "whole photograph" in err
+    assert "vCDR" in err and "whole photograph" in err and PACKAGE_LINE in err
 
 
 def test_drishti_crop_is_taken_as_a_crop(shared_data, tmp_path, capsys):
@@ -37,7 +52,8 @@ def test_drishti_crop_is_taken_as_a_crop(shared_data, tmp_path, capsys):
                  "--precision", "fp32"]) == 0
     mask = np.array(Image.open(tmp_path / "c.png"))
     assert mask.shape == truth.shape[:2] and _dice(mask >= 1, truth >= 1) > 0.85 and (mask == 2).any()
-    assert "disc-centred crop" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "disc-centred crop" in err and PACKAGE_LINE in err
 
 
 def test_a_folder_gets_the_ratios_in_report_csv_and_a_discless_photograph_is_skipped(shared_data, tmp_path):

@@ -44,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
     if (args.series is not None or args.dicom_seg is not None) and not dicom:
         raise RamsegInputError("--series and --dicom-seg are for DICOM input", args.input)
     rows = []  # report.csv, for a folder input
+    if disc is not None and len(pairs) > 1:  # one image: with its measures, so a refusal stays one line
+        stderr(disc.settings_line())
     with progress_bar(len(pairs), "predict", quiet=len(pairs) == 1) as bar:
         for source, target in pairs:
             image = _read_dicom(source, args.series) if dicom else read_image(source)
@@ -77,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
             if len(pairs) == 1:
                 stderr(f"wrote {written} ({', '.join(predictor.channel_names)}; shape {prediction.labels.shape})")
                 if disc is not None:
+                    stderr(disc.settings_line())
                     stderr(_disc_line(found, image.spacing))
     if rows:
         from ..core.report import write_report

@@ -6,6 +6,7 @@ and the metadata is validated against the architecture before any weight is used
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from .. import __version__
 from ..errors import RamsegInputError, one_line
 from ..files import atomic_write
-from .config import NORMALIZATION, TrainConfig
+from .config import DISC_PICKS, NORMALIZATION, DiscConfig, TrainConfig
 from .domain_fit import SourceProfile
 from .model import RamSegNet
 from .run_folder import METADATA_NAME, WEIGHTS_NAME, RunFolder  # the file names are the run folder's
@@ -37,6 +38,9 @@ class ModelMetadata:
     extra: dict[str, Any] = field(default_factory=dict)  # provenance: command, data, budget, parent model
     # what the source domains looked like (core/domain_fit.py); None in model.json files written before it
     source_profile: SourceProfile | None = None
+    # an optic disc model's two-stage settings (DiscConfig field names, over its defaults), validated
+    # by check_disc_settings: those its benchmark rows were measured with; None for the defaults
+    disc: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -50,6 +54,7 @@ class ModelMetadata:
             "normalization": NORMALIZATION,
             "preprocess": self.config.preprocess.to_dict(),
             "metrics": self.metrics,
+            **({} if self.disc is None else {"disc": dict(self.disc)}),
             **self.extra,
             **({} if self.source_profile is None else {"source_profile": self.source_profile.to_dict()}),
         }
@@ -75,13 +80,14 @@ class ModelMetadata:
             check_config(config)
             profile = data.get("source_profile")
             profile = None if profile is None else SourceProfile.from_dict(profile, domains)
+            disc = None if data.get("disc") is None else check_disc_settings(data["disc"])
         except (KeyError, TypeError, ValueError) as exc:
             raise RamsegInputError(f"invalid model metadata ({exc})", path) from None
         known = {"format_version", "package", "package_version", "architecture", "config", "label_scheme",
-                 "source_domains", "normalization", "preprocess", "metrics", "source_profile"}
+                 "source_domains", "normalization", "preprocess", "metrics", "source_profile", "disc"}
         extra = {k: v for k, v in data.items() if k not in known}
         return cls(config=config, domains=domains, metrics=dict(data.get("metrics") or {}), extra=extra,
-                   source_profile=profile)
+                   source_profile=profile, disc=disc)
 
 
 # Limits on what an untrusted model.json may ask for, checked before any tensor is allocated: a
@@ -131,6 +137,44 @@ def check_config(config: TrainConfig) -> None:
     threshold = config.threshold
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must be a probability strictly between 0 and 1, not {threshold!r}")
+
+
+# The same guard for the optic disc's two-stage settings (model.json's "disc"): a hostile file must not
+# ask for a million candidates or refinement passes, each a network pass. Bounds are inclusive.
+DISC_LIMITS: dict[str, tuple[float, float]] = {
+    "coarse_long_side": (16, MAX_SIDE), "dark_corners": (0, 4), "candidates": (1, 32), "refine": (0, 8),
+    "refine_crops": (0, 8), "fov_threshold": (0.0, 1.0), "corner_fraction": (0.0, 0.5), "corner_dark": (0.0, 1.0),
+    "disc_fov_ratio": (0.0, 1.0), "roi_ratio": (1.0, 8.0), "min_disc_fraction": (0.0, 1.0),
+    "max_disc_fraction": (0.0, 1.0), "min_confidence": (0.0, 1.0)}
+
+
+def check_disc_settings(block: Any) -> dict[str, Any]:
+    """The "disc" block, checked (ValueError): DiscConfig field names, each with a value of the field's
+    type within DISC_LIMITS (or one of DISC_PICKS); whole numbers given for a fraction become floats."""
+    if not isinstance(block, dict):
+        raise ValueError("disc must be an object of two-stage settings (DiscConfig field names)")
+    defaults = DiscConfig()
+    names = [f.name for f in dataclasses.fields(DiscConfig)]
+    out: dict[str, Any] = {}
+    for name, value in block.items():
+        if name not in names:
+            raise ValueError(f"disc.{name} is not a two-stage setting (known: {', '.join(names)})")
+        if name == "pick":
+            if value not in DISC_PICKS:
+                raise ValueError(f"disc.pick must be one of {', '.join(DISC_PICKS)}, not {value!r}")
+        elif isinstance(getattr(defaults, name), int):
+            _int_in(value, *DISC_LIMITS[name], f"disc.{name}")
+        else:
+            lo, hi = DISC_LIMITS[name]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+                raise ValueError(f"disc.{name} must be a number in {lo}..{hi}, not {value!r}")  # NaN fails too
+            value = float(value)
+        out[name] = value
+    merged = dataclasses.replace(defaults, **out)
+    if merged.min_disc_fraction > merged.max_disc_fraction:
+        raise ValueError(f"disc.min_disc_fraction {merged.min_disc_fraction} exceeds max_disc_fraction "
+                         f"{merged.max_disc_fraction}")
+    return out
 
 
 def portable_command(command: str) -> str:
@@ -201,15 +245,45 @@ def resolve_model_path(path: str | Path) -> tuple[Path, Path]:
     return weights, meta
 
 
-def load_metadata(path: str | Path) -> ModelMetadata:
-    _, meta_path = resolve_model_path(path)
+def _read_metadata(meta_path: Path) -> dict[str, Any]:
     try:
         data = json.loads(meta_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RamsegInputError(f"unreadable model metadata ({exc})", meta_path) from None
     if not isinstance(data, dict):
         raise RamsegInputError("model metadata is not a JSON object", meta_path)
-    return ModelMetadata.from_dict(data, meta_path)
+    return data
+
+
+def load_metadata(path: str | Path) -> ModelMetadata:
+    _, meta_path = resolve_model_path(path)
+    return ModelMetadata.from_dict(_read_metadata(meta_path), meta_path)
+
+
+def write_disc_settings(path: str | Path, settings: dict[str, Any]) -> Path:
+    """Put an optic disc model's chosen two-stage settings into its model.json (a run folder or the file
+    itself) as the "disc" block after "metrics", replacing any block there; atomically. The rest of the
+    file keeps its content and order (byte for byte where atomic_write_json wrote it); nothing that would
+    not load is written."""
+    path = Path(path)
+    meta_path = path if path.suffix.lower() == ".json" else path / METADATA_NAME
+    if not meta_path.is_file():
+        raise RamsegInputError(f"no {METADATA_NAME} to write the optic disc settings into", path)
+    data = _read_metadata(meta_path)
+    try:
+        block = check_disc_settings(settings)
+    except ValueError as exc:
+        raise RamsegInputError(f"invalid optic disc settings ({exc})", meta_path) from None
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if key != "disc":
+            out[key] = value
+        if key == "metrics":
+            out["disc"] = block
+    out.setdefault("disc", block)
+    ModelMetadata.from_dict(out, meta_path)
+    atomic_write_json(meta_path, out)
+    return meta_path
 
 
 def build_model(metadata: ModelMetadata) -> RamSegNet:

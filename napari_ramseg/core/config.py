@@ -221,9 +221,18 @@ class ReviewConfig:
     report_name: str = "report.csv"
 
 
+DISC_PICKS = ("first", "confident")  # DiscConfig.pick's choices
+
+
 @dataclass(frozen=True)
 class DiscConfig:
-    """The optic disc's two stages (``core/disc/``): the coarse locator and the disc-centred ROI."""
+    """The optic disc's two stages (``core/disc/``): the coarse locator and the disc-centred ROI.
+
+    These are the defaults: a model package carries the settings its benchmark rows were measured
+    with (model.json's ``"disc"`` block, chosen by bench/optic_disc_settings.py) and DiscPredictor lays
+    them over these. The settings search breaks its ties towards these values, so they stay the first
+    version's: a shipped model's choice (which saw every fundus set) here would steer the search of a
+    direction whose unseen domain it saw."""
 
     coarse_long_side: int = 256  # pixels on the longer side where stage one looks for the disc
     fov_threshold: float = 0.4  # field of view: smoothed luminance above this fraction of the median

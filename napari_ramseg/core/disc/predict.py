@@ -11,6 +11,10 @@
   the model was trained on (``DiscConfig.roi_ratio`` x its diameter), segmented again
   (``DiscConfig.refine`` times), and the result is pasted back into the photograph's geometry.
 
+The settings are the model package's (model.json's ``"disc"`` block, those its benchmark rows were
+measured with, chosen on source domains by bench/optic_disc_settings.py) over ``DiscConfig``'s
+defaults; a ``DiscConfig`` given by the caller replaces both.
+
 A crop whose predicted disc is implausibly small is taken for a photograph after all (a dim scanned
 slide can fool the corner test). A photograph on which no candidate convinces the model raises
 ``RamsegInputError`` with that message, never an empty mask.
@@ -18,6 +22,7 @@ slide can fool the corner test). A photograph on which no candidate convinces th
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -58,14 +63,35 @@ class DiscPrediction:
         return out
 
 
+def package_settings(predictor: Predictor) -> dict:
+    """The two-stage settings a model package carries (validated when its model.json was loaded), {} for
+    none (older packages, or a stand-in predictor without metadata)."""
+    return dict(getattr(getattr(predictor, "metadata", None), "disc", None) or {})
+
+
 class DiscPredictor:
-    """Wraps a disc/cup :class:`Predictor`; every result is in the geometry of the image given."""
+    """Wraps a disc/cup :class:`Predictor`; every result is in the geometry of the image given.
+
+    ``config``: the two-stage settings; by default the model package's over ``DiscConfig``'s defaults."""
 
     def __init__(self, predictor: Predictor, config: DiscConfig | None = None):
         if not is_disc_model(predictor):
             raise RamsegInputError(f"not an optic disc and cup model (labels: {', '.join(predictor.labels.names)})")
         self.predictor = predictor
-        self.config = config or DiscConfig()
+        carried = package_settings(predictor)
+        self.settings_source = "given" if config is not None else "model" if carried else "defaults"
+        self.config = config if config is not None else dataclasses.replace(DiscConfig(), **carried)
+
+    def settings_line(self) -> str:
+        """One line: where the settings in use come from and how they differ from DiscConfig's defaults."""
+        default = DiscConfig()
+        changed = [f"{f.name} {getattr(self.config, f.name)}" for f in dataclasses.fields(DiscConfig)
+                   if getattr(self.config, f.name) != getattr(default, f.name)]
+        if self.settings_source == "defaults":
+            return "optic disc settings: DiscConfig's defaults (the model package carries none)"
+        where = "the model package's" if self.settings_source == "model" else "as given"
+        differ = f"{', '.join(changed)}, the rest" if changed else "all"
+        return f"optic disc settings: {where}: {differ} as DiscConfig's defaults"
 
     def predict(self, image: np.ndarray, postprocess: bool = True) -> DiscPrediction:
         """``image``: (H, W, 3) fundus photograph or disc-centred crop. ``postprocess`` keeps one disc
@@ -136,8 +162,6 @@ class DiscPredictor:
 
 
 def _as_photograph(cfg: DiscConfig) -> DiscConfig:
-    import dataclasses
-
     return dataclasses.replace(cfg, dark_corners=0)
 
 
@@ -163,20 +187,22 @@ def _refined(roi: Roi, pred: Prediction, ratio: float) -> Roi:
 
 
 def _pad_square(pred: Prediction, roi: Roi) -> Prediction:
-    """A crop's prediction in the square ``roi`` at (0, 0) that holds it (zero padding below and right)."""
+    """A crop's prediction in the square ``roi`` at (0, 0) that holds it (zero padding below and right);
+    maps a prediction goes without (probabilities or entropy None) stay None."""
     h, w = pred.labels.shape
     if (h, w) == (roi.side, roi.side):
         return pred
 
     def pad(a):
-        return np.pad(a, [(0, 0)] * (a.ndim - 2) + [(0, roi.side - h), (0, roi.side - w)])
+        return None if a is None else np.pad(a, [(0, 0)] * (a.ndim - 2) + [(0, roi.side - h), (0, roi.side - w)])
 
     return Prediction(labels=pad(pred.labels), probabilities=pad(pred.probabilities), entropy=pad(pred.entropy),
                       channel_names=list(pred.channel_names))
 
 
 def _paste_prediction(pred: Prediction, roi: Roi, shape: tuple[int, int]) -> Prediction:
+    """``pred`` (in ``roi``'s square) pasted into an image of ``shape``; None maps stay None."""
     labels = paste(pred.labels, roi, shape)
-    probs = np.stack([paste(p, roi, shape) for p in pred.probabilities])
-    entropy = paste(pred.entropy, roi, shape)
+    probs = None if pred.probabilities is None else np.stack([paste(p, roi, shape) for p in pred.probabilities])
+    entropy = None if pred.entropy is None else paste(pred.entropy, roi, shape)
     return Prediction(labels=labels, probabilities=probs, entropy=entropy, channel_names=list(pred.channel_names))
