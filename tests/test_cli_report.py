@@ -36,6 +36,37 @@ def test_folder_prediction_writes_a_ranked_report(synthetic_data, tiny_model, tm
         assert row["fits"] in ("True", "False")
 
 
+def test_representative_report_ranks_the_folder_from_descriptors_kept_beside_it(synthetic_data, tiny_model,
+                                                                                 tmp_path):
+    from napari_ramseg.core.report import read_descriptors
+    from napari_ramseg.core.review import descriptor, representative_order
+    from napari_ramseg.io import read_image
+
+    scans = tmp_path / "scans"  # a folder of tiny images from two cameras
+    scans.mkdir()
+    for domain in ("siteA", "siteB"):
+        for p in sorted((synthetic_data / domain / "images").glob("*.png")):
+            (scans / f"{domain}_{p.name}").write_bytes(p.read_bytes())
+    out = tmp_path / "out"
+    assert main(["predict", "--model", str(tiny_model), "--input", str(scans), "--output", str(out),
+                 "--device", "cpu", "--precision", "fp32", "--review", "representative"]) == 0
+    rows = read_report(out / "report.csv")
+    assert len(rows) == 8 and [int(r["review_priority"]) for r in rows] == list(range(1, 9))
+    assert not any("descriptor" in column for column in rows[0])  # the vectors are no spreadsheet columns
+    kept = read_descriptors(out / "descriptors.npz")
+    assert sorted(kept) == sorted(r["file"] for r in rows)
+    predictor = Predictor.from_path(tiny_model, device="cpu", precision="fp32")
+    for name, vector in kept.items():
+        np.testing.assert_allclose(vector, descriptor(predictor, read_image(scans / name).array), rtol=1e-5, atol=1e-6)
+    # the order is the set-level one over the whole folder, from the kept descriptors and the rows' uncertainty
+    uncertainty = {r["file"]: float(r["mean_uncertainty"]) for r in rows}
+    assert [r["file"] for r in rows] == representative_order(kept, uncertainty)
+    # the default ranking costs no encoder pass and leaves no sidecar
+    assert main(["predict", "--model", str(tiny_model), "--input", str(scans), "--output", str(tmp_path / "plain"),
+                 "--device", "cpu", "--precision", "fp32"]) == 0
+    assert not (tmp_path / "plain" / "descriptors.npz").exists()
+
+
 def test_a_single_file_writes_no_report(synthetic_data, tiny_model, tmp_path):
     image = synthetic_data / "siteA" / "images" / "case0.png"
     assert main(["predict", "--model", str(tiny_model), "--input", str(image), "--output", str(tmp_path / "m.png"),

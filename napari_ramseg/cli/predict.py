@@ -86,6 +86,10 @@ def run(args: argparse.Namespace) -> int:
 
         report = write_report(args.output / REVIEW.report_name, rows, args.review)
         stderr(f"wrote {report} ({len(rows)} cases, review_priority by {args.review})")
+        if args.review == "representative":
+            from ..core.report import descriptors_path
+
+            stderr(f"wrote {descriptors_path(report)} (each case's encoder descriptor, the ranking's input)")
     return 0
 
 
@@ -118,21 +122,24 @@ def _disc_line(found, spacing) -> str:
 def _add_review(p: argparse.ArgumentParser) -> None:
     p.add_argument("--review", default=REVIEW.priority, choices=REVIEW_PRIORITIES,
                    help="folder input: how report.csv ranks the cases for review (disagreement costs "
-                        "extra network passes per case)")
+                        "extra network passes per case; representative an encoder pass per case, its "
+                        f"descriptors kept in {REVIEW.descriptors_name} beside the report)")
 
 
 def _report_row(predictor, source: Path, image, prediction, fit, review: str) -> dict:
     """One case's row of report.csv (``core/report.py``)."""
     from ..core.report import case_row
-    from ..core.review import disagreement
+    from ..core.review import descriptor, disagreement
     from ..io import stem_of
 
-    score = None
-    if review == "disagreement":
-        with naming(source):
+    score = features = None
+    with naming(source):
+        if review == "disagreement":
             score = disagreement(predictor, image.array, image.is_volume, image.spacing)
+        elif review == "representative":  # set-level: ranked with the others once the folder is done
+            features = descriptor(predictor, image.array, image.is_volume, image.spacing)
     return case_row(stem_of(source), prediction, predictor.labels, fit, file=source.name, spacing=image.spacing,
-                    disagreement=score)
+                    disagreement=score, descriptor=features)
 
 
 def _is_dicom(source: Path) -> bool:

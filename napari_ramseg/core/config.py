@@ -193,7 +193,7 @@ class FinetuneConfig:
 
 
 
-REVIEW_PRIORITIES = ("uncertainty", "disagreement", "random")
+REVIEW_PRIORITIES = ("uncertainty", "disagreement", "representative", "random")
 
 
 @dataclass(frozen=True)
@@ -203,13 +203,18 @@ class ReviewConfig:
 
     ``priority`` names the score cases are ranked by (highest first): ``"uncertainty"`` (mean predictive
     entropy, free with every prediction), ``"disagreement"`` (variance of the predictions over the scan and
-    amplitude-mixed views of it, ``len(domains) x len(lambdas)`` extra network passes) or ``"random"``.
+    amplitude-mixed views of it, ``len(domains) x len(lambdas)`` extra network passes), ``"representative"``
+    (a set-level order: cases that stand for the rest of the folder, from each case's encoder descriptor,
+    one encoder pass per case; ranked once the folder is done) or ``"random"``. The default stays
+    ``"uncertainty"``: at k = 3 corrections representative's mean gain was below entropy's (+0.102 vs
+    +0.106; random +0.102), at k = 5 above it (+0.114 vs +0.106) but not in every direction, and no
+    ranking beat random in every direction (``bench/results/finetune_gain.md``).
     The views are RAM's own transform (``core/ram.py``) with the partner amplitudes taken from the source
     spectra stored in ``model.json`` (``source_profile``): each source domain's mean style, shifted by
     each of ``spreads`` standard deviations, mixed in with each of ``lambdas`` (0: the partner's amplitude
     alone, as RAM's strongest mix)."""
 
-    priority: Literal["uncertainty", "disagreement", "random"] = "uncertainty"
+    priority: Literal["uncertainty", "disagreement", "representative", "random"] = "uncertainty"
     lambdas: tuple[float, ...] = (0.0, 0.5)
     spreads: tuple[float, ...] = (0.0,)
     max_slices: int = 8  # volumes: views of this many evenly spaced slices
@@ -219,6 +224,7 @@ class ReviewConfig:
     uncertainty_power: float = 1.0
     worklist_dir: str = "ramseg-worklist"  # the worklist's folder inside the scans' folder
     report_name: str = "report.csv"
+    descriptors_name: str = "descriptors.npz"  # beside report.csv: each case's encoder descriptor (representative)
 
 
 DISC_PICKS = ("first", "confident")  # DiscConfig.pick's choices

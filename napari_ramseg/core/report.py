@@ -6,15 +6,23 @@ style disagreement when measured (``core/review.py``), the fit score against the
 (``Predictor.check_fit``) and ``review_priority``: 1 is the case to look at first, by the ranking
 ``config.ReviewConfig.priority``. Columns are the union over the rows, in a fixed order: a measure one
 case lacks (a volume's mL beside a photograph) is an empty cell.
+
+A row may also carry the case's ``descriptor`` (``review.descriptor``: the encoder's pooled bottleneck,
+what the set-level ``representative`` order ranks by). A vector of hundreds of numbers is no column for
+a spreadsheet, so it goes to a sidecar beside the report (``ReviewConfig.descriptors_name``, one array per
+case keyed by its file name), written atomically with it, and the worklist keeps its own there too.
 """
 
 from __future__ import annotations
 
 import csv
 import math
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from ..files import atomic_write
 from .config import LabelScheme, ReviewConfig
@@ -24,12 +32,14 @@ from .review import mean_uncertainty, review_order
 REVIEW = ReviewConfig()
 LEAD = ("case", "file", "review_priority")
 TRAIL = ("mean_uncertainty", "disagreement", "fit_score", "fits", "fit_note")
+SIDECAR = ("descriptor",)  # row fields kept beside the report, never as its columns
 
 Row = dict[str, Any]
 
 
 def case_row(name: str, prediction: Any, scheme: LabelScheme, fit: Any = None, *, file: str = "",
-             spacing: Sequence[float] | None = None, disagreement: float | None = None) -> Row:
+             spacing: Sequence[float] | None = None, disagreement: float | None = None,
+             descriptor: np.ndarray | None = None) -> Row:
     """One case's row (without its priority, which depends on the other cases)."""
     row: Row = {"case": name, "file": file}
     row.update(measure_case(prediction.labels, scheme, spacing))
@@ -38,6 +48,8 @@ def case_row(name: str, prediction: Any, scheme: LabelScheme, fit: Any = None, *
     row["fit_score"] = None if fit is None else fit.score
     row["fits"] = None if fit is None else bool(fit.fits)
     row["fit_note"] = "" if fit is None else fit.differs
+    if descriptor is not None:
+        row["descriptor"] = np.asarray(descriptor, dtype=np.float64)
     return row
 
 
@@ -54,7 +66,7 @@ def columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     """LEAD, then the measures in the order first seen, then TRAIL."""
     seen: dict[str, None] = {}
     for row in rows:
-        seen.update(dict.fromkeys(k for k in row if k not in LEAD and k not in TRAIL))
+        seen.update(dict.fromkeys(k for k in row if k not in LEAD and k not in TRAIL and k not in SIDECAR))
     return [*LEAD, *seen, *TRAIL]
 
 
@@ -68,7 +80,9 @@ def _cell(value: Any) -> Any:
 
 def write_report(path: str | Path, rows: Sequence[Row], method: str = REVIEW.priority,
                  seed: int = REVIEW.seed) -> Path:
-    """Rank ``rows`` and write them, in review order, to ``path`` (atomically)."""
+    """Rank ``rows`` and write them, in review order, to ``path`` (atomically); the rows' descriptors go to
+    the sidecar beside it (:func:`descriptors_path`), and a sidecar left by an earlier report without them
+    is removed, so the two always describe the same cases."""
     ranked = with_priority(rows, method, seed)
     names = columns(ranked)
 
@@ -80,8 +94,53 @@ def write_report(path: str | Path, rows: Sequence[Row], method: str = REVIEW.pri
                 writer.writerow({k: _cell(row.get(k)) for k in names})
 
     path = Path(path)
+    found = {row_key(row): row["descriptor"] for row in ranked if row.get("descriptor") is not None}
+    if found:
+        write_descriptors(descriptors_path(path), found)
+    else:
+        descriptors_path(path).unlink(missing_ok=True)
     atomic_write(path, write)
     return path
+
+
+def row_key(row: Mapping[str, Any]) -> str:
+    """The name a row's descriptor is kept under: its file (unique in a folder), else its case."""
+    return str(row.get("file") or row["case"])
+
+
+def descriptors_path(report: str | Path) -> Path:
+    """The descriptor sidecar of a report: ``ReviewConfig.descriptors_name`` in the same folder."""
+    return Path(report).with_name(REVIEW.descriptors_name)
+
+
+def write_descriptors(path: str | Path, descriptors: Mapping[str, Any]) -> Path:
+    """``descriptors`` (name -> vector) to an ``.npz`` (atomically): ``names`` and one array per case
+    (``d0``, ``d1``, ... in that order), so vectors of different lengths can sit side by side."""
+    names = list(descriptors)
+    # float32: the encoder's own precision (review.descriptor pools in float32), so nothing is lost
+    arrays = {f"d{i}": np.asarray(descriptors[n], dtype=np.float32).ravel() for i, n in enumerate(names)}
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, names=np.array(names, dtype=str), **arrays)
+
+    path = Path(path)
+    atomic_write(path, write)
+    return path
+
+
+def read_descriptors(path: str | Path) -> dict[str, np.ndarray]:
+    """A sidecar's descriptors, name -> vector (float64); empty when there is no sidecar. A damaged one
+    raises ValueError (the caller says which file)."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            names = [str(n) for n in data["names"]]
+            return {n: data[f"d{i}"].astype(np.float64) for i, n in enumerate(names)}
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"cannot read the descriptors ({exc})") from None
 
 
 def read_report(path: str | Path) -> list[dict[str, str]]:

@@ -46,11 +46,12 @@ from .ram import mix_amplitude, window_half_width
 from .sampling import resize_image, working_shape
 
 REVIEW = ReviewConfig()
-# "representative" ranks the whole folder from each case's descriptor, so a report row must carry
-# ``descriptor`` for it; ``config.REVIEW_PRIORITIES`` (what the CLI and the worklist offer) lists it
-# once they store one
+RANKINGS = REVIEW_PRIORITIES
+# what a report row must carry beyond its prediction for a ranking: "disagreement" costs extra network
+# passes, "descriptor" (representative) an encoder pass; the others are free with every prediction
+NEEDS = {"disagreement": "disagreement", "representative": "descriptor"}
+# set-level rankings: a case's place depends on every other case, so they are ranked once the folder is done
 SET_RANKINGS = ("representative",)
-RANKINGS = tuple(dict.fromkeys((*REVIEW_PRIORITIES, *SET_RANKINGS)))
 
 
 def mean_uncertainty(prediction: Any) -> float:
@@ -167,8 +168,14 @@ def representative_order(descriptors: Mapping[str, Sequence[float] | None],
     rest = sorted(set(descriptors) - set(names))
     if not names:
         return rest
-    feats = np.stack([np.asarray(descriptors[n], dtype=np.float64) for n in names])
-    dist = np.sqrt(np.maximum(((feats[:, None, :] - feats[None, :, :]) ** 2).sum(-1), 0.0))
+    feats = [np.asarray(descriptors[n], dtype=np.float64).ravel() for n in names]
+    if len({f.size for f in feats}) > 1:
+        raise ValueError("descriptors of different lengths (from different models) cannot be compared")
+    feats = np.stack(feats)
+    # squared distances through the Gram matrix: (N, N) memory, not (N, N, C), for a folder of many scans
+    squared = (feats ** 2).sum(1)
+    dist = np.sqrt(np.maximum(squared[:, None] + squared[None, :] - 2.0 * feats @ feats.T, 0.0))
+    np.fill_diagonal(dist, 0.0)
     pairs = dist[np.triu_indices(len(names), 1)]
     scale = float(np.median(pairs)) if pairs.size and np.median(pairs) > 0 else 1.0
     sim = np.exp(-((dist / scale) ** 2))  # [candidate, case], 1 on the diagonal

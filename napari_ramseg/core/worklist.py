@@ -5,6 +5,8 @@ Layout, inside the scans' folder unless another root is given (``ReviewConfig.wo
     <scans>/ramseg-worklist/
       worklist.json           the state: model, ranking, and per case its status and report row
       predictions/<file>.tif  each case's prediction as the model made it (the "original")
+      descriptors.npz         each case's encoder descriptor (``review.descriptor``), for the
+                              ``representative`` order; the report's sidecar (``core/report.py``)
       report.csv              the same rows as ``ramseg predict`` writes for the folder
 
 A case is ``untouched`` until opened, ``reviewed`` once looked at (or saved unchanged) and
@@ -12,6 +14,11 @@ A case is ``untouched`` until opened, ``reviewed`` once looked at (or saved unch
 case id is kept). ``worklist.json`` is rewritten atomically after every change, so closing napari (or
 a crash) loses at most the case being segmented; segmenting again skips the cases already done by
 the same model. A scan segmented by another model is done again and keeps its status.
+
+Every case's descriptor is measured with its prediction (one encoder pass), so the dock can switch to
+the set-level ``representative`` order without segmenting again; the style disagreement costs several
+network passes and is measured only while the ranking is ``disagreement`` (switching to it makes the
+cases without one pending: segmenting again measures just that). The ranking chosen is kept in the state.
 """
 
 from __future__ import annotations
@@ -27,9 +34,9 @@ import numpy as np
 
 from ..errors import RamsegInputError, naming
 from .checkpoint import atomic_write_json
-from .config import ReviewConfig
-from .report import case_row, with_priority, write_report
-from .review import disagreement
+from .config import REVIEW_PRIORITIES, ReviewConfig
+from .report import case_row, read_descriptors, with_priority, write_descriptors, write_report
+from .review import NEEDS, SET_RANKINGS, descriptor, disagreement
 
 REVIEW = ReviewConfig()
 STATUSES = ("untouched", "reviewed", "corrected")
@@ -48,6 +55,7 @@ class WorkCase:
     model: str | None = None  # the model that made it
     case_id: str | None = None  # the saved correction, once corrected
     updated: str = field(default_factory=lambda: _now())
+    measured: list[str] = field(default_factory=list)  # scores beyond the prediction taken for it ("disagreement")
 
 
 def _now() -> str:
@@ -66,21 +74,55 @@ def scan_files(folder: Path) -> list[Path]:
 class Worklist:
     """The worklist of one folder of scans; its state is read from and written to ``root``."""
 
-    def __init__(self, scans: str | Path, root: str | Path | None = None, priority: str = REVIEW.priority):
+    def __init__(self, scans: str | Path, root: str | Path | None = None, priority: str | None = None):
+        """``priority``: the ranking (``config.REVIEW_PRIORITIES``); None: the one the state was left with,
+        else ``ReviewConfig.priority``."""
         self.scans = Path(scans).expanduser()
         self.root = Path(root).expanduser() if root is not None else self.scans / REVIEW.worklist_dir
-        self.priority = priority
+        self.priority = REVIEW.priority
+        self.model: str | None = None  # the model the folder was last segmented with
         self.cases: dict[str, WorkCase] = {}
+        self.descriptors: dict[str, np.ndarray] = {}
+        self._order_cache: tuple[Any, list[str]] | None = None
+        self._rows_version = 0  # bumped whenever a row, a descriptor or the ranking changes
+        self._segmenting = False
+        self._ranked: list[str] = []  # the last set-level order, kept while a segmentation runs
         self._load()
+        if priority is not None:
+            self._check_priority(priority)
+            self.priority = priority
         files = scan_files(self.scans)
         if not files:
             raise RamsegInputError("no readable images (PNG, JPEG, TIFF, NIfTI) in this folder", self.scans)
         # new scans join as untouched; scans no longer in the folder leave the list
         self.cases = {p.name: self.cases.get(p.name) or WorkCase(p.name) for p in files}
+        self.descriptors = {n: f for n, f in self.descriptors.items() if n in self.cases}
 
     @property
     def state_path(self) -> Path:
         return self.root / STATE_NAME
+
+    @property
+    def descriptors_path(self) -> Path:
+        return self.root / REVIEW.descriptors_name
+
+    @staticmethod
+    def _check_priority(priority: str) -> None:
+        if priority not in REVIEW_PRIORITIES:
+            raise ValueError(f"review priority must be one of {', '.join(REVIEW_PRIORITIES)}, not {priority!r}")
+
+    def set_priority(self, priority: str) -> None:
+        """Rank by ``priority`` from now on (kept in the state once there is one); the report is re-ranked
+        when every segmented case has what the ranking needs, else once the missing scores are measured."""
+        self._check_priority(priority)
+        if priority == self.priority:
+            return
+        self.priority = priority
+        self._rows_version += 1
+        if self.state_path.exists():  # a folder only looked at gets no state until it is segmented
+            self.save()
+        if not self.unmeasured():
+            self.write_report()
 
     # -- state -----------------------------------------------------------------------------------
     def _load(self) -> None:
@@ -92,24 +134,57 @@ class Worklist:
                 raise ValueError(f"version {data.get('version')!r}")
             self.cases = {name: WorkCase(**{k: v for k, v in raw.items() if k in WorkCase.__dataclass_fields__})
                           for name, raw in data["cases"].items()}
+            self.model = data.get("model")
+            if data.get("priority") in REVIEW_PRIORITIES:
+                self.priority = data["priority"]
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise RamsegInputError(f"cannot read the worklist state ({exc}); move it away to start afresh",
                                    self.state_path) from None
         for case in self.cases.values():
             if case.status not in STATUSES:
                 case.status = "untouched"
+            measured_before = case.row is not None and case.row.get("disagreement") is not None
+            if measured_before and "disagreement" not in case.measured:
+                case.measured.append("disagreement")  # a state written before ``measured`` was kept
+        try:
+            self.descriptors = read_descriptors(self.descriptors_path)
+        except ValueError as exc:
+            raise RamsegInputError(f"{exc}; move it away and segment again", self.descriptors_path) from None
 
     def save(self) -> None:
         data = {"version": STATE_VERSION, "scans": str(self.scans.resolve()), "priority": self.priority,
-                "cases": {name: asdict(case) for name, case in self.cases.items()}}
+                "model": self.model, "cases": {name: asdict(case) for name, case in self.cases.items()}}
         atomic_write_json(self.state_path, data)
 
     # -- segmenting ------------------------------------------------------------------------------
+    def _predicted(self, name: str, model: str) -> bool:
+        """Whether ``name`` has a prediction by ``model`` whose file is still there."""
+        c = self.cases[name]
+        return (c.row is not None and c.model == model and c.prediction is not None
+                and (self.root / c.prediction).exists())
+
+    def _missing(self, name: str) -> list[str]:
+        """What a segmented case still lacks beyond its prediction: its descriptor, always kept, and the
+        score the ranking needs."""
+        missing = [] if name in self.descriptors else ["descriptor"]
+        need = self.needs
+        if need is not None and need != "descriptor" and need not in self.cases[name].measured:
+            missing.append(need)
+        return missing
+
     def pending(self, model: str) -> list[str]:
-        """Cases without a prediction by ``model`` (or whose prediction file is gone)."""
-        return [name for name, c in self.cases.items()
-                if c.row is None or c.model != model or c.prediction is None
-                or not (self.root / c.prediction).exists()]
+        """Cases without a prediction by ``model`` (or whose prediction file is gone), or without what the
+        ranking needs (segmenting them again measures only that)."""
+        return [name for name in self.cases if not self._predicted(name, model) or self._missing(name)]
+
+    @property
+    def needs(self) -> str | None:
+        """What the ranking needs beyond a prediction: ``"disagreement"``, ``"descriptor"`` or None."""
+        return NEEDS.get(self.priority)
+
+    def unmeasured(self) -> list[str]:
+        """Segmented cases that lack what the ranking needs (they are ranked after the others)."""
+        return [n for n, c in self.cases.items() if c.row is not None and self.needs in self._missing(n)]
 
     def iter_segment(self, predictor: Any, model: str, cancelled: Callable[[], bool] | None = None,
                      progress: Callable[[int, int], None] | None = None) -> Iterator[tuple[int, int, str]]:
@@ -118,35 +193,83 @@ class Worklist:
         from ..io import read_image, write_labels
 
         todo = self.pending(model)
-        for i, name in enumerate(todo, start=1):
-            if cancelled is not None and cancelled():
-                return
-            path = self.scans / name
-            image = read_image(path)
-            with naming(path):
-                prediction = predictor.predict(image.array, is_volume=image.is_volume, spacing=image.spacing)
-                fit = predictor.check_fit(image.array, is_volume=image.is_volume)
-                score = (disagreement(predictor, image.array, image.is_volume, image.spacing)
-                         if self.priority == "disagreement" else None)
-            target = Path("predictions") / (name + (".nii.gz" if image.is_volume and image.affine is not None
-                                                    else ".tif"))
-            write_labels(self.root / target, prediction.labels, like=image, overwrite=True)
-            case = self.cases[name]
-            case.row = case_row(Path(name).stem, prediction, predictor.labels, fit, file=name,
-                                spacing=image.spacing, disagreement=score)
-            case.prediction, case.model, case.updated = str(target), model, _now()
-            self.save()
-            if progress is not None:
-                progress(i, len(todo))
-            yield i, len(todo), name
-        self.write_report()
+        if self.model != model:
+            self.model = model
+            self._rows_version += 1
+        self._segmenting = True  # a set-level order waits for the folder (order())
+        try:
+            for i, name in enumerate(todo, start=1):
+                if cancelled is not None and cancelled():
+                    return
+                path = self.scans / name
+                image = read_image(path)
+                case = self.cases[name]
+                fresh = not self._predicted(name, model)
+                with naming(path):
+                    if fresh:
+                        prediction = predictor.predict(image.array, is_volume=image.is_volume, spacing=image.spacing)
+                        fit = predictor.check_fit(image.array, is_volume=image.is_volume)
+                        nifti = image.is_volume and image.affine is not None
+                        target = Path("predictions") / (name + (".nii.gz" if nifti else ".tif"))
+                        write_labels(self.root / target, prediction.labels, like=image, overwrite=True)
+                        case.row = case_row(Path(name).stem, prediction, predictor.labels, fit, file=name,
+                                            spacing=image.spacing)
+                        case.prediction, case.model, case.measured = str(target), model, []
+                        self.descriptors.pop(name, None)  # another model's, if any
+                    missing = self._missing(name)
+                    if "disagreement" in missing:
+                        case.row["disagreement"] = disagreement(predictor, image.array, image.is_volume, image.spacing)
+                        case.measured.append("disagreement")
+                    if "descriptor" in missing:
+                        self.descriptors[name] = descriptor(predictor, image.array, image.is_volume, image.spacing)
+                        write_descriptors(self.descriptors_path, self.descriptors)  # before the state that counts on it
+                case.updated = _now()
+                self._rows_version += 1
+                self.save()
+                if progress is not None:
+                    progress(i, len(todo))
+                yield i, len(todo), name
+            self.write_report()
+        finally:
+            self._segmenting = False
+            self._rows_version += 1
 
     # -- reading ---------------------------------------------------------------------------------
+    def _rows(self) -> list[dict[str, Any]]:
+        """The segmented cases' report rows, each with its descriptor when it is the current model's (the
+        representative order compares descriptors of one model only)."""
+        rows = []
+        for name, c in self.cases.items():
+            if c.row is None:
+                continue
+            row = dict(c.row)
+            if name in self.descriptors and (self.model is None or c.model == self.model):
+                row["descriptor"] = self.descriptors[name]
+            rows.append(row)
+        return rows
+
     def order(self) -> list[str]:
-        """Files in review order: the segmented ones ranked by ``priority``, then the rest by name."""
-        done = {name: c.row for name, c in self.cases.items() if c.row is not None}
-        ranked = [row["file"] for row in with_priority(list(done.values()), self.priority)] if done else []
-        return ranked + sorted(set(self.cases) - set(ranked))
+        """Files in review order: the segmented ones ranked by ``priority`` (those lacking what it needs
+        after the others), then the rest by name. A set-level order (``review.SET_RANKINGS``: every
+        case's place depends on all the others, and it costs O(N^2) per case ranked) is computed once
+        the folder is done: while :meth:`iter_segment` runs, the last one is kept and the newly
+        segmented cases follow it by name. Orders are computed once per change of the rows."""
+        key = (self._rows_version, self.priority, tuple(self.cases))
+        if self._order_cache is not None and self._order_cache[0] == key:
+            return list(self._order_cache[1])
+        segmented = sorted(n for n, c in self.cases.items() if c.row is not None)
+        if self.priority in SET_RANKINGS and self._segmenting:
+            kept = [n for n in self._ranked if self.cases.get(n) is not None and self.cases[n].row is not None]
+            return kept + sorted(set(segmented) - set(kept)) + sorted(set(self.cases) - set(segmented))
+        rows = self._rows()
+        if self.needs == "descriptor" and not any("descriptor" in r for r in rows):
+            ranked = segmented  # nothing to rank by yet: by name
+        else:
+            ranked = [row["file"] for row in with_priority(rows, self.priority)] if rows else []
+        if self.priority in SET_RANKINGS:
+            self._ranked = ranked
+        self._order_cache = (key, ranked + sorted(set(self.cases) - set(ranked)))
+        return list(self._order_cache[1])
 
     def next_case(self, after: str | None = None) -> str | None:
         """The first untouched, segmented case in review order (after ``after``, wrapping round)."""
@@ -182,5 +305,8 @@ class Worklist:
         return {s: sum(1 for c in self.cases.values() if c.status == s) for s in STATUSES}
 
     def write_report(self) -> Path | None:
-        rows = [c.row for c in self.cases.values() if c.row is not None]
-        return write_report(self.root / REVIEW.report_name, rows, self.priority) if rows else None
+        """``report.csv`` of the segmented cases, in review order, with the descriptor sidecar."""
+        rows = self._rows()
+        if not rows or (self.needs == "descriptor" and not any("descriptor" in r for r in rows)):
+            return None
+        return write_report(self.root / REVIEW.report_name, rows, self.priority)

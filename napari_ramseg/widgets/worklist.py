@@ -3,7 +3,10 @@
 Choose a folder; "Segment all" runs every scan not yet segmented by the chosen model through it
 (``core.worklist.Worklist.iter_segment``) as a ``JobRunner`` job, with progress and Stop (after the
 current scan). The table lists the scans by review priority (``core/review.py``; its measures,
-mean uncertainty and fit score as ``report.csv`` has them). Clicking a row opens that scan with its
+mean uncertainty and fit score as ``report.csv`` has them); "Review by" picks the ranking
+(``config.REVIEW_PRIORITIES``, default ``ReviewConfig.priority``), kept in the worklist's state. The
+set-level ``representative`` order is computed once the folder is done (while scans are segmented the
+newly done ones follow the last order). Clicking a row opens that scan with its
 prediction as a Labels layer ready to paint; "Save and next" saves image, prediction ("original") and
 the painted mask ("final") into the corrections project (``core/corrections.py``, as the Correct and
 fine-tune dock does, so that dock fine-tunes on them) and opens the next untouched scan. "Next" moves on
@@ -27,9 +30,16 @@ from ..core.config import ReviewConfig
 from ..palette import label_color
 from ._base import DockWidget, status_label
 from ._common import ORIGINAL_KEY, JobControl, Progress, get_predictor, notify_error, notify_info
+from ._params import Param
 from .finetune import DEFAULT_PROJECT
 
 REVIEW = ReviewConfig()
+PRIORITY = Param("priority", ReviewConfig, "priority", "Review by",
+                 tooltip="how the table ranks the scans: uncertainty (mean entropy), disagreement (the "
+                         "prediction's change over the scan's style views, extra network passes), "
+                         "representative (scans that stand for the rest of the folder, leaning to the "
+                         "uncertain ones) or random")
+NEEDED = {"disagreement": "its style disagreement", "descriptor": "its descriptor"}
 STATUS_COLOURS = {"untouched": None, "reviewed": "#3b6ea5", "corrected": "#3f8f4f"}
 MEASURE_COLUMNS = 2  # the first measures of a row (size and share of the first structure, or vCDR...)
 LAYER_PREFIX = "worklist: "
@@ -76,6 +86,8 @@ class WorklistWidget(DockWidget):
         self.device_combo = self.add_device_choice(form)
         self.project_edit = self.add_path(form, "Corrections", "Corrections project folder", text=str(DEFAULT_PROJECT),
                                           tooltip="where saved corrections go (the Correct and fine-tune dock's project)")
+        self.priority_choice = self.add_param(form, PRIORITY)  # a magicgui combo box of the config's choices
+        self.priority_choice.changed.connect(lambda value: self.set_priority(value))
         self.segment_button = QPushButton("Segment all")
         self.segment_button.clicked.connect(lambda: self.segment_all())
         self.runner = self.add_job_runner()
@@ -99,6 +111,8 @@ class WorklistWidget(DockWidget):
         self.status = status_label()
         self.lay_out(form, self.segment_button, self.runner, self.table, buttons, self.status)
         self.runner.busy_changed.connect(lambda busy: self.segment_button.setEnabled(not busy))
+        # the job reads the ranking to know what to measure: it stays put while scans are segmented
+        self.runner.busy_changed.connect(lambda busy: setattr(self.priority_choice, "enabled", not busy))
         self._set_buttons()
 
     # -- the folder ------------------------------------------------------------------------------
@@ -113,15 +127,35 @@ class WorklistWidget(DockWidget):
         if not text or self.runner.busy:
             return self.worklist
         try:
-            self.worklist = Worklist(Path(text))
+            work = Worklist(Path(text))  # with the ranking its state was left with
+            if not work.state_path.exists():  # a new worklist: the ranking chosen here
+                work.set_priority(self.priority_choice.value)
         except Exception as exc:  # a missing folder, an unreadable state: one line, the dock stays usable
             self.worklist = None
             self.status.setText(f"Cannot open the worklist: {one_line(exc)}")
             self.refresh()
             return None
+        self.worklist = work
         self.current = None
+        with self.priority_choice.changed.blocked():
+            self.priority_choice.value = work.priority
         self.refresh()
         return self.worklist
+
+    def set_priority(self, priority: str) -> None:
+        """Rank the table by ``priority`` (``config.REVIEW_PRIORITIES``); kept in the worklist's state."""
+        from ..errors import one_line
+
+        if self.priority_choice.value != priority:
+            self.priority_choice.value = priority  # its signal comes back here
+            return
+        if self.worklist is None:
+            return
+        try:
+            self.worklist.set_priority(priority)
+        except Exception as exc:  # an unwritable folder: said, the table keeps its order
+            notify_error(f"cannot change the ranking: {one_line(exc)}")
+        self.refresh()
 
     def segment_all(self, run_sync: bool | None = None) -> Any:
         """Segment every scan not yet segmented by the chosen model (background job); returns its worker."""
@@ -191,8 +225,12 @@ class WorklistWidget(DockWidget):
         self.table.setColumnWidth(1, min(self.table.columnWidth(1), SCAN_COLUMN_PX))  # long names elide
         counts = work.counts()
         done = sum(1 for c in work.cases.values() if c.row is not None)
+        lacking = work.unmeasured()
+        need = NEEDED.get(work.needs or "", "what it needs")
         self.status.setText(f"{len(order)} scans, {done} segmented: " + ", ".join(f"{v} {k}" for k, v in counts.items())
-                            + (f"; open: {self.current}" if self.current else ""))
+                            + (f"; open: {self.current}" if self.current else "")
+                            + (f"; {len(lacking)} scan(s) lack {need} for this ranking and come last: "
+                               "Segment all measures it" if lacking and not self.runner.busy else ""))
         self._set_buttons()
 
     def _set_buttons(self) -> None:

@@ -127,3 +127,43 @@ def test_a_folder_without_scans_says_so(make_napari_viewer, tmp_path):
     widget = WorklistWidget(viewer)
     assert widget.open_folder(tmp_path) is None
     assert "no readable images" in widget.status.text()
+
+
+def test_review_by_representative_reorders_the_table_and_is_kept(make_napari_viewer, qtbot, tmp_path, scans,
+                                                                 tiny_model):
+    from napari_ramseg.core.review import representative_order
+
+    folder, _ = scans
+    viewer = make_napari_viewer()
+    widget = _dock(viewer, folder, tiny_model, tmp_path / "c")
+    assert widget.priority_choice.value == "uncertainty"  # ReviewConfig's default
+    assert list(widget.priority_choice.choices) == ["uncertainty", "disagreement", "representative", "random"]
+    widget.priority_choice.value = "representative"  # the dock's magicgui combo box
+    assert widget.worklist.priority == "representative"
+    widget.segment_all()
+    assert not widget.priority_choice.enabled  # the job measures what the ranking needs: fixed meanwhile
+    qtbot.waitUntil(lambda: not widget.runner.busy, timeout=120_000)
+    assert widget.runner.last_outcome == "done", widget.runner.status.text()
+    assert widget.priority_choice.enabled
+
+    work = widget.worklist
+    expected = representative_order(work.descriptors, {n: c.row["mean_uncertainty"] for n, c in work.cases.items()})
+    headers, rows = _table(widget)
+    assert [r[1] for r in rows] == expected and [r[0] for r in rows] == ["1", "2", "3", "4"]
+    assert headers[-2:] == ["uncertainty", "fit"]
+
+    widget.priority_choice.value = "uncertainty"  # the table re-orders at once, nothing segmented again
+    by_entropy = [r[1] for r in _table(widget)[1]]
+    scores = [work.cases[n].row["mean_uncertainty"] for n in by_entropy]
+    assert scores == sorted(scores, reverse=True) and work.pending(str(tiny_model)) == []
+    assert by_entropy != expected  # on these four scans the two rankings differ, so the table did re-order
+    widget.priority_choice.value = "representative"
+    assert [r[1] for r in _table(widget)[1]] == expected
+    viewer.close()
+
+    # napari closed and opened again: the ranking chosen and its order come back
+    viewer = make_napari_viewer()
+    again = _dock(viewer, folder, tiny_model, tmp_path / "c")
+    assert again.priority_choice.value == "representative"
+    assert [r[1] for r in _table(again)[1]] == expected
+    assert again.next_case() == expected[0]
