@@ -116,3 +116,18 @@ def test_finetune_needs_training_corrections(tmp_path, tiny_model):
     with pytest.raises(RamsegInputError, match="no corrected training cases"):
         finetune(tiny_model, CorrectionStore(tmp_path / "empty"), tmp_path / "models", 2, device="cpu")
     assert not (tmp_path / "models").exists()
+
+
+def test_a_finetuned_optic_disc_model_keeps_its_two_stage_settings(tmp_path, tiny_model, corrections):
+    """The locator's settings were chosen for the base's sources; corrections do not re-choose them."""
+    from napari_ramseg.core.checkpoint import write_disc_settings
+
+    base = tmp_path / "base"
+    base.mkdir()
+    for f in tiny_model.iterdir():
+        (base / f.name).write_bytes(f.read_bytes())
+    write_disc_settings(base, {"coarse_long_side": 384, "refine_crops": 2})
+    result = finetune(base, corrections, tmp_path / "models", 1, device="cpu")
+    assert load_model(result.model_dir, "cpu")[1].disc == {"coarse_long_side": 384, "refine_crops": 2}
+    plain = finetune(tiny_model, corrections, tmp_path / "plain", 1, device="cpu")
+    assert "disc" not in json.loads((plain.model_dir / "model.json").read_text())
