@@ -15,10 +15,11 @@ case id is kept). ``worklist.json`` is rewritten atomically after every change, 
 a crash) loses at most the case being segmented; segmenting again skips the cases already done by
 the same model. A scan segmented by another model is done again and keeps its status.
 
-Every case's descriptor is measured with its prediction (one encoder pass), so the dock can switch to
-the set-level ``representative`` order without segmenting again; the style disagreement costs several
-network passes and is measured only while the ranking is ``disagreement`` (switching to it makes the
-cases without one pending: segmenting again measures just that). The ranking chosen is kept in the state.
+What a ranking needs beyond the prediction (``review.NEEDS``: the style disagreement, several network
+passes; the descriptor of ``representative``, an encoder pass, about as long as the prediction itself
+with the bundled vessel model on this CPU) is measured only while that ranking is chosen: switching to it
+makes the cases without it pending, and segmenting again measures just that, keeping the predictions.
+Once measured it is kept, so switching back and forth costs nothing. The ranking is kept in the state.
 """
 
 from __future__ import annotations
@@ -164,13 +165,12 @@ class Worklist:
                 and (self.root / c.prediction).exists())
 
     def _missing(self, name: str) -> list[str]:
-        """What a segmented case still lacks beyond its prediction: its descriptor, always kept, and the
-        score the ranking needs."""
-        missing = [] if name in self.descriptors else ["descriptor"]
+        """What the ranking needs that a segmented case lacks: ``[]`` or ``[review.NEEDS[priority]]``."""
         need = self.needs
-        if need is not None and need != "descriptor" and need not in self.cases[name].measured:
-            missing.append(need)
-        return missing
+        if need is None:
+            return []
+        have = name in self.descriptors if need == "descriptor" else need in self.cases[name].measured
+        return [] if have else [need]
 
     def pending(self, model: str) -> list[str]:
         """Cases without a prediction by ``model`` (or whose prediction file is gone), or without what the
@@ -184,7 +184,7 @@ class Worklist:
 
     def unmeasured(self) -> list[str]:
         """Segmented cases that lack what the ranking needs (they are ranked after the others)."""
-        return [n for n, c in self.cases.items() if c.row is not None and self.needs in self._missing(n)]
+        return [n for n, c in self.cases.items() if c.row is not None and self._missing(n)]
 
     def iter_segment(self, predictor: Any, model: str, cancelled: Callable[[], bool] | None = None,
                      progress: Callable[[int, int], None] | None = None) -> Iterator[tuple[int, int, str]]:

@@ -139,11 +139,14 @@ def test_worklist_ranks_representative_once_the_folder_is_done_and_keeps_it(scan
 
 def test_switching_ranking_measures_only_what_is_missing(scans, tiny_model):
     predictor = _Counting(Predictor.from_path(tiny_model, device="cpu", precision="fp32"))
-    work = Worklist(scans)  # by uncertainty: descriptors are measured all the same (one encoder pass)
+    work = Worklist(scans)  # by uncertainty: no encoder pass for descriptors nobody asked for
     list(work.iter_segment(predictor, "m"))
-    assert predictor.predictions == 6 and len(work.descriptors) == 6
-    work.set_priority("representative")  # at once, nothing to segment again
-    assert work.pending("m") == [] and work.unmeasured() == []
+    assert predictor.predictions == 6 and work.descriptors == {} and not work.descriptors_path.exists()
+    work.set_priority("representative")
+    assert sorted(work.unmeasured()) == sorted(work.cases) and sorted(work.pending("m")) == sorted(work.cases)
+    assert work.order() == sorted(work.cases)  # nothing to rank by yet: by name
+    list(work.iter_segment(predictor, "m"))  # measures the descriptors only
+    assert predictor.predictions == 6 and len(work.descriptors) == 6 and work.pending("m") == []
     assert work.order() == representative_order(work.descriptors, {n: c.row["mean_uncertainty"]
                                                                    for n, c in work.cases.items()})
     work.set_priority("disagreement")  # several network passes per case: measured only when asked for
@@ -154,9 +157,13 @@ def test_switching_ranking_measures_only_what_is_missing(scans, tiny_model):
     scores = [work.cases[n].row["disagreement"] for n in work.order()]
     assert scores == sorted(scores, reverse=True)
 
+    work.set_priority("representative")  # measured once, kept: back at once
+    assert work.pending("m") == [] and work.unmeasured() == []
+
     # another model: its predictions and descriptors replace the old ones
+    old = {n: f.copy() for n, f in work.descriptors.items()}
     list(work.iter_segment(predictor, "another"))
-    assert predictor.predictions == 12 and work.pending("another") == []
+    assert predictor.predictions == 12 and work.pending("another") == [] and sorted(work.descriptors) == sorted(old)
 
     work.descriptors_path.write_bytes(b"damaged")
     with pytest.raises(RamsegInputError, match="descriptors"):

@@ -167,3 +167,7 @@ def test_review_by_representative_reorders_the_table_and_is_kept(make_napari_vie
     assert again.priority_choice.value == "representative"
     assert [r[1] for r in _table(again)[1]] == expected
     assert again.next_case() == expected[0]
+    # a ranking whose scores were never measured says so; Segment all would measure just those
+    again.priority_choice.value = "disagreement"
+    assert "4 scan(s) lack its style disagreement" in again.status.text()
+    assert _table(again)[0][-2] == "disagreement"
