@@ -20,9 +20,9 @@ from .. import __version__
 from ..errors import RamsegInputError, one_line
 from ..files import atomic_write
 from .config import DISC_PICKS, NORMALIZATION, DiscConfig, TrainConfig
-from .domain_fit import SourceProfile
 from .model import RamSegNet
 from .run_folder import METADATA_NAME, WEIGHTS_NAME, RunFolder  # the file names are the run folder's
+from .source_profile import SourceProfile
 
 FORMAT_VERSION = 1
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin")
@@ -36,7 +36,7 @@ class ModelMetadata:
     domains: list[str]
     metrics: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # provenance: command, data, budget, parent model
-    # what the source domains looked like (core/domain_fit.py); None in model.json files written before it
+    # what the source domains looked like (core/source_profile.py); None in model.json files written before it
     source_profile: SourceProfile | None = None
     # an optic disc model's two-stage settings (DiscConfig field names, over its defaults), validated
     # by check_disc_settings: those its benchmark rows were measured with; None for the defaults

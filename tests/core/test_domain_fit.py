@@ -14,6 +14,7 @@ from napari_ramseg.core.data import Sample
 from napari_ramseg.core.domain_fit import calibrate, fit_score, profile_domains
 from napari_ramseg.core.infer import Predictor
 from napari_ramseg.core.model import RamSegNet
+from napari_ramseg.core.source_profile import SourceProfile
 from napari_ramseg.errors import RamsegInputError
 
 
@@ -87,7 +88,7 @@ def test_threshold_comes_from_the_validation_cases_alone():
 
 def test_profile_round_trips_and_bad_profiles_are_refused(tiny_model, tmp_path):
     data = json.loads((tiny_model / "model.json").read_text())
-    profile = domain_fit.SourceProfile.from_dict(data["source_profile"], ["siteA", "siteB"])
+    profile = SourceProfile.from_dict(data["source_profile"], ["siteA", "siteB"])
     assert profile.to_dict() == data["source_profile"]
 
     def broken(change):

@@ -22,9 +22,10 @@ import torch.nn.functional as F
 
 from ...errors import RamsegInputError
 from ..config import ADAPT, AdaptConfig
-from ..domain_fit import Features, SourceProfile, distances
+from ..domain_fit import Features, distances
 from ..infer import Predictor
 from ..ram import mix_amplitude, window_amplitude, window_half_width
+from ..source_profile import SourceProfile
 from .base import Adaptation, Method, register
 
 
