@@ -18,7 +18,6 @@ from collections import deque
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ...errors import RamsegInputError
 from ..config import ADAPT, AdaptConfig
