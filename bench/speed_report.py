@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import results_io
+
 TARGETS = {
     "infer_2d_speedup": (">=", 3.0),
     "infer_volume_speedup": (">=", 3.0),
@@ -170,4 +172,4 @@ def write_markdown(path: Path, r: dict[str, Any]) -> None:
                   "include this gain."]
     if r.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {n}" for n in r["notes"]]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    results_io.write_text(path, "\n".join(lines) + "\n")

@@ -1,0 +1,171 @@
+"""Inference speed (bench/speed.py): the project's 2D and 2.5D volume paths against plain eager fp32
+PyTorch on the same network and weights, the network alone step by step, the allocator setting timed
+in fresh processes, and a torch.profiler breakdown of the project's 2D call."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import statistics
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from napari_ramseg.core.checkpoint import load_model
+from napari_ramseg.core.config import VESSELS, PreprocessConfig
+from napari_ramseg.core.infer import (
+    Predictor,
+    entropy_map,
+    labels_from_probabilities,
+    probabilities_from_logits,
+)
+from napari_ramseg.core.model import RamSegNet
+from napari_ramseg.core.preprocess import to_model_channels, volume_to_slices_25d
+
+from speed_inputs import fundus_512, metadata, synthetic_volume
+from speed_timing import child_command, interleaved, timed
+
+ALLOC_CHILD_FLAG = "--_alloc-child"
+
+
+# ------------------------------------------------------------------------------------ baselines
+def baseline_image(net: RamSegNet, image: np.ndarray, threshold: float):
+    """Plain eager fp32: same preprocessing, NCHW, BatchNorm as is, no_grad, then sigmoid/threshold."""
+    x = torch.from_numpy(to_model_channels(image, 3))[None]
+    with torch.no_grad():
+        probs = probabilities_from_logits(net(x), VESSELS)[0]
+        return labels_from_probabilities(probs, VESSELS, threshold), probs.numpy(), entropy_map(probs, VESSELS).numpy()
+
+
+def baseline_volume(net: RamSegNet, volume: np.ndarray, threshold: float):
+    """Plain eager fp32, one 2.5D slice per forward pass."""
+    slices = torch.from_numpy(volume_to_slices_25d(volume))
+    with torch.no_grad():
+        probs = torch.stack([probabilities_from_logits(net(s[None]), VESSELS)[0] for s in slices], dim=1)
+        return labels_from_probabilities(probs, VESSELS, threshold), probs.numpy(), entropy_map(probs, VESSELS).numpy()
+
+
+def agreement(a_labels: np.ndarray, b_labels: np.ndarray, a_probs: np.ndarray, b_probs: np.ndarray) -> dict[str, Any]:
+    return {"labels_identical_fraction": round(float((a_labels == b_labels).mean()), 6),
+            "labels_differing_pixels": int((a_labels != b_labels).sum()),
+            "max_abs_probability_diff": float(np.abs(a_probs - b_probs).max())}
+
+
+def bench_2d(net: RamSegNet, quick: bool, compile_variant: bool) -> dict[str, Any]:
+    image, source = fundus_512()
+    predictor = Predictor(copy.deepcopy(net), metadata(PreprocessConfig(size=512)), "cpu")
+    plain = copy.deepcopy(net).eval()
+    thr = predictor.threshold
+    out: dict[str, Any] = {"image": source, "shape": list(image.shape), "network_input": [512, 512],
+                           "fast_path": predictor.fast, "autocast": str(predictor.dtype)}
+    reps = 5 if quick else 15
+    res = interleaved({"baseline": lambda: baseline_image(plain, image, thr),
+                       "project": lambda: predictor.predict_image(image)}, reps)
+    out["end_to_end"] = res
+    b_labels, b_probs, _ = baseline_image(plain, image, thr)
+    p = predictor.predict_image(image)
+    out["agreement_vs_baseline"] = agreement(p.labels, b_labels, p.probabilities, b_probs[None] if b_probs.ndim == 2 else b_probs)
+    out["foreground_fraction"] = round(float((b_labels > 0).mean()), 4)
+
+    # Where the gain comes from: the network alone, step by step.
+    x = torch.from_numpy(to_model_channels(image, 3))[None]
+    xcl = x.contiguous(memory_format=torch.channels_last)
+    cl_net = copy.deepcopy(net).eval().to(memory_format=torch.channels_last)
+    folded = predictor.fast_model
+    nets: dict[str, Callable[[], Any]] = {
+        "eager_nchw": lambda: plain(x), "channels_last": lambda: cl_net(xcl), "folded_channels_last": lambda: folded(xcl)}
+    if compile_variant:
+        from napari_ramseg.core.fastpath import CompiledModule
+
+        compiled = CompiledModule(folded)
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            compiled(xcl)
+        out["compile_seconds"] = round(time.perf_counter() - t0, 1)
+        if compiled.failed is None:
+            nets["folded_channels_last_compiled"] = lambda: compiled(xcl)
+        else:
+            out["compile_failed"] = compiled.failed
+    with torch.inference_mode():
+        out["network_only"] = interleaved(nets, 3 if quick else 9)
+        if not quick:  # what bf16 would do here (device.py only enables it on CPUs with native bf16)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                folded(xcl)
+                out["bf16_autocast_ms"] = round(min(timed(lambda: folded(xcl)) for _ in range(2)) * 1000)
+    return out
+
+
+def bench_volume(net: RamSegNet, quick: bool) -> dict[str, Any]:
+    volume = synthetic_volume()
+    predictor = Predictor(copy.deepcopy(net), metadata(PreprocessConfig(size=384)), "cpu")
+    plain = copy.deepcopy(net).eval()
+    thr = predictor.threshold
+    small = volume[:3]
+    baseline_volume(plain, small, thr)
+    predictor.predict_volume(small)
+    last: dict[str, Any] = {}
+
+    def run_baseline():
+        last["baseline"] = baseline_volume(plain, volume, thr)
+
+    def run_project():
+        last["project"] = predictor.predict_volume(volume)
+
+    res = interleaved({"baseline": run_baseline, "project": run_project}, 2 if quick else 3, warmup=0)
+    b_labels, b_probs, _ = last["baseline"]
+    p = last["project"]
+    return {"volume": "synthetic int16 24x384x384 (smoothed noise), 2.5D", "shape": list(volume.shape),
+            "slices_per_pass": predictor.batch_for(384, 384), "end_to_end": res,
+            "agreement_vs_baseline": agreement(p.labels, b_labels, p.probabilities, b_probs)}
+
+
+def alloc_child(model_dir: str) -> None:
+    """Runs in a fresh interpreter (RAMSEG_MALLOC_TUNE set by the parent): project 2D calls, wall and sys."""
+    net, _ = load_model(model_dir, torch.device("cpu"))
+    predictor = Predictor(net, metadata(PreprocessConfig(size=512)), "cpu")
+    image, _ = fundus_512()
+    predictor.predict_image(image)
+    t0, times = os.times(), []
+    for _ in range(8):
+        times.append(timed(lambda: predictor.predict_image(image)))
+    t1 = os.times()
+    print(json.dumps({"median_s": round(statistics.median(times), 4), "min_s": round(min(times), 4),
+                      "user_s": round(t1.user - t0.user, 2), "sys_s": round(t1.system - t0.system, 2)}))
+
+
+def bench_allocator(model_dir: Path) -> dict[str, Any]:
+    """The allocator setting is process-wide (the in-process baseline gets it too), so time it apart."""
+    out: dict[str, Any] = {}
+    for rnd in range(2):
+        for setting in ("0", "1"):
+            env = {**os.environ, "RAMSEG_MALLOC_TUNE": setting}
+            proc = subprocess.run(child_command(ALLOC_CHILD_FLAG, model_dir), env=env,
+                                  capture_output=True, text=True, timeout=600)
+            key = "tuned" if setting == "1" else "glibc_default"
+            if proc.returncode == 0:
+                out.setdefault(key, []).append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return out
+
+
+def profile_2d(net: RamSegNet) -> dict[str, Any]:
+    """Where the project's 2D time goes: torch profiler, top operators by self CPU time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    image, _ = fundus_512()
+    predictor = Predictor(copy.deepcopy(net), metadata(PreprocessConfig(size=512)), "cpu")
+    predictor.predict_image(image)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        t0 = time.perf_counter()
+        predictor.predict_image(image)
+        wall = time.perf_counter() - t0
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events) or 1
+    top = [{"op": e.key, "self_ms": round(e.self_cpu_time_total / 1000, 1),
+            "share": round(e.self_cpu_time_total / total, 3), "calls": e.count} for e in events[:10]]
+    conv = sum(e.self_cpu_time_total for e in events if "conv" in e.key.lower()) / total
+    return {"wall_ms_profiled": round(wall * 1000, 1), "convolution_share": round(conv, 3), "top_ops": top}
