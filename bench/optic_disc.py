@@ -14,10 +14,15 @@ For each trained model (run folders from ``bench/train_optic_disc.sh``):
   photographs from scikit-image), and on scikit-image's fundus photograph, which has one.
 
 Each model runs with the two-stage settings chosen for it on its source domains only
-(``bench/optic_disc_settings.py`` -> ``bench/results/optic_disc_settings.json``); the stage-one rows
-are given for each direction's settings.
+(``bench/optic_disc_settings.py`` -> ``bench/results/optic_disc_settings.json``) and its direction's
+"not a colour fundus image" threshold, chosen on fundus images without its unseen domain
+(``bench/optic_disc_settings.py --fundus-check`` -> ``bench/results/fundus_check.json``); the
+stage-one rows are given for each direction's settings.
 
     python bench/optic_disc.py --model drishti_to_drions=RUN --model drions_to_drishti=RUN --model bundled=RUN
+
+``--refusal-only`` measures the images without a disc alone (a minute, not hours) and replaces only
+that table's entries in an existing ``--out`` JSON, and its markdown, the rest kept as it was.
 """
 
 from __future__ import annotations
@@ -174,15 +179,28 @@ def main(argv=None) -> int:
     ap.add_argument("--settings", type=Path,
                     default=Path(__file__).resolve().parent / "results" / "optic_disc_settings.json",
                     help="the two-stage settings each model was given (bench/optic_disc_settings.py)")
+    ap.add_argument("--fundus-check", type=Path,
+                    default=Path(__file__).resolve().parent / "results" / "fundus_check.json",
+                    help="each direction's 'not a colour fundus image' threshold (optic_disc_settings.py --fundus-check)")
+    ap.add_argument("--refusal-only", action="store_true",
+                    help="only the images without a disc: replace that table's entries in the existing --out JSON")
     args = ap.parse_args(argv)
+    command = "python " + " ".join([sys.argv[0], *(argv or sys.argv[1:])])
     root = args.data / "fundus"
     models = dict(m.split("=", 1) for m in args.model)
-    gt_rois, _ = prepare_task("optic_disc", args.data, args.work / "gt_roi_cache", roi_size=256)
     chosen = {k: v["settings"] for k, v in json.loads(args.settings.read_text())["directions"].items()}
-    result = {"command": "python " + " ".join([sys.argv[0], *(argv or sys.argv[1:])]), "machine": describe(),
-              "settings": {name: chosen[name] for name in models}, "locator_stage_one": {}, "models": {}}
+    checked = json.loads(args.fundus_check.read_text())["directions"]
+    fundus = {k: v["threshold"] for k, v in checked.items()}
+    fundus_refused = {k: sum(v["refused"].values()) for k, v in checked.items()}  # of every fundus-set image
+    if args.refusal_only:
+        return refusal_only(args, models, chosen, fundus, fundus_refused, command)
+    gt_rois, _ = prepare_task("optic_disc", args.data, args.work / "gt_roi_cache", roi_size=256)
+    result = {"command": command, "machine": describe(),
+              "settings": {name: chosen[name] for name in models}, "locator_stage_one": {}, "models": {},
+              "fundus_thresholds": {name: fundus[name] for name in models},
+              "fundus_sets_refused": {name: fundus_refused[name] for name in models}}
     for name, run in models.items():
-        cfg = DiscConfig(**chosen[name])
+        cfg = DiscConfig(**chosen[name], min_red_excess=fundus[name])
         result["locator_stage_one"][name] = locator_hits(root, cfg)
         predictor = Predictor.from_path(run, device="cpu", precision="fp32")
         disc = DiscPredictor(predictor, cfg)
@@ -205,11 +223,57 @@ def main(argv=None) -> int:
                                         "note": "DRIONS-DB and 76 Drishti-GS cases were training cases of this model"}
         result["models"][name] = entry
         print(name, json.dumps({k: v for k, v in entry.items() if not k.endswith("cases")}, indent=1), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(args.out.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1)))
-    atomic_write(args.out.with_suffix(".md"), lambda tmp: Path(tmp).write_text(markdown(result)))
-    print(f"wrote {args.out.with_suffix('.json')} and .md")
+    _write(args.out, result)
     return 0
+
+
+def refusal_only(args, models: dict, chosen: dict, fundus: dict, fundus_refused: dict, command: str) -> int:
+    """The images without a disc alone, each model with its direction's settings and fundus threshold;
+    their entries replace those of the existing results, whose other tables are kept as measured."""
+    path = args.out.with_suffix(".json")
+    if not path.exists():
+        raise SystemExit(f"optic_disc: --refusal-only updates {path}, which does not exist: run the full benchmark")
+    result = json.loads(path.read_text())
+    missing = [name for name in models if name not in result["models"]]
+    if missing:
+        raise SystemExit(f"optic_disc: --refusal-only: {', '.join(missing)} not in {path}")
+    for name, run in models.items():
+        disc = DiscPredictor(Predictor.from_path(run, device="cpu", precision="fp32"),
+                             DiscConfig(**chosen[name], min_red_excess=fundus[name]))
+        result["models"][name]["no_disc"] = refusals(disc, args.data)
+        print(name, json.dumps(result["models"][name]["no_disc"]), flush=True)
+    result["refusal"] = {"command": command, "machine": describe(),
+                         "fundus_thresholds": {name: fundus[name] for name in result["models"]},
+                         "fundus_sets_refused": {name: fundus_refused[name] for name in result["models"]}}
+    _write(args.out, result)
+    return 0
+
+
+def _write(out: Path, result: dict) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1)))
+    atomic_write(out.with_suffix(".md"), lambda tmp: Path(tmp).write_text(markdown(result)))
+    print(f"wrote {out.with_suffix('.json')} and .md")
+
+
+def _refusal_lines(result: dict) -> list[str]:
+    """Where the refusal table was measured apart from the rest, and each model's fundus threshold."""
+    lines = []
+    refusal = result.get("refusal")
+    if refusal is not None:
+        lines += [f"Measured apart (`--refusal-only`, the tables above are the command at the top's). Command: "
+                  f"`{refusal['command']}`", "", f"Machine: {one_line(refusal['machine'])}", ""]
+    thresholds = (refusal or result).get("fundus_thresholds")
+    if thresholds:
+        lines += ["Before either stage an image must be a colour fundus image: red excess (mean R / (R + G + B) "
+                  "- 1/3 inside the field of view) at least "
+                  + ", ".join(f"{v} ({k})" for k, v in thresholds.items())
+                  + ": 0.8 x the lowest over every photograph and crop of the fundus sets, each direction "
+                  "without its unseen domain, chosen on fundus images only (bench/results/fundus_check.json). "
+                  "Fundus-set images it refuses, unseen domains included: "
+                  + ", ".join(f"{v} ({k})" for k, v in (refusal or result).get("fundus_sets_refused", {}).items())
+                  + ".", ""]
+    return lines
 
 
 def _f(v, digits=3):
@@ -255,6 +319,7 @@ def markdown(result: dict) -> str:
     lines += ["", "Drishti-GS images are disc-centred crops: stage one judges them crops and its candidate is the "
               "crop's bright centre; their final hit is the predicted disc's centre.", "",
               "## Images without an optic disc: refused?", "",
+              *_refusal_lines(result),
               "| model | " + " | ".join(next(iter(result["models"].values()))["no_disc"]) + " |",
               "|---|" + "---|" * len(next(iter(result["models"].values()))["no_disc"])]
     for name, e in result["models"].items():

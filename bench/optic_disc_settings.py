@@ -34,6 +34,14 @@ source crops as they are.
     python bench/optic_disc_settings.py --model drishti_to_drions=RUN --model drions_to_drishti=RUN \\
         --model bundled=napari_ramseg/bundled_models/optic-disc
 
+The "not a colour fundus image" threshold (``DiscConfig.min_red_excess``, ``core/disc/fundus.py``) is
+chosen on fundus images only, never on the images it is meant to refuse: ``FUNDUS_MARGIN`` x the lowest
+red excess over every photograph and crop of the fundus sets (``FUNDUS_SETS``), per direction without
+its unseen domain (``FUNDUS_UNSEEN``), and each direction's refusals are counted on every set, its
+unseen domain included; ``bundled`` is DiscConfig's default:
+
+    python bench/optic_disc_settings.py --fundus-check   # -> bench/results/fundus_check.json
+
 A model ships its direction's choice in its model.json (the ``"disc"`` block, which ``ramseg predict``
 and the Segment dock lay over ``DiscConfig``'s defaults); the search itself always starts from those
 defaults, never from a package's block. To write a choice already in the results file:
@@ -78,6 +86,14 @@ STAGE_ONE = {"coarse_long_side": (256, 384), "disc_fov_ratio": (0.17, 0.15, 0.19
 STAGE_TWO = {"candidates": (3, 5), "min_confidence": (0.6, 0.5, 0.7),
              "max_disc_fraction": (0.9, 0.6, 0.7, 0.8, 1.0), "pick": ("confident", "first")}
 REFINE = (0, 1, 2)
+# the fundus check's sets: name -> glob under the data folder (every photograph or crop of each)
+FUNDUS_SETS = {"HRF": "vessels/HRF/images/*", "STARE": "vessels/STARE/images/*",
+               "CHASE_DB1": "vessels/CHASE_DB1/images/*", "Drishti-GS": "fundus/Drishti-GS/images/*",
+               "DRIONS-DB": "fundus/DRIONS-DB/images/*",
+               **{f"DoFE {d}": f"fundus_dofe_layout/{d}/*/ROIs/image/*" for d in ("Domain1", "Domain3", "Domain4")}}
+# a direction's unseen domain, left out of its threshold's choice (DoFE Domain1 is Drishti-GS repackaged)
+FUNDUS_UNSEEN = {"bundled": (), "drishti_to_drions": ("DRIONS-DB",), "drions_to_drishti": ("Drishti-GS", "DoFE Domain1")}
+FUNDUS_MARGIN = 0.8  # the fit check's convention (FitConfig.margin): threshold = margin x the lowest source value
 VESSEL_SIGMA, HIT_RADIUS = 0.085, 0.17  # of the field-of-view width: half and one typical disc diameter
 SIM_SHIFT, SIM_SCALE = 0.3, 1.25
 WORK_LONG_SIDE = 1200  # HRF's 3504 px photographs are brought to this first (stage two's ROIs are 128 px)
@@ -260,17 +276,61 @@ def main(argv=None) -> int:
     ap.add_argument("--write-into", action="append", default=[], metavar="NAME=MODEL_FOLDER",
                     help="then write direction NAME's chosen settings (from --out) into MODEL_FOLDER's model.json; "
                          "MODEL_FOLDER must be the run they were chosen for")
+    ap.add_argument("--fundus-check", nargs="?", type=Path, metavar="JSON",
+                    const=Path(__file__).resolve().parent / "results" / "fundus_check.json",
+                    help="choose the 'not a colour fundus image' threshold per direction on the fundus sets "
+                         "and write it to JSON (default bench/results/fundus_check.json)")
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     ap.add_argument("--out", type=Path,
                     default=Path(__file__).resolve().parent / "results" / "optic_disc_settings.json")
     args = ap.parse_args(argv)
-    if not args.model and not args.write_into:
-        ap.error("nothing to do: give --model NAME=RUN (search) and/or --write-into NAME=MODEL_FOLDER")
+    if not args.model and not args.write_into and args.fundus_check is None:
+        ap.error("nothing to do: give --model NAME=RUN (search), --write-into NAME=MODEL_FOLDER and/or --fundus-check")
+    if args.fundus_check is not None:
+        result = fundus_check(args.data)
+        result["command"] = "python " + " ".join([sys.argv[0], *(argv or sys.argv[1:])])
+        args.fundus_check.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(args.fundus_check, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1)))
+        for name, d in result["directions"].items():
+            print(f"{name}: min_red_excess {d['threshold']} (lowest {d['lowest']['value']:.4f}, {d['lowest']['set']} "
+                  f"{d['lowest']['case']}); refused {json.dumps(d['refused'])}", flush=True)
+        if result["directions"]["bundled"]["threshold"] != DiscConfig().min_red_excess:
+            print(f"note: DiscConfig.min_red_excess is {DiscConfig().min_red_excess}, the bundled choice "
+                  f"{result['directions']['bundled']['threshold']}: update core/config.py", flush=True)
+        print(f"wrote {args.fundus_check}", flush=True)
     if args.model:
         search(args, argv)
     for name, folder in (w.split("=", 1) for w in args.write_into):
         print(write_into(args.out, name, Path(folder)), flush=True)
     return 0
+
+
+def fundus_check(data: Path) -> dict:
+    """Every fundus photograph's and crop's red excess (``core/disc/fundus.py``); per direction the
+    threshold (FUNDUS_MARGIN x the lowest over its sets, rounded down to 0.001) and how many images of
+    each set, its unseen domain included, it would refuse."""
+    from napari_ramseg.core.disc.fundus import red_excess
+
+    values: dict[str, dict[str, float]] = {}
+    for name, pattern in FUNDUS_SETS.items():
+        paths = sorted(p for p in data.glob(pattern) if not p.name.startswith("."))
+        values[name] = {p.stem: round(red_excess(_read_rgb(p)), 4) for p in paths}
+        if not paths:
+            raise SystemExit(f"optic_disc_settings: no images for {name} under {data / pattern}")
+    sets = {name: {"images": len(v), "min": min(v.values()), "min_case": min(v, key=v.get),
+                   "median": round(float(np.median(list(v.values()))), 4), "max": max(v.values())} for name, v in values.items()}
+    directions = {}
+    for direction, unseen in FUNDUS_UNSEEN.items():
+        chosen_on = [n for n in FUNDUS_SETS if n not in unseen]
+        low = min(chosen_on, key=lambda n: sets[n]["min"])
+        threshold = float(np.floor(FUNDUS_MARGIN * sets[low]["min"] * 1000) / 1000)
+        directions[direction] = {
+            "chosen_on": chosen_on, "unseen": list(unseen), "threshold": threshold,
+            "lowest": {"set": low, "case": sets[low]["min_case"], "value": sets[low]["min"]},
+            "refused": {n: sum(v < threshold for v in values[n].values()) for n in FUNDUS_SETS}}
+    return {"machine": describe(), "statistic": "red excess: mean R / (R + G + B) - 1/3 inside the field of view "
+            "(napari_ramseg/core/disc/fundus.py)", "margin": FUNDUS_MARGIN, "sets": sets, "directions": directions,
+            "disc_config_default": DiscConfig().min_red_excess, "values": values}
 
 
 def write_into(results: Path, name: str, folder: Path) -> str:

@@ -75,3 +75,14 @@ def test_one_photograph_without_a_disc_is_refused_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "no optic disc found" in err and "blank" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "m.png").exists()
+
+
+def test_a_grey_image_is_refused_as_not_a_fundus_image_in_one_line(tmp_path, capsys):
+    yy, xx = np.mgrid[:400, :600]
+    slice_like = (60 + 120 * np.exp(-((yy - 200) ** 2 + (xx - 300) ** 2) / 2000.0)).astype(np.uint8)  # a bright blob
+    Image.fromarray(np.stack([slice_like] * 3, -1)).save(tmp_path / "grey.png")  # grey stored as RGB, like an MRI slice
+    assert main(["predict", "--model", "optic-disc", "--input", str(tmp_path / "grey.png"),
+                 "--output", str(tmp_path / "m.png")]) == 2
+    err = capsys.readouterr().err
+    assert "not a colour fundus image" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "m.png").exists()

@@ -256,6 +256,13 @@ class DiscConfig:
     min_disc_fraction: float = 0.05  # a disc covering less of its ROI than this is no disc
     max_disc_fraction: float = 0.9  # nor one filling it (a bright patch, not a disc)
     min_confidence: float = 0.6  # mean disc probability inside the predicted disc needed to accept it
+    # "not a colour fundus image" (core/disc/fundus.py): mean R / (R + G + B) - 1/3 inside the field of
+    # view must reach this (grey 0; 0 turns the check off). Chosen on fundus images only, never on the
+    # images it is meant to refuse: 0.8 (FitConfig.margin's convention) x the lowest red excess of every
+    # photograph and crop of the project's fundus sets, HRF, STARE, CHASE_DB1, Drishti-GS, DRIONS-DB and
+    # the DoFE samples (0.105, a DRIONS-DB slide; bench/optic_disc_settings.py --fundus-check ->
+    # bench/results/fundus_check.json, which also holds each benchmark direction's own threshold)
+    min_red_excess: float = 0.084
 
 
 # Intensity handling, documented once: every image (or MRI volume) is scaled per image to [-1, 1]

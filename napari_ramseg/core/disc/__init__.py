@@ -1,11 +1,13 @@
 """The optic disc and cup on any fundus photograph: a coarse locator (``locate``), the disc-centred ROI
-(``roi``), the two-stage prediction that hides both from the user (``predict``) and the clinical measures
+(``roi``), the two-stage prediction that hides both from the user (``predict``), the check that an image is a
+colour fundus image at all (``fundus``) and the clinical measures
 (``measures``: vCDR, horizontal CDR, rim, cup inside the disc), registered with ``core/measures.py``."""
 
 from . import measures  # noqa: F401  (registers the disc/cup measures with core.measures)
+from .fundus import check_fundus, red_excess
 from .locate import Candidate, Located, locate
 from .predict import DiscPrediction, DiscPredictor, is_disc_model
 from .roi import Roi, crop, paste
 
-__all__ = ["Candidate", "DiscPrediction", "DiscPredictor", "Located", "Roi", "crop", "is_disc_model", "locate",
-           "paste"]
+__all__ = ["Candidate", "DiscPrediction", "DiscPredictor", "Located", "Roi", "check_fundus", "crop", "is_disc_model",
+           "locate", "paste", "red_excess"]

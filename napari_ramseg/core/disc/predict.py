@@ -15,6 +15,8 @@ The settings are the model package's (model.json's ``"disc"`` block, those its b
 measured with, chosen on source domains by bench/optic_disc_settings.py) over ``DiscConfig``'s
 defaults; a ``DiscConfig`` given by the caller replaces both.
 
+An image that is not a colour fundus image (not red-dominant inside its field of view,
+``fundus.check_fundus``: an MRI slice, a grey or noise image) is refused before either stage runs.
 A crop whose predicted disc is implausibly small is taken for a photograph after all (a dim scanned
 slide can fool the corner test). A photograph on which no candidate convinces the model raises
 ``RamsegInputError`` with that message, never an empty mask.
@@ -32,6 +34,7 @@ from ...errors import RamsegInputError
 from ..config import DiscConfig
 from ..infer import Prediction, Predictor
 from ..postprocess import keep_largest_component
+from .fundus import check_fundus
 from .locate import Candidate, locate
 from .roi import Roi, crop, paste
 
@@ -103,6 +106,7 @@ class DiscPredictor:
         low, high = np.percentile(image[..., :3], [1, 99])
         if high - low < 1e-3 * max(float(high), 1.0) or high - low < 5 and image.dtype == np.uint8:
             raise RamsegInputError("no optic disc found: the image is blank (no contrast)")
+        check_fundus(image, cfg)  # once, here: a grey or non-retinal image gets no disc and no vCDR
         located = locate(image, cfg)
         if not located.photograph:
             pred = self.predictor.predict_image(image, postprocess=postprocess or cfg.refine_crops > 0)
