@@ -72,3 +72,59 @@ def test_a_single_file_writes_no_report(synthetic_data, tiny_model, tmp_path):
     assert main(["predict", "--model", str(tiny_model), "--input", str(image), "--output", str(tmp_path / "m.png"),
                  "--device", "cpu"]) == 0
     assert not (tmp_path / "report.csv").exists()
+
+
+def test_two_scans_of_one_stem_get_two_rows_and_two_masks(synthetic_data, tiny_model, tmp_path, capsys):
+    """a.png and a.tif (and b.png beside b.jpg, whose masks would both be b.png) are four cases."""
+    from napari_ramseg.io import read_image, read_mask, write_image
+
+    images = sorted((synthetic_data / "siteA" / "images").glob("*.png"))
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    (scans / "a.png").write_bytes(images[0].read_bytes())
+    write_image(scans / "a.tif", read_image(images[1]))  # another scan under the same stem
+    (scans / "b.png").write_bytes(images[2].read_bytes())
+    (scans / "b.jpg").write_bytes(_jpeg(read_image(images[3]).array))
+    (scans / "c.png").write_bytes(images[0].read_bytes())  # a stem of its own keeps its plain name
+    out = tmp_path / "out"
+    assert main(["predict", "--model", str(tiny_model), "--input", str(scans), "--output", str(out),
+                 "--device", "cpu", "--precision", "fp32"]) == 0
+    rows = read_report(out / "report.csv")
+    assert sorted((r["case"], r["file"]) for r in rows) == [
+        ("a.png", "a.png"), ("a.tif", "a.tif"), ("b.jpg", "b.jpg"), ("b.png", "b.png"), ("c", "c.png")]
+    masks = sorted(p.name for p in out.iterdir() if p.name not in ("report.csv",))
+    assert masks == ["a.png.png", "a.tif.tif", "b.jpg.png", "b.png.png", "c.png"]
+    predictor = Predictor.from_path(tiny_model, device="cpu", precision="fp32")
+    for scan, mask in (("a.png", "a.png.png"), ("a.tif", "a.tif.tif"), ("b.jpg", "b.jpg.png")):
+        np.testing.assert_array_equal(read_mask(out / mask), predictor.predict(read_image(scans / scan).array).labels)
+    # a rerun names every case the same and, without --overwrite, leaves the masks already there alone
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert main(["predict", "--model", str(tiny_model), "--input", str(scans), "--output", str(out),
+                 "--device", "cpu"]) != 0
+    assert "already exists" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert main(["predict", "--model", str(tiny_model), "--input", str(scans), "--output", str(out),
+                 "--device", "cpu", "--precision", "fp32", "--overwrite"]) == 0
+    assert sorted(r["case"] for r in read_report(out / "report.csv")) == ["a.png", "a.tif", "b.jpg", "b.png", "c"]
+
+
+def test_an_output_folder_that_is_the_input_folder_is_refused(synthetic_data, tiny_model, tmp_path, capsys):
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for p in sorted((synthetic_data / "siteA" / "images").glob("*.png"))[:2]:
+        (scans / p.name).write_bytes(p.read_bytes())
+    before = {p.name: p.read_bytes() for p in scans.iterdir()}
+    assert main(["predict", "--model", str(tiny_model), "--input", str(scans), "--output", str(scans),
+                 "--device", "cpu", "--overwrite"]) != 0
+    assert "input scan" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in scans.iterdir()} == before  # the scans are never replaced
+
+
+def _jpeg(array: np.ndarray) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(array, dtype=np.uint8)).save(buffer, format="JPEG", quality=95)
+    return buffer.getvalue()

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     predictor = Predictor.from_path(resolve_model(args.model), device=args.device, precision=args.precision)
     segmenter = adapt_predictor(predictor, args.adapt)
     disc = _disc_predictor(predictor, args)  # optic disc and cup: two stages, whole photographs or crops
-    pairs = _prediction_pairs(args.input, args.output)
+    pairs = _prediction_pairs(args.input, args.output)  # (scan, mask, case name)
     dicom = _is_dicom(args.input)
     if (args.series is not None or args.dicom_seg is not None) and not dicom:
         raise RamsegInputError("--series and --dicom-seg are for DICOM input", args.input)
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     if disc is not None and len(pairs) > 1:  # one image: with its measures, so a refusal stays one line
         stderr(disc.settings_line())
     with progress_bar(len(pairs), "predict", quiet=len(pairs) == 1) as bar:
-        for source, target in pairs:
+        for source, target, case in pairs:
             image = _read_dicom(source, args.series) if dicom else read_image(source)
             with naming(source):
                 if disc is not None:
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
                 stderr(f"wrote {_write_seg(args.dicom_seg, prediction.labels, image, predictor, args.overwrite)} "
                        "(DICOM-SEG)")
             if args.input.is_dir() and not dicom:
-                rows.append(_report_row(predictor, source, image, prediction, fit, args.review))
+                rows.append(_report_row(predictor, source, case, image, prediction, fit, args.review))
             bar.update(1)
             if len(pairs) == 1:
                 stderr(f"wrote {written} ({', '.join(predictor.channel_names)}; shape {prediction.labels.shape})")
@@ -126,11 +126,10 @@ def _add_review(p: argparse.ArgumentParser) -> None:
                         f"descriptors kept in {REVIEW.descriptors_name} beside the report)")
 
 
-def _report_row(predictor, source: Path, image, prediction, fit, review: str) -> dict:
+def _report_row(predictor, source: Path, case: str, image, prediction, fit, review: str) -> dict:
     """One case's row of report.csv (``core/report.py``)."""
     from ..core.report import case_row
     from ..core.review import descriptor, disagreement
-    from ..io import stem_of
 
     score = features = None
     with naming(source):
@@ -138,7 +137,7 @@ def _report_row(predictor, source: Path, image, prediction, fit, review: str) ->
             score = disagreement(predictor, image.array, image.is_volume, image.spacing)
         elif review == "representative":  # set-level: ranked with the others once the folder is done
             features = descriptor(predictor, image.array, image.is_volume, image.spacing)
-    return case_row(stem_of(source), prediction, predictor.labels, fit, file=source.name, spacing=image.spacing,
+    return case_row(case, prediction, predictor.labels, fit, file=source.name, spacing=image.spacing,
                     disagreement=score, descriptor=features)
 
 
@@ -169,12 +168,15 @@ def _write_seg(path: Path, labels, image, predictor, overwrite: bool) -> Path:
     return path
 
 
-def _prediction_pairs(source: Path, target: Path) -> list[tuple[Path, Path]]:
-    """(input, output) file pairs; a folder input maps every readable file to ``<output>/<stem>.<ext>``.
+def _prediction_pairs(source: Path, target: Path) -> list[tuple[Path, Path, str]]:
+    """(input, output, case name) triples; a folder input maps every readable file to
+    ``<output>/<case>.<ext>``, its case name (``io.case_names``) being its stem unless another scan shares
+    it (``a.png`` and ``a.tif``: masks ``a.png.png`` and ``a.tif.tif``), so no mask replaces another. An
+    output folder that would put a mask over a scan (the input folder itself) is refused.
 
     A DICOM series (a folder holding DICOM files, or one of its files) is one volume: its mask is
     ``target``, or ``<target>/<folder name>.nii.gz`` when ``target`` is a folder or has no ending."""
-    from ..io import is_supported, stem_of, suffix_of
+    from ..io import case_names, is_supported, stem_of, suffix_of
 
     if not source.exists():
         raise RamsegInputError("input not found", source)
@@ -182,18 +184,24 @@ def _prediction_pairs(source: Path, target: Path) -> list[tuple[Path, Path]]:
         name = (source if source.is_dir() else source.parent).resolve().name
         if target.is_dir() or not suffix_of(target):
             target = target / f"{name}.nii.gz"
-        return [(source, target)]
+        return [(source, target, name)]
     if source.is_file():
         if target.is_dir():
             target = target / f"{stem_of(source)}{'.nii.gz' if suffix_of(source) in ('.nii', '.nii.gz') else '.png'}"
-        return [(source, target)]
+        if target.resolve() == source.resolve():
+            raise RamsegInputError("the mask would replace the input scan; choose another output", target)
+        return [(source, target, stem_of(source))]
     files = sorted(p for p in source.iterdir() if p.is_file() and is_supported(p))
     if not files:
         raise RamsegInputError("no readable images (PNG, JPEG, TIFF, NIfTI) in this folder", source)
-    target.mkdir(parents=True, exist_ok=True)
+    cases = case_names(files)
     pairs = []
     for path in files:
         suffix = suffix_of(path)
         out_suffix = ".nii.gz" if suffix in (".nii", ".nii.gz") else (".tif" if suffix in (".tif", ".tiff") else ".png")
-        pairs.append((path, target / f"{stem_of(path)}{out_suffix}"))
+        pairs.append((path, target / f"{cases[path.name]}{out_suffix}", cases[path.name]))
+    scans = {p.resolve() for p in files}
+    if any(mask.resolve() in scans for _, mask, _ in pairs):
+        raise RamsegInputError("the output folder would put masks over the input scans; choose another one", target)
+    target.mkdir(parents=True, exist_ok=True)
     return pairs

@@ -15,6 +15,12 @@ case id is kept). ``worklist.json`` is rewritten atomically after every change, 
 a crash) loses at most the case being segmented; segmenting again skips the cases already done by
 the same model. A scan segmented by another model is done again and keeps its status.
 
+The state is kept by file name, unique in a folder. A case's name in the report (its ``case`` column)
+is made by ``io.case_names``: the stem, or the whole file name where scans share a stem (``a.png`` beside
+``a.tif``). It is made afresh from the folder whenever the worklist is opened, never read from the
+state, so a state written when every case was its stem loads, and a scan joining under a taken stem
+renames its namesake's case without touching its status.
+
 What a ranking needs beyond the prediction (``review.NEEDS``: the style disagreement, several network
 passes; the descriptor of ``representative``, an encoder pass, about as long as the prediction itself
 with the bundled vessel model on this CPU) is measured only while that ranking is chosen: switching to it
@@ -34,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import RamsegInputError, naming
+from ..io import case_names
 from .checkpoint import atomic_write_json
 from .config import REVIEW_PRIORITIES, ReviewConfig
 from .report import case_row, read_descriptors, with_priority, write_descriptors, write_report
@@ -97,7 +104,13 @@ class Worklist:
             raise RamsegInputError("no readable images (PNG, JPEG, TIFF, NIfTI) in this folder", self.scans)
         # new scans join as untouched; scans no longer in the folder leave the list
         self.cases = {p.name: self.cases.get(p.name) or WorkCase(p.name) for p in files}
+        self._case_names = case_names(self.cases)
         self.descriptors = {n: f for n, f in self.descriptors.items() if n in self.cases}
+
+    def case_name(self, name: str) -> str:
+        """The case name of the file ``name`` (``io.case_names``): unique in the folder, its stem where
+        no other scan shares it."""
+        return self._case_names[name]
 
     @property
     def state_path(self) -> Path:
@@ -212,7 +225,7 @@ class Worklist:
                         nifti = image.is_volume and image.affine is not None
                         target = Path("predictions") / (name + (".nii.gz" if nifti else ".tif"))
                         write_labels(self.root / target, prediction.labels, like=image, overwrite=True)
-                        case.row = case_row(Path(name).stem, prediction, predictor.labels, fit, file=name,
+                        case.row = case_row(self.case_name(name), prediction, predictor.labels, fit, file=name,
                                             spacing=image.spacing)
                         case.prediction, case.model, case.measured = str(target), model, []
                         self.descriptors.pop(name, None)  # another model's, if any
@@ -242,7 +255,7 @@ class Worklist:
         for name, c in self.cases.items():
             if c.row is None:
                 continue
-            row = dict(c.row)
+            row = {**c.row, "case": self.case_name(name)}  # the folder's names now, not those of the state
             if name in self.descriptors and (self.model is None or c.model == self.model):
                 row["descriptor"] = self.descriptors[name]
             rows.append(row)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -76,6 +78,27 @@ def stem_of(path: str | Path) -> str:
     name = Path(path).name
     suffix = suffix_of(path)
     return name[: len(name) - len(suffix)] if suffix else name
+
+
+def case_names(files: Iterable[str | Path]) -> dict[str, str]:
+    """Each file's case name, keyed by its file name: its stem where no other file of the set shares it,
+    else the whole file name (``a.png`` and ``a.tif`` are cases ``a.png`` and ``a.tif``, ``b.png`` is ``b``).
+
+    ``files`` are the scans of one folder (their names must differ). The names are unique, depend only
+    on the set of names (not on its order, so a rerun names every case the same), and a stem is taken
+    as shared when it differs only in letter case, so masks named after the cases stay apart on a
+    case-insensitive disk as well.
+    """
+    names = [Path(f).name for f in files]
+    if len(set(names)) != len(names):
+        raise ValueError("case names are made from the files of one folder; these repeat a file name")
+    cases = {n: stem_of(n) for n in names}
+    while True:  # a whole name may equal another file's stem ("a.png" beside "a.png.tif"): settle both
+        counts = Counter(c.casefold() for c in cases.values())
+        shared = [n for n, c in cases.items() if counts[c.casefold()] > 1 and c != n]
+        if not shared:
+            return cases
+        cases.update((n, n) for n in shared)
 
 
 # ------------------------------------------------------------------------------------------ registry

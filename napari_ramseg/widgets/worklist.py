@@ -331,7 +331,7 @@ class WorklistWidget(DockWidget):
         try:
             store = CorrectionStore(Path(self.project_edit.text().strip() or DEFAULT_PROJECT).expanduser())
             model = work.cases[name].model
-            case_id = store.save(np.asarray(image_layer.data), original, final, model, Path(name).stem, meta)
+            case_id = store.save(np.asarray(image_layer.data), original, final, model, work.case_name(name), meta)
         except Exception as exc:
             message = f"Could not save the correction: {one_line(exc)}"
             notify_error(message)

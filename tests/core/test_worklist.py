@@ -83,3 +83,95 @@ def test_stop_leaves_the_done_cases(scans, tiny_model):
 def test_a_folder_without_scans_is_refused(tmp_path):
     with pytest.raises(RamsegInputError, match="no readable images"):
         Worklist(tmp_path)
+
+
+@pytest.fixture()
+def same_stems(tmp_path, synthetic_data):
+    """A folder with two scans of one stem (a.png, a.tif) and one of its own (b.png)."""
+    from napari_ramseg.io import read_image, write_image
+
+    images = sorted((synthetic_data / "siteA" / "images").glob("*.png"))
+    folder = tmp_path / "same"
+    folder.mkdir()
+    shutil.copy(images[0], folder / "a.png")
+    write_image(folder / "a.tif", read_image(images[1]))
+    shutil.copy(images[2], folder / "b.png")
+    return folder
+
+
+def test_scans_of_one_stem_are_cases_of_their_own_and_keep_their_state(same_stems, tiny_model):
+    predictor = Predictor.from_path(tiny_model, device="cpu", precision="fp32")
+    work = Worklist(same_stems)
+    names = {f: work.case_name(f) for f in work.cases}
+    assert names == {"a.png": "a.png", "a.tif": "a.tif", "b.png": "b"}
+    list(work.iter_segment(predictor, "m"))
+    report = read_report(work.root / "report.csv")
+    assert sorted((r["case"], r["file"]) for r in report) == [("a.png", "a.png"), ("a.tif", "a.tif"), ("b", "b.png")]
+    predictions = sorted(p.name for p in (work.root / "predictions").iterdir())
+    assert predictions == ["a.png.tif", "a.tif.tif", "b.png.tif"]  # one each, none over another
+    np.testing.assert_array_equal(work.load_prediction("a.tif"),
+                                  predictor.predict(work.load_image("a.tif").array).labels)
+    work.mark("a.png", "reviewed")
+    work.mark("a.tif", "corrected", case_id="a-r1")
+    order = work.order()
+
+    again = Worklist(same_stems)  # reopened: the same names, the same state, nothing segmented twice
+    assert {f: again.case_name(f) for f in again.cases} == names
+    assert again.cases["a.png"].status == "reviewed" and again.cases["a.tif"].case_id == "a-r1"
+    assert again.order() == order and again.pending("m") == []
+
+
+def test_a_state_written_with_stems_as_case_names_still_loads(same_stems, tiny_model):
+    """Before case names were made unique, every row's case was its stem, so a.png and a.tif were both
+    "a" in worklist.json and ranking them failed; such a state loads, ranks and reports."""
+    predictor = Predictor.from_path(tiny_model, device="cpu", precision="fp32")
+    work = Worklist(same_stems)
+    list(work.iter_segment(predictor, "m"))
+    work.mark("a.tif", "corrected", case_id="a-r1")
+    state = json.loads(work.state_path.read_text())
+    for file, case in state["cases"].items():
+        case["row"]["case"] = file.rsplit(".", 1)[0]  # as the worklist wrote it before: "a", "a", "b"
+    work.state_path.write_text(json.dumps(state))
+
+    old = Worklist(same_stems)
+    assert old.cases["a.tif"].status == "corrected" and old.cases["a.tif"].case_id == "a-r1"
+    assert old.pending("m") == []  # its predictions are kept
+    assert sorted(old.order()) == ["a.png", "a.tif", "b.png"]
+    report = read_report(old.write_report())
+    assert sorted(r["case"] for r in report) == ["a.png", "a.tif", "b"]
+
+
+def test_a_scan_added_under_a_taken_stem_renames_no_state(scans, tiny_model):
+    """The state is kept by file name, so a case whose name grows its ending when a namesake arrives
+    keeps its status and prediction; a folder with unique stems names its cases by stem, as before."""
+    from napari_ramseg.io import read_image, write_image
+
+    predictor = Predictor.from_path(tiny_model, device="cpu", precision="fp32")
+    work = Worklist(scans)
+    assert all(work.case_name(f) == f[: -len(".png")] for f in work.cases)
+    list(work.iter_segment(predictor, "m"))
+    first = work.order()[0]
+    work.mark(first, "reviewed")
+    namesake = first[: -len(".png")] + ".tif"
+    write_image(scans / namesake, read_image(scans / first))
+    again = Worklist(scans)
+    assert again.case_name(first) == first and again.case_name(namesake) == namesake
+    assert again.cases[first].status == "reviewed" and again.pending("m") == [namesake]
+    list(again.iter_segment(predictor, "m"))
+    assert sorted(r["case"] for r in read_report(again.root / "report.csv")) == sorted(
+        again.case_name(f) for f in again.cases)
+
+
+def test_case_names_are_unique_stable_and_stems_where_they_can_be():
+    from napari_ramseg.io import case_names
+
+    # "a.png.tif"'s stem is "a.png", the name a.png takes beside a.tif: it takes its whole name too
+    files = ["a.png", "a.tif", "a.png.tif", "b.png", "c.nii.gz", "C.png", "d.png", "d.png.tif", "e"]
+    names = case_names(files)
+    assert names == {"a.png": "a.png", "a.tif": "a.tif", "a.png.tif": "a.png.tif", "b.png": "b",
+                     "c.nii.gz": "c.nii.gz", "C.png": "C.png", "d.png": "d", "d.png.tif": "d.png", "e": "e"}
+    assert len(set(names.values())) == len(files)
+    assert case_names(reversed(files)) == names  # the order the folder is listed in does not matter
+    assert case_names(["scans/x.nii.gz"]) == {"x.nii.gz": "x"}
+    with pytest.raises(ValueError, match="repeat"):
+        case_names(["one/a.png", "two/a.png"])
