@@ -40,7 +40,8 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import speed  # noqa: E402  (shared inputs and baselines of the CPU benchmark)
+import speed_inputs as inputs  # noqa: E402  (the CPU benchmark's inputs, so both time the same work)
+from speed_timing import interleaved  # noqa: E402
 
 from napari_ramseg.core.config import VESSELS, MethodConfig, ModelConfig, PreprocessConfig, TrainConfig  # noqa: E402
 from napari_ramseg.core.infer import Predictor, labels_from_probabilities, probabilities_from_logits  # noqa: E402
@@ -57,7 +58,7 @@ def sync() -> None:
 
 def timed_interleaved(fns: dict[str, Callable[[], Any]], reps: int, warmup: int = 3) -> dict[str, dict[str, float]]:
     """Median and min wall time of each fn in ms (GPU synchronised before and after), rounds A B / B A."""
-    res = speed.interleaved(fns, reps, warmup, sync=sync)
+    res = interleaved(fns, reps, warmup, sync=sync)
     return {k: {"median_ms": round(v["median_s"] * 1e3, 3), "min_ms": round(v["min_s"] * 1e3, 3)} for k, v in res.items()}
 
 
@@ -83,8 +84,8 @@ def baseline_volume(net: torch.nn.Module, volume: np.ndarray, threshold: float) 
 
 def bench_infer(net: RamSegNet, reps: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    image, source = speed.fundus_512()
-    predictor = Predictor(copy.deepcopy(net), speed.metadata(PreprocessConfig(size=512)), DEVICE)
+    image, source = inputs.fundus_512()
+    predictor = Predictor(copy.deepcopy(net), inputs.metadata(PreprocessConfig(size=512)), DEVICE)
     plain = copy.deepcopy(net).eval().to(DEVICE)
     thr = predictor.threshold
     res = timed_interleaved({"baseline_fp32": lambda: baseline_image(plain, image, thr),
@@ -112,8 +113,8 @@ def bench_infer(net: RamSegNet, reps: int) -> dict[str, Any]:
         r = timed_interleaved({"eager_fp32": eager_net, "project": project_net}, reps)
         out[f"network_only_b{batch}_512"] = {**r, "speedup": speedup(r, "eager_fp32", "project")}
 
-    volume = speed.synthetic_volume()
-    vpred = Predictor(copy.deepcopy(net), speed.metadata(PreprocessConfig(size=384)), DEVICE)
+    volume = inputs.synthetic_volume()
+    vpred = Predictor(copy.deepcopy(net), inputs.metadata(PreprocessConfig(size=384)), DEVICE)
     res = timed_interleaved({"baseline_fp32_slice_by_slice": lambda: baseline_volume(plain, volume, thr),
                              "project": lambda: vpred.predict_volume(volume)}, max(3, reps // 4), warmup=1)
     vb = baseline_volume(plain, volume, thr)
@@ -122,9 +123,9 @@ def bench_infer(net: RamSegNet, reps: int) -> dict[str, Any]:
                            **res, "speedup": speedup(res, "baseline_fp32_slice_by_slice", "project"),
                            "labels_identical_fraction": round(float((vp == vb).mean()), 6)}
 
-    hrf, hrf_source = speed.hrf_fullres()
+    hrf, hrf_source = inputs.hrf_fullres()
     # at native resolution (long side 3504), so it goes through 512 px tiles
-    big = Predictor(copy.deepcopy(net), speed.metadata(PreprocessConfig(size=512, long_side=max(speed.HRF_SHAPE))), DEVICE)
+    big = Predictor(copy.deepcopy(net), inputs.metadata(PreprocessConfig(size=512, long_side=max(inputs.HRF_SHAPE))), DEVICE)
     big.predict_image(hrf)
     sync()
     if DEVICE.type == "cuda":
@@ -144,7 +145,7 @@ def bench_train(reps: int) -> dict[str, Any]:
     from napari_ramseg.core.sampling import SourcePool
     from napari_ramseg.core.train import Trainer
 
-    samples = speed._train_samples(n_per_domain=4, size=320)
+    samples = inputs.train_samples(n_per_domain=4, size=320)
     steps: dict[str, Callable[[], Any]] = {}
     for name, method, batch in (("ram_dsir_b8", MethodConfig(), 8),
                                 ("erm_b16", MethodConfig(ram=False, dsir=False, consistency=False), 16)):
@@ -258,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     skip = set(filter(None, args.skip.split(",")))
     r: dict[str, Any] = {"command": "python bench/gpu.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                          "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(), "errors": {}}
-    net, source = speed.model_source()
+    net, source = inputs.model_source()
     r["model"] = source
     for name, fn in (("infer", lambda: bench_infer(net, args.reps)), ("train", lambda: bench_train(max(5, args.reps // 2)))):
         if name in skip:

@@ -18,11 +18,11 @@ def write_with(path: Path, write: Callable[[Path], Any]) -> None:
 
 
 def write_json(path: Path, data: Any) -> None:
-    write_with(path, lambda t: t.write_text(json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n"))
+    write_with(path, lambda t: t.write_text(json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n", encoding="utf-8"))
 
 
 def write_text(path: Path, text: str) -> None:
-    write_with(path, lambda t: t.write_text(text))
+    write_with(path, lambda t: t.write_text(text, encoding="utf-8"))
 
 
 def write_figure(path: Path, fig: Any, dpi: int = 110) -> None:

@@ -49,14 +49,11 @@ from napari_ramseg.core.config import PreprocessConfig  # noqa: E402
 
 from speed_hrf_memory import HRF_CHILD_FLAG, bench_hrf, hrf_child  # noqa: E402
 from speed_inference import ALLOC_CHILD_FLAG, alloc_child, bench_2d, bench_allocator, bench_volume, profile_2d  # noqa: E402
+from speed_inputs import metadata, model_source  # noqa: E402
 from speed_report import TARGETS, add_notes, verdict, write_markdown  # noqa: E402
 from speed_timing import START, log, ratio, roofline, sgemm_gflops  # noqa: E402
 from speed_training import bench_train  # noqa: E402
 from speed_ui import UI_CHILD_FLAG, bench_ui, ui_child  # noqa: E402
-# bench/gpu.py times the same inputs and baselines on a GPU through these names (speed.interleaved, ...)
-from speed_inputs import HRF_SHAPE, fundus_512, hrf_fullres, metadata, model_source, synthetic_volume  # noqa: E402,F401
-from speed_inputs import train_samples as _train_samples  # noqa: E402,F401
-from speed_timing import interleaved  # noqa: E402,F401
 
 
 def loadavg() -> list[float]:
