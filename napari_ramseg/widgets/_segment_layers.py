@@ -65,6 +65,12 @@ def labels_layer_name(viewer: Any, base: str) -> tuple[str, list[str]]:
         kept.append(name)
 
 
+def _fraction(labels: np.ndarray, index: int, measured: float | None) -> float:
+    """A structure's share: the measures' (a nested disc includes its cup), else its label's pixels
+    (per class, not np.bincount: that copies a volume to int64 first)."""
+    return float(measured) if measured is not None else np.count_nonzero(labels == index) / labels.size
+
+
 def show_result(viewer: Any, layer: Any, result: Any, want_probs: bool, want_entropy: bool,
                 say: Callable[[str], None]) -> Iterator[None]:
     """Labels first (what the user waits for), then probability and uncertainty layers beneath it."""
@@ -99,8 +105,7 @@ def show_result(viewer: Any, layer: Any, result: Any, want_probs: bool, want_ent
         yield
     if labels in viewer.layers and viewer.layers.selection.active is not labels:
         viewer.layers.selection.active = labels  # ready to paint corrections
-    size = result.labels.size  # per class, not np.bincount: that copies a volume to int64 first
-    share = ", ".join(f"{n} {100 * np.count_nonzero(result.labels == i) / size:.1f}%"
+    share = ", ".join(f"{n} {100 * _fraction(result.labels, i, measures.get(f'{n}_fraction')):.1f}%"
                       for i, n in enumerate(class_names) if i)
     text = f"done on {result.device}: {share}"
     if kept:

@@ -243,3 +243,22 @@ def test_result_layers_are_added_one_per_event_loop_tick(qtbot):
     order.clear()
     runner.start(job, on_result=show, run_sync=True)
     assert order[:4] == ["step 0", "step 1", "step 2", "done"] and not runner.busy
+
+
+def test_the_status_gives_a_nested_disc_its_whole_area_cup_included(widget):
+    """Label 1 of a disc/cup map is the rim; the disc a clinician means is rim and cup together."""
+    from types import SimpleNamespace
+
+    from napari_ramseg.core.config import OPTIC_DISC_CUP
+    from napari_ramseg.core.measures import measure_case
+    from napari_ramseg.widgets._segment_layers import show_result
+
+    labels = np.zeros((20, 20), np.uint8)
+    labels[5:15, 5:15] = 1  # disc: 100 px of 400
+    labels[8:12, 8:12] = 2  # cup: 16 px, inside it
+    image = widget.viewer.add_image(np.zeros((20, 20), np.uint8), name="photo")
+    result = SimpleNamespace(labels=labels, class_names=["disc", "cup"], model="m", device="cpu",
+                             measures=measure_case(labels, OPTIC_DISC_CUP))
+    said: list[str] = []
+    list(show_result(widget.viewer, image, result, False, False, said.append))
+    assert said == ["done on cpu: disc 25.0%, cup 4.0%"]
