@@ -25,7 +25,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import adaptation_report as report  # noqa: E402
-import generalization as gen  # noqa: E402
+from generalization_jobs import build_jobs  # noqa: E402
 
 COMMIT = "6eddbbfb5e51cbf3ade08ef7109d2a8badc2ce5e"
 GEN_JOBS = HERE / "work" / "generalization" / "reference" / "jobs"
@@ -39,8 +39,8 @@ def committed(path: str) -> dict:
 def main() -> int:
     results, meta = committed("bench/results/adaptation.json"), committed("bench/results/adaptation_meta.json")
     methods = meta["methods"]
-    disc_jobs = {j.key: j for j in gen.build_jobs(["optic_disc"], "quick", [0, 1, 2], ["ram_dsir"],
-                                                 {"device": "cpu", "threads": 1})}
+    disc_jobs = {j.key: j for j in build_jobs(["optic_disc"], "quick", [0, 1, 2], ["ram_dsir"],
+                                             {"device": "cpu", "threads": 1})}
     provenance = {"kind": "recovered", "commit": COMMIT[:7],
                   "from": "bench/results/adaptation.json (seed-mean Dice) and adaptation_meta.json (per-case Dice, "
                           "chosen settings) as committed in " + COMMIT[:7],

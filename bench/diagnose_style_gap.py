@@ -37,6 +37,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import generalization as gen  # noqa: E402
+from generalization_jobs import Job, build_jobs  # noqa: E402
 import results_io  # noqa: E402
 
 
@@ -53,7 +54,7 @@ def style_swap(image: np.ndarray, partner: np.ndarray, window_ratio: float) -> n
     return amplitude_mixup(x, p, torch.zeros(1), window_ratio)[0].numpy()
 
 
-def run(job: gen.Job, data_root: str, work: str) -> dict[str, Any]:
+def run(job: Job, data_root: str, work: str) -> dict[str, Any]:
     from napari_ramseg.core.config import MethodConfig
 
     window = MethodConfig().window_ratio
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     tasks, methods = args.tasks.split(","), args.methods.split(",")
     counts = {task: gen.prepare_and_count(task, "quick", args.data, args.work)[0] for task in tasks}
-    jobs = gen.build_jobs(tasks, "quick", [args.seed], methods, {"device": "cpu", "threads": 1}, counts)
+    jobs = build_jobs(tasks, "quick", [args.seed], methods, {"device": "cpu", "threads": 1}, counts)
     t0 = time.time()
     payload = [(j, str(args.data), str(args.work)) for j in jobs]
     with mp.get_context("spawn").Pool(args.workers) as pool:

@@ -42,6 +42,7 @@ sys.path.insert(0, str(HERE))
 import numpy as np  # noqa: E402
 
 import generalization as gen  # noqa: E402
+from generalization_jobs import PROFILES, Job, source_domains  # noqa: E402
 import results_io  # noqa: E402
 import machine as bench_machine  # noqa: E402
 
@@ -91,7 +92,7 @@ def find_base(source: str, target: str, seed: int) -> tuple[Path, dict[str, Any]
 
 def stand_in_record(source: str, target: str, seed: int) -> dict[str, Any]:
     """A job record for a model that is not one of the generalization runs' (timing with another model)."""
-    params = {**gen.PROFILES["reference"]["vessels"], "device": "cpu", "threads": 1}
+    params = {**PROFILES["reference"]["vessels"], "device": "cpu", "threads": 1}
     return {"job": {"task": "vessels", "source": source, "target": target, "method": "ram_dsir", "seed": seed,
                     "iterations": params.pop("iterations"), "params": params}, "dice": None}
 
@@ -127,11 +128,11 @@ class Direction:
         self.base_seed = base_seed
         self.model, self.record = found
         self.source, self.target, self.name = source, target, f"{source}->{target}"
-        self.job = gen.Job(**self.record["job"])
+        self.job = Job(**self.record["job"])
         domains, _ = gen._prepared("vessels", str(data), str(GEN_WORK), self.job.params)
         self.cases = {p.name: p for p in domains[target]}
         self.work = work / f"{source}-{target}"
-        self.replay = write_domains(work / "replay" / source, {d: domains[d] for d in gen.source_domains(source)})
+        self.replay = write_domains(work / "replay" / source, {d: domains[d] for d in source_domains(source)})
         self.case_dir = write_domains(self.work / "cases", {target: domains[target]}) / target
         self.predictor = Predictor.from_path(self.model, device="cpu")
 

@@ -46,6 +46,7 @@ sys.path.insert(0, str(HERE))
 import numpy as np  # noqa: E402
 
 import generalization as gen  # noqa: E402
+from generalization_jobs import SPLIT_SEED, VAL_FRACTION, Job, _split_cases, build_jobs, source_domains  # noqa: E402
 import results_io  # noqa: E402
 
 PROFILE = "reference"
@@ -65,11 +66,11 @@ def _with_cldice(original):
 gen._train_config = _with_cldice(gen._train_config)  # train_job looks it up in the module at call time
 
 
-def jobs_for(direction: str, seed: int, weight: float) -> tuple[gen.Job, gen.Job]:
+def jobs_for(direction: str, seed: int, weight: float) -> tuple[Job, Job]:
     """(baseline, clDice) jobs: the generalization benchmark's reference ram_dsir job and its copy."""
     source, target = direction.split("-", 1) if "->" not in direction else direction.split("->")
     overrides = {"device": "cpu", "threads": 1}  # what the background run passes (its defaults)
-    jobs = gen.build_jobs(["vessels"], PROFILE, [seed], ["ram_dsir"], overrides)
+    jobs = build_jobs(["vessels"], PROFILE, [seed], ["ram_dsir"], overrides)
     base = next(j for j in jobs if (j.source, j.target) == (source, target))
     return base, replace(base, params={**base.params, "cldice_weight": weight})
 
@@ -101,7 +102,7 @@ def _mean(rows: list[dict[str, Any]]) -> dict[str, float]:
     return {k: float(np.mean([r[k] for r in rows])) for k in keys}
 
 
-def score_model(model_dir: Path, job: gen.Job, data_root: str, work: str) -> dict[str, Any]:
+def score_model(model_dir: Path, job: Job, data_root: str, work: str) -> dict[str, Any]:
     """Source-validation and unseen-domain scores of one trained model, plus its source-val threshold."""
     import torch
 
@@ -120,9 +121,9 @@ def score_model(model_dir: Path, job: gen.Job, data_root: str, work: str) -> dic
             fov = p.fov if p.fov is not None else np.ones(p.mask.shape, bool)
             yield name, domain, probs, p.mask >= 1, fov
 
-    val = [(n, d) for d in gen.source_domains(job.source)
-           for n in gen._split_cases(sorted(by_name[d]), gen.VAL_FRACTION, gen.SPLIT_SEED, d)[1]]
-    val_probs = [x for d in gen.source_domains(job.source)
+    val = [(n, d) for d in source_domains(job.source)
+           for n in _split_cases(sorted(by_name[d]), VAL_FRACTION, SPLIT_SEED, d)[1]]
+    val_probs = [x for d in source_domains(job.source)
                  for x in probabilities(d, [n for n, dd in val if dd == d])]
     # the threshold that maximises mean source-validation Dice (reported beside, never decides)
     by_threshold = {t: float(np.mean([case_scores(pr >= t, tr, fov)["dice"] for _, _, pr, tr, fov in val_probs]))
@@ -136,14 +137,14 @@ def score_model(model_dir: Path, job: gen.Job, data_root: str, work: str) -> dic
         out[label] = {"mean": _mean(rows), "per_case": rows,
                       "mean_at_source_val_threshold": _mean([case_scores(pr >= best_t, tr, fov) for _, _, pr, tr, fov in items])}
         if label == "source_val":
-            out[label]["per_domain"] = {d: _mean([r for r in rows if r["domain"] == d]) for d in gen.source_domains(job.source)}
+            out[label]["per_domain"] = {d: _mean([r for r in rows if r["domain"] == d]) for d in source_domains(job.source)}
     return out
 
 
 # ---------------------------------------------------------------------------------------- running
 
 
-def time_steps(job: gen.Job, data_root: str, work: str, steps: int) -> dict[str, float]:
+def time_steps(job: Job, data_root: str, work: str, steps: int) -> dict[str, float]:
     """Seconds per training step of the job with and without the clDice term (same data, this CPU now)."""
     import torch
 
@@ -151,7 +152,7 @@ def time_steps(job: gen.Job, data_root: str, work: str, steps: int) -> dict[str,
 
     torch.set_num_threads(1)
     domains, _ = gen._prepared(job.task, data_root, work, job.params)
-    train = {d: [gen._to_sample(p, d) for p in domains[d]] for d in gen.source_domains(job.source)}
+    train = {d: [gen._to_sample(p, d) for p in domains[d]] for d in source_domains(job.source)}
     out = {}
     for weight in (0.0, job.params["cldice_weight"]):
         config = gen._train_config(replace(job, params={**job.params, "cldice_weight": weight}),
@@ -172,7 +173,7 @@ def _vessels():
     return LabelScheme(("vessel",), "nested")
 
 
-def baseline_record(job: gen.Job, work: Path, wait_s: float) -> dict[str, Any]:
+def baseline_record(job: Job, work: Path, wait_s: float) -> dict[str, Any]:
     """The background run's cached record of the baseline job, waiting for it up to ``wait_s``."""
     path = work / PROFILE / "jobs" / f"{job.key}.json"
     deadline = time.time() + wait_s

@@ -1,11 +1,14 @@
-"""The generalization benchmark driver (bench/generalization.py) and its data preparation (bench/tasks.py)."""
+"""The generalization benchmark: its job list (bench/generalization_jobs.py), driver
+(bench/generalization.py) and data preparation (bench/tasks.py)."""
 
 from __future__ import annotations
 
 import importlib
 import json
+import pickle
 import sys
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -25,26 +28,41 @@ def bench():
         sys.path.remove(str(BENCH))
 
 
-def test_job_list_methods_seeds_and_budget(bench):
-    gen, _ = bench
-    jobs = gen.build_jobs(["vessels", "optic_disc", "prostate"], "quick", [0, 1, 2])
+@pytest.fixture(scope="module")
+def job_list(bench):
+    """bench/generalization_jobs.py (methods, directions, budgets), imported with bench/ on the path."""
+    return importlib.import_module("generalization_jobs")
+
+
+def test_job_keys_are_stable_and_survive_pickle_and_json(job_list):
+    """A job's key finds its cached run: the committed reference results are rebuilt from the cache by
+    these keys, so the hash must not move; workers get jobs pickled, records rebuild them from JSON."""
+    jobs = job_list.build_jobs(["vessels"], "reference", [0], ["erm"], {"device": "cpu", "threads": 1})
+    assert "vessels__HRF+CHASE_DB1-STARE__erm__s0__80d4119a" in {j.key for j in jobs}
+    for job in jobs:
+        assert pickle.loads(pickle.dumps(job)).key == job.key
+        assert job_list.Job(**json.loads(json.dumps(asdict(job)))).key == job.key
+
+
+def test_job_list_methods_seeds_and_budget(job_list):
+    jobs = job_list.build_jobs(["vessels", "optic_disc", "prostate"], "quick", [0, 1, 2])
     vessels = [j for j in jobs if j.task == "vessels"]
     counts = Counter((j.direction, j.method) for j in vessels)
     # leave one domain out of three: two source domains each
-    assert set(gen.DIRECTIONS["vessels"]) == {("HRF+STARE", "CHASE_DB1"), ("HRF+CHASE_DB1", "STARE"),
-                                              ("STARE+CHASE_DB1", "HRF")}
+    assert set(job_list.DIRECTIONS["vessels"]) == {("HRF+STARE", "CHASE_DB1"), ("HRF+CHASE_DB1", "STARE"),
+                                                   ("STARE+CHASE_DB1", "HRF")}
     for direction in ("HRF+STARE->CHASE_DB1", "HRF+CHASE_DB1->STARE", "STARE+CHASE_DB1->HRF"):
         for method in ("erm", "erm_long", "ram_dsir", "ceiling"):
             assert counts[(direction, method)] == 3
         for method in ("ram", "ram_sc"):
             assert counts[(direction, method)] == 1
-    base = gen.PROFILES["quick"]["vessels"]["iterations"]
+    base = job_list.PROFILES["quick"]["vessels"]["iterations"]
     for j in vessels:
         assert j.iterations == (2 * base if j.method == "erm_long" else base)
         assert j.params["size"] == 128 and j.params["long_side"] == 540
     # identical data/budget/seeds: the same seeds for every multi-seed method
     seeds = {m: sorted(j.seed for j in vessels if j.method == m and j.direction == "HRF+STARE->CHASE_DB1")
-             for m in gen.MULTI_SEED_METHODS}
+             for m in job_list.MULTI_SEED_METHODS}
     assert all(s == [0, 1, 2] for s in seeds.values())
     # priority: all vessel jobs come before optic disc, the prostate smoke run last
     order = [j.task for j in jobs]
@@ -54,42 +72,40 @@ def test_job_list_methods_seeds_and_budget(bench):
     # the first seed of every headline method comes before any second seed; the ablations come last,
     # so a run cut short still has whole seeds of the table's main columns
     first_seed1 = min(i for i, j in enumerate(vessels) if j.seed == 1)
-    assert {j.method for j in vessels[:first_seed1]} == set(gen.MULTI_SEED_METHODS)
-    first_ablation = min(i for i, j in enumerate(vessels) if j.method not in gen.MULTI_SEED_METHODS)
-    assert all(j.method in gen.MULTI_SEED_METHODS for j in vessels[:first_ablation])
+    assert {j.method for j in vessels[:first_seed1]} == set(job_list.MULTI_SEED_METHODS)
+    first_ablation = min(i for i, j in enumerate(vessels) if j.method not in job_list.MULTI_SEED_METHODS)
+    assert all(j.method in job_list.MULTI_SEED_METHODS for j in vessels[:first_ablation])
     assert {j.method for j in vessels[first_ablation:]} == {"ram", "ram_sc"}
 
 
-def test_full_profile_uses_epochs(bench):
-    gen, _ = bench
+def test_full_profile_uses_epochs(job_list):
     counts = {"vessels": {"HRF": 42, "STARE": 18, "CHASE_DB1": 28}}
-    jobs = gen.build_jobs(["vessels"], "full", [0], ["erm", "erm_long"], case_counts=counts)
+    jobs = job_list.build_jobs(["vessels"], "full", [0], ["erm", "erm_long"], case_counts=counts)
     by = {(j.source, j.method): j.iterations for j in jobs}
     # epochs over both source domains' training cases: HRF 42 - 8 held out, STARE 18 - 4
     assert by[("HRF+STARE", "erm")] == int(np.ceil(400 * (34 + 14) / 16))
     assert by[("HRF+STARE", "erm_long")] == 2 * by[("HRF+STARE", "erm")]
-    fixed = gen.build_jobs(["vessels"], "full", [0], ["erm"], overrides={"iterations": 7}, case_counts=counts)
+    fixed = job_list.build_jobs(["vessels"], "full", [0], ["erm"], overrides={"iterations": 7}, case_counts=counts)
     assert all(j.iterations == 7 for j in fixed)
 
 
-def test_reference_profile_is_the_issues_setup(bench):
+def test_reference_profile_is_the_issues_setup(bench, job_list):
     """--reference: 256 px crops at batch 8 and 400 iterations, erm_long 800, whatever the case counts."""
-    gen, _ = bench
-    jobs = gen.build_jobs(["vessels", "optic_disc"], "reference", [0], ["erm", "erm_long", "ram_dsir"],
-                          case_counts={"vessels": {"HRF": 45, "STARE": 20, "CHASE_DB1": 28}, "optic_disc": {"Drishti-GS": 50, "DRIONS-DB": 110}})
+    jobs = job_list.build_jobs(["vessels", "optic_disc"], "reference", [0], ["erm", "erm_long", "ram_dsir"],
+                               case_counts={"vessels": {"HRF": 45, "STARE": 20, "CHASE_DB1": 28}, "optic_disc": {"Drishti-GS": 50, "DRIONS-DB": 110}})
     assert {(j.params["size"], j.params["batch"]) for j in jobs} == {(256, 8)}
     assert {j.iterations for j in jobs if j.method != "erm_long"} == {400}
     assert {j.iterations for j in jobs if j.method == "erm_long"} == {800}
+    gen, _ = bench
     assert gen.parse_args(["--reference"]).profile == "reference"
 
 
-def test_ceiling_folds_cover_every_case_once(bench):
-    gen, _ = bench
+def test_ceiling_folds_cover_every_case_once(job_list):
     names = [f"c{i:02d}" for i in range(18)]
-    folds = gen.ceiling_folds(names, "STARE")
+    folds = job_list.ceiling_folds(names, "STARE")
     assert sorted(sum(folds, [])) == names
     assert [len(f) for f in folds] == [6, 6, 6]
-    assert folds == gen.ceiling_folds(list(reversed(names)), "STARE")
+    assert folds == job_list.ceiling_folds(list(reversed(names)), "STARE")
 
 
 def test_disc_roi_on_synthetic_disc(bench):
