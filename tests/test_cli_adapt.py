@@ -57,3 +57,23 @@ def test_help_names_every_registered_method():
         action = next(a for a in build_parser()._subparsers._group_actions[0].choices[command]._actions
                       if "--adapt" in a.option_strings)
         assert all(name in action.help for name in METHODS) and action.const == ADAPT.method
+
+
+def test_predict_and_evaluate_say_which_settings_they_used(tiny_model, synthetic_data, tmp_path, capsys):
+    """The model package's source-chosen settings (model.json "adapt") are the ones run, and named."""
+    import shutil
+
+    from napari_ramseg.core.checkpoint import write_adapt_settings
+
+    model = shutil.copytree(tiny_model, tmp_path / "model")
+    write_adapt_settings(model, {"align": {"window": 0.025, "strength": 0.25}})
+    image = synthetic_data / "siteA" / "images" / "case0.png"
+    assert main(["predict", "--model", str(model), "--input", str(image), "--output", str(tmp_path / "m.png"),
+                 "--adapt", "align", "--device", "cpu"]) == 0
+    assert ("adaptation settings (align): window 0.025 (model.json), strength 0.25 (model.json), towards nearest"
+            in capsys.readouterr().err)
+    report_path = tmp_path / "eval.json"
+    assert main(["evaluate", "--model", str(model), "--data", str(synthetic_data), "--domain", "siteB",
+                 "--adapt", "--json", str(report_path), "--device", "cpu"]) == 0
+    assert json.loads(report_path.read_text())["adapt_settings"] == {"window": 0.025, "strength": 0.25,
+                                                                     "towards": "nearest"}

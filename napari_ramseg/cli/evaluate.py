@@ -44,12 +44,17 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         predictor = Predictor.from_path(resolve_model(args.model), device=args.device, precision=args.precision)
-        report = evaluate_domain(adapt_predictor(predictor, args.adapt), args.data, args.domain, fmt=args.format,
+        segmenter = adapt_predictor(predictor, args.adapt)
+        if args.adapt:
+            stderr(f"ramseg: {segmenter.settings_line()}")
+        report = evaluate_domain(segmenter, args.data, args.domain, fmt=args.format,
                                  split=args.split, postprocess=args.postprocess, progress=progress)
     finally:
         for bar in bars:
             bar.close()
     report["adapt"] = args.adapt  # None: no test-time adaptation
+    if args.adapt:
+        report["adapt_settings"] = segmenter.settings()
     for label, values in report["summary"].items():
         print(f"{label}: " + "  ".join(f"{k} {v:.4f}" if v is not None else f"{k} n/a"
                                         for k, v in json_safe(values).items()))

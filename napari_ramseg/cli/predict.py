@@ -39,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
     predictor = Predictor.from_path(resolve_model(args.model), device=args.device, precision=args.precision)
     segmenter = adapt_predictor(predictor, args.adapt)
     disc = _disc_predictor(predictor, args)  # optic disc and cup: two stages, whole photographs or crops
+    if args.adapt:
+        stderr(f"ramseg: {segmenter.settings_line()}")
     pairs = _prediction_pairs(args.input, args.output)  # (scan, mask, case name)
     dicom = _is_dicom(args.input)
     if (args.series is not None or args.dicom_seg is not None) and not dicom:

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from .. import __version__
 from ..errors import RamsegInputError, one_line
 from ..files import atomic_write
-from .config import DISC_PICKS, NORMALIZATION, DiscConfig, TrainConfig
+from .config import ADAPT_METHODS, DISC_PICKS, NORMALIZATION, AdaptConfig, DiscConfig, TrainConfig
 from .model import RamSegNet
 from .run_folder import METADATA_NAME, WEIGHTS_NAME, RunFolder  # the file names are the run folder's
 from .source_profile import SourceProfile
@@ -41,6 +41,9 @@ class ModelMetadata:
     # an optic disc model's two-stage settings (DiscConfig field names, over its defaults), validated
     # by check_disc_settings: those its benchmark rows were measured with; None for the defaults
     disc: dict[str, Any] | None = None
+    # test-time adaptation settings chosen on the source domains, per method ({"align": {"window": ...}},
+    # AdaptConfig field names, over its defaults), validated by check_adapt_settings; None for the defaults
+    adapt: dict[str, dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -55,6 +58,7 @@ class ModelMetadata:
             "preprocess": self.config.preprocess.to_dict(),
             "metrics": self.metrics,
             **({} if self.disc is None else {"disc": dict(self.disc)}),
+            **({} if self.adapt is None else {"adapt": {m: dict(v) for m, v in self.adapt.items()}}),
             **self.extra,
             **({} if self.source_profile is None else {"source_profile": self.source_profile.to_dict()}),
         }
@@ -81,13 +85,14 @@ class ModelMetadata:
             profile = data.get("source_profile")
             profile = None if profile is None else SourceProfile.from_dict(profile, domains)
             disc = None if data.get("disc") is None else check_disc_settings(data["disc"])
+            adapt = None if data.get("adapt") is None else check_adapt_settings(data["adapt"])
         except (KeyError, TypeError, ValueError) as exc:
             raise RamsegInputError(f"invalid model metadata ({exc})", path) from None
         known = {"format_version", "package", "package_version", "architecture", "config", "label_scheme",
-                 "source_domains", "normalization", "preprocess", "metrics", "source_profile", "disc"}
+                 "source_domains", "normalization", "preprocess", "metrics", "source_profile", "disc", "adapt"}
         extra = {k: v for k, v in data.items() if k not in known}
         return cls(config=config, domains=domains, metrics=dict(data.get("metrics") or {}), extra=extra,
-                   source_profile=profile, disc=disc)
+                   source_profile=profile, disc=disc, adapt=adapt)
 
 
 # Limits on what an untrusted model.json may ask for, checked before any tensor is allocated: a
@@ -149,32 +154,63 @@ DISC_LIMITS: dict[str, tuple[float, float]] = {
     "min_red_excess": (0.0, 2 / 3)}
 
 
+def _check_settings(block: Any, section: str, kind: str, defaults: Any, limits: dict[str, tuple[float, float]],
+                    choices: dict[str, tuple[str, ...]], skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A block of a config dataclass's settings (``defaults``' field names, less ``skip``), checked
+    (ValueError naming ``section.field``; an unknown name "is not ``kind``"): a word one of ``choices``,
+    a number of the field's type within ``limits``; whole numbers given for a fraction become floats."""
+    names = [f.name for f in dataclasses.fields(defaults) if f.name not in skip]
+    out: dict[str, Any] = {}
+    for name, value in block.items():
+        if name not in names:
+            raise ValueError(f"{section}.{name} is not {kind} (known: {', '.join(names)})")
+        if name in choices:
+            if value not in choices[name]:
+                raise ValueError(f"{section}.{name} must be one of {', '.join(choices[name])}, not {value!r}")
+        elif isinstance(getattr(defaults, name), int):
+            _int_in(value, *limits[name], f"{section}.{name}")
+        else:
+            lo, hi = limits[name]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+                raise ValueError(f"{section}.{name} must be a number in {lo}..{hi}, not {value!r}")  # NaN fails too
+            value = float(value)
+        out[name] = value
+    return out
+
+
 def check_disc_settings(block: Any) -> dict[str, Any]:
     """The "disc" block, checked (ValueError): DiscConfig field names, each with a value of the field's
     type within DISC_LIMITS (or one of DISC_PICKS); whole numbers given for a fraction become floats."""
     if not isinstance(block, dict):
         raise ValueError("disc must be an object of two-stage settings (DiscConfig field names)")
-    defaults = DiscConfig()
-    names = [f.name for f in dataclasses.fields(DiscConfig)]
-    out: dict[str, Any] = {}
-    for name, value in block.items():
-        if name not in names:
-            raise ValueError(f"disc.{name} is not a two-stage setting (known: {', '.join(names)})")
-        if name == "pick":
-            if value not in DISC_PICKS:
-                raise ValueError(f"disc.pick must be one of {', '.join(DISC_PICKS)}, not {value!r}")
-        elif isinstance(getattr(defaults, name), int):
-            _int_in(value, *DISC_LIMITS[name], f"disc.{name}")
-        else:
-            lo, hi = DISC_LIMITS[name]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
-                raise ValueError(f"disc.{name} must be a number in {lo}..{hi}, not {value!r}")  # NaN fails too
-            value = float(value)
-        out[name] = value
-    merged = dataclasses.replace(defaults, **out)
+    out = _check_settings(block, "disc", "a two-stage setting", DiscConfig(), DISC_LIMITS, {"pick": DISC_PICKS})
+    merged = dataclasses.replace(DiscConfig(), **out)
     if merged.min_disc_fraction > merged.max_disc_fraction:
         raise ValueError(f"disc.min_disc_fraction {merged.min_disc_fraction} exceeds max_disc_fraction "
                          f"{merged.max_disc_fraction}")
+    return out
+
+
+# The same guard for the test-time adaptation settings (model.json's "adapt"): each step is a network
+# pass with gradients, each kept prompt memory, so a hostile file must not ask for thousands.
+ADAPT_LIMITS: dict[str, tuple[float, float]] = {
+    "window": (0.0, 0.5), "strength": (0.0, 1.0), "prompt_steps": (1, 32), "prompt_lr": (0.0, 1.0),
+    "memory_size": (1, 256), "memory_neighbours": (1, 256), "tent_steps": (1, 32), "tent_lr": (0.0, 1.0),
+    "crop": (16, MAX_SIDE), "max_slices": (1, 256), "seed": (0, 2 ** 31 - 1)}
+ADAPT_TOWARDS = ("nearest", "all")
+
+
+def check_adapt_settings(block: Any) -> dict[str, dict[str, Any]]:
+    """The "adapt" block, checked (ValueError): per method of ADAPT_METHODS, AdaptConfig field names
+    (not ``method``: which method runs is the caller's) with values within ADAPT_LIMITS."""
+    if not isinstance(block, dict) or not all(isinstance(v, dict) for v in block.values()):
+        raise ValueError('adapt must be an object of settings per method ({"align": {"window": ...}})')
+    out = {}
+    for method, settings in block.items():
+        if method not in ADAPT_METHODS:
+            raise ValueError(f"adapt.{method} is not an adaptation method (known: {', '.join(ADAPT_METHODS)})")
+        out[method] = _check_settings(settings, f"adapt.{method}", "an adaptation setting", AdaptConfig(),
+                                      ADAPT_LIMITS, {"towards": ADAPT_TOWARDS}, skip=("method",))
     return out
 
 
@@ -261,29 +297,50 @@ def load_metadata(path: str | Path) -> ModelMetadata:
     return ModelMetadata.from_dict(_read_metadata(meta_path), meta_path)
 
 
+BLOCKS = ("disc", "adapt")  # the settings blocks, in the order ModelMetadata.to_dict writes them after "metrics"
+
+
 def write_disc_settings(path: str | Path, settings: dict[str, Any]) -> Path:
-    """Put an optic disc model's chosen two-stage settings into its model.json (a run folder or the file
-    itself) as the "disc" block after "metrics", replacing any block there; atomically. The rest of the
-    file keeps its content and order (byte for byte where atomic_write_json wrote it); nothing that would
-    not load is written."""
+    """Put an optic disc model's chosen two-stage settings into its model.json (``write_block``)."""
+    return write_block(path, "disc", settings, check_disc_settings, "optic disc settings")
+
+
+def write_adapt_settings(path: str | Path, settings: dict[str, dict[str, Any]]) -> Path:
+    """Put a model's source-chosen test-time adaptation settings into its model.json (``write_block``)."""
+    return write_block(path, "adapt", settings, check_adapt_settings, "adaptation settings")
+
+
+def write_block(path: str | Path, key: str, settings: Any, check, what: str) -> Path:
+    """Put a settings block (checked by ``check``, ValueError) into a model.json (a run folder or the file
+    itself) as ``key``, replacing any block there, else after "metrics" and the blocks ModelMetadata
+    writes after it; atomically. The rest of the file keeps its content and order (byte for byte where
+    it is written as atomic_write_json writes, a final newline or not); nothing that would not load is
+    written."""
     path = Path(path)
     meta_path = path if path.suffix.lower() == ".json" else path / METADATA_NAME
     if not meta_path.is_file():
-        raise RamsegInputError(f"no {METADATA_NAME} to write the optic disc settings into", path)
+        raise RamsegInputError(f"no {METADATA_NAME} to write the {what} into", path)
     data = _read_metadata(meta_path)
     try:
-        block = check_disc_settings(settings)
+        block = check(settings)
     except ValueError as exc:
-        raise RamsegInputError(f"invalid optic disc settings ({exc})", meta_path) from None
+        raise RamsegInputError(f"invalid {what} ({exc})", meta_path) from None
+    if key in data:
+        after = key  # in its place
+    else:
+        before = [k for k in ("metrics", *BLOCKS[:BLOCKS.index(key)]) if k in data]
+        after = before[-1] if before else None  # None: at the end
     out: dict[str, Any] = {}
-    for key, value in data.items():
-        if key != "disc":
-            out[key] = value
-        if key == "metrics":
-            out["disc"] = block
-    out.setdefault("disc", block)
+    for name, value in data.items():
+        if name != key:
+            out[name] = value
+        if name == after:
+            out[key] = block
+    out.setdefault(key, block)
     ModelMetadata.from_dict(out, meta_path)
-    atomic_write_json(meta_path, out)
+    ending = "\n" if meta_path.read_bytes().endswith(b"\n") else ""  # a hand-kept file's final newline stays
+    text = json.dumps(out, indent=2, allow_nan=False) + ending
+    atomic_write(meta_path, lambda tmp: tmp.write_text(text))
     return meta_path
 
 

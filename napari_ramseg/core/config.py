@@ -302,6 +302,10 @@ class AdaptConfig:
     Windows are in frequency bins of the model's stored source spectra (``source_profile``, whose
     side is ``FitConfig.style_side``): ``window`` x that side bins either side of zero frequency, i.e.
     cycles per image, so one setting means the same style at every image size.
+
+    These are the defaults: a model package may carry settings per method chosen on its own source
+    domains (model.json's ``"adapt"`` block, e.g. the bundled models' align window and strength, by
+    bench/adaptation_settings.py), which ``AdaptedPredictor`` lays over these unless given a config.
     """
 
     # what a bare --adapt runs, one of ADAPT_METHODS, chosen on source domains only: the cheapest method

@@ -292,6 +292,7 @@ def iter_finetune(base_model_path: str | Path, store: CorrectionStore, out_root:
                       extra_metadata=extra, init_state=init_state, pool=pool)
     trainer.source_profile = base.source_profile  # the same source domains: the fit check stays as it was
     trainer.disc_settings = base.disc  # the locator's settings were chosen for these sources, not the corrections
+    trainer.adapt_settings = base.adapt  # so were the adaptation settings
     if freeze == "encoder":
         # no gradient reaches the encoder, so backward stops at the decoder: a cheaper step, and the
         # features the sources taught stay as they were (its BatchNorm statistics still follow the batches)

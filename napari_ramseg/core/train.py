@@ -95,6 +95,7 @@ class Trainer:
         self._train_samples = train_samples  # profiled once for model.json (metadata)
         self.source_profile = None  # what the sources look like (core/domain_fit.py); fine-tuning keeps its base's
         self.disc_settings = None  # an optic disc model's two-stage settings (model.json "disc"); likewise kept
+        self.adapt_settings = None  # the source-chosen test-time adaptation settings (model.json "adapt"); likewise
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
         torch.manual_seed(config.seed)
@@ -363,7 +364,8 @@ class Trainer:
                 extra[key] = portable_command(extra[key])
             elif isinstance(extra.get(key), list):
                 extra[key] = [portable_command(c) if isinstance(c, str) else c for c in extra[key]]
-        return ModelMetadata(self.config, self.domains, metrics or {}, extra, self.source_profile, self.disc_settings)
+        return ModelMetadata(self.config, self.domains, metrics or {}, extra, self.source_profile, self.disc_settings,
+                             self.adapt_settings)
 
 
     def save(self, stopped: bool, last_val: dict[str, Any] | None, elapsed: float,

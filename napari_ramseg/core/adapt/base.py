@@ -38,6 +38,8 @@ class Method(ABC):
     summary: ClassVar[str]  # one line, for --help and the dock
     changes_input: ClassVar[bool]  # True: the fit score after adaptation differs from the one before
     training_free: ClassVar[bool]
+    # the AdaptConfig fields it reads, in the order the CLI names them (model.json's "adapt" may set any)
+    settings: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: AdaptConfig = ADAPT):
         self.config = config

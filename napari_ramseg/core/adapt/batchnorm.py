@@ -87,6 +87,7 @@ def entropy(logits: torch.Tensor, labels) -> torch.Tensor:
 @register
 class Tent(Method):
     name = "tent"
+    settings = ("tent_steps", "tent_lr", "crop")
     summary = "baseline: TENT, entropy minimisation on the BatchNorm affine parameters, reset for every scan"
     changes_input = False
     training_free = False

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -47,6 +47,16 @@ def make_method(name: str, config: AdaptConfig = ADAPT) -> Method:
     return METHODS[name](config)
 
 
+def package_config(predictor: Predictor, method: str) -> AdaptConfig:
+    """AdaptConfig's defaults with the model package's settings for ``method`` laid over them
+    (model.json's "adapt" block, chosen on the model's source domains; ``core/checkpoint.py``)."""
+    return replace(ADAPT, **package_settings(predictor, method))
+
+
+def package_settings(predictor: Predictor, method: str) -> dict[str, Any]:
+    return dict((getattr(predictor.metadata, "adapt", None) or {}).get(method, {}))
+
+
 def scan_features(predictor: Predictor, x: torch.Tensor, volume: bool) -> Features | None:
     """The fit check's features of working-scale inputs (N, 3, h, w), as ``domain_fit`` computes them."""
     profile = predictor.metadata.source_profile
@@ -64,13 +74,17 @@ class AdaptedPredictor:
     """A ``Predictor`` that adapts to every scan it is given (``method``: a name in ``METHODS``).
 
     The wrapped predictor and its model are never changed; a method's memory across scans (the
-    prompt's) lives in this object, so one AdaptedPredictor per site or session.
+    prompt's) lives in this object, so one AdaptedPredictor per site or session. Without a ``config``
+    the method runs with the model package's settings over AdaptConfig's defaults (``package_config``);
+    a ``config`` given is used as it is.
     """
 
-    def __init__(self, predictor: Predictor, method: str | None = None, config: AdaptConfig = ADAPT):
+    def __init__(self, predictor: Predictor, method: str | None = None, config: AdaptConfig | None = None):
         self.base = predictor
-        self.config = config
-        self.method = make_method(method or config.method, config)
+        name = method or (config or ADAPT).method
+        self.from_package = {} if config is not None else package_settings(predictor, name)
+        self.config = config if config is not None else package_config(predictor, name)
+        self.method = make_method(name, self.config)
         self.last: AdaptReport | None = None
         self.fits = 0  # adaptations run (one per scan)
 
@@ -81,6 +95,15 @@ class AdaptedPredictor:
     device = property(lambda self: self.base.device)
     channel_names = property(lambda self: self.base.channel_names)
     domains = property(lambda self: self.base.domains)
+
+    def settings(self) -> dict[str, Any]:
+        """The AdaptConfig values this method runs with (those it reads)."""
+        return {name: getattr(self.config, name) for name in self.method.settings}
+
+    def settings_line(self) -> str:
+        """The settings this method runs with, those from model.json marked so, for the CLI."""
+        words = [f"{n} {v}" + (" (model.json)" if n in self.from_package else "") for n, v in self.settings().items()]
+        return f"adaptation settings ({self.method.name}): " + (", ".join(words) or "none")
 
     def check_fit(self, image: np.ndarray, is_volume: bool | None = None) -> FitResult:
         return self.base.check_fit(image, is_volume)
@@ -177,10 +200,11 @@ class AdaptedPredictor:
 
 
 def adapt_and_predict(predictor: Predictor | AdaptedPredictor, image: np.ndarray, method: str | None = None,
-                      is_volume: bool | None = None, postprocess: bool = False, config: AdaptConfig = ADAPT,
+                      is_volume: bool | None = None, postprocess: bool = False, config: AdaptConfig | None = None,
                       **kwargs) -> tuple[Prediction, AdaptReport]:
     """Adapt to one scan and segment it: ``(prediction, report)``. Hand in an ``AdaptedPredictor`` to
-    keep a method's memory across scans; a plain ``Predictor`` adapts from scratch."""
+    keep a method's memory across scans; a plain ``Predictor`` adapts from scratch, with ``config`` or
+    else the model package's settings over AdaptConfig's defaults."""
     adapted = predictor if isinstance(predictor, AdaptedPredictor) else AdaptedPredictor(predictor, method, config)
     prediction = adapted.predict(np.asarray(image), postprocess=postprocess, is_volume=is_volume, **kwargs)
     return prediction, adapted.last

@@ -74,6 +74,7 @@ def _window_fits(b: int, height: int, width: int) -> bool:
 @register
 class StyleAlign(Method):
     name = "align"
+    settings = ("window", "strength", "towards")
     summary = "training-free: move the scan's low-frequency amplitude towards the model's sources (RAM's transform)"
     changes_input = True
     training_free = True
@@ -149,6 +150,7 @@ class _StatsLoss:
 @register
 class LowFrequencyPrompt(Method):
     name = "prompt"
+    settings = ("window", "prompt_steps", "prompt_lr", "memory_size", "memory_neighbours", "crop")
     summary = ("learned per scan: a low-frequency amplitude prompt fitted so the BatchNorm input statistics "
                "match the source ones (model frozen; warm-started from recent scans)")
     changes_input = True
