@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from .. import __version__
 from ..errors import RamsegInputError, one_line
@@ -242,7 +242,9 @@ def save_model(model: RamSegNet, metadata: ModelMetadata, folder: Path) -> Path:
     """Write weights then metadata, each atomically; the folder is loadable once model.json exists."""
     folder = Path(folder)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    atomic_write(folder / WEIGHTS_NAME, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
+    # bytes through our own temporary: save_file writes its own ".tmpXXXXXX" beside the target, which a
+    # SIGKILL would leave behind where no cleanup knows its writer
+    atomic_write(folder / WEIGHTS_NAME, lambda tmp: tmp.write_bytes(save(state, metadata={"format": "pt"})))
     atomic_write_json(folder / METADATA_NAME, metadata.to_dict())
     return folder
 

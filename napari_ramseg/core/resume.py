@@ -44,7 +44,7 @@ def save_state(trainer: "Trainer") -> None:
     if folder is None:
         return
     import torch
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     from .checkpoint import atomic_write_json
 
@@ -70,7 +70,7 @@ def save_state(trainer: "Trainer") -> None:
     }
     if trainer.scaler is not None:
         state["grad_scaler"] = trainer.scaler.state_dict()
-    atomic_write(folder.resume_weights, lambda tmp: save_file(tensors, str(tmp)))
+    atomic_write(folder.resume_weights, lambda tmp: tmp.write_bytes(save(tensors)))  # not save_file: see checkpoint.save_model
     atomic_write_json(folder.resume_state, state)
 
 
