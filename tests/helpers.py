@@ -128,3 +128,28 @@ def import_bench(name: str):
         return importlib.import_module(name)
     finally:
         sys.path.remove(bench)
+
+
+class BrightDiscModel:
+    """A stand-in disc/cup Predictor for DiscPredictor tests, with a package "disc" block: the disc is
+    what is ``margin`` brighter than the median of ``channel`` (None: the mean of R, G, B). ``calls``
+    records the shape of every image it was asked to segment."""
+
+    def __init__(self, disc=None, margin=40, channel=1):
+        from napari_ramseg.core.config import OPTIC_DISC_CUP
+
+        self.labels = OPTIC_DISC_CUP
+        self.metadata = type("Metadata", (), {"disc": disc})()
+        self.margin, self.channel = margin, channel
+        self.calls = []
+
+    def predict_image(self, image, postprocess=False):
+        import numpy as np
+
+        from napari_ramseg.core.infer import Prediction
+
+        self.calls.append(image.shape)
+        g = image[..., :3].astype(np.float32).mean(-1) if self.channel is None else image[..., self.channel].astype(np.float32)
+        disc = g > np.median(g) + self.margin
+        probs = np.stack([np.where(disc, 0.95, 0.05), np.full(g.shape, 0.05)]).astype(np.float32)
+        return Prediction(disc.astype(np.uint8), probs, np.zeros(g.shape, np.float32), ["disc", "cup"])

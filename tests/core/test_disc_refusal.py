@@ -9,31 +9,18 @@ import numpy as np
 import pytest
 
 from napari_ramseg.core.checkpoint import check_disc_settings
-from napari_ramseg.core.config import OPTIC_DISC_CUP, DiscConfig
+from napari_ramseg.core.config import DiscConfig
 from napari_ramseg.core.disc import DiscPredictor, check_fundus, red_excess
-from napari_ramseg.core.infer import Prediction
 from napari_ramseg.errors import RamsegInputError
 
-from helpers import import_bench, synthetic_fundus
+from helpers import BrightDiscModel, import_bench, synthetic_fundus
 
 RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results" / "fundus_check.json"
 
 
-class BrightDisc:
-    """A stand-in disc/cup Predictor (the disc: much brighter than the median), with a package block."""
-
-    labels = OPTIC_DISC_CUP
-
-    def __init__(self, disc=None):
-        self.metadata = type("Metadata", (), {"disc": disc})()
-        self.calls = []
-
-    def predict_image(self, image, postprocess=False):
-        self.calls.append(image.shape)
-        g = image[..., :3].astype(np.float32).mean(-1)
-        disc = g > np.median(g) + 30
-        probs = np.stack([np.where(disc, 0.95, 0.05), np.full(g.shape, 0.05)]).astype(np.float32)
-        return Prediction(disc.astype(np.uint8), probs, np.zeros(g.shape, np.float32), ["disc", "cup"])
+def _model(disc=None):
+    """The stand-in disc model on every channel's mean, so a grey image would still show its disc."""
+    return BrightDiscModel(disc, margin=30, channel=None)
 
 
 def _grey(image):
@@ -42,7 +29,7 @@ def _grey(image):
 
 
 def test_a_grey_image_is_refused_in_one_line_before_either_stage():
-    model = BrightDisc()
+    model = _model()
     with pytest.raises(RamsegInputError, match="not a colour fundus image") as err:
         DiscPredictor(model).predict(_grey(synthetic_fundus()))
     assert len(str(err.value).splitlines()) == 1 and "red excess 0.000 < 0.084" in str(err.value)
@@ -52,10 +39,10 @@ def test_a_grey_image_is_refused_in_one_line_before_either_stage():
 def test_a_red_dominant_fundus_like_photograph_and_crop_pass_the_check():
     photograph = synthetic_fundus(disc=(150, 420), radius=40)
     assert check_fundus(photograph) >= DiscConfig().min_red_excess
-    found = DiscPredictor(BrightDisc()).predict(photograph)
+    found = DiscPredictor(_model()).predict(photograph)
     assert found.kind == "photograph" and found.labels[150, 420] >= 1
     crop = synthetic_fundus(disc=(200, 300), radius=40)[110:330, 200:420]
-    assert DiscPredictor(BrightDisc()).predict(crop).kind == "crop"
+    assert DiscPredictor(_model()).predict(crop).kind == "crop"
 
 
 def test_red_excess_is_zero_for_grey_and_the_same_for_a_photograph_its_crop_and_any_bit_depth():
@@ -72,10 +59,10 @@ def test_red_excess_is_zero_for_grey_and_the_same_for_a_photograph_its_crop_and_
 
 def test_the_threshold_is_read_from_the_config_and_from_the_package():
     grey = _grey(synthetic_fundus())
-    DiscPredictor(BrightDisc(), DiscConfig(min_red_excess=0.0)).predict(grey)  # 0: the check is off
+    DiscPredictor(_model(), DiscConfig(min_red_excess=0.0)).predict(grey)  # 0: the check is off
     photograph = synthetic_fundus()
-    DiscPredictor(BrightDisc()).predict(photograph)
-    strict = BrightDisc({"min_red_excess": 0.5})  # a package asking for more red than this image has
+    DiscPredictor(_model()).predict(photograph)
+    strict = _model({"min_red_excess": 0.5})  # a package asking for more red than this image has
     with pytest.raises(RamsegInputError, match=r"red excess 0\.\d+ < 0\.5"):
         DiscPredictor(strict).predict(photograph)
     assert strict.calls == []

@@ -17,7 +17,7 @@ from napari_ramseg.core.disc.roi import Roi
 from napari_ramseg.core.infer import Prediction, Predictor
 from napari_ramseg.errors import RamsegInputError
 
-from helpers import import_bench, synthetic_fundus
+from helpers import BrightDiscModel, import_bench, synthetic_fundus
 
 CHOSEN = {"coarse_long_side": 384, "disc_fov_ratio": 0.17, "candidates": 3, "min_confidence": 0.6,
           "max_disc_fraction": 1.0, "pick": "first", "refine": 1, "refine_crops": 2}  # the bundled model's
@@ -54,26 +54,9 @@ def test_disc_predictor_uses_the_package_settings_over_the_defaults(disc_model):
                                     "refine_crops 2, max_disc_fraction 1.0, the rest as DiscConfig's defaults")
 
 
-class _BrightDiscModel:
-    """A stand-in disc/cup Predictor with a package block: the disc is what is much brighter than the median."""
-
-    labels = OPTIC_DISC_CUP
-
-    def __init__(self, disc=None):
-        self.metadata = type("Metadata", (), {"disc": disc})()
-        self.calls = []
-
-    def predict_image(self, image, postprocess=False):
-        self.calls.append(image.shape)
-        g = image[..., 1].astype(np.float32)
-        disc = g > np.median(g) + 40
-        probs = np.stack([np.where(disc, 0.95, 0.05), np.full(g.shape, 0.05)]).astype(np.float32)
-        return Prediction(disc.astype(np.uint8), probs, np.zeros(g.shape, np.float32), ["disc", "cup"])
-
-
 def test_the_package_block_changes_what_the_prediction_does():
     crop = synthetic_fundus(disc=(200, 300), radius=40)[110:330, 200:420]  # a crop, the disc off its centre
-    plain, refined = _BrightDiscModel(), _BrightDiscModel({"refine_crops": 1})
+    plain, refined = BrightDiscModel(), BrightDiscModel({"refine_crops": 1})
     DiscPredictor(plain).predict(crop)
     DiscPredictor(refined).predict(crop)
     assert len(plain.calls) == 1 and len(refined.calls) == 2  # the block's refine_crops re-centred the crop
@@ -82,19 +65,19 @@ def test_the_package_block_changes_what_the_prediction_does():
 def test_the_segment_dock_takes_the_package_settings_too():
     from napari_ramseg.widgets._measures import predict_2d  # plain functions, no Qt
 
-    model = _BrightDiscModel({"refine_crops": 1})
+    model = BrightDiscModel({"refine_crops": 1})
     _, summary = predict_2d(model, synthetic_fundus(disc=(200, 300), radius=40)[110:330, 200:420], True)
     assert summary["kind"] == "crop" and len(model.calls) == 2
 
 
 def test_an_explicit_disc_config_wins_over_the_package():
-    model = _BrightDiscModel({"refine_crops": 2, "coarse_long_side": 384})
+    model = BrightDiscModel({"refine_crops": 2, "coarse_long_side": 384})
     disc = DiscPredictor(model, DiscConfig())
     assert disc.config == DiscConfig() and disc.settings_source == "given"
     assert disc.settings_line() == "optic disc settings: as given: all as DiscConfig's defaults"
     disc.predict(synthetic_fundus(disc=(200, 300), radius=40)[110:330, 200:420])
     assert len(model.calls) == 1
-    assert DiscPredictor(_BrightDiscModel()).settings_line().endswith("(the model package carries none)")
+    assert DiscPredictor(BrightDiscModel()).settings_line().endswith("(the model package carries none)")
 
 
 @pytest.mark.parametrize("block, message", [
