@@ -120,6 +120,21 @@ def test_an_output_folder_that_is_the_input_folder_is_refused(synthetic_data, ti
     assert {p.name: p.read_bytes() for p in scans.iterdir()} == before  # the scans are never replaced
 
 
+def test_jpeg_scans_get_no_masks_in_their_own_folder(synthetic_data, tiny_model, tmp_path, capsys):
+    """a.jpg's mask a.png replaces nothing, but the next run would read it as a scan: refused as well."""
+    from napari_ramseg.io import read_image
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for p in sorted((synthetic_data / "siteA" / "images").glob("*.png"))[:2]:
+        (scans / f"{p.stem}.jpg").write_bytes(_jpeg(read_image(p).array))
+    before = sorted(p.name for p in scans.iterdir())
+    assert main(["predict", "--model", str(tiny_model), "--input", str(scans), "--output", str(scans),
+                 "--device", "cpu"]) != 0
+    assert "read as scans" in capsys.readouterr().err
+    assert sorted(p.name for p in scans.iterdir()) == before
+
+
 def _jpeg(array: np.ndarray) -> bytes:
     import io
 

@@ -173,8 +173,8 @@ def _write_seg(path: Path, labels, image, predictor, overwrite: bool) -> Path:
 def _prediction_pairs(source: Path, target: Path) -> list[tuple[Path, Path, str]]:
     """(input, output, case name) triples; a folder input maps every readable file to
     ``<output>/<case>.<ext>``, its case name (``io.case_names``) being its stem unless another scan shares
-    it (``a.png`` and ``a.tif``: masks ``a.png.png`` and ``a.tif.tif``), so no mask replaces another. An
-    output folder that would put a mask over a scan (the input folder itself) is refused.
+    it (``a.png`` and ``a.tif``: masks ``a.png.png`` and ``a.tif.tif``), so no mask replaces another. The
+    input folder itself is refused as the output folder: its masks would be read as scans next time.
 
     A DICOM series (a folder holding DICOM files, or one of its files) is one volume: its mask is
     ``target``, or ``<target>/<folder name>.nii.gz`` when ``target`` is a folder or has no ending."""
@@ -193,6 +193,9 @@ def _prediction_pairs(source: Path, target: Path) -> list[tuple[Path, Path, str]
         if target.resolve() == source.resolve():
             raise RamsegInputError("the mask would replace the input scan; choose another output", target)
         return [(source, target, stem_of(source))]
+    if target.resolve() == source.resolve():  # a.jpg's mask a.png would be read as a scan by the next run
+        raise RamsegInputError("the masks would land among the input scans and be read as scans next time; "
+                               "choose another output folder", target)
     files = sorted(p for p in source.iterdir() if p.is_file() and is_supported(p))
     if not files:
         raise RamsegInputError("no readable images (PNG, JPEG, TIFF, NIfTI) in this folder", source)
