@@ -150,7 +150,7 @@ DISC_LIMITS: dict[str, tuple[float, float]] = {
     "coarse_long_side": (16, MAX_SIDE), "dark_corners": (0, 4), "candidates": (1, 32), "refine": (0, 8),
     "refine_crops": (0, 8), "fov_threshold": (0.0, 1.0), "corner_fraction": (0.0, 0.5), "corner_dark": (0.0, 1.0),
     "disc_fov_ratio": (0.0, 1.0), "roi_ratio": (1.0, 8.0), "min_disc_fraction": (0.0, 1.0),
-    "max_disc_fraction": (0.0, 1.0), "min_confidence": (0.0, 1.0),
+    "max_disc_fraction": (0.0, 1.0), "min_confidence": (0.0, 1.0), "max_rescale": (0.0, 8.0),
     "min_red_excess": (0.0, 2 / 3)}
 
 

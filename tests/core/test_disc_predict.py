@@ -103,6 +103,35 @@ def test_a_crop_can_be_refined_and_comes_back_in_its_own_geometry():
     assert _inside(found.labels, 90, 100)
 
 
+class FillingSegmenter(BrightSegmenter):
+    """The failure seen on an unseen camera: a model trained on discs that fill their ROI finds a disc
+    filling 0.9 of any ROI, so every re-centring pass makes the ROI larger."""
+
+    def predict_image(self, image, postprocess=False):
+        self.calls.append(image.shape)
+        h, w = image.shape[:2]
+        yy, xx = np.mgrid[:h, :w]
+        disc = (yy - h / 2) ** 2 + (xx - w / 2) ** 2 <= (0.45 * min(h, w)) ** 2
+        probs = np.stack([np.where(disc, 0.95, 0.05), np.full((h, w), 0.05)]).astype(np.float32)
+        return Prediction(disc.astype(np.uint8), probs, np.zeros((h, w), np.float32), ["disc", "cup"])
+
+
+def test_max_rescale_keeps_the_refined_roi_near_the_first_estimate():
+    from napari_ramseg.core.config import DiscConfig
+    from napari_ramseg.core.disc.roi import Roi, crop
+
+    image = _photograph(disc=(150, 420), radius=40)
+    start = Roi.around((150, 420), 80, DiscConfig().roi_ratio)
+    sides = {}
+    for bound in (0.0, 1.25, 0.8, 1.0):
+        disc = DiscPredictor(FillingSegmenter(), DiscConfig(max_rescale=bound))
+        pred = disc.predictor.predict_image(crop(image, start), postprocess=True)
+        sides[bound] = disc.refine(image, start, pred, 3)[0].side
+    assert sides[0.0] > 1.6 * start.side  # unbounded: the runaway, about 0.9 x 1.34 more each pass
+    assert sides[1.25] == sides[0.8] <= round(1.25 * start.side) + 1  # a factor either way
+    assert abs(sides[1.0] - start.side) <= 1  # 1: re-centred only, at stage one's scale
+
+
 def test_check_gives_no_confidence_to_an_implausible_disc_size():
     from napari_ramseg.core.config import DiscConfig
     from napari_ramseg.core.disc.locate import Candidate

@@ -8,8 +8,9 @@
   (``roi.Roi``) and segmented; among those on which the model finds a plausible disc (its size in the
   ROI and its mean probability, ``DiscConfig``) the first or the most confident wins
   (``DiscConfig.pick``); the ROI is then re-centred and re-scaled on the predicted disc, at the scale
-  the model was trained on (``DiscConfig.roi_ratio`` x its diameter), segmented again
-  (``DiscConfig.refine`` times), and the result is pasted back into the photograph's geometry.
+  the model was trained on (``DiscConfig.roi_ratio`` x its diameter, kept within
+  ``DiscConfig.max_rescale`` of stage one's estimate), segmented again (``DiscConfig.refine`` times),
+  and the result is pasted back into the photograph's geometry.
 
 The settings are the model package's (model.json's ``"disc"`` block, those its benchmark rows were
 measured with, chosen on source domains by bench/optic_disc_settings.py) over ``DiscConfig``'s
@@ -153,11 +154,15 @@ class DiscPredictor:
         """Re-centre and re-scale ``roi`` on ``pred``'s disc (``roi_ratio`` x its diameter) and segment
         again, ``times`` times, as DoFE-style pipelines do: the model then sees the disc at the centre
         and scale it was trained on, whatever stage one's error was. A prediction that lost the disc
-        keeps the ROI it had."""
+        keeps the ROI it had. The diameter stays within ``max_rescale`` of the first ROI's."""
+        cfg = self.config
+        first = roi.side / cfg.roi_ratio
+        factor = max(cfg.max_rescale, 1 / cfg.max_rescale) if cfg.max_rescale > 0 else None  # 0.8 is 1.25
+        bounds = None if factor is None else (first / factor, first * factor)
         for step in range(times):
             if not (pred.labels >= 1).any():
                 break
-            new = _refined(roi, pred, self.config.roi_ratio)
+            new = _refined(roi, pred, cfg.roi_ratio, bounds)
             out = self.predictor.predict_image(crop(image, new), postprocess=postprocess or step < times - 1)
             if not (out.labels >= 1).any():
                 break
@@ -179,15 +184,19 @@ def _confidence(pred: Prediction) -> float:
     return float(pred.probabilities[0][disc].mean()) if disc.any() else 0.0
 
 
-def _refined(roi: Roi, pred: Prediction, ratio: float) -> Roi:
-    """The ROI centred on the predicted disc (its largest component) with side ``ratio`` x its diameter."""
+def _refined(roi: Roi, pred: Prediction, ratio: float, bounds: tuple[float, float] | None = None) -> Roi:
+    """The ROI centred on the predicted disc (its largest component) with side ``ratio`` x its diameter,
+    the diameter clipped to ``bounds`` (image pixels) when given."""
     disc = keep_largest_component(pred.labels >= 1)
     cy, cx = ndimage.center_of_mass(disc)
     rows, cols = np.flatnonzero(disc.any(axis=1)), np.flatnonzero(disc.any(axis=0))
     diameter = max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1)
     scale = roi.side / disc.shape[0]  # the prediction is at the crop's own size: 1 here
     centre = (roi.top + (cy + 0.5) * scale - 0.5, roi.left + (cx + 0.5) * scale - 0.5)
-    return Roi.around(centre, diameter * scale, ratio)
+    diameter = diameter * scale
+    if bounds is not None:
+        diameter = min(max(diameter, bounds[0]), bounds[1])
+    return Roi.around(centre, diameter, ratio)
 
 
 def _pad_square(pred: Prediction, roi: Roi) -> Prediction:
