@@ -25,8 +25,10 @@ stage one's best-peak hit rate, then by nearness (in grid steps) to the settings
 version (commit 8f95ace, each grid's first value: coarse 256 px, disc 0.17 of the field of view, three
 candidates, confidence 0.6, disc fraction at most 0.9, the most confident candidate wins); the later
 change to "first plausible candidate wins" was made after DRIONS-DB results were seen.
-ROI refinement (``REFINE``): the mean disc Dice on source cases with disc masks, ties to fewer
-passes: for photographs, DRIONS-DB where it is a source, else the source crops (Drishti-GS training
+ROI refinement (``REFINE`` passes x ``MAX_RESCALE`` bounds): the mean disc Dice on source cases with
+disc masks, ties to fewer passes, then to the earlier bound in ``MAX_RESCALE`` (0, unbounded, first:
+the behaviour before the bound existed); the bound is chosen with ``refine`` on photographs, and
+``refine_crops`` then at that bound. For photographs, DRIONS-DB where it is a source, else the source crops (Drishti-GS training
 cases, REFUGE ROIs) cut again around a simulated stage-one error (centre off by up to ``SIM_SHIFT``
 disc diameters, scale off by up to ``SIM_SCALE``, padded black); for crops (``refine_crops``), the
 source crops as they are.
@@ -86,6 +88,7 @@ STAGE_ONE = {"coarse_long_side": (256, 384), "disc_fov_ratio": (0.17, 0.15, 0.19
 STAGE_TWO = {"candidates": (3, 5), "min_confidence": (0.6, 0.5, 0.7),
              "max_disc_fraction": (0.9, 0.6, 0.7, 0.8, 1.0), "pick": ("confident", "first")}
 REFINE = (0, 1, 2)
+MAX_RESCALE = (0.0, 1.5, 1.25, 1.1, 1.0)  # DiscConfig.max_rescale: 0 unbounded, 1 re-centre only
 # the fundus check's sets: name -> glob under the data folder (every photograph or crop of each)
 FUNDUS_SETS = {"HRF": "vessels/HRF/images/*", "STARE": "vessels/STARE/images/*",
                "CHASE_DB1": "vessels/CHASE_DB1/images/*", "Drishti-GS": "fundus/Drishti-GS/images/*",
@@ -235,14 +238,16 @@ def _simulated(image, mask, rng, ratio):
 
 
 def choose_refinement(disc: DiscPredictor, settings: dict, photos: list[Photo], crops, log) -> tuple[dict, dict]:
-    """refine (photographs) and refine_crops, each the pass count with the best mean source disc Dice."""
+    """refine and max_rescale (photographs), then refine_crops at that max_rescale: each the choice with
+    the best mean source disc Dice (module docstring's rule)."""
     cfg = dataclasses.replace(DiscConfig(), **settings)
-    scores: dict = {"photographs": {}, "crops": {}}
+    scores: dict = {"photographs": {}, "crops": {}}  # "passes/bound" -> mean source disc Dice
     with_masks = [p for p in photos if p.disc is not None]
     rng = np.random.default_rng(0)
     sims = [(d, n, i, m, _simulated(i, m, rng, cfg.roi_ratio)) for d, n, i, m in crops if d != "DRIONS-DB crops"]
-    for k in REFINE:
-        disc.config = dataclasses.replace(cfg, refine=k, refine_crops=k)
+    grid = [(0, 0.0)] + [(k, b) for k in REFINE if k > 0 for b in MAX_RESCALE]  # no pass: no bound to set
+    for k, bound in grid:
+        disc.config = dataclasses.replace(cfg, refine=k, refine_crops=k, max_rescale=bound)
         rows = []
         if with_masks:  # the product path on source photographs
             for p in with_masks:
@@ -255,18 +260,31 @@ def choose_refinement(disc: DiscPredictor, settings: dict, photos: list[Photo], 
                 pred = disc.predictor.predict_image(crop(image, roi), postprocess=True)
                 roi, pred = disc.refine(image, roi, pred, k)
                 rows.append((d, dice_score(paste(pred.labels, roi, mask.shape) >= 1, mask >= 1)))
-        scores["photographs"][k] = _by_domain(rows)
+        key = f"{k}/{bound}"
+        scores["photographs"][key] = _by_domain(rows)
         rows = []
         for d, _, image, mask in crops:
             try:
                 rows.append((d, dice_score(disc.predict(image).labels >= 1, mask >= 1)))
             except RamsegInputError:
                 rows.append((d, 0.0))
-        scores["crops"][k] = _by_domain(rows)
-        log(f"  refine {k}: photographs {scores['photographs'][k]:.4f}, crops {scores['crops'][k]:.4f}")
-    pick = {"refine": max(REFINE, key=lambda k: (round(scores["photographs"][k], 4), -k)),
-            "refine_crops": max(REFINE, key=lambda k: (round(scores["crops"][k], 4), -k))}
-    return pick, scores
+        scores["crops"][key] = _by_domain(rows)
+        log(f"  refine {k} max_rescale {bound}: photographs {scores['photographs'][key]:.4f}, "
+            f"crops {scores['crops'][key]:.4f}")
+    return pick_refinement(scores), scores
+
+
+def pick_refinement(scores: dict) -> dict:
+    """From ``choose_refinement``'s scores ("passes/bound" -> Dice, per table): the best photograph
+    (refine, max_rescale), then the best refine_crops at that bound; ties to fewer passes, then to
+    the earlier bound in MAX_RESCALE; scores equal to 4 decimals tie."""
+    def best(table: str, among) -> tuple[int, float]:
+        return max(among, key=lambda kb: (round(scores[table][f"{kb[0]}/{kb[1]}"], 4), -kb[0], -MAX_RESCALE.index(kb[1])))
+
+    grid = [tuple((int(k), float(b))) for k, b in (key.split("/") for key in scores["photographs"])]
+    refine, bound = best("photographs", grid)
+    refine_crops, _ = best("crops", [(k, b) for k, b in grid if k == 0 or b == bound])
+    return {"refine": refine, "max_rescale": bound, "refine_crops": refine_crops}
 
 
 def main(argv=None) -> int:
