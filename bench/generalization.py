@@ -290,6 +290,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--tasks", default="vessels,optic_disc,prostate", help="comma list, in priority order")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--seeds", default="0,1,2", help="seeds for erm, erm_long, ram_dsir, ceiling; ablations use the first")
+    ap.add_argument("--targets", default="", help="comma list of held-out domains to run (default: every "
+                    "direction); a run of some directions, same --work, is reported with the others by --report-only")
     ap.add_argument("--workers", type=int, default=2, help="parallel training processes")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     ap.add_argument("--iterations", type=int, default=None, help="override the base iterations of every task")
@@ -331,6 +333,12 @@ def main(argv: list[str] | None = None) -> int:
         if task != "prostate":
             case_counts[task], prep_info[task] = prepare_and_count(task, args.profile, args.data, args.work)
     jobs = build_jobs(task_names, args.profile, seeds, methods, overrides, case_counts)
+    targets = {t for t in args.targets.split(",") if t}
+    if targets:
+        if not targets <= {j.target for j in jobs}:
+            raise SystemExit(f"unknown target: {sorted(targets - {j.target for j in jobs})}; "
+                             f"directions hold {sorted({j.target for j in jobs})}")
+        jobs = [j for j in jobs if j.target in targets]
 
     cache = args.work / args.profile / "jobs"
     cache.mkdir(parents=True, exist_ok=True)
