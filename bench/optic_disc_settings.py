@@ -366,10 +366,8 @@ def write_into(results: Path, name: str, folder: Path) -> str:
 
 def search(args, argv) -> None:
     """Choose each --model direction's settings on its sources; write them to --out."""
-    result = {"command": "python " + " ".join([sys.argv[0], *(argv or sys.argv[1:])]), "machine": describe(),
-              "rule": __doc__.split("\n\n", 3)[2].strip(), "directions": {}}
-    if args.out.exists():  # directions chosen before are kept unless chosen again
-        result["directions"] = json.loads(args.out.read_text()).get("directions", {})
+    command = "python " + " ".join([sys.argv[0], *(argv or sys.argv[1:])])
+    result = {"command": command, "machine": describe(), "rule": __doc__.split("\n\n", 3)[2].strip(), "directions": {}}
     for name, run in (m.split("=", 1) for m in args.model):
         t0 = time.perf_counter()
         print(f"{name}: source photographs {', '.join(SOURCE_PHOTOGRAPHS[name])}", flush=True)
@@ -383,9 +381,12 @@ def search(args, argv) -> None:
             "run": run, "source_photographs": {d: sum(p.domain == d for p in photos) for d in SOURCE_PHOTOGRAPHS[name]},
             "source_crops": {d: sum(c[0] == d for c in crops) for d in SOURCE_CROPS[name]},
             "settings": {**settings, **refine}, "grid": table, "refine_scores": refine_scores,
-            "seconds": round(time.perf_counter() - t0, 1)}
+            "seconds": round(time.perf_counter() - t0, 1), "command": command, "machine": describe()}
         print(name, json.dumps(result["directions"][name]["settings"]), flush=True)
         args.out.parent.mkdir(parents=True, exist_ok=True)
+        if args.out.exists():  # read again now: directions chosen before, or by a run beside this one, are kept
+            result["directions"] = {**json.loads(args.out.read_text()).get("directions", {}),
+                                    name: result["directions"][name]}
         atomic_write(args.out, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1)))
 
 
