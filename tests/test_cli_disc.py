@@ -45,6 +45,24 @@ def test_whole_drions_photograph_gives_a_full_size_disc_and_the_vcdr(shared_data
     assert "vCDR" in err and "whole photograph" in err and PACKAGE_LINE in err
 
 
+def test_adapting_a_whole_photograph_adapts_each_roi_of_the_two_stages(shared_data, tmp_path, capsys, monkeypatch):
+    from napari_ramseg.core.adapt import AdaptedPredictor
+
+    photo = shared_data / "fundus" / "DRIONS-DB" / "images" / "image_001.jpg"
+    truth = np.array(Image.open(shared_data / "fundus" / "DRIONS-DB" / "labels" / "image_001.png")) >= 1
+    shapes = []
+    original = AdaptedPredictor.predict_image
+    monkeypatch.setattr(AdaptedPredictor, "predict_image",
+                        lambda self, image, postprocess=False: shapes.append(image.shape) or original(self, image, postprocess))
+    assert main(["predict", "--model", "optic-disc", "--input", str(photo), "--output", str(tmp_path / "m.png"),
+                 "--adapt", "--precision", "fp32"]) == 0
+    mask = np.array(Image.open(tmp_path / "m.png"))
+    assert mask.shape == (400, 600) and _dice(mask >= 1, truth) > 0.8
+    assert len(shapes) >= 2 and all(s[0] == s[1] < 300 for s in shapes)  # square ROIs, never the photograph
+    err = capsys.readouterr().err
+    assert "adapted (align): fit " in err and "vCDR" in err
+
+
 def test_drishti_crop_is_taken_as_a_crop(shared_data, tmp_path, capsys):
     crop = shared_data / "fundus" / "Drishti-GS" / "images" / "drishtiGS_004.png"  # held out from training
     truth = np.array(Image.open(shared_data / "fundus" / "Drishti-GS" / "labels" / "drishtiGS_004.png"))

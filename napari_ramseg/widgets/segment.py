@@ -164,8 +164,10 @@ def adapt_job_step(predictor: Any, request: SegmentRequest, control: JobControl,
     adapter = _ADAPTERS[key]
     volume = {"spacing": request.spacing, "cancelled": control.cancelled,
               "progress": lambda d, t: control.report(d, t, f"adapted slice {d}/{t}")}
-    prediction = adapter.predict(request.image, postprocess=request.postprocess, is_volume=request.kind == "volume",
-                                 **(volume if request.kind == "volume" else {}))
+    if request.kind == "volume":
+        prediction = adapter.predict(request.image, postprocess=request.postprocess, is_volume=True, **volume)
+    else:  # an optic disc model takes its two stages here too, adapting to each ROI it segments
+        prediction, _ = predict_2d(adapter, request.image, request.postprocess)
     report = adapter.last
     return AdaptedOutcome(prediction.labels, report.method,
                           None if report.fit_before is None else report.fit_before.score,

@@ -54,3 +54,20 @@ def test_a_volume_adapts_once(widget, monkeypatch):
     widget.segment()
     assert calls == [5]
     assert widget.viewer.layers["mri segmentation (adapted: adabn)"].data.shape == volume.shape
+
+
+def test_an_optic_disc_model_adapts_on_its_two_stages_not_on_the_whole_photograph(widget, shared_data):
+    from napari_ramseg.models import bundled_models, resolve_model
+
+    if "optic-disc" not in bundled_models():
+        pytest.skip("optic-disc model not installed")
+    photo = np.array(Image.open(shared_data / "fundus" / "DRIONS-DB" / "images" / "image_001.jpg"))
+    truth = np.array(Image.open(shared_data / "fundus" / "DRIONS-DB" / "labels" / "image_001.png")) >= 1
+    widget.set_model(resolve_model("optic-disc"))
+    widget.image_combo.set_layer(widget.viewer.add_image(photo, name="drions"))
+    widget.adapt_box.setChecked(True)
+    widget.adapt_combo.setCurrentText("align")
+    widget.segment()
+    adapted = widget.viewer.layers["drions segmentation (adapted: align)"].data >= 1
+    assert adapted.shape == photo.shape[:2]
+    assert 2 * (adapted & truth).sum() / (adapted.sum() + truth.sum()) > 0.8  # one disc, where the expert drew it
