@@ -27,8 +27,8 @@ candidates, confidence 0.6, disc fraction at most 0.9, the most confident candid
 change to "first plausible candidate wins" was made after DRIONS-DB results were seen.
 ROI refinement (``REFINE`` passes x ``MAX_RESCALE`` bounds): the mean disc Dice on source cases with
 disc masks, ties to fewer passes, then to the earlier bound in ``MAX_RESCALE`` (0, unbounded, first:
-the behaviour before the bound existed); the bound is chosen with ``refine`` on photographs, and
-``refine_crops`` then at that bound. For photographs, DRIONS-DB where it is a source, else the source crops (Drishti-GS training
+the behaviour before the bound existed); the bound is chosen with ``refine`` on photographs (a crop's
+refinement is unbounded). For photographs, DRIONS-DB where it is a source, else the source crops (Drishti-GS training
 cases, REFUGE ROIs) cut again around a simulated stage-one error (centre off by up to ``SIM_SHIFT``
 disc diameters, scale off by up to ``SIM_SCALE``, padded black); for crops (``refine_crops``), the
 source crops as they are.
@@ -238,8 +238,8 @@ def _simulated(image, mask, rng, ratio):
 
 
 def choose_refinement(disc: DiscPredictor, settings: dict, photos: list[Photo], crops, log) -> tuple[dict, dict]:
-    """refine and max_rescale (photographs), then refine_crops at that max_rescale: each the choice with
-    the best mean source disc Dice (module docstring's rule)."""
+    """refine and max_rescale (photographs), and refine_crops: each the choice with the best mean source
+    disc Dice (module docstring's rule)."""
     cfg = dataclasses.replace(DiscConfig(), **settings)
     scores: dict = {"photographs": {}, "crops": {}}  # "passes/bound" -> mean source disc Dice
     with_masks = [p for p in photos if p.disc is not None]
@@ -262,28 +262,28 @@ def choose_refinement(disc: DiscPredictor, settings: dict, photos: list[Photo], 
                 rows.append((d, dice_score(paste(pred.labels, roi, mask.shape) >= 1, mask >= 1)))
         key = f"{k}/{bound}"
         scores["photographs"][key] = _by_domain(rows)
+        log(f"  refine {k} max_rescale {bound}: photographs {scores['photographs'][key]:.4f}")
+        if bound:
+            continue  # a crop's refinement is unbounded: its scores are the bound 0 rows'
         rows = []
         for d, _, image, mask in crops:
             try:
                 rows.append((d, dice_score(disc.predict(image).labels >= 1, mask >= 1)))
             except RamsegInputError:
                 rows.append((d, 0.0))
-        scores["crops"][key] = _by_domain(rows)
-        log(f"  refine {k} max_rescale {bound}: photographs {scores['photographs'][key]:.4f}, "
-            f"crops {scores['crops'][key]:.4f}")
+        scores["crops"][k] = _by_domain(rows)
+        log(f"  refine_crops {k}: crops {scores['crops'][k]:.4f}")
     return pick_refinement(scores), scores
 
 
 def pick_refinement(scores: dict) -> dict:
-    """From ``choose_refinement``'s scores ("passes/bound" -> Dice, per table): the best photograph
-    (refine, max_rescale), then the best refine_crops at that bound; ties to fewer passes, then to
+    """From ``choose_refinement``'s scores (photographs: "passes/bound" -> Dice; crops: passes -> Dice):
+    the best photograph (refine, max_rescale) and the best refine_crops; ties to fewer passes, then to
     the earlier bound in MAX_RESCALE; scores equal to 4 decimals tie."""
-    def best(table: str, among) -> tuple[int, float]:
-        return max(among, key=lambda kb: (round(scores[table][f"{kb[0]}/{kb[1]}"], 4), -kb[0], -MAX_RESCALE.index(kb[1])))
-
-    grid = [tuple((int(k), float(b))) for k, b in (key.split("/") for key in scores["photographs"])]
-    refine, bound = best("photographs", grid)
-    refine_crops, _ = best("crops", [(k, b) for k, b in grid if k == 0 or b == bound])
+    grid = [(int(k), float(b)) for k, b in (key.split("/") for key in scores["photographs"])]
+    refine, bound = max(grid, key=lambda kb: (round(scores["photographs"][f"{kb[0]}/{kb[1]}"], 4), -kb[0],
+                                              -MAX_RESCALE.index(kb[1])))
+    refine_crops = max(scores["crops"], key=lambda k: (round(scores["crops"][k], 4), -k))
     return {"refine": refine, "max_rescale": bound, "refine_crops": refine_crops}
 
 

@@ -43,13 +43,12 @@ def test_a_hit_is_inside_the_expert_disc_or_near_the_convergence_point():
     assert vessel.hit(30, 30) and not vessel.hit(25, 40)
 
 
-def test_refinement_ties_go_to_fewer_passes_then_to_the_earlier_bound_and_crops_use_the_photographs_bound():
+def test_refinement_ties_go_to_fewer_passes_then_to_the_earlier_bound():
     grid = ["0/0.0"] + [f"{k}/{b}" for k in settings.REFINE if k > 0 for b in settings.MAX_RESCALE]
     photographs = dict.fromkeys(grid, 0.80)
     photographs.update({"1/1.25": 0.85, "2/1.25": 0.85004, "2/1.1": 0.85})  # 1/1.25 and 2/1.1 tie at 4 decimals
-    crops = dict.fromkeys(grid, 0.90)
-    crops.update({"2/1.5": 0.99, "2/1.25": 0.93, "1/1.25": 0.91})  # 2/1.5 is best, but not at the chosen bound
+    crops = {0: 0.90, 1: 0.93, 2: 0.93004}  # 1 and 2 tie at 4 decimals
     chosen = settings.pick_refinement({"photographs": photographs, "crops": crops})
-    assert chosen == {"refine": 1, "max_rescale": 1.25, "refine_crops": 2}
-    flat = settings.pick_refinement({"photographs": dict.fromkeys(grid, 0.8), "crops": dict.fromkeys(grid, 0.8)})
+    assert chosen == {"refine": 1, "max_rescale": 1.25, "refine_crops": 1}
+    flat = settings.pick_refinement({"photographs": dict.fromkeys(grid, 0.8), "crops": dict.fromkeys(range(3), 0.8)})
     assert flat == {"refine": 0, "max_rescale": 0.0, "refine_crops": 0}

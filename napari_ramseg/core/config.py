@@ -253,11 +253,11 @@ class DiscConfig:
     roi_ratio: float = 1.34  # ROI side / disc diameter: the median Drishti-GS packaging (bench/tasks.py)
     refine: int = 1  # re-centre and re-scale the ROI on the predicted disc this many times
     refine_crops: int = 0  # the same for a disc-centred crop (0: segmented as it is)
-    # how far a re-scale may go: the refined disc diameter stays within this factor (either way: 0.8
-    # reads as 1.25) of the first ROI's (stage one's estimate from the field of view, or a crop's side /
-    # roi_ratio); 1 re-centres only; 0: unbounded. A model
-    # trained on discs that fill its ROI finds a disc that fills any ROI it is given, so an
-    # over-segmented first pass grows the ROI, which grows the disc, pass after pass.
+    # how far a photograph's re-scale may go: the refined disc diameter stays within this factor (either
+    # way: 0.8 reads as 1.25) of stage one's estimate (from the field of view); 1 re-centres only; 0:
+    # unbounded. A model trained on discs that fill its ROI finds a disc that fills any ROI it is
+    # given, so an over-segmented first pass grows the ROI, which grows the disc, pass after pass. A
+    # crop's refinement is not bounded: its side says nothing of its disc's size.
     max_rescale: float = 0.0
     min_disc_fraction: float = 0.05  # a disc covering less of its ROI than this is no disc
     max_disc_fraction: float = 0.9  # nor one filling it (a bright patch, not a disc)

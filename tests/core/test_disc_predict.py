@@ -130,6 +130,9 @@ def test_max_rescale_keeps_the_refined_roi_near_the_first_estimate():
     assert sides[0.0] > 1.6 * start.side  # unbounded: the runaway, about 0.9 x 1.34 more each pass
     assert sides[1.25] == sides[0.8] <= round(1.25 * start.side) + 1  # a factor either way
     assert abs(sides[1.0] - start.side) <= 1  # 1: re-centred only, at stage one's scale
+    disc = DiscPredictor(FillingSegmenter(), DiscConfig(max_rescale=1.0))  # a crop's first ROI is no estimate
+    pred = disc.predictor.predict_image(crop(image, start), postprocess=True)
+    assert disc.refine(image, start, pred, 3, bounded=False)[0].side == sides[0.0]
 
 
 def test_check_gives_no_confidence_to_an_implausible_disc_size():

@@ -114,7 +114,8 @@ class DiscPredictor:
             if _disc_fraction(pred) >= cfg.min_disc_fraction:
                 if cfg.refine_crops > 0:  # the crop as the first ROI, then re-centred like a photograph's
                     whole = Roi(0, 0, max(image.shape[:2]))
-                    roi, pred = self.refine(image, whole, _pad_square(pred, whole), cfg.refine_crops, postprocess)
+                    roi, pred = self.refine(image, whole, _pad_square(pred, whole), cfg.refine_crops, postprocess,
+                                            bounded=False)  # a crop's side says nothing of its disc's size
                     pred = _paste_prediction(pred, roi, image.shape[:2])
                 return DiscPrediction(pred, "crop", None, _confidence(pred), located.candidates)
             # too small a disc for a crop: a photograph whose corners are not dark; look for it
@@ -150,14 +151,15 @@ class DiscPredictor:
         return (_confidence(pred) if plausible else 0.0), roi, pred
 
     def refine(self, image: np.ndarray, roi: Roi, pred: Prediction, times: int,
-               postprocess: bool = True) -> tuple[Roi, Prediction]:
+               postprocess: bool = True, bounded: bool = True) -> tuple[Roi, Prediction]:
         """Re-centre and re-scale ``roi`` on ``pred``'s disc (``roi_ratio`` x its diameter) and segment
         again, ``times`` times, as DoFE-style pipelines do: the model then sees the disc at the centre
         and scale it was trained on, whatever stage one's error was. A prediction that lost the disc
-        keeps the ROI it had. The diameter stays within ``max_rescale`` of the first ROI's."""
+        keeps the ROI it had. ``bounded``: ``roi`` is stage one's estimate, and the diameter stays
+        within ``max_rescale`` of its own (``roi.side / roi_ratio``)."""
         cfg = self.config
         first = roi.side / cfg.roi_ratio
-        factor = max(cfg.max_rescale, 1 / cfg.max_rescale) if cfg.max_rescale > 0 else None  # 0.8 is 1.25
+        factor = max(cfg.max_rescale, 1 / cfg.max_rescale) if bounded and cfg.max_rescale > 0 else None  # 0.8: 1.25
         bounds = None if factor is None else (first / factor, first * factor)
         for step in range(times):
             if not (pred.labels >= 1).any():
