@@ -22,8 +22,8 @@ def _dice(a, b):
 
 pytestmark = pytest.mark.skipif("optic-disc" not in bundled_models(), reason="optic-disc model not installed")
 SETTINGS = Path(__file__).resolve().parents[1] / "bench" / "results" / "optic_disc_settings.json"
-PACKAGE_LINE = ("optic disc settings: the model package's: coarse_long_side 384, refine_crops 2, "
-                "max_disc_fraction 1.0, the rest as DiscConfig's defaults")
+PACKAGE_LINE = ("optic disc settings: the model package's: coarse_long_side 384, refine 2, refine_crops 2, "
+                "max_rescale 1.0, max_disc_fraction 1.0, the rest as DiscConfig's defaults")
 
 
 def test_the_bundled_model_carries_the_settings_its_rows_were_measured_with():

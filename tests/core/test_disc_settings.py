@@ -20,7 +20,7 @@ from napari_ramseg.errors import RamsegInputError
 from helpers import BrightDiscModel, import_bench, synthetic_fundus
 
 CHOSEN = {"coarse_long_side": 384, "disc_fov_ratio": 0.17, "candidates": 3, "min_confidence": 0.6,
-          "max_disc_fraction": 1.0, "pick": "first", "refine": 1, "refine_crops": 2}  # the bundled model's
+          "max_disc_fraction": 1.0, "pick": "first", "refine": 2, "max_rescale": 1.0, "refine_crops": 2}  # the bundled model's
 
 
 @pytest.fixture
@@ -51,7 +51,8 @@ def test_disc_predictor_uses_the_package_settings_over_the_defaults(disc_model):
     disc = DiscPredictor(Predictor.from_path(disc_model, device="cpu"))
     assert disc.config == dataclasses.replace(DiscConfig(), **CHOSEN) and disc.config.roi_ratio == DiscConfig.roi_ratio
     assert disc.settings_line() == ("optic disc settings: the model package's: coarse_long_side 384, "
-                                    "refine_crops 2, max_disc_fraction 1.0, the rest as DiscConfig's defaults")
+                                    "refine 2, refine_crops 2, max_rescale 1.0, max_disc_fraction 1.0, "
+                                    "the rest as DiscConfig's defaults")
 
 
 def test_the_package_block_changes_what_the_prediction_does():
