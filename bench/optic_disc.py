@@ -21,6 +21,11 @@ stage-one rows are given for each direction's settings.
 
     python bench/optic_disc.py --model drishti_to_drions=RUN --model drions_to_drishti=RUN --model bundled=RUN
 
+``--adapt-only METHOD`` adds, for each leave-one-out model, the own-ROI row with test-time adaptation
+(``core/adapt``: each ROI stage two segments adapted, as ``ramseg predict --adapt`` does) at the
+settings its model.json carries (chosen on its source validation by ``bench/adaptation_settings.py``),
+into an existing ``--out`` JSON, the rest kept as it was.
+
 ``--refusal-only`` measures the images without a disc alone (a minute, not hours) and replaces only
 that table's entries in an existing ``--out`` JSON, and its markdown, the rest kept as it was.
 """
@@ -184,6 +189,8 @@ def main(argv=None) -> int:
                     help="each direction's 'not a colour fundus image' threshold (optic_disc_settings.py --fundus-check)")
     ap.add_argument("--refusal-only", action="store_true",
                     help="only the images without a disc: replace that table's entries in the existing --out JSON")
+    ap.add_argument("--adapt-only", default=None, metavar="METHOD",
+                    help="only the unseen domains' own-ROI rows adapted with METHOD, added to the existing --out JSON")
     args = ap.parse_args(argv)
     command = "python " + " ".join([sys.argv[0], *(argv or sys.argv[1:])])
     root = args.data / "fundus"
@@ -194,6 +201,8 @@ def main(argv=None) -> int:
     fundus_refused = {k: sum(v["refused"].values()) for k, v in checked.items()}  # of every fundus-set image
     if args.refusal_only:
         return refusal_only(args, models, chosen, fundus, fundus_refused, command)
+    if args.adapt_only:
+        return adapt_only(args, models, chosen, fundus, command)
     gt_rois, _ = prepare_task("optic_disc", args.data, args.work / "gt_roi_cache", roi_size=256)
     result = {"command": command, "machine": describe(),
               "settings": {name: chosen[name] for name in models}, "locator_stage_one": {}, "models": {},
@@ -249,6 +258,29 @@ def refusal_only(args, models: dict, chosen: dict, fundus: dict, fundus_refused:
     return 0
 
 
+def adapt_only(args, models: dict, chosen: dict, fundus: dict, command: str) -> int:
+    """Each leave-one-out model's own-ROI row on its unseen domain, every ROI adapted with
+    ``args.adapt_only`` at its package's settings; added to the existing results."""
+    from napari_ramseg.core.adapt import AdaptedPredictor
+
+    path = args.out.with_suffix(".json")
+    result = json.loads(path.read_text()) if path.exists() else None
+    if result is None or any(TARGETS[n] and "unseen" not in result["models"].get(n, {}) for n in models):
+        raise SystemExit(f"optic_disc: --adapt-only adds to {path}'s unseen-domain rows: run the full benchmark first")
+    for name, run in models.items():
+        if TARGETS[name] is None:
+            continue
+        adapted = AdaptedPredictor(Predictor.from_path(run, device="cpu", precision="fp32"), args.adapt_only)
+        disc = DiscPredictor(adapted, DiscConfig(**chosen[name], min_red_excess=fundus[name]))
+        rows = score_own_roi(disc, args.data / "fundus", TARGETS[name])
+        result["models"][name]["unseen"]["own_roi_adapted"] = {
+            **summarise(rows), "method": args.adapt_only, "settings": adapted.settings(),
+            "settings_from_model_json": sorted(adapted.from_package), "command": command, "machine": describe()}
+        print(name, json.dumps(result["models"][name]["unseen"]["own_roi_adapted"]), flush=True)
+    _write(args.out, result)
+    return 0
+
+
 def _write(out: Path, result: dict) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1)))
@@ -294,6 +326,17 @@ def markdown(result: dict) -> str:
         lines.append(f"| {name.replace('_to_', ' -> ')} ({u['domain']}, n={o['cases']}) | {_f(o.get('disc_dice'))} | "
                      f"{_f(o.get('cup_dice'))} | {_f(g.get('disc_dice'))} | {_f(g.get('cup_dice'))} | "
                      f"{_f(o.get('final_hit'), '%')} | {o['refused']} |")
+    adapted = {n: e["unseen"]["own_roi_adapted"] for n, e in result["models"].items()
+               if "own_roi_adapted" in e.get("unseen", {})}
+    if adapted:
+        lines += ["", "Own ROI with test-time adaptation (`--adapt-only`: every ROI stage two segments adapted, "
+                  "at the settings in the model's model.json, chosen on its source validation by "
+                  "`bench/adaptation_settings.py`):", "",
+                  "| direction | method, settings | own ROI: disc Dice | cup Dice | final-ROI hit |", "|---|---|---|---|---|"]
+        for name, a in adapted.items():
+            lines.append(f"| {name.replace('_to_', ' -> ')} | {a['method']} {json.dumps(a['settings'])} | "
+                         f"{_f(a.get('disc_dice'))} | {_f(a.get('cup_dice'))} | {_f(a.get('final_hit'), '%')} |")
+        lines += ["", f"Command: `{next(iter(adapted.values()))['command']}`"]
     lines += ["", "## vCDR on the held-out Drishti-GS cases (every case number divisible by 4; never trained on)", "",
               "| model | cases | vCDR MAE | disc Dice | cup Dice |", "|---|---|---|---|---|"]
     for name, e in result["models"].items():
