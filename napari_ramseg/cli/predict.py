@@ -51,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     with progress_bar(len(pairs), "predict", quiet=len(pairs) == 1) as bar:
         for source, target, case in pairs:
             image = _read_dicom(source, args.series) if dicom else read_image(source)
+            adapted_before = getattr(segmenter, "fits", 0)
             with naming(source):
                 if disc is not None:
                     try:
@@ -70,7 +71,9 @@ def run(args: argparse.Namespace) -> int:
             if not fit.fits:  # the mask is still written: the user decides what to make of it
                 bar.write(f"ramseg: warning: {source}: {fit.differs}", file=sys.stderr)
             if args.adapt:
-                bar.write(f"ramseg: {source.name}: {adapt_line(segmenter.last)}", file=sys.stderr)
+                rois = segmenter.fits - adapted_before  # the disc path adapts each ROI it segments
+                where = f" (the last of {rois} ROIs adapted)" if disc is not None else ""
+                bar.write(f"ramseg: {source.name}: {adapt_line(segmenter.last)}{where}", file=sys.stderr)
             written = write_labels(target, prediction.labels, like=image, overwrite=args.overwrite)
             if args.dicom_seg is not None:
                 stderr(f"wrote {_write_seg(args.dicom_seg, prediction.labels, image, predictor, args.overwrite)} "
