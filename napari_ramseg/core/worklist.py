@@ -220,13 +220,16 @@ class Worklist:
                 fresh = not self._predicted(name, model)
                 with naming(path):
                     if fresh:
-                        prediction = predictor.predict(image.array, is_volume=image.is_volume, spacing=image.spacing)
+                        prediction, refused = _predict_case(predictor, image)
                         fit = predictor.check_fit(image.array, is_volume=image.is_volume)
                         nifti = image.is_volume and image.affine is not None
                         target = Path("predictions") / (name + (".nii.gz" if nifti else ".tif"))
                         write_labels(self.root / target, prediction.labels, like=image, overwrite=True)
                         case.row = case_row(self.case_name(name), prediction, predictor.labels, fit, file=name,
                                             spacing=image.spacing)
+                        if refused:  # an empty mask to draw in, and the reason in the table
+                            case.row["fits"] = False
+                            case.row["fit_note"] = "; ".join(filter(None, [refused, case.row["fit_note"]]))
                         case.prediction, case.model, case.measured = str(target), model, []
                         self.descriptors.pop(name, None)  # another model's, if any
                     missing = self._missing(name)
@@ -323,3 +326,24 @@ class Worklist:
         if not rows or (self.needs == "descriptor" and not any("descriptor" in r for r in rows)):
             return None
         return write_report(self.root / REVIEW.report_name, rows, self.priority)
+
+
+def _predict_case(predictor: Any, image: Any) -> tuple[Any, str]:
+    """(prediction, why the model found nothing or ""): a 2D image goes through ``core.disc.predict_2d``
+    (an optic disc model takes its two stages, as in the dock and ``ramseg predict``). A photograph in
+    which no disc is found gets an empty mask, so the case stays in the list for the clinician to draw,
+    and the message; one such photograph does not stop the folder."""
+    if image.is_volume:
+        return predictor.predict(image.array, is_volume=True, spacing=image.spacing), ""
+    from .disc import is_disc_model, predict_2d
+    from .infer import Prediction
+
+    try:
+        return predict_2d(predictor, image.array, postprocess=False)[0], ""
+    except RamsegInputError as exc:
+        if not is_disc_model(predictor):
+            raise
+        h, w = image.array.shape[:2]
+        empty = Prediction(np.zeros((h, w), np.uint8), None, np.zeros((h, w), np.float32), list(predictor.channel_names))
+        return empty, exc.problem
+

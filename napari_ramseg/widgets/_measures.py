@@ -1,5 +1,5 @@
-"""The Segment dock's clinical measures: the two-stage optic disc path for disc/cup models, the case's
-measures (``core/measures.py``, the cup-to-disc ratios included) and the line the dock shows.
+"""The Segment dock's clinical measures: the case's measures (``core/measures.py``, the cup-to-disc
+ratios included, with what the optic disc path adds, ``core.disc.predict_2d``) and the line the dock shows.
 
 Plain functions, run on the job's worker thread (the prediction and the measures) or on the UI thread
 (the text): no Qt here.
@@ -10,22 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
-_DISC: dict[int, Any] = {}  # one DiscPredictor per loaded Predictor (the dock caches predictors)
-
-
-def predict_2d(predictor: Any, image: np.ndarray, postprocess: bool) -> tuple[Any, dict[str, Any]]:
-    """A 2D prediction, and what the optic disc path adds (``{}`` for other models): a disc/cup model
-    on a colour image takes the two stages (whole photograph or disc-centred crop, ``core/disc``)."""
-    from ..core.disc import DiscPredictor, is_disc_model
-
-    if not (is_disc_model(predictor) and np.ndim(image) == 3 and np.shape(image)[-1] in (3, 4)):
-        return predictor.predict_image(image, postprocess=postprocess), {}
-    disc = _DISC.get(id(predictor))
-    if disc is None or disc.predictor is not predictor:
-        disc = _DISC[id(predictor)] = DiscPredictor(predictor)
-    found = disc.predict(image, postprocess=True)
-    return found.prediction, found.summary()
 
 
 def case_measures(labels: np.ndarray, scheme: Any, spacing: Any, disc: dict[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from .. import layer_meta
 from ..errors import RamsegInputError
 from ._base import WARNING_COLOUR, DockWidget, note_label
 from ._common import JobControl, Progress, get_predictor, layer_array, notify_error
-from ._measures import case_measures, measures_text, predict_2d
+from ._measures import case_measures, measures_text
 from ._segment_layers import show_result
 
 
@@ -132,6 +132,8 @@ def segment_job(request: SegmentRequest):
                 cancelled=control.cancelled, spacing=request.spacing)
         else:
             yield Progress(0, 0, f"segmenting on {predictor.device.type}…")
+            from ..core.disc import predict_2d
+
             prediction, disc = predict_2d(predictor, request.image, request.postprocess)  # optic disc: two stages
         plain_seconds = time.perf_counter() - started
         adapted = None
@@ -167,6 +169,8 @@ def adapt_job_step(predictor: Any, request: SegmentRequest, control: JobControl,
     if request.kind == "volume":
         prediction = adapter.predict(request.image, postprocess=request.postprocess, is_volume=True, **volume)
     else:  # an optic disc model takes its two stages here too, adapting to each ROI it segments
+        from ..core.disc import predict_2d
+
         prediction, _ = predict_2d(adapter, request.image, request.postprocess)
     report = adapter.last
     return AdaptedOutcome(prediction.labels, report.method,

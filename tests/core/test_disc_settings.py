@@ -63,8 +63,8 @@ def test_the_package_block_changes_what_the_prediction_does():
     assert len(plain.calls) == 1 and len(refined.calls) == 2  # the block's refine_crops re-centred the crop
 
 
-def test_the_segment_dock_takes_the_package_settings_too():
-    from napari_ramseg.widgets._measures import predict_2d  # plain functions, no Qt
+def test_the_dock_and_worklist_path_takes_the_package_settings_too():
+    from napari_ramseg.core.disc import predict_2d  # what the dock and the worklist call
 
     model = BrightDiscModel({"refine_crops": 1})
     _, summary = predict_2d(model, synthetic_fundus(disc=(200, 300), radius=40)[110:330, 200:420], True)

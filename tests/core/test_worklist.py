@@ -175,3 +175,34 @@ def test_case_names_are_unique_stable_and_stems_where_they_can_be():
     assert case_names(["scans/x.nii.gz"]) == {"x.nii.gz": "x"}
     with pytest.raises(ValueError, match="repeat"):
         case_names(["one/a.png", "two/a.png"])
+
+
+def test_a_disc_model_takes_its_two_stages_and_a_discless_photograph_stays_listed(tmp_path):
+    """A folder of whole fundus photographs and the optic disc model: each gets a full-size disc mask and
+    its vCDR in the table (not one pass over the whole photograph); one without a disc gets an empty
+    mask to draw in and the reason, and the folder goes on."""
+    from PIL import Image
+
+    from helpers import BrightDiscModel, synthetic_fundus
+    from napari_ramseg.core.domain_fit import FitResult
+
+    class DiscModel(BrightDiscModel):
+        channel_names = ["disc", "cup"]
+
+        def check_fit(self, image, is_volume=None):
+            return FitResult(True, None, None, "colour 2D image")
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray(synthetic_fundus(disc=(150, 420), radius=40)).save(folder / "a_disc.png")
+    Image.fromarray(synthetic_fundus(radius=0.1)).save(folder / "b_none.png")
+    model = DiscModel()
+    work = Worklist(folder)
+    list(work.iter_segment(model, "disc-model"))
+    assert all(shape[0] == shape[1] < 400 for shape in model.calls)  # ROIs only, never the photograph
+    found, empty = work.load_prediction("a_disc.png"), work.load_prediction("b_none.png")
+    assert found.shape == empty.shape == (400, 600)
+    assert found[150, 420] >= 1 and not found[:, :300].any() and not empty.any()
+    assert "vcdr" in work.cases["a_disc.png"].row
+    assert not work.cases["b_none.png"].row["fits"] and "no optic disc found" in work.cases["b_none.png"].row["fit_note"]
+    assert {r["file"] for r in read_report(work.root / "report.csv")} == {"a_disc.png", "b_none.png"}

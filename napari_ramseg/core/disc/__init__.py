@@ -6,8 +6,8 @@ colour fundus image at all (``fundus``) and the clinical measures
 from . import measures  # noqa: F401  (registers the disc/cup measures with core.measures)
 from .fundus import check_fundus, red_excess
 from .locate import Candidate, Located, locate
-from .predict import DiscPrediction, DiscPredictor, is_disc_model
+from .predict import DiscPrediction, DiscPredictor, is_disc_model, predict_2d
 from .roi import Roi, crop, paste
 
 __all__ = ["Candidate", "DiscPrediction", "DiscPredictor", "Located", "Roi", "check_fundus", "crop", "is_disc_model",
-           "locate", "paste", "red_excess"]
+           "locate", "paste", "predict_2d", "red_excess"]

@@ -67,6 +67,17 @@ class DiscPrediction:
         return out
 
 
+def predict_2d(predictor: Predictor, image: np.ndarray, postprocess: bool = True) -> tuple[Prediction, dict]:
+    """A 2D image's prediction, and what the optic disc path adds (``{}`` for other models): a disc/cup
+    model on a colour image takes the two stages (whole photograph or disc-centred crop), with the
+    package's settings; every other model and image, the model's own ``predict_image``. The one place
+    the dock, its adaptation and the worklist decide this."""
+    if not (is_disc_model(predictor) and np.ndim(image) == 3 and np.shape(image)[-1] in (3, 4)):
+        return predictor.predict_image(image, postprocess=postprocess), {}
+    found = DiscPredictor(predictor).predict(image, postprocess=True)  # the measures need one disc, one cup
+    return found.prediction, found.summary()
+
+
 def package_settings(predictor: Predictor) -> dict:
     """The two-stage settings a model package carries (validated when its model.json was loaded), {} for
     none (older packages, or a stand-in predictor without metadata)."""
