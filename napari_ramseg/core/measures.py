@@ -54,10 +54,11 @@ def measure_case(labels: np.ndarray, scheme: LabelScheme, spacing: Sequence[floa
                 out[f"{name}_ml"] = count * cell / 1000.0  # mm³ -> mL
             else:
                 out[f"{name}_mm2"] = count * cell
+    task: Measures = {}
     for needed, fn in MEASURES.items():
         if all(n in masks for n in needed):
-            out.update(fn(masks, spacing))
-    return out
+            task.update(fn(masks, spacing))
+    return {**task, **out}  # the task's measures first (vCDR before areas): tables show the first ones
 
 
 def _spacing(spacing: Sequence[float] | None, ndim: int) -> list[float] | None:

@@ -203,6 +203,7 @@ def test_a_disc_model_takes_its_two_stages_and_a_discless_photograph_stays_liste
     found, empty = work.load_prediction("a_disc.png"), work.load_prediction("b_none.png")
     assert found.shape == empty.shape == (400, 600)
     assert found[150, 420] >= 1 and not found[:, :300].any() and not empty.any()
-    assert "vcdr" in work.cases["a_disc.png"].row
+    measures = [k for k in work.cases["a_disc.png"].row if k not in ("case", "file")]
+    assert measures[:2] == ["vcdr", "hcdr"]  # the ratios lead, so the table's measure columns show them
     assert not work.cases["b_none.png"].row["fits"] and "no optic disc found" in work.cases["b_none.png"].row["fit_note"]
     assert {r["file"] for r in read_report(work.root / "report.csv")} == {"a_disc.png", "b_none.png"}

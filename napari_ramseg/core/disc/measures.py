@@ -29,12 +29,12 @@ def disc_measures(disc: np.ndarray, cup: np.ndarray, spacing: Sequence[float] | 
     """The measures of one 2D case from its disc mask (which includes the cup) and its cup mask."""
     disc, cup = np.asarray(disc, bool), np.asarray(cup, bool)
     region = disc | cup  # an exclusive scheme's "disc" is the rim only; the disc is both
-    out: dict = {"rim_px": int((region & ~cup).sum())}
+    dv, dh = _extent(region, 0), _extent(region, 1)
+    out: dict = {"vcdr": _extent(cup, 0) / dv if dv else None,  # the ratios first: tables show the first measures
+                 "hcdr": _extent(cup, 1) / dh if dh else None,
+                 "rim_px": int((region & ~cup).sum())}
     if spacing is not None:
         out["rim_mm2"] = out["rim_px"] * float(np.prod(spacing))
-    dv, dh = _extent(region, 0), _extent(region, 1)
-    out["vcdr"] = _extent(cup, 0) / dv if dv else None
-    out["hcdr"] = _extent(cup, 1) / dh if dh else None
     filled = ndimage.binary_fill_holes(region)
     interior = ndimage.binary_erosion(filled, iterations=1)
     out["cup_inside_disc"] = bool(region.any() and not (cup & ~interior).any())
