@@ -102,6 +102,10 @@ class _Counting:
         self.predictions += 1
         return self._p.predict(*args, **kwargs)
 
+    def predict_image(self, *args, **kwargs):  # a 2D case's path (core.disc.predict_2d)
+        self.predictions += 1
+        return self._p.predict_image(*args, **kwargs)
+
     def __getattr__(self, name):
         return getattr(self._p, name)
 
