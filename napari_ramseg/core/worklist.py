@@ -332,7 +332,8 @@ def _predict_case(predictor: Any, image: Any) -> tuple[Any, str]:
     """(prediction, why the model found nothing or ""): a 2D image goes through ``core.disc.predict_2d``
     (an optic disc model takes its two stages, as in the dock and ``ramseg predict``). A photograph in
     which no disc is found gets an empty mask, so the case stays in the list for the clinician to draw,
-    and the message; one such photograph does not stop the folder."""
+    and the message; one such photograph does not stop the folder. Its uncertainty is the highest there
+    is (normalised entropy 1): the model could not do it, so it comes first for review."""
     if image.is_volume:
         return predictor.predict(image.array, is_volume=True, spacing=image.spacing), ""
     from .disc import is_disc_model, predict_2d
@@ -344,6 +345,5 @@ def _predict_case(predictor: Any, image: Any) -> tuple[Any, str]:
         if not is_disc_model(predictor):
             raise
         h, w = image.array.shape[:2]
-        empty = Prediction(np.zeros((h, w), np.uint8), None, np.zeros((h, w), np.float32), list(predictor.channel_names))
+        empty = Prediction(np.zeros((h, w), np.uint8), None, np.ones((h, w), np.float32), list(predictor.channel_names))
         return empty, exc.problem
-

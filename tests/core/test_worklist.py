@@ -207,3 +207,4 @@ def test_a_disc_model_takes_its_two_stages_and_a_discless_photograph_stays_liste
     assert measures[:2] == ["vcdr", "hcdr"]  # the ratios lead, so the table's measure columns show them
     assert not work.cases["b_none.png"].row["fits"] and "no optic disc found" in work.cases["b_none.png"].row["fit_note"]
     assert {r["file"] for r in read_report(work.root / "report.csv")} == {"a_disc.png", "b_none.png"}
+    assert work.order()[0] == "b_none.png"  # the case the model could not do comes first for review
