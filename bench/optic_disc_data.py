@@ -25,14 +25,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.tasks import _domain_cases, _read_index, _read_rgb, disc_diameter  # noqa: E402
-from napari_ramseg.core.config import OPTIC_DISC_CUP, DiscConfig  # noqa: E402
-from napari_ramseg.core.disc.roi import Roi, crop, resize_square  # noqa: E402
+from bench.tasks import _domain_cases, _read_index, _read_rgb  # noqa: E402
+from napari_ramseg.core.config import OPTIC_DISC_CUP, DiscConfig, DiscRoiSampling  # noqa: E402
+from napari_ramseg.core.disc.roi import negative_rois, training_rois  # noqa: E402
 from napari_ramseg.core.layouts import get as get_layout  # noqa: E402
 from napari_ramseg.files import atomic_write  # noqa: E402
 from napari_ramseg.io import write_labels  # noqa: E402
 
-ROI_SIZE = 256
 WHOLE_PHOTOGRAPHS = ("DRIONS-DB",)  # domains whose images show the whole fundus: negatives come from them
 HELD_OUT_EVERY = 4  # Drishti-GS cases whose number is divisible by this are the held-out test set
 SETS = {  # training set -> its source domains (the target is the domain left out)
@@ -47,51 +46,10 @@ def held_out(stem: str) -> bool:
     return int(stem.rsplit("_", 1)[-1]) % HELD_OUT_EVERY == 0
 
 
-def rois(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, jitter: int, shift: float,
-         ratio_range: tuple[float, float], ratio: float) -> list[tuple[np.ndarray, np.ndarray]]:
-    from scipy import ndimage
-
-    cy, cx = ndimage.center_of_mass(mask >= 1)
-    d = disc_diameter(mask)
-    out = []
-    for j in range(jitter + 1):
-        if j == 0:
-            roi = Roi.around((cy, cx), d, ratio)
-        else:
-            dy, dx = rng.uniform(-shift, shift, 2) * d
-            roi = Roi.around((cy + dy, cx + dx), d, rng.uniform(*ratio_range))
-        out.append((resize_square(crop(image, roi), ROI_SIZE), resize_square(crop(mask, roi), ROI_SIZE, labels=True)))
-    return out
-
-
 def write_rgb(path: Path, image: np.ndarray) -> None:
     from PIL import Image
 
     atomic_write(path, lambda tmp: Image.fromarray(image).save(tmp, format="PNG"), suffix=".png")
-
-
-def negatives(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, count: int,
-              ratio: float) -> list[tuple[np.ndarray, np.ndarray]]:
-    """ROIs of a whole photograph at the disc's scale but away from it (at least 1.5 disc diameters),
-    inside the field of view: empty masks, so that the model learns that a ROI without a disc has none,
-    which is what lets it veto a wrong stage-one candidate (and refuse a photograph without a disc)."""
-    from scipy import ndimage
-
-    cy, cx = ndimage.center_of_mass(mask >= 1)
-    d = disc_diameter(mask)
-    fov = image.mean(axis=-1) > 0.4 * np.median(image.mean(axis=-1))
-    yy, xx = np.mgrid[:mask.shape[0], :mask.shape[1]]
-    far = np.hypot(yy - cy, xx - cx) >= 1.5 * d
-    ys, xs = np.nonzero(fov & far)
-    out = []
-    for _ in range(count if ys.size else 0):
-        i = int(rng.integers(ys.size))
-        roi = Roi.around((float(ys[i]), float(xs[i])), d, rng.uniform(1.2, 1.6))
-        msk = crop(mask, roi)
-        if msk.any():  # a corner of the disc came in: not a negative
-            continue
-        out.append((resize_square(crop(image, roi), ROI_SIZE), resize_square(msk, ROI_SIZE, labels=True)))
-    return out
 
 
 def dofe_cases(root: Path, domain: str):
@@ -106,12 +64,13 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "work" / "optic_disc")
-    ap.add_argument("--jitter", type=int, default=2, help="jittered ROIs per case besides the ground-truth one")
+    ap.add_argument("--jitter", type=int, default=DiscRoiSampling.jitter,
+                    help="jittered ROIs per case besides the ground-truth one")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--negatives", type=int, default=1,
+    ap.add_argument("--negatives", type=int, default=DiscRoiSampling.negatives,
                     help="ROIs without the disc per whole photograph (DRIONS-DB), empty masks")
     args = ap.parse_args(argv)
-    cfg = DiscConfig()
+    cfg, sampling = DiscConfig(), DiscRoiSampling()
     rng = np.random.default_rng(args.seed)
     sources = {
         "Drishti-GS": ((s, i, m) for s, i, m in _domain_cases(args.data / "fundus" / "Drishti-GS") if not held_out(s)),
@@ -125,9 +84,9 @@ def main(argv=None) -> int:
         jitter = args.jitter if domain in ("Drishti-GS", "DRIONS-DB") else 8 * args.jitter
         n = 0
         for stem, image, mask in cases:
-            pairs = rois(image, mask, rng, jitter, 0.12, (1.2, 1.6), cfg.roi_ratio)
+            pairs = training_rois(image, mask, rng, cfg.roi_ratio, sampling, jitter=jitter)
             if domain in WHOLE_PHOTOGRAPHS:
-                pairs += negatives(image, mask, rng, args.negatives, cfg.roi_ratio)
+                pairs += negative_rois(image, mask, rng, args.negatives, sampling)
             for j, (img, msk) in enumerate(pairs):
                 name = f"{stem}_r{j}"
                 write_rgb(domains_dir / domain / "images" / f"{name}.png", img)

@@ -273,6 +273,20 @@ class DiscConfig:
     min_red_excess: float = 0.084
 
 
+@dataclass(frozen=True)
+class DiscRoiSampling:
+    """How a labelled fundus image becomes training ROIs of the optic disc model (``core/disc/roi.py``):
+    the training folders of the shipped models (``bench/optic_disc_data.py``) and a fine-tune round's
+    corrected photographs are cut alike, so a round trains on what stage two sees."""
+
+    size: int = 256  # each ROI is resized to size x size
+    jitter: int = 2  # copies per case besides the ground-truth ROI, each with a small locator-like error
+    shift: float = 0.12  # a copy's centre moves by up to this many disc diameters along each axis
+    ratio_range: tuple[float, float] = (1.2, 1.6)  # a copy's (and a negative's) ROI side / disc diameter
+    negatives: int = 1  # ROIs without the disc per whole photograph, empty masks (the model's veto)
+    negative_distance: float = 1.5  # a negative's centre lies at least this many disc diameters from the disc
+
+
 # Intensity handling, documented once: every image (or MRI volume) is scaled per image to [-1, 1]
 # with a robust min-max between these percentiles, over all its channels together.
 NORMALIZATION = {"method": "percentile_minmax", "low_percentile": 0.5, "high_percentile": 99.5, "range": [-1.0, 1.0]}

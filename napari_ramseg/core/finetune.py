@@ -2,16 +2,19 @@
 
 What a fine-tune round does:
 
-- Starts from the base model's weights and config, with the learning rate divided by 10 and the new
-  iteration budget. The base model folder is only read, never written.
+- Starts from the base model's weights and config, with the source learning rate times
+  ``FinetuneConfig.lr_scale`` and the new iteration budget. The base model folder is only read, never written.
 - Trains on the latest revision of every *training* case of the corrections project (its "final"
   mask). Held-out (validation) cases, fixed by the project's split, are never trained on and never used
   to pick a checkpoint: the last state is kept, and Dice on the held-out cases before and after the round
   is an honest estimate, comparable from round to round.
-- Batches: the corrected cases form one extra pool "domain" (``corrections``) that fills half of every
-  batch; the other half is balanced over the replayed source domains (``replay_root``, read through
+- Batches: the corrected cases form one extra pool "domain" (``corrections``) that fills
+  ``correction_share`` of every batch; the rest is balanced over the replayed source domains (``replay_root``, read through
   ``load_training_data`` with the base model's own train/val split, so replay sees only the base's
-  training cases). Replay keeps the model from forgetting the source domains.
+  training cases). Replay keeps the model from forgetting the source domains. An optic disc model
+  learns from the disc-centred ROIs of each corrected fundus image, cut as its training ROIs were, and
+  its held-out corrections are scored through the two stages on the whole image
+  (``core/finetune_data.py``, ``core/disc/corrections.py``).
 - RAM stays on: a partner is drawn from another pool domain, so corrected images are trained with
   source-domain styles and source images with the new site's style (without replay, partners come from
   the corrections themselves). Consistency follows the base config.
@@ -42,7 +45,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,23 +55,20 @@ import torch
 
 from ..errors import RamsegInputError
 from .checkpoint import ModelMetadata, load_model, resolve_model_path
-from .config import FinetuneConfig, LabelScheme, PreprocessConfig
-from .corrections import SPLIT_RULE, CorrectionCase, CorrectionStore, file_sha256
-from .data import Sample
+from .config import FinetuneConfig
+from .corrections import SPLIT_RULE, CorrectionStore, file_sha256
 from .device import resolve_device
-from .evaluate import score_case, validation_dice
+from .evaluate import validation_dice
+from .finetune_data import (CORRECTION_SHARE, CORRECTIONS_DOMAIN, CorrectionPool, case_samples, check_project_labels,
+                            score_heldout)
 from .infer import Predictor
-from .preprocess import to_model_channels, volume_to_slices_25d
-from .sampling import SourcePool
 from .train import TrainCallbacks, Trainer, TrainResult
 
 __all__ = ["finetune", "iter_finetune", "FinetuneEvent", "FinetuneResult", "CorrectionPool",
            "next_version", "list_versions", "CORRECTIONS_DOMAIN", "LR_SCALE"]
 
 _F = FinetuneConfig()  # the defaults (core/config.py)
-CORRECTIONS_DOMAIN = "corrections"
 LR_SCALE = _F.lr_scale  # fine-tuning learning rate = base learning rate x this
-CORRECTION_SHARE = _F.correction_share  # fraction of every batch drawn from the corrected cases when replaying
 FREEZE_CHOICES = ("none", "encoder")
 _VERSION = re.compile(r"^v(\d{3,})$")
 _PARTIAL_PREFIX = ".partial-"
@@ -109,28 +109,6 @@ class FinetuneResult:
         return self.before_dice is not None and self.after_dice is not None and self.after_dice < self.before_dice
 
 
-class CorrectionPool(SourcePool):
-    """A SourcePool whose last domain holds the corrected cases and fills a fixed share of each batch."""
-
-    def __init__(self, samples_by_domain: dict[str, Sequence], domains: Sequence[str], preprocess: PreprocessConfig,
-                 scale_aug_p: float = 0.5, scale_aug_max: float = 1.5, seed: int = 0,
-                 correction_share: float = CORRECTION_SHARE):
-        if not domains or domains[-1] != CORRECTIONS_DOMAIN:
-            raise ValueError(f"the last pool domain must be {CORRECTIONS_DOMAIN!r}")
-        super().__init__(samples_by_domain, domains, preprocess, scale_aug_p, scale_aug_max, seed)
-        self.correction_share = correction_share
-
-    def batch_domains(self, batch: int) -> np.ndarray:
-        sources = self.num_domains - 1
-        if sources == 0:
-            return np.zeros(batch, dtype=np.int64)
-        n_corr = min(batch, max(1, round(batch * self.correction_share)))
-        n_src = batch - n_corr
-        src = [np.arange(sources)] * (n_src // sources) + [self.rng.permutation(sources)[: n_src % sources]]
-        slots = np.concatenate(src + [np.full(n_corr, sources)])
-        return np.sort(slots).astype(np.int64)
-
-
 # ---------------------------------------------------------------------------------------- versions
 
 
@@ -150,41 +128,12 @@ def next_version(out_root: str | Path) -> str:
     return f"v{number:03d}"
 
 
-# ------------------------------------------------------------------------------------------ samples
-
-
-def case_samples(case: CorrectionCase, labels: LabelScheme, in_channels: int = 3,
-                 domain: str = CORRECTIONS_DOMAIN) -> list[Sample]:
-    """A corrected case as training samples (one per slice for a volume), with its "final" mask."""
-    mask = np.asarray(case.final)
-    if mask.size and int(mask.max()) > labels.num_classes:
-        raise RamsegInputError(f"case {case.case_id}: the corrected mask uses label {int(mask.max())}, but the model "
-                               f"has labels 1..{labels.num_classes} ({', '.join(labels.names)})")
-    mask = mask.astype(np.uint8)
-    try:
-        if case.is_volume:
-            slices = volume_to_slices_25d(case.image)
-            return [Sample(slices[j], mask[j], domain, case.case_id, slice_index=j) for j in range(len(slices))]
-        return [Sample(to_model_channels(case.image, in_channels), mask, domain, case.case_id)]
-    except ValueError as exc:
-        raise RamsegInputError(f"case {case.case_id}: {exc}") from None
-
-
 def _mean(values: dict[str, float]) -> float | None:
     return float(np.mean(list(values.values()))) if values else None
 
 
 def _utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def _check_project_labels(store: CorrectionStore, case_ids: Sequence[str], labels: LabelScheme) -> None:
-    for case_id in case_ids:
-        saved = store.info(case_id).get("labels")
-        if saved and tuple(saved.get("names", ())) != tuple(labels.names):
-            raise RamsegInputError(
-                f"case {case_id} was saved with labels {', '.join(saved['names'])}, but the model segments "
-                f"{', '.join(labels.names)}; use a corrections project made with this kind of model", store.root)
 
 
 # -------------------------------------------------------------------------------------- the round
@@ -220,9 +169,13 @@ def iter_finetune(base_model_path: str | Path, store: CorrectionStore, out_root:
     val_ids = store.latest_cases("val")
     if not train_ids:
         raise RamsegInputError("no corrected training cases saved yet; save at least one correction first", store.root)
-    _check_project_labels(store, train_ids + val_ids, labels)
-    train_samples = [s for c in train_ids for s in case_samples(store.load(c), labels, in_channels)]
-    val_samples = {c: case_samples(store.load(c), labels, in_channels) for c in val_ids}
+    check_project_labels(store, train_ids + val_ids, labels)
+    rois = np.random.default_rng(seed)  # an optic disc model's training ROIs' jitter
+    train_samples = [s for c in train_ids for s in case_samples(store.load(c), labels, in_channels, rng=rois)]
+    if not train_samples:
+        raise RamsegInputError("none of the corrected training cases draws an optic disc; a disc-centred ROI to "
+                               "learn from needs one", store.root)
+    val_cases = {c: store.load(c) for c in val_ids}
 
     pool_samples: dict[str, list] = {}
     replay_info, replay_val = None, []
@@ -262,13 +215,13 @@ def iter_finetune(base_model_path: str | Path, store: CorrectionStore, out_root:
     # -- before ---------------------------------------------------------------------------------
     before: dict[str, float] = {}
     replay_before = None
-    if val_samples or replay_val:
-        yield FinetuneEvent("evaluate_before", f"scoring the base model on {len(val_samples)} held-out cases")
+    if val_cases or replay_val:
+        yield FinetuneEvent("evaluate_before", f"scoring the base model on {len(val_cases)} held-out cases")
         predictor = Predictor(base_model, base, dev)
-        for case_id, samples in val_samples.items():
+        for case_id, case in val_cases.items():
             if stop():
                 return FinetuneResult(None, None, None, True, train_cases=train_ids, val_cases=val_ids)
-            before[case_id] = score_case(predictor, samples, labels)
+            before[case_id] = score_heldout(predictor, case, labels, in_channels)
         if replay_val:
             replay_before = validation_dice(predictor, replay_val, labels)["dice"]
         del predictor
@@ -312,14 +265,15 @@ def iter_finetune(base_model_path: str | Path, store: CorrectionStore, out_root:
     # -- after ----------------------------------------------------------------------------------
     after: dict[str, float] = {}
     replay_after = None
-    if val_samples or replay_val:
-        yield FinetuneEvent("evaluate_after", f"scoring the fine-tuned model on {len(val_samples)} held-out cases")
-        predictor = Predictor(trainer.net, ModelMetadata(config, base.domains), trainer.device)
-        for case_id, samples in val_samples.items():
+    if val_cases or replay_val:
+        yield FinetuneEvent("evaluate_after", f"scoring the fine-tuned model on {len(val_cases)} held-out cases")
+        # the base's two-stage settings, so that before and after are the same path
+        predictor = Predictor(trainer.net, ModelMetadata(config, base.domains, disc=base.disc), trainer.device)
+        for case_id, case in val_cases.items():
             if stop():
                 return FinetuneResult(None, before_dice, None, True, round=round_number, train_cases=train_ids,
                                       val_cases=val_ids, history=trainer.history)
-            after[case_id] = score_case(predictor, samples, labels)
+            after[case_id] = score_heldout(predictor, case, labels, in_channels)
         if replay_val:
             replay_after = validation_dice(predictor, replay_val, labels)["dice"]
     after_dice = _mean(after)

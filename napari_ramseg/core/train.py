@@ -110,20 +110,20 @@ class Trainer:
             distributed.convert_sync_batchnorm(self.net)
         self.net.to(self.device)
         use_channels_last(self.net, self.device)  # NHWC convolutions: ~15 % faster steps (bench/speed.py)
-        annotated = annotated_channels([[s.mask for s in train_samples.get(d, ())] for d in self.domains],
-                                       config.labels)
-        # partial labels: per domain, the structures its masks never draw (recorded in model.json)
-        self.unannotated = {d: [n for n, a in zip(config.labels.names, row.tolist()) if not a]
-                            for d, row in zip(self.domains, annotated)} if config.labels.kind == "nested" else {}
-        self.unannotated = {d: names for d, names in self.unannotated.items() if names}
-        if self.unannotated:
+        # ``pool``: a ready batch source (fine-tuning mixes corrected cases with replayed source data)
+        self.pool = pool if pool is not None else SourcePool(train_samples, self.domains, config.preprocess,
+                                                             config.scale_aug_p, config.scale_aug_max, seed=config.seed)
+        # partial labels, per domain of the pool (a batch's domain indices are the pool's): DRIONS-DB draws
+        # no cup, whether it comes as a source, as replay or as a clinician's disc-only corrections
+        annotated = annotated_channels([[c.mask for c in cached] for cached in self.pool.cache], config.labels)
+        unannotated = {d: [n for n, a in zip(config.labels.names, row.tolist()) if not a]
+                       for d, row in zip(self.pool.domains, annotated)} if config.labels.kind == "nested" else {}
+        self.unannotated = {d: names for d, names in unannotated.items() if names}
+        if self.unannotated and pool is None:  # a model's own sources' (a fine-tune keeps its base's record)
             self.extra_metadata["unannotated_labels"] = self.unannotated
         self.objective = RamDsirObjective(self.net, config, global_batch=dist_context is not None,
                                           annotated=annotated.to(self.device))
         self.optimizer = make_optimizer(self.net, config)
-        # ``pool``: a ready batch source (fine-tuning mixes corrected cases with replayed source data)
-        self.pool = pool if pool is not None else SourcePool(train_samples, self.domains, config.preprocess,
-                                                             config.scale_aug_p, config.scale_aug_max, seed=config.seed)
         self.lambda_generator = torch.Generator().manual_seed(config.seed + 1)
         self.iteration = 0
         self.history: list[dict[str, Any]] = []

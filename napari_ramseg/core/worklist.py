@@ -220,7 +220,7 @@ class Worklist:
                 fresh = not self._predicted(name, model)
                 with naming(path):
                     if fresh:
-                        prediction, refused = _predict_case(predictor, image)
+                        prediction, refused = predict_case(predictor, image)
                         fit = predictor.check_fit(image.array, is_volume=image.is_volume)
                         nifti = image.is_volume and image.affine is not None
                         target = Path("predictions") / (name + (".nii.gz" if nifti else ".tif"))
@@ -328,7 +328,7 @@ class Worklist:
         return write_report(self.root / REVIEW.report_name, rows, self.priority)
 
 
-def _predict_case(predictor: Any, image: Any) -> tuple[Any, str]:
+def predict_case(predictor: Any, image: Any) -> tuple[Any, str]:
     """(prediction, why the model found nothing or ""): a 2D image goes through ``core.disc.predict_2d``
     (an optic disc model takes its two stages, as in the dock and ``ramseg predict``). A photograph in
     which no disc is found gets an empty mask, so the case stays in the list for the clinician to draw,

@@ -32,7 +32,7 @@ import numpy as np
 from scipy import ndimage
 
 from ...errors import RamsegInputError
-from ..config import DiscConfig
+from ..config import DiscConfig, LabelScheme
 from ..infer import Prediction, Predictor
 from ..postprocess import keep_largest_component
 from .fundus import check_fundus
@@ -40,10 +40,14 @@ from .locate import Candidate, locate
 from .roi import Roi, crop, paste
 
 
-def is_disc_model(predictor: Predictor) -> bool:
-    """A nested disc/cup model (the bundled ``optic-disc`` one, or one trained on DoFE-like data)."""
-    labels = predictor.labels
+def is_disc_labels(labels: LabelScheme) -> bool:
+    """Nested disc/cup labels (the bundled ``optic-disc`` model's, or those of one trained on DoFE-like data)."""
     return labels.kind == "nested" and tuple(labels.names[:2]) == ("disc", "cup")
+
+
+def is_disc_model(predictor: Predictor) -> bool:
+    """A nested disc/cup model: it takes the two stages."""
+    return is_disc_labels(predictor.labels)
 
 
 @dataclass

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
+
+from ..config import DiscRoiSampling
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,13 @@ class Roi:
         """The ROI of a disc of ``diameter`` pixels centred on ``center`` (y, x)."""
         side = max(8, int(round(ratio * diameter)))
         return cls(int(round(center[0] - side / 2)), int(round(center[1] - side / 2)), side)
+
+    @classmethod
+    def of_mask(cls, mask: np.ndarray, ratio: float) -> "Roi":
+        """The ROI of the disc a mask draws (``mask >= 1``): centred on its centre of mass, with side ``ratio``
+        x the larger extent of its bounding box, as the training ROIs and the DoFE packaging are cut."""
+        cy, cx = ndimage.center_of_mass(np.asarray(mask) >= 1)
+        return cls.around((cy, cx), disc_diameter(mask), ratio)
 
     @property
     def center(self) -> tuple[float, float]:
@@ -83,3 +93,58 @@ def resize_square(array: np.ndarray, size: int, labels: bool = False) -> np.ndar
         out = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     out = out[0, 0] if array.ndim == 2 else out[0].permute(1, 2, 0)
     return out.round().clamp(0, 255).to(torch.uint8).numpy() if array.dtype == np.uint8 else out.numpy()
+
+
+def disc_diameter(mask: np.ndarray) -> float:
+    """The larger extent, in pixels, of the bounding box of the disc a mask draws (``mask >= 1``)."""
+    disc = np.asarray(mask) >= 1
+    rows, cols = np.flatnonzero(disc.any(axis=1)), np.flatnonzero(disc.any(axis=0))
+    if rows.size == 0:
+        raise ValueError("the mask draws no disc")
+    return float(max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1))
+
+
+def training_rois(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, ratio: float,
+                  sampling: DiscRoiSampling = DiscRoiSampling(), jitter: int | None = None,
+                  ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """A labelled fundus image as the disc model's training ROIs, each resized to ``sampling.size``: the
+    ground-truth ROI (``ratio`` x disc diameter), then ``jitter`` (default ``sampling.jitter``) copies
+    whose centre moves by up to ``sampling.shift`` disc diameters and whose side ratio is drawn from
+    ``sampling.ratio_range``, so the model is used to the small errors of its own locator."""
+    d = disc_diameter(mask)
+    cy, cx = ndimage.center_of_mass(np.asarray(mask) >= 1)
+    out = []
+    for j in range((sampling.jitter if jitter is None else jitter) + 1):
+        if j == 0:
+            roi = Roi.around((cy, cx), d, ratio)
+        else:
+            dy, dx = rng.uniform(-sampling.shift, sampling.shift, 2) * d
+            roi = Roi.around((cy + dy, cx + dx), d, rng.uniform(*sampling.ratio_range))
+        out.append((resize_square(crop(image, roi), sampling.size),
+                    resize_square(crop(mask, roi), sampling.size, labels=True)))
+    return out
+
+
+def negative_rois(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, count: int,
+                  sampling: DiscRoiSampling = DiscRoiSampling()) -> list[tuple[np.ndarray, np.ndarray]]:
+    """ROIs of a whole photograph at the disc's scale but away from it (at least
+    ``sampling.negative_distance`` disc diameters), inside the field of view: empty masks, so that the
+    model learns that a ROI without a disc has none, which is what lets it veto a wrong stage-one
+    candidate (and refuse a photograph without a disc). A draw that catches a corner of the disc is
+    dropped, so there may be fewer than ``count``."""
+    cy, cx = ndimage.center_of_mass(np.asarray(mask) >= 1)
+    d = disc_diameter(mask)
+    luma = image[..., :3].mean(axis=-1)
+    fov = luma > 0.4 * np.median(luma)
+    yy, xx = np.mgrid[:mask.shape[0], :mask.shape[1]]
+    far = np.hypot(yy - cy, xx - cx) >= sampling.negative_distance * d
+    ys, xs = np.nonzero(fov & far)
+    out = []
+    for _ in range(count if ys.size else 0):
+        i = int(rng.integers(ys.size))
+        roi = Roi.around((float(ys[i]), float(xs[i])), d, rng.uniform(*sampling.ratio_range))
+        msk = crop(mask, roi)
+        if msk.any():
+            continue
+        out.append((resize_square(crop(image, roi), sampling.size), resize_square(msk, sampling.size, labels=True)))
+    return out

@@ -1,0 +1,237 @@
+#!/usr/bin/env python
+"""What corrections buy on the optic disc (issue 16): the leave-one-domain-out disc/cup models of
+``bench/train_optic_disc.sh``, fine-tuned on k corrected photographs of the domain they never saw.
+
+The same experiment as ``bench/finetune_gain.py`` (vessels), on the product's two-stage path:
+
+- Start: ``bench/work/optic_disc/runs/<set>`` (Drishti-GS + REFUGE -> DRIONS-DB, DRIONS-DB + REFUGE ->
+  Drishti-GS), with the two-stage settings chosen for it on its sources (``bench/results/
+  optic_disc_settings.json``, written into its model.json by ``bench/optic_disc_settings.py --write``).
+- The clinician is simulated by the expert masks of k whole images of the unseen domain, chosen by each
+  review ranking (mean entropy of the two-stage prediction, as the worklist ranks; style disagreement;
+  representative) or at random. Each fine-tune is ``ramseg finetune --images --labels --replay SOURCES``
+  (core ``finetune_from_files``) with ``FinetuneConfig``'s defaults; replay reads the direction's own
+  training ROIs (``bench/work/optic_disc/<set>``), and the corrections are cut into ROIs as those were.
+- Score: every case that was not corrected, through the two stages on the whole image, against its
+  expert mask (core ``disc.corrections.score_correction``: disc and cup, the disc alone on DRIONS-DB,
+  which draws no cup), beside the base model on the same cases.
+
+Nothing here is chosen: the fine-tune defaults are the vessel benchmark's and the two-stage settings were
+chosen on the sources. Runs are cached under ``--work`` like the vessel grid's, so a second command with
+the same arguments only fills in what is missing, and ``--report-only`` writes the results.
+
+    OMP_NUM_THREADS=1 python bench/finetune_gain_disc.py --directions drishti_to_drions --minutes 60
+    python bench/finetune_gain_disc.py --report-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import shlex
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+
+import numpy as np  # noqa: E402
+
+import machine as bench_machine  # noqa: E402
+import results_io  # noqa: E402
+from finetune_gain_report import RANKINGS, collect, targets, write_plot  # noqa: E402
+
+KS = (3, 1, 5, 10)  # priority order: the target's k first
+SETS = {  # training set of bench/optic_disc_data.py -> (its sources, the unseen domain)
+    "drishti_to_drions": ("Drishti-GS+REFUGE", "DRIONS-DB"),
+    "drions_to_drishti": ("DRIONS-DB+REFUGE", "Drishti-GS"),
+}
+DISC_WORK = HERE / "work" / "optic_disc"
+
+
+def _read(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(path))
+
+
+class DiscDirection:
+    """One direction's base model, the unseen domain's whole images and the replay folder."""
+
+    def __init__(self, name: str, work: Path, data: Path):
+        from napari_ramseg.core.infer import Predictor
+
+        self.set = name
+        self.source, self.target = SETS[name]
+        self.name = f"{self.source}->{self.target}"
+        self.model = DISC_WORK / "runs" / name
+        self.replay = DISC_WORK / name
+        if not (self.model / "model.json").exists() or not self.replay.is_dir():
+            raise FileNotFoundError(f"no {name} model or training ROIs under {DISC_WORK}; "
+                                    f"run bash bench/train_optic_disc.sh {name}")
+        folder = data / "fundus" / self.target
+        self.images = {p.name.split(".")[0]: p for p in sorted((folder / "images").iterdir())
+                       if not p.name.startswith(".")}
+        self.labels = {n: folder / "labels" / f"{n}.png" for n in self.images}
+        self.work = work / f"{self.source}-{self.target}"
+        self.predictor = Predictor.from_path(self.model, device="cpu")
+
+    def score(self, predictor, names) -> dict[str, float]:
+        from napari_ramseg.core.disc.corrections import score_correction
+
+        return {n: score_correction(predictor, _read(self.images[n])[..., :3], _read(self.labels[n])) for n in names}
+
+    def base(self) -> dict[str, Any]:
+        """Base Dice per case and every case's review scores, as the worklist computes them (cached)."""
+        path = self.work / "base.json"
+        if path.exists():
+            return json.loads(path.read_text())
+        from napari_ramseg.core.review import descriptor, disagreement, mean_uncertainty
+        from napari_ramseg.core.worklist import predict_case
+        from napari_ramseg.io import read_image
+
+        start = time.perf_counter()
+        dice = self.score(self.predictor, self.images)
+        scores: dict[str, dict[str, float]] = {"uncertainty": {}, "disagreement": {}}
+        descriptors: dict[str, list[float]] = {}
+        for name, p in self.images.items():
+            image = read_image(p)  # as the worklist reads, segments and ranks a scan
+            prediction, _ = predict_case(self.predictor, image)
+            scores["uncertainty"][name] = mean_uncertainty(prediction)
+            scores["disagreement"][name] = disagreement(self.predictor, image.array, False)
+            descriptors[name] = [round(float(v), 6) for v in descriptor(self.predictor, image.array, False)]
+        out = {"dice": dice, "mean": float(np.mean(list(dice.values()))), "generalization_dice": None,
+               "base_seed": 0, "model": str(self.model.relative_to(REPO)), "scores": scores,
+               "descriptors": descriptors, "seconds": round(time.perf_counter() - start, 1)}
+        results_io.write_json(path, out)
+        return out
+
+
+def finetune_run(d: DiscDirection, ranking: str, k: int, seed: int) -> dict[str, Any]:
+    """Fine-tune on k corrected photographs and score the others; the record is cached."""
+    from finetune_gain import chosen_cases
+
+    from napari_ramseg.core.finetune_job import finetune_from_files
+    from napari_ramseg.core.infer import Predictor
+
+    path = d.work / "runs" / f"{ranking if ranking != 'representative' else 'representative_p1'}__k{k}__s{seed}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    base = d.base()
+    chosen = chosen_cases(base, ranking, k, seed)
+    scratch = d.work / f"scratch_{ranking}_{k}_{seed}"
+    shutil.rmtree(scratch, ignore_errors=True)
+    start = time.perf_counter()
+    result = finetune_from_files(d.model, scratch / "models", project=scratch / "corrections",
+                                 images=[d.images[n] for n in chosen], masks=[d.labels[n] for n in chosen],
+                                 replay=d.replay, seed=seed, device="cpu", command="bench/finetune_gain_disc.py")
+    seconds = time.perf_counter() - start
+    if result.model_dir is None:
+        raise RuntimeError("the fine-tune stopped")
+    others = sorted(set(d.images) - set(chosen))
+    after = d.score(Predictor.from_path(result.model_dir, device="cpu"), others)
+    base_other = float(np.mean([base["dice"][n] for n in others]))
+    record = {
+        "direction": d.name, "ranking": ranking, "k": k, "seed": seed, "chosen": chosen, "base_model": base["model"],
+        "trained_on": len(result.train_cases), "held_out": len(result.val_cases),
+        "dice_other": float(np.mean(list(after.values()))), "base_other": base_other,
+        "gain": float(np.mean(list(after.values()))) - base_other, "per_case": after,
+        "heldout_before": result.before_dice, "heldout_after": result.after_dice,
+        "finetune_seconds": round(seconds, 1), "finished": _dt.datetime.now().isoformat(timespec="seconds"),
+    }
+    results_io.write_json(path, record)
+    shutil.rmtree(scratch, ignore_errors=True)
+    return record
+
+
+def markdown(results: list, meta: dict) -> str:
+    lines = ["# What corrections buy on the optic disc: fine-tuning on k corrected photographs of the unseen domain",
+             "", f"Generated by `bench/finetune_gain_disc.py`. Commands: {'; '.join(f'`{c}`' for c in meta['commands'])}.",
+             f"Machine: {bench_machine.one_line(meta['machine'])}; one torch thread per process.", "",
+             "Start: the leave-one-domain-out RAM-DSIR disc/cup models of `bench/train_optic_disc.sh`, with their "
+             "source-chosen two-stage settings. Each fine-tune is `ramseg finetune --images ... --labels ... "
+             f"--replay SOURCES` with `FinetuneConfig`'s defaults ({meta['finetune_defaults']}); the project's "
+             "fixed split holds the 3rd correction out, so k = 3 trains on 2. Dice: the two-stage path on the "
+             "whole image of every case that was not corrected (disc and cup; DRIONS-DB draws the disc only), "
+             "beside the base model on the same cases (`gain`).", ""]
+    for entry in results:
+        lines += [f"## {entry['direction']}", "", f"base (all cases) {entry['base'][0]:.4f}.", "",
+                  "| ranking | " + " | ".join(f"k={k}: Dice (gain)" for k in meta["ks"]) + " |",
+                  "|---|" + "---|" * len(meta["ks"])]
+        for ranking in meta["rankings"]:
+            cells = []
+            for k in meta["ks"]:
+                dice = entry["curves"].get(ranking, {}).get(str(k), [])
+                gain = entry["gain"].get(ranking, {}).get(str(k), [])
+                cells.append("–" if not dice else f"{np.mean(dice):.4f} ({np.mean(gain):+.4f}, n={len(dice)})")
+            lines.append(f"| {ranking} | " + " | ".join(cells) + " |")
+        held = [v for r in entry["heldout"].values() for runs in r.values() for v in runs if None not in v]
+        if held:
+            worse = sum(after < before for before, after in held)
+            lines += ["", f"Held-out correction (the round's own before/after): worse after the round in {worse} "
+                      f"of {len(held)} rounds."]
+        lines.append("")
+    lines += ["## Targets at k = 3 (averaged over seeds)", "", "```", json.dumps(meta["targets"], indent=1), "```", "",
+              f"Not run ({len(meta['not_run'])}).", ""]
+    return "\n".join(lines)
+
+
+def write_outputs(args: argparse.Namespace, meta: dict) -> None:
+    directions = [SETS[s] for s in SETS]
+    results, missing = collect(args.work, directions, args.rankings, args.k, args.seeds, 1.0)
+    meta.update(not_run=[list(m) for m in missing], targets=targets(results), ks=args.k, rankings=args.rankings)
+    stem = args.out / "finetune_gain_optic_disc"
+    results_io.write_json(stem.with_suffix(".json"), results)
+    results_io.write_json(args.out / "finetune_gain_optic_disc_meta.json", meta)
+    results_io.write_text(stem.with_suffix(".md"), markdown(results, meta))
+    write_plot(stem.with_suffix(".png"), results, args.k)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from napari_ramseg.core.config import FinetuneConfig
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--directions", default=",".join(SETS), help=f"of {', '.join(SETS)}")
+    ap.add_argument("--rankings", default=",".join(RANKINGS))
+    ap.add_argument("--k", default=",".join(map(str, KS)))
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--minutes", type=float, default=60.0, help="stop starting new fine-tunes after this")
+    ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    ap.add_argument("--work", type=Path, default=HERE / "work" / "finetune_gain_disc")
+    ap.add_argument("--out", type=Path, default=HERE / "results")
+    ap.add_argument("--report-only", action="store_true")
+    args = ap.parse_args(argv)
+    args.rankings = [r for r in args.rankings.split(",") if r]
+    args.k = [int(k) for k in args.k.split(",") if k]
+    args.seeds = [int(s) for s in args.seeds.split(",") if s]
+    meta_path = args.out / "finetune_gain_optic_disc_meta.json"
+    old = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    command = "python " + " ".join(shlex.quote(a) for a in ["bench/finetune_gain_disc.py"] + sys.argv[1:])
+    commands = list(dict.fromkeys(old.get("commands", []) + ([] if args.report_only else [command])))
+    meta: dict[str, Any] = {"commands": commands, "machine": bench_machine.describe(),
+                            "finetune_defaults": ", ".join(f"{k} {v}" for k, v in vars(FinetuneConfig()).items()
+                                                           if k != "device")}
+    if not args.report_only:
+        t0 = time.time()
+        for set_name in [s for s in args.directions.split(",") if s]:
+            d = DiscDirection(set_name, args.work, args.data)
+            print(f"[{_dt.datetime.now():%H:%M:%S}] {d.name}: base {d.base()['mean']:.4f}", flush=True)
+            cells = [(k, seed, ranking) for k in args.k for seed in args.seeds for ranking in args.rankings]
+            for k, seed, ranking in cells:  # the target's k for every seed first
+                if time.time() - t0 > args.minutes * 60:
+                    break
+                rec = finetune_run(d, ranking, k, seed)
+                print(f"[{_dt.datetime.now():%H:%M:%S}] {d.name} {ranking} k={k} seed {seed}: "
+                      f"{rec['base_other']:.4f} -> {rec['dice_other']:.4f} ({rec['gain']:+.4f}) "
+                      f"in {rec['finetune_seconds']} s", flush=True)
+    write_outputs(args, meta)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

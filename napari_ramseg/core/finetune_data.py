@@ -1,0 +1,93 @@
+"""What a fine-tune round learns from and is scored on (``core/finetune.py``): the corrected cases as
+training samples, the batch pool that mixes them with replayed source cases, and a held-out
+correction's score.
+
+An optic disc model's corrected fundus images are cut into the disc-centred ROIs it was trained on and
+scored through the two stages (``core/disc/corrections.py``); every other case trains and scores as it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..errors import RamsegInputError
+from .config import FinetuneConfig, LabelScheme, PreprocessConfig
+from .corrections import CorrectionCase, CorrectionStore
+from .data import Sample
+from .disc.corrections import correction_rois, score_correction, takes_rois
+from .evaluate import score_case
+from .infer import Predictor
+from .preprocess import to_model_channels, volume_to_slices_25d
+from .sampling import SourcePool
+
+__all__ = ["CORRECTIONS_DOMAIN", "CorrectionPool", "case_samples", "check_project_labels", "score_heldout"]
+
+CORRECTIONS_DOMAIN = "corrections"
+CORRECTION_SHARE = FinetuneConfig().correction_share  # of every batch, from the corrected cases when replaying
+
+
+class CorrectionPool(SourcePool):
+    """A SourcePool whose last domain holds the corrected cases and fills a fixed share of each batch."""
+
+    def __init__(self, samples_by_domain: dict[str, Sequence], domains: Sequence[str], preprocess: PreprocessConfig,
+                 scale_aug_p: float = 0.5, scale_aug_max: float = 1.5, seed: int = 0,
+                 correction_share: float = CORRECTION_SHARE):
+        if not domains or domains[-1] != CORRECTIONS_DOMAIN:
+            raise ValueError(f"the last pool domain must be {CORRECTIONS_DOMAIN!r}")
+        super().__init__(samples_by_domain, domains, preprocess, scale_aug_p, scale_aug_max, seed)
+        self.correction_share = correction_share
+
+    def batch_domains(self, batch: int) -> np.ndarray:
+        sources = self.num_domains - 1
+        if sources == 0:
+            return np.zeros(batch, dtype=np.int64)
+        n_corr = min(batch, max(1, round(batch * self.correction_share)))
+        n_src = batch - n_corr
+        src = [np.arange(sources)] * (n_src // sources) + [self.rng.permutation(sources)[: n_src % sources]]
+        slots = np.concatenate(src + [np.full(n_corr, sources)])
+        return np.sort(slots).astype(np.int64)
+
+
+
+def case_samples(case: CorrectionCase, labels: LabelScheme, in_channels: int = 3,
+                 domain: str = CORRECTIONS_DOMAIN, rng: np.random.Generator | None = None) -> list[Sample]:
+    """A corrected case as training samples, with its "final" mask: one per slice for a volume; for an
+    optic disc model's fundus image, the disc-centred ROIs it is trained on (``core/disc/corrections.py``,
+    jittered with ``rng``; none when the correction draws no disc)."""
+    mask = np.asarray(case.final)
+    if mask.size and int(mask.max()) > labels.num_classes:
+        raise RamsegInputError(f"case {case.case_id}: the corrected mask uses label {int(mask.max())}, but the model "
+                               f"has labels 1..{labels.num_classes} ({', '.join(labels.names)})")
+    mask = mask.astype(np.uint8)
+    try:
+        if case.is_volume:
+            slices = volume_to_slices_25d(case.image)
+            return [Sample(slices[j], mask[j], domain, case.case_id, slice_index=j) for j in range(len(slices))]
+        if takes_rois(labels, case.image):
+            pairs = correction_rois(case.image, mask, rng if rng is not None else np.random.default_rng(0))
+            return [Sample(to_model_channels(img, in_channels), m, domain, f"{case.case_id}_r{j}")
+                    for j, (img, m) in enumerate(pairs)]
+        return [Sample(to_model_channels(case.image, in_channels), mask, domain, case.case_id)]
+    except ValueError as exc:
+        raise RamsegInputError(f"case {case.case_id}: {exc}") from None
+
+
+def score_heldout(predictor: Predictor, case: CorrectionCase, labels: LabelScheme,
+                  in_channels: int = 3) -> float:
+    """A held-out correction's Dice as the clinician meets the model: an optic disc model's fundus image
+    through the two stages, on the whole image; every other case as its samples are predicted."""
+    if not case.is_volume and takes_rois(labels, case.image):
+        return score_correction(predictor, case.image, np.asarray(case.final))
+    return score_case(predictor, case_samples(case, labels, in_channels), labels)
+
+
+
+def check_project_labels(store: CorrectionStore, case_ids: Sequence[str], labels: LabelScheme) -> None:
+    for case_id in case_ids:
+        saved = store.info(case_id).get("labels")
+        if saved and tuple(saved.get("names", ())) != tuple(labels.names):
+            raise RamsegInputError(
+                f"case {case_id} was saved with labels {', '.join(saved['names'])}, but the model segments "
+                f"{', '.join(labels.names)}; use a corrections project made with this kind of model", store.root)
