@@ -8,8 +8,8 @@ The same experiment as ``bench/finetune_gain.py`` (vessels), on the product's tw
   Drishti-GS), with the two-stage settings chosen for it on its sources (``bench/results/
   optic_disc_settings.json``, written into its model.json by ``bench/optic_disc_settings.py --write``).
 - The clinician is simulated by the expert masks of k whole images of the unseen domain, chosen by each
-  review ranking (mean entropy of the two-stage prediction, as the worklist ranks; style disagreement;
-  representative) or at random. Each fine-tune is ``ramseg finetune --images --labels --replay SOURCES``
+  review ranking as the worklist ranks (mean entropy of the two-stage prediction; style disagreement
+  and representative's descriptor on the ROI the two stages segmented) or at random. Each fine-tune is ``ramseg finetune --images --labels --replay SOURCES``
   (core ``finetune_from_files``) with ``FinetuneConfig``'s defaults; replay reads the direction's own
   training ROIs (``bench/work/optic_disc/<set>``), and the corrections are cut into ROIs as those were.
 - Score: every case that was not corrected, through the two stages on the whole image, against its
@@ -91,6 +91,7 @@ class DiscDirection:
         path = self.work / "base.json"
         if path.exists():
             return json.loads(path.read_text())
+        from napari_ramseg.core.disc import segmented_region
         from napari_ramseg.core.review import descriptor, disagreement, mean_uncertainty
         from napari_ramseg.core.worklist import predict_case
         from napari_ramseg.io import read_image
@@ -101,10 +102,11 @@ class DiscDirection:
         descriptors: dict[str, list[float]] = {}
         for name, p in self.images.items():
             image = read_image(p)  # as the worklist reads, segments and ranks a scan
-            prediction, _ = predict_case(self.predictor, image)
+            prediction, _, summary = predict_case(self.predictor, image)
+            region = segmented_region(image.array, summary)  # the ROI the two stages segmented
             scores["uncertainty"][name] = mean_uncertainty(prediction)
-            scores["disagreement"][name] = disagreement(self.predictor, image.array, False)
-            descriptors[name] = [round(float(v), 6) for v in descriptor(self.predictor, image.array, False)]
+            scores["disagreement"][name] = disagreement(self.predictor, region, False)
+            descriptors[name] = [round(float(v), 6) for v in descriptor(self.predictor, region, False)]
         out = {"dice": dice, "mean": float(np.mean(list(dice.values()))), "generalization_dice": None,
                "base_seed": 0, "model": str(self.model.relative_to(REPO)), "scores": scores,
                "descriptors": descriptors, "seconds": round(time.perf_counter() - start, 1)}

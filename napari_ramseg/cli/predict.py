@@ -32,6 +32,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..core.disc import segmented_region
     from ..core.infer import Predictor
     from ..io import read_image, write_labels
     from ..models import resolve_model
@@ -64,7 +65,9 @@ def run(args: argparse.Namespace) -> int:
                         bar.update(1)
                         continue
                     prediction = found.prediction
+                    region = segmented_region(image.array, found.summary())  # what the review scores look at
                 else:
+                    region = image.array
                     prediction = segmenter.predict(image.array, postprocess=args.postprocess,
                                                    is_volume=image.is_volume, spacing=image.spacing)
                 fit = predictor.check_fit(image.array, is_volume=image.is_volume)
@@ -79,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
                 stderr(f"wrote {_write_seg(args.dicom_seg, prediction.labels, image, predictor, args.overwrite)} "
                        "(DICOM-SEG)")
             if args.input.is_dir() and not dicom:
-                rows.append(_report_row(predictor, source, case, image, prediction, fit, args.review))
+                rows.append(_report_row(predictor, source, case, image, region, prediction, fit, args.review))
             bar.update(1)
             if len(pairs) == 1:
                 stderr(f"wrote {written} ({', '.join(predictor.channel_names)}; shape {prediction.labels.shape})")
@@ -129,17 +132,18 @@ def _add_review(p: argparse.ArgumentParser) -> None:
                         f"descriptors kept in {REVIEW.descriptors_name} beside the report)")
 
 
-def _report_row(predictor, source: Path, case: str, image, prediction, fit, review: str) -> dict:
-    """One case's row of report.csv (``core/report.py``)."""
+def _report_row(predictor, source: Path, case: str, image, region, prediction, fit, review: str) -> dict:
+    """One case's row of report.csv (``core/report.py``); ``region``: what the review scores look at (an
+    optic disc photograph's ROI, else the image)."""
     from ..core.report import case_row
     from ..core.review import descriptor, disagreement
 
     score = features = None
     with naming(source):
         if review == "disagreement":
-            score = disagreement(predictor, image.array, image.is_volume, image.spacing)
+            score = disagreement(predictor, region, image.is_volume, image.spacing)
         elif review == "representative":  # set-level: ranked with the others once the folder is done
-            features = descriptor(predictor, image.array, image.is_volume, image.spacing)
+            features = descriptor(predictor, region, image.is_volume, image.spacing)
     return case_row(case, prediction, predictor.labels, fit, file=source.name, spacing=image.spacing,
                     disagreement=score, descriptor=features)
 

@@ -219,8 +219,9 @@ class Worklist:
                 case = self.cases[name]
                 fresh = not self._predicted(name, model)
                 with naming(path):
+                    summary = None  # the disc path's: where the review scores look
                     if fresh:
-                        prediction, refused = predict_case(predictor, image)
+                        prediction, refused, summary = predict_case(predictor, image)
                         fit = predictor.check_fit(image.array, is_volume=image.is_volume)
                         nifti = image.is_volume and image.affine is not None
                         target = Path("predictions") / (name + (".nii.gz" if nifti else ".tif"))
@@ -233,11 +234,13 @@ class Worklist:
                         case.prediction, case.model, case.measured = str(target), model, []
                         self.descriptors.pop(name, None)  # another model's, if any
                     missing = self._missing(name)
+                    if missing:
+                        region = _review_region(predictor, image, summary)
                     if "disagreement" in missing:
-                        case.row["disagreement"] = disagreement(predictor, image.array, image.is_volume, image.spacing)
+                        case.row["disagreement"] = disagreement(predictor, region, image.is_volume, image.spacing)
                         case.measured.append("disagreement")
                     if "descriptor" in missing:
-                        self.descriptors[name] = descriptor(predictor, image.array, image.is_volume, image.spacing)
+                        self.descriptors[name] = descriptor(predictor, region, image.is_volume, image.spacing)
                         write_descriptors(self.descriptors_path, self.descriptors)  # before the state that counts on it
                 case.updated = _now()
                 self._rows_version += 1
@@ -328,22 +331,36 @@ class Worklist:
         return write_report(self.root / REVIEW.report_name, rows, self.priority)
 
 
-def predict_case(predictor: Any, image: Any) -> tuple[Any, str]:
-    """(prediction, why the model found nothing or ""): a 2D image goes through ``core.disc.predict_2d``
-    (an optic disc model takes its two stages, as in the dock and ``ramseg predict``). A photograph in
-    which no disc is found gets an empty mask, so the case stays in the list for the clinician to draw,
-    and the message; one such photograph does not stop the folder. Its uncertainty is the highest there
-    is (normalised entropy 1): the model could not do it, so it comes first for review."""
+def predict_case(predictor: Any, image: Any) -> tuple[Any, str, dict]:
+    """(prediction, why the model found nothing or "", what the optic disc path adds: ``predict_2d``'s
+    summary, {} otherwise): a 2D image goes through ``core.disc.predict_2d`` (an optic disc model takes
+    its two stages, as in the dock and ``ramseg predict``). A photograph in which no disc is found gets an
+    empty mask, so the case stays in the list for the clinician to draw, and the message; one such
+    photograph does not stop the folder. Its uncertainty is the highest there is (normalised entropy 1):
+    the model could not do it, so it comes first for review."""
     if image.is_volume:
-        return predictor.predict(image.array, is_volume=True, spacing=image.spacing), ""
+        return predictor.predict(image.array, is_volume=True, spacing=image.spacing), "", {}
     from .disc import is_disc_model, predict_2d
     from .infer import Prediction
 
     try:
-        return predict_2d(predictor, image.array, postprocess=False)[0], ""
+        prediction, summary = predict_2d(predictor, image.array, postprocess=False)
+        return prediction, "", summary
     except RamsegInputError as exc:
         if not is_disc_model(predictor):
             raise
         h, w = image.array.shape[:2]
         empty = Prediction(np.zeros((h, w), np.uint8), None, np.ones((h, w), np.float32), list(predictor.channel_names))
-        return empty, exc.problem
+        return empty, exc.problem, {}
+
+
+def _review_region(predictor: Any, image: Any, summary: dict | None) -> np.ndarray:
+    """What the review scores look at: an optic disc model's ROI of a photograph (``segmented_region``;
+    found again when the case was segmented in an earlier session), else the image."""
+    from .disc import is_disc_model, segmented_region
+
+    if image.is_volume or not is_disc_model(predictor):
+        return image.array
+    if summary is None:
+        summary = predict_case(predictor, image)[2]
+    return segmented_region(image.array, summary)

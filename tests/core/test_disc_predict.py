@@ -166,3 +166,23 @@ def test_pick_first_plausible_or_most_confident_candidate(monkeypatch, pick, exp
     found = DiscPredictor(Sure(), DiscConfig(pick=pick, refine=0)).predict(_photograph())
     cy, cx = found.roi.center
     assert abs(cy - expected[0]) < 2 and abs(cx - expected[1]) < 2
+
+
+def test_the_review_scores_look_at_the_roi_the_two_stages_segmented():
+    """Style disagreement and the representative descriptor of a photograph are the disc model's on the
+    ROI it segmented, not on a whole photograph it never sees; a crop is looked at as it is."""
+    from helpers import BrightDiscModel
+    from napari_ramseg.core.disc import predict_2d, segmented_region
+    from napari_ramseg.core.worklist import _review_region
+    from napari_ramseg.io import ImageData
+
+    image = _photograph(disc=(150, 420), radius=40)
+    prediction, summary = predict_2d(BrightDiscModel(), image)
+    region = segmented_region(image, summary)
+    side = summary["roi"]["side"]
+    assert region.shape == (side, side, 3) and side < 200
+    top, left = summary["roi"]["top"], summary["roi"]["left"]
+    assert np.array_equal(region, image[top:top + side, left:left + side])
+    assert segmented_region(image, {}).shape == image.shape  # a crop, or any other model: the image
+    found_again = _review_region(BrightDiscModel(), ImageData(image), None)  # segmented in an earlier session
+    assert np.array_equal(found_again, region)

@@ -82,6 +82,14 @@ def predict_2d(predictor: Predictor, image: np.ndarray, postprocess: bool = True
     return found.prediction, found.summary()
 
 
+def segmented_region(image: np.ndarray, summary: dict) -> np.ndarray:
+    """The part of an image the two stages segmented (``summary``: ``predict_2d``'s): a photograph's final
+    ROI, padded as the model saw it; the image itself otherwise. The review scores (style disagreement,
+    the representative descriptor) look at this, not at a whole photograph the disc model never sees."""
+    roi = summary.get("roi")
+    return np.asarray(image) if not roi else crop(np.asarray(image), Roi(**roi))
+
+
 def package_settings(predictor: Predictor) -> dict:
     """The two-stage settings a model package carries (validated when its model.json was loaded), {} for
     none (older packages, or a stand-in predictor without metadata)."""
