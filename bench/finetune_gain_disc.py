@@ -44,7 +44,7 @@ import numpy as np  # noqa: E402
 
 import machine as bench_machine  # noqa: E402
 import results_io  # noqa: E402
-from finetune_gain_report import RANKINGS, collect, targets, write_plot  # noqa: E402
+from finetune_gain_report import RANKINGS, collect, curve_table, targets, write_plot  # noqa: E402
 
 KS = (3, 1, 5, 10)  # priority order: the target's k first
 SETS = {  # training set of bench/optic_disc_data.py -> (its sources, the unseen domain)
@@ -163,15 +163,7 @@ def markdown(results: list, meta: dict) -> str:
              "beside the base model on the same cases (`gain`).", ""]
     for entry in results:
         lines += [f"## {entry['direction']}", "", f"base (all cases) {entry['base'][0]:.4f}.", "",
-                  "| ranking | " + " | ".join(f"k={k}: Dice (gain)" for k in meta["ks"]) + " |",
-                  "|---|" + "---|" * len(meta["ks"])]
-        for ranking in meta["rankings"]:
-            cells = []
-            for k in meta["ks"]:
-                dice = entry["curves"].get(ranking, {}).get(str(k), [])
-                gain = entry["gain"].get(ranking, {}).get(str(k), [])
-                cells.append("–" if not dice else f"{np.mean(dice):.4f} ({np.mean(gain):+.4f}, n={len(dice)})")
-            lines.append(f"| {ranking} | " + " | ".join(cells) + " |")
+                  *curve_table(entry, meta["rankings"], meta["ks"])]
         held = [v for r in entry["heldout"].values() for runs in r.values() for v in runs if None not in v]
         if held:
             worse = sum(after < before for before, after in held)
