@@ -74,15 +74,19 @@ def test_drishti_crop_is_taken_as_a_crop(shared_data, tmp_path, capsys):
     assert "disc-centred crop" in err and PACKAGE_LINE in err
 
 
-def test_a_folder_gets_the_ratios_in_report_csv_and_a_discless_photograph_is_skipped(shared_data, tmp_path):
+def test_a_folder_gets_the_ratios_in_report_csv_and_a_discless_photograph_comes_first(shared_data, tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
     shutil.copy(shared_data / "fundus" / "DRIONS-DB" / "images" / "image_002.jpg", folder)
     Image.fromarray(np.zeros((400, 600, 3), np.uint8)).save(folder / "blank.png")  # nothing in view
     assert main(["predict", "--model", "optic-disc", "--input", str(folder), "--output", str(tmp_path / "out"),
                  "--precision", "fp32"]) == 0
-    rows = list(csv.DictReader(open(tmp_path / "out" / "report.csv")))
-    assert [r["case"] for r in rows] == ["image_002"] and 0.0 < float(rows[0]["vcdr"]) < 1.0
+    rows = {r["case"]: r for r in csv.DictReader(open(tmp_path / "out" / "report.csv"))}
+    assert 0.0 < float(rows["image_002"]["vcdr"]) < 1.0 and rows["image_002"]["review_priority"] == "2"
+    # listed, first for review, with the reason, as the worklist lists it; but no mask is written
+    blank = rows["blank"]
+    assert blank["review_priority"] == "1" and blank["fits"] == "False" and "no optic disc found" in blank["fit_note"]
+    assert float(blank["mean_uncertainty"]) == 1.0 and blank["vcdr"] == ""
     assert not (tmp_path / "out" / "blank.png").exists()
 
 

@@ -60,8 +60,11 @@ def run(args: argparse.Namespace) -> int:
                     except RamsegInputError as exc:
                         if len(pairs) == 1:
                             raise
-                        # one photograph without a visible disc does not cost the folder its report
+                        # one photograph without a visible disc does not cost the folder its report: it is
+                        # listed there, first for review, with the reason (as in the worklist), and no mask
                         bar.write(f"ramseg: warning: {source}: {exc.problem}; no mask written", file=sys.stderr)
+                        if args.input.is_dir() and not dicom:
+                            rows.append(_refused_row(predictor, source, case, image, exc.problem))
                         bar.update(1)
                         continue
                     prediction = found.prediction
@@ -146,6 +149,18 @@ def _report_row(predictor, source: Path, case: str, image, region, prediction, f
             features = descriptor(predictor, region, image.is_volume, image.spacing)
     return case_row(case, prediction, predictor.labels, fit, file=source.name, spacing=image.spacing,
                     disagreement=score, descriptor=features)
+
+
+def _refused_row(predictor, source: Path, case: str, image, reason: str) -> dict:
+    """report.csv's row of a photograph in which no disc was found: empty measures, the highest
+    uncertainty, the reason in ``fit_note``."""
+    from ..core.disc.predict import no_disc_prediction
+    from ..core.report import case_row, mark_refused
+
+    fit = predictor.check_fit(image.array, is_volume=False)
+    row = case_row(case, no_disc_prediction(predictor, image.array.shape), predictor.labels, fit, file=source.name,
+                   spacing=image.spacing)
+    return mark_refused(row, reason)
 
 
 def _is_dicom(source: Path) -> bool:

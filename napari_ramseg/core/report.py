@@ -53,6 +53,14 @@ def case_row(name: str, prediction: Any, scheme: LabelScheme, fit: Any = None, *
     return row
 
 
+def mark_refused(row: Row, reason: str) -> Row:
+    """A row whose case the model refused (an optic disc photograph without a visible disc): it does not
+    fit, and the reason leads its ``fit_note``."""
+    row["fits"] = False
+    row["fit_note"] = "; ".join(filter(None, [reason, row.get("fit_note", "")]))
+    return row
+
+
 def with_priority(rows: Sequence[Row], method: str = REVIEW.priority, seed: int = REVIEW.seed) -> list[Row]:
     """The rows with ``review_priority`` set (1 first), in that order."""
     by_name = {row["case"]: row for row in rows}

@@ -43,7 +43,7 @@ from ..errors import RamsegInputError, naming
 from ..io import case_names
 from .checkpoint import atomic_write_json
 from .config import REVIEW_PRIORITIES, ReviewConfig
-from .report import case_row, read_descriptors, with_priority, write_descriptors, write_report
+from .report import case_row, mark_refused, read_descriptors, with_priority, write_descriptors, write_report
 from .review import NEEDS, SET_RANKINGS, descriptor, disagreement
 
 REVIEW = ReviewConfig()
@@ -229,8 +229,7 @@ class Worklist:
                         case.row = case_row(self.case_name(name), prediction, predictor.labels, fit, file=name,
                                             spacing=image.spacing)
                         if refused:  # an empty mask to draw in, and the reason in the table
-                            case.row["fits"] = False
-                            case.row["fit_note"] = "; ".join(filter(None, [refused, case.row["fit_note"]]))
+                            mark_refused(case.row, refused)
                         case.prediction, case.model, case.measured = str(target), model, []
                         self.descriptors.pop(name, None)  # another model's, if any
                     missing = self._missing(name)
@@ -341,7 +340,7 @@ def predict_case(predictor: Any, image: Any) -> tuple[Any, str, dict]:
     if image.is_volume:
         return predictor.predict(image.array, is_volume=True, spacing=image.spacing), "", {}
     from .disc import is_disc_model, predict_2d
-    from .infer import Prediction
+    from .disc.predict import no_disc_prediction
 
     try:
         prediction, summary = predict_2d(predictor, image.array, postprocess=False)
@@ -349,9 +348,7 @@ def predict_case(predictor: Any, image: Any) -> tuple[Any, str, dict]:
     except RamsegInputError as exc:
         if not is_disc_model(predictor):
             raise
-        h, w = image.array.shape[:2]
-        empty = Prediction(np.zeros((h, w), np.uint8), None, np.ones((h, w), np.float32), list(predictor.channel_names))
-        return empty, exc.problem, {}
+        return no_disc_prediction(predictor, image.array.shape), exc.problem, {}
 
 
 def _review_region(predictor: Any, image: Any, summary: dict | None) -> np.ndarray:

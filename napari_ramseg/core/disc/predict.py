@@ -82,6 +82,14 @@ def predict_2d(predictor: Predictor, image: np.ndarray, postprocess: bool = True
     return found.prediction, found.summary()
 
 
+def no_disc_prediction(predictor: Predictor, shape: tuple[int, ...]) -> Prediction:
+    """What a folder keeps of a photograph in which no disc was found: an empty mask to draw in, and the
+    highest uncertainty there is (normalised entropy 1), so the case the model could not do comes first
+    for review (the worklist and ``ramseg predict``'s report.csv)."""
+    h, w = shape[:2]
+    return Prediction(np.zeros((h, w), np.uint8), None, np.ones((h, w), np.float32), list(predictor.channel_names))
+
+
 def segmented_region(image: np.ndarray, summary: dict) -> np.ndarray:
     """The part of an image the two stages segmented (``summary``: ``predict_2d``'s): a photograph's final
     ROI, padded as the model saw it; the image itself otherwise. The review scores (style disagreement,
