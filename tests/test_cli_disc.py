@@ -108,3 +108,21 @@ def test_a_grey_image_is_refused_as_not_a_fundus_image_in_one_line(tmp_path, cap
     err = capsys.readouterr().err
     assert "not a colour fundus image" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "m.png").exists()
+
+
+def test_finetune_learns_from_rois_of_the_corrected_photographs(shared_data, tmp_path, capsys):
+    """``ramseg finetune`` on three DRIONS-DB photographs (disc-only masks): the round says it learns from
+    disc-centred ROIs, scores the held-out photograph through the two stages, and the base is untouched."""
+    folder = shared_data / "fundus" / "DRIONS-DB"
+    stems = ["image_003", "image_010", "image_020"]
+    base = resolve_model("optic-disc")
+    before = (base / "model.safetensors").read_bytes()
+    assert main(["finetune", "--model", "optic-disc", "--images", *[str(folder / "images" / f"{s}.jpg") for s in stems],
+                 "--labels", *[str(folder / "labels" / f"{s}.png") for s in stems], "--out", str(tmp_path / "models"),
+                 "--iterations", "2", "--precision", "fp32"]) == 0
+    err = capsys.readouterr().err
+    assert "2 corrected image(s) cut into 8 disc-centred ROIs" in err  # 1 + 2 jittered + 1 negative each
+    record = json.loads((tmp_path / "models" / "v001" / "model.json").read_text())["finetune"]
+    # the held-out photograph through the two stages: the bundled model finds its disc (it was trained on it)
+    assert record["before_dice"] > 0.85 and record["after_dice"] is not None
+    assert (base / "model.safetensors").read_bytes() == before

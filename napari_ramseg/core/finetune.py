@@ -58,6 +58,7 @@ from .checkpoint import ModelMetadata, load_model, resolve_model_path
 from .config import FinetuneConfig
 from .corrections import SPLIT_RULE, CorrectionStore, file_sha256
 from .device import resolve_device
+from .disc.predict import is_disc_labels
 from .evaluate import validation_dice
 from .finetune_data import (CORRECTION_SHARE, CORRECTIONS_DOMAIN, CorrectionPool, case_samples, check_project_labels,
                             score_heldout)
@@ -171,10 +172,15 @@ def iter_finetune(base_model_path: str | Path, store: CorrectionStore, out_root:
         raise RamsegInputError("no corrected training cases saved yet; save at least one correction first", store.root)
     check_project_labels(store, train_ids + val_ids, labels)
     rois = np.random.default_rng(seed)  # an optic disc model's training ROIs' jitter
-    train_samples = [s for c in train_ids for s in case_samples(store.load(c), labels, in_channels, rng=rois)]
+    by_case = {c: case_samples(store.load(c), labels, in_channels, rng=rois) for c in train_ids}
+    train_samples = [s for samples in by_case.values() for s in samples]
     if not train_samples:
         raise RamsegInputError("none of the corrected training cases draws an optic disc; a disc-centred ROI to "
                                "learn from needs one", store.root)
+    if is_disc_labels(labels):  # say what the round learns from: ROIs, not the photographs as they are
+        empty = [c for c, samples in by_case.items() if not samples]
+        yield FinetuneEvent("prepare", f"{len(train_ids) - len(empty)} corrected image(s) cut into {len(train_samples)} "
+                            "disc-centred ROIs" + (f"; left out, drawing no disc: {', '.join(empty)}" if empty else ""))
     val_cases = {c: store.load(c) for c in val_ids}
 
     pool_samples: dict[str, list] = {}
