@@ -203,10 +203,14 @@ def main(argv: list[str] | None = None) -> int:
     args.rankings = [r for r in args.rankings.split(",") if r]
     args.k = [int(k) for k in args.k.split(",") if k]
     args.seeds = [int(s) for s in args.seeds.split(",") if s]
-    meta_path = args.out / "finetune_gain_optic_disc_meta.json"
-    old = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-    command = "python " + " ".join(shlex.quote(a) for a in ["bench/finetune_gain_disc.py"] + sys.argv[1:])
-    commands = list(dict.fromkeys(old.get("commands", []) + ([] if args.report_only else [command])))
+    # the commands that filled the cache (directions run side by side), kept beside the runs they made
+    commands_path = args.work / "commands.json"
+    commands = json.loads(commands_path.read_text()) if commands_path.exists() else []
+    if not args.report_only:
+        command = "OMP_NUM_THREADS=1 python " + " ".join(shlex.quote(a) for a in ["bench/finetune_gain_disc.py"]
+                                                         + (argv if argv is not None else sys.argv[1:]))
+        commands = list(dict.fromkeys(commands + [command]))
+        results_io.write_json(commands_path, commands)
     meta: dict[str, Any] = {"commands": commands, "machine": bench_machine.describe(),
                             "finetune_defaults": ", ".join(f"{k} {v}" for k, v in vars(FinetuneConfig()).items()
                                                            if k != "device")}
