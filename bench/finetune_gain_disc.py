@@ -27,6 +27,7 @@ the same arguments only fills in what is missing, and ``--report-only`` writes t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import json
 import shlex
@@ -47,6 +48,7 @@ import results_io  # noqa: E402
 from finetune_gain_report import RANKINGS, collect, curve_table, targets, write_plot  # noqa: E402
 
 KS = (3, 1, 5, 10)  # priority order: the target's k first
+WHOLE = "random_whole_photographs"  # --whole: the diagnosis row, random choices trained as whole photographs
 SETS = {  # training set of bench/optic_disc_data.py -> (its sources, the unseen domain)
     "drishti_to_drions": ("Drishti-GS+REFUGE", "DRIONS-DB"),
     "drions_to_drishti": ("DRIONS-DB+REFUGE", "Drishti-GS"),
@@ -114,6 +116,23 @@ class DiscDirection:
         return out
 
 
+@contextlib.contextmanager
+def _whole_photographs(on: bool):
+    """The diagnosis ``--whole``: the round as it was before corrections were cut into ROIs (each corrected
+    photograph trained on as it is, held-out ones scored in one pass), everything else unchanged."""
+    if not on:
+        yield
+        return
+    import napari_ramseg.core.finetune_data as data
+
+    keep = data.takes_rois
+    data.takes_rois = lambda labels, image: False
+    try:
+        yield
+    finally:
+        data.takes_rois = keep
+
+
 def finetune_run(d: DiscDirection, ranking: str, k: int, seed: int) -> dict[str, Any]:
     """Fine-tune on k corrected photographs and score the others; the record is cached."""
     from finetune_gain import chosen_cases
@@ -125,13 +144,14 @@ def finetune_run(d: DiscDirection, ranking: str, k: int, seed: int) -> dict[str,
     if path.exists():
         return json.loads(path.read_text())
     base = d.base()
-    chosen = chosen_cases(base, ranking, k, seed)
+    chosen = chosen_cases(base, "random" if ranking == WHOLE else ranking, k, seed)
     scratch = d.work / f"scratch_{ranking}_{k}_{seed}"
     shutil.rmtree(scratch, ignore_errors=True)
     start = time.perf_counter()
-    result = finetune_from_files(d.model, scratch / "models", project=scratch / "corrections",
-                                 images=[d.images[n] for n in chosen], masks=[d.labels[n] for n in chosen],
-                                 replay=d.replay, seed=seed, device="cpu", command="bench/finetune_gain_disc.py")
+    with _whole_photographs(ranking == WHOLE):
+        result = finetune_from_files(d.model, scratch / "models", project=scratch / "corrections",
+                                     images=[d.images[n] for n in chosen], masks=[d.labels[n] for n in chosen],
+                                     replay=d.replay, seed=seed, device="cpu", command="bench/finetune_gain_disc.py")
     seconds = time.perf_counter() - start
     if result.model_dir is None:
         raise RuntimeError("the fine-tune stopped")
@@ -161,6 +181,11 @@ def markdown(results: list, meta: dict) -> str:
              "fixed split holds the 3rd correction out, so k = 3 trains on 2. Dice: the two-stage path on the "
              "whole image of every case that was not corrected (disc and cup; DRIONS-DB draws the disc only), "
              "beside the base model on the same cases (`gain`).", ""]
+    if WHOLE in meta["rankings"]:
+        lines += [f"`{WHOLE}` (k = 3, `--whole`) is a diagnosis, not a ranking: the random rows' corrections "
+                  "trained on as whole photographs, as a round did before corrections were cut into ROIs, and "
+                  "its held-out correction scored in one pass over the photograph; the other cases are scored "
+                  "as in every row.", ""]
     for entry in results:
         lines += [f"## {entry['direction']}", "", f"base (all cases) {entry['base'][0]:.4f}.", "",
                   *curve_table(entry, meta["rankings"], meta["ks"])]
@@ -178,7 +203,9 @@ def markdown(results: list, meta: dict) -> str:
 def write_outputs(args: argparse.Namespace, meta: dict) -> None:
     directions = [SETS[s] for s in SETS]
     results, missing = collect(args.work, directions, args.rankings, args.k, args.seeds, 1.0)
-    meta.update(not_run=[list(m) for m in missing], targets=targets(results), ks=args.k, rankings=args.rankings)
+    ranked = [{**e, "gain": {r: g for r, g in e["gain"].items() if r != WHOLE}} for e in results]  # not a ranking
+    meta.update(not_run=[list(m) for m in missing if m[1] != WHOLE or m[2] == 3], targets=targets(ranked), ks=args.k,
+                rankings=args.rankings)
     stem = args.out / "finetune_gain_optic_disc"
     results_io.write_json(stem.with_suffix(".json"), results)
     results_io.write_json(args.out / "finetune_gain_optic_disc_meta.json", meta)
@@ -199,8 +226,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=HERE / "work" / "finetune_gain_disc")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--whole", action="store_true",
+                    help="diagnosis: also random corrections trained as whole photographs (the round before ROIs)")
     args = ap.parse_args(argv)
-    args.rankings = [r for r in args.rankings.split(",") if r]
+    args.rankings = [r for r in args.rankings.split(",") if r] + ([WHOLE] if args.whole else [])
     args.k = [int(k) for k in args.k.split(",") if k]
     args.seeds = [int(s) for s in args.seeds.split(",") if s]
     # the commands that filled the cache (directions run side by side), kept beside the runs they made
