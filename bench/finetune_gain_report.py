@@ -208,7 +208,8 @@ def write_plot(path: Path, results: list, ks: list[int]) -> None:
     if not results:
         return
     fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.6), squeeze=False)
-    colours = {"uncertainty": "#d94801", "disagreement": "#2171b5", "random": "#777777", "representative": "#6a51a3"}
+    colours = {"uncertainty": "#d94801", "disagreement": "#2171b5", "random": "#777777", "representative": "#6a51a3",
+               "random_whole_photographs": "#e7298a"}  # the optic-disc diagnosis row
     for ax, entry in zip(axes[0], results):
         for ranking, curve in entry["curves"].items():
             xs = [k for k in sorted(ks) if curve.get(str(k))]
