@@ -189,7 +189,8 @@ def markdown(results: list, meta: dict) -> str:
     for entry in results:
         lines += [f"## {entry['direction']}", "", f"base (all cases) {entry['base'][0]:.4f}.", "",
                   *curve_table(entry, meta["rankings"], meta["ks"])]
-        held = [v for r in entry["heldout"].values() for runs in r.values() for v in runs if None not in v]
+        held = [v for name, r in entry["heldout"].items() if name != WHOLE for runs in r.values() for v in runs
+                if None not in v]
         if held:
             worse = sum(after < before for before, after in held)
             lines += ["", f"Held-out correction (the round's own before/after): worse after the round in {worse} "
