@@ -175,10 +175,10 @@ class FinetuneConfig:
     """A fine-tune round's own settings (``core/finetune.py``); everything else is the base model's
     ``TrainConfig``. ``ramseg finetune`` and the Correct and fine-tune dock take their defaults here.
 
-    Sized so that a round from 3 corrections finishes within 2 minutes on a shared 2-core CPU with
-    replay on (about 50 s with the CPU quiet, 90 s under a load of 7, on AVX-512 BF16 CPUs; on a
-    2-core AVX2-only CPU in fp32, one core taken by a training job, 179 s, 131 s of it the 40 steps:
-    over the limit there), and chosen on one direction
+    Sized so that a round from 3 corrections finishes within 2 minutes on a 2-core CPU with replay on
+    (about 50 s with the CPU quiet, 90 s under a load of 7, on AVX-512 BF16 CPUs; 81 s on a quiet 2-core
+    AVX2-only CPU in fp32, 55 s of it the 40 steps, ``bench/results/finetune_time.md``; there, with one
+    core taken by a training job, 179 s: over the limit), and chosen on one direction
     only (HRF+STARE->CHASE_DB1, 3 random corrections; ``bench/results/finetune_gain_base_s1.md``). The old
     defaults (100 iterations at the base's batch of 8, the whole network, lr x 0.1, half of each
     batch corrections) took 8 minutes on this CPU."""
