@@ -87,7 +87,7 @@ def low_pass(image: np.ndarray, shape: tuple[int, int], factor: int, in_channels
     from ..core.preprocess import to_model_channels
 
     try:
-        x = torch.from_numpy(to_model_channels(image, in_channels))
+        x = torch.tensor(to_model_channels(image, in_channels))  # a copy: the layer's array may be read-only
     except ValueError as exc:
         raise RamsegInputError(str(exc)) from None
     return low_pass_prepared(x, shape, factor)
