@@ -20,7 +20,8 @@ def test_finetune_time_report_says_when_a_round_is_over_the_limit():
                            "heldout_before": 0.8, "heldout_after": 0.81, "within_limit": True},
               "baseline: freeze none": {"seconds": 150.0, "phase_seconds": {"train": 120.0}, "iterations": 40,
                                         "heldout_before": None, "heldout_after": None, "within_limit": False}}
-    text = bench.markdown({"command": "python bench/finetune_time.py", "machine": {"cpu": "AMD EPYC", "torch_threads": 2},
+    text = bench.markdown({"command": "python bench/finetune_time.py",
+                           "machine": {"cpu": "AMD EPYC", "torch_threads": 2},
                            "load_average": 0.1, "model": "m", "cases": ["a", "b", "c"], "target": "CHASE_DB1",
                            "replay_domains": ["HRF", "STARE"], "rounds": rounds})
     assert "| defaults | 89.0 | yes | 40 |" in text and "| **no** |" in text and "0.800 -> 0.810" in text

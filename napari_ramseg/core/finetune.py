@@ -9,9 +9,9 @@ What a fine-tune round does:
   to pick a checkpoint: the last state is kept, and Dice on the held-out cases before and after the round
   is an honest estimate, comparable from round to round.
 - Batches: the corrected cases form one extra pool "domain" (``corrections``) that fills
-  ``correction_share`` of every batch; the rest is balanced over the replayed source domains (``replay_root``, read through
-  ``load_training_data`` with the base model's own train/val split, so replay sees only the base's
-  training cases). Replay keeps the model from forgetting the source domains. An optic disc model
+  ``correction_share`` of every batch; the rest is balanced over the replayed source domains
+  (``replay_root``, read through ``load_training_data`` with the base model's own train/val split, so
+  replay sees only the base's training cases). Replay keeps the model from forgetting the source domains. An optic disc model
   learns from the disc-centred ROIs of each corrected fundus image, cut as its training ROIs were, and
   its held-out corrections are scored through the two stages on the whole image
   (``core/finetune_data.py``, ``core/disc/corrections.py``).
@@ -179,8 +179,8 @@ def iter_finetune(base_model_path: str | Path, store: CorrectionStore, out_root:
                                "learn from needs one", store.root)
     if is_disc_labels(labels):  # say what the round learns from: ROIs, not the photographs as they are
         empty = [c for c, samples in by_case.items() if not samples]
-        yield FinetuneEvent("prepare", f"{len(train_ids) - len(empty)} corrected image(s) cut into {len(train_samples)} "
-                            "disc-centred ROIs" + (f"; left out, drawing no disc: {', '.join(empty)}" if empty else ""))
+        yield FinetuneEvent("prepare", f"{len(train_ids) - len(empty)} corrected image(s) cut into "
+                            f"{len(train_samples)} disc-centred ROIs" + (f"; left out, drawing no disc: {', '.join(empty)}" if empty else ""))
     val_cases = {c: store.load(c) for c in val_ids}
 
     pool_samples: dict[str, list] = {}

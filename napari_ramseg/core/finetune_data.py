@@ -50,7 +50,6 @@ class CorrectionPool(SourcePool):
         return np.sort(slots).astype(np.int64)
 
 
-
 def case_samples(case: CorrectionCase, labels: LabelScheme, in_channels: int = 3,
                  domain: str = CORRECTIONS_DOMAIN, rng: np.random.Generator | None = None) -> list[Sample]:
     """A corrected case as training samples, with its "final" mask: one per slice for a volume; for an
@@ -83,8 +82,8 @@ def score_heldout(predictor: Predictor, case: CorrectionCase, labels: LabelSchem
     return score_case(predictor, case_samples(case, labels, in_channels), labels)
 
 
-
 def check_project_labels(store: CorrectionStore, case_ids: Sequence[str], labels: LabelScheme) -> None:
+    """Refuse, in one line, corrections saved for a model with other labels (a vessel project and a disc model)."""
     for case_id in case_ids:
         saved = store.info(case_id).get("labels")
         if saved and tuple(saved.get("names", ())) != tuple(labels.names):

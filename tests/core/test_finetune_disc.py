@@ -98,7 +98,8 @@ def test_disc_only_corrections_do_not_teach_no_cup():
         out = []
         for i in range(3):
             m = _mask((32, 32), (16, 16), 8, 3 if cup else 0)
-            out.append(Sample((rng.normal(0, 0.3, (3, 32, 32)) + m * 0.5).astype(np.float32), m, domain, f"{domain}{i}"))
+            image = (rng.normal(0, 0.3, (3, 32, 32)) + m * 0.5).astype(np.float32)
+            out.append(Sample(image, m, domain, f"{domain}{i}"))
         return out
 
     config = TrainConfig(labels=OPTIC_DISC_CUP, model=ModelConfig(base_width=4, depth=3),
