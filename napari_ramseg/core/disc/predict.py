@@ -37,7 +37,7 @@ from ..infer import Prediction, Predictor
 from ..postprocess import keep_largest_component
 from .fundus import check_fundus
 from .locate import Candidate, locate
-from .roi import Roi, crop, paste
+from .roi import Roi, crop, disc_diameter, paste
 
 
 def is_disc_labels(labels: LabelScheme) -> bool:
@@ -222,8 +222,7 @@ def _refined(roi: Roi, pred: Prediction, ratio: float, bounds: tuple[float, floa
     the diameter clipped to ``bounds`` (image pixels) when given."""
     disc = keep_largest_component(pred.labels >= 1)
     cy, cx = ndimage.center_of_mass(disc)
-    rows, cols = np.flatnonzero(disc.any(axis=1)), np.flatnonzero(disc.any(axis=0))
-    diameter = max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1)
+    diameter = disc_diameter(disc)
     scale = roi.side / disc.shape[0]  # the prediction is at the crop's own size: 1 here
     centre = (roi.top + (cy + 0.5) * scale - 0.5, roi.left + (cx + 0.5) * scale - 0.5)
     diameter = diameter * scale
