@@ -16,6 +16,11 @@ class RamsegInputError(ValueError):
         super().__init__(problem if path is None else f"{path}: {problem}")
 
 
+class TrainingDiverged(RamsegInputError, FloatingPointError):
+    """A training loss became NaN or infinite: said in one line, with what to change (the learning
+    rate, the data), instead of a traceback. Still a FloatingPointError for code that catches that."""
+
+
 @contextlib.contextmanager
 def naming(path: str | Path) -> Iterator[None]:
     """Give ``path`` to a RamsegInputError raised without one: the engine judges arrays (NaN, odd

@@ -19,8 +19,10 @@ from safetensors.torch import load_file, save
 from .. import __version__
 from ..errors import RamsegInputError, one_line
 from ..files import atomic_write
+from ..schema import check
 from .config import ADAPT_METHODS, DISC_PICKS, NORMALIZATION, AdaptConfig, DiscConfig, TrainConfig
 from .model import RamSegNet
+from .file_schemas import ConfigSchema, ModelJsonSchema
 from .run_folder import METADATA_NAME, WEIGHTS_NAME, RunFolder  # the file names are the run folder's
 from .source_profile import SourceProfile
 
@@ -68,12 +70,12 @@ class ModelMetadata:
         try:
             if data.get("architecture") != "RamSegNet":
                 raise ValueError(f"unknown architecture {data.get('architecture')!r}")
-            if int(data.get("format_version", 0)) > FORMAT_VERSION:
-                raise ValueError(f"format version {data['format_version']} is newer than this napari-ramseg reads")
+            version = data.get("format_version", 0)
+            if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
+                raise ValueError(f"format version {version} is newer than this napari-ramseg reads")
             if not isinstance(data.get("config"), dict):
                 raise ValueError("no config object")
             _check_raw_labels(data["config"].get("labels"))
-            config = TrainConfig.from_dict(data["config"])
             domains = data["source_domains"]
             if not isinstance(domains, list) or not all(isinstance(d, str) for d in domains):
                 raise ValueError("source_domains must be a list of names")
@@ -81,6 +83,8 @@ class ModelMetadata:
                 raise ValueError("no source domains listed")
             if len(domains) > MAX_DOMAINS:
                 raise ValueError(f"{len(domains)} source domains; at most {MAX_DOMAINS} are supported")
+            check(ModelJsonSchema, data)  # every other field the code reads back (core/file_schemas.py)
+            config = TrainConfig.from_dict(data["config"])
             check_config(config)
             profile = data.get("source_profile")
             profile = None if profile is None else SourceProfile.from_dict(profile, domains)
@@ -124,7 +128,10 @@ def _int_in(value: Any, lo: int, hi: int, name: str) -> None:
 
 
 def check_config(config: TrainConfig) -> None:
-    """Refuse (ValueError) a config that this package cannot use or that would exhaust memory."""
+    """Refuse (ValueError) a config that this package cannot use or that would exhaust memory: the
+    training settings by their schema (``file_schemas.ConfigSchema``: a NaN or 1e30 learning rate, a
+    batch of 0), the network's size by the limits above."""
+    check(ConfigSchema, config.to_dict())
     model, prep = config.model, config.preprocess
     if model.in_channels != IN_CHANNELS:
         raise ValueError(
@@ -373,6 +380,33 @@ def _describe_mismatch(expected: dict[str, tuple], found: dict[str, tuple], meta
     return "; ".join(details)
 
 
+# what a stored tensor may hold for each kind of tensor the network has: parameters and BatchNorm
+# statistics are real numbers (float8 has no isfinite, and complex, integer or bool weights mean
+# nothing to the network); the BatchNorm step counters are whole numbers
+STORED_DTYPES = {"float": (torch.float16, torch.bfloat16, torch.float32, torch.float64),
+                 "int": (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)}
+
+
+def fitting_state(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor],
+                  where: Path | str) -> dict[str, torch.Tensor]:
+    """``state`` converted to the network's own dtypes (``expected``), refused (RamsegInputError naming
+    ``where``) where a tensor's stored dtype cannot hold the network's values or where a value is not
+    finite once converted: a float64 weight of 1e300 passes a check before conversion and becomes Inf."""
+    out = {}
+    for name, value in state.items():
+        target = expected[name].dtype
+        kind = "float" if target.is_floating_point else "int"
+        if value.dtype not in STORED_DTYPES[kind]:
+            raise RamsegInputError(f"weights hold {name} as {str(value.dtype).removeprefix('torch.')}, which the "
+                                   f"network cannot use (it needs {str(target).removeprefix('torch.')})", where)
+        converted = value.to(target)
+        if kind == "float" and not torch.isfinite(converted).all():
+            raise RamsegInputError(f"weights contain NaN or Inf, or values too large for "
+                                   f"{str(target).removeprefix('torch.')} (e.g. {name})", where)
+        out[name] = converted
+    return out
+
+
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[RamSegNet, ModelMetadata]:
     """Rebuild the network from metadata and load weights whose names and shapes must match exactly."""
     weights_path, _ = resolve_model_path(path)
@@ -394,9 +428,6 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[Ra
         state = load_file(str(weights_path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
         raise RamsegInputError(f"unreadable safetensors weights ({one_line(exc, 200, typed=False)})", weights_path) from None
-    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if bad:
-        raise RamsegInputError(f"weights contain NaN or Inf (e.g. {bad[0]})", weights_path)
-    model.load_state_dict(state)
+    model.load_state_dict(fitting_state(state, model.state_dict(), weights_path))
     model.to(device).eval()
     return model, metadata

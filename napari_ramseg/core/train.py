@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import TrainingDiverged
 from . import distributed, resume
 from .checkpoint import ModelMetadata
 from .config import TrainConfig
@@ -212,7 +213,9 @@ class Trainer:
             totals = distributed.mean_over_ranks(totals, self.device)  # the global batch's losses
         self.iteration += 1
         if not all(math.isfinite(v) for v in totals.values()):
-            raise FloatingPointError(f"training diverged at iteration {self.iteration}: losses {totals}")
+            shown = ", ".join(f"{k} {v:.3g}" for k, v in totals.items())
+            raise TrainingDiverged(f"training diverged at iteration {self.iteration} (losses: {shown}); lower the "
+                                   f"learning rate (--lr, now {cfg.lr:g}) or check the data for NaN values")
         totals["lr"] = lr
         return totals
 

@@ -20,6 +20,7 @@ import torch
 from ..errors import RamsegInputError
 from . import distributed
 from .config import LabelScheme, PreprocessConfig, TrainConfig
+from .checkpoint import check_config
 from .data import cases_checksum, discover, load_samples, split_train_val
 from .sampling import resize_image, resize_mask, working_shape
 from .resume import read_resume_state
@@ -184,7 +185,12 @@ def config_from_request(request: TrainRequest, labels: LabelScheme, num_train_sa
     settings = {path: getattr(request, name) for name, path in CONFIG_FIELDS.items()}
     if request.resume_every_s is None:
         del settings["resume_every_s"]
-    return TrainConfig(labels=labels, iterations=iterations).with_settings(settings)
+    config = TrainConfig(labels=labels, iterations=iterations).with_settings(settings)
+    try:  # the schema a model.json is read back with: a NaN or 1e30 --lr or -4 threads is refused now
+        check_config(config)
+    except ValueError as exc:
+        raise RamsegInputError(f"invalid training settings ({exc})") from None
+    return config
 
 
 def run_training(request: TrainRequest, on_event: Callable[[TrainEvent], None] | None = None,
