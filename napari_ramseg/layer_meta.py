@@ -18,6 +18,8 @@ Labels layers made by the Segment dock
     rim, cup inside the disc) and, for a whole fundus photograph, where the disc was found (``roi``).
 Preview layers (mixup and restoration previews, captions)
     ``PREVIEW``: True; layer pickers skip these. ``SOURCE_LAYER``: the image they were made from.
+    ``PREVIEW_GROUP``: which preview a layer belongs to (``"mixup: <image>"``, ``"restoration preview"``);
+    each group has a place of its own on the canvas (``widgets/_placement.py``).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ MEASURES = "measures"
 
 PREVIEW = "ramseg_preview"
 SOURCE_LAYER = "source_layer"
+PREVIEW_GROUP = "ramseg_preview_group"
 
 GEOMETRY = (AFFINE, NIFTI_HEADER, SPACING, SOURCE_PATH)  # what a layer made from an image keeps of it
 

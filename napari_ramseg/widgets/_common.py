@@ -249,15 +249,17 @@ def upsert_layer(viewer: Any, name: str, data: Any, layer_type: str, below: Any 
 
 
 def add_captions(viewer: Any, name: str, positions: Sequence[Sequence[float]], texts: Sequence[str],
-                 size: int = 10) -> Any:
-    """A Points layer whose invisible points carry text labels (world coordinates, upper-left anchored)."""
+                 size: int = 10, group: str | None = None) -> Any:
+    """A Points layer whose invisible points carry text labels (world coordinates, upper-left anchored);
+    ``group``: the preview they caption (``layer_meta.PREVIEW_GROUP``)."""
     positions = np.asarray(positions, dtype=float).reshape(-1, 2)
     props = dict(
         features={"caption": list(texts)},
         text={"string": "{caption}", "color": "white", "anchor": "upper_left", "size": size,
               "translation": [2.0, 2.0]},
         size=1, face_color="transparent", border_color="transparent",
-        metadata={PREVIEW_FLAG: True}, blending="translucent_no_depth",
+        metadata={PREVIEW_FLAG: True, **({layer_meta.PREVIEW_GROUP: group} if group else {})},
+        blending="translucent_no_depth",
     )
     existing = viewer.layers[name] if name in viewer.layers else None
     if existing is not None and isinstance(existing, _layer_class("points")) and len(existing.data) == len(positions):
@@ -285,8 +287,8 @@ def fit_caption(text: str, tile_px: float, char_px: float = CAPTION_CHAR_PX) -> 
 class FittedCaptions:
     """Captions over a row of tiles, cut to the tiles' width on screen and re-cut at every zoom."""
 
-    def __init__(self, viewer: Any, name: str, size: int = 10):
-        self.viewer, self.name, self.size = viewer, name, size
+    def __init__(self, viewer: Any, name: str, size: int = 10, group: str | None = None):
+        self.viewer, self.name, self.size, self.group = viewer, name, size, group
         self.positions: np.ndarray | None = None
         self.texts: list[str] = []
         self.tile_world = 0.0
@@ -302,7 +304,7 @@ class FittedCaptions:
         try:
             width = 0.92 * self.tile_world * float(self.viewer.camera.zoom)
             add_captions(self.viewer, self.name, self.positions, [fit_caption(t, width) for t in self.texts],
-                         size=self.size)
+                         size=self.size, group=self.group)
         except RuntimeError:  # the viewer is closing
             pass
 

@@ -1,5 +1,7 @@
 """Where the mixup preview draws: the mosaic, the spectra, the mixing window and the captions.
 
+The preview has a place of its own (``_placement``): right of its image, below any other preview it
+would meet; layers over it are hidden and the view fitted to it when it is made.
 Only what changed is touched (every napari update costs a redraw). Captions are numbered ("1 · name")
 and cut to their tile's width on screen, and re-cut when the view zooms, so several partners' captions
 never run into each other; the dock lists the partners' full names under the same numbers.
@@ -11,9 +13,11 @@ from typing import Any
 
 import numpy as np
 
+from .. import layer_meta
 from ..core.ram import window_bounds
 from ._common import PREVIEW_FLAG, FittedCaptions, upsert_layer, world_box
 from ._mixup_tiles import PreviewImage, mosaic
+from ._placement import place, show_in_view, uncover
 
 GAP = 0.04  # space between tiles, as a fraction of the tile size
 ROW_GAP = 0.15  # space between the mosaic and the spectra row, room for the captions
@@ -34,22 +38,28 @@ class MixupCanvas:
         self._captions: FittedCaptions | None = None
 
     def show(self, layer: Any, original: PreviewImage, partners: list[PreviewImage], display: np.ndarray,
-             window_ratio: float) -> None:
+             window_ratio: float, focus: bool = False) -> list[str]:
+        """Put a result up, in the preview's own place (``_placement``). ``focus`` (and a first show)
+        hides the layers over it and fits the view to it; returns the names of the layers hidden."""
         viewer = self.viewer
         active = viewer.layers.selection.active
         h, w = display.shape[1:3]
         gap = max(2, round(GAP * max(h, w)))
-        origin, size = world_box(layer)
+        name = layer.name
+        group = f"mixup: {name}"
+        focus = focus or group not in viewer.layers  # the mosaic layer bears the group's name: a first show
+        _, size = world_box(layer)
         scale = size / np.array([h, w])  # one preview pixel in world units: tiles match the image's size
-        left = origin[1] + size[1] + gap * scale[1]
-        top_row = np.array([origin[0] + 0.5 * scale[0], left + 0.5 * scale[1]])
+        n = 1 + len(partners)
         row_step = h + max(gap, round(ROW_GAP * h))
+        extent = np.array([row_step + h, n * w + (n - 1) * gap]) * scale
+        corner = place(viewer, layer, group, extent, gap * scale[1])
+        hidden = uncover(viewer, (corner, corner + extent), keep=[layer]) if focus else []
+        top_row = corner + 0.5 * scale
         bottom_row = top_row + np.array([row_step * scale[0], 0.0])
         geometry = {"scale": tuple(scale), "translate": tuple(top_row)}
         spectra_geometry = {"scale": tuple(scale), "translate": tuple(bottom_row)}
-        meta = {PREVIEW_FLAG: True}
-        name = layer.name
-        n = 1 + len(partners)
+        meta = {PREVIEW_FLAG: True, layer_meta.PREVIEW_GROUP: group}
 
         upsert_layer(viewer, f"mixup: {name}", mosaic(display, gap), "image", rgb=True,
                      contrast_limits=(0.0, 1.0), metadata=meta, **geometry)
@@ -84,15 +94,17 @@ class MixupCanvas:
                               **spectra_geometry)
 
         step = (w + gap) * scale[1]
-        corner = np.array([origin[0], left])
         below = corner + np.array([row_step * scale[0], 0.0])
         positions = np.array([corner + [0, i * step] for i in range(n)] + [below + [0, i * step] for i in range(n)])
         texts = tile_names(partners) + ["|F| original", *[f"|F| {i}" for i in range(1, n)]]
         if self._captions is None or self._captions.name != f"mixup captions: {name}":
-            self._captions = FittedCaptions(viewer, f"mixup captions: {name}", size=CAPTION_SIZE)
+            self._captions = FittedCaptions(viewer, f"mixup captions: {name}", size=CAPTION_SIZE, group=group)
         self._captions.show(positions, texts, float(w * scale[1]))
         if active is not None and active in viewer.layers:
             viewer.layers.selection.active = active
+        if focus:
+            show_in_view(viewer, layer, group)
+        return hidden
 
     def caption_texts(self) -> tuple[list[str], list[str]]:
         """(full captions, as shown at the current zoom)."""

@@ -1,6 +1,7 @@
 """Amplitude mixup preview: what random amplitude mixup (RAM) does to an image, live.
 
-Layout on the canvas, to the right of the chosen image (nothing overlaps it)::
+Layout on the canvas, to the right of the chosen image, in a place of its own (``_placement``: below
+any other preview it would meet; layers over it are hidden and the view is fitted to it when made)::
 
     [image]   [original | mix with partner 1 | mix with partner 2 ...]      <- "mixup: <image>"
               [|F| original | |F| partner 1 | |F| partner 2 ...]           <- "spectra: <image>"
@@ -31,6 +32,7 @@ from ..errors import RamsegInputError
 from ._base import DockWidget, note_label
 from ._common import JobControl, LayerChecklist, Progress, displayed_plane, notify_error
 from ._mixup_canvas import MixupCanvas
+from ._placement import hidden_note
 from ._mixup_tiles import (  # noqa: F401 - PREVIEW_SIZE, preview_shape, mosaic: part of this module's API
     PREVIEW_SIZE,
     PreviewImage,
@@ -300,14 +302,16 @@ class MixupPreviewWidget(DockWidget):
             return False
         display = ((tiles.permute(0, 2, 3, 1).numpy() + 1.0) / 2.0).clip(0.0, 1.0).astype(np.float32)
         self.last_tiles = display
-        self._show(layer, original, partners, display)
+        hidden = self._show(layer, original, partners, display, focus=notify)
         self.last_update_ms = 1000 * (time.perf_counter() - start)
         lam = self.lam
         self.status.setText(f"L = {self.window_ratio:.2f}, λ = {lam:.2f} ({100 * lam:.0f} % the image's own "
                             f"amplitude, {100 * (1 - lam):.0f} % the partner's), {len(partners)} partner(s); "
-                            f"updated in {self.last_update_ms:.0f} ms")
+                            f"updated in {self.last_update_ms:.0f} ms." + hidden_note(hidden))
         return True
 
-    def _show(self, layer: Any, original: PreviewImage, partners: list[PreviewImage], display: np.ndarray) -> None:
-        self.canvas.show(layer, original, partners, display, self.window_ratio)
+    def _show(self, layer: Any, original: PreviewImage, partners: list[PreviewImage], display: np.ndarray,
+              focus: bool = False) -> list[str]:
+        hidden = self.canvas.show(layer, original, partners, display, self.window_ratio, focus=focus)
         self.legend.setText("partners: " + ", ".join(f"{i} · {p.name}" for i, p in enumerate(partners, 1)))
+        return hidden

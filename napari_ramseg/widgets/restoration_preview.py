@@ -1,10 +1,11 @@
 """Restoration preview: the DSIR decoder's image for every source domain of a model, next to the
 input, the input blurred to the decoder's scale, and the predicted mask.
 
-Layout on the canvas, beside and below the chosen image (nothing is drawn over it)::
+Layout on the canvas, right of the chosen image in a place of its own (``_placement``: below any other
+preview, such as the mixup of the same image; layers over it are hidden, the view is fitted to it)::
 
-    [image]                     [predicted mask]
-    [input, blurred to 1/16]    [restored as <domain 1>]   [restored as <domain 2>]  ...
+    [image]   [predicted mask]
+              [input, blurred to 1/16]   [restored as <domain 1>]   [restored as <domain 2>]  ...
 
 For a volume, the slice under the viewer's current position is used (with its 2.5D neighbours).
 
@@ -42,12 +43,14 @@ from ._common import (
     upsert_layer,
     world_box,
 )
+from ._placement import hidden_note, place, show_in_view, uncover
 from .segment import input_kind, layer_spacing
 
 GAP = 0.04  # between tiles in a row, as a fraction of the tile size
 ROW_GAP = 0.15  # between the rows, room for the captions
 MASK_LAYER = "predicted mask (restoration preview)"
 LOW_PASS_LAYER = "input at the decoder's scale (restoration preview)"
+GROUP = "restoration preview"  # layer_meta.PREVIEW_GROUP of its layers
 EXPLANATION = (
     "The restoration decoder rebuilds the image from the encoder's deepest features alone: 1/16 of the "
     "resolution, no skip connections. Fine anatomy (vessels) cannot pass through it, so each tile shows "
@@ -160,42 +163,49 @@ class RestorationPreviewWidget(DockWidget):
                                  description=f"restoring '{layer.name}'…", run_sync=run_sync)
 
     def _show(self, layer: Any, result: RestorationResult) -> Iterator[None]:
-        """One layer per step: JobRunner runs each in its own event-loop tick, so the viewer stays live."""
+        """One layer per step: JobRunner runs each in its own event-loop tick, so the viewer stays live.
+
+        The tiles go in the preview's own place (``_placement``): right of the image, below any other
+        preview; the layers over it are hidden and the view is fitted to the image and its preview."""
         viewer = self.viewer
         active = viewer.layers.selection.active
-        origin, size = world_box(layer)
+        _, size = world_box(layer)
         height, width = result.labels.shape
         pixel = size / np.array([height, width])
         step = size * (1 + np.array([ROW_GAP, GAP]))  # one tile plus a gap, (rows, columns) in world units
-        meta = {PREVIEW_FLAG: True, layer_meta.SOURCE_LAYER: layer.name}
+        columns = 1 + len(result.restored)
+        extent = np.array([step[0] + size[0], (columns - 1) * step[1] + size[1]])
+        corner = place(viewer, layer, GROUP, extent, step[1] - size[1])
+        hidden = uncover(viewer, (corner, corner + extent), keep=[layer])
+        meta = {PREVIEW_FLAG: True, layer_meta.SOURCE_LAYER: layer.name, layer_meta.PREVIEW_GROUP: GROUP}
         colors = {0: "transparent", None: "transparent"}
         colors.update({i: label_color(i) for i in range(1, len(result.class_names) + 1)})
-        mask_corner = origin + [0.0, step[1]]
         upsert_layer(viewer, MASK_LAYER, result.labels, "labels", scale=tuple(pixel), colormap=colors,
-                     translate=tuple(mask_corner + 0.5 * pixel), metadata=meta)
+                     translate=tuple(corner + 0.5 * pixel), metadata=meta)
         yield
         stale = [lyr for lyr in viewer.layers if lyr.name.startswith("restored as ")
                  and lyr.name[len("restored as "):] not in result.restored]
         for old in stale:
             viewer.layers.remove(old)
-        # first row: the input and its mask; second row: the blurred input, then one restoration per domain
+        # first row: the mask; second row: the blurred input, then one restoration per domain
         tiles = {LOW_PASS_LAYER: result.low_pass, **{f"restored as {d}": im for d, im in result.restored.items()}}
-        corners = [mask_corner]
+        corners = [corner]
         for i, (name, image) in enumerate(tiles.items()):
             h, w = image.shape[:2]
             scale = size / np.array([h, w])
-            corner = origin + [step[0], i * step[1]]
+            tile_corner = corner + [step[0], i * step[1]]
             upsert_layer(viewer, name, image, "image", rgb=image.ndim == 3, scale=tuple(scale),
-                         translate=tuple(corner + 0.5 * scale), contrast_limits=(0.0, 1.0), metadata=meta)
-            corners.append(corner)
+                         translate=tuple(tile_corner + 0.5 * scale), contrast_limits=(0.0, 1.0), metadata=meta)
+            corners.append(tile_corner)
             yield
         where = "" if result.slice_index is None else f" (slice {result.slice_index})"
         if self._captions is None:
-            self._captions = FittedCaptions(viewer, "restoration captions")
+            self._captions = FittedCaptions(viewer, "restoration captions", group=GROUP)
         self._captions.show(corners, [f"predicted mask{where}", f"input at 1/{result.factor}",
                                       *[f"as {d}" for d in result.restored]], float(size[1]))
         if active is not None and active in viewer.layers:
             viewer.layers.selection.active = active
+        show_in_view(viewer, layer, GROUP)
         self.runner.status.setText(
             f"{len(result.restored)} source domains restored{where}, from the 1/{result.factor} bottleneck: "
-            "colour and coarse layout, not fine detail (see below)")
+            "colour and coarse layout, not fine detail (see below)." + hidden_note(hidden))

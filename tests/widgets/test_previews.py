@@ -216,7 +216,7 @@ def test_restoration_one_layer_per_source_domain(make_napari_viewer, tiny_model,
     # the input blurred to the decoder's scale opens the lower row, for a fair comparison
     blurred = viewer.layers[LOW_PASS_LAYER]
     assert blurred.data.shape == restored[0].data.shape
-    np.testing.assert_allclose(world_box(blurred)[0][1], photo_origin[1])
+    np.testing.assert_allclose(world_box(blurred)[0][1], world_box(mask)[0][1])  # under the mask
     assert world_box(restored[0])[0][1] > world_box(blurred)[0][1] + world_box(blurred)[1][1] - 1e-6
     full = widget._captions.texts
     assert full == ["predicted mask", "input at 1/16", *[f"as {d}" for d in domains]]
@@ -292,3 +292,65 @@ def test_low_pass_keeps_the_coarse_image_and_drops_detail():
     assert out.shape == (1, 64, 96) and -1.0 <= out.min() and out.max() <= 1.0
     assert np.abs(np.diff(out[0], axis=0)).mean() < 0.05  # smooth: the noise is gone
     assert out[0, :, -8:].mean() > out[0, :, :8].mean() + 0.5  # the left-to-right ramp survives
+
+
+def _visible_box(viewer):
+    """The world (y, x) box the 2D canvas shows now."""
+    camera = viewer.camera
+    half = np.asarray(viewer.canvas.size, dtype=float) / (2 * camera.zoom)
+    center = np.asarray(camera.center)[-2:]
+    return center - half, center + half
+
+
+def _group_box(viewer, group):
+    from napari_ramseg.widgets._placement import group_layers, layer_box
+
+    boxes = [layer_box(layer) for layer in group_layers(viewer, group)]
+    assert boxes, group
+    return np.min([b[0] for b in boxes], axis=0), np.max([b[1] for b in boxes], axis=0)
+
+
+def _inside(inner, outer, tol=1e-6):
+    return bool(np.all(inner[0] >= outer[0] - tol) and np.all(inner[1] <= outer[1] + tol))
+
+
+def test_mixup_and_restoration_of_one_image_each_get_a_place_of_their_own(make_napari_viewer, tiny_model):
+    """Issue 29, finding 1: each preview has its own place, in view when made, uncovered, captions apart."""
+    from napari_ramseg.widgets._placement import overlaps
+    from napari_ramseg.widgets.restoration_preview import GROUP
+
+    viewer = make_napari_viewer()
+    photo = viewer.add_image(_fundus_like((40, 60)), name="photo")
+    big = viewer.add_image(_fundus_like((300, 450), tint=(0.9, 0.4, 0.3), seed=4), name="HRF partner")
+    viewer.layers.move(viewer.layers.index(big), len(viewer.layers))  # opened last: on top of everything
+    viewer.camera.center, viewer.camera.zoom = (150.0, 225.0), 1.0  # as the user left it: on the partner
+    mixup = MixupPreviewWidget(viewer)
+    mixup.image_combo.set_layer(photo)
+    mixup.set_partners(["HRF partner"])
+    mixup.set_params(samples=1)
+    assert mixup.update_preview(notify=True)  # the Preview button
+    mix_box = _group_box(viewer, "mixup: photo")
+    assert _inside(mix_box, _visible_box(viewer))  # the view went to the tiles
+    assert not viewer.layers["HRF partner"].visible  # it covered them: hidden, and the dock says so
+    assert "'HRF partner'" in mixup.status.text()
+
+    rest = RestorationPreviewWidget(viewer)
+    rest.set_model(tiny_model)
+    rest.image_combo.set_layer(photo)
+    rest.restore(run_sync=True)
+    assert rest.runner.last_outcome == "done"
+    rest_box = _group_box(viewer, GROUP)
+    assert not overlaps(rest_box, mix_box)
+    assert _inside(rest_box, _visible_box(viewer))
+    assert not overlaps(rest_box, (world_box(photo)[0], world_box(photo)[0] + world_box(photo)[1]))
+    # no caption of one preview lies on the other's tiles
+    for captions, other in (("restoration captions", mix_box), ("mixup captions: photo", rest_box)):
+        for point in viewer.layers[captions].data:
+            assert not _inside((point, point), other), (captions, point)
+    # a live update (a slider) keeps the place and the user's view
+    viewer.camera.zoom = viewer.camera.zoom * 3
+    zoom = viewer.camera.zoom
+    mixup.set_params(lam=0.1)
+    assert mixup.update_preview()
+    assert viewer.camera.zoom == zoom
+    np.testing.assert_allclose(_group_box(viewer, "mixup: photo")[0], mix_box[0])
