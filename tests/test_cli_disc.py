@@ -38,7 +38,7 @@ def test_whole_drions_photograph_gives_a_full_size_disc_and_the_vcdr(shared_data
     photo = shared_data / "fundus" / "DRIONS-DB" / "images" / "image_001.jpg"
     truth = np.array(Image.open(shared_data / "fundus" / "DRIONS-DB" / "labels" / "image_001.png")) >= 1
     assert main(["predict", "--model", "optic-disc", "--input", str(photo), "--output", str(tmp_path / "m.png"),
-                 "--precision", "fp32"]) == 0
+                 "--precision", "fp32", "--verbose"]) == 0  # the settings line only with --verbose
     mask = np.array(Image.open(tmp_path / "m.png"))
     assert mask.shape == (400, 600) and _dice(mask >= 1, truth) > 0.8
     err = capsys.readouterr().err
@@ -67,7 +67,7 @@ def test_drishti_crop_is_taken_as_a_crop(shared_data, tmp_path, capsys):
     crop = shared_data / "fundus" / "Drishti-GS" / "images" / "drishtiGS_004.png"  # held out from training
     truth = np.array(Image.open(shared_data / "fundus" / "Drishti-GS" / "labels" / "drishtiGS_004.png"))
     assert main(["predict", "--model", "optic-disc", "--input", str(crop), "--output", str(tmp_path / "c.png"),
-                 "--precision", "fp32"]) == 0
+                 "--precision", "fp32", "--verbose"]) == 0
     mask = np.array(Image.open(tmp_path / "c.png"))
     assert mask.shape == truth.shape[:2] and _dice(mask >= 1, truth >= 1) > 0.85 and (mask == 2).any()
     err = capsys.readouterr().err

@@ -15,7 +15,9 @@ REVIEW = ReviewConfig()
 
 def add_parser(sub) -> None:
     p = sub.add_parser("predict", help="segment images or volumes")
-    p.add_argument("--model", default="default", help="run folder, .safetensors file, or 'default' (bundled)")
+    p.add_argument("--model", default="default",
+                   help="a bundled model's name (default, vessels, optic-disc), a run folder, a .safetensors file, "
+                        "or a BioImage.IO .zip package exported by ramseg export (default: default)")
     p.add_argument("--input", required=True, type=Path,
                    help="image/volume file, a folder of them, or a DICOM series (its folder or one of its files)")
     p.add_argument("--output", required=True, type=Path, help="mask file, or a folder for folder input")
@@ -26,106 +28,95 @@ def add_parser(sub) -> None:
                    help="DICOM input: also write the labels as DICOM-SEG (needs highdicom)")
     p.add_argument("--postprocess", action="store_true", help="largest component per structure and hole filling")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--verbose", action="store_true",
+                   help="also print the model's task settings (the optic disc's two-stage settings)")
     _add_review(p)
     add_adapt(p)
     add_device(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core.disc import segmented_region
     from ..core.infer import Predictor
-    from ..io import read_image, write_labels
+    from ..core.pipeline import CaseOptions, read_case, segment_case, unreadable_row
+    from ..core.review import NEEDS
+    from ..core.tasks import task_for
     from ..models import resolve_model
 
     predictor = Predictor.from_path(resolve_model(args.model), device=args.device, precision=args.precision)
     segmenter = adapt_predictor(predictor, args.adapt)
-    disc = _disc_predictor(predictor, segmenter)  # optic disc and cup: two stages, whole photographs or crops
     if args.adapt:
         stderr(f"ramseg: {segmenter.settings_line()}")
     pairs = _prediction_pairs(args.input, args.output)  # (scan, mask, case name)
     dicom = _is_dicom(args.input)
     if (args.series is not None or args.dicom_seg is not None) and not dicom:
         raise RamsegInputError("--series and --dicom-seg are for DICOM input", args.input)
-    rows = []  # report.csv, for a folder input
-    if disc is not None and len(pairs) > 1:  # one image: with its measures, so a refusal stays one line
-        stderr(disc.settings_line())
+    folder = args.input.is_dir() and not dicom  # report.csv, one row per case
+    if args.verbose:  # a task's own settings (the optic disc's two stages): developers' words, on request
+        line = task_for(predictor.labels, dicom).settings_line(segmenter)
+        if line:
+            stderr(line)
+    options = CaseOptions(postprocess=args.postprocess, review=NEEDS.get(args.review) if folder else None)
+    rows = []
     with progress_bar(len(pairs), "predict", quiet=len(pairs) == 1) as bar:
         for source, target, case in pairs:
-            image = _read_dicom(source, args.series) if dicom else read_image(source)
+            image, unreadable = (_read_dicom(source, args.series), "") if dicom else read_case(source)
+            if image is None:  # one bad file does not cost the folder its other masks and its report
+                if len(pairs) == 1:
+                    raise RamsegInputError(unreadable, source)
+                bar.write(f"ramseg: warning: {source}: {unreadable}; no mask written", file=sys.stderr)
+                rows.append(unreadable_row(case, source.name, unreadable))
+                bar.update(1)
+                continue
             adapted_before = getattr(segmenter, "fits", 0)
             with naming(source):
-                if disc is not None:
-                    try:
-                        found = disc.predict(image.array, postprocess=True)
-                    except RamsegInputError as exc:
-                        if len(pairs) == 1:
-                            raise
-                        # one photograph without a visible disc does not cost the folder its report: it is
-                        # listed there, first for review, with the reason (as in the worklist), and no mask
-                        bar.write(f"ramseg: warning: {source}: {exc.problem}; no mask written", file=sys.stderr)
-                        if args.input.is_dir() and not dicom:
-                            rows.append(_refused_row(predictor, source, case, image, exc.problem))
-                        bar.update(1)
-                        continue
-                    prediction = found.prediction
-                    region = segmented_region(image.array, found.summary())  # what the review scores look at
-                else:
-                    region = image.array
-                    prediction = segmenter.predict(image.array, postprocess=args.postprocess,
-                                                   is_volume=image.is_volume, spacing=image.spacing)
-                fit = predictor.check_fit(image.array, is_volume=image.is_volume)
-            if not fit.fits:  # the mask is still written: the user decides what to make of it
-                bar.write(f"ramseg: warning: {source}: {fit.differs}", file=sys.stderr)
+                result = segment_case(predictor, image, options, segmenter=segmenter)
+            row = result.row(case, source.name, predictor.labels, predictor.channel_names, image.spatial_shape,
+                             image.spacing) if folder else None
+            if result.refused:
+                if len(pairs) == 1:
+                    raise RamsegInputError(result.refusal, source)
+                # listed in the report, first for review, with the reason (as in the worklist); no mask
+                bar.write(f"ramseg: warning: {source}: {result.refusal}; no mask written", file=sys.stderr)
+                rows += [row] if row else []
+                bar.update(1)
+                continue
+            if not result.reliable:  # the mask is still written: the user decides what to make of it
+                bar.write(f"ramseg: warning: {source}: {result.fit.differs}; its measures are unreliable",
+                          file=sys.stderr)
             if args.adapt:
-                rois = segmenter.fits - adapted_before  # the disc path adapts each ROI it segments
-                where = f" (the last of {rois} ROIs adapted)" if disc is not None else ""
+                rois = segmenter.fits - adapted_before  # the disc's two stages adapt each ROI they segment
+                where = f" (the last of {rois} ROIs adapted)" if rois > 1 else ""
                 bar.write(f"ramseg: {source.name}: {adapt_line(segmenter.last)}{where}", file=sys.stderr)
-            written = write_labels(target, prediction.labels, like=image, overwrite=args.overwrite)
-            if args.dicom_seg is not None:
-                stderr(f"wrote {_write_seg(args.dicom_seg, prediction.labels, image, predictor, args.overwrite)} "
-                       "(DICOM-SEG)")
-            if args.input.is_dir() and not dicom:
-                rows.append(_report_row(predictor, source, case, image, region, prediction, fit, args.review))
+            written = _write_masks(args, target, result.prediction.labels, image, predictor)
+            rows += [row] if row else []
             bar.update(1)
             if len(pairs) == 1:
-                stderr(f"wrote {written} ({', '.join(predictor.channel_names)}; shape {prediction.labels.shape})")
-                if disc is not None:
-                    stderr(disc.settings_line())
-                    stderr(_disc_line(found, image.spacing))
+                stderr(f"wrote {written} ({', '.join(predictor.channel_names)}; shape {result.prediction.labels.shape})")
+                summary = result.task.summary_line(result)
+                if summary:
+                    stderr(summary + ("" if result.reliable else "; unreliable: the scan does not fit the model"))
     if rows:
-        from ..core.report import write_report
-
-        report = write_report(args.output / REVIEW.report_name, rows, args.review)
-        stderr(f"wrote {report} ({len(rows)} cases, review_priority by {args.review})")
-        if args.review == "representative":
-            from ..core.report import descriptors_path
-
-            stderr(f"wrote {descriptors_path(report)} (each case's encoder descriptor, the ranking's input)")
+        _write_report(args, rows)
     return 0
 
 
-def _disc_predictor(predictor, segmenter):
-    """The two-stage optic disc predictor for a disc/cup model (None for any other model). With --adapt
-    ``segmenter`` adapts to each ROI stage two segments, as the adaptation benchmark scored the disc
-    models: the network never saw a whole photograph, so its style is a ROI's."""
-    from ..core.disc import DiscPredictor, is_disc_model
+def _write_masks(args: argparse.Namespace, target: Path, labels, image, predictor) -> Path:
+    """The mask file, and the DICOM-SEG when asked for."""
+    from ..io import write_labels
 
-    return DiscPredictor(segmenter) if is_disc_model(predictor) else None
+    written = write_labels(target, labels, like=image, overwrite=args.overwrite)
+    if args.dicom_seg is not None:
+        stderr(f"wrote {_write_seg(args.dicom_seg, labels, image, predictor, args.overwrite)} (DICOM-SEG)")
+    return written
 
 
-def _disc_line(found, spacing) -> str:
-    """The cup-to-disc ratios of one photograph or crop (a folder's go to report.csv)."""
-    from ..core.config import OPTIC_DISC_CUP
-    from ..core.measures import measure_case
+def _write_report(args: argparse.Namespace, rows: list[dict]) -> None:
+    from ..core.report import descriptors_path, write_report
 
-    m = measure_case(found.labels, OPTIC_DISC_CUP, spacing)
-    where = (f"whole photograph, disc at ({found.roi.center[1]:.0f}, {found.roi.center[0]:.0f}) px (x, y)"
-             if found.roi is not None else "disc-centred crop")
-    areas = (f"disc {m['disc_mm2']:.2f} mm², cup {m['cup_mm2']:.2f} mm², rim {m['rim_mm2']:.2f} mm²" if "disc_mm2" in m
-             else f"disc {m['disc_px']} px, cup {m['cup_px']} px, rim {m['rim_px']} px")
-    ratio = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
-    inside = "" if m["cup_inside_disc"] else "; check it: the cup reaches the disc's outline"
-    return f"vCDR {ratio(m['vcdr'])}, horizontal CDR {ratio(m['hcdr'])}; {areas} ({where}){inside}"
+    report = write_report(args.output / REVIEW.report_name, rows, args.review)
+    stderr(f"wrote {report} ({len(rows)} cases, review_priority by {args.review})")
+    if args.review == "representative":
+        stderr(f"wrote {descriptors_path(report)} (each case's encoder descriptor, the ranking's input)")
 
 
 def _add_review(p: argparse.ArgumentParser) -> None:
@@ -133,34 +124,6 @@ def _add_review(p: argparse.ArgumentParser) -> None:
                    help="folder input: how report.csv ranks the cases for review (disagreement costs "
                         "extra network passes per case; representative an encoder pass per case, its "
                         f"descriptors kept in {REVIEW.descriptors_name} beside the report)")
-
-
-def _report_row(predictor, source: Path, case: str, image, region, prediction, fit, review: str) -> dict:
-    """One case's row of report.csv (``core/report.py``); ``region``: what the review scores look at (an
-    optic disc photograph's ROI, else the image)."""
-    from ..core.report import case_row
-    from ..core.review import descriptor, disagreement
-
-    score = features = None
-    with naming(source):
-        if review == "disagreement":
-            score = disagreement(predictor, region, image.is_volume, image.spacing)
-        elif review == "representative":  # set-level: ranked with the others once the folder is done
-            features = descriptor(predictor, region, image.is_volume, image.spacing)
-    return case_row(case, prediction, predictor.labels, fit, file=source.name, spacing=image.spacing,
-                    disagreement=score, descriptor=features)
-
-
-def _refused_row(predictor, source: Path, case: str, image, reason: str) -> dict:
-    """report.csv's row of a photograph in which no disc was found: empty measures, the highest
-    uncertainty, the reason in ``fit_note``."""
-    from ..core.disc.predict import no_disc_prediction
-    from ..core.report import case_row, mark_refused
-
-    fit = predictor.check_fit(image.array, is_volume=False)
-    row = case_row(case, no_disc_prediction(predictor, image.array.shape), predictor.labels, fit, file=source.name,
-                   spacing=image.spacing)
-    return mark_refused(row, reason)
 
 
 def _is_dicom(source: Path) -> bool:
@@ -213,6 +176,9 @@ def _prediction_pairs(source: Path, target: Path) -> list[tuple[Path, Path, str]
         if target.resolve() == source.resolve():
             raise RamsegInputError("the mask would replace the input scan; choose another output", target)
         return [(source, target, stem_of(source))]
+    if target.suffix and not target.is_dir():  # out.png would become a folder of masks named out.png
+        raise RamsegInputError(f"a folder input writes one mask per scan into a folder; --output {target} "
+                               "names a file. Give a folder (it is made if missing)", target)
     if target.resolve() == source.resolve():  # a.jpg's mask a.png would be read as a scan by the next run
         raise RamsegInputError("the masks would land among the input scans and be read as scans next time; "
                                "choose another output folder", target)

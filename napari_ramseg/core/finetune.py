@@ -58,11 +58,11 @@ from .checkpoint import ModelMetadata, load_model, resolve_model_path
 from .config import FinetuneConfig
 from .corrections import SPLIT_RULE, CorrectionStore, file_sha256
 from .device import resolve_device
-from .disc.predict import is_disc_labels
 from .evaluate import validation_dice
 from .finetune_data import (CORRECTION_SHARE, CORRECTIONS_DOMAIN, CorrectionPool, case_samples, check_project_labels,
                             score_heldout)
 from .infer import Predictor
+from .tasks import task_for
 from .train import TrainCallbacks, Trainer, TrainResult
 
 __all__ = ["finetune", "iter_finetune", "FinetuneEvent", "FinetuneResult", "CorrectionPool",
@@ -177,10 +177,9 @@ def iter_finetune(base_model_path: str | Path, store: CorrectionStore, out_root:
     if not train_samples:
         raise RamsegInputError("none of the corrected training cases draws an optic disc; a disc-centred ROI to "
                                "learn from needs one", store.root)
-    if is_disc_labels(labels):  # say what the round learns from: ROIs, not the photographs as they are
-        empty = [c for c, samples in by_case.items() if not samples]
-        yield FinetuneEvent("prepare", f"{len(train_ids) - len(empty)} corrected image(s) cut into "
-                            f"{len(train_samples)} disc-centred ROIs" + (f"; left out, drawing no disc: {', '.join(empty)}" if empty else ""))
+    note = task_for(labels).samples_note(by_case)  # what the round learns from: the disc's ROIs, say
+    if note:
+        yield FinetuneEvent("prepare", note)
     val_cases = {c: store.load(c) for c in val_ids}
 
     pool_samples: dict[str, list] = {}

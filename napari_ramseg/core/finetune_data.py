@@ -2,8 +2,9 @@
 training samples, the batch pool that mixes them with replayed source cases, and a held-out
 correction's score.
 
-An optic disc model's corrected fundus images are cut into the disc-centred ROIs it was trained on and
-scored through the two stages (``core/disc/corrections.py``); every other case trains and scores as it is.
+Each case trains and scores the way its task says (``core/tasks``): an optic disc model's corrected
+fundus images are cut into the disc-centred ROIs it was trained on and scored through the two stages, a
+volume's slices are samples of their own, every other case trains and scores as it is.
 """
 
 from __future__ import annotations
@@ -16,11 +17,9 @@ from ..errors import RamsegInputError
 from .config import FinetuneConfig, LabelScheme, PreprocessConfig
 from .corrections import CorrectionCase, CorrectionStore
 from .data import Sample
-from .disc.corrections import correction_rois, score_correction, takes_rois
-from .evaluate import score_case
 from .infer import Predictor
-from .preprocess import to_model_channels, volume_to_slices_25d
 from .sampling import SourcePool
+from .tasks import task_for
 
 __all__ = ["CORRECTIONS_DOMAIN", "CorrectionPool", "case_samples", "check_project_labels", "score_heldout"]
 
@@ -59,27 +58,19 @@ def case_samples(case: CorrectionCase, labels: LabelScheme, in_channels: int = 3
     if mask.size and int(mask.max()) > labels.num_classes:
         raise RamsegInputError(f"case {case.case_id}: the corrected mask uses label {int(mask.max())}, but the model "
                                f"has labels 1..{labels.num_classes} ({', '.join(labels.names)})")
-    mask = mask.astype(np.uint8)
+    task = task_for(labels, case.is_volume)
     try:
-        if case.is_volume:
-            slices = volume_to_slices_25d(case.image)
-            return [Sample(slices[j], mask[j], domain, case.case_id, slice_index=j) for j in range(len(slices))]
-        if takes_rois(labels, case.image):
-            pairs = correction_rois(case.image, mask, rng if rng is not None else np.random.default_rng(0))
-            return [Sample(to_model_channels(img, in_channels), m, domain, f"{case.case_id}_r{j}")
-                    for j, (img, m) in enumerate(pairs)]
-        return [Sample(to_model_channels(case.image, in_channels), mask, domain, case.case_id)]
+        return task.training_samples(case, labels, in_channels, domain,
+                                     rng if rng is not None else np.random.default_rng(0))
     except ValueError as exc:
         raise RamsegInputError(f"case {case.case_id}: {exc}") from None
 
 
 def score_heldout(predictor: Predictor, case: CorrectionCase, labels: LabelScheme,
                   in_channels: int = 3) -> float:
-    """A held-out correction's Dice as the clinician meets the model: an optic disc model's fundus image
-    through the two stages, on the whole image; every other case as its samples are predicted."""
-    if not case.is_volume and takes_rois(labels, case.image):
-        return score_correction(predictor, case.image, np.asarray(case.final))
-    return score_case(predictor, case_samples(case, labels, in_channels), labels)
+    """A held-out correction's Dice as the clinician meets the model (its task's way: an optic disc
+    model's fundus image through the two stages, on the whole image)."""
+    return task_for(labels, case.is_volume).score_heldout(predictor, case, labels, in_channels)
 
 
 def check_project_labels(store: CorrectionStore, case_ids: Sequence[str], labels: LabelScheme) -> None:

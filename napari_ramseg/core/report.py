@@ -30,7 +30,9 @@ from .measures import measure_case
 from .review import mean_uncertainty, review_order
 
 REVIEW = ReviewConfig()
-LEAD = ("case", "file", "review_priority")
+# measures_reliable leads the measures: False when the scan does not fit the model (its measures are
+# still given, the user decides), or when it was refused
+LEAD = ("case", "file", "review_priority", "measures_reliable")
 TRAIL = ("mean_uncertainty", "disagreement", "fit_score", "fits", "fit_note")
 SIDECAR = ("descriptor",)  # row fields kept beside the report, never as its columns
 
@@ -39,10 +41,12 @@ Row = dict[str, Any]
 
 def case_row(name: str, prediction: Any, scheme: LabelScheme, fit: Any = None, *, file: str = "",
              spacing: Sequence[float] | None = None, disagreement: float | None = None,
-             descriptor: np.ndarray | None = None) -> Row:
-    """One case's row (without its priority, which depends on the other cases)."""
+             descriptor: np.ndarray | None = None, measures: Mapping[str, Any] | None = None) -> Row:
+    """One case's row (without its priority, which depends on the other cases); ``measures``: the
+    case's ``measure_case``, when already taken."""
     row: Row = {"case": name, "file": file}
-    row.update(measure_case(prediction.labels, scheme, spacing))
+    row.update(measure_case(prediction.labels, scheme, spacing) if measures is None else measures)
+    row["measures_reliable"] = None if fit is None else bool(fit.fits)
     row["mean_uncertainty"] = mean_uncertainty(prediction)
     row["disagreement"] = disagreement
     row["fit_score"] = None if fit is None else fit.score
@@ -56,7 +60,7 @@ def case_row(name: str, prediction: Any, scheme: LabelScheme, fit: Any = None, *
 def mark_refused(row: Row, reason: str) -> Row:
     """A row whose case the model refused (an optic disc photograph without a visible disc): it does not
     fit, and the reason leads its ``fit_note``."""
-    row["fits"] = False
+    row["fits"] = row["measures_reliable"] = False
     row["fit_note"] = "; ".join(filter(None, [reason, row.get("fit_note", "")]))
     return row
 
@@ -78,7 +82,14 @@ def columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     return [*LEAD, *seen, *TRAIL]
 
 
+# a cell starting with one of these is run as a formula by spreadsheets (a scan named "=HYPERLINK(...).png");
+# OWASP's advice: prefix such a text cell with a quote. Numbers are written by us and never prefixed.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _cell(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return ""
     if isinstance(value, float):

@@ -9,7 +9,7 @@ Layout, inside the scans' folder unless another root is given (``ReviewConfig.wo
                               ``representative`` order; the report's sidecar (``core/report.py``)
       report.csv              the same rows as ``ramseg predict`` writes for the folder
 
-A case is ``untouched`` until opened, ``reviewed`` once looked at (or saved unchanged) and
+A case is ``untouched`` until the user moves on from it, ``reviewed`` once looked at (Next, or saved unchanged) and
 ``corrected`` once a changed mask was saved into the corrections store (``core/corrections.py``; the
 case id is kept). ``worklist.json`` is rewritten atomically after every change, so closing napari (or
 a crash) loses at most the case being segmented; segmenting again skips the cases already done by
@@ -26,14 +26,19 @@ passes; the descriptor of ``representative``, an encoder pass, about as long as 
 with the bundled vessel model on this CPU) is measured only while that ranking is chosen: switching to it
 makes the cases without it pending, and segmenting again measures just that, keeping the predictions.
 Once measured it is kept, so switching back and forth costs nothing. The ranking is kept in the state.
+
+Each scan goes through ``core/pipeline.segment_case``, as in ``ramseg predict`` and the Segment dock. A
+refused scan (the optic disc model on an MRI slice, a photograph without a visible disc) and a file that
+cannot be read stay in the list with the reason, first for review; a refused one gets an empty mask to
+draw in. A scan whose file was replaced since it was segmented (``worklist_state.scan_changed``) is
+segmented again and starts untouched; until then it does not open with the old prediction.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -43,31 +48,15 @@ from ..errors import RamsegInputError, naming
 from ..io import case_names
 from .checkpoint import atomic_write_json
 from .config import REVIEW_PRIORITIES, ReviewConfig
-from .report import case_row, mark_refused, read_descriptors, with_priority, write_descriptors, write_report
-from .review import NEEDS, SET_RANKINGS, descriptor, disagreement
+from .pipeline import CaseOptions, read_case, review_score, segment_case, unreadable_row
+from .report import read_descriptors, with_priority, write_descriptors, write_report
+from .review import NEEDS, SET_RANKINGS
+from .tasks import empty_prediction
+from .worklist_state import STATE_VERSION, STATUSES, WorkCase, _now, parse_state, scan_changed, scan_record
 
 REVIEW = ReviewConfig()
-STATUSES = ("untouched", "reviewed", "corrected")
 STATE_NAME = "worklist.json"
-STATE_VERSION = 1
-
-
-@dataclass
-class WorkCase:
-    """One scan of the worklist: ``file`` is its name in the scans' folder (the key)."""
-
-    file: str
-    status: str = "untouched"
-    row: dict[str, Any] | None = None  # its report row (measures, uncertainty, fit) once segmented
-    prediction: str | None = None  # the prediction's file, relative to the worklist root
-    model: str | None = None  # the model that made it
-    case_id: str | None = None  # the saved correction, once corrected
-    updated: str = field(default_factory=lambda: _now())
-    measured: list[str] = field(default_factory=list)  # scores beyond the prediction taken for it ("disagreement")
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+__all__ = ["STATUSES", "Worklist", "WorkCase", "scan_files"]
 
 
 def scan_files(folder: Path) -> list[Path]:
@@ -143,20 +132,13 @@ class Worklist:
         if not self.state_path.exists():
             return
         try:
-            data = json.loads(self.state_path.read_text(encoding="utf-8"))
-            if data.get("version") != STATE_VERSION:
-                raise ValueError(f"version {data.get('version')!r}")
-            self.cases = {name: WorkCase(**{k: v for k, v in raw.items() if k in WorkCase.__dataclass_fields__})
-                          for name, raw in data["cases"].items()}
-            self.model = data.get("model")
-            if data.get("priority") in REVIEW_PRIORITIES:
-                self.priority = data["priority"]
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            self.cases, self.model, priority = parse_state(json.loads(self.state_path.read_text(encoding="utf-8")))
+        except (OSError, ValueError) as exc:  # parse_state checked every field the worklist relies on
             raise RamsegInputError(f"cannot read the worklist state ({exc}); move it away to start afresh",
                                    self.state_path) from None
+        if priority in REVIEW_PRIORITIES:
+            self.priority = priority
         for case in self.cases.values():
-            if case.status not in STATUSES:
-                case.status = "untouched"
             measured_before = case.row is not None and case.row.get("disagreement") is not None
             if measured_before and "disagreement" not in case.measured:
                 case.measured.append("disagreement")  # a state written before ``measured`` was kept
@@ -172,15 +154,19 @@ class Worklist:
 
     # -- segmenting ------------------------------------------------------------------------------
     def _predicted(self, name: str, model: str) -> bool:
-        """Whether ``name`` has a prediction by ``model`` whose file is still there."""
+        """Whether ``name`` has a prediction by ``model`` whose file is still there, of the scan as it is now."""
         c = self.cases[name]
         return (c.row is not None and c.model == model and c.prediction is not None
-                and (self.root / c.prediction).exists())
+                and (self.root / c.prediction).exists() and not self.stale(name))
+
+    def stale(self, name: str) -> bool:
+        """Whether the scan's file was replaced since it was segmented."""
+        return scan_changed(self.scans / name, self.cases[name].scan)
 
     def _missing(self, name: str) -> list[str]:
         """What the ranking needs that a segmented case lacks: ``[]`` or ``[review.NEEDS[priority]]``."""
         need = self.needs
-        if need is None:
+        if need is None or self.cases[name].refused:  # a refused scan has nothing to score
             return []
         have = name in self.descriptors if need == "descriptor" else need in self.cases[name].measured
         return [] if have else [need]
@@ -203,8 +189,6 @@ class Worklist:
                      progress: Callable[[int, int], None] | None = None) -> Iterator[tuple[int, int, str]]:
         """Segment every pending case with ``predictor``; yields (done, total, file) after each, the
         state already saved. ``model`` names the model in the state (its path)."""
-        from ..io import read_image, write_labels
-
         todo = self.pending(model)
         if self.model != model:
             self.model = model
@@ -214,34 +198,12 @@ class Worklist:
             for i, name in enumerate(todo, start=1):
                 if cancelled is not None and cancelled():
                     return
-                path = self.scans / name
-                image = read_image(path)
-                case = self.cases[name]
-                fresh = not self._predicted(name, model)
-                with naming(path):
-                    summary = None  # the disc path's: where the review scores look
-                    if fresh:
-                        prediction, refused, summary = predict_case(predictor, image)
-                        fit = predictor.check_fit(image.array, is_volume=image.is_volume)
-                        nifti = image.is_volume and image.affine is not None
-                        target = Path("predictions") / (name + (".nii.gz" if nifti else ".tif"))
-                        write_labels(self.root / target, prediction.labels, like=image, overwrite=True)
-                        case.row = case_row(self.case_name(name), prediction, predictor.labels, fit, file=name,
-                                            spacing=image.spacing)
-                        if refused:  # an empty mask to draw in, and the reason in the table
-                            mark_refused(case.row, refused)
-                        case.prediction, case.model, case.measured = str(target), model, []
-                        self.descriptors.pop(name, None)  # another model's, if any
-                    missing = self._missing(name)
-                    if missing:
-                        region = _review_region(predictor, image, summary)
-                    if "disagreement" in missing:
-                        case.row["disagreement"] = disagreement(predictor, region, image.is_volume, image.spacing)
-                        case.measured.append("disagreement")
-                    if "descriptor" in missing:
-                        self.descriptors[name] = descriptor(predictor, region, image.is_volume, image.spacing)
-                        write_descriptors(self.descriptors_path, self.descriptors)  # before the state that counts on it
-                case.updated = _now()
+                with naming(self.scans / name):
+                    if self._predicted(name, model):
+                        self._measure_missing(predictor, name)
+                    else:
+                        self._segment_one(predictor, model, name)
+                self.cases[name].updated = _now()
                 self._rows_version += 1
                 self.save()
                 if progress is not None:
@@ -251,6 +213,50 @@ class Worklist:
         finally:
             self._segmenting = False
             self._rows_version += 1
+
+    def _segment_one(self, predictor: Any, model: str, name: str) -> None:
+        """Segment one scan (``pipeline.segment_case``) and keep its prediction, row and review score. A
+        refused scan keeps an empty mask to draw in; a file that cannot be read, its reason only."""
+        from ..io import write_labels
+
+        path, case = self.scans / name, self.cases[name]
+        if self.stale(name):  # another image under this name: what was looked at was another scan
+            case.status, case.case_id = "untouched", None
+        record = scan_record(path)
+        image, unreadable = read_case(path)
+        self.descriptors.pop(name, None)  # another model's, if any
+        case.model, case.measured, case.scan = model, [], record
+        if image is None:
+            case.row, case.prediction, case.refused = unreadable_row(self.case_name(name), name, unreadable), None, unreadable
+            return
+        result = segment_case(predictor, image, CaseOptions(review=self.needs))
+        labels = result.prediction.labels if not result.refused else empty_prediction(
+            predictor.channel_names, image.spatial_shape).labels
+        nifti = image.is_volume and image.affine is not None
+        target = Path("predictions") / (name + (".nii.gz" if nifti else ".tif"))
+        write_labels(self.root / target, labels, like=image, overwrite=True)
+        case.row = result.row(self.case_name(name), name, predictor.labels, predictor.channel_names,
+                              image.spatial_shape, image.spacing)
+        case.row.pop("descriptor", None)  # kept in the sidecar, not in the state
+        case.prediction, case.refused = str(target), result.refusal
+        if self.needs is not None and not result.refused:
+            self._keep_score(name, self.needs, getattr(result, self.needs))
+
+    def _measure_missing(self, predictor: Any, name: str) -> None:
+        """What the ranking needs for a case segmented before (its prediction is kept)."""
+        need = self.needs
+        if need is None or not self._missing(name):
+            return
+        image = self.load_image(name)
+        self._keep_score(name, need, review_score(predictor, image, need))
+
+    def _keep_score(self, name: str, need: str, score: Any) -> None:
+        if need == "descriptor":
+            self.descriptors[name] = score
+            write_descriptors(self.descriptors_path, self.descriptors)  # before the state that counts on it
+        else:
+            self.cases[name].row[need] = score
+            self.cases[name].measured.append(need)
 
     # -- reading ---------------------------------------------------------------------------------
     def _rows(self) -> list[dict[str, Any]]:
@@ -291,7 +297,7 @@ class Worklist:
 
     def next_case(self, after: str | None = None) -> str | None:
         """The first untouched, segmented case in review order (after ``after``, wrapping round)."""
-        order = [n for n in self.order() if self.cases[n].row is not None]
+        order = [n for n in self.order() if self.cases[n].prediction is not None]
         if after in order:
             i = order.index(after)
             order = order[i + 1:] + order[:i]
@@ -307,7 +313,11 @@ class Worklist:
 
         case = self.cases[name]
         if case.prediction is None:
-            raise RamsegInputError(f"{name} has not been segmented yet", self.scans / name)
+            why = case.refused or "it has not been segmented yet"
+            raise RamsegInputError(f"no prediction to open: {why}", self.scans / name)
+        if self.stale(name):
+            raise RamsegInputError("the file was replaced since it was segmented: segment the folder again",
+                                   self.scans / name)
         return read_mask(self.root / case.prediction)
 
     def mark(self, name: str, status: str, case_id: str | None = None) -> None:
@@ -329,35 +339,3 @@ class Worklist:
             return None
         return write_report(self.root / REVIEW.report_name, rows, self.priority)
 
-
-def predict_case(predictor: Any, image: Any) -> tuple[Any, str, dict]:
-    """(prediction, why the model found nothing or "", what the optic disc path adds: ``predict_2d``'s
-    summary, {} otherwise): a 2D image goes through ``core.disc.predict_2d`` (an optic disc model takes
-    its two stages, as in the dock and ``ramseg predict``). A photograph in which no disc is found gets an
-    empty mask, so the case stays in the list for the clinician to draw, and the message; one such
-    photograph does not stop the folder. Its uncertainty is the highest there is (normalised entropy 1):
-    the model could not do it, so it comes first for review."""
-    if image.is_volume:
-        return predictor.predict(image.array, is_volume=True, spacing=image.spacing), "", {}
-    from .disc import is_disc_model, predict_2d
-    from .disc.predict import no_disc_prediction
-
-    try:
-        prediction, summary = predict_2d(predictor, image.array, postprocess=False)
-        return prediction, "", summary
-    except RamsegInputError as exc:
-        if not is_disc_model(predictor):
-            raise
-        return no_disc_prediction(predictor, image.array.shape), exc.problem, {}
-
-
-def _review_region(predictor: Any, image: Any, summary: dict | None) -> np.ndarray:
-    """What the review scores look at: an optic disc model's ROI of a photograph (``segmented_region``;
-    found again when the case was segmented in an earlier session), else the image."""
-    from .disc import is_disc_model, segmented_region
-
-    if image.is_volume or not is_disc_model(predictor):
-        return image.array
-    if summary is None:
-        summary = predict_case(predictor, image)[2]
-    return segmented_region(image.array, summary)

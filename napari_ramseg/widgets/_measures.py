@@ -1,31 +1,20 @@
-"""The Segment dock's clinical measures: the case's measures (``core/measures.py``, the cup-to-disc
-ratios included, with what the optic disc path adds, ``core.disc.predict_2d``) and the line the dock shows.
-
-Plain functions, run on the job's worker thread (the prediction and the measures) or on the UI thread
-(the text): no Qt here.
+"""The Segment dock's clinical measures as text and as the Labels layer's features (the measures
+themselves come from ``core/pipeline.segment_case``). Plain functions: no Qt here.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
+UNRELIABLE = "⚠ unreliable: the image does not fit the model's training data, so these measures may be wrong"
 
 
-def case_measures(labels: np.ndarray, scheme: Any, spacing: Any, disc: dict[str, Any]) -> dict[str, Any]:
-    """``measure_case`` plus the disc path's summary; plain JSON values for the layer's metadata."""
-    from ..core.measures import measure_case
-
-    out = dict(measure_case(labels, scheme, spacing))
-    out.update(disc)
-    return out
-
-
-def measures_text(measures: dict[str, Any], class_names: list[str]) -> str:
-    """One or two lines for the dock: the ratios first, then each structure's size."""
+def measures_text(measures: dict[str, Any], class_names: list[str], reliable: bool = True) -> str:
+    """One or two lines for the dock: the ratios first, then each structure's size; led by a warning
+    when the image does not fit the model."""
     if not measures:
         return ""
-    parts = []
+    parts = [] if reliable else [UNRELIABLE]
     if "vcdr" in measures:
         ratio = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
         parts.append(f"vCDR {ratio(measures['vcdr'])} · horizontal CDR {ratio(measures['hcdr'])}")

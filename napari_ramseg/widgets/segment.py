@@ -16,7 +16,7 @@ from .. import layer_meta
 from ..errors import RamsegInputError
 from ._base import WARNING_COLOUR, DockWidget, note_label
 from ._common import JobControl, Progress, get_predictor, layer_array, notify_error
-from ._measures import case_measures, measures_text
+from ._measures import measures_text
 from ._segment_layers import show_result
 
 
@@ -64,6 +64,7 @@ class SegmentResult:
     fit_warning: str = ""  # what differs from the model's source domains ('' when the image fits)
     measures: dict[str, Any] | None = None  # core/measures.measure_case (+ where the optic disc was found)
     adapted: AdaptedOutcome | None = None
+    measures_reliable: bool = True  # False when the image does not fit the model's sources
 
 
 # What napari imports the first time a Labels layer is made (its features table, colour and label
@@ -105,49 +106,59 @@ def input_kind(layer: Any) -> str:
 
 def layer_spacing(layer: Any) -> tuple[float, ...] | None:
     """A volume layer's voxel spacing: its scale, when a reader set one (NIfTI does, and writes it
-    to ``metadata["spacing"]`` too) or the user did; None otherwise."""
+    to ``metadata["spacing"]`` too) or the user did; a 2D layer's pixel spacing when its reader recorded
+    one (as ``ramseg predict`` reads it from the file); None otherwise."""
     scale = tuple(float(s) for s in layer.scale)
-    if len(scale) != 3 or getattr(layer, "rgb", False):
-        return None
     metadata = layer.metadata or {}
+    if len(scale) != 3 or getattr(layer, "rgb", False):
+        return layer_meta.spacing_of(metadata, 2)
     if layer_meta.spacing_of(metadata, 3) is not None or layer_meta.NIFTI_HEADER in metadata \
             or any(s != 1.0 for s in scale):
         return scale
     return None
 
 
+def request_image(request: SegmentRequest) -> Any:
+    """The layer's array as the pipeline takes a case: an ``io.ImageData`` of the layer's kind."""
+    from ..io import ImageData
+
+    image = np.asarray(request.image)
+    axes = "ZYX" if request.kind == "volume" else ("YXC" if image.ndim == 3 else "YX")
+    return ImageData(image, spacing=request.spacing, axes=axes)
+
+
 def segment_job(request: SegmentRequest):
-    """The job: load (or reuse) the model, then segment the image or the volume slice by slice."""
+    """The job: load (or reuse) the model, then segment the case (``core/pipeline.segment_case``, as
+    ``ramseg predict`` and the Worklist do); a refused case ends the job with the reason."""
+    from ..core.pipeline import CaseOptions, segment_case
 
     def job(control: JobControl):
         yield Progress(0, 0, "loading model…")
         predictor = get_predictor(request.model, request.device)
+        image = request_image(request)
         started = time.perf_counter()
-        if request.kind == "volume":
+        if image.is_volume:
             depth = request.image.shape[0]
             yield Progress(0, depth, f"segmenting {depth} slices (2.5D)…")
-            prediction = predictor.predict_volume(
-                request.image, postprocess=request.postprocess,
-                progress=lambda done, total: control.report(done, total, f"slice {done}/{total}"),
-                cancelled=control.cancelled, spacing=request.spacing)
         else:
             yield Progress(0, 0, f"segmenting on {predictor.device.type}…")
-            from ..core.disc import predict_2d
-
-            prediction, disc = predict_2d(predictor, request.image, request.postprocess)  # optic disc: two stages
+        options = CaseOptions(postprocess=request.postprocess, cancelled=control.cancelled,
+                              progress=lambda done, total: control.report(done, total, f"slice {done}/{total}"))
+        result = segment_case(predictor, image, options)
+        if result.refused:
+            raise RamsegInputError(result.refusal)
         plain_seconds = time.perf_counter() - started
         adapted = None
         if request.adapt:
             yield Progress(0, 0, f"adapting to this scan ({request.adapt})…")
             adapted = adapt_job_step(predictor, request, control, plain_seconds)
-        measures = case_measures(prediction.labels, predictor.labels, request.spacing,
-                                 disc if request.kind != "volume" else {})
         warm_layer_imports()
-        fit = predictor.check_fit(request.image, is_volume=request.kind == "volume")
-        return SegmentResult(fit_warning=fit.differs,
+        prediction = result.prediction
+        return SegmentResult(fit_warning=result.fit.differs,
             labels=prediction.labels, probabilities=prediction.probabilities, entropy=prediction.entropy,
             channel_names=list(prediction.channel_names), class_names=list(predictor.labels.names),
-            model=str(request.model), device=str(predictor.device), adapted=adapted, measures=measures)
+            model=str(request.model), device=str(predictor.device), adapted=adapted,
+            measures={**result.measures, **result.extras}, measures_reliable=result.reliable)
 
     return job
 
@@ -157,23 +168,22 @@ _ADAPTERS: dict[tuple[int, str], Any] = {}  # one per (loaded model, method): th
 
 def adapt_job_step(predictor: Any, request: SegmentRequest, control: JobControl,
                    plain_seconds: float) -> AdaptedOutcome:
-    """Adapt to the scan once (a volume too) and segment it again; the plain result stays as it was."""
+    """Adapt to the scan once (a volume too; an optic disc model to each ROI its two stages segment)
+    and segment it again through the same pipeline; the plain result stays as it was."""
     from ..core.adapt import AdaptedPredictor
+    from ..core.pipeline import CaseOptions, segment_case
 
     key = (id(predictor), str(request.adapt))
     if key not in _ADAPTERS or _ADAPTERS[key].base is not predictor:
         _ADAPTERS[key] = AdaptedPredictor(predictor, request.adapt)
     adapter = _ADAPTERS[key]
-    volume = {"spacing": request.spacing, "cancelled": control.cancelled,
-              "progress": lambda d, t: control.report(d, t, f"adapted slice {d}/{t}")}
-    if request.kind == "volume":
-        prediction = adapter.predict(request.image, postprocess=request.postprocess, is_volume=True, **volume)
-    else:  # an optic disc model takes its two stages here too, adapting to each ROI it segments
-        from ..core.disc import predict_2d
-
-        prediction, _ = predict_2d(adapter, request.image, request.postprocess)
+    options = CaseOptions(postprocess=request.postprocess, cancelled=control.cancelled,
+                          progress=lambda d, t: control.report(d, t, f"adapted slice {d}/{t}"))
+    result = segment_case(predictor, request_image(request), options, segmenter=adapter)
+    if result.refused:
+        raise RamsegInputError(result.refusal)
     report = adapter.last
-    return AdaptedOutcome(prediction.labels, report.method,
+    return AdaptedOutcome(result.prediction.labels, report.method,
                           None if report.fit_before is None else report.fit_before.score,
                           None if report.fit_after is None else report.fit_after.score, report.seconds, plain_seconds)
 
@@ -248,7 +258,7 @@ class SegmentWidget(DockWidget):
         self.show_fit(layer.name, result.fit_warning)
         # one layer per event-loop tick (JobRunner runs the steps), edited labels kept: _segment_layers
         yield from show_result(self.viewer, layer, result, want_probs, want_entropy, self.runner.status.setText)
-        text = measures_text(result.measures or {}, result.class_names)
+        text = measures_text(result.measures or {}, result.class_names, result.measures_reliable)
         self.measures_label.setText(text)
         self.measures_label.setVisible(bool(text))
         self.adapt_label.setVisible(result.adapted is not None)

@@ -6,11 +6,14 @@ current scan). The table lists the scans by review priority (``core/review.py``;
 mean uncertainty and fit score as ``report.csv`` has them); "Review by" picks the ranking
 (``config.REVIEW_PRIORITIES``, default ``ReviewConfig.priority``), kept in the worklist's state. The
 set-level ``representative`` order is computed once the folder is done (while scans are segmented the
-newly done ones follow the last order). Clicking a row opens that scan with its
-prediction as a Labels layer ready to paint; "Save and next" saves image, prediction ("original") and
+newly done ones follow the last order). The table fits the dock's width: the scan names elide, so the
+uncertainty and fit columns (the reasons for the ranking) are always in view. Clicking a row opens that
+scan with its prediction as a Labels layer ready to paint, and the open scan's row stays highlighted;
+"Save and next" saves image, prediction ("original") and
 the painted mask ("final") into the corrections project (``core/corrections.py``, as the Correct and
 fine-tune dock does, so that dock fine-tunes on them) and opens the next untouched scan. "Next" moves on
-without saving. Status (untouched, reviewed once opened, corrected once a changed mask is saved) lives
+without saving. Status (untouched; reviewed once the user moves on from it with Next or saves it
+unchanged, never by opening it alone; corrected once a changed mask is saved) lives
 in the worklist's ``worklist.json``, so it is all there again after napari is closed.
 """
 
@@ -22,8 +25,8 @@ from typing import Any
 import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtGui import QColor
-from qtpy.QtWidgets import (QAbstractItemView, QFormLayout, QHBoxLayout, QPushButton, QTableWidget,
-                            QTableWidgetItem, QWidget)
+from qtpy.QtWidgets import (QAbstractItemView, QFormLayout, QHBoxLayout, QHeaderView, QPushButton,
+                            QTableWidget, QTableWidgetItem, QWidget)
 
 from .. import layer_meta
 from ..core.config import ReviewConfig
@@ -44,6 +47,9 @@ STATUS_COLOURS = {"untouched": None, "reviewed": "#3b6ea5", "corrected": "#3f8f4
 MEASURE_COLUMNS = 2  # the first measures of a row (size and share of the first structure, or vCDR...)
 LAYER_PREFIX = "worklist: "
 SCAN_COLUMN_PX = 150
+NOT_MEASURES = ("case", "file", "mean_uncertainty", "disagreement", "fit_score", "fits", "fit_note",
+                "review_priority", "measures_reliable")
+UNRELIABLE_MARK = " ⚠"  # beside a measure of a scan that does not fit the model
 
 
 def segment_all_job(worklist: Any, model: Path, device: str):
@@ -98,6 +104,11 @@ class WorklistWidget(DockWidget):
         self.table.verticalHeader().setVisible(False)
         self.table.setMinimumHeight(240)
         self.table.setTextElideMode(Qt.ElideMiddle)
+        self.table.setWordWrap(False)
+        # the scan column takes what the others leave, eliding long names: no horizontal scrolling, so
+        # the uncertainty and fit columns stay in view
+        self.table.horizontalHeader().setMinimumSectionSize(24)
+        self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
         self.table.cellClicked.connect(lambda row, _col: self.open_case(self._name_at(row)))
         buttons = QHBoxLayout()
         self.save_button = QPushButton("Save and next")
@@ -195,8 +206,7 @@ class WorklistWidget(DockWidget):
         rows = {n: work.cases[n].row or {} for n in order}
         measures: list[str] = []
         for row in rows.values():
-            measures += [k for k in row if k not in ("case", "file", "mean_uncertainty", "disagreement", "fit_score",
-                                                     "fits", "fit_note", "review_priority") and k not in measures]
+            measures += [k for k in row if k not in NOT_MEASURES and k not in measures]
         measures = measures[:MEASURE_COLUMNS]
         score = "disagreement" if work.priority == "disagreement" else "mean_uncertainty"
         headers = ["#", "scan", "status", *(m.replace("_", " ") for m in measures),
@@ -206,23 +216,14 @@ class WorklistWidget(DockWidget):
         self.table.setRowCount(len(order))
         for i, name in enumerate(order):
             case, row = work.cases[name], rows[name]
-            fit = _number(row.get("fit_score")) + ("" if row.get("fits", True) in (True, None) else " ⚠")
-            cells = [str(i + 1) if row else "–", name, case.status, *(_number(row.get(m)) for m in measures),
-                     _number(row.get(score)), fit]
-            colour = STATUS_COLOURS.get(case.status)
-            for j, text in enumerate(cells):
-                item = QTableWidgetItem(text)
-                if j == 1:
-                    item.setData(Qt.UserRole, name)
-                    if row.get("fit_note"):
-                        item.setToolTip(row["fit_note"])
-                if colour is not None:
-                    item.setBackground(QColor(colour))
-                self.table.setItem(i, j, item)
-            if name == self.current:
-                self.table.selectRow(i)
-        self.table.resizeColumnsToContents()
-        self.table.setColumnWidth(1, min(self.table.columnWidth(1), SCAN_COLUMN_PX))  # long names elide
+            unfit = row.get("fits", True) not in (True, None)
+            mark = UNRELIABLE_MARK if unfit and row.get("measures_reliable") is False else ""
+            cells = [str(i + 1) if row else "–", name, case.status,
+                     *(_number(row.get(m)) + (mark if row.get(m) not in (None, "") else "") for m in measures),
+                     _number(row.get(score)), _number(row.get("fit_score")) + (" ⚠" if unfit else "")]
+            self._fill_row(i, name, cells, row, STATUS_COLOURS.get(case.status))
+        self._fit_columns()
+        self._highlight_current(order)
         counts = work.counts()
         done = sum(1 for c in work.cases.values() if c.row is not None)
         lacking = work.unmeasured()
@@ -232,6 +233,39 @@ class WorklistWidget(DockWidget):
                             + (f"; {len(lacking)} scan(s) lack {need} for this ranking and come last: "
                                "Segment all measures it" if lacking and not self.runner.busy else ""))
         self._set_buttons()
+
+    def _fill_row(self, i: int, name: str, cells: list[str], row: dict, colour: str | None) -> None:
+        for j, text in enumerate(cells):
+            item = QTableWidgetItem(text)
+            if j == 1:
+                item.setData(Qt.UserRole, name)
+                if row.get("fit_note"):
+                    item.setToolTip(row["fit_note"])
+            elif j > 2 and UNRELIABLE_MARK in text:
+                item.setToolTip("unreliable: the scan does not fit the model's training data")
+            if colour is not None:
+                item.setBackground(QColor(colour))
+            self.table.setItem(i, j, item)
+
+    def _fit_columns(self) -> None:
+        """Every column but the scan's sized to its contents; the scan's stretches into what is left."""
+        header = self.table.horizontalHeader()
+        for j in range(self.table.columnCount()):
+            header.setSectionResizeMode(j, QHeaderView.Stretch if j == 1 else QHeaderView.ResizeToContents)
+
+    def _highlight_current(self, order: list[str]) -> None:
+        """The open scan's row selected and current (the keyboard focus too), so it follows Next."""
+        if self.current in order:
+            i = order.index(self.current)
+            with_signals = self.table.blockSignals(True)
+            try:
+                self.table.setCurrentCell(i, 1)
+                self.table.selectRow(i)
+            finally:
+                self.table.blockSignals(with_signals)
+            self.table.scrollToItem(self.table.item(i, 1))
+        else:
+            self.table.clearSelection()
 
     def _set_buttons(self) -> None:
         open_case = self.current is not None and self.viewer is not None and self._labels_name() in self.viewer.layers
@@ -268,7 +302,8 @@ class WorklistWidget(DockWidget):
                 self.viewer.layers.remove(name)
 
     def open_case(self, name: str | None) -> bool:
-        """Show a segmented scan with its prediction, ready to paint; marks it reviewed."""
+        """Show a segmented scan with its prediction, ready to paint (its status changes when the user
+        moves on: Next or Save and next)."""
         work = self.worklist
         if work is None or name is None or name not in work.cases:
             return False
@@ -306,8 +341,7 @@ class WorklistWidget(DockWidget):
             layer.mode = "paint"
         except Exception:  # noqa: BLE001 - a napari without paint mode for this layer: the user picks a tool
             pass
-        if case.status == "untouched":
-            work.mark(name, "reviewed")
+        # not marked reviewed here: opening is not looking; Next or Save and next mark it
         self.refresh()
         return True
 

@@ -173,7 +173,7 @@ def test_the_review_scores_look_at_the_roi_the_two_stages_segmented():
     ROI it segmented, not on a whole photograph it never sees; a crop is looked at as it is."""
     from helpers import BrightDiscModel
     from napari_ramseg.core.disc import predict_2d, segmented_region
-    from napari_ramseg.core.worklist import _review_region
+    from napari_ramseg.core.pipeline import review_region as _review_region
     from napari_ramseg.io import ImageData
 
     image = _photograph(disc=(150, 420), radius=40)

@@ -77,7 +77,7 @@ def test_worklist_open_correct_save_next_and_reopen(make_napari_viewer, qtbot, t
     labels = viewer.layers[f"worklist: {first} prediction"]
     np.testing.assert_array_equal(labels.data, predictor.predict(read_image(folder / first).array).labels)
     assert viewer.layers.selection.active is labels and labels.mode == "paint"
-    assert _table(widget)[1][0][2] == "reviewed"
+    assert _table(widget)[1][0][2] == "untouched"  # opened is not looked at: Next or Save marks it
 
     # correct it through napari's painting path, save, and the next scan opens
     truth = truths[first]
@@ -93,10 +93,10 @@ def test_worklist_open_correct_save_next_and_reopen(make_napari_viewer, qtbot, t
     assert widget.current == order[1] and f"worklist: {first} prediction" not in viewer.layers
     assert f"worklist: {order[1]} prediction" in viewer.layers
 
-    # Next without saving: the second stays reviewed, the third opens
+    # Next without saving: the second is marked reviewed as the user moves on, the third opens untouched
     assert widget.next_case() == order[2]
     statuses = [r[2] for r in _table(widget)[1]]
-    assert statuses[:3] == ["corrected" if changed else "reviewed", "reviewed", "reviewed"]
+    assert statuses[:3] == ["corrected" if changed else "reviewed", "reviewed", "untouched"]
     assert statuses[3] == "untouched"
     viewer.close()
 
@@ -107,7 +107,7 @@ def test_worklist_open_correct_save_next_and_reopen(make_napari_viewer, qtbot, t
     assert [r[1] for r in rows] == order and [r[2] for r in rows] == statuses
     assert again.worklist.cases[first].case_id == case_id
     assert again.worklist.pending(str(tiny_model)) == []
-    assert again.next_case() == order[3]
+    assert again.next_case() == order[2]  # opened but never moved on from: still to review
 
 
 def test_stop_keeps_what_was_segmented(make_napari_viewer, qtbot, tmp_path, scans, tiny_model):

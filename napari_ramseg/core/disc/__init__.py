@@ -7,9 +7,9 @@ ROIs and are scored (``corrections``)."""
 from . import measures  # noqa: F401  (registers the disc/cup measures with core.measures)
 from .fundus import check_fundus, red_excess
 from .locate import Candidate, Located, locate
-from .predict import (DiscPrediction, DiscPredictor, is_disc_labels, is_disc_model, predict_2d,
+from .predict import (DiscPrediction, DiscPredictor, is_disc_labels, predict_2d,
                       segmented_region)
 from .roi import Roi, crop, paste
 
 __all__ = ["Candidate", "DiscPrediction", "DiscPredictor", "Located", "Roi", "check_fundus", "crop",
-           "is_disc_labels", "is_disc_model", "locate", "paste", "predict_2d", "red_excess", "segmented_region"]
+           "is_disc_labels", "locate", "paste", "predict_2d", "red_excess", "segmented_region"]

@@ -14,18 +14,13 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import RamsegInputError
-from ..config import DiscConfig, DiscRoiSampling, LabelScheme
+from ..config import DiscConfig, DiscRoiSampling
 from ..metrics import case_dice
 from .locate import locate
-from .predict import is_disc_labels, predict_2d
+from .predict import predict_2d
 from .roi import negative_rois, training_rois
 
-__all__ = ["correction_rois", "score_correction", "takes_rois"]
-
-
-def takes_rois(labels: LabelScheme, image: np.ndarray) -> bool:
-    """A disc/cup model's colour 2D image: cut into ROIs to train on, scored through the two stages."""
-    return is_disc_labels(labels) and np.ndim(image) == 3 and np.shape(image)[-1] in (3, 4)
+__all__ = ["correction_rois", "score_correction"]
 
 
 def correction_rois(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,

@@ -37,17 +37,17 @@ from ..infer import Prediction, Predictor
 from ..postprocess import keep_largest_component
 from .fundus import check_fundus
 from .locate import Candidate, locate
-from .roi import Roi, crop, disc_diameter, paste
+from .roi import Roi, crop, disc_diameter, edge_fade, paste
+
+
+# of a ROI's side: the band over which pasted maps fade out at its edges (the disc, 1 / DiscConfig.roi_ratio
+# of the side, leaves about an eighth of it free on each side)
+FADE_BAND = 1 / 16
 
 
 def is_disc_labels(labels: LabelScheme) -> bool:
     """Nested disc/cup labels (the bundled ``optic-disc`` model's, or those of one trained on DoFE-like data)."""
     return labels.kind == "nested" and tuple(labels.names[:2]) == ("disc", "cup")
-
-
-def is_disc_model(predictor: Predictor) -> bool:
-    """A nested disc/cup model: it takes the two stages."""
-    return is_disc_labels(predictor.labels)
 
 
 @dataclass
@@ -72,22 +72,11 @@ class DiscPrediction:
 
 
 def predict_2d(predictor: Predictor, image: np.ndarray, postprocess: bool = True) -> tuple[Prediction, dict]:
-    """A 2D image's prediction, and what the optic disc path adds (``{}`` for other models): a disc/cup
-    model on a colour image takes the two stages (whole photograph or disc-centred crop), with the
-    package's settings; every other model and image, the model's own ``predict_image``. The one place
-    the dock, its adaptation and the worklist decide this."""
-    if not (is_disc_model(predictor) and np.ndim(image) == 3 and np.shape(image)[-1] in (3, 4)):
-        return predictor.predict_image(image, postprocess=postprocess), {}
-    found = DiscPredictor(predictor).predict(image, postprocess=True)  # the measures need one disc, one cup
+    """The two stages on a colour fundus image with the package's settings: the prediction and its
+    summary (``DiscPrediction.summary``: crop or photograph, confidence, ROI). ``postprocess`` is kept for
+    callers; the two stages always keep one disc and one cup, which the measures need."""
+    found = DiscPredictor(predictor).predict(image, postprocess=True)
     return found.prediction, found.summary()
-
-
-def no_disc_prediction(predictor: Predictor, shape: tuple[int, ...]) -> Prediction:
-    """What a folder keeps of a photograph in which no disc was found: an empty mask to draw in, and the
-    highest uncertainty there is (normalised entropy 1), so the case the model could not do comes first
-    for review (the worklist and ``ramseg predict``'s report.csv)."""
-    h, w = shape[:2]
-    return Prediction(np.zeros((h, w), np.uint8), None, np.ones((h, w), np.float32), list(predictor.channel_names))
 
 
 def segmented_region(image: np.ndarray, summary: dict) -> np.ndarray:
@@ -110,7 +99,7 @@ class DiscPredictor:
     ``config``: the two-stage settings; by default the model package's over ``DiscConfig``'s defaults."""
 
     def __init__(self, predictor: Predictor, config: DiscConfig | None = None):
-        if not is_disc_model(predictor):
+        if not is_disc_labels(predictor.labels):
             raise RamsegInputError(f"not an optic disc and cup model (labels: {', '.join(predictor.labels.names)})")
         self.predictor = predictor
         carried = package_settings(predictor)
@@ -246,8 +235,12 @@ def _pad_square(pred: Prediction, roi: Roi) -> Prediction:
 
 
 def _paste_prediction(pred: Prediction, roi: Roi, shape: tuple[int, int]) -> Prediction:
-    """``pred`` (in ``roi``'s square) pasted into an image of ``shape``; None maps stay None."""
+    """``pred`` (in ``roi``'s square) pasted into an image of ``shape``; None maps stay None. The
+    probability and uncertainty maps fade out towards the ROI's edges where the predicted structures do
+    not reach (``roi.edge_fade``, over ``FADE_BAND`` of its side): outside the ROI the model said nothing,
+    and a hard step there would draw the ROI as a square in those layers."""
     labels = paste(pred.labels, roi, shape)
-    probs = None if pred.probabilities is None else np.stack([paste(p, roi, shape) for p in pred.probabilities])
-    entropy = None if pred.entropy is None else paste(pred.entropy, roi, shape)
+    fade = np.where(labels >= 1, np.float32(1), edge_fade(roi, shape, FADE_BAND * roi.side))
+    probs = None if pred.probabilities is None else np.stack([paste(p, roi, shape) * fade for p in pred.probabilities])
+    entropy = None if pred.entropy is None else paste(pred.entropy, roi, shape) * fade
     return Prediction(labels=labels, probabilities=probs, entropy=entropy, channel_names=list(pred.channel_names))

@@ -81,6 +81,23 @@ def paste(labels: np.ndarray, roi: Roi, shape: tuple[int, int]) -> np.ndarray:
     return out
 
 
+def edge_fade(roi: Roi, shape: tuple[int, int], band: float) -> np.ndarray:
+    """(H, W) weights that bring a pasted map down to the 0 it has outside ``roi``: 1 inside, falling
+    smoothly (smoothstep) to 0 over the ``band`` pixels inside each edge that lies within the image
+    (an edge on the image's border keeps 1), 0 outside. A probability or uncertainty map pasted without
+    it shows the ROI as a faint square: the model's low background values inside, exact zeros outside."""
+    def axis(start: int, size: int) -> np.ndarray:
+        at = np.arange(size) + 0.5
+        w = ((at > start) & (at < start + roi.side)).astype(np.float32)
+        if start > 0:
+            w *= np.clip((at - start) / band, 0, 1)
+        if start + roi.side < size:
+            w *= np.clip((start + roi.side - at) / band, 0, 1)
+        return w * w * (3 - 2 * w)
+
+    return np.outer(axis(roi.top, shape[0]), axis(roi.left, shape[1])).astype(np.float32)
+
+
 def resize_square(array: np.ndarray, size: int, labels: bool = False) -> np.ndarray:
     """A square crop to ``size`` x ``size``: antialiased bilinear for images, nearest for labels."""
     if array.shape[0] == size and array.shape[1] == size:
