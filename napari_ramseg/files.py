@@ -7,13 +7,16 @@ benchmarks need it without any image reader, and ``io``'s writers are only some 
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import re
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "remove_stale_temporaries"]
+__all__ = ["atomic_write", "json_safe", "remove_stale_temporaries", "write_json"]
 
 
 def atomic_write(path: str | Path, write: Any, suffix: str = "") -> None:
@@ -39,6 +42,34 @@ def atomic_write(path: str | Path, write: Any, suffix: str = "") -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     remove_stale_temporaries(path.parent, prefix, tmp_suffix)
+
+
+def json_safe(obj: Any) -> Any:
+    """Copy of ``obj`` that ``json.dump(..., allow_nan=False)`` accepts.
+
+    Recurses into mappings, lists and tuples (tuples become lists), turns numpy scalars and arrays and
+    torch tensors (anything with ``tolist``) into Python values, paths into strings, and replaces nan
+    and ±inf with ``None``. The one JSON cleaning of the package (``write_json`` applies it).
+    """
+    if isinstance(obj, Mapping):
+        return {(k.item() if hasattr(k, "item") and not isinstance(k, str) else k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "detach"):  # a torch tensor, without importing torch here
+        obj = obj.detach().cpu()
+    if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):  # numpy arrays and scalars, tensors
+        return json_safe(obj.tolist())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    """``data`` as indented strict JSON (``json_safe``: nan and inf become null), written atomically."""
+    text = json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def _umask() -> int:

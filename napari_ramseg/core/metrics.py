@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from monai.metrics import compute_average_surface_distance, compute_dice, compute_hausdorff_distance
 
+from ..files import json_safe  # the one JSON cleaning (files.py); imported from here by older callers
 from .config import LabelScheme
 
 __all__ = ["binary_metrics", "case_dice", "case_metrics", "summarize", "mean_dice", "json_safe", "structure_masks"]
@@ -174,24 +175,3 @@ def mean_dice(summary: Mapping[str, Mapping[str, float]]) -> float:
     """Mean of the per-label Dice of a :func:`summarize` result (nan if it has no labels)."""
     values = [float(v["dice"]) for v in summary.values()]
     return float(np.mean(values)) if values else float("nan")
-
-
-def json_safe(obj: Any) -> Any:
-    """Copy of ``obj`` that ``json.dump(..., allow_nan=False)`` accepts.
-
-    Recurses into mappings, lists and tuples (tuples become lists), turns numpy scalars and arrays
-    and 0-d torch tensors into Python values, and replaces nan and ±inf with ``None``.
-    """
-    if isinstance(obj, Mapping):
-        return {(k.item() if isinstance(k, np.generic) else k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return json_safe(obj.tolist())
-    if isinstance(obj, torch.Tensor):
-        return json_safe(obj.detach().cpu().tolist())
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
