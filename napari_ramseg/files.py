@@ -113,3 +113,12 @@ def _process_alive(pid: int) -> bool:
     except (PermissionError, OSError, OverflowError):
         return True
     return True
+
+
+def temporary_folder(parent: str | Path, prefix: str) -> Path:
+    """A new hidden folder in ``parent`` (``mkdtemp``: a unique name, for a result assembled there and
+    renamed into place), with the user's usual mode: ``mkdtemp`` makes it ``drwx------`` whatever the
+    umask, and a model version or a corrected case renamed from it would stay unreadable to colleagues."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    os.chmod(folder, 0o777 & ~_umask())
+    return folder

@@ -131,3 +131,104 @@ def test_float64_weights_that_fit_still_load(tmp_path, tiny_model):
     model = _weights_copy(tmp_path, tiny_model, lambda w: w.double())
     net, _ = load_model(model)
     assert all(p.dtype == torch.float32 for p in net.parameters())
+
+
+# -- 23, 26, 32, 33: fine-tune versions and the corrections store ---------------------------------------
+
+def _round(model, store, out):
+    """One quick fine-tune round (``finetune`` takes a FinetuneConfig since the generated options)."""
+    import inspect
+
+    from napari_ramseg.core import finetune as ft
+    from napari_ramseg.core.config import FinetuneConfig
+
+    if "settings" in inspect.signature(ft.finetune).parameters:
+        return ft.finetune(model, store, out, FinetuneConfig(iterations=1, device="cpu", batch=2))
+    return ft.finetune(model, store, out, iterations=1, device="cpu", batch=2)
+
+
+@pytest.fixture
+def corrections(tmp_path, tiny_model):
+    """Four corrected cases (the third held out), as the Correct and fine-tune dock saves them."""
+    from helpers import make_synthetic_domains
+    from napari_ramseg.core.corrections import CorrectionStore
+    from napari_ramseg.io import read_image, read_mask
+
+    site = make_synthetic_domains(tmp_path / "site", domains=("siteC",), cases=4, size=40, seed=7)
+    store = CorrectionStore(tmp_path / "project")
+    for i in range(4):
+        image = read_image(site / "siteC" / "images" / f"case{i}.png").array
+        final = read_mask(site / "siteC" / "labels" / f"case{i}.png")
+        store.save(image, np.zeros_like(final), final, tiny_model, f"case{i}")
+    return store
+
+
+def test_a_file_named_like_the_next_version_is_skipped(tmp_path, tiny_model, corrections, monkeypatch):
+    from napari_ramseg.core import finetune as ft
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "v001").write_text("notes")
+    assert ft.next_version(out) == "v002"
+    calls = []
+    original = ft.next_version
+
+    def counted(root):  # today's loop asked forever; a few calls at most are right
+        calls.append(root)
+        if len(calls) > 5:
+            raise AssertionError("next_version asked again and again")
+        return original(root)
+
+    monkeypatch.setattr(ft, "next_version", counted)
+    result = _round(tiny_model, corrections, out)
+    assert result.version == "v002" and (out / "v001").read_text() == "notes"
+    assert sorted(p.name for p in out.iterdir()) == ["v001", "v002"]  # no .partial-* left
+
+
+def test_version_and_case_folders_follow_the_umask(tmp_path, tiny_model, corrections):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        result = _round(tiny_model, corrections, tmp_path / "out")
+        case = corrections.case_dir(corrections.list_cases()[-1])
+        extra = corrections.save(np.zeros((8, 8), np.uint8), np.zeros((8, 8), np.uint8),
+                                 np.ones((8, 8), np.uint8), tiny_model, "extra")
+    finally:
+        os.umask(old)
+    for folder in (result.model_dir, case, corrections.case_dir(extra)):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o755, folder
+
+
+def _damage(store, index: int, change) -> Path:
+    path = store.case_dir(store.list_cases()[index]) / "provenance.json"
+    prov = json.loads(path.read_text())
+    change(prov)
+    path.write_text(json.dumps(prov))
+    return path
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda p: p.update(seq=None), "seq: input should be a valid integer"),
+    (lambda p: p.update(image_sha256=[1]), "image_sha256: input should be a valid string"),
+    (lambda p: p.pop("files"), "files: field required"),
+    (lambda p: p["files"].update(final="../../secret.tif"), "files.final: string should match pattern"),
+    (lambda p: p["files"].update(image="/etc/passwd"), "files.image: string should match pattern"),
+])
+def test_damaged_provenance_is_refused_naming_the_case(corrections, change, expected):
+    path = _damage(corrections, 1, change)
+    with pytest.raises(RamsegInputError) as err:
+        corrections.latest_cases("train")
+    message = str(err.value)
+    assert message.startswith(f"{path}: invalid correction provenance (") and expected in message, message
+    assert "this corrected case cannot be used" in message
+
+
+def test_a_round_refuses_a_case_with_broken_provenance_instead_of_dropping_it(tmp_path, tiny_model, corrections):
+    path = corrections.case_dir(corrections.list_cases()[2]) / "provenance.json"  # the held-out case
+    path.write_text("{ damaged")
+    with pytest.raises(RamsegInputError, match="unreadable correction provenance") as err:
+        _round(tiny_model, corrections, tmp_path / "out")
+    assert str(err.value).startswith(str(path))
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

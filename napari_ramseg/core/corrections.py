@@ -36,7 +36,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -45,11 +44,14 @@ import numpy as np
 
 from .. import __version__
 from ..errors import RamsegInputError
+from ..files import temporary_folder
+from ..schema import read_json, validate
 from ..io import ImageData, read_image, read_mask, write_image, write_labels
 from .checkpoint import atomic_write_json, load_metadata, resolve_model_path
 from .config import LabelScheme
+from .file_schemas import ProvenanceSchema, SplitSchema
 
-__all__ = ["CorrectionStore", "CorrectionCase", "split_for_order", "SPLIT_RULE"]
+__all__ = ["CorrectionStore", "CorrectionCase", "split_for_order", "read_provenance", "SPLIT_RULE"]
 
 SPLIT_NAME = "split.json"
 PROVENANCE_NAME = "provenance.json"
@@ -85,6 +87,22 @@ class CorrectionCase:
     def affine(self) -> np.ndarray | None:
         affine = self.provenance.get("image_meta", {}).get("affine")
         return None if affine is None else np.asarray(affine, dtype=np.float64)
+
+
+def read_provenance(folder: Path) -> dict[str, Any]:
+    """A case folder's provenance.json, validated (``file_schemas.ProvenanceSchema``): the one place it
+    is read. A missing or damaged file is refused naming it, with what to do."""
+    path = Path(folder) / PROVENANCE_NAME
+    try:
+        data = read_json(path, "correction provenance")
+        validate(ProvenanceSchema, data, "correction provenance", path)
+        if data["case_id"] != path.parent.name:
+            raise RamsegInputError(f"invalid correction provenance (case_id {data['case_id']!r} is not its "
+                                   f"folder's name)", path)
+    except RamsegInputError as exc:
+        raise RamsegInputError(f"{exc.problem}; this corrected case cannot be used: repair the file, or move "
+                               f"the case folder out of the project", exc.path) from None
+    return data
 
 
 def image_digest(image: np.ndarray) -> str:
@@ -169,13 +187,15 @@ class CorrectionStore:
 
     # -- the split -------------------------------------------------------------------------------
     def _read_split(self) -> dict[str, Any]:
+        """split.json, validated; rebuilt from the cases' provenance when it is missing or damaged (it
+        only repeats what every case's provenance.json records)."""
         path = self.root / SPLIT_NAME
         if path.exists():
             try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-                if isinstance(data, dict) and isinstance(data.get("images"), dict) and isinstance(data.get("cases"), dict):
-                    return data
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+                data = read_json(path, "split")
+                validate(SplitSchema, data, "split", path)
+                return data
+            except RamsegInputError:
                 pass
         return self._rebuild_split()
 
@@ -274,7 +294,7 @@ class CorrectionStore:
                 "image_meta": meta,
                 "package_version": __version__,
             }
-            tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{case_id}-", dir=self.cases_dir))
+            tmp = temporary_folder(self.cases_dir, f".tmp-{case_id}-")  # the user's umask, not drwx------
             try:
                 like = self._like(image, meta, is_rgb)
                 # a lossless copy; the case folder's rename makes the whole case appear at once
@@ -336,18 +356,14 @@ class CorrectionStore:
 
     # -- reading ---------------------------------------------------------------------------------
     def _provenances(self) -> Iterator[dict[str, Any]]:
+        """Every case's provenance; a case whose provenance.json is missing or damaged is refused by
+        name (read_provenance), never left out of a round without a word."""
         if not self.cases_dir.is_dir():
             return
-        for folder in self.cases_dir.iterdir():
+        for folder in sorted(self.cases_dir.iterdir()):
             if folder.name.startswith(".") or not folder.is_dir():
                 continue
-            path = folder / PROVENANCE_NAME
-            try:
-                prov = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-                continue
-            if isinstance(prov, dict) and prov.get("case_id") == folder.name:
-                yield prov
+            yield read_provenance(folder)
 
     def list_cases(self) -> list[str]:
         """Case ids in the order they were saved."""
@@ -358,22 +374,27 @@ class CorrectionStore:
 
     def info(self, case_id: str) -> dict[str, Any]:
         """The provenance of one case, without loading its images."""
-        path = self.case_dir(case_id) / PROVENANCE_NAME
-        if not path.exists():
+        folder = self.case_dir(case_id)
+        if not folder.is_dir():
             raise RamsegInputError(f"no saved case {case_id!r}", self.root)
-        return json.loads(path.read_text(encoding="utf-8"))
+        return read_provenance(folder)
 
     def load(self, case_id: str) -> CorrectionCase:
         """Read one case back from disk."""
         prov = self.info(case_id)
         folder = self.case_dir(case_id)
-        files = prov["files"]
+        files = prov["files"]  # plain names inside the case's folder (ProvenanceSchema)
         # the reader drops length-1 axes; the recorded shape puts them back
-        image = read_image(folder / files["image"]).array
-        image = image.reshape(prov["image_shape"][:2] + [3] if prov.get("is_rgb") else prov["image_shape"])
-        original = read_mask(folder / files["original"]).reshape(prov["mask_shape"])
-        final = read_mask(folder / files["final"]).reshape(prov["mask_shape"])
-        return CorrectionCase(case_id, self.split_of(case_id), image, original, final, prov)
+        arrays = {}
+        for key, shape in (("image", prov["image_shape"][:2] + [3] if prov["is_rgb"] else prov["image_shape"]),
+                           ("original", prov["mask_shape"]), ("final", prov["mask_shape"])):
+            path = folder / files[key]
+            array = read_image(path).array if key == "image" else read_mask(path)
+            if array.size != int(np.prod(shape)):
+                raise RamsegInputError(f"holds shape {array.shape}, but the case's provenance.json records "
+                                       f"{tuple(shape)}", path)
+            arrays[key] = array.reshape(shape)
+        return CorrectionCase(case_id, self.split_of(case_id), arrays["image"], arrays["original"], arrays["final"], prov)
 
     def latest_cases(self, split: str | None = None) -> list[str]:
         """The latest revision of every image (in save order), optionally of one split only."""

@@ -44,7 +44,6 @@ import math
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +53,7 @@ import numpy as np
 import torch
 
 from ..errors import RamsegInputError
+from ..files import temporary_folder
 from .checkpoint import ModelMetadata, load_model, resolve_model_path
 from .config import FinetuneConfig
 from .corrections import SPLIT_RULE, CorrectionStore, file_sha256
@@ -123,10 +123,11 @@ def list_versions(out_root: str | Path) -> list[Path]:
 
 
 def next_version(out_root: str | Path) -> str:
-    """The next free version name: ``v001`` in an empty folder, else one more than the highest."""
-    versions = list_versions(out_root)
-    number = int(_VERSION.match(versions[-1].name).group(1)) + 1 if versions else 1
-    return f"v{number:03d}"
+    """The next free version name: ``v001`` in an empty folder, else one more than the highest name
+    taken, by a version or by anything else (a file ``v002`` would otherwise be chosen forever)."""
+    root = Path(out_root)
+    taken = [int(m.group(1)) for p in root.iterdir() if (m := _VERSION.match(p.name))] if root.is_dir() else []
+    return f"v{max(taken, default=0) + 1:03d}"
 
 
 def _mean(values: dict[str, float]) -> float | None:
@@ -309,7 +310,7 @@ def iter_finetune(base_model_path: str | Path, store: CorrectionStore, out_root:
     }
     yield FinetuneEvent("write", "writing the new model version")
     out_root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=_PARTIAL_PREFIX, dir=out_root))
+    tmp = temporary_folder(out_root, _PARTIAL_PREFIX)  # the user's umask, not mkdtemp's drwx------
     try:
         trainer.run_dir = tmp
         # model.json keeps the base's method switches: "dsir" says whether the restoration decoder is trained
