@@ -160,7 +160,15 @@ def train_job(job: Job, data_root: str, work: str) -> TrainedJob:
                       by_name[job.target], test_names, train_cases, record)
 
 
-def score_job(job: Job, trained: TrainedJob, transform=None) -> list[dict[str, Any]]:
+def score_grid(job: Job, data_root: str, work: str) -> dict[str, Any] | None:
+    """The target's cases at the job's ``score_long_side`` (None: score at the working scale)."""
+    if not job.params.get("score_long_side"):
+        return None
+    domains, _ = _prepared(job.task, data_root, work, {**job.params, "long_side": job.params["score_long_side"]})
+    return {p.name: p for p in domains[job.target]}
+
+
+def score_job(job: Job, trained: TrainedJob, transform=None, grid: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Per-case Dice on the job's test cases; ``transform(name, image) -> image`` alters the input
     (model channels, (3, H, W)) before prediction, for diagnostics."""
     import torch
@@ -169,12 +177,17 @@ def score_job(job: Job, trained: TrainedJob, transform=None) -> list[dict[str, A
     from napari_ramseg.core.metrics import case_metrics, dice_score
 
     per_case = []
+    scored_cases = grid or trained.target_cases
     for name in trained.test_names:
         p = trained.target_cases[name]
         image = _to_sample(p, job.target).image
         if transform is not None:
             image = transform(name, image)
         probs = trained.predictor.predict_prepared(torch.from_numpy(np.ascontiguousarray(image)))
+        p = scored_cases[name]
+        if probs.shape[-2:] != p.mask.shape:  # the working scale differs from the scoring grid
+            probs = torch.nn.functional.interpolate(torch.as_tensor(probs)[None].float(), size=p.mask.shape,
+                                                    mode="bilinear", align_corners=False)[0]
         pred = labels_from_probabilities(probs, trained.labels, trained.predictor.threshold)
         if trained.disc:
             metrics = case_metrics(pred, p.mask, trained.labels)
@@ -200,7 +213,7 @@ def run_job(job: Job, data_root: str, work: str) -> dict[str, Any]:
     # kept for the benchmarks that start from a source-trained model (adaptation, fine-tune gain)
     model_dir = save_model(trained.predictor.model, trained.predictor.metadata, Path(work) / "models" / job.key)
     eval_start = time.perf_counter()
-    per_case = score_job(job, trained)
+    per_case = score_job(job, trained, grid=score_grid(job, data_root, work))
     dice = float(np.mean([r["dice"] for r in per_case]))
     out = {
         "job": asdict(job), "key": job.key, "direction": job.direction, "dice": dice,
@@ -296,6 +309,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     ap.add_argument("--iterations", type=int, default=None, help="override the base iterations of every task")
     ap.add_argument("--size", type=int, default=None, help="override the crop size of every task")
+    ap.add_argument("--long-side", type=int, default=None,
+                    help="vessels: override the working scale (field-of-view long side, px) trained and predicted at")
+    ap.add_argument("--score-long-side", type=int, default=None,
+                    help="vessels: score at this field-of-view long side whatever the working scale (predictions "
+                         "are resized to it), so that runs at different working scales are compared on one grid")
     ap.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--out", type=Path, default=HERE / "results")
@@ -325,6 +343,10 @@ def main(argv: list[str] | None = None) -> int:
         overrides["iterations"] = args.iterations
     if args.size is not None:
         overrides["size"] = args.size
+    if args.long_side is not None:
+        overrides["long_side"] = args.long_side
+    if args.score_long_side is not None:
+        overrides["score_long_side"] = args.score_long_side
 
     t0 = time.time()
     prep_info: dict[str, Any] = {}

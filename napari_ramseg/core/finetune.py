@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import math
 import os
 import re
 import shutil
@@ -52,14 +51,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..files import json_safe
 from ..errors import RamsegInputError
 from ..files import temporary_folder
 from .checkpoint import ModelMetadata, load_model, resolve_model_path
 from .config import FinetuneConfig
+from .options import check_settings
 from .corrections import SPLIT_RULE, CorrectionStore, file_sha256
 from .device import resolve_device
 from .evaluate import validation_dice
-from .finetune_data import (CORRECTION_SHARE, CORRECTIONS_DOMAIN, CorrectionPool, case_samples, check_project_labels,
+from .finetune_data import (CORRECTIONS_DOMAIN, CorrectionPool, case_samples, check_project_labels,
                             score_heldout)
 from .infer import Predictor
 from .tasks import task_for
@@ -68,9 +69,7 @@ from .train import TrainCallbacks, Trainer, TrainResult
 __all__ = ["finetune", "iter_finetune", "FinetuneEvent", "FinetuneResult", "CorrectionPool",
            "next_version", "list_versions", "CORRECTIONS_DOMAIN", "LR_SCALE"]
 
-_F = FinetuneConfig()  # the defaults (core/config.py)
-LR_SCALE = _F.lr_scale  # fine-tuning learning rate = base learning rate x this
-FREEZE_CHOICES = ("none", "encoder")
+LR_SCALE = FinetuneConfig().lr_scale  # fine-tuning learning rate = base learning rate x this
 _VERSION = re.compile(r"^v(\d{3,})$")
 _PARTIAL_PREFIX = ".partial-"
 WHY_DSIR_OFF = ("the restoration decoder has one BatchNorm per source domain and corrected cases come from none "
@@ -141,22 +140,20 @@ def _utc_now() -> str:
 # -------------------------------------------------------------------------------------- the round
 
 
-def iter_finetune(base_model_path: str | Path, store: CorrectionStore, out_root: str | Path, iterations: int,
-                  replay_root: str | Path | None = None, seed: int = _F.seed, device: str = _F.device, *,
-                  should_stop: Callable[[], bool] | None = None, batch: int | None = _F.batch,
-                  lr_scale: float = LR_SCALE, correction_share: float = CORRECTION_SHARE,
-                  freeze: str = _F.freeze, command: str = "", target_style: str | Path | None = None,
-                  target_style_share: float = _F.target_style_share,
-                  ) -> Generator[FinetuneEvent, None, FinetuneResult]:
+def iter_finetune(base_model_path: str | Path, store: CorrectionStore, out_root: str | Path,
+                  settings: FinetuneConfig = FinetuneConfig(), replay_root: str | Path | None = None, *,
+                  should_stop: Callable[[], bool] | None = None, command: str = "",
+                  target_style: str | Path | None = None) -> Generator[FinetuneEvent, None, FinetuneResult]:
     """Fine-tune as a generator of progress events; its return value is the :class:`FinetuneResult`.
 
-    ``target_style``: a folder of unlabelled scans of the new site; they supply RAM partner amplitudes
-    (``target_style_share`` of them) next to the source domains, with the consistency loss on the
-    images mixed with them ("target-style RAM"; RAM and consistency are switched on for the round)."""
-    if iterations < 1:
-        raise ValueError("fine-tuning needs at least one iteration")
-    if freeze not in FREEZE_CHOICES:
-        raise ValueError(f"freeze must be one of {', '.join(FREEZE_CHOICES)}, not {freeze!r}")
+    ``settings``: the round's own settings (iterations, seed, device, learning rate scale, ...; checked
+    against their declared bounds). ``target_style``: a folder of unlabelled scans of the new site; they
+    supply RAM partner amplitudes (``settings.target_style_share`` of them) next to the source domains,
+    with the consistency loss on the images mixed with them ("target-style RAM"; RAM and consistency are
+    switched on for the round)."""
+    check_settings(settings)
+    iterations, seed, device, batch = settings.iterations, settings.seed, settings.device, settings.batch
+    lr_scale, correction_share, freeze = settings.lr_scale, settings.correction_share, settings.freeze
     stop = should_stop or (lambda: False)
     base_path = Path(base_model_path)
     out_root = Path(out_root)
@@ -210,12 +207,12 @@ def iter_finetune(base_model_path: str | Path, store: CorrectionStore, out_root:
 
         yield FinetuneEvent("prepare", f"loading unlabelled scans of the new site from {target_style}")
         style_images, style_info = load_style_images(target_style, in_channels)
-        style_info["share"] = float(target_style_share)
+        style_info["share"] = float(settings.target_style_share)
         method = dataclasses.replace(method, ram=True, consistency=True)
     source_lr = float(parent.get("source_lr", base.config.lr))  # rounds do not compound the /10
     config = base.config.replace(iterations=iterations, lr=source_lr * lr_scale, seed=seed, device=device,
                                  method=method, val_every=0, batch=batch or base.config.batch, num_threads=0,
-                                 sync_batchnorm=False)
+                                 sync_batchnorm=False, precision=settings.precision)
     dev = resolve_device(device)
 
     # -- before ---------------------------------------------------------------------------------
@@ -241,7 +238,7 @@ def iter_finetune(base_model_path: str | Path, store: CorrectionStore, out_root:
     pool = CorrectionPool(pool_samples, pool_domains, config.preprocess, config.scale_aug_p, config.scale_aug_max,
                           seed=seed, correction_share=correction_share)
     if style_images:
-        pool.set_style_images(style_images, target_style_share)
+        pool.set_style_images(style_images, settings.target_style_share)
     round_number = int(parent.get("round", 0)) + 1
     extra = {k: v for k, v in base.extra.items() if k not in ("finetune", "command")}
     extra["command"] = command
@@ -316,13 +313,13 @@ def iter_finetune(base_model_path: str | Path, store: CorrectionStore, out_root:
         # model.json keeps the base's method switches: "dsir" says whether the restoration decoder is trained
         # (it is, unchanged, when the base had it); the round's own recipe goes into the "finetune" record.
         trainer.config = config.replace(method=base.config.method)
-        heldout = _finite({"before_dice": before_dice, "after_dice": after_dice, "cases": len(val_ids)})
+        heldout = json_safe({"before_dice": before_dice, "after_dice": after_dice, "cases": len(val_ids)})
         trainer.folder.write_log(trainer.history)
         while True:
             version = next_version(out_root)
             target = out_root / version
             finetune_record["version"] = version
-            trainer.extra_metadata["finetune"] = _finite(finetune_record)
+            trainer.extra_metadata["finetune"] = json_safe(finetune_record)
             # the whole model, metrics.json with it, each time the version changes (the name is in model.json)
             trainer.save(False, None, trained.seconds, extra_metrics={"heldout_corrections": heldout})
             if target.exists():
@@ -341,24 +338,13 @@ def iter_finetune(base_model_path: str | Path, store: CorrectionStore, out_root:
                           trainer.history)
 
 
-def _finite(obj: Any) -> Any:
-    """NaN/Inf -> None, so the metadata stays strict JSON."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_finite(v) for v in obj]
-    return obj
-
-
-def finetune(base_model_path: str | Path, store: CorrectionStore, out_root: str | Path, iterations: int,
-             replay_root: str | Path | None = None, seed: int = _F.seed, device: str = _F.device,
+def finetune(base_model_path: str | Path, store: CorrectionStore, out_root: str | Path,
+             settings: FinetuneConfig = FinetuneConfig(), replay_root: str | Path | None = None, *,
              on_event: Callable[[FinetuneEvent], None] | None = None,
              should_stop: Callable[[], bool] | None = None, **kwargs: Any) -> FinetuneResult:
-    """Learn from the project's corrected training cases and write ``<out_root>/vNNN`` (see module doc)."""
-    gen = iter_finetune(base_model_path, store, out_root, iterations, replay_root, seed, device,
-                        should_stop=should_stop, **kwargs)
+    """Learn from the project's corrected training cases and write ``<out_root>/vNNN`` (see module doc);
+    ``kwargs``: :func:`iter_finetune`'s ``command`` and ``target_style``."""
+    gen = iter_finetune(base_model_path, store, out_root, settings, replay_root, should_stop=should_stop, **kwargs)
     while True:
         try:
             event = next(gen)

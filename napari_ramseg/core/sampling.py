@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import PreprocessConfig
+from .photometric import apply_photometric, draw_photometric
 
 
 def working_shape(height: int, width: int, preprocess: PreprocessConfig) -> tuple[int, int]:
@@ -61,6 +62,7 @@ class SourcePool:
         scale_aug_p: float = 0.5,
         scale_aug_max: float = 1.5,
         seed: int = 0,
+        photometric_p: float = 0.0,
     ):
         self.domains = list(domains)
         missing = [d for d in self.domains if not samples_by_domain.get(d)]
@@ -70,6 +72,7 @@ class SourcePool:
         self.size = preprocess.size
         self.scale_aug_p = scale_aug_p
         self.scale_aug_max = scale_aug_max
+        self.photometric_p = photometric_p  # core/photometric.py: each training image, with this probability
         self.cache: list[list[CachedSample]] = []
         for domain in self.domains:
             cached = []
@@ -158,12 +161,18 @@ class SourcePool:
         crop = (slice(top, top + self.size), slice(left, left + self.size))
         return image[(slice(None), *crop)], mask[crop]
 
-    def _slot_plans(self, domains: np.ndarray) -> list[tuple[CachedSample, tuple]]:
+    def _slot_plans(self, domains: np.ndarray) -> list[tuple[CachedSample, tuple, Any]]:
         plans = []
         for d in domains:
             sample = self.cache[d][self._next_index(d)]
-            plans.append((sample, self._crop_plan(sample)))
+            crop = self._crop_plan(sample)
+            plans.append((sample, crop, draw_photometric(self.rng, self.photometric_p, sample.image.shape[0])))
         return plans
+
+    def _apply_slot(self, sample: CachedSample, plan: tuple, photometric: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """A training slot: the crop, then its photometric change (RAM partners only lend amplitude: no change)."""
+        image, mask = self._apply_plan(sample, plan)
+        return apply_photometric(image, photometric), mask
 
     def _partner_plans(self, domains: Sequence[int]) -> list[tuple[CachedSample, tuple]]:
         plans = []
@@ -181,7 +190,7 @@ class SourcePool:
     def draw_batch(self, batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(images (B, C, S, S), masks (B, S, S) long, domain indices (B,)) for one training step."""
         domains = self.batch_domains(batch)
-        pairs = [self._apply_plan(sample, plan) for sample, plan in self._slot_plans(domains)]
+        pairs = [self._apply_slot(*slot) for slot in self._slot_plans(domains)]
         images = torch.stack([p[0] for p in pairs])
         masks = torch.stack([p[1] for p in pairs]).long()
         return images, masks, torch.from_numpy(domains)
@@ -210,7 +219,7 @@ class SourcePool:
         slot_plans = self._slot_plans(domains)
         partner_plans = self._partner_plans([int(d) for d in domains]) if partners else None
         keep = shard_slots(domains, rank, world_size)
-        pairs = [self._apply_plan(*slot_plans[i]) for i in keep]
+        pairs = [self._apply_slot(*slot_plans[i]) for i in keep]
         images = torch.stack([p[0] for p in pairs])
         masks = torch.stack([p[1] for p in pairs]).long()
         partner_images = None
