@@ -23,9 +23,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from qtpy.QtCore import Qt
-from qtpy.QtWidgets import (QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLayout, QLineEdit, QPushButton, QVBoxLayout,
-                            QWidget)
+from qtpy.QtCore import QEvent, QSize, Qt
+from qtpy.QtWidgets import (QFileDialog, QFormLayout, QFrame, QHBoxLayout, QLabel, QLayout, QLineEdit, QPushButton,
+                            QScrollArea, QVBoxLayout, QWidget)
 
 from ._common import LayerCombo
 from ._jobs import JobRunner
@@ -79,8 +79,10 @@ class DockWidget(QWidget):
         self.viewer = napari_viewer
 
     def lay_out(self, *parts: QWidget | QLayout, stretch: bool = True) -> QVBoxLayout:
-        """The dock's parts (widgets or layouts) top to bottom; ``stretch`` keeps them together at the top."""
-        layout = QVBoxLayout(self)
+        """The dock's parts (widgets or layouts) top to bottom, in a scroll area (``self.scroll_area``):
+        a dock stacked under another scrolls instead of clipping. ``stretch`` keeps them at the top."""
+        self.content = QWidget()
+        layout = QVBoxLayout(self.content)
         for part in parts:
             if isinstance(part, QLayout):
                 layout.addLayout(part)
@@ -88,6 +90,10 @@ class DockWidget(QWidget):
                 layout.addWidget(part)
         if stretch:
             layout.addStretch(1)
+        self.scroll_area = DockScrollArea(self.content)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(self.scroll_area)
         return layout
 
     # -- shared choices --------------------------------------------------------------------------
@@ -163,6 +169,46 @@ class DockWidget(QWidget):
     # -- jobs --------------------------------------------------------------------------------------
     def add_job_runner(self) -> JobRunner:
         return JobRunner()
+
+
+class DockScrollArea(QScrollArea):
+    """Scrolls a dock's contents vertically; never narrower than they are (no horizontal clipping), and
+    as short as napari likes (two docks stacked in a 1000 px window share the height and each scrolls)."""
+
+    def __init__(self, content: QWidget):
+        super().__init__()
+        self.setWidgetResizable(True)
+        self.setFrameShape(QFrame.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.setWidget(content)
+        content.installEventFilter(self)
+
+    def eventFilter(self, watched: Any, event: Any) -> bool:
+        if watched is self.widget() and event.type() == QEvent.LayoutRequest:
+            self._fit_height()
+        return super().eventFilter(watched, event)
+
+    def resizeEvent(self, event: Any) -> None:
+        super().resizeEvent(event)
+        self._fit_height()
+
+    def _fit_height(self) -> None:
+        """Word-wrapped notes are taller when narrower: the contents are never squeezed below the height
+        they need at the dock's width (the scroll bar takes over instead)."""
+        layout = self.widget().layout()
+        if layout is not None and layout.hasHeightForWidth():
+            self.widget().setMinimumHeight(layout.totalHeightForWidth(self.viewport().width()))
+
+    def _bar(self) -> int:
+        return self.verticalScrollBar().sizeHint().width()
+
+    def minimumSizeHint(self) -> QSize:
+        content = self.widget().minimumSizeHint()
+        return QSize(content.width() + self._bar(), min(content.height(), 120))
+
+    def sizeHint(self) -> QSize:
+        content = self.widget().sizeHint()
+        return QSize(content.width() + self._bar(), content.height())
 
 
 def _add_row(form: QFormLayout | None, label: str, widget: QWidget) -> None:

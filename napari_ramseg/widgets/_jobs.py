@@ -130,6 +130,18 @@ def _guarded(control: JobControl, job: Job, stops_itself: bool = False) -> Gener
     return JobCancelled() if control.cancelled() and not stops_itself else result
 
 
+class WrappedLabel(QLabel):
+    """A word-wrapped label that, empty, still asks for the height its minimum size says: Qt's
+    height-for-width of an empty wrapped label is 0, and a form row then squeezes its neighbours."""
+
+    def __init__(self, text: str = ""):
+        super().__init__(text)
+        self.setWordWrap(True)
+
+    def heightForWidth(self, width: int) -> int:
+        return max(super().heightForWidth(width), self.minimumSizeHint().height())
+
+
 class JobRunner(QWidget):
     """A progress bar, a status line and a Stop button that drive one background job at a time."""
 
@@ -144,8 +156,7 @@ class JobRunner(QWidget):
         self.stop_button = QPushButton("Stop")
         self.stop_button.setEnabled(False)
         self.stop_button.setToolTip("Cancel the running job")
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
+        self.status = WrappedLabel("")
         row = QHBoxLayout()
         row.setContentsMargins(0, 0, 0, 0)
         row.addWidget(self.progress, 1)

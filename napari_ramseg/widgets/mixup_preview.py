@@ -95,7 +95,7 @@ class MixupPreviewWidget(DockWidget):
         folder_layout.addWidget(self.runner)  # reading the folder is the one background job here
         form.addRow("partners", self.source_combo)
         form.addRow("", self.partner_list)
-        form.addRow("", self.folder_box)
+        form.addRow(self.folder_box)  # across both columns: a field column squeezes its word-wrapped status
         form.addRow("window L", self._with_label(self.ratio_slider, self.ratio_label))
         form.addRow("λ (own share)", self._with_label(self.lam_slider, self.lam_label))
         form.addRow("", self.lam_help)
@@ -145,6 +145,8 @@ class MixupPreviewWidget(DockWidget):
         folder = self.source_combo.currentText() == SOURCE_FOLDER
         self.partner_list.setVisible(not folder)
         self.folder_box.setVisible(folder)
+        for child in self.folder_box.findChildren(QWidget):
+            child.updateGeometry()  # styled on first show: the layouts' cached sizes are stale (2 px short)
         self._partners_changed()
 
     def _image_changed(self, *_: Any) -> None:
