@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,21 @@ def demo_model() -> Path | None:
     if path.is_dir() and not (path / "model.safetensors").exists():
         return None
     return path if path.exists() else None
+
+
+HEADLESS_QPA = ("offscreen", "minimal", "vnc", "eglfs", "linuxfb", "wayland")  # need no X display
+
+
+def no_display_note(screenshot: Path | None = None) -> str:
+    """One line saying how to run the demo where there is no display (an SSH session, a container);
+    "" where napari can open its window. Qt itself would abort the process (exit 134)."""
+    if not sys.platform.startswith("linux"):
+        return ""
+    platform = os.environ.get("QT_QPA_PLATFORM", "").split(":")[0].strip()
+    if platform in HEADLESS_QPA or os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
+        return ""
+    command = "ramseg demo" + (f" --screenshot {screenshot}" if screenshot else "")
+    return f"no display to open napari on (DISPLAY is not set); run it as: xvfb-run -a {command}"
 
 
 def _process_events(rounds: int = 5) -> None:
@@ -313,6 +329,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--screenshots", type=Path, help="write all README screenshots into this folder and exit")
     parser.add_argument("--model", type=Path, help=f"model to use (default: {MODEL_ENV} or the bundled one)")
     args = parser.parse_args(argv)
+    note = no_display_note()
+    if note:
+        parser.exit(2, f"{parser.prog}: error: {note.replace('ramseg demo', 'python -m napari_ramseg.demo')}\n")
     if args.model is not None:
         os.environ[MODEL_ENV] = str(args.model)
     if args.screenshots is not None:

@@ -37,3 +37,19 @@ def test_demo_model_switch(tmp_path, monkeypatch, tiny_model):
     assert demo.demo_model() == tiny_model
     monkeypatch.setenv(demo.MODEL_ENV, str(tmp_path / "missing"))
     assert demo.demo_model() is None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="X displays are a Linux matter")
+def test_demo_without_a_display_says_how_to_run_it(tmp_path):
+    """Issue 29, finding 6: no display -> one line naming xvfb-run, exit 2 (Qt used to abort: 134)."""
+    ramseg = shutil.which("ramseg") or str(Path(sys.executable).parent / "ramseg")
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    result = subprocess.run([ramseg, "demo"], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "xvfb-run -a ramseg demo" in lines[0], result.stderr
+    shot = tmp_path / "shot.png"
+    result = subprocess.run([ramseg, "demo", "--screenshot", str(shot)], env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 2 and f"xvfb-run -a ramseg demo --screenshot {shot}" in result.stderr
+    assert not shot.exists()

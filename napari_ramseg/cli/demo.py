@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ._common import EXIT_BAD_INPUT, stderr
+
 
 def add_parser(sub) -> None:
     d = sub.add_parser("demo", help="open napari with the sample scan, the bundled model and the widgets")
@@ -12,6 +14,11 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..demo import run_demo
+    from ..demo import no_display_note, run_demo
 
+    # checked before Qt is imported: without a display Qt aborts the process (exit 134), no message
+    note = no_display_note(args.screenshot)
+    if note:
+        stderr(f"ramseg: error: {note}")
+        return EXIT_BAD_INPUT
     return run_demo(screenshot=args.screenshot)
