@@ -15,14 +15,50 @@ def csv_list(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
-def add_device(p: argparse.ArgumentParser) -> None:
-    from ..core.config import TrainConfig
-    from ..core.device import DEVICE_CHOICES, PRECISION_CHOICES
+def add_settings(p, settings: list, defaults: dict | None = None) -> None:
+    """Argparse options generated from config declarations (``core/options.py``): each setting's flag
+    (and older aliases), help with its default, type, choices and metavar; its value lands under its
+    keyword. A switch on by default is ``--no-<name>``. ``defaults`` overrides what a flag defaults to
+    (None where a request's None means "the config's")."""
+    for setting in settings:
+        default = (defaults or {}).get(setting.name, setting.default)
+        kwargs: dict = {"dest": setting.name, "default": default, "help": setting.help_text().replace("%", "%%")}
+        if setting.kind is bool:
+            kwargs["action"] = "store_false" if setting.flag.startswith("--no-") else "store_true"
+        else:
+            kwargs["type"] = _setting_type(setting)
+            kwargs["choices"] = setting.choices
+            kwargs["metavar"] = setting.option.metavar
+        p.add_argument(*setting.flags, **kwargs)
 
-    p.add_argument("--device", default=TrainConfig.default("device"), choices=DEVICE_CHOICES,
-                   help="auto picks CUDA, then MPS, then CPU")
-    p.add_argument("--precision", default=TrainConfig.default("precision"), choices=PRECISION_CHOICES,
-                   help="auto: bf16 where it is faster (GPUs, CPUs with native bf16), else fp32")
+
+def _setting_type(setting):
+    """The text-to-value conversion of a setting: its type; for an ``X | None`` one, its minimum is None."""
+    def convert(text: str):
+        value = setting.kind(text)
+        if setting.optional and setting.option.min is not None and value == setting.option.min:
+            return None
+        return value
+
+    convert.__name__ = setting.kind.__name__  # argparse names the type in "invalid int value"
+    return convert
+
+
+def settings_from(args: argparse.Namespace, settings: list) -> dict:
+    """The values parsed for ``settings``, under their keywords."""
+    return {s.name: getattr(args, s.name) for s in settings}
+
+
+def device_settings() -> list:
+    from ..core.config import TrainConfig
+    from ..core.options import settings_of
+
+    return [s for s in settings_of(TrainConfig) if s.name in ("device", "precision")]
+
+
+def add_device(p: argparse.ArgumentParser) -> None:
+    """``--device`` and ``--precision``, declared with ``TrainConfig``'s fields."""
+    add_settings(p, device_settings())
 
 
 def progress_bar(total: int, desc: str, quiet: bool = False):

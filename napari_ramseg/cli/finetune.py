@@ -6,36 +6,39 @@ import argparse
 from pathlib import Path
 
 from ..errors import RamsegInputError
-from ._common import add_device, progress_bar, stderr, typed_command
+from ._common import add_settings, progress_bar, settings_from, stderr, typed_command
 
 
 def add_parser(sub) -> None:
     from ..core.config import FinetuneConfig
+    from ..core.options import settings_of
 
-    tune = FinetuneConfig()
     f = sub.add_parser("finetune", help="learn from corrected masks; writes a new model version")
-    f.add_argument("--model", default="default")
+    f.add_argument("--model", default="default",
+                   help="the base model: a run folder, a .safetensors file, a BioImage.IO .zip package, or a bundled "
+                        "model's name (default, vessels, optic-disc) (default: default)")
     f.add_argument("--images", nargs="+", type=Path, help="corrected cases' images")
     f.add_argument("--labels", nargs="+", type=Path, help="corrected masks, in the same order")
     f.add_argument("--project", type=Path, help="a corrections project folder saved by the napari widget")
     f.add_argument("--replay", type=Path, help="source dataset root to replay alongside the corrections")
     f.add_argument("--out", required=True, type=Path, help="models folder; a new version is created inside")
-    f.add_argument("--iterations", type=int, default=tune.iterations)
-    f.add_argument("--seed", type=int, default=tune.seed)
     f.add_argument("--target-style", type=Path, metavar="DIR",
                    help="unlabelled scans of the new site: they lend their style (low-frequency amplitude) as RAM "
                         "partners next to the source domains, with the consistency loss on them")
-    f.add_argument("--target-style-share", type=float, default=tune.target_style_share,
-                   help="with --target-style, the share of RAM partners drawn from those scans")
-    add_device(f)
+    # every FinetuneConfig option, generated from its declaration in core/config.py
+    add_settings(f, settings_of(FinetuneConfig))
 
 
 def run(args: argparse.Namespace) -> int:
     """Corrections from --project or --images/--labels, then a new model version in --out."""
     from ..core.checkpoint import resolve_model_path
+    from ..core.config import FinetuneConfig
     from ..core.finetune_job import finetune_from_files
+    from ..core.options import check_settings, settings_of
     from ..models import resolve_model
 
+    config = FinetuneConfig(**settings_from(args, settings_of(FinetuneConfig)))
+    check_settings(config)  # out-of-bounds settings are refused before any model or image is read
     model = resolve_model(args.model)
     resolve_model_path(model)  # a missing or broken model is the first thing said
     images, masks = args.images or [], args.labels or []
@@ -44,8 +47,6 @@ def run(args: argparse.Namespace) -> int:
     if not images and args.project is None:
         raise RamsegInputError("nothing to learn from: give --project DIR (saved by the napari widget) "
                                "or --images ... --labels ...")
-    if args.iterations < 1:
-        raise ValueError("--iterations must be at least 1")
     bars = []
 
     def on_event(event) -> None:
@@ -58,10 +59,8 @@ def run(args: argparse.Namespace) -> int:
             stderr(event.message + ("" if event.dice is None else f": {event.dice:.4f}"))
 
     try:
-        result = finetune_from_files(model, args.out, project=args.project, images=images, masks=masks,
-                                     replay=args.replay, iterations=args.iterations, seed=args.seed,
-                                     device=args.device, command=typed_command(),
-                                     **_target_style_options(args),
+        result = finetune_from_files(model, args.out, config, project=args.project, images=images, masks=masks,
+                                     replay=args.replay, target_style=args.target_style, command=typed_command(),
                                      on_event=on_event, log=stderr)
     finally:
         for bar in bars:
@@ -79,11 +78,3 @@ def run(args: argparse.Namespace) -> int:
                "keep using the parent unless you have reason to prefer it")
     print(result.model_dir)
     return 0
-
-
-def _target_style_options(args: argparse.Namespace) -> dict:
-    if args.target_style is None:
-        return {}
-    if not 0.0 <= args.target_style_share <= 1.0:
-        raise RamsegInputError("--target-style-share must be between 0 and 1")
-    return {"target_style": args.target_style, "target_style_share": args.target_style_share}

@@ -6,6 +6,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .device import DEVICE_CHOICES, PRECISION_CHOICES
+from .options import option
+
 LabelKind = Literal["nested", "exclusive"]
 
 
@@ -59,7 +62,8 @@ class ModelConfig:
     """Architecture of the paper's U-Net and its restoration decoder."""
 
     in_channels: int = 3
-    base_width: int = 16
+    base_width: int = option(16, help="channels of the first U-Net level; the paper's is 16", label="Model width",
+                             min=2, max=256)
     depth: int = 5  # levels; depth - 1 downsamplings
 
     def to_dict(self) -> dict[str, Any]:
@@ -76,8 +80,12 @@ class PreprocessConfig:
     This is how domains with very different resolutions (HRF vs STARE) meet at one field-of-view scale.
     """
 
-    size: int = 256
-    long_side: int | None = None
+    size: int = option(256, help="training crop / network input side in pixels (a multiple of 16)", label="Size (px)",
+                       min=16, max=4096, step=16)
+    long_side: int | None = option(
+        None, help="keep each image's aspect and scale its longer side to this many pixels (one field-of-view scale "
+        "for photographs of different resolutions); training takes --size crops, prediction slides a window",
+        label="Long side (px)", min=0, max=8192, step=16, special="off: resize to size x size")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -87,16 +95,22 @@ class PreprocessConfig:
 class MethodConfig:
     """The three parts of RAM-DSIR and their weights (METHOD.md); all off gives the ERM baseline."""
 
-    ram: bool = True
-    dsir: bool = True
-    consistency: bool = True
-    window_ratio: float = 0.1  # L: half-width of the mixed low-frequency window, as a fraction of min(H, W)
-    lam_mode: Literal["uniform", "discrete"] = "uniform"
+    ram: bool = option(True, help="random amplitude mixup", label="RAM")
+    dsir: bool = option(True, help="domain-specific image restoration", label="DSIR")
+    consistency: bool = option(True, help="the semantic-consistency loss", label="Consistency")
+    window_ratio: float = option(0.1, help="RAM window ratio L: half-width of the mixed low-frequency window, as a "
+                                 "fraction of min(H, W)", label="RAM window", min=0.01, max=0.5, step=0.01, decimals=3)
+    lam_mode: Literal["uniform", "discrete"] = option(
+        "uniform", help="how RAM draws its mixing weight λ: uniform in [0, 1], or from a few discrete values",
+        aliases=("--lam",), label="RAM λ")
     consistency_weight: float = 0.5
     restoration_weight: float = 0.1
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+MIN_AUTO_VAL_INTERVAL = 50  # val_every 0: no closer than this (30 steps at 96 px validated 10 times took 165 s)
 
 
 @dataclass(frozen=True)
@@ -107,27 +121,45 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
-    iterations: int = 1000
-    batch: int = 8
-    lr: float = 2e-3
+    iterations: int = option(1000, help="training steps", min=1, max=10_000_000)
+    batch: int = option(8, help="images per optimizer step (under torchrun: the global batch)", min=1, max=1024)
+    lr: float = option(2e-3, help="learning rate (Adam, polynomial decay)", label="Learning rate", min=1e-6, max=1.0,
+                       step=1e-4, decimals=6)
     poly_power: float = 0.9
     scale_aug_p: float = 0.5  # with this probability, scale up by U(1, scale_aug_max) in x and y
     scale_aug_max: float = 1.5
-    val_fraction: float = 0.2  # of each source domain's cases, held out for validation
-    val_every: int = 0  # iterations between validations; 0 picks about 10 over the run
+    val_fraction: float = option(0.2, help="of each source domain's cases, the share held out for validation",
+                                 label="Validation share", min=0.0, max=0.9, step=0.05, decimals=2)
+    val_every: int = option(0, help="iterations between validations (0: about 10 over the run, at most one every "
+                            "50 iterations)", label="Validate every", min=0, max=10_000_000,
+                            special="auto (about 10 per run)")
     threshold: float = 0.5  # sigmoid probability for a positive pixel (the paper used 0.75)
     # weight of the soft-clDice term (losses.CenterlineDiceLoss) beside BCE + Dice, on both views;
     # 0 leaves it out (the method as published). 1.0 is clDice's own 1:1 Dice:clDice mix (alpha 0.5).
-    cldice_weight: float = 0.0
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"  # autocast: auto | fp32 | bf16 | fp16 (core.device.PRECISION_CHOICES)
-    num_threads: int = 0  # 0 leaves torch's default
-    grad_accumulation: int = 1
-    sync_batchnorm: bool = False
-    # wall-clock seconds between resume states written during training (besides those at each
-    # validation and at a stop); 0 writes them only then
-    resume_every_s: float = 300.0
+    cldice_weight: float = option(
+        0.0, help="weight of a soft-clDice (skeleton) term beside BCE + Dice (0: off; 1 is clDice's own mix). It trades: "
+        "more thin-vessel recall for slightly lower Dice on source validation (at 1: thin-vessel recall +0.04-0.05, "
+        "Dice -0.01; bench/results/thin_vessels.md)", metavar="W", label="clDice weight", min=0.0, max=10.0, step=0.1,
+        decimals=2, special="off")
+    seed: int = option(0, help="random seed (split, initialisation, sampling)", min=0, max=2**31 - 1)
+    device: str = option("auto", help="auto picks CUDA, then MPS, then CPU", choices=DEVICE_CHOICES, dock=False)
+    precision: str = option("auto", help="autocast: auto is bf16 where it is faster (GPUs, CPUs with native bf16), "
+                            "else fp32", choices=PRECISION_CHOICES, dock=False)
+    num_threads: int = option(0, help="CPU threads for torch (0: torch's default)", aliases=("--threads",),
+                              label="CPU threads", min=0, max=1024, special="torch's default")
+    grad_accumulation: int = option(1, help="micro-batches of --batch per optimizer step (gradients are summed; under "
+                                    "torchrun they are reduced across processes only after the last one)",
+                                    label="Accumulation", min=1, max=1024)
+    sync_batchnorm: bool = option(False, help="under torchrun, every BatchNorm (the per-domain ones too) uses the "
+                                  "statistics of the global batch; --batch is always the global batch, split evenly "
+                                  "over the processes", dock=False)
+    # besides those at each validation and at a stop
+    resume_every_s: float = option(
+        300.0, help="also write a resume state every SECONDS of training, so that a crash costs minutes (0: only at "
+        "each validation and at a stop). Ctrl-C or SIGTERM ends a run after the current step with a resume state "
+        "(exit 130 or 143); a second signal stops at once", flag="--resume-every", metavar="SECONDS",
+        label="Resume state every", min=0, max=7 * 24 * 3600, step=60, decimals=0, suffix=" s",
+        special="only at validation and Stop")
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -146,6 +178,12 @@ class TrainConfig:
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
+
+    def validation_interval(self) -> int:
+        """Iterations between validations: ``val_every``, or for 0 about 10 over the run but never more
+        often than every ``MIN_AUTO_VAL_INTERVAL`` (a short run validates at its end only: a validation
+        may cost as much as dozens of steps)."""
+        return self.val_every or max(MIN_AUTO_VAL_INTERVAL, self.iterations // 10)
 
     @classmethod
     def default(cls, path: str) -> Any:
@@ -183,16 +221,22 @@ class FinetuneConfig:
     defaults (100 iterations at the base's batch of 8, the whole network, lr x 0.1, half of each
     batch corrections) took 8 minutes on this CPU."""
 
-    iterations: int = 40
-    seed: int = 0
-    device: str = "auto"
-    lr_scale: float = 0.5  # the round's learning rate: the source model's learning rate times this
-    correction_share: float = 0.75  # of every batch, drawn from the corrected cases when replaying sources
-    batch: int | None = 4  # images per step; None: the base model's batch
-    freeze: Literal["none", "encoder"] = "encoder"  # "encoder": only the decoder and head learn (no encoder backward)
-    # target-style RAM: with unlabelled scans of the new site, the share of RAM partners drawn from them
-    target_style_share: float = 0.5
-
+    iterations: int = option(40, help="the round's training steps", min=1, max=1_000_000)
+    seed: int = option(0, help="random seed (ROI jitter, sampling)", min=0, max=2**31 - 1)
+    device: str = option("auto", help="auto picks CUDA, then MPS, then CPU", choices=DEVICE_CHOICES, dock=False)
+    precision: str = option("auto", help="autocast for the round: auto is bf16 where it is faster (GPUs, CPUs with "
+                            "native bf16), else fp32", choices=PRECISION_CHOICES, dock=False)
+    lr_scale: float = option(0.5, help="the round's learning rate: the source model's learning rate times this",
+                             label="Learning rate x", min=1e-4, max=10.0, step=0.05, decimals=4)
+    correction_share: float = option(0.75, help="with --replay, the share of every batch drawn from the corrected "
+                                     "cases", label="Correction share", min=0.0, max=1.0, step=0.05, decimals=2)
+    batch: int | None = option(4, help="images per step", min=0, max=1024, special="the base model's batch")
+    freeze: Literal["none", "encoder"] = option(
+        "encoder", help="encoder: only the decoder and head learn (no encoder backward, about half the step); "
+        "none: the whole network learns")
+    target_style_share: float = option(0.5, help="with --target-style, the share of RAM partners drawn from the new "
+                                       "site's scans", label="Target-style share", min=0.0, max=1.0, step=0.05,
+                                       decimals=2)
 
 
 REVIEW_PRIORITIES = ("uncertainty", "disagreement", "representative", "random")

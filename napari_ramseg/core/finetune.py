@@ -51,9 +51,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..files import json_safe
 from ..errors import RamsegInputError
-from ..files import temporary_folder
+from ..files import json_safe, temporary_folder
 from .checkpoint import ModelMetadata, load_model, resolve_model_path
 from .config import FinetuneConfig
 from .options import check_settings

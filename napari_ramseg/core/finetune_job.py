@@ -8,6 +8,7 @@ Progress and messages leave through callbacks; the terminal (progress bar, print
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,33 +23,31 @@ from .infer import Predictor
 
 __all__ = ["finetune_from_files", "import_corrections"]
 
-_F = FinetuneConfig()  # the defaults (core/config.py)
-
-
-def finetune_from_files(model: str | Path, out: str | Path, *, project: str | Path | None = None,
-                        images: Sequence[Path] = (), masks: Sequence[Path] = (), replay: str | Path | None = None,
-                        iterations: int = _F.iterations, seed: int = _F.seed, device: str = _F.device,
+def finetune_from_files(model: str | Path, out: str | Path, settings: FinetuneConfig | None = None, *,
+                        project: str | Path | None = None, images: Sequence[Path] = (), masks: Sequence[Path] = (),
+                        replay: str | Path | None = None, target_style: str | Path | None = None,
                         command: str = "", on_event: Callable[[FinetuneEvent], None] | None = None,
                         log: Callable[[str], None] | None = None,
-                        should_stop: Callable[[], bool] | None = None, **options: Any) -> FinetuneResult:
+                        should_stop: Callable[[], bool] | None = None, **changes: Any) -> FinetuneResult:
     """Save ``images``/``masks`` pairs (if any) into the project, then fine-tune ``model`` on the
     project's corrected cases into ``<out>/vNNN``. ``model`` is a model folder or file (a bundled
-    model's name is resolved by the caller, ``models.resolve_model``). ``options``: the round's other
-    settings (``lr_scale``, ``correction_share``, ``batch``, ``freeze``; defaults ``FinetuneConfig``)."""
+    model's name is resolved by the caller, ``models.resolve_model``). ``settings``: the round's
+    ``FinetuneConfig`` (its defaults when None); ``changes``: fields of it to change (``iterations=10``)."""
+    settings = dataclasses.replace(settings or FinetuneConfig(), **changes)
     store = CorrectionStore(project if project is not None else Path(out) / "corrections")
     if images or masks:
-        added, unchanged = import_corrections(store, model, images, masks, device)
+        added, unchanged = import_corrections(store, model, images, masks, settings.device)
         if log is not None:
             log(f"saved {len(added)} corrected case(s) in {store.root}"
                 + (f" ({unchanged} unchanged)" if unchanged else ""))
     if not store.list_cases():
         raise RamsegInputError("no corrected cases saved in this project", store.root)
-    return finetune(model, store, out, iterations, replay, seed, device, on_event=on_event, should_stop=should_stop,
-                    command=command, **options)
+    return finetune(model, store, out, settings, replay, on_event=on_event, should_stop=should_stop,
+                    command=command, target_style=target_style)
 
 
 def import_corrections(store: CorrectionStore, model_path: str | Path, images: Sequence[Path], masks: Sequence[Path],
-                       device: str = "auto") -> tuple[list[str], int]:
+                       device: str = FinetuneConfig().device) -> tuple[list[str], int]:
     """Save image/mask file pairs into ``store`` with the model's prediction as "original".
 
     Returns (new case ids, pairs skipped because the latest saved revision already has that mask).

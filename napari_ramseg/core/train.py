@@ -130,7 +130,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
         self.best_state: dict[str, torch.Tensor] | None = None
-        self.val_every = config.val_every or max(1, config.iterations // 10)
+        self.val_every = config.validation_interval()
         self.extra_metadata["world_size"] = self.world_size
         self.extra_metadata.pop("distributed", None)
         self.module: nn.Module = self.objective  # what a training step calls: the objective, or DDP around it

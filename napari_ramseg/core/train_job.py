@@ -9,8 +9,9 @@ itself and builds a ``Trainer`` directly.)
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, make_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,75 +20,55 @@ import torch
 
 from ..errors import RamsegInputError
 from . import distributed
-from .config import LabelScheme, PreprocessConfig, TrainConfig
 from .checkpoint import check_config
-from .data import cases_checksum, discover, load_samples, split_train_val
+from .config import LabelScheme, PreprocessConfig, TrainConfig
+from .options import check_setting, settings_of
+from .data import cases_checksum, declared_labels, discover, load_samples, split_train_val
 from .sampling import resize_image, resize_mask, working_shape
-from .resume import read_resume_state
+from .resume import check_resumed_data, read_resume_state, resumed_config
 from .run_folder import RunFolder
 from .train import TrainCallbacks, TrainEvent, Trainer, TrainResult
 
-# Every TrainRequest field that is a TrainConfig setting, and where the config keeps it: the request's
-# defaults are read from the config (core/config.py) through this table, and config_from_request
-# writes the request into a config through it. Nothing else maps one onto the other.
-CONFIG_FIELDS: dict[str, str] = {
-    "size": "preprocess.size", "long_side": "preprocess.long_side",
-    "batch": "batch", "lr": "lr", "seed": "seed",
-    "ram": "method.ram", "dsir": "method.dsir", "consistency": "method.consistency",
-    "window_ratio": "method.window_ratio", "lam_mode": "method.lam_mode",
-    "val_fraction": "val_fraction", "val_every": "val_every", "threads": "num_threads",
-    "base_width": "model.base_width", "grad_accumulation": "grad_accumulation",
-    "sync_batchnorm": "sync_batchnorm", "device": "device", "precision": "precision",
-    "resume_every_s": "resume_every_s", "cldice_weight": "cldice_weight",
-}
-
-
-def _default(name: str) -> Any:
-    return TrainConfig.default(CONFIG_FIELDS[name])
+# Every TrainConfig option (declared in core/config.py with its flag, help and bounds) is a TrainRequest
+# field of the same name, generated below, and config_from_request writes it into the config through the
+# path its field has there. Nothing else maps one onto the other.
+TRAIN_SETTINGS = settings_of(TrainConfig)
+CONFIG_FIELDS: dict[str, str] = {s.name: s.path for s in TRAIN_SETTINGS}
+# a request's None for these means: iterations from --epochs (else the config's); resume_every_s the
+# config's, or the resumed run's
+NONE_MEANS_DEFAULT = ("iterations", "resume_every_s")
 
 
 @dataclass
-class TrainRequest:
-    """What a user asks for; every default is the config's (core/config.py), None means that default."""
-
+class _RequestBase:
     data: Path
     format: str = "auto"
     domains: list[str] | None = None
     target: str | None = None
     out: Path | None = None
-    iterations: int | None = None  # None: --epochs, else TrainConfig's iterations
-    epochs: float | None = None
-    size: int = _default("size")
-    long_side: int | None = _default("long_side")
-    batch: int = _default("batch")
-    lr: float = _default("lr")
-    seed: int = _default("seed")
+    epochs: float | None = None  # with iterations None: passes over the source training cases
     labels: list[str] | None = None
     label_kind: str | None = None
-    ram: bool = _default("ram")
-    dsir: bool = _default("dsir")
-    consistency: bool = _default("consistency")
-    window_ratio: float = _default("window_ratio")
-    lam_mode: str = _default("lam_mode")
-    val_fraction: float = _default("val_fraction")
-    val_every: int = _default("val_every")
-    threads: int = _default("threads")
-    base_width: int = _default("base_width")
-    grad_accumulation: int = _default("grad_accumulation")
-    sync_batchnorm: bool = _default("sync_batchnorm")
-    device: str = _default("device")
-    precision: str = _default("precision")
-    cldice_weight: float = _default("cldice_weight")
-    resume_every_s: float | None = None  # between periodic resume states; None: the config's (or the resumed run's)
     resume: Path | None = None
     command: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # refused as the request is made (CLI or dock), not after minutes of reading the data
-        if not (math.isfinite(self.cldice_weight) and self.cldice_weight >= 0):
-            raise RamsegInputError(f"--cldice-weight must be a number >= 0 (0 leaves clDice out), "
-                                   f"not {self.cldice_weight:g}")
+        for setting in TRAIN_SETTINGS:
+            value = getattr(self, setting.name)
+            if not (value is None and setting.name in NONE_MEANS_DEFAULT):
+                check_setting(setting, value)
+
+
+TrainRequest = make_dataclass(
+    "TrainRequest",
+    [(s.name, s.annotation | None if s.name in NONE_MEANS_DEFAULT else s.annotation,
+      field(default=None if s.name in NONE_MEANS_DEFAULT else s.default)) for s in TRAIN_SETTINGS],
+    bases=(_RequestBase,),
+    namespace={"__doc__": "What a user asks for: the data, and every TrainConfig option under its own name "
+                          "(core/config.py's defaults; None for iterations and resume_every_s means the config's)."})
+TrainRequest.__module__ = __name__  # pickled to the Train dock's child process by this name
 
 
 @dataclass
@@ -178,14 +159,10 @@ def config_from_request(request: TrainRequest, labels: LabelScheme, num_train_sa
         raise ValueError("the training budget must be at least one iteration")
     if request.size < 16 or request.size % 16:
         raise ValueError(f"--size must be a positive multiple of 16 (the network's stride), not {request.size}")
-    if request.batch < 1:
-        raise ValueError("--batch must be at least 1")
-    if request.grad_accumulation < 1:
-        raise ValueError("--grad-accumulation must be at least 1")
-    settings = {path: getattr(request, name) for name, path in CONFIG_FIELDS.items()}
-    if request.resume_every_s is None:
-        del settings["resume_every_s"]
-    config = TrainConfig(labels=labels, iterations=iterations).with_settings(settings)
+    settings = {path: getattr(request, name) for name, path in CONFIG_FIELDS.items()
+                if not (name in NONE_MEANS_DEFAULT and getattr(request, name) is None)}
+    settings["iterations"] = iterations
+    config = TrainConfig(labels=labels).with_settings(settings)
     try:  # the schema a model.json is read back with: a NaN or 1e30 --lr or -4 threads is refused now
         check_config(config)
     except ValueError as exc:
@@ -236,15 +213,15 @@ def run_training(request: TrainRequest, on_event: Callable[[TrainEvent], None] |
 def _prepare(request: TrainRequest, log: Callable[[str], None] | None,
              is_main: bool) -> tuple[Path, TrainConfig, TrainingData, dict[str, Any] | None]:
     resume_state = None
+    started = time.perf_counter()
     if request.resume is not None:
         resume_state = read_resume_state(request.resume)  # validated: one clear line if broken
         run_dir = Path(request.resume)
-        # how to run (SyncBatchNorm under torchrun) may change on resume; what to train may not
-        config = TrainConfig.from_dict(resume_state["config"]).replace(sync_batchnorm=request.sync_batchnorm)
-        if request.resume_every_s is not None:
-            config = config.replace(resume_every_s=request.resume_every_s)
+        # how to run (device, SyncBatchNorm under torchrun) may change on resume; what to train may not
+        config = resumed_config(request, resume_state, CONFIG_FIELDS)
         data = load_training_data(request.data, request.format, resume_state["domains"], None, config.labels,
                                   config.val_fraction, config.seed, preprocess=config.preprocess)
+        check_resumed_data(resume_state, data.description, run_dir)  # the data the run started with
     else:
         # only rank 0 writes, so only rank 0 decides the folder (the others get its path)
         run_dir = RunFolder.fresh(request.out).path if is_main else Path(request.out or ".")
@@ -255,10 +232,14 @@ def _prepare(request: TrainRequest, log: Callable[[str], None] | None,
         config = config_from_request(request, data.labels, sum(len(v) for v in data.train.values()))
     if log is not None:
         counts = ", ".join(f"{d}: {len(v)}" for d, v in data.train.items())
-        log(f"sources {counts} training samples, {len(data.val)} validation; "
+        log(f"read the data in {time.perf_counter() - started:.1f} s: "
+            f"sources {counts} training samples, {len(data.val)} validation; "
             f"{config.iterations} iterations at batch {config.batch}, size {config.preprocess.size}; "
             f"RAM {'on' if config.method.ram else 'off'}, DSIR {'on' if config.method.dsir else 'off'}, "
             f"consistency {'on' if config.method.consistency else 'off'}")
         if config.sync_batchnorm and distributed.torchrun_env() is None:
             log("--sync-batchnorm has no effect in a single process (it matters under torchrun)")
+        if resume_state is None and not request.labels and declared_labels(request.data, data.format) is None:
+            log(f"ramseg: warning: no --labels given and the data name none (no dataset.json): the model's classes "
+                f"are called {', '.join(config.labels.names)}; name them with --labels, e.g. --labels vessel")
     return run_dir, config, data, resume_state

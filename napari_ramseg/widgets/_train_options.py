@@ -1,8 +1,10 @@
-"""The Train dock's settings: which ``core/config.py`` field owns each one's default, and how it is shown.
+"""The Train and fine-tune docks' settings, generated from their declarations in ``core/config.py``.
 
-Each is a :class:`~._params.Param` named as the ``TrainRequest`` field it fills, so the dock's request is
-``TrainRequest(**values)``; magicgui builds the fields (``_params``). ``MAIN`` are shown in the dock's
-form, ``MORE`` fold away under "More options".
+Every ``TrainConfig`` / ``FinetuneConfig`` option a dock shows (``Option.dock``) becomes a
+:class:`~._params.Param` (:func:`param`): named as the keyword it fills (a ``TrainRequest`` field, a
+``FinetuneConfig`` field), labelled, explained and bounded as declared. ``ramseg train`` and ``ramseg
+finetune`` generate their flags from the same declarations, so a dock field and its flag cannot drift.
+A dock places a few fields in its form by name; the rest fold away under "More options".
 """
 
 from __future__ import annotations
@@ -12,46 +14,37 @@ from typing import Any
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QFormLayout, QLineEdit, QToolButton, QVBoxLayout, QWidget
 
-from ..core.config import LabelScheme, TrainConfig
+from ..core.config import FinetuneConfig, LabelScheme, TrainConfig
+from ..core.options import Setting, settings_of
 from ._params import Param, ParamForm, param_value
 
-T = TrainConfig
-ITERATIONS = Param("iterations", T, "iterations", "Iterations", min=1, max=10_000_000)
-SIZE = Param("size", T, "preprocess.size", "Size (px)", "training crop / network input side in pixels",
-             min=16, max=4096, step=16)
+
+def param(setting: Setting) -> Param:
+    """The dock field of a declared option."""
+    declared = setting.option
+    return Param(setting.name, setting.config, setting.path, setting.label, declared.help, min=declared.min,
+                 max=declared.max, step=declared.step, decimals=declared.decimals, special=declared.special,
+                 suffix=declared.suffix)
+
+
+def dock_params(config: type) -> dict[str, Param]:
+    """Every option of ``config`` a dock shows, by keyword, in declaration order."""
+    return {s.name: param(s) for s in settings_of(config) if s.option.dock}
+
+
+TRAIN_PARAMS = dock_params(TrainConfig)
+FINETUNE_PARAMS = dock_params(FinetuneConfig)
+# the Train dock's own form places these; LONG_SIDE sits with the labels
+ITERATIONS, SIZE, BATCH, WIDTH, LONG_SIDE = (TRAIN_PARAMS[n] for n in ("iterations", "size", "batch", "base_width",
+                                                                         "long_side"))
+METHOD = tuple(TRAIN_PARAMS[n] for n in ("ram", "dsir", "consistency"))
+PLACED = {"iterations", "size", "batch", "base_width", "long_side", "ram", "dsir", "consistency"}
+MORE = tuple(p for name, p in TRAIN_PARAMS.items() if name not in PLACED)
+FINETUNE_ITERATIONS = FINETUNE_PARAMS["iterations"]
+FINETUNE_MORE = tuple(p for name, p in FINETUNE_PARAMS.items() if name != "iterations")
 LABEL_KIND = Param("label_kind", LabelScheme, "kind", "Label kind",
                    "nested: structures inside each other, outermost first (disc,cup), one sigmoid each; "
                    "exclusive: one softmax over background and the labels")
-LONG_SIDE = Param("long_side", T, "preprocess.long_side", "Long side (px)",
-                  "keep each image's aspect and scale its longer side to this many pixels (one field-of-view "
-                  "scale for photographs of different resolutions); training takes Size crops, prediction slides "
-                  "a window. Off: every image is resized to Size x Size",
-                  min=0, max=8192, step=16, special="off: resize to Size x Size")
-BATCH = Param("batch", T, "batch", "Batch", min=1, max=1024)
-WIDTH = Param("base_width", T, "model.base_width", "Model width", "channels of the first U-Net level (16 in the paper)",
-              min=2, max=256)
-METHOD = (Param("ram", T, "method.ram", "RAM"), Param("dsir", T, "method.dsir", "DSIR"),
-          Param("consistency", T, "method.consistency", "Consistency"))
-MORE = (
-    Param("lr", T, "lr", "Learning rate", min=1e-6, max=1.0, step=1e-4, decimals=6),
-    Param("seed", T, "seed", "Seed", min=0, max=2**31 - 1),
-    Param("val_fraction", T, "val_fraction", "Validation share", "of each source domain's cases, held out for "
-          "validation", min=0.0, max=0.9, step=0.05, decimals=2),
-    Param("val_every", T, "val_every", "Validate every", min=0, max=10_000_000, special="auto (about 10 per run)"),
-    Param("window_ratio", T, "method.window_ratio", "RAM window",
-          "RAM window ratio L: half-width of the mixed low-frequency window", min=0.01, max=0.5, step=0.01, decimals=3),
-    Param("lam_mode", T, "method.lam_mode", "RAM λ"),
-    Param("cldice_weight", T, "cldice_weight", "clDice weight",
-          "weight of a soft-clDice (skeleton) term beside BCE + Dice; 1 is clDice's own mix. It trades: more "
-          "thin-vessel recall for slightly lower Dice on source validation (at 1: thin-vessel recall +0.04-0.05, "
-          "Dice -0.01; bench/results/thin_vessels.md)", min=0.0, max=10.0, step=0.1, decimals=2, special="off"),
-    Param("grad_accumulation", T, "grad_accumulation", "Accumulation", "micro-batches of Batch per optimizer step",
-          min=1, max=1024),
-    Param("threads", T, "num_threads", "CPU threads", min=0, max=1024, special="torch's default"),
-    Param("resume_every_s", T, "resume_every_s", "Resume state every",
-          "also write a resume state this often, so that a crash costs minutes", min=0, max=7 * 24 * 3600, step=60,
-          decimals=0, suffix=" s", special="only at validation and Stop"),
-)
 
 
 class LabelOptions:
@@ -74,9 +67,9 @@ class LabelOptions:
 
 
 class MoreOptions(QWidget):
-    """The rest of ``ramseg train``'s options (``MORE``), folded away under one button."""
+    """The rest of a dock's options (the Train dock's ``MORE`` unless given), folded away under one button."""
 
-    def __init__(self, parent: QWidget | None = None):
+    def __init__(self, parent: QWidget | None = None, params: tuple[Param, ...] = MORE):
         super().__init__(parent)
         self.toggle = QToolButton()
         self.toggle.setText("More options")
@@ -84,7 +77,7 @@ class MoreOptions(QWidget):
         self.toggle.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)
         self.toggle.setArrowType(Qt.RightArrow)
         self.toggle.toggled.connect(self.set_expanded)
-        self.form = ParamForm(MORE)
+        self.form = ParamForm(params)
         self.body = self.form.native
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)

@@ -29,13 +29,13 @@ from ..core.corrections import CorrectionStore
 from ._base import WARNING_COLOUR, DockWidget
 from ._common import ORIGINAL_KEY, JobControl, Progress
 from ._handover import offer_model
-from ._params import Param
+from ._train_options import FINETUNE_ITERATIONS, FINETUNE_MORE, MoreOptions
 
 DEFAULT_PROJECT = Path.home() / "ramseg-corrections"
-ITERATIONS = Param("iterations", FinetuneConfig, "iterations", "Iterations", min=1, max=1_000_000)
+ITERATIONS = FINETUNE_ITERATIONS  # the round's other settings fold away under "More options"
 
 
-def finetune_job(model: Path, project: Path, out_root: Path, iterations: int, replay: str | None, device: str,
+def finetune_job(model: Path, project: Path, out_root: Path, settings: FinetuneConfig, replay: str | None,
                  target_style: str | None = None):
     """The job: one fine-tune round (``core.finetune.iter_finetune``), its events as progress; it returns
     the :class:`~napari_ramseg.core.finetune.FinetuneResult`. Stop asks the round to stop after its step
@@ -45,10 +45,10 @@ def finetune_job(model: Path, project: Path, out_root: Path, iterations: int, re
     def job(control: JobControl):
         from ..core.finetune import iter_finetune
 
-        events = iter_finetune(str(model), CorrectionStore(project), str(out_root), iterations, replay,
-                               device=device, should_stop=control.cancelled, command="napari Correct and fine-tune",
+        events = iter_finetune(str(model), CorrectionStore(project), str(out_root), settings, replay,
+                               should_stop=control.cancelled, command="napari Correct and fine-tune",
                                target_style=target_style)
-        done, total = 0, iterations
+        done, total = 0, settings.iterations
         while True:
             try:
                 event = next(events)
@@ -106,6 +106,8 @@ class CorrectFinetuneWidget(DockWidget):
         self.iterations = self.add_param(ft_form, ITERATIONS)
         self.iterations_spin = self.iterations.native
         self.device_combo = self.add_device_choice(ft_form, "Device")
+        self.more = MoreOptions(params=FINETUNE_MORE)
+        ft_form.addRow(self.more)
         self.finetune_button = QPushButton("Fine-tune")
         self.finetune_button.clicked.connect(lambda: self.start_finetune())
         self.runner = self.add_job_runner()  # progress, Stop and the one status line of this dock
@@ -245,11 +247,15 @@ class CorrectFinetuneWidget(DockWidget):
             self._set_status(str(exc))
             return None
         self.dice_label.setText("")
-        job = finetune_job(model, self.store().root, self.models_root(), self.iterations.value,
-                           self.replay_edit.text().strip() or None, self.device_combo.value(),
-                           self.target_style_edit.text().strip() or None)
+        job = finetune_job(model, self.store().root, self.models_root(), self.settings(),
+                           self.replay_edit.text().strip() or None, self.target_style_edit.text().strip() or None)
         return self.runner.start(job, on_result=self._on_returned, description="Fine-tuning …", run_sync=run_sync,
                                  stops_itself=True)
+
+    def settings(self) -> FinetuneConfig:
+        """The round's settings as the fields show them (``core.config.FinetuneConfig``)."""
+        return FinetuneConfig(iterations=self.iterations.value, device=self.device_combo.value(),
+                              **self.more.request_kwargs())
 
     def stop_finetune(self) -> None:
         """Ask the round to stop after the current step; nothing is written."""

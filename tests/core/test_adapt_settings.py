@@ -108,6 +108,7 @@ def test_a_finetuned_model_keeps_its_bases_block(tmp_path, model):
     """The settings were chosen on the base's sources; corrections do not re-choose them."""
     from helpers import make_synthetic_domains
     from napari_ramseg.core.corrections import CorrectionStore
+    from napari_ramseg.core.config import FinetuneConfig
     from napari_ramseg.core.finetune import finetune
     from napari_ramseg.io import read_image, read_mask
 
@@ -119,7 +120,7 @@ def test_a_finetuned_model_keeps_its_bases_block(tmp_path, model):
         store.save(image, predictor.predict(image).labels, read_mask(site / "siteC" / "labels" / f"case{i}.png"),
                    model, f"case{i}")
     write_adapt_settings(model, CHOSEN)
-    result = finetune(model, store, tmp_path / "models", 1, device="cpu")
+    result = finetune(model, store, tmp_path / "models", FinetuneConfig(iterations=1, device="cpu"))
     assert load_model(result.model_dir, "cpu")[1].adapt == CHOSEN
 
 

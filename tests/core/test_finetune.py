@@ -42,14 +42,15 @@ def test_finetune_writes_new_versions_and_never_touches_the_base(tmp_path, tiny_
     base_files = _hashes(tiny_model)
     out = tmp_path / "models"
     events = []
-    first = finetune(tiny_model, corrections, out, 3, replay_root=synthetic_data, device="cpu", on_event=events.append)
+    first = finetune(tiny_model, corrections, out, FinetuneConfig(iterations=3, device="cpu"), replay_root=synthetic_data,
+                     on_event=events.append)
     assert first.model_dir == out / "v001" and first.version == "v001" and first.round == 1 and not first.stopped
     assert [e.iteration for e in events if e.phase == "train"] == [1, 2, 3]
     val = corrections.latest_cases("val")
     assert first.val_cases == val and len(val) == 1 and set(first.train_cases).isdisjoint(val)
     assert 0.0 <= first.before_dice <= 1.0 and 0.0 <= first.after_dice <= 1.0
 
-    second = finetune(first.model_dir, corrections, out, 2, device="cpu")
+    second = finetune(first.model_dir, corrections, out, FinetuneConfig(iterations=2, device="cpu"))
     assert second.model_dir == out / "v002" and second.round == 2
     assert sorted(p.name for p in out.iterdir()) == ["v001", "v002"]  # no temporary folder left
     assert _hashes(tiny_model) == base_files
@@ -78,13 +79,13 @@ def test_finetune_writes_new_versions_and_never_touches_the_base(tmp_path, tiny_
 def test_a_stopped_finetune_leaves_no_version_and_no_temporary_folder(tmp_path, tiny_model, corrections):
     out = tmp_path / "models"
     steps = []
-    result = finetune(tiny_model, corrections, out, 50, device="cpu",
+    result = finetune(tiny_model, corrections, out, FinetuneConfig(iterations=50, device="cpu"),
                       on_event=lambda e: steps.append(e.iteration) if e.phase == "train" else None,
                       should_stop=lambda: len(steps) >= 2)
     assert result.stopped and result.model_dir is None and len(steps) == 2
     assert not out.exists() or list(out.iterdir()) == []
     # a generator abandoned halfway (e.g. the widget closed) leaves nothing either
-    gen = iter_finetune(tiny_model, corrections, out, 50, device="cpu")
+    gen = iter_finetune(tiny_model, corrections, out, FinetuneConfig(iterations=50, device="cpu"))
     for event in gen:
         if event.phase == "train":
             break
@@ -114,7 +115,8 @@ def test_corrections_fill_half_of_each_replay_batch():
 
 def test_finetune_needs_training_corrections(tmp_path, tiny_model):
     with pytest.raises(RamsegInputError, match="no corrected training cases"):
-        finetune(tiny_model, CorrectionStore(tmp_path / "empty"), tmp_path / "models", 2, device="cpu")
+        finetune(tiny_model, CorrectionStore(tmp_path / "empty"), tmp_path / "models",
+                 FinetuneConfig(iterations=2, device="cpu"))
     assert not (tmp_path / "models").exists()
 
 
@@ -127,7 +129,7 @@ def test_a_finetuned_optic_disc_model_keeps_its_two_stage_settings(tmp_path, tin
     for f in tiny_model.iterdir():
         (base / f.name).write_bytes(f.read_bytes())
     write_disc_settings(base, {"coarse_long_side": 384, "refine_crops": 2})
-    result = finetune(base, corrections, tmp_path / "models", 1, device="cpu")
+    result = finetune(base, corrections, tmp_path / "models", FinetuneConfig(iterations=1, device="cpu"))
     assert load_model(result.model_dir, "cpu")[1].disc == {"coarse_long_side": 384, "refine_crops": 2}
-    plain = finetune(tiny_model, corrections, tmp_path / "plain", 1, device="cpu")
+    plain = finetune(tiny_model, corrections, tmp_path / "plain", FinetuneConfig(iterations=1, device="cpu"))
     assert "disc" not in json.loads((plain.model_dir / "model.json").read_text())

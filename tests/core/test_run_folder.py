@@ -132,11 +132,11 @@ def test_train_request_defaults_are_the_configs(tmp_path):
     request = TrainRequest(data=tmp_path)
     assert set(CONFIG_FIELDS) <= {f.name for f in dataclasses.fields(TrainRequest)}
     for name, path in CONFIG_FIELDS.items():
-        if name != "resume_every_s":  # None: the config's, or the resumed run's
+        if name not in ("resume_every_s", "iterations"):  # None: the config's (or the resumed run's, or --epochs)
             assert getattr(request, name) == TrainConfig.default(path), name
     labels = TrainConfig().labels
     assert config_from_request(request, labels, 10) == TrainConfig(labels=labels)
-    changed = config_from_request(TrainRequest(data=tmp_path, size=64, ram=False, threads=2, base_width=8,
+    changed = config_from_request(TrainRequest(data=tmp_path, size=64, ram=False, num_threads=2, base_width=8,
                                                resume_every_s=0), labels, 10)
     assert (changed.preprocess.size, changed.method.ram, changed.num_threads, changed.model.base_width,
             changed.resume_every_s) == (64, False, 2, 8, 0)

@@ -30,7 +30,7 @@ def test_fields_are_magicgui_widgets_holding_the_defaults(qtbot):
     values = form.values()
     defaults = TrainConfig()
     assert values["lr"] == defaults.lr and values["lam_mode"] == defaults.method.lam_mode
-    assert values["threads"] == defaults.num_threads and values["resume_every_s"] == defaults.resume_every_s
+    assert values["num_threads"] == defaults.num_threads and values["resume_every_s"] == defaults.resume_every_s
     form.field("seed").value = 7
     assert form.values()["seed"] == 7
     off = ParamForm([LONG_SIDE])
