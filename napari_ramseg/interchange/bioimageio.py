@@ -6,9 +6,11 @@ The package (a zip) holds:
   runs (folded segmentation path, fp32; the restoration decoder is training-only and left out);
 - ``model.json`` and ``model.safetensors`` as attachments, which is what napari-ramseg itself loads
   (``package.py``): they cannot run code, the TorchScript and ONNX files are for other tools;
-- a test input (a sample image at the model's working scale, cropped to the network's stride) and
-  the output napari-ramseg's own pipeline gives for it, which ``bioimageio test`` reproduces from
-  the weights and the pre/postprocessing written in the spec's terms;
+- a test input (what the network sees of a sample image: at the model's working scale, cropped to the
+  network's stride; for an optic disc model the disc-centred ROI its two stages cut from a photograph)
+  and the output napari-ramseg's own pipeline gives for it, which ``bioimageio test`` reproduces from
+  the weights and the pre/postprocessing written in the spec's terms; the same pair as TIFF sample
+  tensors, for people and viewers;
 - a cover image, the model card as documentation, citations (the method and the training data with
   their terms) and ``config.napari-ramseg`` naming the attachments.
 
@@ -18,23 +20,27 @@ does; then ``sigmoid`` (nested labels) or ``softmax`` (exclusive). What the spec
 the card: the resize to the working scale, that a volume is normalised as a whole and seen as
 2.5D slices, and the threshold that turns probabilities into labels.
 
-No author gets a ``github_user`` and every reference is a DOI: validating the package then needs no
-network.
+The authors are the user's (``--author``; there is no default). No author gets a ``github_user`` and
+every reference is a DOI: validating the package then needs no network. The TorchScript weights are
+the original entry, the ONNX weights name it their ``parent``.
 """
 
 from __future__ import annotations
 
 import shutil
+import string
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
+import tifffile
 import torch
 
 from .. import __version__
 from ..core.checkpoint import ModelMetadata, load_model, resolve_model_path
 from ..core.config import NORMALIZATION
-from ..core.infer import probabilities_from_logits
+from ..core.infer import Predictor, probabilities_from_logits
 from ..core.preprocess import normalize_intensity
 from ..core.sampling import resize_image, working_shape
 from ..errors import RamsegInputError
@@ -48,6 +54,7 @@ DEFAULT_LICENSE = "CC-BY-4.0"
 INPUT_ID, OUTPUT_ID = "raw", "probabilities"
 WEIGHTS_ONNX, WEIGHTS_TORCHSCRIPT = "weights.onnx", "weights_torchscript.pt"
 MODEL_JSON, MODEL_WEIGHTS = "model.json", "model.safetensors"
+SAMPLE_INPUT, SAMPLE_OUTPUT = "sample_input.tif", "sample_output.tif"
 MAX_TEST_SIDE = 512  # a test tensor larger than this is centre-cropped: bioimageio test runs it several times
 
 
@@ -162,8 +169,29 @@ def _scale_words(metadata: ModelMetadata) -> str:
     return f"{prep.size} x {prep.size} px"
 
 
-def _model_name(model_path: Path, metadata: ModelMetadata) -> str:
-    return f"napari-ramseg {', '.join(metadata.config.labels.names)} ({model_path.name})"[:120]
+NAME_CHARACTERS = frozenset(string.ascii_letters + string.digits + "_+- ()")  # what the spec allows in a name
+MAX_NAME = 64  # the spec's advice
+
+
+def model_name(model_path: Path, metadata: ModelMetadata) -> str:
+    """The package's name, within the spec's characters (no commas) and length: ``napari-ramseg disc and
+    cup (optic-disc)``."""
+    def allowed(text: str) -> str:
+        return "".join(c if c in NAME_CHARACTERS else "-" for c in text)
+
+    labels = " and ".join(allowed(n) for n in metadata.config.labels.names)
+    folder = allowed(model_path.stem if model_path.is_file() else model_path.name)
+    name = f"napari-ramseg {labels}"[:MAX_NAME - len(folder) - 3].rstrip()
+    return f"{name} ({folder})" if len(folder) <= MAX_NAME // 2 else name
+
+
+def network_input(predictor: Predictor, sample: np.ndarray, is_volume: bool) -> np.ndarray:
+    """What the network sees of a sample: its task's region (``core/tasks``; for an optic disc model the
+    disc-centred ROI its two stages cut from a photograph), the sample itself for other models."""
+    from ..core.tasks import task_for
+
+    task = task_for(predictor.labels, is_volume)
+    return np.asarray(task.review_region(predictor, SimpleNamespace(array=sample, is_volume=is_volume), None))
 
 
 def export_bioimageio(model_path: str | Path, out: str | Path, sample: np.ndarray, is_volume: bool = False,
@@ -171,19 +199,25 @@ def export_bioimageio(model_path: str | Path, out: str | Path, sample: np.ndarra
                       license: str = DEFAULT_LICENSE, name: str | None = None) -> Path:
     """Write a BioImage.IO model package (a .zip) for the model at ``model_path``; returns its path.
 
-    ``sample`` is the image the test tensors and the cover are made from (as ``io.read_image``
-    returns it); ``card`` the model card (Markdown) to ship as its documentation."""
+    ``sample`` is the image the test tensors, the sample tensors and the cover are made from (as
+    ``io.read_image`` returns it; a whole fundus photograph for an optic disc model, whose ROI is cut
+    as its two stages cut it); ``card`` the model card (Markdown) to ship as its documentation;
+    ``authors`` who made the model (required: a package names its authors)."""
     from bioimageio.spec import save_bioimageio_package
     from bioimageio.spec.model import v0_5 as spec
 
     model_path, out = Path(model_path), Path(out)
     if out.suffix.lower() != ".zip":
         raise RamsegInputError("a BioImage.IO package is written as a .zip file; give a name ending in .zip", out)
+    authors = [a.strip() for a in authors or () if a and a.strip()]
+    if not authors:
+        raise RamsegInputError("a BioImage.IO package names who made the model: give --author NAME (repeatable)")
     weights_file, json_file = resolve_model_path(model_path)
     model, metadata = load_model(model_path, "cpu")
+    region = network_input(Predictor(model, metadata, "cpu", precision="fp32"), sample, is_volume)
     net = inference_network(model)
     stride = model.stride
-    x = sample_tensor(sample, is_volume, metadata, stride)
+    x = sample_tensor(region, is_volume, metadata, stride)
     y = expected_output(net, metadata, x)
     in_names, out_names = channel_names(metadata)
     with tempfile.TemporaryDirectory(prefix="ramseg-bioimageio-") as tmp:
@@ -192,6 +226,9 @@ def export_bioimageio(model_path: str | Path, out: str | Path, sample: np.ndarra
         _export_torchscript(net, x, stage / WEIGHTS_TORCHSCRIPT)
         for name_, array in (("test_input.npy", x), ("test_output.npy", y)):
             atomic_write(stage / name_, lambda t, a=array: np.save(t, a), suffix=".npy")
+        for name_, array in ((SAMPLE_INPUT, x[0]), (SAMPLE_OUTPUT, y[0])):  # (channel, y, x), for people and viewers
+            atomic_write(stage / name_, lambda t, a=array: tifffile.imwrite(t, a, photometric="minisblack"),
+                         suffix=".tif")
         cover_image(x, y, stage / "cover.png")
         atomic_write(stage / "README.md", lambda t: t.write_text(card_text(model_path, metadata, card, stride),
                                                                  encoding="utf-8"), suffix=".md")
@@ -207,10 +244,10 @@ def export_bioimageio(model_path: str | Path, out: str | Path, sample: np.ndarra
                 else [spec.SoftmaxDescr(kwargs=spec.SoftmaxKwargs(axis=spec.AxisId("channel")))])
         known, _ = training_data(metadata.domains)
         descr = spec.ModelDescr(
-            name=name or _model_name(model_path, metadata),
+            name=name or model_name(model_path, metadata),
             description=(f"RAM-DSIR segmentation of {', '.join(labels.names)}, trained on the source domains "
                          f"{', '.join(metadata.domains)} (napari-ramseg)")[:1024],
-            authors=[spec.Author(name=a) for a in (authors or ["napari-ramseg"])],
+            authors=[spec.Author(name=a) for a in authors],
             cite=[spec.CiteEntry(text=METHOD.text, doi=spec.Doi(METHOD.doi))]
             + [spec.CiteEntry(text=f"{c.text}; training data ({names}), terms: {c.licence}", doi=spec.Doi(c.doi))
                for names, c in known],
@@ -224,6 +261,7 @@ def export_bioimageio(model_path: str | Path, out: str | Path, sample: np.ndarra
                 description="RGB photograph, or three neighbouring slices, at the working scale",
                 axes=[spec.BatchAxis(), spec.ChannelAxis(channel_names=in_names), *space],
                 test_tensor=spec.FileDescr(source=stage / "test_input.npy"),
+                sample_tensor=spec.FileDescr(source=stage / SAMPLE_INPUT),
                 data=spec.IntervalOrRatioDataDescr(type="float32"),
                 preprocessing=[
                     spec.ScaleRangeDescr(kwargs=spec.ScaleRangeKwargs(
@@ -238,12 +276,18 @@ def export_bioimageio(model_path: str | Path, out: str | Path, sample: np.ndarra
                 description=f"per-channel probabilities; labels by threshold {metadata.config.threshold}",
                 axes=[spec.BatchAxis(), spec.ChannelAxis(channel_names=out_names), *out_space],
                 test_tensor=spec.FileDescr(source=stage / "test_output.npy"),
+                sample_tensor=spec.FileDescr(source=stage / SAMPLE_OUTPUT),
                 data=spec.IntervalOrRatioDataDescr(type="float32", range=(0.0, 1.0)),
                 postprocessing=post)],
             weights=spec.WeightsDescr(
-                onnx=spec.OnnxWeightsDescr(source=stage / WEIGHTS_ONNX, opset_version=OPSET),
+                # both come from napari-ramseg's network (model.safetensors): TorchScript traced from it, the
+                # original here; ONNX exported from the same network, so it names TorchScript its parent
+                onnx=spec.OnnxWeightsDescr(source=stage / WEIGHTS_ONNX, opset_version=OPSET, parent="torchscript",
+                                           comment=f"exported by napari-ramseg {__version__} from the network "
+                                                   f"in {MODEL_WEIGHTS}, as the TorchScript weights were traced"),
                 torchscript=spec.TorchscriptWeightsDescr(
-                    source=stage / WEIGHTS_TORCHSCRIPT, pytorch_version=spec.Version(torch.__version__.split("+")[0])),
+                    source=stage / WEIGHTS_TORCHSCRIPT, pytorch_version=spec.Version(torch.__version__.split("+")[0]),
+                    comment=f"traced by napari-ramseg {__version__} from the network in {MODEL_WEIGHTS}"),
             ),
             config={CONFIG_KEY: {"package_format": PACKAGE_FORMAT, "package_version": __version__,
                                  "model_json": MODEL_JSON, "weights": MODEL_WEIGHTS,
@@ -264,4 +308,4 @@ def _export_torchscript(net: torch.nn.Module, x: np.ndarray, path: Path) -> None
     atomic_write(path, lambda t: torch.jit.save(traced, str(t)), suffix=".pt")
 
 
-__all__ = ["export_bioimageio", "sample_tensor", "expected_output", "CONFIG_KEY"]
+__all__ = ["export_bioimageio", "sample_tensor", "expected_output", "model_name", "network_input", "CONFIG_KEY"]
