@@ -20,7 +20,7 @@ from ..core.device import DEVICE_CHOICES
 from ..core.layouts import FORMATS as LAYOUT_NAMES
 from ..core.run_folder import RunFolder, dock_run_dir
 from ..core.train_process import TrainProcess
-from ._base import DockWidget, status_label
+from ._base import WARNING_COLOUR, DockWidget, status_label
 from ._handover import find_model_consumers, offer_model
 from ._plot import LivePlot
 from ._train_options import BATCH, ITERATIONS, METHOD, SIZE, WIDTH, LabelOptions, MoreOptions
@@ -28,6 +28,8 @@ from ._train_options import BATCH, ITERATIONS, METHOD, SIZE, WIDTH, LabelOptions
 __all__ = ["TrainWidget", "find_model_consumers", "offer_model", "DEVICES"]
 
 DEVICES = DEVICE_CHOICES  # the one device list (core.device; importing it does not load torch)
+WEAK_DICE = 0.1  # below this source-validation Dice a model found (almost) nothing it was trained to find
+USE_TEXT = "Use in Segment"
 FORMATS = ("auto", *LAYOUT_NAMES)
 NO_TARGET = "(none)"
 
@@ -41,6 +43,15 @@ def _stop_quietly(holder: dict[str, Any], *_: Any) -> None:
     process = holder.get("process")
     if process is not None and process.is_alive():
         process.request_stop()
+
+
+def weak_model_caution(dice: float | None) -> str:
+    """The caution for a model whose source-validation Dice says it learnt (almost) nothing; "" otherwise."""
+    if dice is None or dice >= WEAK_DICE:
+        return ""
+    return (f"Caution: its source validation Dice is {dice:.3f}: on its own validation scans it found "
+            "(almost) nothing of the labels. Train longer (more iterations) or check the labels before "
+            "segmenting with it")
 
 
 # ---------------------------------------------------------------------------------------- widget
@@ -104,7 +115,7 @@ class TrainWidget(DockWidget):
         self.stop_button = QPushButton("Stop")
         self.stop_button.setEnabled(False)
         self.stop_button.clicked.connect(self.stop)
-        self.use_button = QPushButton("Use in Segment")
+        self.use_button = QPushButton(USE_TEXT)
         self.use_button.setEnabled(False)
         self.use_button.setToolTip("hand the trained model to the Segment widget")
         self.use_button.clicked.connect(self.use_in_segment)
@@ -122,6 +133,7 @@ class TrainWidget(DockWidget):
         self.plot.add_series("loss")
         self.plot.add_series("val Dice", fixed_range=(0.0, 1.0))
         self.status = status_label()
+        self.caution = ""  # weak_model_caution of the last finished run
         self.lay_out(form, buttons, self.progress, self.plot, self.status, stretch=False)
 
         self.timer = QTimer(self)
@@ -260,6 +272,7 @@ class TrainWidget(DockWidget):
         self.process = TrainProcess(request).start()
         self._holder["process"] = self.process
         self.last_run = None
+        self._set_caution("")
         self.plot.clear()
         self.progress.setRange(0, request.iterations or 1)
         self.progress.setValue(0)
@@ -317,13 +330,17 @@ class TrainWidget(DockWidget):
         self.last_run = Path(event["run_dir"]) if event.get("run_dir") else None
         text = f"{'Stopped' if event['stopped'] else 'Finished'} after {event['iterations_done']} iterations"
         validation = event.get("validation") or {}
-        if validation.get("dice") is not None:
-            text += f" (source validation Dice {validation['dice']:.3f})"
+        dice = validation.get("dice")
+        if dice is not None:
+            text += f" (source validation Dice {dice:.3f})"
+        self._set_caution(weak_model_caution(dice))
         if self.last_run is not None and RunFolder(self.last_run).has_model():
             text += f"; model in {self.last_run}"
             self.use_button.setEnabled(True)
             if find_model_consumers(self.viewer):
                 text += ". Press “Use in Segment” to segment with it"
+            if self.caution:
+                text += f". {self.caution}"
         elif self.last_run is not None:
             text += f"; no model yet in {self.last_run}"
         if event["stopped"]:
@@ -353,13 +370,23 @@ class TrainWidget(DockWidget):
         self.stop_button.setEnabled(False)
         self._set_status("Stopping after the current step (writing a resume state and the model) …")
 
+    def _set_caution(self, caution: str) -> None:
+        """A weak model is still offered, but the button, its tooltip and the status say so."""
+        self.caution = caution
+        self.use_button.setText(f"{USE_TEXT} ⚠" if caution else USE_TEXT)
+        self.use_button.setToolTip(caution or "hand the trained model to the Segment widget")
+        self.status.setStyleSheet(f"color: {WARNING_COLOUR};" if caution else "")
+
     def use_in_segment(self) -> bool:
-        from napari.utils.notifications import show_info
+        from napari.utils.notifications import show_info, show_warning
 
         if self.last_run is None:
             return False
         if offer_model(self.viewer, self.last_run):
-            show_info(f"Segment widget now uses {self.last_run}")
+            if self.caution:
+                show_warning(f"Segment widget now uses {self.last_run}. {self.caution}")
+            else:
+                show_info(f"Segment widget now uses {self.last_run}")
             return True
         show_info(f"Open the Segment widget and choose the model folder {self.last_run}")
         return False

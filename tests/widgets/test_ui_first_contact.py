@@ -60,3 +60,32 @@ def test_two_docks_stacked_scroll_instead_of_clipping(make_napari_viewer, qtbot)
     area.verticalScrollBar().setValue(area.verticalScrollBar().maximum())
     qtbot.wait(50)
     assert mixup.status.mapTo(area.viewport(), QPoint(0, mixup.status.height())).y() <= area.viewport().height()
+
+
+def _finished(widget, run, dice):
+    widget._finished({"run_dir": str(run), "stopped": False, "iterations_done": 3, "validation": {"dice": dice}})
+
+
+def test_the_train_dock_cautions_before_offering_a_model_that_found_nothing(make_napari_viewer, tiny_model,
+                                                                            notifications):
+    """Finding 16: a model whose source-validation Dice is 0.000 is offered with a caution, not as a success."""
+    from fakes import FakeSegment
+
+    from napari_ramseg.widgets.train import TrainWidget
+
+    viewer = make_napari_viewer()
+    segment = FakeSegment()
+    viewer.window.add_dock_widget(segment, name="Segment")
+    widget = TrainWidget(viewer)
+    _finished(widget, tiny_model, 0.0)
+    assert widget.use_button.isEnabled()
+    text = widget.status.text()
+    assert "Dice 0.000" in text and "Caution" in text and "found (almost) nothing" in text
+    assert "Caution" in widget.use_button.toolTip() and widget.use_button.text() != "Use in Segment"
+    widget.use_button.click()
+    assert segment.models == [str(tiny_model)]  # still the user's choice, with the caution repeated
+    assert any("Caution" in m for m in notifications())
+
+    _finished(widget, tiny_model, 0.81)  # a model that learnt: no caution left over
+    assert "Caution" not in widget.status.text() and widget.use_button.text() == "Use in Segment"
+    assert "Caution" not in widget.use_button.toolTip()
