@@ -110,6 +110,7 @@ class ResumeDataSchema(Schema):
 
     name: str = ""
     sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    files: Count = 0
     format: str = ""
     source_domains: list[str] = []
 

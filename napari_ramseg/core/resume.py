@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import RamsegInputError, one_line
 from ..files import atomic_write
+from ..schema import check, read_json
 from .config import TrainConfig
+from .file_schemas import ResumeStateSchema
 from .run_folder import RESUME_STATE, RESUME_WEIGHTS, RunFolder  # the names; the contents are this module's
 
 # torch, safetensors and the checkpoint module are imported where they are used: the Train dock reads
@@ -32,6 +34,7 @@ __all__ = ["RESUME_STATE", "RESUME_WEIGHTS", "save_state", "load_state", "remove
 
 _REQUIRED_KEYS = ("iteration", "config", "domains", "pool_rng", "pool_orders")
 PROVENANCE_KEYS = ("command", "resumed_with")  # kept from the first run's model.json across resumes
+DATA_KEYS = ("name", "sha256", "files", "format", "source_domains")  # of the data description, by content
 
 
 def save_state(trainer: "Trainer") -> None:
@@ -68,6 +71,9 @@ def save_state(trainer: "Trainer") -> None:
         "pool_orders": [[int(i) for i in order] for order in pool["orders"]],
         "provenance": {k: trainer.extra_metadata[k] for k in PROVENANCE_KEYS if k in trainer.extra_metadata},
     }
+    data = trainer.extra_metadata.get("data")
+    if isinstance(data, dict) and isinstance(data.get("sha256"), str):  # which data, by content: --resume checks it
+        state["data"] = {k: data[k] for k in DATA_KEYS if k in data}
     if trainer.scaler is not None:
         state["grad_scaler"] = trainer.scaler.state_dict()
     atomic_write(folder.resume_weights, lambda tmp: tmp.write_bytes(save(tensors)))  # not save_file: see checkpoint.save_model
@@ -75,28 +81,41 @@ def save_state(trainer: "Trainer") -> None:
 
 
 def load_state(trainer: "Trainer") -> dict[str, Any]:
-    """Put a saved state back into ``trainer``; returns the JSON part."""
+    """Put a saved state back into ``trainer``; returns the JSON part. Everything is checked against
+    the trainer before it is used (read_resume_state, then the tensors' names, shapes and dtypes and
+    the pool's positions), so that a damaged or foreign state ends in one line naming its file."""
     import torch
     from safetensors.torch import load_file
 
     if trainer.folder is None:
         raise ValueError("resume needs a run folder")
     folder = trainer.folder  # every rank reads it (rank 0 wrote it)
-    state = json.loads(folder.resume_state.read_text(encoding="utf-8"))
+    state = read_resume_state(folder.path)
     tensors = load_file(str(folder.resume_weights))
-    trainer.net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    net_state = trainer.net.state_dict()
+    model = _part(tensors, "model.", net_state, folder.resume_weights)
+    best = _part(tensors, "best.", net_state, folder.resume_weights) if any(k.startswith("best.") for k in tensors) else None
     opt = trainer.optimizer.state_dict()
+    params = [p for group in trainer.optimizer.param_groups for p in group["params"]]
     restored: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
         if key.startswith("optim."):
             _, index, name = key.split(".", 2)
+            if not index.isdigit() or int(index) >= len(params) or (
+                    name != "step" and value.shape != params[int(index)].shape):
+                raise RamsegInputError(f"optimizer state {key} does not fit the network", folder.resume_weights)
             restored.setdefault(int(index), {})[name] = value.to(trainer.device) if name != "step" else value
+    _check_pool(state, trainer, folder.resume_state)
+    trainer.net.load_state_dict(model)
     opt["state"] = restored
     trainer.optimizer.load_state_dict(opt)
-    torch.set_rng_state(tensors["rng.torch"])
-    trainer.lambda_generator.set_state(tensors["rng.lambda"])
-    best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
-    trainer.best_state = best or None
+    try:
+        torch.set_rng_state(tensors["rng.torch"])
+        trainer.lambda_generator.set_state(tensors["rng.lambda"])
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise RamsegInputError(f"unusable random-generator state ({one_line(exc, 120, typed=False)})",
+                               folder.resume_weights) from None
+    trainer.best_state = best
     trainer.best = state.get("best")
     trainer.iteration = int(state["iteration"])
     trainer.history = list(state.get("history", []))
@@ -104,6 +123,103 @@ def load_state(trainer: "Trainer") -> dict[str, Any]:
     if trainer.scaler is not None and state.get("grad_scaler"):
         trainer.scaler.load_state_dict(state["grad_scaler"])
     return state
+
+
+def _part(tensors: dict[str, Any], prefix: str, expected: dict[str, Any], where: Path) -> dict[str, Any]:
+    """The network's tensors under ``prefix`` (``model.``, ``best.``), matching its names and shapes
+    (weights of another width are refused naming the file) and converted to its dtypes."""
+    from .checkpoint import fitting_state
+
+    part = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    missing = sorted(set(expected) - set(part))
+    unexpected = sorted(set(part) - set(expected))
+    wrong = [k for k in expected if k in part and tuple(part[k].shape) != tuple(expected[k].shape)]
+    if missing or unexpected or wrong:
+        detail = (f"{prefix}{wrong[0]} has shape {tuple(part[wrong[0]].shape)}, the network "
+                  f"{tuple(expected[wrong[0]].shape)}" if wrong else
+                  f"{len(missing)} missing and {len(unexpected)} unexpected {prefix} tensors")
+        raise RamsegInputError(f"resume weights do not fit the run's network ({detail})", where)
+    return fitting_state(part, expected, where)
+
+
+def _check_pool(state: dict[str, Any], trainer: "Trainer", where: Path) -> None:
+    """The batch pool's saved positions must index the samples this run has, domain by domain."""
+    orders, sizes = state["pool_orders"], [len(cached) for cached in trainer.pool.cache]
+    if len(orders) != len(sizes) or any(i >= n for order, n in zip(orders, sizes) for i in order):
+        raise RamsegInputError(f"invalid resume state (pool_orders do not fit the {len(sizes)} domain(s) of "
+                               f"{', '.join(map(str, sizes))} training samples)", where)
+    try:
+        import numpy as np
+
+        np.random.Generator(np.random.PCG64()).bit_generator.state = _bitgen_state_from_json(state["pool_rng"])
+    except (TypeError, ValueError, KeyError, OverflowError) as exc:
+        raise RamsegInputError(f"invalid resume state (pool_rng: {one_line(exc, 120, typed=False)})", where) from None
+
+
+# Options that say how to run, not what to train: given with --resume, they apply to the rest of the run
+HOW_TO_RUN = ("device", "precision", "threads", "num_threads", "sync_batchnorm", "resume_every_s")
+
+
+def resumed_config(request: Any, state: dict[str, Any], fields: dict[str, str]) -> TrainConfig:
+    """The config a ``--resume`` continues with: the run's own (``state``, validated), with the options
+    of HOW_TO_RUN that ``request`` gives applied. Any other option given with a value that differs from
+    the run's (``fields``: request name -> config path, as ``train_job.CONFIG_FIELDS``) is refused in
+    one line naming each, rather than dropped without a word."""
+    config = TrainConfig.from_dict(state["config"])
+    fields = {"iterations": "iterations", **fields}
+    applied: dict[str, Any] = {}
+    conflicts = []
+    for name, path in fields.items():
+        value = getattr(request, name, None)
+        if value is None:
+            continue
+        saved, default = _at(config, path), (None if name == "iterations" else TrainConfig.default(path))
+        if name in HOW_TO_RUN:
+            if value != default or name == "sync_batchnorm":
+                applied[path] = value
+        elif value != saved and value != default:
+            conflicts.append(f"{_flag(name, value)} (the run has {_flag(name, saved)})")
+    if request.domains and sorted(request.domains) != sorted(state["domains"]):
+        conflicts.append(f"--domains {' '.join(request.domains)} (the run has {' '.join(state['domains'])})")
+    if request.labels and tuple(request.labels) != config.labels.names:
+        conflicts.append(f"--labels {' '.join(request.labels)} (the run has {' '.join(config.labels.names)})")
+    if getattr(request, "epochs", None) is not None:
+        conflicts.append(f"--epochs {request.epochs:g} (the run has {config.iterations} iterations)")
+    if conflicts:
+        raise RamsegInputError(f"--resume continues the run as it was started; these options differ from it: "
+                               f"{'; '.join(conflicts)}. Leave them out, or start a new run with --out",
+                               RunFolder(request.resume).resume_state)
+    return config.with_settings(applied) if applied else config
+
+
+def check_resumed_data(state: dict[str, Any], description: dict[str, Any], run_dir: str | Path) -> None:
+    """Refuse to continue a run on other data than it started with (its resume state records the data's
+    checksum; states written before that record nothing, and are not checked)."""
+    saved = state.get("data")
+    if not saved or saved.get("sha256") == description.get("sha256"):
+        return
+    changes = []
+    if saved.get("name") and saved["name"] != description.get("name"):
+        changes.append(f"folder {saved['name']!r}, now {description.get('name')!r}")
+    if saved.get("files") is not None and saved["files"] != description.get("files"):
+        changes.append(f"{saved['files']} files, now {description.get('files')}")
+    what = "; ".join(changes) or "the same files, with other contents"
+    raise RamsegInputError(f"--resume: the data differ from those the run started with ({what}); resume with "
+                           f"the run's data, or start a new run with --out", RunFolder(run_dir).resume_state)
+
+
+def _at(config: TrainConfig, path: str) -> Any:
+    value: Any = config
+    for part in path.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _flag(name: str, value: Any) -> str:
+    flag = name.replace("_", "-")
+    if isinstance(value, bool):
+        return f"--{flag}" if value else f"--no-{flag}"
+    return f"--{flag} {value:g}" if isinstance(value, float) else f"--{flag} {value}"
 
 
 def remove_state(run_dir: str | Path) -> None:
@@ -141,31 +257,19 @@ def read_resume_state(run_dir: str | Path) -> dict[str, Any]:
     if not state_path.exists():
         hint = " (the run is complete: it holds a model)" if folder.has_model() else ""
         raise RamsegInputError(f"nothing to resume: no {RESUME_STATE} in this run folder{hint}", run_dir)
-    try:
-        state = json.loads(state_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RamsegInputError(f"unreadable resume state ({one_line(exc, 200, typed=False)})", state_path) from None
+    state = read_json(state_path, "resume state")
     try:
         if not isinstance(state, dict):
             raise ValueError("not a JSON object")
         missing = [k for k in _REQUIRED_KEYS if k not in state]
         if missing:
             raise ValueError(f"missing {', '.join(missing)}")
-        iteration = state["iteration"]
-        if isinstance(iteration, bool) or not isinstance(iteration, int) or not 0 <= iteration <= 10**9:
-            raise ValueError(f"iteration must be a whole number in 0..{10**9}, not {iteration!r}")
-        if not isinstance(state["config"], dict):
-            raise ValueError("config must be an object")
-        _check_raw_labels(state["config"].get("labels"))
+        _check_raw_labels(state["config"].get("labels") if isinstance(state["config"], dict) else None)
+        check(ResumeStateSchema, state)  # every field the trainer reads back (core/file_schemas.py)
         config = TrainConfig.from_dict(state["config"])
         check_config(config)
-        if iteration > config.iterations:
-            raise ValueError(f"iteration {iteration} is past the planned {config.iterations}")
-        domains = state["domains"]
-        if not isinstance(domains, list) or not domains or not all(isinstance(d, str) for d in domains):
-            raise ValueError("domains must be a non-empty list of names")
-        if not isinstance(state.get("provenance", {}), dict):
-            raise ValueError("provenance must be an object")
+        if state["iteration"] > config.iterations:
+            raise ValueError(f"iteration {state['iteration']} is past the planned {config.iterations}")
     except (KeyError, TypeError, ValueError) as exc:
         raise RamsegInputError(f"invalid resume state ({one_line(exc, 200, typed=False)})", state_path) from None
     try:

@@ -89,3 +89,62 @@ def test_deeply_nested_json_is_one_line(tmp_path):
     path.write_text("[" * 100000 + "]" * 100000)
     with pytest.raises(RamsegInputError, match="nested too deeply"):
         read_json(path, "model metadata")
+
+
+# -- the resume state -----------------------------------------------------------------------------------
+
+def _trainer(run, base_width=4):
+    from napari_ramseg.core.train import Trainer
+    from tests.helpers import square_samples
+
+    cfg = TrainConfig(model=ModelConfig(base_width=base_width), iterations=4, batch=2, device="cpu")
+    return Trainer(cfg, ["A", "B"], square_samples(("A", "B"), n=2, size=32), run_dir=run)
+
+
+def _edit_state(run, change):
+    path = run / "resume.json"
+    state = json.loads(path.read_text())
+    change(state)
+    path.write_text(json.dumps(state))
+    return path
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda s: s.update(best="abc"), "best: input should be a valid dictionary"),
+    (lambda s: s["config"].update(batch=0), "config.batch: input should be greater than or equal to 1"),
+    (lambda s: s["config"].update(num_threads=-4), "config.num_threads: input should be greater than or equal to 0"),
+    (lambda s: s["config"].update(grad_accumulation=0), "config.grad_accumulation"),
+    (lambda s: s.update(pool_orders=[[0], "x"]), "pool_orders.1: input should be a valid list"),
+    (lambda s: s.update(iteration=float("inf")), "iteration: input should be a valid integer"),
+])
+def test_hostile_resume_state_values_are_one_line(tmp_path, change, expected):
+    from napari_ramseg.core.resume import read_resume_state
+
+    run = tmp_path / "run"
+    _trainer(run).save_resume_state()
+    path = _edit_state(run, change)
+    before = path.read_bytes()
+    with pytest.raises(RamsegInputError) as err:
+        read_resume_state(run)
+    assert str(err.value).startswith(f"{path}: invalid resume state (") and expected in str(err.value)
+    assert path.read_bytes() == before
+
+
+def test_out_of_range_pool_orders_are_refused_before_training(tmp_path):
+    run = tmp_path / "run"
+    _trainer(run).save_resume_state()
+    path = _edit_state(run, lambda s: s.update(pool_orders=[[0, 999], [1]]))
+    trainer = _trainer(run)
+    with pytest.raises(RamsegInputError, match="pool_orders do not fit the 2 domain"):
+        trainer.load_resume_state()
+    assert trainer.iteration == 0 and str(path).endswith("resume.json")
+
+
+def test_resume_weights_of_another_width_are_refused_naming_the_file(tmp_path):
+    run, other = tmp_path / "run", tmp_path / "other"
+    _trainer(run).save_resume_state()
+    _trainer(other, base_width=8).save_resume_state()
+    (run / "resume.safetensors").write_bytes((other / "resume.safetensors").read_bytes())
+    with pytest.raises(RamsegInputError) as err:
+        _trainer(run).load_resume_state()
+    assert str(err.value).startswith(str(run / "resume.safetensors")) and "do not fit the run's network" in str(err.value)
