@@ -5,6 +5,14 @@ The reader puts the voxel spacing into the layer ``scale`` (and ``metadata["spac
 ``layer.metadata`` (keys: ``layer_meta``); the writers read them back from the layer's ``metadata``
 so that saved labels land in the source volume's world space.
 Bad files never raise into napari: they become a one-line notification.
+
+napari's builtin reader also claims ``*.nii``, ``*.dcm``... (and fails on them), so napari would ask
+the user which reader to take at every File > Open. :func:`prefer_our_readers` records napari-ramseg as
+the reader for every pattern ``napari.yaml`` declares, in napari's own preference
+(``settings.plugins.extension2reader``, Preferences > Plugins), without replacing a choice the user has
+made. It runs when a napari-ramseg reader is first taken, a dock is opened or the sample is loaded.
+(``viewer.open(path)`` from a script means napari's builtin reader by napari's default argument;
+``viewer.open(path, plugin=None)`` follows the preference, ``plugin="napari-ramseg"`` names ours.)
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from . import layer_meta as lm
 from .errors import RamsegInputError
 from .io import ImageData, read_image, stem_of, suffix_of, write_labels
 
+PLUGIN = "napari-ramseg"
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 LayerData = tuple  # (data, meta, layer_type)
 
@@ -33,6 +42,33 @@ def _notify_error(message: str) -> None:
     show_error(message)
 
 
+def declared_reader_patterns() -> list[str]:
+    """Every filename pattern the readers of ``napari.yaml`` declare, in order."""
+    from npe2 import PluginManifest
+
+    manifest = PluginManifest.from_file(Path(__file__).with_name("napari.yaml"))
+    return [pattern for reader in manifest.contributions.readers or [] for pattern in reader.filename_patterns]
+
+
+def prefer_our_readers() -> list[str]:
+    """napari-ramseg as napari's preferred reader for each declared pattern the user has not given a
+    reader of their own choice (module docstring); returns the patterns newly set."""
+    try:
+        from napari.settings import get_settings
+
+        plugins = get_settings().plugins
+        current = dict(plugins.extension2reader)
+        new = {pattern: PLUGIN for pattern in declared_reader_patterns() if pattern not in current}
+        if new:
+            plugins.extension2reader = {**current, **new}
+    except Exception as exc:  # an unreadable settings file must not stop a reader or a dock
+        import logging
+
+        logging.getLogger(__name__).warning("cannot record napari-ramseg as the reader preference: %s", exc)
+        return []
+    return list(new)
+
+
 def _paths(path: str | Sequence[str]) -> list[str]:
     return [str(path)] if isinstance(path, (str, Path)) else [str(p) for p in path]
 
@@ -42,6 +78,7 @@ def get_nifti_reader(path: str | Sequence[str]) -> Callable[..., list[LayerData]
     paths = _paths(path)
     if not paths or not all(suffix_of(p) in NIFTI_SUFFIXES for p in paths):
         return None
+    prefer_our_readers()  # taken once: napari stops asking for every pattern of ours
     return read_nifti_layers
 
 
@@ -74,6 +111,7 @@ def get_dicom_reader(path: str | Sequence[str]) -> Callable[..., list[LayerData]
     for p in paths:
         if not (suffix_of(p) in _dicom.DICOM_SUFFIXES or (Path(p).is_dir() and _dicom.holds_dicom(p))):
             return None
+    prefer_our_readers()
     return read_dicom_layers
 
 

@@ -29,7 +29,9 @@ def fundus_vessels() -> np.ndarray:
 def fundus_with_vessels() -> list[tuple]:
     """napari sample: the fundus image and its expert vessel mask as a Labels layer."""
     from . import layer_meta
+    from .napari_io import prefer_our_readers
 
+    prefer_our_readers()  # from here on File > Open takes our reader for NIfTI and DICOM, without asking
     source = {layer_meta.SOURCE: CREDIT, layer_meta.SOURCE_PATH: str(FUNDUS_IMAGE)}
     return [
         (fundus_image(), {"name": "HRF fundus 01_h", "metadata": source}, "image"),

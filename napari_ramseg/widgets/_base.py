@@ -75,8 +75,11 @@ class DockWidget(QWidget):
     """A napari-ramseg dock: the viewer, and the builders for the fields every dock shares."""
 
     def __init__(self, napari_viewer: Any = None, parent: QWidget | None = None):
+        from ..napari_io import prefer_our_readers
+
         super().__init__(parent)
         self.viewer = napari_viewer
+        prefer_our_readers()  # a dock is open: File > Open takes our reader for our patterns, never asks
 
     def lay_out(self, *parts: QWidget | QLayout, stretch: bool = True) -> QVBoxLayout:
         """The dock's parts (widgets or layouts) top to bottom, in a scroll area (``self.scroll_area``):

@@ -89,3 +89,56 @@ def test_the_train_dock_cautions_before_offering_a_model_that_found_nothing(make
     _finished(widget, tiny_model, 0.81)  # a model that learnt: no caution left over
     assert "Caution" not in widget.status.text() and widget.use_button.text() == "Use in Segment"
     assert "Caution" not in widget.use_button.toolTip()
+
+
+def _nifti(path):
+    import nibabel as nib
+
+    volume = np.arange(4 * 8 * 8, dtype=np.int16).reshape(8, 8, 4)
+    nib.save(nib.Nifti1Image(volume, np.diag([0.7, 0.7, 3.0, 1.0])), str(path))
+    return path
+
+
+def test_file_open_takes_our_reader_for_every_pattern_without_asking(make_napari_viewer, tmp_path, monkeypatch):
+    """Finding 5: once napari-ramseg's reader has been taken, File > Open never asks again, for any
+    pattern napari.yaml declares; a reader the user chose for a pattern is kept."""
+    import napari._qt.qt_viewer as qt_viewer_module
+    from napari.plugins.utils import get_preferred_reader
+    from napari.settings import get_settings
+
+    from napari_ramseg import layer_meta
+    from napari_ramseg.napari_io import declared_reader_patterns
+
+    viewer = make_napari_viewer()  # fresh napari settings
+    get_settings().plugins.extension2reader = {"*.dicom": "napari"}  # the user's own choice
+    asked = []
+
+    def reader_dialog(paths, qt_viewer, stack, *args, **kwargs):  # the user picks napari-ramseg, no "remember"
+        asked.append(paths)
+        qt_viewer.viewer.open(paths, stack=stack, plugin=PLUGIN)
+
+    monkeypatch.setattr(qt_viewer_module, "handle_gui_reading", reader_dialog)
+    case = _nifti(tmp_path / "Case00.nii.gz")
+    qt_viewer = viewer.window._qt_viewer
+    qt_viewer._qt_open([str(case)], stack=False)  # File > Open, the first time: napari asks
+    qt_viewer._qt_open([str(case)], stack=False)  # the second time: it must not
+    assert len(asked) <= 1
+    assert len(viewer.layers) == 2 and all(layer_meta.AFFINE in layer.metadata for layer in viewer.layers)
+    patterns = declared_reader_patterns()
+    assert {"*.nii", "*.nii.gz", "*.dcm", "*.dicom"} <= set(patterns)
+    for pattern in patterns:
+        expected = "napari" if pattern == "*.dicom" else PLUGIN
+        assert get_preferred_reader(str(tmp_path / pattern.replace("*", "scan"))) == expected, pattern
+    [layer] = viewer.open(str(case), plugin=None)  # a script that follows the preference
+    assert layer.metadata[layer_meta.AFFINE] is not None
+
+
+def test_a_dock_opened_means_file_open_never_asks(make_napari_viewer, tmp_path, monkeypatch):
+    import napari._qt.qt_viewer as qt_viewer_module
+
+    viewer = make_napari_viewer()
+    viewer.window.add_plugin_dock_widget(PLUGIN, "Amplitude mixup preview")
+    monkeypatch.setattr(qt_viewer_module, "handle_gui_reading",
+                        lambda *a, **k: pytest.fail("napari asked which reader to use"))
+    viewer.window._qt_viewer._qt_open([str(_nifti(tmp_path / "scan.nii"))], stack=False)
+    assert viewer.layers[-1].name == "scan" and viewer.layers[-1].data.shape == (4, 8, 8)
