@@ -232,3 +232,69 @@ def test_a_round_refuses_a_case_with_broken_provenance_instead_of_dropping_it(tm
         _round(tiny_model, corrections, tmp_path / "out")
     assert str(err.value).startswith(str(path))
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+# -- 24: a TIFF of many tiny pages; 30: degenerate NIfTI and DICOM geometry -----------------------------
+
+def test_a_tiff_of_many_tiny_pages_is_refused_quickly(tmp_path):
+    import tifffile
+
+    from napari_ramseg.io import read_image
+    from napari_ramseg.io._tiff import MAX_TIFF_PAGES
+
+    path = tmp_path / "pages.tif"
+    with tifffile.TiffWriter(path) as writer:
+        for _ in range(MAX_TIFF_PAGES + 500):
+            writer.write(np.zeros((1, 1), np.uint8), contiguous=False)
+    start = time.perf_counter()
+    with pytest.raises(RamsegInputError, match=f"TIFF holds {MAX_TIFF_PAGES + 500} pages; at most {MAX_TIFF_PAGES}"):
+        read_image(path)
+    assert time.perf_counter() - start < 5
+
+
+def _nifti(path: Path, srow=None, pixdim=None, scode=2) -> Path:
+    """A small volume whose sform rows (``srow``) or voxel sizes (``pixdim``, which the qform uses) are set
+    as given, bypassing nibabel's own checks, as a hostile or broken file would hold them."""
+    import nibabel as nib
+
+    header = nib.Nifti1Header()
+    header.set_data_shape((8, 8, 3))
+    header.set_data_dtype(np.float32)
+    header.set_qform(np.eye(4), code=1)
+    header.set_sform(np.eye(4), code=scode)
+    if srow is not None:
+        header["srow_x"], header["srow_y"], header["srow_z"] = srow
+    if pixdim is not None:
+        header["pixdim"][1:4] = pixdim
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 3), np.float32), None, header), str(path))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["zero sform", "nan sform", "nan qform"])
+def test_degenerate_nifti_geometry_is_refused_when_read(tmp_path, kind):
+    from napari_ramseg.io import read_image
+
+    if kind == "zero sform":
+        path = _nifti(tmp_path / "z.nii.gz", srow=np.zeros((3, 4)))
+    elif kind == "nan sform":
+        path = _nifti(tmp_path / "n.nii.gz", srow=np.full((3, 4), np.nan))
+    else:
+        path = _nifti(tmp_path / "q.nii.gz", pixdim=np.nan, scode=0)
+    with pytest.raises(RamsegInputError, match="NIfTI geometry is degenerate") as err:
+        read_image(path)
+    assert str(err.value).startswith(str(path))
+
+
+def test_dicom_pixel_spacing_of_zero_is_refused_when_read(tmp_path):
+    import pydicom
+
+    from helpers import write_dicom_series
+    from napari_ramseg.io import read_image
+
+    files = write_dicom_series(tmp_path / "series", np.zeros((3, 8, 8), np.int16), np.eye(4))
+    for path in files:
+        ds = pydicom.dcmread(path)
+        ds.PixelSpacing = ["0", "0"]
+        ds.save_as(path)
+    with pytest.raises(RamsegInputError, match=r"PixelSpacing must be two positive sizes in mm, not \[0.0, 0.0\]"):
+        read_image(tmp_path / "series")

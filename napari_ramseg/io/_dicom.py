@@ -176,6 +176,8 @@ def _geometry(series: Series, root: Path):
     shape = (int(first.Rows), int(first.Columns))
     orientation = _floats(first, "ImageOrientationPatient", 6, first_path)
     pixel = _floats(first, "PixelSpacing", 2, first_path)
+    if pixel is not None and not (pixel > 0).all():  # [0, 0] would give a singular affine and no writable mask
+        raise RamsegInputError(f"PixelSpacing must be two positive sizes in mm, not {pixel.tolist()}", first_path)
     slices: list[_Slice] = []
     for path, ds in headers:
         if (int(ds.Rows), int(ds.Columns)) != shape:

@@ -35,6 +35,7 @@ def _read_nifti(path: Path, as_mask: bool) -> ImageData:
         raise RamsegInputError("file not found", path) from None
     except Exception as exc:  # ImageFileError, EOFError, zlib.error, gzip.BadGzipFile, ...
         raise RamsegInputError(f"cannot read NIfTI (truncated or corrupt?): {one_line(exc, 200, typed=False)}", path) from None
+    _check_geometry(path, affine, [("qform", qform, qcode), ("sform", sform, scode)])
     if data.dtype.fields is not None or data.dtype.kind not in "biuf":
         raise RamsegInputError(f"NIfTI data type {data.dtype} is not supported (expected a scalar image)", path)
     original_shape = tuple(int(n) for n in data.shape)
@@ -64,6 +65,19 @@ def _read_nifti(path: Path, as_mask: bool) -> ImageData:
     }
     return ImageData(array=array, spacing=spacing, affine=affine, header=header, path=str(path),
                      axes="ZYX" if array.ndim == 3 else "YX")
+
+
+def _check_geometry(path: Path, affine: np.ndarray, coded: list) -> None:
+    """Refuse a header whose voxel-to-world transform is not a finite, invertible matrix: the image would
+    be segmented, and writing its mask (which keeps the header's transforms) would then fail."""
+    for name, matrix, code in [("affine", affine, None), *coded]:
+        if matrix is None or (code is not None and int(code) <= 0):
+            continue  # an uncoded qform / sform is not used
+        matrix = np.asarray(matrix, dtype=np.float64)
+        if not np.isfinite(matrix).all() or abs(np.linalg.det(matrix[:3, :3])) < 1e-12:
+            what = name if code is None else f"{name} (code {int(code)})"
+            raise RamsegInputError(f"NIfTI geometry is degenerate: its {what} is not a finite, invertible transform "
+                                   f"(zero or NaN voxel sizes or directions); repair the header", path)
 
 
 @register_writer(".nii", ".nii.gz")
