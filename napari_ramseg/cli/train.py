@@ -33,6 +33,10 @@ def add_parser(sub) -> None:
     # every TrainConfig option, generated from its declaration in core/config.py
     add_settings(t, [s for s in TRAIN_SETTINGS if s.name != "iterations"],
                  defaults={name: None for name in NONE_MEANS_DEFAULT})
+    t.add_argument("--partners", type=Path, metavar="FOLDER",
+                   help="a folder of unlabelled images (other cameras, no masks) whose low-frequency amplitude RAM "
+                        "mixes in as partners beside the other source domains' (--partner-share of them); give it "
+                        "again with --resume")
     t.add_argument("--resume", type=Path, help="continue an interrupted run folder")
     t.add_argument("--quiet", action="store_true", help="no progress bar and no messages, errors only")
 
@@ -51,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
 
     request = TrainRequest(
         data=args.data, format=args.format, domains=args.domains, target=args.target, out=args.out,
-        epochs=args.epochs, labels=args.labels, label_kind=args.label_kind, resume=args.resume,
+        epochs=args.epochs, labels=args.labels, label_kind=args.label_kind, resume=args.resume, partners=args.partners,
         command=typed_command(), **settings_from(args, TRAIN_SETTINGS),
     )
     bar = None

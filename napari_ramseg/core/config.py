@@ -128,6 +128,14 @@ class TrainConfig:
     poly_power: float = 0.9
     scale_aug_p: float = 0.5  # with this probability, scale up by U(1, scale_aug_max) in x and y
     scale_aug_max: float = 1.5
+    # issue 28's recipe options beside RAM (core/photometric.py, --partners): both off by default
+    photometric: float = option(
+        0.0, help="with this probability, each training image gets a random brightness, contrast, gamma, colour "
+        "balance, blur and noise change beside RAM (0: off)", label="Photometric aug.", min=0.0, max=1.0, step=0.05,
+        decimals=2, special="off")
+    partner_share: float = option(
+        0.5, help="with --partners, the share of RAM partners drawn from those unlabelled images instead of the other "
+        "source domains", label="Partner share", min=0.0, max=1.0, step=0.05, decimals=2, dock=False)
     val_fraction: float = option(0.2, help="of each source domain's cases, the share held out for validation",
                                  label="Validation share", min=0.0, max=0.9, step=0.05, decimals=2)
     val_every: int = option(0, help="iterations between validations (0: about 10 over the run, at most one every "

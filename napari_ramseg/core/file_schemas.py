@@ -61,6 +61,8 @@ class ConfigSchema(Schema):
     poly_power: _between(0.0, 100.0) = 0.9
     scale_aug_p: _between(0.0, 1.0) = 0.5
     scale_aug_max: _between(1.0, 8.0) = 1.5
+    photometric: _between(0.0, 1.0) = 0.0
+    partner_share: _between(0.0, 1.0) = 0.5
     val_fraction: Annotated[float, Field(ge=0.0, lt=1.0, allow_inf_nan=False)] = 0.2
     val_every: _whole(0, MAX_STEPS) = 0
     # strictly inside (0, 1), NaN refused: check_config says so in its own words

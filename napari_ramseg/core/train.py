@@ -113,7 +113,8 @@ class Trainer:
         use_channels_last(self.net, self.device)  # NHWC convolutions: ~15 % faster steps (bench/speed.py)
         # ``pool``: a ready batch source (fine-tuning mixes corrected cases with replayed source data)
         self.pool = pool if pool is not None else SourcePool(train_samples, self.domains, config.preprocess,
-                                                             config.scale_aug_p, config.scale_aug_max, seed=config.seed)
+                                                             config.scale_aug_p, config.scale_aug_max, seed=config.seed,
+                                                             photometric_p=config.photometric)
         # partial labels, per domain of the pool (a batch's domain indices are the pool's): DRIONS-DB draws
         # no cup, whether it comes as a source, as replay or as a clinician's disc-only corrections
         annotated = annotated_channels([[c.mask for c in cached] for cached in self.pool.cache], config.labels)

@@ -50,6 +50,8 @@ class _RequestBase:
     labels: list[str] | None = None
     label_kind: str | None = None
     resume: Path | None = None
+    # unlabelled images (any camera, no masks) whose amplitude RAM mixes in beside the other sources'
+    partners: Path | None = None
     command: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -205,9 +207,21 @@ def run_training(request: TrainRequest, on_event: Callable[[TrainEvent], None] |
         trainer = Trainer(config, data.domains, data.train, data.val, run_dir,
                           TrainCallbacks(on_event=on_event, should_stop=should_stop, log=log), extra,
                           dist_context=context)
+        if request.partners is not None:  # before a resume state is loaded: the pool's fingerprint names them
+            lend_partner_styles(trainer, request.partners, config)
         if resume is not None:
             trainer.load_resume_state()  # every rank reads the state rank 0 wrote
         return trainer.run()
+
+
+def lend_partner_styles(trainer: Trainer, folder: Path, config: TrainConfig) -> None:
+    """Every image of ``folder`` lends its low-frequency amplitude as a RAM partner (``partner_share`` of
+    them), never trained on as an image: every fundus photograph is a camera style, labelled or not."""
+    from .adapt.target_style import load_style_images
+
+    images, info = load_style_images(folder, config.model.in_channels)
+    trainer.pool.set_style_images(images, config.partner_share)
+    trainer.extra_metadata["ram_partners"] = {**info, "share": config.partner_share}
 
 
 def _prepare(request: TrainRequest, log: Callable[[str], None] | None,

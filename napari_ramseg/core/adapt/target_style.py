@@ -23,7 +23,7 @@ def load_style_images(folder: str | Path, in_channels: int = 3, max_slices: int 
 
     root = Path(folder)
     if not root.is_dir():
-        raise RamsegInputError("the folder of unlabelled scans of the new site was not found", root)
+        raise RamsegInputError("the folder of unlabelled scans was not found", root)
     files = sorted(p for p in root.iterdir() if p.is_file() and is_supported(p))
     if not files:
         raise RamsegInputError("no readable images (PNG, JPEG, TIFF, NIfTI) among the unlabelled scans", root)
