@@ -92,7 +92,7 @@ def _train_config(job: Job, labels, ram: bool, dsir: bool, consistency: bool):
                        method=MethodConfig(ram=ram, dsir=dsir, consistency=consistency),
                        iterations=job.iterations, batch=p["batch"], lr=p["lr"], seed=job.seed,
                        val_fraction=VAL_FRACTION, val_every=val_every, device=p.get("device", "cpu"),
-                       num_threads=p.get("threads", 1))
+                       num_threads=p.get("threads", 1), photometric=p.get("photometric", 0.0))
 
 
 @dataclass
@@ -311,6 +311,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--size", type=int, default=None, help="override the crop size of every task")
     ap.add_argument("--long-side", type=int, default=None,
                     help="vessels: override the working scale (field-of-view long side, px) trained and predicted at")
+    ap.add_argument("--photometric", type=float, default=None,
+                    help="probability of a photometric change per training image beside RAM (core/photometric.py)")
     ap.add_argument("--score-long-side", type=int, default=None,
                     help="vessels: score at this field-of-view long side whatever the working scale (predictions "
                          "are resized to it), so that runs at different working scales are compared on one grid")
@@ -345,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
         overrides["size"] = args.size
     if args.long_side is not None:
         overrides["long_side"] = args.long_side
+    if args.photometric:
+        overrides["photometric"] = args.photometric
     if args.score_long_side is not None:
         overrides["score_long_side"] = args.score_long_side
 
