@@ -298,3 +298,46 @@ def test_dicom_pixel_spacing_of_zero_is_refused_when_read(tmp_path):
         ds.save_as(path)
     with pytest.raises(RamsegInputError, match=r"PixelSpacing must be two positive sizes in mm, not \[0.0, 0.0\]"):
         read_image(tmp_path / "series")
+
+
+# -- 33: --overwrite never suggested where it cannot help; a TIFF's mask keeps its shape; EXIF orientation -
+
+def test_a_folder_in_the_way_is_named_as_such_not_as_a_file_to_overwrite(tmp_path):
+    from napari_ramseg.io import write_image, write_labels
+
+    (tmp_path / "mask.png").mkdir()
+    (tmp_path / "copy.tif").mkdir()
+    for write, path in ((write_labels, tmp_path / "mask.png"), (write_image, tmp_path / "copy.tif")):
+        with pytest.raises(RamsegInputError, match="is a folder; give a file name") as err:
+            write(path, np.zeros((4, 4), np.uint8))
+        assert not isinstance(err.value, FileExistsError) and "overwrite" not in str(err.value)
+
+
+def test_a_tiff_mask_keeps_the_shape_of_its_image_file(tmp_path):
+    import tifffile
+
+    from napari_ramseg.io import read_image, write_labels
+
+    for shape in ((10, 1, 1), (10, 5, 1)):
+        tifffile.imwrite(tmp_path / "scan.tif", np.zeros(shape, np.uint8))
+        image = read_image(tmp_path / "scan.tif")
+        written = write_labels(tmp_path / "mask.tif", np.ones(image.spatial_shape, np.uint8), like=image, overwrite=True)
+        assert tifffile.imread(written).shape == shape
+
+
+def test_exif_orientation_is_applied_as_displayed(tmp_path):
+    from PIL import Image
+
+    from napari_ramseg.io import read_image
+
+    pixels = np.zeros((20, 40, 3), np.uint8)
+    pixels[:5, :10] = 255  # a bright corner, top left as stored
+    image = Image.fromarray(pixels)
+    exif = image.getexif()
+    exif[0x0112] = 6  # "rotate 90 clockwise to display"
+    for name in ("photo.jpg", "photo.png"):
+        image.save(tmp_path / name, exif=exif.tobytes())
+        data = read_image(tmp_path / name)
+        expected = np.asarray(image.transpose(Image.Transpose.ROTATE_270))
+        assert data.array.shape == (40, 20, 3) and data.header["exif_orientation"] == 6
+        assert np.abs(data.array.astype(int) - expected.astype(int)).max() < 40  # JPEG is lossy

@@ -13,8 +13,8 @@ Array conventions (every reader returns these):
 - 3D volumes: ``(Z, Y, X)``, slices along axis 0. NIfTI data is transposed from nibabel's
   ``(X, Y, Z)``; ``spacing`` is ``(z, y, x)`` from the header zooms and ``affine`` is the file's
   original 4x4 affine, so :func:`write_labels` can put the labels back in the same world space.
-- The dtype is kept (uint8, uint16, float...). Pixels are returned in stored order (no EXIF rotation),
-  so an image and its mask always line up.
+- The dtype is kept (uint8, uint16, float...). A PNG or JPEG with an EXIF orientation is turned as it
+  is displayed (images and masks alike), so a mask follows the image a user sees; ``header`` records it.
 
 Every bad-input problem raises :class:`~napari_ramseg.errors.RamsegInputError` naming the file.
 """
@@ -189,10 +189,10 @@ def write_labels(
     if like is not None and tuple(like.spatial_shape) != tuple(labels.shape):
         raise ValueError(f"labels shape {labels.shape} does not match the image shape {like.spatial_shape}")
     labels = _label_dtype(labels)
+    if path.is_dir():  # before "already exists": --overwrite cannot replace a folder, so never suggest it
+        raise RamsegInputError("is a folder; give a file name", path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; pick a new name (e.g. {versioned_path(path).name})")
-    if path.is_dir():
-        raise RamsegInputError("is a folder; give a file name", path)
     atomic_write(path, lambda tmp: writer(tmp, labels, like), suffix=suffix)
     return path
 
@@ -217,6 +217,8 @@ def write_image(path: str | Path, image: np.ndarray | ImageData, overwrite: bool
         raise ValueError(f"image must be a non-empty numeric array, not {array.dtype} of shape {array.shape}")
     if suffix in (".nii", ".nii.gz") and like.is_rgb:
         raise RamsegInputError(f"NIfTI holds grey images and volumes, this is colour {array.shape}; save as .tif", path)
+    if path.is_dir():
+        raise RamsegInputError("is a folder; give a file name", path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; pick a new name (e.g. {versioned_path(path).name})")
     atomic_write(path, lambda tmp: writer(tmp, array, like), suffix=suffix)

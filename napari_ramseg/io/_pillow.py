@@ -11,9 +11,12 @@ from napari_ramseg.errors import RamsegInputError, one_line
 from ._base import ImageData, check_claimed_size, drop_alpha, register_reader, register_writer, suffix_of
 
 
+EXIF_ORIENTATION = 0x0112
+
+
 @register_reader(".png", ".jpg", ".jpeg")
 def _read_pillow(path: Path, as_mask: bool) -> ImageData:
-    from PIL import Image
+    from PIL import Image, ImageOps
 
     kind = "PNG" if suffix_of(path) == ".png" else "JPEG"
     try:
@@ -21,6 +24,9 @@ def _read_pillow(path: Path, as_mask: bool) -> ImageData:
             bands = len(im.getbands()) if im.mode not in ("I;16", "I;16B", "I;16L", "I", "F") else 4
             check_claimed_size((im.size[1], im.size[0]), bands, path, kind)
             im.load()
+            orientation = int(im.getexif().get(EXIF_ORIENTATION, 1) or 1)
+            if orientation != 1:  # as displayed: a mask drawn on what the user sees lines up with it
+                im = ImageOps.exif_transpose(im)
             mode = im.mode
             if kind == "PNG" and getattr(im, "n_frames", 1) > 1:
                 raise RamsegInputError(f"animated {kind} with several frames is not supported", path)
@@ -50,7 +56,7 @@ def _read_pillow(path: Path, as_mask: bool) -> ImageData:
     # native byte order (16-bit PNGs can come back big-endian)
     array = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("="))
     return ImageData(array=array, path=str(path), axes="YXC" if array.ndim == 3 else "YX",
-                     header={"format": kind.lower(), "mode": mode})
+                     header={"format": kind.lower(), "mode": mode, "exif_orientation": orientation})
 
 
 @register_writer(".png")

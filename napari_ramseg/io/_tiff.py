@@ -49,6 +49,9 @@ def _read_tiff(path: Path, as_mask: bool) -> ImageData:
             f"cannot read TIFF (truncated or corrupt?): no pixel data (shape {array.shape}, axes {axes!r})", path
         )
 
+    # the shape as stored, less colour samples: a mask written for this image takes it back (a (10, 1, 1)
+    # stack, which tifffile reads as a 10 x 1 plane, gets a (10, 1, 1) mask, not a (10, 1) one)
+    stored = [int(n) for a, n in zip(axes, array.shape) if a != "S"]
     # drop singleton axes other than the image plane
     keep = [i for i, (a, n) in enumerate(zip(axes, array.shape)) if n != 1 or a in "YX"]
     array = array.reshape([array.shape[i] for i in keep])
@@ -78,7 +81,7 @@ def _read_tiff(path: Path, as_mask: bool) -> ImageData:
         spacing=spacing if out_axes == "ZYX" else None,
         path=str(path),
         axes=out_axes,
-        header={"format": "tiff", "axes": axes},
+        header={"format": "tiff", "axes": axes, "stored_shape": stored},
     )
 
 
@@ -119,6 +122,11 @@ def _write_tiff(path: Path, labels: np.ndarray, like: ImageData | None) -> None:
     import tifffile
 
     kwargs: dict[str, Any] = {"photometric": "minisblack", "compression": "zlib"}
+    stored = (like.header or {}).get("stored_shape") if like is not None else None
+    if stored and tuple(stored) != labels.shape and int(np.prod(stored)) == labels.size and len(stored) <= 3:
+        # the image file's own shape (singleton axes the reader dropped), stored as tifffile stores a shape
+        tifffile.imwrite(path, labels.reshape(stored), **kwargs)
+        return
     if labels.ndim == 3:
         kwargs["imagej"] = True
         kwargs.pop("compression")  # ImageJ reads only uncompressed hyperstacks reliably
