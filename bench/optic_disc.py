@@ -1,6 +1,6 @@
 """Optic disc and cup benchmark (issue 14): the two-stage product path on whole photographs and crops.
 
-For each trained model (run folders from ``bench/train_optic_disc.sh``):
+For each trained model (run folders of ``bench/recipes/shipped.py train optic-disc [--target ...]``):
 
 - ``own ROI`` rows: the product's ``DiscPredictor`` on the images as released (DRIONS-DB whole
   photographs, Drishti-GS crops), no ground truth at test time; Dice at the image's full size;

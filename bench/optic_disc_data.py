@@ -1,4 +1,4 @@
-"""Training folders for the optic-disc model (``bench/train_optic_disc.sh``), at the ROI scale.
+"""Training folders for the optic-disc model (``bench/recipes/shipped.py``), at the ROI scale.
 
 Every case becomes disc-centred ROIs as the product's stage two sees them (``core/disc/roi.py``):
 the ground-truth ROI (``DiscConfig.roi_ratio`` x disc diameter, the DoFE/Drishti-GS packaging scale)
