@@ -53,3 +53,31 @@ def test_demo_without_a_display_says_how_to_run_it(tmp_path):
                             timeout=300)
     assert result.returncode == 2 and f"xvfb-run -a ramseg demo --screenshot {shot}" in result.stderr
     assert not shot.exists()
+
+
+def _pyqt6_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("PyQt6") is not None
+
+
+@pytest.mark.skipif(not _pyqt6_installed(), reason="PyQt6 is not installed (the [pyqt6] extra)")
+def test_demo_on_pyqt6_keeps_the_console_free_of_the_pyqt5_warning(tiny_model, tmp_path):
+    """Issue 29, finding 19: where PyQt6 is installed (beside PyQt5 or alone) the demo runs on it, and
+    napari's "PyQt5 backend is deprecated" warning does not appear."""
+    env = {k: v for k, v in os.environ.items() if k not in ("QT_API", "PYTEST_QT_API")}
+    env["RAMSEG_DEMO_MODEL"] = str(tiny_model)
+    out = tmp_path / "demo.png"
+    result = subprocess.run([sys.executable, "-m", "napari_ramseg", "demo", "--screenshot", str(out)], env=env,
+                            capture_output=True, text=True, timeout=300)  # this interpreter: it has PyQt6
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert out.exists()
+    assert "PyQt5 backend is deprecated" not in result.stderr
+    assert "requires a Qt6 backend" not in result.stderr
+
+
+def test_prefer_qt6_leaves_a_chosen_binding_alone(monkeypatch):
+    from napari_ramseg import demo
+
+    monkeypatch.setenv("QT_API", "pyqt5")
+    assert demo.prefer_qt6() is None and os.environ["QT_API"] == "pyqt5"

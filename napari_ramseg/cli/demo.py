@@ -14,11 +14,12 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..demo import no_display_note, run_demo
+    from ..demo import no_display_note, prefer_qt6, run_demo
 
     # checked before Qt is imported: without a display Qt aborts the process (exit 134), no message
     note = no_display_note(args.screenshot)
     if note:
         stderr(f"ramseg: error: {note}")
         return EXIT_BAD_INPUT
+    prefer_qt6()  # PyQt6 beside PyQt5: napari's PyQt5-deprecation warning stays off the console
     return run_demo(screenshot=args.screenshot)
