@@ -13,6 +13,10 @@ writes into ``--out``:
   expert vessel mask; the 3rd is held out by the fixed split), then a short fine-tune round, so the dock
   shows the new model version and the held-out Dice before and after.
 
+- ``docks_stacked.png``: two docks one above the other (not tabbed) in a window 1000 px high: the
+  Restoration preview (its model summary is long) over the Amplitude mixup preview reading a folder (its
+  folder row and λ help). Each scrolls; nothing is cut.
+
 Everything written besides the PNGs (run folder, corrections project) goes to a temporary folder that is
 removed at the end (``--keep`` keeps it). Tiny on purpose: about a minute or two of CPU.
 """
@@ -151,34 +155,68 @@ def finetune_shot(viewer, widgets, out: Path, work: Path, iterations: int, model
     return path
 
 
+def docks_shot(out: Path) -> Path:
+    """docks_stacked.png (module docstring): a viewer of its own, the two docks stacked."""
+    import napari
+
+    from napari_ramseg.demo import PLUGIN, SAMPLE_MASK, _process_events, _screenshot, demo_model, raise_dock
+
+    viewer = napari.Viewer(title="napari-ramseg: two docks stacked", show=True)
+    try:
+        viewer.window.resize(1400, 1000)
+        viewer.open_sample(PLUGIN, "fundus")
+        viewer.layers[SAMPLE_MASK].visible = False
+        _, rest = viewer.window.add_plugin_dock_widget(PLUGIN, "Restoration preview", tabify=False)
+        _, mix = viewer.window.add_plugin_dock_widget(PLUGIN, "Amplitude mixup preview", tabify=False)
+        model = demo_model()
+        if model is not None:
+            rest.set_model(model)
+        mix.source_combo.setCurrentText("folder of images")
+        stare = SHARED_VESSELS / "STARE" / "images"
+        mix.folder_edit.setText(str(stare) if stare.is_dir() else "")
+        raise_dock(rest)  # the demo's dock width
+        _process_events(20)
+        print(f"docks: restoration {rest.parent().height()} px, mixup {mix.parent().height()} px high, "
+              f"{rest.parent().width()} px wide", flush=True)
+        path = out / "docks_stacked.png"
+        _screenshot(viewer, path, 0.95)
+    finally:
+        viewer.close()
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "screenshots")
     parser.add_argument("--iterations", type=int, default=30, help="training iterations (default 30)")
     parser.add_argument("--width", type=int, default=8, help="base width of the trained U-Net (default 8)")
     parser.add_argument("--finetune-iterations", type=int, default=4, help="fine-tune iterations (default 4)")
-    parser.add_argument("--only", choices=("train", "finetune"), help="write just one of the two screenshots")
+    parser.add_argument("--only", choices=("train", "finetune", "docks"), help="write just one of the screenshots")
     parser.add_argument("--keep", action="store_true", help="keep the temporary run and project folders")
     args = parser.parse_args(argv)
 
     from napari_ramseg.demo import demo_model, open_demo_viewer, shrink_png
 
     model = demo_model()
-    if model is None and args.only != "train":
+    if model is None and args.only in (None, "finetune"):
         parser.error("the bundled model (or RAMSEG_DEMO_MODEL) is needed for correct_finetune.png")
     args.out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="ramseg-screenshots-"))
     begun = time.monotonic()
     written = []
     try:
-        viewer, widgets = open_demo_viewer(show=True)
+        if args.only in (None, "docks"):
+            written.append(docks_shot(args.out))
+        viewer, widgets = (open_demo_viewer(show=True) if args.only in (None, "train", "finetune")
+                           else (None, {}))
         try:
             if args.only in (None, "train"):
                 written.append(train_shot(viewer, widgets, args.out, work, args.iterations, args.width))
             if args.only in (None, "finetune"):
                 written.append(finetune_shot(viewer, widgets, args.out, work, args.finetune_iterations, model))
         finally:
-            viewer.close()
+            if viewer is not None:
+                viewer.close()
     finally:
         if args.keep:
             print(f"kept {work}")

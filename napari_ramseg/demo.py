@@ -49,6 +49,19 @@ def no_display_note(screenshot: Path | None = None) -> str:
     return f"no display to open napari on (DISPLAY is not set); run it as: xvfb-run -a {command}"
 
 
+def prefer_qt6() -> str | None:
+    """Open napari on PyQt6 when it is installed and nothing chose a Qt binding yet (``QT_API``): with both
+    bindings installed qtpy would take PyQt5, and napari then warns at every start that its PyQt5 support is
+    deprecated (and that system theme detection needs Qt 6). With PyQt5 alone the warning is napari's
+    honest notice and stays. Returns the binding chosen, if any; call before Qt is imported."""
+    import importlib.util
+
+    if os.environ.get("QT_API") or "qtpy" in sys.modules or importlib.util.find_spec("PyQt6") is None:
+        return None
+    os.environ["QT_API"] = "pyqt6"
+    return "pyqt6"
+
+
 def _process_events(rounds: int = 5) -> None:
     from qtpy.QtWidgets import QApplication
 
@@ -141,8 +154,10 @@ def shrink_png(path: Path, limit: int = 400_000) -> None:
         scale *= 0.85
 
 
-def _screenshot(viewer: Any, path: Path, zoom: float = 1.0) -> None:
-    viewer.reset_view()
+def _screenshot(viewer: Any, path: Path, zoom: float = 1.0, reset: bool = True) -> None:
+    """The window as the user sees it; ``reset``: the whole scene first (else the view a dock chose)."""
+    if reset:
+        viewer.reset_view()
     if zoom != 1.0:
         camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
         camera.zoom = camera.zoom * zoom
@@ -240,24 +255,44 @@ def _segment_shot(viewer: Any, widgets: dict[str, Any], model: Path, shot: Any) 
             viewer.layers.remove(layer)
 
 
-def _mixup_shot(viewer: Any, widgets: dict[str, Any], partners: list[tuple[str, Any]], shot: Any) -> None:
-    """mixup_preview.png: the sample mixed with three photographs from other cameras."""
+def _previews_shot(viewer: Any, widgets: dict[str, Any], partners: list[tuple[str, Any]], model: Path | None,
+                   shot: Any) -> None:
+    """mixup_preview.png, restoration_preview.png and previews.png: the sample mixed with three
+    photographs from other cameras, open as layers as a user has them; then the restoration preview of
+    the same image, each in its own place; then both in one view."""
     import numpy as np
 
     from . import layer_meta
+    from .widgets._placement import show_in_view
+    from .widgets.restoration_preview import GROUP
 
     image = viewer.layers[SAMPLE_IMAGE]
     for name, array in partners:
-        viewer.add_image(np.asarray(array), name=name, visible=False)
+        viewer.add_image(np.asarray(array), name=name)
     mix = widgets["Amplitude mixup preview"]
+    raise_dock(mix)  # the dock at its width before the preview fits the view to the canvas left
+    _process_events()
     mix.image_combo.set_layer(image)
     mix.set_partners([name for name, _ in partners])
     mix.set_params(window_ratio=0.1, lam=0.5, samples=len(partners))
-    mix.update_preview()
+    mix.update_preview(notify=True)  # the Preview button: the view goes to the tiles
     mix.set_params(lam=0.3)
-    mix.update_preview()  # the second update shows the live (cached) cost in the status line
+    mix.update_preview()  # a live update shows its (cached) cost in the status line
     viewer.layers.selection.active = image
-    shot(viewer, "Amplitude mixup preview", "mixup_preview", zoom=0.95)
+    shot(viewer, "Amplitude mixup preview", "mixup_preview", zoom=1.0, reset=False)
+    if model is not None:
+        rest = widgets["Restoration preview"]
+        raise_dock(rest)
+        _process_events()
+        rest.set_model(model)
+        rest.image_combo.set_layer(image)
+        rest.restore(run_sync=True)
+        viewer.layers.selection.active = image
+        shot(viewer, "Restoration preview", "restoration_preview", zoom=1.0, reset=False)
+        raise_dock(mix)
+        _process_events()
+        show_in_view(viewer, f"mixup: {SAMPLE_IMAGE}", GROUP)
+        shot(viewer, "Amplitude mixup preview", "previews", zoom=1.0, reset=False)
     for layer in list(viewer.layers):
         if layer.metadata.get(layer_meta.PREVIEW) or layer.name in dict(partners):
             viewer.layers.remove(layer)
@@ -279,10 +314,9 @@ def _volume_shot(viewer: Any, widgets: dict[str, Any], volume: Path, shot: Any) 
 
 def capture_screenshots(folder: Path, model: Path | None = None, partners: Any = None,
                         volume: Path | None = None) -> list[Path]:
-    """README screenshots in ``folder``: demo, segment, mixup_preview, restoration_preview, and
-    prostate_volume when a PROMISE12 volume is at hand (``volume``, default ``PROSTATE_VOLUME``)."""
-    from . import layer_meta
-
+    """README screenshots in ``folder``: demo, segment, mixup_preview, restoration_preview, previews (both
+    previews of one image, each in its own place), and prostate_volume when a PROMISE12 volume is at hand
+    (``volume``, default ``PROSTATE_VOLUME``)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     model = model or demo_model()
@@ -293,28 +327,17 @@ def capture_screenshots(folder: Path, model: Path | None = None, partners: Any =
     run_demo(folder / "demo.png")
     written.append(folder / "demo.png")
 
-    def shot(viewer: Any, dock_name: str, name: str, zoom: float = 0.95) -> None:
+    def shot(viewer: Any, dock_name: str, name: str, zoom: float = 0.95, reset: bool = True) -> None:
         raise_dock(widgets.get(dock_name))
         path = folder / f"{name}.png"
-        _screenshot(viewer, path, zoom)
+        _screenshot(viewer, path, zoom, reset)
         written.append(path)
 
     viewer, widgets = open_demo_viewer(show=True)
-    image = viewer.layers[SAMPLE_IMAGE]
     viewer.layers[SAMPLE_MASK].visible = False
     if model is not None:
         _segment_shot(viewer, widgets, model, shot)
-    _mixup_shot(viewer, widgets, screenshot_partners() if partners is None else partners, shot)
-    if model is not None:
-        rest = widgets["Restoration preview"]
-        rest.set_model(model)
-        rest.image_combo.set_layer(image)
-        rest.restore(run_sync=True)
-        viewer.layers.selection.active = image
-        shot(viewer, "Restoration preview", "restoration_preview")
-        for layer in list(viewer.layers):
-            if layer.metadata.get(layer_meta.PREVIEW):
-                viewer.layers.remove(layer)
+    _previews_shot(viewer, widgets, screenshot_partners() if partners is None else partners, model, shot)
     if volume is not None:
         _volume_shot(viewer, widgets, volume, shot)
     viewer.close()
@@ -332,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     note = no_display_note()
     if note:
         parser.exit(2, f"{parser.prog}: error: {note.replace('ramseg demo', 'python -m napari_ramseg.demo')}\n")
+    prefer_qt6()
     if args.model is not None:
         os.environ[MODEL_ENV] = str(args.model)
     if args.screenshots is not None:

@@ -206,12 +206,23 @@ class DockScrollArea(QScrollArea):
         return self.verticalScrollBar().sizeHint().width()
 
     def minimumSizeHint(self) -> QSize:
+        """As wide as the contents; as high as they need up to 40 % of the screen (another dock stacked
+        on the same side keeps room, and a dock added below another is not squeezed to a sliver)."""
         content = self.widget().minimumSizeHint()
-        return QSize(content.width() + self._bar(), min(content.height(), 120))
+        screen = self.screen() if hasattr(self, "screen") else None
+        cap = max(120, int(0.4 * screen.availableGeometry().height())) if screen is not None else 240
+        return QSize(content.width() + self._bar(), min(content.height(), cap))
 
     def sizeHint(self) -> QSize:
-        content = self.widget().sizeHint()
-        return QSize(content.width() + self._bar(), content.height())
+        """The contents' height at the dock's width (a word-wrapped note's own hint assumes a narrow
+        column and asks for far more): stacked docks then share the height by what they hold."""
+        content = self.widget()
+        hint = content.sizeHint()
+        layout = content.layout()
+        height = hint.height()
+        if layout is not None and layout.hasHeightForWidth():
+            height = layout.totalHeightForWidth(max(self.viewport().width(), content.minimumSizeHint().width()))
+        return QSize(hint.width() + self._bar(), height)
 
 
 def _add_row(form: QFormLayout | None, label: str, widget: QWidget) -> None:

@@ -48,13 +48,17 @@ class MixupCanvas:
         name = layer.name
         group = f"mixup: {name}"
         focus = focus or group not in viewer.layers  # the mosaic layer bears the group's name: a first show
-        _, size = world_box(layer)
+        size = world_box(layer)[1]
         scale = size / np.array([h, w])  # one preview pixel in world units: tiles match the image's size
         n = 1 + len(partners)
         row_step = h + max(gap, round(ROW_GAP * h))
         extent = np.array([row_step + h, n * w + (n - 1) * gap]) * scale
         corner = place(viewer, layer, group, extent, gap * scale[1])
-        hidden = uncover(viewer, (corner, corner + extent), keep=[layer]) if focus else []
+        hidden = []
+        if focus:  # what lies over the tiles, and the partners lying over the image itself
+            hidden = uncover(viewer, (corner, corner + extent), keep=[layer])
+            origin, _ = world_box(layer)
+            hidden += uncover(viewer, (origin, origin + size), keep=[layer], only=[p.name for p in partners])
         top_row = corner + 0.5 * scale
         bottom_row = top_row + np.array([row_step * scale[0], 0.0])
         geometry = {"scale": tuple(scale), "translate": tuple(top_row)}
@@ -103,7 +107,7 @@ class MixupCanvas:
         if active is not None and active in viewer.layers:
             viewer.layers.selection.active = active
         if focus:
-            show_in_view(viewer, layer, group)
+            show_in_view(viewer, group)
         return hidden
 
     def caption_texts(self) -> tuple[list[str], list[str]]:

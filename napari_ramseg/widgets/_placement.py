@@ -4,8 +4,8 @@ Each preview (the mixup of one image, the restoration preview) is a *group* of l
 carry ``layer_meta.PREVIEW_GROUP``. A group is placed to the right of its image, level with the image's
 top; where that box would meet another group's layers it moves down below them, so that two previews
 never draw their tiles, or print their captions, over each other. Layers that are not previews and lie
-over the box (a large partner photograph, say) are hidden, and the dock says which. When a preview is
-made, the view is fitted to the image and its preview.
+over the box (a large partner photograph, say) are hidden, and so are a mixup's partners lying over its
+image; the dock says which. When a preview is made, the view is fitted to it.
 """
 
 from __future__ import annotations
@@ -76,13 +76,15 @@ def place(viewer: Any, image: Any, group: str, size: Iterable[float], gap: float
     return corner
 
 
-def uncover(viewer: Any, box: Box, keep: Iterable[Any] = ()) -> list[str]:
-    """Hide the visible layers that are not previews and lie over ``box``; their names."""
+def uncover(viewer: Any, box: Box, keep: Iterable[Any] = (), only: Iterable[str] | None = None) -> list[str]:
+    """Hide the visible layers that are not previews and lie over ``box`` (of them, those named in
+    ``only`` when it is given); their names."""
     kept = {getattr(layer, "name", layer) for layer in keep}
+    wanted = None if only is None else set(only)
     hidden = []
     for layer in viewer.layers:
-        if not layer.visible or layer.name in kept or (getattr(layer, "metadata", None) or {}).get(
-                layer_meta.PREVIEW):
+        if (not layer.visible or layer.name in kept or (wanted is not None and layer.name not in wanted)
+                or (getattr(layer, "metadata", None) or {}).get(layer_meta.PREVIEW)):
             continue
         if overlaps(layer_box(layer), box):
             layer.visible = False
@@ -90,12 +92,13 @@ def uncover(viewer: Any, box: Box, keep: Iterable[Any] = ()) -> list[str]:
     return hidden
 
 
-def show_in_view(viewer: Any, image: Any, group: str, margin: float = 0.05) -> None:
-    """Centre the 2D view on the image and its preview group and zoom so that both fill the canvas
-    (napari's ``fit_to_view(layers=...)`` fails when the viewer holds layers of more dimensions)."""
-    if viewer.dims.ndisplay != 2:
+def show_in_view(viewer: Any, *groups: str, margin: float = 0.05) -> None:
+    """Centre the 2D view on the preview group(s) and zoom so that they fill the canvas (napari's
+    ``fit_to_view(layers=...)`` fails when the viewer holds layers of more dimensions)."""
+    layers = [layer for group in groups for layer in group_layers(viewer, group)]
+    if viewer.dims.ndisplay != 2 or not layers:
         return
-    boxes = [layer_box(layer) for layer in [image, *group_layers(viewer, group)]]
+    boxes = [layer_box(layer) for layer in layers]
     lo, hi = np.min([b[0] for b in boxes], axis=0), np.max([b[1] for b in boxes], axis=0)
     camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
     canvas = np.asarray(viewer.canvas.size, dtype=float)  # (height, width) in screen pixels

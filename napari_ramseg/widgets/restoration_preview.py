@@ -166,7 +166,7 @@ class RestorationPreviewWidget(DockWidget):
         """One layer per step: JobRunner runs each in its own event-loop tick, so the viewer stays live.
 
         The tiles go in the preview's own place (``_placement``): right of the image, below any other
-        preview; the layers over it are hidden and the view is fitted to the image and its preview."""
+        preview; the layers over it are hidden and the view is fitted to it."""
         viewer = self.viewer
         active = viewer.layers.selection.active
         _, size = world_box(layer)
@@ -205,7 +205,7 @@ class RestorationPreviewWidget(DockWidget):
                                       *[f"as {d}" for d in result.restored]], float(size[1]))
         if active is not None and active in viewer.layers:
             viewer.layers.selection.active = active
-        show_in_view(viewer, layer, GROUP)
+        show_in_view(viewer, GROUP)
         self.runner.status.setText(
             f"{len(result.restored)} source domains restored{where}, from the 1/{result.factor} bottleneck: "
             "colour and coarse layout, not fine detail (see below)." + hidden_note(hidden))

@@ -323,15 +323,19 @@ def test_mixup_and_restoration_of_one_image_each_get_a_place_of_their_own(make_n
     photo = viewer.add_image(_fundus_like((40, 60)), name="photo")
     big = viewer.add_image(_fundus_like((300, 450), tint=(0.9, 0.4, 0.3), seed=4), name="HRF partner")
     viewer.layers.move(viewer.layers.index(big), len(viewer.layers))  # opened last: on top of everything
+    viewer.add_image(_fundus_like((20, 20), seed=6)[..., 0], name="small partner")  # over the photo only
+    viewer.add_image(np.zeros((10, 10)), name="unrelated", translate=(0.0, 1000.0))
     viewer.camera.center, viewer.camera.zoom = (150.0, 225.0), 1.0  # as the user left it: on the partner
     mixup = MixupPreviewWidget(viewer)
     mixup.image_combo.set_layer(photo)
-    mixup.set_partners(["HRF partner"])
-    mixup.set_params(samples=1)
+    mixup.set_partners(["HRF partner", "small partner"])
+    mixup.set_params(samples=2)
     assert mixup.update_preview(notify=True)  # the Preview button
     mix_box = _group_box(viewer, "mixup: photo")
     assert _inside(mix_box, _visible_box(viewer))  # the view went to the tiles
     assert not viewer.layers["HRF partner"].visible  # it covered them: hidden, and the dock says so
+    assert not viewer.layers["small partner"].visible  # a partner over the image itself
+    assert viewer.layers["unrelated"].visible and photo.visible
     assert "'HRF partner'" in mixup.status.text()
 
     rest = RestorationPreviewWidget(viewer)
