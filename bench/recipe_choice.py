@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--candidate", action="append", required=True, metavar="NAME=FOLDER")
     ap.add_argument("--baseline", required=True)
     ap.add_argument("--prefer", help="the candidate taken on a tie (said before the runs, with why)")
+    ap.add_argument("--why", default="", help="why --prefer is preferred, said before the runs")
     ap.add_argument("--margin", type=float, default=0.02)
     ap.add_argument("--task", default="vessels")
     ap.add_argument("--method", default="ram_dsir")
@@ -76,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, s in scores.items():
         lines.append(f"| {name} | " + " | ".join(f"{s[d]:.4f}" for d in directions) + f" | **{means[name]:.4f}** |")
     lines += ["", f"Rule (fixed before the runs): {args.prefer or args.baseline} unless it is worse than {args.baseline} "
-              f"by more than {args.margin}; any candidate better by more than {args.margin} wins.", "",
+              f"by more than {args.margin}; any candidate better by more than {args.margin} wins."
+              + (f" Why {args.prefer} on a tie: {args.why}" if args.prefer and args.why else ""), "",
               f"**Verdict: {chosen}** ({why}).", ""]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines))
