@@ -34,7 +34,8 @@ def _package(path: Path, model: Path, rdf_text: str | None = None, weights: byte
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("rdf.yaml", rdf_text if rdf_text is not None else yaml.safe_dump(_rdf()))
         archive.writestr("model.json", (model / "model.json").read_bytes())
-        archive.writestr("model.safetensors", weights if weights is not None else (model / "model.safetensors").read_bytes())
+        weights = (model / "model.safetensors").read_bytes() if weights is None else weights
+        archive.writestr("model.safetensors", weights)
     return path
 
 
@@ -321,7 +322,8 @@ def test_a_tiff_mask_keeps_the_shape_of_its_image_file(tmp_path):
     for shape in ((10, 1, 1), (10, 5, 1)):
         tifffile.imwrite(tmp_path / "scan.tif", np.zeros(shape, np.uint8))
         image = read_image(tmp_path / "scan.tif")
-        written = write_labels(tmp_path / "mask.tif", np.ones(image.spatial_shape, np.uint8), like=image, overwrite=True)
+        mask = np.ones(image.spatial_shape, np.uint8)
+        written = write_labels(tmp_path / "mask.tif", mask, like=image, overwrite=True)
         assert tifffile.imread(written).shape == shape
 
 

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save
 from .. import __version__
 from ..errors import RamsegInputError, one_line
 from ..files import atomic_write
-from ..schema import check
+from ..schema import check, read_json
 from .config import ADAPT_METHODS, DISC_PICKS, NORMALIZATION, AdaptConfig, DiscConfig, TrainConfig
 from .model import RamSegNet
 from .file_schemas import ConfigSchema, ModelJsonSchema
@@ -292,10 +292,7 @@ def resolve_model_path(path: str | Path) -> tuple[Path, Path]:
 
 
 def _read_metadata(meta_path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RamsegInputError(f"unreadable model metadata ({exc})", meta_path) from None
+    data = read_json(meta_path, "model metadata")  # one line for a broken, huge or too deeply nested file
     if not isinstance(data, dict):
         raise RamsegInputError("model metadata is not a JSON object", meta_path)
     return data

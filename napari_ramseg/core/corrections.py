@@ -332,7 +332,7 @@ class CorrectionStore:
             return None, labels
         _, meta_path = resolve_model_path(model_path)
         metadata = load_metadata(model_path)
-        raw = json.loads(meta_path.read_text(encoding="utf-8"))
+        raw = read_json(meta_path, "model metadata")  # validated by load_metadata above
         finetune = raw.get("finetune") or {}
         info = {
             "path": str(Path(model_path).resolve()),
@@ -394,7 +394,8 @@ class CorrectionStore:
                 raise RamsegInputError(f"holds shape {array.shape}, but the case's provenance.json records "
                                        f"{tuple(shape)}", path)
             arrays[key] = array.reshape(shape)
-        return CorrectionCase(case_id, self.split_of(case_id), arrays["image"], arrays["original"], arrays["final"], prov)
+        return CorrectionCase(case_id, self.split_of(case_id), arrays["image"], arrays["original"], arrays["final"],
+                              prov)
 
     def latest_cases(self, split: str | None = None) -> list[str]:
         """The latest revision of every image (in save order), optionally of one split only."""

@@ -94,7 +94,8 @@ def load_state(trainer: "Trainer") -> dict[str, Any]:
     tensors = load_file(str(folder.resume_weights))
     net_state = trainer.net.state_dict()
     model = _part(tensors, "model.", net_state, folder.resume_weights)
-    best = _part(tensors, "best.", net_state, folder.resume_weights) if any(k.startswith("best.") for k in tensors) else None
+    has_best = any(k.startswith("best.") for k in tensors)
+    best = _part(tensors, "best.", net_state, folder.resume_weights) if has_best else None
     opt = trainer.optimizer.state_dict()
     params = [p for group in trainer.optimizer.param_groups for p in group["params"]]
     restored: dict[int, dict[str, Any]] = {}
@@ -233,9 +234,9 @@ def has_state(run_dir: str | Path | None) -> bool:
 
 def saved_iteration(run_dir: str | Path) -> int | None:
     """The iteration a run folder's resume state continues from; None without a readable one."""
-    try:
-        return int(json.loads(RunFolder(run_dir).resume_state.read_text(encoding="utf-8"))["iteration"])
-    except (OSError, ValueError, KeyError, TypeError):
+    try:  # the schema alone (no torch here: the Train dock asks from napari's process)
+        return check(ResumeStateSchema, read_json(RunFolder(run_dir).resume_state, "resume state")).iteration
+    except ValueError:  # RamsegInputError included
         return None
 
 

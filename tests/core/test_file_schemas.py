@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from napari_ramseg.cli import main
@@ -147,4 +146,5 @@ def test_resume_weights_of_another_width_are_refused_naming_the_file(tmp_path):
     (run / "resume.safetensors").write_bytes((other / "resume.safetensors").read_bytes())
     with pytest.raises(RamsegInputError) as err:
         _trainer(run).load_resume_state()
-    assert str(err.value).startswith(str(run / "resume.safetensors")) and "do not fit the run's network" in str(err.value)
+    message = str(err.value)
+    assert message.startswith(str(run / "resume.safetensors")) and "do not fit the run's network" in message
