@@ -88,7 +88,7 @@ def load_case(case, metadata, vessels: bool) -> tuple[np.ndarray, np.ndarray, np
     import torch
 
     from napari_ramseg.core.data import read_case_image, read_case_mask
-    from napari_ramseg.core.sampling import resize_mask, working_shape
+    from napari_ramseg.core.geometry import resize_mask, working_shape
 
     image = read_case_image(case).array
     truth = read_case_mask(case, metadata.config.labels)

@@ -27,7 +27,7 @@ from .config import FIT, PreprocessConfig
 from .layouts import LAYOUTS
 from .preprocess import to_model_channels, volume_to_slices_25d
 from .ram import window_bounds
-from .sampling import resize_image, working_shape
+from .geometry import resize_image, working_shape
 from .source_profile import CHANNELS, DomainProfile, SourceProfile, kind_words
 
 _QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)

@@ -30,7 +30,7 @@ from .device import autocast, autocast_dtype, resolve_device
 from .fastpath import CompiledModule, build_fast_model, compile_requested, tune_cpu_allocator
 from .model import RamSegNet
 from .preprocess import to_model_channels, volume_to_slices_25d
-from .sampling import resize_image, working_shape
+from .geometry import resize_image, working_shape
 
 ProgressCallback = Callable[[int, int], None]  # (done, total)
 CPU_BATCH_PIXELS = 2**17  # on a CPU, slices per pass = this // (pixels per slice), clamped to 1..8

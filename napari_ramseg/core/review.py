@@ -43,7 +43,7 @@ import torch
 from .config import REVIEW_PRIORITIES, ReviewConfig
 from .infer import pad_to_stride
 from .ram import mix_amplitude, window_half_width
-from .sampling import resize_image, working_shape
+from .geometry import resize_image, working_shape
 
 REVIEW = ReviewConfig()
 RANKINGS = REVIEW_PRIORITIES

@@ -24,7 +24,7 @@ from .checkpoint import check_config
 from .config import LabelScheme, PreprocessConfig, TrainConfig
 from .options import check_setting, settings_of
 from .data import cases_checksum, declared_labels, discover, load_samples, split_train_val
-from .sampling import resize_image, resize_mask, working_shape
+from .geometry import resize_image, resize_mask, working_shape
 from .resume import check_resumed_data, read_resume_state, resumed_config
 from .run_folder import RunFolder
 from .train import TrainCallbacks, TrainEvent, Trainer, TrainResult

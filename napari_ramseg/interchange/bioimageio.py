@@ -42,7 +42,7 @@ from ..core.checkpoint import ModelMetadata, load_model, resolve_model_path
 from ..core.config import NORMALIZATION
 from ..core.infer import Predictor, probabilities_from_logits
 from ..core.preprocess import normalize_intensity
-from ..core.sampling import resize_image, working_shape
+from ..core.geometry import resize_image, working_shape
 from ..errors import RamsegInputError
 from ..files import atomic_write
 from .citations import METHOD, training_data, training_data_markdown

@@ -12,7 +12,7 @@ import torch
 
 from ..core.preprocess import to_model_channels
 from ..core.ram import amplitude_mixup
-from ..core.sampling import resize_image
+from ..core.geometry import resize_image
 from ..errors import RamsegInputError
 
 PREVIEW_SIZE = 256  # long side of the preview, in pixels: the scale the model is trained at

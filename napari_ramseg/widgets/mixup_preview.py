@@ -27,7 +27,7 @@ from qtpy.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QPushBu
 
 from ..core.config import MethodConfig
 from ..core.ram import log_amplitude_spectrum
-from ..core.sampling import resize_image
+from ..core.geometry import resize_image
 from ..errors import RamsegInputError
 from ._base import DockWidget, note_label
 from ._common import JobControl, LayerChecklist, Progress, displayed_plane, notify_error

@@ -79,7 +79,7 @@ def to_display(out: np.ndarray) -> np.ndarray:
 def low_pass_prepared(x: torch.Tensor, shape: tuple[int, int], factor: int) -> np.ndarray:
     """A prepared (C, H, W) network input at ``shape``, averaged over ``factor`` x ``factor`` cells (the
     bottleneck's grid) and smoothly upsampled again: (C, h, w) in [-1, 1]."""
-    from ..core.sampling import resize_image
+    from ..core.geometry import resize_image
 
     small = F.avg_pool2d(resize_image(x, shape)[None], factor, ceil_mode=True)
     return F.interpolate(small, size=shape, mode="bilinear", align_corners=False)[0].numpy()

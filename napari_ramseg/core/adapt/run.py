@@ -20,7 +20,7 @@ from ..config import ADAPT, AdaptConfig
 from ..domain_fit import Features, FitResult, batch_features, judge, _even
 from ..infer import Prediction, Predictor, entropy_map, labels_from_probabilities
 from ..preprocess import volume_to_slices_25d
-from ..sampling import resize_image
+from ..geometry import resize_image
 from .base import METHODS, Adaptation, Method
 
 
