@@ -302,12 +302,31 @@ def _visible_box(viewer):
     return center - half, center + half
 
 
-def _group_box(viewer, group):
-    from napari_ramseg.widgets._placement import group_layers, layer_box
+def _layer_box(layer):
+    if layer.name.startswith(("mixup: ", "spectra: ", "restored as ")) or layer.name in (MASK_LAYER, LOW_PASS_LAYER):
+        origin, size = world_box(layer)
+        return origin, origin + size
+    extent = np.asarray(layer.extent.world)[:, -2:]
+    return extent[0], extent[1]
 
-    boxes = [layer_box(layer) for layer in group_layers(viewer, group)]
-    assert boxes, group
+
+def _group_box(viewer, names):
+    """The world box of a preview's layers, found by their names (as the user sees them)."""
+    boxes = [_layer_box(layer) for layer in viewer.layers if names(layer.name)]
+    assert boxes
     return np.min([b[0] for b in boxes], axis=0), np.max([b[1] for b in boxes], axis=0)
+
+
+def _mixup_layers(name):
+    return name in ("mixup: photo", "spectra: photo", "mixing window: photo", "mixup captions: photo")
+
+
+def _restoration_layers(name):
+    return name.startswith("restored as ") or name in (MASK_LAYER, LOW_PASS_LAYER, "restoration captions")
+
+
+def _overlaps(a, b):
+    return bool(np.all(a[0] < b[1]) and np.all(b[0] < a[1]))
 
 
 def _inside(inner, outer, tol=1e-6):
@@ -316,9 +335,6 @@ def _inside(inner, outer, tol=1e-6):
 
 def test_mixup_and_restoration_of_one_image_each_get_a_place_of_their_own(make_napari_viewer, tiny_model):
     """Issue 29, finding 1: each preview has its own place, in view when made, uncovered, captions apart."""
-    from napari_ramseg.widgets._placement import overlaps
-    from napari_ramseg.widgets.restoration_preview import GROUP
-
     viewer = make_napari_viewer()
     photo = viewer.add_image(_fundus_like((40, 60)), name="photo")
     big = viewer.add_image(_fundus_like((300, 450), tint=(0.9, 0.4, 0.3), seed=4), name="HRF partner")
@@ -331,7 +347,7 @@ def test_mixup_and_restoration_of_one_image_each_get_a_place_of_their_own(make_n
     mixup.set_partners(["HRF partner", "small partner"])
     mixup.set_params(samples=2)
     assert mixup.update_preview(notify=True)  # the Preview button
-    mix_box = _group_box(viewer, "mixup: photo")
+    mix_box = _group_box(viewer, _mixup_layers)
     assert _inside(mix_box, _visible_box(viewer))  # the view went to the tiles
     assert not viewer.layers["HRF partner"].visible  # it covered them: hidden, and the dock says so
     assert not viewer.layers["small partner"].visible  # a partner over the image itself
@@ -343,10 +359,10 @@ def test_mixup_and_restoration_of_one_image_each_get_a_place_of_their_own(make_n
     rest.image_combo.set_layer(photo)
     rest.restore(run_sync=True)
     assert rest.runner.last_outcome == "done"
-    rest_box = _group_box(viewer, GROUP)
-    assert not overlaps(rest_box, mix_box)
+    rest_box = _group_box(viewer, _restoration_layers)
+    assert not _overlaps(rest_box, mix_box)
     assert _inside(rest_box, _visible_box(viewer))
-    assert not overlaps(rest_box, (world_box(photo)[0], world_box(photo)[0] + world_box(photo)[1]))
+    assert not _overlaps(rest_box, (world_box(photo)[0], world_box(photo)[0] + world_box(photo)[1]))
     # no caption of one preview lies on the other's tiles
     for captions, other in (("restoration captions", mix_box), ("mixup captions: photo", rest_box)):
         for point in viewer.layers[captions].data:
@@ -357,4 +373,4 @@ def test_mixup_and_restoration_of_one_image_each_get_a_place_of_their_own(make_n
     mixup.set_params(lam=0.1)
     assert mixup.update_preview()
     assert viewer.camera.zoom == zoom
-    np.testing.assert_allclose(_group_box(viewer, "mixup: photo")[0], mix_box[0])
+    np.testing.assert_allclose(_group_box(viewer, _mixup_layers)[0], mix_box[0])

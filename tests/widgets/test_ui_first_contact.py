@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -56,7 +58,9 @@ def test_two_docks_stacked_scroll_instead_of_clipping(make_napari_viewer, qtbot)
     # scrolled to its end, the last control (the status line) is in view
     from qtpy.QtCore import QPoint
 
-    area = mixup.scroll_area
+    from qtpy.QtWidgets import QScrollArea
+
+    area = mixup.findChild(QScrollArea)
     area.verticalScrollBar().setValue(area.verticalScrollBar().maximum())
     qtbot.wait(50)
     assert mixup.status.mapTo(area.viewport(), QPoint(0, mixup.status.height())).y() <= area.viewport().height()
@@ -106,8 +110,10 @@ def test_file_open_takes_our_reader_for_every_pattern_without_asking(make_napari
     from napari.plugins.utils import get_preferred_reader
     from napari.settings import get_settings
 
+    import yaml
+
+    import napari_ramseg
     from napari_ramseg import layer_meta
-    from napari_ramseg.napari_io import declared_reader_patterns
 
     viewer = make_napari_viewer()  # fresh napari settings
     get_settings().plugins.extension2reader = {"*.dicom": "napari"}  # the user's own choice
@@ -124,7 +130,8 @@ def test_file_open_takes_our_reader_for_every_pattern_without_asking(make_napari
     qt_viewer._qt_open([str(case)], stack=False)  # the second time: it must not
     assert len(asked) <= 1
     assert len(viewer.layers) == 2 and all(layer_meta.AFFINE in layer.metadata for layer in viewer.layers)
-    patterns = declared_reader_patterns()
+    manifest = yaml.safe_load((Path(napari_ramseg.__file__).parent / "napari.yaml").read_text())
+    patterns = [pattern for reader in manifest["contributions"]["readers"] for pattern in reader["filename_patterns"]]
     assert {"*.nii", "*.nii.gz", "*.dcm", "*.dicom"} <= set(patterns)
     for pattern in patterns:
         expected = "napari" if pattern == "*.dicom" else PLUGIN
