@@ -1,0 +1,140 @@
+"""The ``ramseg serve`` application: FastAPI routes over the core's per-case pipeline.
+
+Routes (every one behind ``guard.Guard``: token, size limit, one log line):
+
+- ``GET /health``: ``{"status": "ok", "version", "device"}``;
+- ``GET /models``: each model by name with its label scheme, source domains and model card;
+- ``POST /segment?model=NAME&format=ENDING[&adapt=METHOD][&review=disagreement|descriptor]
+  [&postprocess=true][&precision=fp32]``: the body is the image file itself (its bytes, any reader's
+  ending but DICOM); the answer is ``cases.segment_upload``'s JSON. A refusal (an MRI slice for the
+  optic disc model) is an answer (200, ``refused: true``), as in ``ramseg predict`` on a folder.
+
+Errors are ``{"detail": "<one line>"}``: 400 bad options or an unreadable upload, 401 no or a wrong
+token, 404 no such model, 413 too large, 503 the model cannot be loaded or the machine ran out of memory.
+One case runs at a time on the device (``_DEVICE_LOCK``); requests wait their turn.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
+
+from .. import __version__
+from ..errors import RamsegInputError, one_line
+from .catalog import Catalog
+from .cases import SegmentRequest, segment_upload
+from .guard import LOG, Guard
+
+ROUTES = ("/health", "/models", "/segment")
+_DEVICE_LOCK = threading.Lock()
+
+
+@dataclass
+class ServerSettings:
+    """What one server was started with (``ramseg serve``'s options, checked there)."""
+
+    token: str | None = None
+    models_dir: Path | None = None
+    device: str = "auto"
+    max_upload_bytes: int | None = None  # None: io.MAX_IMAGE_BYTES, the largest image the readers decode
+
+
+def _problem(status: int, detail: object) -> JSONResponse:
+    return JSONResponse({"detail": one_line(detail, 500, typed=False)}, status_code=status)
+
+
+def create_app(settings: ServerSettings) -> Any:
+    """The ASGI app: FastAPI's routes inside the guard (returned), so every request passes it."""
+    from ..io import MAX_IMAGE_BYTES
+
+    catalog = Catalog(settings.models_dir, settings.device)
+    api = FastAPI(title="napari-ramseg server", version=__version__, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+
+    @api.get("/health")
+    def health() -> dict:
+        from ..core.device import resolve_device
+
+        return {"status": "ok", "version": __version__, "device": str(resolve_device(settings.device))}
+
+    @api.get("/models")
+    def models() -> dict:
+        return {"models": [catalog.describe(entry) for entry in catalog.entries().values()]}
+
+    @api.post("/segment")
+    async def segment(request: Request, model: str = "default", format: str = "png", adapt: str | None = None,
+                      review: str | None = None, postprocess: bool = False, precision: str = "auto"):
+        try:
+            options = SegmentRequest(model, format, adapt or None, review or None, postprocess, precision)
+            catalog.entry(model)  # an unknown name is refused before the upload is read
+        except RamsegInputError as exc:
+            return _problem(400, exc)
+        except LookupError as exc:
+            return _problem(404, exc.args[0])
+        with tempfile.TemporaryDirectory(prefix="ramseg-upload-") as folder:
+            body = Path(folder) / "body"
+            try:
+                size = await _receive(request, body)
+            except ClientDisconnect:
+                return _problem(400, "the client went away before the upload ended")
+            if size == 0:
+                return _problem(400, "the request has no image: send the image file's bytes as the body")
+            return await run_in_threadpool(_segment, catalog, body, options)
+
+    max_body = MAX_IMAGE_BYTES if settings.max_upload_bytes is None else settings.max_upload_bytes
+    return Guard(api, settings.token, max_body, ROUTES)
+
+
+async def _receive(request: Request, target: Path) -> int:
+    """Write the request body to ``target`` as it arrives; its size (the guard stops it at the limit)."""
+    size = 0
+    with open(target, "wb") as out:
+        async for chunk in request.stream():
+            out.write(chunk)
+            size += len(chunk)
+    return size
+
+
+def _segment(catalog: Catalog, body: Path, options: SegmentRequest) -> JSONResponse:
+    try:
+        entry, predictor = catalog.predictor(options.model, options.precision)
+    except LookupError as exc:  # removed from the models folder while the upload arrived
+        return _problem(404, exc.args[0])
+    except (RamsegInputError, OSError) as exc:
+        return _problem(503, f"the model {options.model!r} cannot be loaded on this server: "
+                             f"{getattr(exc, 'problem', None) or exc}")
+    try:
+        with _DEVICE_LOCK:
+            answer = segment_upload(predictor, body, options)
+    except RamsegInputError as exc:
+        return _problem(400, exc.problem)
+    except MemoryError:
+        return _problem(503, "the server ran out of memory on this case")
+    except RuntimeError as exc:
+        if "out of memory" not in str(exc).lower():
+            raise
+        return _problem(503, "the server's device ran out of memory on this case")
+    return JSONResponse({"model": entry.name, **answer})
+
+
+def serve(settings: ServerSettings, host: str, port: int, ssl_keyfile: str | None = None,
+          ssl_certfile: str | None = None) -> None:
+    """Run the server until it is stopped (uvicorn; its own access log is off: ``Guard`` logs)."""
+    import uvicorn
+
+    if not LOG.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s ramseg serve: %(message)s"))
+        LOG.addHandler(handler)
+        LOG.setLevel(logging.INFO)
+    uvicorn.run(create_app(settings), host=host, port=port, ssl_keyfile=ssl_keyfile, ssl_certfile=ssl_certfile,
+                access_log=False, log_level="warning", server_header=False)

@@ -1,0 +1,128 @@
+"""The models a server offers, by name: the bundled ones and those in the models folder it was given.
+
+A request names a model; it never names a path. ``Catalog.path(name)`` is the only way from a name to
+a file, and it looks the name up among the entries found: the bundled models (``models.py``) and, in
+the models folder, run folders (``model.json`` + ``model.safetensors``), ``.safetensors`` files with
+their ``.json`` and BioImage.IO packages made by ``ramseg export`` (``.zip`` or a folder). The folder is
+scanned again on each look-up, so a run folder copied in while the server runs is offered at once.
+Loaded predictors are kept per (model, precision) while their weights file is unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import RamsegInputError
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+KEPT_PREDICTORS = 4  # loaded models kept in memory, the least recently used dropped first
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    path: Path
+    source: str  # "bundled" or "models folder"
+
+
+def _folder_entries(folder: Path) -> list[Entry]:
+    """The models in ``folder`` (not below it), each under its folder name or its file's stem."""
+    from ..core.run_folder import METADATA_NAME
+    from ..interchange.package import is_package
+
+    entries = []
+    for child in sorted(folder.iterdir()):
+        if child.name.startswith("."):
+            continue
+        if child.is_dir() and ((child / METADATA_NAME).is_file() or is_package(child)):
+            entries.append(Entry(child.name, child, "models folder"))
+        elif child.is_file() and child.suffix.lower() in (".safetensors", ".zip"):
+            entries.append(Entry(child.stem, child, "models folder"))
+    return [e for e in entries if NAME.match(e.name)]
+
+
+class Catalog:
+    """Name -> model, for one server: bundled models first; a models-folder entry with a bundled
+    model's name (or an alias) is not offered, so a name always means the same model."""
+
+    def __init__(self, models_dir: str | Path | None = None, device: str = "auto"):
+        self.models_dir = None if models_dir is None else Path(models_dir).expanduser().resolve()
+        if self.models_dir is not None and not self.models_dir.is_dir():
+            raise RamsegInputError("the models folder does not exist or is not a folder", self.models_dir)
+        self.device = device
+        self._predictors: OrderedDict[tuple, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def entries(self) -> dict[str, Entry]:
+        from ..models import ALIASES, bundled_model_path, bundled_models
+
+        found = {name: Entry(name, bundled_model_path(name), "bundled") for name in bundled_models()}
+        taken = set(found) | set(ALIASES)
+        if self.models_dir is not None:
+            for entry in _folder_entries(self.models_dir):
+                if entry.name.lower() not in taken:
+                    found[entry.name] = entry
+                    taken.add(entry.name.lower())
+        return found
+
+    def entry(self, name: str) -> Entry:
+        from ..models import canonical_name
+
+        entries = self.entries()
+        key = canonical_name(name) or name
+        if key not in entries:
+            raise LookupError(f"no model named {name[:80]!r} on this server; models: {', '.join(entries) or 'none'}. "
+                              "A request names a model (GET /models lists them), never a path")
+        return entries[key]
+
+    def describe(self, entry: Entry) -> dict[str, Any]:
+        """What ``GET /models`` says of one model: its label scheme, sources, card and kind; or, for a
+        broken one, why it cannot be used."""
+        from ..core.checkpoint import load_metadata
+
+        out: dict[str, Any] = {"name": entry.name, "source": entry.source}
+        try:
+            meta = load_metadata(entry.path)
+        except RamsegInputError as exc:
+            return {**out, "usable": False, "problem": exc.problem}
+        labels = meta.config.labels
+        channels = list(labels.names) if labels.kind == "nested" else ["background", *labels.names]
+        return {**out, "usable": True, "labels": labels.to_dict(), "channel_names": channels,
+                "source_domains": list(meta.domains), "card": _card(entry.path)}
+
+    def predictor(self, name: str, precision: str = "auto") -> tuple[Entry, Any]:
+        """The loaded model (a ``core.infer.Predictor``), kept while its weights are unchanged."""
+        from ..core.checkpoint import resolve_model_path
+        from ..core.infer import Predictor
+
+        entry = self.entry(name)
+        weights, _ = resolve_model_path(entry.path)
+        key = (entry.name, str(entry.path), precision, weights.stat().st_mtime_ns)
+        with self._lock:
+            if key in self._predictors:
+                self._predictors.move_to_end(key)
+                return entry, self._predictors[key]
+        predictor = Predictor.from_path(entry.path, device=self.device, precision=precision)
+        with self._lock:
+            self._predictors[key] = predictor
+            while len(self._predictors) > KEPT_PREDICTORS:
+                self._predictors.popitem(last=False)
+        return entry, predictor
+
+
+def _card(path: Path) -> str | None:
+    """The model card's text (``MODEL.md`` in a model's folder), None when it has none."""
+    from ..models import CARD_NAME
+
+    card = (path if path.is_dir() else path.parent) / CARD_NAME
+    if path.is_file() and path.parent.name != path.stem:  # a file among others: only its own card, if any
+        card = path.with_name(f"{path.stem}.{CARD_NAME}")
+    try:
+        return card.read_text(encoding="utf-8") if card.is_file() else None
+    except (OSError, UnicodeDecodeError):
+        return None
