@@ -13,10 +13,9 @@ from typing import Any
 import torch
 
 from napari_ramseg.core.checkpoint import load_model
-from napari_ramseg.core.config import PreprocessConfig
 from napari_ramseg.core.infer import Predictor
 
-from speed_inputs import HRF_SHAPE, hrf_fullres, metadata
+from speed_inputs import SIZES, hrf_fullres, metadata
 from speed_timing import child_command, log
 
 HRF_CHILD_FLAG = "--_hrf-child"
@@ -32,36 +31,51 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def hrf_child(mode: str, model_dir: str) -> None:
+def hrf_child(mode: str, model_dir: str, size: str = "full") -> None:
     """Runs in a fresh interpreter: peak RSS of one full-resolution HRF prediction."""
+    from napari_ramseg.core.sampling import working_shape
+
+    sizes = SIZES[size]
     net, meta = load_model(model_dir, torch.device("cpu"))
-    preprocess = {"no_long_side": PreprocessConfig(size=256), "long_side_540": PreprocessConfig(size=128, long_side=540),
-                  "full_res_tiled": PreprocessConfig(size=512, long_side=max(HRF_SHAPE))}[mode]
-    predictor = Predictor(net, metadata(preprocess), "cpu")
-    image, source = hrf_fullres()
+    preprocess = sizes.hrf_preprocess(mode)
+    predictor = Predictor(net, metadata(preprocess, meta.domains), "cpu", tile=sizes.hrf_tile)
+    image, source = hrf_fullres(sizes.hrf)
     rss0 = peak_rss_mb()
     t0 = time.perf_counter()
     pred = predictor.predict_image(image)
     wall = time.perf_counter() - t0
-    from napari_ramseg.core.sampling import working_shape
-
     shape = working_shape(*image.shape[:2], preprocess)
     print(json.dumps({"mode": mode, "image": source, "working_shape": list(shape),
                       "tiled": shape[0] * shape[1] > (2 * predictor.tile) ** 2, "tile": predictor.tile,
+                      "precision": str(predictor.dtype or "fp32").removeprefix("torch."),
                       "peak_rss_before_predict_mb": round(rss0, 1),
                       "peak_rss_mb": round(peak_rss_mb(), 1),
                       "seconds": round(wall, 2), "labels_shape": list(pred.labels.shape),
                       "foreground_fraction": round(float((pred.labels > 0).mean()), 4)}))
 
 
-def bench_hrf(model_dir: Path, modes: list[str]) -> dict[str, Any]:
+def bench_hrf(model_dir: Path, modes: list[str], size: str = "full") -> dict[str, Any]:
+    """One fresh process per mode; a mode whose child failed is ``{"error": its last stderr line,
+    "stderr": the tail}`` (the caller counts it as a failed case)."""
     out: dict[str, Any] = {}
     for mode in modes:
         log(f"HRF full resolution, {mode} (fresh process)")
-        proc = subprocess.run(child_command(HRF_CHILD_FLAG, mode, model_dir),
-                              capture_output=True, text=True, timeout=900)
-        if proc.returncode != 0:
-            out[mode] = {"error": proc.stderr[-2000:]}
+        try:
+            proc = subprocess.run(child_command(HRF_CHILD_FLAG, mode, model_dir, size),
+                                  capture_output=True, text=True, timeout=900)
+        except subprocess.TimeoutExpired:
+            out[mode] = {"error": "no result within 900 s", "stderr": ""}
             continue
-        out[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
+        last = proc.stdout.strip().splitlines()[-1:] if proc.stdout.strip() else []
+        if proc.returncode != 0 or not last or not last[0].startswith("{"):
+            out[mode] = {"error": last_line(proc.stderr) or f"exit status {proc.returncode}, no result",
+                         "stderr": proc.stderr[-2000:]}
+            continue
+        out[mode] = json.loads(last[0])
     return out
+
+
+def last_line(text: str) -> str:
+    """The last non-empty line of a child's stderr: its error, not the traceback above it."""
+    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
+    return lines[-1] if lines else ""

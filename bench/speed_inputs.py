@@ -4,6 +4,7 @@ full-resolution HRF photograph, two small synthetic training domains)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +20,34 @@ ROOT = Path(__file__).resolve().parents[1]
 HRF_SHAPE = (2336, 3504)
 
 
+@dataclass(frozen=True)
+class Sizes:
+    """The size of every case. ``full`` is the benchmark; ``tiny`` runs the same cases at toy sizes (for the
+    test that runs them for real): its figures time nothing worth reporting."""
+
+    name: str = "full"
+    image: int = 512  # the 2D case and the UI case: a side x side RGB image, the network at side x side
+    volume: tuple[int, int] = (24, 384)  # depth, side
+    train_side: int = 256  # training images and crops
+    hrf: tuple[int, int] = HRF_SHAPE  # the full-resolution photograph
+    hrf_tile: int = 512  # tile side (and working size) of the tiled full-resolution case
+    hrf_long_side: int = 540  # the bundled model's field of view
+
+    def hrf_preprocess(self, mode: str) -> PreprocessConfig:
+        f = self.hrf_tile / 512  # the full sizes' preprocess, scaled
+        return {"no_long_side": PreprocessConfig(size=max(16, round(256 * f))),
+                "long_side_540": PreprocessConfig(size=max(16, round(128 * f)), long_side=self.hrf_long_side),
+                "full_res_tiled": PreprocessConfig(size=self.hrf_tile, long_side=max(self.hrf))}[mode]
+
+
+SIZES = {"full": Sizes(), "tiny": Sizes("tiny", image=64, volume=(4, 64), train_side=64, hrf=(292, 438),
+                                         hrf_tile=64, hrf_long_side=68)}
+
+
 def model_source() -> tuple[RamSegNet, str]:
-    """The trained vessel model if one is around (bundled, then the training output), else random."""
+    """The trained vessel model if one is around (bundled, then the training output), else random.
+    Save it with ``metadata(..., domains_of(net))``: its restoration decoder has one BatchNorm per source
+    domain (the bundled model has three), and a model.json listing another number does not load."""
     from napari_ramseg.models import bundled_model_path
 
     for candidate in (bundled_model_path(), ROOT / "bench" / "work" / "default-vessels"):
@@ -43,20 +70,29 @@ def model_source() -> tuple[RamSegNet, str]:
     return net.eval(), "random (seed 0, random BatchNorm statistics)"
 
 
+def domains_of(net: RamSegNet) -> list[str]:
+    """As many source-domain names as the network has domain BatchNorms (the names are the vessel data's
+    where they fit; only their number matters to the weights)."""
+    known = ["HRF", "STARE", "CHASE_DB1"]
+    return [known[i] if i < len(known) else f"domain{i}" for i in range(net.num_domains)]
+
+
 def metadata(preprocess: PreprocessConfig, domains=("HRF", "STARE")) -> ModelMetadata:
     return ModelMetadata(TrainConfig(labels=VESSELS, model=ModelConfig(), preprocess=preprocess), list(domains))
 
 
-def fundus_512() -> tuple[np.ndarray, str]:
+def fundus_512(side: int = 512) -> tuple[np.ndarray, str]:
+    """The sample fundus photograph resized to 1.5 side x side, its centre side x side (512 by default)."""
     from PIL import Image
 
     path = ROOT / "sample_data" / "hrf_01_h.jpg"
     if path.is_file():
-        im = Image.open(path).convert("RGB").resize((768, 512), Image.BILINEAR)
-        arr = np.asarray(im)[:, 128:640]
-        return np.ascontiguousarray(arr), "sample_data/hrf_01_h.jpg resized to 768x512, centre 512x512"
+        im = Image.open(path).convert("RGB").resize((side * 3 // 2, side), Image.BILINEAR)
+        arr = np.asarray(im)[:, side // 4:side // 4 + side]
+        return (np.ascontiguousarray(arr),
+                f"sample_data/hrf_01_h.jpg resized to {side * 3 // 2}x{side}, centre {side}x{side}")
     rng = np.random.default_rng(0)
-    return rng.integers(0, 255, (512, 512, 3), dtype=np.uint8), "uniform noise (sample image missing)"
+    return rng.integers(0, 255, (side, side, 3), dtype=np.uint8), "uniform noise (sample image missing)"
 
 
 def synthetic_volume(depth=24, size=384) -> np.ndarray:
@@ -69,16 +105,18 @@ def synthetic_volume(depth=24, size=384) -> np.ndarray:
     return vol.astype(np.int16)
 
 
-def hrf_fullres() -> tuple[np.ndarray, str]:
+def hrf_fullres(shape: tuple[int, int] = HRF_SHAPE) -> tuple[np.ndarray, str]:
+    """HRF 01_h at full resolution (3504x2336); another ``shape``: the sample photograph resized to it."""
     from PIL import Image
 
     real = ROOT.parent / "shared" / "data" / "vessels" / "HRF" / "images" / "01_h.jpg"
-    if real.is_file():
+    if real.is_file() and tuple(shape) == HRF_SHAPE:
         arr = np.asarray(Image.open(real).convert("RGB"))
         if arr.shape[:2] == HRF_SHAPE:
             return arr, "HRF 01_h.jpg at full resolution (shared data)"
     im = Image.open(ROOT / "sample_data" / "hrf_01_h.jpg").convert("RGB")
-    return np.asarray(im.resize(HRF_SHAPE[::-1], Image.BICUBIC)), "sample HRF photograph upscaled x4 to 3504x2336"
+    return (np.asarray(im.resize(tuple(shape)[::-1], Image.BICUBIC)),
+            f"sample HRF photograph ({im.width}x{im.height}) resized to {shape[1]}x{shape[0]}")
 
 
 def train_samples(n_per_domain=4, size=256):

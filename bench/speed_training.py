@@ -11,19 +11,20 @@ import torch
 from napari_ramseg.core.config import VESSELS, ModelConfig, PreprocessConfig, TrainConfig
 from napari_ramseg.core.model import RamSegNet
 
-from speed_inputs import train_samples
+from speed_inputs import SIZES, Sizes, train_samples
 from speed_timing import interleaved, timed
 
 
-def bench_train(quick: bool) -> dict[str, Any]:
+def bench_train(quick: bool, sizes: Sizes = SIZES["full"]) -> dict[str, Any]:
     from napari_ramseg.core.fastpath import use_channels_last
     from napari_ramseg.core.losses import SegmentationLoss
     from napari_ramseg.core.ram import amplitude_mixup, sample_lambda
     from napari_ramseg.core.sampling import SourcePool
     from napari_ramseg.core.train import Trainer
 
-    samples = train_samples()
-    config = TrainConfig(labels=VESSELS, model=ModelConfig(), preprocess=PreprocessConfig(size=256), batch=8,
+    side = sizes.train_side
+    samples = train_samples(size=side)
+    config = TrainConfig(labels=VESSELS, model=ModelConfig(), preprocess=PreprocessConfig(size=side), batch=8,
                          iterations=10**6, val_every=10**6, device="cpu", seed=0)
     trainer = Trainer(config, ["A", "B"], samples)  # as the engine trains: channels_last, RAM + DSIR + consistency
     plain_loss = SegmentationLoss(VESSELS)
@@ -59,9 +60,12 @@ def bench_train(quick: bool) -> dict[str, Any]:
         fns["plain_b16_channels_last"] = plain(True)
     res = interleaved(fns, 2 if quick else 5, warmup=1)
     data = [timed(lambda: draw(trainer)) for _ in range(5)]
+    trainer_precision = "fp32" if trainer.dtype is None else str(trainer.dtype).removeprefix("torch.")
     out: dict[str, Any] = {
-        "config": "paper U-Net (base 16, depth 5), 256x256 crops, vessels (1 sigmoid head), 2 synthetic domains, "
-                  "RAM + DSIR + consistency; fp32 (no native bf16 here); the Trainer runs channels_last",
+        "config": f"paper U-Net (base 16, depth 5), {side}x{side} crops, vessels (1 sigmoid head), 2 synthetic domains, "
+                  f"RAM + DSIR + consistency; the Trainer runs channels_last in {trainer_precision} "
+                  f"(precision auto on this CPU), the plain steps in fp32",
+        "trainer_precision": trainer_precision,
         "steps": res,
         "data_draw_s_median": round(statistics.median(data), 4),
         "data_share_of_step": round(statistics.median(data) / res["ramdsir_b8"]["median_s"], 4),
