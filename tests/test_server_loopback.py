@@ -1,0 +1,63 @@
+"""``ramseg serve``'s app on a real uvicorn server on loopback, in this test run (issue 31): the client
+over HTTP gets the local pipeline's answer, and once the server is stopped it says so in one line."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+
+uvicorn = pytest.importorskip("uvicorn")
+
+from napari_ramseg.core.infer import Predictor  # noqa: E402
+from napari_ramseg.core.pipeline import CaseOptions, segment_case  # noqa: E402
+from napari_ramseg.io import read_image  # noqa: E402
+from napari_ramseg.server.app import ServerSettings, create_app  # noqa: E402
+from napari_ramseg.server.cases import jsonable  # noqa: E402
+from napari_ramseg.server.client import ServerClient, ServerError  # noqa: E402
+
+TOKEN = "loopback-token-0123456789"
+
+
+def _start(app) -> tuple[uvicorn.Server, threading.Thread, int]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.05)
+    return server, thread, sock.getsockname()[1]
+
+
+def test_a_server_on_loopback_answers_as_the_local_pipeline_and_once_stopped_the_client_says_so(tiny_model, tmp_path):
+    from PIL import Image
+
+    scan = tmp_path / "scan.png"
+    Image.fromarray(np.random.default_rng(3).integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(scan)
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "tiny").symlink_to(tiny_model, target_is_directory=True)
+    server, thread, port = _start(create_app(ServerSettings(token=TOKEN, models_dir=models, device="cpu")))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        with ServerClient(url, TOKEN) as client:
+            assert client.health()["status"] == "ok"
+            remote = client.segment(scan, model="tiny", precision="fp32")
+        with pytest.raises(ServerError, match="refused the token"):
+            ServerClient(url, TOKEN[::-1]).health()
+    finally:
+        server.should_exit = True
+        thread.join(30)
+    local = segment_case(Predictor.from_path(tiny_model, device="cpu", precision="fp32"), read_image(scan),
+                         CaseOptions())
+    assert np.array_equal(remote.mask, local.prediction.labels) and remote.measures == jsonable(local.measures)
+    assert not thread.is_alive()
+    with pytest.raises(ServerError, match=f"cannot reach the ramseg server at {url}") as err:
+        ServerClient(url, TOKEN).segment(scan, model="tiny")
+    assert len(str(err.value).splitlines()) == 1
