@@ -6,8 +6,8 @@ current scan). The table lists the scans by review priority (``core/review.py``;
 mean uncertainty and fit score as ``report.csv`` has them); "Review by" picks the ranking
 (``config.REVIEW_PRIORITIES``, default ``ReviewConfig.priority``), kept in the worklist's state. The
 set-level ``representative`` order is computed once the folder is done (while scans are segmented the
-newly done ones follow the last order). The table fits the dock's width: the scan names elide, so the
-uncertainty and fit columns (the reasons for the ranking) are always in view. Clicking a row opens that
+newly done ones follow the last order). The table's first columns fit the dock's width: the scan names elide, so
+the uncertainty and fit columns (the reasons for the ranking) are always in view; the measures follow them. Clicking a row opens that
 scan with its prediction as a Labels layer ready to paint, and the open scan's row stays highlighted;
 "Save and next" saves image, prediction ("original") and
 the painted mask ("final") into the corrections project (``core/corrections.py``, as the Correct and
@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtGui import QColor
-from qtpy.QtWidgets import (QAbstractItemView, QFormLayout, QHBoxLayout, QHeaderView, QPushButton,
-                            QTableWidget, QTableWidgetItem, QWidget)
+from qtpy.QtWidgets import (QAbstractItemView, QFormLayout, QHBoxLayout, QPushButton, QTableWidget,
+                            QTableWidgetItem, QWidget)
 
 from .. import layer_meta
 from ..core.config import ReviewConfig
@@ -43,10 +43,13 @@ PRIORITY = Param("priority", ReviewConfig, "priority", "Review by",
                          "representative (scans that stand for the rest of the folder, leaning to the "
                          "uncertain ones) or random")
 NEEDED = {"disagreement": "its style disagreement", "descriptor": "its descriptor"}
-STATUS_COLOURS = {"untouched": None, "reviewed": "#3b6ea5", "corrected": "#3f8f4f"}
+# reviewed is slate, not blue: a blue row was taken for the selection (the open scan) after Next
+STATUS_COLOURS = {"untouched": None, "reviewed": "#5b6270", "corrected": "#3f8f4f"}
 MEASURE_COLUMNS = 2  # the first measures of a row (size and share of the first structure, or vCDR...)
 LAYER_PREFIX = "worklist: "
-SCAN_COLUMN_PX = 150
+SCAN_COLUMN_PX = 150  # at most; less where the dock is narrow (names elide in the middle)
+SCAN_COLUMN_MIN_PX = 60
+LEADING_COLUMNS = 5  # "#", scan, status, the ranking's score and fit: always in view; measures follow
 NOT_MEASURES = ("case", "file", "mean_uncertainty", "disagreement", "fit_score", "fits", "fit_note",
                 "review_priority", "measures_reliable")
 UNRELIABLE_MARK = " ⚠"  # beside a measure of a scan that does not fit the model
@@ -65,6 +68,22 @@ def segment_all_job(worklist: Any, model: Path, device: str):
         return worklist
 
     return job
+
+
+class FittedTable(QTableWidget):
+    """The worklist's table: columns sized to their contents, the scan column (column 1) to what the
+    leading columns leave of the table's width, on every resize, so they are always in view."""
+
+    def fit_columns(self) -> None:
+        self.resizeColumnsToContents()
+        leading = sum(self.columnWidth(j) for j in range(min(LEADING_COLUMNS, self.columnCount())) if j != 1)
+        free = self.viewport().width() - leading
+        self.setColumnWidth(1, max(SCAN_COLUMN_MIN_PX, min(SCAN_COLUMN_PX, free)))
+
+    def resizeEvent(self, event: Any) -> None:  # noqa: N802 - Qt's name
+        super().resizeEvent(event)
+        if self.columnCount() > 1:
+            self.fit_columns()
 
 
 def _number(value: Any) -> str:
@@ -97,7 +116,7 @@ class WorklistWidget(DockWidget):
         self.segment_button = QPushButton("Segment all")
         self.segment_button.clicked.connect(lambda: self.segment_all())
         self.runner = self.add_job_runner()
-        self.table = QTableWidget(0, 0)
+        self.table = FittedTable(0, 0)
         self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
@@ -105,10 +124,7 @@ class WorklistWidget(DockWidget):
         self.table.setMinimumHeight(240)
         self.table.setTextElideMode(Qt.ElideMiddle)
         self.table.setWordWrap(False)
-        # the scan column takes what the others leave, eliding long names: no horizontal scrolling, so
-        # the uncertainty and fit columns stay in view
         self.table.horizontalHeader().setMinimumSectionSize(24)
-        self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
         self.table.cellClicked.connect(lambda row, _col: self.open_case(self._name_at(row)))
         buttons = QHBoxLayout()
         self.save_button = QPushButton("Save and next")
@@ -209,8 +225,10 @@ class WorklistWidget(DockWidget):
             measures += [k for k in row if k not in NOT_MEASURES and k not in measures]
         measures = measures[:MEASURE_COLUMNS]
         score = "disagreement" if work.priority == "disagreement" else "mean_uncertainty"
-        headers = ["#", "scan", "status", *(m.replace("_", " ") for m in measures),
-                   "uncertainty" if score == "mean_uncertainty" else score, "fit"]
+        # the reasons for the ranking (score and fit) lead, the measures follow: a narrow dock scrolls
+        # the measures, never the ranking's reasons, out of view
+        headers = ["#", "scan", "status", "uncertainty" if score == "mean_uncertainty" else score, "fit",
+                   *(m.replace("_", " ") for m in measures)]
         self.table.setColumnCount(len(headers))
         self.table.setHorizontalHeaderLabels(headers)
         self.table.setRowCount(len(order))
@@ -218,11 +236,11 @@ class WorklistWidget(DockWidget):
             case, row = work.cases[name], rows[name]
             unfit = row.get("fits", True) not in (True, None)
             mark = UNRELIABLE_MARK if unfit and row.get("measures_reliable") is False else ""
-            cells = [str(i + 1) if row else "–", name, case.status,
-                     *(_number(row.get(m)) + (mark if row.get(m) not in (None, "") else "") for m in measures),
-                     _number(row.get(score)), _number(row.get("fit_score")) + (" ⚠" if unfit else "")]
-            self._fill_row(i, name, cells, row, STATUS_COLOURS.get(case.status))
-        self._fit_columns()
+            cells = [str(i + 1) if row else "–", name, case.status, _number(row.get(score)),
+                     _number(row.get("fit_score")) + (" ⚠" if unfit else ""),
+                     *(_number(row.get(m)) + (mark if row.get(m) not in (None, "") else "") for m in measures)]
+            self._fill_row(i, name, cells, row, STATUS_COLOURS.get(case.status), open_scan=name == self.current)
+        self.table.fit_columns()
         self._highlight_current(order)
         counts = work.counts()
         done = sum(1 for c in work.cases.values() if c.row is not None)
@@ -234,24 +252,25 @@ class WorklistWidget(DockWidget):
                                "Segment all measures it" if lacking and not self.runner.busy else ""))
         self._set_buttons()
 
-    def _fill_row(self, i: int, name: str, cells: list[str], row: dict, colour: str | None) -> None:
+    def _fill_row(self, i: int, name: str, cells: list[str], row: dict, colour: str | None,
+                  open_scan: bool = False) -> None:
+        """One row's cells; the open scan's in bold, which a status colour cannot hide as it can the
+        selection's."""
         for j, text in enumerate(cells):
             item = QTableWidgetItem(text)
+            if open_scan:
+                font = item.font()
+                font.setBold(True)
+                item.setFont(font)
             if j == 1:
                 item.setData(Qt.UserRole, name)
                 if row.get("fit_note"):
                     item.setToolTip(row["fit_note"])
-            elif j > 2 and UNRELIABLE_MARK in text:
+            elif j >= LEADING_COLUMNS and UNRELIABLE_MARK in text:
                 item.setToolTip("unreliable: the scan does not fit the model's training data")
             if colour is not None:
                 item.setBackground(QColor(colour))
             self.table.setItem(i, j, item)
-
-    def _fit_columns(self) -> None:
-        """Every column but the scan's sized to its contents; the scan's stretches into what is left."""
-        header = self.table.horizontalHeader()
-        for j in range(self.table.columnCount()):
-            header.setSectionResizeMode(j, QHeaderView.Stretch if j == 1 else QHeaderView.ResizeToContents)
 
     def _highlight_current(self, order: list[str]) -> None:
         """The open scan's row selected and current (the keyboard focus too), so it follows Next."""

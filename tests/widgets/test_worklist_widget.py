@@ -61,7 +61,7 @@ def test_worklist_open_correct_save_next_and_reopen(make_napari_viewer, qtbot, t
 
     # the table: every scan, ranked by mean uncertainty (highest first), measures and fit beside it
     headers, rows = _table(widget)
-    assert headers[:3] == ["#", "scan", "status"] and headers[-2:] == ["uncertainty", "fit"]
+    assert headers[:5] == ["#", "scan", "status", "uncertainty", "fit"]  # the ranking's reasons, then measures
     assert "blob px" in headers
     assert [r[0] for r in rows] == ["1", "2", "3", "4"]
     order = [r[1] for r in rows]
@@ -150,7 +150,7 @@ def test_review_by_representative_reorders_the_table_and_is_kept(make_napari_vie
     expected = representative_order(work.descriptors, {n: c.row["mean_uncertainty"] for n, c in work.cases.items()})
     headers, rows = _table(widget)
     assert [r[1] for r in rows] == expected and [r[0] for r in rows] == ["1", "2", "3", "4"]
-    assert headers[-2:] == ["uncertainty", "fit"]
+    assert headers[3:5] == ["uncertainty", "fit"]
 
     widget.priority_choice.value = "uncertainty"  # the table re-orders at once, nothing segmented again
     by_entropy = [r[1] for r in _table(widget)[1]]
@@ -170,4 +170,4 @@ def test_review_by_representative_reorders_the_table_and_is_kept(make_napari_vie
     # a ranking whose scores were never measured says so; Segment all would measure just those
     again.priority_choice.value = "disagreement"
     assert "4 scan(s) lack its style disagreement" in again.status.text()
-    assert _table(again)[0][-2] == "disagreement"
+    assert _table(again)[0][3] == "disagreement"
