@@ -1,4 +1,4 @@
-"""Fuzz the image readers at volume: hypothesis-generated mutations of small real files.
+"""Fuzz the image readers and the files read back at volume: hypothesis-generated mutations of small real files.
 
 For each format (PNG, JPEG, TIFF, NIfTI, NIfTI .gz) this feeds ``--examples`` mutated files (bit
 flips, byte overwrites with boundary values, truncation, insertion, deletion, splices; PNG chunk
@@ -9,7 +9,15 @@ well-formed result or ``RamsegInputError`` naming the file; every other exceptio
 longer than 10 s, is a crash. Crashing inputs are saved under ``bench/work/fuzz_crashes/``.
 The seeds and strategies are those of ``tests/test_fuzz_readers.py``.
 
-Usage: python bench/fuzz_readers.py [--examples 1500] [--random 500] [--out bench/results/fuzz_readers.md]
+The files napari-ramseg reads back are fuzzed the same way (``--file-examples`` each): a BioImage.IO
+package (its rdf.yaml with aliases, tags, deep nesting and hostile values; model.json; the weights'
+header; zeros for weights), a resume state (resume.json's values, resume.safetensors' bytes) and a
+corrections project (provenance.json, split.json, the case files), read with ``load_model``,
+``read_resume_state`` and ``Trainer.load_resume_state``, and ``CorrectionStore`` (``latest_cases``,
+``load``, ``splits``). Their seeds and strategies are those of ``tests/test_fuzz_files.py``.
+
+Usage: python bench/fuzz_readers.py [--examples 1500] [--random 500] [--file-examples 500]
+       [--formats png,...,corrections] [--out bench/results/fuzz_readers.md]
 """
 
 from __future__ import annotations
@@ -34,21 +42,38 @@ sys.path.insert(0, str(ROOT))
 from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
+import test_fuzz_files as ff  # noqa: E402
 import test_fuzz_readers as fz  # noqa: E402
 
 
 SLOW_SECONDS = 1.0
 
 
-def fuzz_format(fmt: str, examples: int, randoms: int, folder: Path, crash_dir: Path) -> dict:
+def _as_bytes(payload: bytes | dict[str, bytes]) -> bytes:
+    """An input as one file to keep: a reader's bytes, or a file kind's files as a zip."""
+    if isinstance(payload, bytes):
+        return payload
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in payload.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def _recorder(fmt: str, read, crash_dir: Path) -> tuple:
+    """``one(kind, payload, as_mask)`` running ``read(payload, as_mask)`` and counting what became of it."""
     counts: collections.Counter = collections.Counter()
     crashes: dict[str, str] = {}
     slowest = [0.0]
+    ending = fmt if fmt in fz.FORMATS else "zip"
 
-    def one(kind: str, payload: bytes, as_mask: bool) -> None:
+    def one(kind: str, payload, as_mask: bool) -> None:
         start = time.perf_counter()
         try:
-            outcome = fz.read_outcome(folder, fmt, payload, as_mask)
+            outcome = read(payload, as_mask)
         except (Exception, fz.ReaderHang) as exc:  # the property failed: record it, keep going
             outcome = "crash"
             key = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
@@ -56,8 +81,9 @@ def fuzz_format(fmt: str, examples: int, randoms: int, folder: Path, crash_dir: 
             key += f" at {Path(frame.filename).name}:{frame.lineno}"
             if key not in crashes:
                 crash_dir.mkdir(parents=True, exist_ok=True)
-                name = f"{fmt}-{hashlib.sha1(payload).hexdigest()[:12]}.{fmt}"
-                (crash_dir / name).write_bytes(payload)
+                data = _as_bytes(payload)
+                name = f"{fmt}-{hashlib.sha1(data).hexdigest()[:12]}.{ending}"
+                (crash_dir / name).write_bytes(data)
                 crashes[key] = name
         took = time.perf_counter() - start
         if took > slowest[0]:
@@ -66,18 +92,41 @@ def fuzz_format(fmt: str, examples: int, randoms: int, folder: Path, crash_dir: 
                 for old in crash_dir.glob(f"slowest-{fmt}-*"):
                     old.unlink()
                 crash_dir.mkdir(parents=True, exist_ok=True)
-                (crash_dir / f"slowest-{fmt}-{outcome}-{took:.1f}s.{fmt}").write_bytes(payload)
+                (crash_dir / f"slowest-{fmt}-{outcome}-{took:.1f}s.{ending}").write_bytes(_as_bytes(payload))
         counts[f"{kind} {'mask' if as_mask else 'image'} {outcome}"] += 1
 
-    base = settings(deadline=None, database=None, phases=(Phase.generate,), suppress_health_check=list(HealthCheck),
-                    derandomize=True)
+    return one, counts, crashes, slowest
 
-    @settings(base, max_examples=examples)
+
+_BASE = settings(deadline=None, database=None, phases=(Phase.generate,), suppress_health_check=list(HealthCheck),
+                 derandomize=True)
+
+
+def fuzz_file_kind(kind: str, examples: int, folder: Path, crash_dir: Path) -> dict:
+    """A package, resume state or corrections project with one file mutated (tests/test_fuzz_files.py)."""
+    one, counts, crashes, slowest = _recorder(kind, lambda files, _: ff.read_outcome(folder, kind, files), crash_dir)
+
+    @settings(_BASE, max_examples=examples)
+    @given(files=ff.mutated_files(kind))
+    def mutated(files):
+        one("mutated", files, False)
+
+    ff.seeds()  # made once, before the clock starts
+    start = time.perf_counter()
+    mutated()
+    return {"counts": counts, "crashes": crashes, "seconds": time.perf_counter() - start, "slowest": slowest[0]}
+
+
+def fuzz_format(fmt: str, examples: int, randoms: int, folder: Path, crash_dir: Path) -> dict:
+    one, counts, crashes, slowest = _recorder(
+        fmt, lambda payload, as_mask: fz.read_outcome(folder, fmt, payload, as_mask), crash_dir)
+
+    @settings(_BASE, max_examples=examples)
     @given(payload=fz.mutated_file(fmt), as_mask=st.booleans())
     def mutated(payload, as_mask):
         one("mutated", payload, as_mask)
 
-    @settings(base, max_examples=randoms)
+    @settings(_BASE, max_examples=randoms)
     @given(payload=fz.random_file(fmt))
     def random_bytes(payload):
         one("random", payload, False)
@@ -93,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--examples", type=int, default=1500, help="mutated files per format")
     parser.add_argument("--random", type=int, default=500, help="random byte strings per format")
-    parser.add_argument("--formats", default=",".join(fz.FORMATS))
+    parser.add_argument("--file-examples", type=int, default=500, help="mutated inputs per file kind read back")
+    parser.add_argument("--formats", default=",".join(fz.FORMATS + ff.FILE_KINDS))
     parser.add_argument("--out", type=Path, default=HERE / "results" / "fuzz_readers.md")
     parser.add_argument("--crash-dir", type=Path, default=HERE / "work" / "fuzz_crashes")
     args = parser.parse_args(argv)
@@ -110,8 +160,12 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     total_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="fuzz ü ") as tmp:
+        os.environ["RAMSEG_CACHE_DIR"] = str(Path(tmp) / "cache")  # packages unpack there, not in the user's cache
         for fmt in args.formats.split(","):
-            results[fmt] = fuzz_format(fmt, args.examples, args.random, Path(tmp), args.crash_dir)
+            if fmt in ff.FILE_KINDS:
+                results[fmt] = fuzz_file_kind(fmt, args.file_examples, Path(tmp), args.crash_dir)
+            else:
+                results[fmt] = fuzz_format(fmt, args.examples, args.random, Path(tmp), args.crash_dir)
             r = results[fmt]
             print(f"{fmt}: {sum(r['counts'].values())} inputs in {r['seconds']:.1f} s, "
                   f"{sum(v for k, v in r['counts'].items() if k.endswith('crash'))} crashes", flush=True)
@@ -121,15 +175,28 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if any(r["crashes"] for r in results.values()) else 0
 
 
-def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
+def _cpu() -> str:
+    """The CPU's model name as lscpu gives it (/proc/cpuinfo where lscpu is missing)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return platform.processor() or platform.machine()
+
+
+def _machine() -> str:
+    cpu = _cpu()
     load = ""
     if hasattr(os, "getloadavg"):
         load = f", load average {os.getloadavg()[0]:.1f} at the end (shared machine)"
@@ -145,13 +212,22 @@ def write_report(args, results: dict, total: float) -> None:
     import tifffile
 
     cmd = "python bench/fuzz_readers.py" + (f" --examples {args.examples}" if args.examples != 1500 else "") + (
-        f" --random {args.random}" if args.random != 500 else "")
+        f" --random {args.random}" if args.random != 500 else "") + (
+        f" --file-examples {args.file_examples}" if args.file_examples != 500 else "")
+    readers = {k: v for k, v in results.items() if k not in ff.FILE_KINDS}
+    kinds = {k: v for k, v in results.items() if k in ff.FILE_KINDS}
+    inputs = sum(sum(r["counts"].values()) for r in results.values())
+    crashed = sum(v for r in results.values() for k, v in r["counts"].items() if k.endswith("crash"))
     lines = [
         "# Reader fuzzing (hypothesis at volume)",
         "",
         f"Command: `{cmd}` (from the repository root). Machine: {_machine()}.",
         f"Libraries: numpy {numpy.__version__}, Pillow {PIL.__version__}, tifffile {tifffile.__version__}, "
         f"nibabel {nibabel.__version__}, hypothesis {hypothesis.__version__}. Total time {total:.0f} s.",
+        "",
+        f"**{inputs} inputs, {crashed} crashes.**",
+        "",
+        "## Image readers",
         "",
         "Each input goes through `napari_ramseg.io.read_image` (then the preprocessing) or `read_mask`.",
         "Allowed: `ok` (a well-formed ImageData / index mask) and `refused` (RamsegInputError whose",
@@ -163,7 +239,7 @@ def write_report(args, results: dict, total: float) -> None:
         "| seconds |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for fmt, r in results.items():
+    for fmt, r in readers.items():
         c = r["counts"]
 
         def n(kind, outcome):
@@ -173,6 +249,26 @@ def write_report(args, results: dict, total: float) -> None:
             f"| {fmt} | {sum(c.values())} | {n('mutated', ' ok')} | {n('mutated', 'refused')} | {n('random', ' ok')} | "
             f"{n('random', 'refused')} | {n('', 'crash')} | {r['slowest']:.2f} s | {r['seconds']:.0f} |"
         )
+    lines += [
+        "",
+        "## Files read back",
+        "",
+        "A napari-ramseg BioImage.IO package (read by `core.checkpoint.load_model` on the zip), a resume state",
+        "(`core.resume.read_resume_state`, then `Trainer.load_resume_state` on a trainer built from its config)",
+        "and a corrections project (`CorrectionStore.latest_cases`, `load` of each case, `splits`), each with one",
+        "file mutated: hostile JSON or YAML values (None, -4, 1e300, NaN, Infinity, 2**63, '../..' paths, 5000",
+        "characters, 20 000 nested lists), deleted keys, YAML aliases, `!!python` tags, byte flips and",
+        "truncations, zeros in place of the weights (see `tests/test_fuzz_files.py`). `refused` is a",
+        "RamsegInputError on one line naming a file of the input.",
+        "",
+        "| files | inputs | read | refused | crashes | slowest | seconds |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for kind, r in kinds.items():
+        c = r["counts"]
+        lines.append(f"| {kind} | {sum(c.values())} | {sum(v for k, v in c.items() if k.endswith(' ok'))} | "
+                     f"{sum(v for k, v in c.items() if k.endswith('refused'))} | "
+                     f"{sum(v for k, v in c.items() if k.endswith('crash'))} | {r['slowest']:.2f} s | {r['seconds']:.0f} |")
     lines += ["", "## Crashes in this run", ""]
     found = [(fmt, key, name) for fmt, r in results.items() for key, name in r["crashes"].items()]
     if not found:

@@ -34,6 +34,7 @@ CONFIG_KEY = "napari-ramseg"
 DESCRIPTION_NAMES = ("rdf.yaml", "bioimageio.yaml")
 MAX_JSON_BYTES = 16 << 20
 MAX_WEIGHTS_BYTES = 4 << 30
+MAX_YAML_DEPTH = 32  # rdf.yaml as bioimageio writes it nests 6 levels
 FOREIGN = ("this BioImage.IO package was not made by napari-ramseg (its rdf.yaml has no config.napari-ramseg); "
            "napari-ramseg loads only its own packages, whose weights it reads from safetensors without running "
            "code; run this one with bioimageio.core or the tool that made it")
@@ -70,14 +71,25 @@ def _parse(text: bytes, where: Path) -> dict[str, Any]:
 
 
 class _PlainLoader(yaml.SafeLoader):
-    """yaml's SafeLoader refusing aliases: ten levels of ``*j`` repeating the last ten times cost a
-    586-byte description 70 GB once anything walks it; a description we write never holds one."""
+    """yaml's SafeLoader refusing aliases (ten levels of ``*j`` repeating the last ten times cost a
+    586-byte description 70 GB once anything walks it) and nesting deeper than MAX_YAML_DEPTH (the
+    composer recurses: 3000 ``[`` took a second to end in RecursionError). A description we write
+    holds neither."""
+
+    depth = 0
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
             raise yaml.composer.ComposerError(None, None, "aliases (*name) are not accepted in a package description",
                                               self.peek_event().start_mark)
-        return super().compose_node(parent, index)
+        if self.depth >= MAX_YAML_DEPTH:
+            raise yaml.composer.ComposerError(None, None, f"nested too deeply (over {MAX_YAML_DEPTH} levels)",
+                                              self.peek_event().start_mark)
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
 
 class _Attachment(Schema):

@@ -148,3 +148,12 @@ def test_resume_weights_of_another_width_are_refused_naming_the_file(tmp_path):
         _trainer(run).load_resume_state()
     message = str(err.value)
     assert message.startswith(str(run / "resume.safetensors")) and "do not fit the run's network" in message
+
+
+def test_a_deeply_nested_model_json_is_one_line(tmp_path, tiny_model):
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes((tiny_model / "model.safetensors").read_bytes())
+    (model / "model.json").write_text('{"config": ' + "[" * 100000 + "]" * 100000 + "}")
+    with pytest.raises(RamsegInputError, match=r"model.json: unreadable model metadata \(nested too deeply\)"):
+        ckpt.load_model(model)
