@@ -7,10 +7,13 @@ Routes (every one behind ``guard.Guard``: token, size limit, one log line):
 - ``POST /segment?model=NAME&format=ENDING[&adapt=METHOD][&review=disagreement|descriptor]
   [&postprocess=true][&precision=fp32]``: the body is the image file itself (its bytes, any reader's
   ending but DICOM); the answer is ``cases.segment_upload``'s JSON. A refusal (an MRI slice for the
-  optic disc model) is an answer (200, ``refused: true``), as in ``ramseg predict`` on a folder.
+  optic disc model) is an answer (200, ``refused: true``), as in ``ramseg predict`` on a folder;
+- ``POST /jobs/finetune`` (JSON: ``model``, ``cases``: ``[{image, image_format, mask, mask_format}]``
+  with the files' bytes in base64, optional ``iterations``, ``seed``, ``precision``): 202 and the job
+  (``jobs.py``); ``GET /jobs/{id}``: its state, progress and result; ``POST /jobs/{id}/cancel``.
 
 Errors are ``{"detail": "<one line>"}``: 400 bad options or an unreadable upload, 401 no or a wrong
-token, 404 no such model, 413 too large, 503 the model cannot be loaded or the machine ran out of memory.
+token, 404 no such model or job, 409 no --models folder to keep versions in, 413 too large, 503 the model cannot be loaded or the machine ran out of memory.
 One case runs at a time on the device (``_DEVICE_LOCK``); requests wait their turn.
 """
 
@@ -33,8 +36,9 @@ from ..errors import RamsegInputError, one_line
 from .catalog import Catalog
 from .cases import SegmentRequest, segment_upload
 from .guard import LOG, Guard
+from .jobs import Job, JobQueue, finetune_job
 
-ROUTES = ("/health", "/models", "/segment")
+ROUTES = ("/health", "/models", "/segment", "/jobs/finetune", "/jobs/{id}", "/jobs/{id}/cancel")
 _DEVICE_LOCK = threading.Lock()
 
 
@@ -90,6 +94,39 @@ def create_app(settings: ServerSettings) -> Any:
                 return _problem(400, "the request has no image: send the image file's bytes as the body")
             return await run_in_threadpool(_segment, catalog, body, options)
 
+    jobs = JobQueue()
+
+    @api.post("/jobs/finetune")
+    async def start_finetune(request: Request):
+        try:
+            body = await request.json()
+        except (ValueError, UnicodeDecodeError):
+            return _problem(400, "the body must be JSON: {\"model\", \"cases\": [...], \"iterations\", \"precision\"}")
+        except ClientDisconnect:
+            return _problem(400, "the client went away before the upload ended")
+        try:
+            base, cases, settings = _finetune_request(catalog, body)
+        except RamsegInputError as exc:
+            return _problem(409 if catalog.models_dir is None else 400, exc.problem)
+        except LookupError as exc:
+            return _problem(404, exc.args[0])
+        job = jobs.submit(Job("finetune", base.name), finetune_job(catalog, base, cases, settings))
+        return JSONResponse(job.to_dict(), status_code=202)
+
+    @api.get("/jobs/{job_id}")
+    def job_state(job_id: str):
+        try:
+            return jobs.get(job_id).to_dict()
+        except LookupError as exc:
+            return _problem(404, exc.args[0])
+
+    @api.post("/jobs/{job_id}/cancel")
+    def cancel_job(job_id: str):
+        try:
+            return jobs.cancel(job_id).to_dict()
+        except LookupError as exc:
+            return _problem(404, exc.args[0])
+
     max_body = MAX_IMAGE_BYTES if settings.max_upload_bytes is None else settings.max_upload_bytes
     return Guard(api, settings.token, max_body, ROUTES)
 
@@ -124,6 +161,30 @@ def _segment(catalog: Catalog, body: Path, options: SegmentRequest) -> JSONRespo
             raise
         return _problem(503, "the server's device ran out of memory on this case")
     return JSONResponse({"model": entry.name, **answer})
+
+
+def _finetune_request(catalog: Catalog, body: Any) -> tuple[Any, list[dict], dict]:
+    """(the base model's entry, the uploaded cases, FinetuneConfig fields) of a fine-tune request."""
+    from ..core.device import PRECISION_CHOICES
+
+    if catalog.models_dir is None:
+        raise RamsegInputError("this server keeps no model versions: start it with --models DIR to fine-tune")
+    if not isinstance(body, dict) or not isinstance(body.get("model"), str):
+        raise RamsegInputError("the request must be a JSON object naming a \"model\"")
+    cases = body.get("cases")
+    if not isinstance(cases, list) or not cases or not all(isinstance(c, dict) for c in cases):
+        raise RamsegInputError("\"cases\" must list at least one {image, image_format, mask, mask_format}")
+    settings: dict[str, Any] = {}
+    for name in ("iterations", "seed"):
+        if body.get(name) is not None:
+            if not isinstance(body[name], int) or isinstance(body[name], bool) or body[name] < (1 if name == "iterations" else 0):
+                raise RamsegInputError(f"\"{name}\" must be a whole number")
+            settings[name] = body[name]
+    precision = body.get("precision", "auto")
+    if precision not in PRECISION_CHOICES:
+        raise RamsegInputError(f"precision {str(precision)[:20]!r} is not one of {', '.join(PRECISION_CHOICES)}")
+    settings["precision"] = precision
+    return catalog.entry(body["model"]), cases, settings
 
 
 def serve(settings: ServerSettings, host: str, port: int, ssl_keyfile: str | None = None,

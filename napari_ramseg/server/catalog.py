@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RamsegInputError
+from .jobs import FINETUNED
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 KEPT_PREDICTORS = 4  # loaded models kept in memory, the least recently used dropped first
@@ -41,6 +42,9 @@ def _folder_entries(folder: Path) -> list[Entry]:
             continue
         if child.is_dir() and ((child / METADATA_NAME).is_file() or is_package(child)):
             entries.append(Entry(child.name, child, "models folder"))
+        elif child.is_dir() and child.name.endswith(FINETUNED):  # versions fine-tuned on this server
+            entries += [Entry(f"{child.name}.{v.name}", v, "fine-tuned on this server")
+                        for v in sorted(child.glob("v[0-9][0-9][0-9]*")) if (v / METADATA_NAME).is_file()]
         elif child.is_file() and child.suffix.lower() in (".safetensors", ".zip"):
             entries.append(Entry(child.stem, child, "models folder"))
     return [e for e in entries if NAME.match(e.name)]
@@ -93,7 +97,18 @@ class Catalog:
         labels = meta.config.labels
         channels = list(labels.names) if labels.kind == "nested" else ["background", *labels.names]
         return {**out, "usable": True, "labels": labels.to_dict(), "channel_names": channels,
-                "source_domains": list(meta.domains), "card": _card(entry.path)}
+                "source_domains": list(meta.domains), "card": _card(entry.path), **self._lineage(meta)}
+
+    def _lineage(self, meta: Any) -> dict[str, Any]:
+        """A fine-tuned version's round and the models it descends from, by their names on this server
+        (a model not offered here is ``"(not served)"``: the server's paths are not told)."""
+        record = meta.extra.get("finetune")
+        if not isinstance(record, dict):
+            return {}
+        names = {str(e.path.resolve()): e.name for e in self.entries().values()}
+        lineage = [names.get(str(p), "(not served)") for p in record.get("lineage") or []]
+        return {"round": record.get("round"), "lineage": lineage,
+                "heldout_dice": {"before": record.get("before_dice"), "after": record.get("after_dice")}}
 
     def predictor(self, name: str, precision: str = "auto") -> tuple[Entry, Any]:
         """The loaded model (a ``core.infer.Predictor``), kept while its weights are unchanged."""

@@ -92,7 +92,46 @@ class ServerClient:
                           answer.get("fit"), answer.get("measures") or {}, answer.get("extras") or {},
                           answer.get("disagreement"), answer.get("descriptor"), bool(answer.get("reliable")), answer)
 
-    def _call(self, method: str, route: str, **kwargs: Any) -> dict:
+    def finetune(self, model: str, pairs: list[tuple[str | Path, str | Path]], iterations: int | None = None,
+                 precision: str = "auto", seed: int | None = None) -> dict:
+        """Start a fine-tune round of ``model`` on (image file, corrected mask file) pairs; the job (its ``id``)."""
+        from ..io import suffix_of
+
+        cases = []
+        for image, mask in pairs:
+            case = {}
+            for kind, path in (("image", Path(image)), ("mask", Path(mask))):
+                try:
+                    case[kind] = base64.b64encode(path.read_bytes()).decode("ascii")
+                except OSError as exc:
+                    raise RamsegInputError(f"cannot read ({exc.strerror or type(exc).__name__})", path) from None
+                case[f"{kind}_format"] = suffix_of(path)
+            cases.append(case)
+        body = {"model": model, "cases": cases, "iterations": iterations, "precision": precision, "seed": seed}
+        return self._call("POST", "/jobs/finetune", json=body, expect=202)
+
+    def job(self, job_id: str) -> dict:
+        return self._call("GET", f"/jobs/{job_id}")
+
+    def cancel(self, job_id: str) -> dict:
+        return self._call("POST", f"/jobs/{job_id}/cancel")
+
+    def wait(self, job_id: str, on_progress: Any = None, poll_s: float = 1.0, should_stop: Any = None) -> dict:
+        """The job once it has ended (done, failed or cancelled); ``on_progress(job)`` after each poll;
+        ``should_stop()`` true cancels it on the server."""
+        import time
+
+        while True:
+            job = self.job(job_id)
+            if on_progress is not None:
+                on_progress(job)
+            if job["state"] in ("done", "failed", "cancelled"):
+                return job
+            if should_stop is not None and should_stop():
+                self.cancel(job_id)
+            time.sleep(poll_s)
+
+    def _call(self, method: str, route: str, expect: int = 200, **kwargs: Any) -> dict:
         import httpx
 
         try:
@@ -110,7 +149,7 @@ class ServerClient:
         except ValueError:
             raise ServerError(f"the server at {self.url} answered {response.status_code} without JSON; "
                               "is it a ramseg server?") from None
-        if response.status_code != 200:
+        if response.status_code != expect:
             detail = answer.get("detail") if isinstance(answer, dict) else None
             raise ServerError(f"the ramseg server at {self.url} refused the request ({response.status_code}): "
                               f"{detail if isinstance(detail, str) else answer}")

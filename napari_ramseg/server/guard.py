@@ -7,8 +7,8 @@
 - a body declared larger than the limit (``Content-Length``) gets 413 before it is read, and one sent
   without a length (chunked) is counted as it arrives and stopped at the limit (413);
 - one log line per request, when it is answered: client address, method, route, status, seconds and
-  bytes. No query string, no file name, no pixel data: a route the server does not know is logged as
-  ``-``, since a path could hold anything.
+  bytes. No query string, no file name, no pixel data: the route is logged as its template
+  (``/jobs/{id}``), and a path the server does not know as ``-``, since a path could hold anything.
 """
 
 from __future__ import annotations
@@ -83,10 +83,16 @@ class Guard:
 
     def _log(self, scope: dict, seen: dict, seconds: float) -> None:
         client = scope.get("client") or ("-", 0)
-        route = scope.get("path", "")
-        route = route if route in self.routes else "-"
+        path = scope.get("path", "")
+        route = next((template for template in self.routes if _matches(template, path)), "-")
         LOG.info("%s %s %s %d %.3f s, %d B in, %d B out", client[0], scope.get("method", "-"), route,
                  seen["status"], seconds, seen["in"], seen["out"])
+
+
+def _matches(template: str, path: str) -> bool:
+    """``/jobs/{id}`` matches ``/jobs/0123abcd4567``: a ``{...}`` part is one path segment of letters and digits."""
+    want, got = template.split("/"), path.split("/")
+    return len(want) == len(got) and all(w == g or (w.startswith("{") and g.isalnum()) for w, g in zip(want, got))
 
 
 async def _answer(send: Any, status: int, detail: str, headers: list) -> None:

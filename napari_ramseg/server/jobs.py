@@ -1,0 +1,148 @@
+"""Long work on the server, one job at a time in the background: fine-tuning from uploaded corrections.
+
+``JobQueue`` runs jobs in submission order on one worker thread; each has a state (``queued``,
+``running``, ``done``, ``failed``, ``cancelled``), its progress (the core's ``FinetuneEvent``: phase,
+step, total, message) and, when done, its result. Cancelling a queued job drops it; a running one
+stops at its next step (``should_stop``), and ``core/finetune.py`` writes a version only when it is
+complete, so a cancelled round leaves nothing half-written.
+
+A fine-tune round (``finetune_job``) saves the uploaded image/mask pairs into the base model's project
+on the server, ``<models>/<base>-finetuned/corrections``, and writes the new version beside it as
+``<models>/<base>-finetuned/vNNN`` (``core/finetune_job.finetune_from_files``): the base model is only
+read, the versions keep their lineage in ``model.json`` and the catalog offers each as ``<base>-finetuned.vNNN``.
+Later rounds of the same base learn from every correction uploaded so far, as a local project does.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import queue
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import RamsegInputError, one_line
+
+FINETUNED = "-finetuned"  # <base><FINETUNED>/: a base model's corrections project and its versions
+KEPT_JOBS = 200  # finished jobs remembered for GET /jobs/{id}, the oldest forgotten first
+
+
+@dataclass
+class Job:
+    kind: str
+    model: str
+    id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    state: str = "queued"
+    progress: dict[str, Any] = field(default_factory=dict)
+    result: dict[str, Any] | None = None
+    error: str = ""
+    created: float = field(default_factory=time.time)
+    cancel: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "kind": self.kind, "model": self.model, "state": self.state,
+                "progress": dict(self.progress), "result": self.result, "error": self.error}
+
+
+class JobQueue:
+    def __init__(self) -> None:
+        self._jobs: dict[str, Job] = {}
+        self._queue: queue.Queue = queue.Queue()
+        self._lock = threading.Lock()
+        self._worker: threading.Thread | None = None
+
+    def submit(self, job: Job, work: Callable[[Job], dict]) -> Job:
+        with self._lock:
+            self._jobs[job.id] = job
+            finished = [j for j in self._jobs.values() if j.state in ("done", "failed", "cancelled")]
+            for old in sorted(finished, key=lambda j: j.created)[: max(0, len(self._jobs) - KEPT_JOBS)]:
+                del self._jobs[old.id]
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(target=self._run, name="ramseg-jobs", daemon=True)
+                self._worker.start()
+        self._queue.put((job, work))
+        return job
+
+    def get(self, job_id: str) -> Job:
+        with self._lock:
+            if job_id not in self._jobs:
+                raise LookupError(f"no job {job_id[:40]!r} on this server")
+            return self._jobs[job_id]
+
+    def cancel(self, job_id: str) -> Job:
+        job = self.get(job_id)
+        job.cancel.set()
+        if job.state == "queued":
+            job.state = "cancelled"
+        return job
+
+    def _run(self) -> None:
+        while True:
+            job, work = self._queue.get()
+            if job.cancel.is_set():
+                job.state = "cancelled"
+                continue
+            job.state = "running"
+            try:
+                job.result = work(job)
+                job.state = "cancelled" if job.cancel.is_set() and job.result.get("stopped") else "done"
+            except RamsegInputError as exc:
+                job.state, job.error = "failed", exc.problem
+            except Exception as exc:  # noqa: BLE001  a failed job is reported, and the queue goes on
+                job.state, job.error = "failed", one_line(exc)
+
+
+def decode_cases(cases: list[dict], folder: Path, prefix: str) -> tuple[list[Path], list[Path]]:
+    """The uploaded image/mask pairs written as ``<prefix>-NNN.<ending>`` files in ``folder``."""
+    from .cases import upload_suffixes
+
+    images, masks = [], []
+    for i, case in enumerate(cases, 1):
+        for kind, out in (("image", images), ("mask", masks)):
+            suffix = "." + str(case.get(f"{kind}_format", "")).lower().lstrip(".")
+            if suffix not in upload_suffixes():
+                raise RamsegInputError(f"case {i}: {kind}_format {suffix!r} is not one of {', '.join(upload_suffixes())}")
+            try:
+                data = base64.b64decode(str(case.get(kind, "")), validate=True)
+            except (binascii.Error, ValueError):
+                raise RamsegInputError(f"case {i}: the {kind} is not base64") from None
+            if not data:
+                raise RamsegInputError(f"case {i}: the {kind} is empty")
+            path = folder / kind / f"{prefix}-{i:03d}{suffix}"
+            path.parent.mkdir(exist_ok=True)
+            path.write_bytes(data)
+            out.append(path)
+    return images, masks
+
+
+def finetune_job(catalog: Any, base: Any, cases: list[dict], settings: dict) -> Callable[[Job], dict]:
+    """The work of one fine-tune round of the catalog entry ``base`` on the uploaded ``cases``."""
+    from ..core.config import FinetuneConfig
+    from ..core.finetune_job import finetune_from_files
+
+    family = base.path.parent  # a version fine-tuned here: its round goes beside it, its lineage grows
+    served = family.name.endswith(FINETUNED) and family.parent == catalog.models_dir
+    out = family if served else catalog.models_dir / f"{base.name}{FINETUNED}"
+
+    def work(job: Job) -> dict:
+        def on_event(event: Any) -> None:
+            job.progress = {"phase": event.phase, "iteration": event.iteration, "total": event.total,
+                            "message": event.message}
+
+        with tempfile.TemporaryDirectory(prefix="ramseg-job-") as folder:
+            images, masks = decode_cases(cases, Path(folder), job.id)
+            config = FinetuneConfig(device=catalog.device, **settings)
+            result = finetune_from_files(base.path, out, config, images=images, masks=masks, on_event=on_event,
+                                         should_stop=job.cancel.is_set, command="ramseg serve: POST /jobs/finetune")
+        if result.stopped or result.version is None:
+            return {"stopped": True, "version": None}
+        return {"stopped": False, "version": f"{out.name}.{result.version}", "base": base.name,
+                "round": result.round, "before_dice": result.before_dice, "after_dice": result.after_dice,
+                "worse": result.worse, "train_cases": len(result.train_cases), "val_cases": len(result.val_cases)}
+
+    return work
