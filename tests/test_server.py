@@ -158,6 +158,21 @@ def test_a_volume_comes_back_as_nifti_in_its_own_world_space_as_locally(client, 
 
 
 
+def test_adaptation_and_review_options_travel_with_the_request(client, models_dir, tmp_path):
+    from napari_ramseg.core.adapt import AdaptedPredictor
+    from napari_ramseg.core.pipeline import CaseOptions
+
+    scan = _grey_png(tmp_path / "scan.png", 48)
+    remote = client.segment(scan, model="tiny", adapt="align", review="disagreement", precision="fp32")
+    predictor = Predictor.from_path(models_dir / "tiny", device="cpu", precision="fp32")
+    local = segment_case(predictor, read_image(scan), CaseOptions(review="disagreement"),
+                         segmenter=AdaptedPredictor(predictor, "align"))
+    assert np.array_equal(remote.mask, local.prediction.labels) and remote.measures == jsonable(local.measures)
+    assert remote.disagreement is not None and remote.disagreement == pytest.approx(local.disagreement, abs=1e-6)
+    assert remote.raw["adaptation"]["method"] == "align" and remote.raw["adaptation"]["fit_after"] is not None
+    assert client.segment(scan, model="tiny").raw["adaptation"] is None
+
+
 # --------------------------------------------------------------------------------------- limits, names
 
 

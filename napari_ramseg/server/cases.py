@@ -6,7 +6,8 @@ and read by ``io.read_image``, so the readers' own checks and size limits apply 
 predict`` would read from the same file. The folder is gone when the answer is sent.
 
 The answer holds what ``CaseResult`` holds: the refusal (``""`` when segmented), the fit, the measures,
-what the task's path adds (the optic disc's ROI), the review score asked for, and the mask: a 2D case's
+what the task's path adds (the optic disc's ROI), the review score asked for, what adapting to the scan
+did (``adaptation``: the method, the fit before and after, seconds), and the mask: a 2D case's
 as PNG, a volume's as NIfTI (``.nii.gz``, the scan's own affine), written by ``io.write_labels`` and
 sent as base64 under ``mask.data``. NaN and infinite numbers become ``null``.
 """
@@ -90,6 +91,7 @@ def segment_upload(predictor: Any, body: Path, request: SegmentRequest) -> dict[
         "shape": list(image.spatial_shape),
         "spacing": jsonable(image.spacing),
         "mask": mask,
+        "adaptation": jsonable(getattr(segmenter, "last", None)),  # core.adapt's AdaptReport; None without
     }
 
 
