@@ -3,7 +3,8 @@ Segment dock show.
 
 One owner: every measure is computed here, from the class-index label image and the label scheme, so the
 CLI's ``report.csv``, the worklist table and the dock always agree. Task-specific measures register a
-function in ``MEASURES`` keyed by the label names they need (the optic disc's cup-to-disc ratios do).
+function in ``MEASURES`` keyed by the label names they need: the optic disc's cup-to-disc ratios do, when
+``core/disc`` is imported, which its task (``core/tasks/optic_disc.py``) does for every case it segments.
 
 Sizes are in pixels (voxels) always, and in mm² (mL) when the pixel spacing is known.
 """
@@ -69,7 +70,3 @@ def _spacing(spacing: Sequence[float] | None, ndim: int) -> list[float] | None:
         return None  # unknown or broken spacing: sizes in pixels only, never a wrong mm value
     return values
 
-
-# The optic disc's cup-to-disc ratios register themselves on import; imported here so that every caller
-# of measure_case (the report, the dock) has them without knowing they exist.
-from .disc import measures as _disc_measures  # noqa: E402,F401
