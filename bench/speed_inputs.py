@@ -55,7 +55,8 @@ def model_source() -> tuple[RamSegNet, str]:
             try:
                 net, meta = load_model(candidate, torch.device("cpu"))
                 if meta.config.model == ModelConfig() and meta.config.labels == VESSELS:
-                    return net.eval(), str(candidate)
+                    where = candidate.resolve()
+                    return net.eval(), str(where.relative_to(ROOT) if where.is_relative_to(ROOT) else where)
             except Exception as exc:  # a half-written model: fall back
                 log(f"could not load {candidate}: {exc}")
     torch.manual_seed(0)

@@ -148,9 +148,11 @@ def add_notes(r: dict[str, Any]) -> None:
     tr = r.get("train") if "train" not in failed else None
     if tr:
         precision = tr.get("trainer_precision", "fp32")
-        text = (f"Training: drawing a batch is {100 * tr['data_share_of_step']:.1f} % of a RAM-DSIR step on this CPU, "
-                "so data loading does not starve the step and a prefetch thread could win at most that much (one was "
-                "measured at no gain and dropped). channels_last for the training network is the measurable CPU gain.")
+        share = 100 * tr["data_share_of_step"]
+        text = (f"Training: drawing a batch is {share:.1f} % of a RAM-DSIR step in this run, so a prefetch thread "
+                "could win at most that much" + (" and data loading does not starve the step" if share < 5 else "")
+                + " (a prefetch thread was measured at no gain on the AVX2 EPYC in 2026-11 and dropped). "
+                "channels_last for the training network is the measurable CPU gain.")
         if precision != "fp32":
             text += (f" The Trainer ran in {precision} autocast (precision auto, native bf16 here) and the plain "
                      "baseline in fp32, so train_step_overhead includes bf16's gain (about 2x per step by CPU time "
@@ -172,7 +174,10 @@ def write_markdown(path: Path, r: dict[str, Any]) -> None:
         f"SIMD {', '.join(m.get('simd', []))}, torch {m['torch']} ({m['cpu_capability']}), "
         f"{m['torch_threads']} intra-op threads, native bf16: {'yes' if bf16_native(m) else 'no'}  ",
         f"Load average (1/5/15 min) before: {r['load_before']}, after: {r['load_after']} "
-        f"(the {m.get('nproc')} cores are shared with other work; every ratio is A/B interleaved in one process, medians)  ",
+        f"(the {m.get('nproc')} cores are shared with other work; every ratio is A/B interleaved in one process, medians)"
+        + (f". **Loaded run**: a load average of {r['load_before'][0]} on {m.get('nproc')} cores, so the absolute times "
+           "(ms, s, images/s, GFLOP/s) are inflated by the other work; the ratios less so, being interleaved"
+           if m.get("nproc") and r["load_before"][0] > m["nproc"] else "") + "  ",
         f"Weights: {r['weights']}. No GPU in this run; GPU figures would go in a separate column, never in a ratio.", "",
     ]
     if r.get("failures"):
