@@ -295,3 +295,21 @@ def test_each_request_leaves_one_log_line_that_names_no_file(client, http, tmp_p
     assert len(lines) == 2, lines
     assert " POST /segment 200 " in lines[0] and " GET - 404 " in lines[1]
     assert not any(word in line for line in lines for word in ("Jane", "Doe", ".png", "1956", "tiny"))
+
+
+def test_the_server_imports_no_ui_and_the_core_never_imports_the_server():
+    """A GPU box runs ``ramseg serve`` headless: no Qt, napari or docks; and the core stays free of it."""
+    import ast
+
+    package = Path(__file__).resolve().parents[1] / "napari_ramseg"
+    ui = ("qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "napari", "magicgui", "superqt", "vispy")
+    for path in sorted((package / "server").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
+            relative = node.module or "" if isinstance(node, ast.ImportFrom) and node.level else ""
+            assert not any(n.split(".")[0] in ui for n in names), f"{path.name} imports {names}"
+            assert not relative.startswith(("widgets", "napari_io")), f"{path.name} imports {relative}"
+    for path in sorted((package / "core").rglob("*.py")):
+        modules = [n.module or "" for n in ast.walk(ast.parse(path.read_text("utf-8"))) if isinstance(n, ast.ImportFrom)]
+        assert not [m for m in modules if m.split(".")[0] == "server" or m.startswith("napari_ramseg.server")], path
