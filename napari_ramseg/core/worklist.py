@@ -36,7 +36,6 @@ segmented again and starts untouched; until then it does not open with the old p
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -46,6 +45,7 @@ import numpy as np
 
 from ..errors import RamsegInputError, naming
 from ..io import case_names
+from ..schema import read_json
 from .checkpoint import atomic_write_json
 from .config import REVIEW_PRIORITIES, ReviewConfig
 from .pipeline import CaseOptions, read_case, review_score, segment_case, unreadable_row
@@ -131,9 +131,10 @@ class Worklist:
     def _load(self) -> None:
         if not self.state_path.exists():
             return
+        data = read_json(self.state_path, "worklist state")  # not JSON, too large, nested too deeply: one line
         try:
-            self.cases, self.model, priority = parse_state(json.loads(self.state_path.read_text(encoding="utf-8")))
-        except (OSError, ValueError) as exc:  # parse_state checked every field the worklist relies on
+            self.cases, self.model, priority = parse_state(data)  # every field the worklist relies on
+        except ValueError as exc:
             raise RamsegInputError(f"cannot read the worklist state ({exc}); move it away to start afresh",
                                    self.state_path) from None
         if priority in REVIEW_PRIORITIES:

@@ -2,9 +2,10 @@
 what each scan's file held when it was segmented.
 
 The state is a file the user (or another program) may have edited or damaged. Everything the worklist
-later relies on is checked here, once, and a bad entry is one line naming the case and the field:
-a case or its report row that is not an object, a row without its ``file``, a prediction path that
-leaves the worklist's folder, a status not known, a scan record of the wrong shape.
+later relies on is checked here, once, against ``StateSchema`` (as every file read back is, with
+``napari_ramseg/schema.py``), and a bad entry is one line naming the field: a case or its report row
+that is not an object, a row without its ``file``, a prediction path that leaves the worklist's
+folder, a scan record of the wrong shape.
 
 A scan replaced by another file under the same name must not open beside the old prediction (and have
 that prediction saved as the correction's "original"): each case records its scan's size, modification
@@ -18,7 +19,11 @@ import datetime as _dt
 import hashlib
 from dataclasses import dataclass, field, fields
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from ..schema import Schema, check
 
 STATUSES = ("untouched", "reviewed", "corrected")
 STATE_VERSION = 1
@@ -44,62 +49,63 @@ class WorkCase:
     refused: str = ""  # why the model refused the scan ('' when it segmented it)
 
 
+class RowSchema(Schema):
+    """A case's report row: its measures are free-form (``core/report.py``), its ``file`` is relied on."""
+
+    file: str
+
+
+class ScanSchema(Schema):
+    size: Annotated[int, Field(ge=0)]
+    mtime_ns: int
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class WorkCaseSchema(Schema):
+    file: str
+    status: str = "untouched"
+    row: RowSchema | None = None
+    prediction: str | None = None
+    model: str | None = None
+    case_id: str | None = None
+    updated: str = ""
+    measured: list[str] = []
+    scan: ScanSchema | None = None
+    refused: str = ""
+
+
+class StateSchema(Schema):
+    version: Literal[1]
+    cases: dict[str, WorkCaseSchema]
+    model: str | None = None
+    priority: str | None = None
+
+
 def parse_state(data: Any) -> tuple[dict[str, WorkCase], str | None, str | None]:
-    """(cases by file name, model, priority) of a loaded ``worklist.json``; ValueError, in one line
-    naming the case and field, for anything the worklist could not rely on."""
-    if not isinstance(data, dict):
-        raise ValueError("the state is not an object")
-    if data.get("version") != STATE_VERSION:
-        raise ValueError(f"version {data.get('version')!r}")
-    raw_cases = data.get("cases")
-    if not isinstance(raw_cases, dict):
-        raise ValueError("'cases' is not an object")
-    cases = {name: _parse_case(name, raw) for name, raw in raw_cases.items()}
-    model, priority = data.get("model"), data.get("priority")
-    if model is not None and not isinstance(model, str):
-        raise ValueError("'model' is not a string")
-    return cases, model, priority if isinstance(priority, str) else None
+    """(cases by file name, model, priority) of a loaded ``worklist.json``, checked against
+    ``StateSchema`` (``napari_ramseg/schema.py``) and for what a schema cannot say (a case's ``file`` is
+    its key, its prediction lies inside the worklist's folder); ValueError in one line naming the field."""
+    state = check(StateSchema, data)
+    cases = {}
+    for name, entry in state.cases.items():
+        if entry.file != name:
+            raise ValueError(f"cases.{name}.file: {entry.file!r} is not the case's own name")
+        if entry.prediction is not None and not _inside(entry.prediction):
+            raise ValueError(f"cases.{name}.prediction: {entry.prediction!r} lies outside the worklist's folder")
+        raw = data["cases"][name]  # the row as written: its measures are kept, not re-typed
+        case = WorkCase(**{k: raw[k] for k in raw if k in _FIELDS})
+        if case.status not in STATUSES:  # an unknown mark counts as not looked at, as before
+            case.status = "untouched"
+        cases[name] = case
+    return cases, state.model, state.priority
 
 
-def _parse_case(name: str, raw: Any) -> WorkCase:
-    def bad(what: str) -> ValueError:
-        return ValueError(f"case {name!r}: {what}")
-
-    if not isinstance(raw, dict):
-        raise bad("not an object")
-    if raw.get("file") != name:
-        raise bad("has no 'file'" if "file" not in raw else f"'file' is {raw['file']!r}, not its own name")
-    known = {f.name for f in fields(WorkCase)}
-    case = WorkCase(**{k: v for k, v in raw.items() if k in known})
-    if case.row is not None:
-        if not isinstance(case.row, dict):
-            raise bad("its row is not an object")
-        if not isinstance(case.row.get("file"), str):
-            raise bad("its row has no 'file'")
-    for key in ("prediction", "model", "case_id"):
-        if getattr(case, key) is not None and not isinstance(getattr(case, key), str):
-            raise bad(f"'{key}' is not a string")
-    if case.prediction is not None and not _inside(case.prediction):
-        raise bad(f"the prediction {case.prediction!r} lies outside the worklist's folder")
-    if not isinstance(case.measured, list) or not all(isinstance(m, str) for m in case.measured):
-        raise bad("'measured' is not a list of names")
-    if case.scan is not None and not _valid_record(case.scan):
-        raise bad("'scan' is not a record of size, mtime_ns and sha256")
-    if not isinstance(case.refused, str) or not isinstance(case.updated, str):
-        raise bad("'refused' or 'updated' is not a string")
-    if case.status not in STATUSES:  # an unknown mark counts as not looked at, as before
-        case.status = "untouched"
-    return case
+_FIELDS = {f.name for f in fields(WorkCase)}
 
 
 def _inside(relative: str) -> bool:
     path = PurePosixPath(relative.replace("\\", "/"))
     return bool(relative) and not path.is_absolute() and ".." not in path.parts and ":" not in relative
-
-
-def _valid_record(record: Any) -> bool:
-    return (isinstance(record, dict) and isinstance(record.get("size"), int) and isinstance(record.get("mtime_ns"), int)
-            and isinstance(record.get("sha256"), str) and len(record["sha256"]) == 64)
 
 
 def _sha256(path: Path) -> str:

@@ -72,12 +72,12 @@ def test_an_unreadable_scan_is_listed_first_with_its_reason(scans, predictor):
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda case: case.update(row=[1, 2]), "its row is not an object"),
-    (lambda case: case["row"].pop("file"), "its row has no 'file'"),
-    (lambda case: case.pop("file"), "has no 'file'"),
+    (lambda case: case.update(row=[1, 2]), "cases.siteA.png.row: input should be a valid dictionary"),
+    (lambda case: case["row"].pop("file"), "cases.siteA.png.row.file: field required"),
+    (lambda case: case.pop("file"), "cases.siteA.png.file: field required"),
     (lambda case: case.update(prediction="../../elsewhere.tif"), "lies outside the worklist's folder"),
-    (lambda case: case.update(measured="disagreement"), "'measured' is not a list"),
-    (lambda case: case.update(scan={"size": "big"}), "'scan' is not a record"),
+    (lambda case: case.update(measured="disagreement"), "cases.siteA.png.measured: input should be a valid list"),
+    (lambda case: case.update(scan={"size": "big"}), "cases.siteA.png.scan.size"),
 ], ids=["row-not-object", "row-without-file", "case-without-file", "prediction-outside", "measured", "scan"])
 def test_a_damaged_worklist_state_is_one_clear_line(scans, predictor, edit, message):
     work = Worklist(scans)
@@ -88,7 +88,7 @@ def test_a_damaged_worklist_state_is_one_clear_line(scans, predictor, edit, mess
     with pytest.raises(RamsegInputError, match="cannot read the worklist state") as err:
         Worklist(scans)
     text = str(err.value)
-    assert "case 'siteA.png'" in text and message in text and len(text.splitlines()) == 1
+    assert "cases.siteA.png" in text and message in text and len(text.splitlines()) == 1
 
 
 def test_a_case_that_is_not_an_object_is_one_clear_line(scans, predictor):
@@ -97,5 +97,5 @@ def test_a_case_that_is_not_an_object_is_one_clear_line(scans, predictor):
     state = json.loads(work.state_path.read_text())
     state["cases"]["siteB.png"] = "reviewed"
     work.state_path.write_text(json.dumps(state))
-    with pytest.raises(RamsegInputError, match=r"state \(case 'siteB.png': not an object\); move it away"):
+    with pytest.raises(RamsegInputError, match=r"state \(cases.siteB.png: input should be a valid dictionary .*\); move it away"):
         Worklist(scans)
