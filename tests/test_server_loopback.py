@@ -22,10 +22,11 @@ from napari_ramseg.server.client import ServerClient, ServerError  # noqa: E402
 TOKEN = "loopback-token-0123456789"
 
 
-def _start(app) -> tuple[uvicorn.Server, threading.Thread, int]:
+def _start(app, **options) -> tuple[uvicorn.Server, threading.Thread, int]:
+    """``app`` on uvicorn on a free loopback port (``options``: uvicorn's, the TLS files), once it listens."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, **options))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -61,3 +62,28 @@ def test_a_server_on_loopback_answers_as_the_local_pipeline_and_once_stopped_the
     with pytest.raises(ServerError, match=f"cannot reach the ramseg server at {url}") as err:
         ServerClient(url, TOKEN).segment(scan, model="tiny")
     assert len(str(err.value).splitlines()) == 1
+
+
+def test_direct_tls_with_uvicorns_certificate_options(tmp_path):
+    """``--ssl-keyfile``/``--ssl-certfile`` as ``ramseg serve`` passes them: the client trusts the
+    department's own certificate when given it, and refuses the server in one line when not."""
+    import shutil
+    import subprocess as sp
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a certificate")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    sp.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+            "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+           check=True, capture_output=True)
+    server, thread, port = _start(create_app(ServerSettings(token=TOKEN)), ssl_keyfile=str(key),
+                                  ssl_certfile=str(cert))
+    url = f"https://127.0.0.1:{port}"
+    try:
+        assert ServerClient(url, TOKEN, verify=cert).health()["status"] == "ok"
+        with pytest.raises(ServerError, match="certificate this client does not trust") as err:
+            ServerClient(url, TOKEN).health()
+        assert len(str(err.value).splitlines()) == 1
+    finally:
+        server.should_exit = True
+        thread.join(30)

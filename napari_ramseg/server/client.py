@@ -50,12 +50,22 @@ class RemoteCase:
 
 
 class ServerClient:
-    def __init__(self, url: str, token: str | None = None, transport: Any = None, timeout: float = TIMEOUT_S):
+    def __init__(self, url: str, token: str | None = None, transport: Any = None, timeout: float = TIMEOUT_S,
+                 verify: bool | str | Path = True):
+        """``verify``: check an https server's certificate against the system's authorities (True), or
+        against this CA or self-signed certificate file (a department's own); never switched off here."""
+        import ssl
+
         import httpx
 
         self.url = url.rstrip("/")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        kwargs = {"transport": transport} if transport is not None else {}
+        kwargs: dict[str, Any] = {"transport": transport} if transport is not None else {}
+        if not isinstance(verify, bool):
+            try:
+                kwargs["verify"] = ssl.create_default_context(cafile=str(verify))
+            except (OSError, ssl.SSLError) as exc:
+                raise RamsegInputError(f"cannot use this certificate file ({exc})", verify) from None
         self._http = httpx.Client(base_url=self.url, headers=headers,
                                   timeout=httpx.Timeout(timeout, connect=CONNECT_S), **kwargs)
 
@@ -138,6 +148,12 @@ class ServerClient:
             response = self._http.request(method, route, **kwargs)
         except httpx.TimeoutException:
             raise ServerError(f"the ramseg server at {self.url} did not answer in time") from None
+        except httpx.ConnectError as exc:
+            if "CERTIFICATE" in str(exc).upper():
+                raise ServerError(f"the server at {self.url} showed a certificate this client does not trust "
+                                  f"({_why(exc)}); give its CA or certificate file (verify=...)") from None
+            raise ServerError(f"cannot reach the ramseg server at {self.url} ({_why(exc)}); "
+                              "is `ramseg serve` running there, and is the address right?") from None
         except httpx.TransportError as exc:
             raise ServerError(f"cannot reach the ramseg server at {self.url} ({_why(exc)}); "
                               "is `ramseg serve` running there, and is the address right?") from None
