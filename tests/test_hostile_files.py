@@ -137,15 +137,11 @@ def test_float64_weights_that_fit_still_load(tmp_path, tiny_model):
 # -- 23, 26, 32, 33: fine-tune versions and the corrections store ---------------------------------------
 
 def _round(model, store, out):
-    """One quick fine-tune round (``finetune`` takes a FinetuneConfig since the generated options)."""
-    import inspect
-
+    """One quick fine-tune round."""
     from napari_ramseg.core import finetune as ft
     from napari_ramseg.core.config import FinetuneConfig
 
-    if "settings" in inspect.signature(ft.finetune).parameters:
-        return ft.finetune(model, store, out, FinetuneConfig(iterations=1, device="cpu", batch=2))
-    return ft.finetune(model, store, out, iterations=1, device="cpu", batch=2)
+    return ft.finetune(model, store, out, FinetuneConfig(iterations=1, device="cpu", batch=2))
 
 
 @pytest.fixture
