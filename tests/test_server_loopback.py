@@ -87,3 +87,32 @@ def test_direct_tls_with_uvicorns_certificate_options(tmp_path):
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+def test_a_server_stopped_mid_job_leaves_no_version_and_the_client_says_so(tiny_model, synthetic_data, tmp_path):
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "tiny").symlink_to(tiny_model, target_is_directory=True)
+    images = sorted((synthetic_data / "siteA" / "images").glob("*.png"))
+    pairs = [(image, synthetic_data / "siteA" / "labels" / image.name) for image in images]
+    workers_before = {t for t in threading.enumerate() if t.name == "ramseg-jobs"}
+    server, thread, port = _start(create_app(ServerSettings(token=TOKEN, models_dir=models, device="cpu")))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        with ServerClient(url, TOKEN) as client:
+            job = client.finetune("tiny", pairs, iterations=1_000_000, precision="fp32")
+            deadline = time.monotonic() + 120
+            while client.job(job["id"])["state"] != "running":
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+    finally:
+        server.should_exit = True
+        thread.join(120)
+    assert not thread.is_alive()
+    workers = {t for t in threading.enumerate() if t.name == "ramseg-jobs"} - workers_before
+    assert not workers  # the round was cancelled and stopped at its next step before the server ended
+    with pytest.raises(ServerError, match="cannot reach the ramseg server") as err:
+        ServerClient(url, TOKEN).wait(job["id"])
+    assert len(str(err.value).splitlines()) == 1
+    family = models / "tiny-finetuned"
+    assert not list(family.glob("v*")) and not [p for p in family.iterdir() if p.name.startswith(".")]

@@ -19,6 +19,7 @@ One case runs at a time on the device (``_DEVICE_LOCK``); requests wait their tu
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 import threading
@@ -61,8 +62,15 @@ def create_app(settings: ServerSettings) -> Any:
     from ..io import MAX_IMAGE_BYTES
 
     catalog = Catalog(settings.models_dir, settings.device)
+    jobs = JobQueue()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Any):
+        yield
+        await run_in_threadpool(jobs.stop)  # a stopped server leaves no round half-done
+
     api = FastAPI(title="napari-ramseg server", version=__version__, docs_url=None, redoc_url=None,
-                  openapi_url=None)
+                  openapi_url=None, lifespan=lifespan)
 
     @api.get("/health")
     def health() -> dict:
@@ -93,8 +101,6 @@ def create_app(settings: ServerSettings) -> Any:
             if size == 0:
                 return _problem(400, "the request has no image: send the image file's bytes as the body")
             return await run_in_threadpool(_segment, catalog, body, options)
-
-    jobs = JobQueue()
 
     @api.post("/jobs/finetune")
     async def start_finetune(request: Request):

@@ -4,7 +4,8 @@
 ``running``, ``done``, ``failed``, ``cancelled``), its progress (the core's ``FinetuneEvent``: phase,
 step, total, message) and, when done, its result. Cancelling a queued job drops it; a running one
 stops at its next step (``should_stop``), and ``core/finetune.py`` writes a version only when it is
-complete, so a cancelled round leaves nothing half-written.
+complete, so a cancelled round leaves nothing half-written. Stopping the server cancels every job
+and waits for the running one to stop (``JobQueue.stop``).
 
 A fine-tune round (``finetune_job``) saves the uploaded image/mask pairs into the base model's project
 on the server, ``<models>/<base>-finetuned/corrections``, and writes the new version beside it as
@@ -81,9 +82,25 @@ class JobQueue:
             job.state = "cancelled"
         return job
 
+    def stop(self, timeout: float = 120.0) -> None:
+        """Cancel every job and wait (up to ``timeout``) for the running one to stop at its next step, so
+        a server that is stopped leaves no round half-done (``core/finetune.py`` writes none)."""
+        with self._lock:
+            jobs, worker = list(self._jobs.values()), self._worker
+        for job in jobs:
+            job.cancel.set()
+            if job.state == "queued":
+                job.state = "cancelled"
+        if worker is not None and worker.is_alive():
+            self._queue.put(None)
+            worker.join(timeout)
+
     def _run(self) -> None:
         while True:
-            job, work = self._queue.get()
+            item = self._queue.get()
+            if item is None:  # stop()
+                return
+            job, work = item
             if job.cancel.is_set():
                 job.state = "cancelled"
                 continue
