@@ -15,9 +15,9 @@ TINY = ["--iterations", "1", "--size", "32", "--batch", "2", "--base-width", "4"
 
 def test_a_short_run_validates_at_its_end_only(synthetic_data, tmp_path):
     events = []
-    run_training(TrainRequest(data=synthetic_data, out=tmp_path / "run", iterations=6, size=32, batch=2, base_width=4,
+    run_training(TrainRequest(data=synthetic_data, out=tmp_path / "run", iterations=3, size=32, batch=2, base_width=4,
                               labels=["blob"], device="cpu"), on_event=events.append)
-    assert [e.iteration for e in events if e.validation is not None] == [6]  # was every step (6 // 10 -> 1)
+    assert [e.iteration for e in events if e.validation is not None] == [3]  # was every step (3 // 10 -> 1)
     assert TrainConfig(iterations=30).validation_interval() >= 30  # 30 steps: one validation, at the end
     assert TrainConfig(iterations=10_000).validation_interval() == 1000  # a long run: about 10
     assert TrainConfig(iterations=30, val_every=3).validation_interval() == 3  # asked for: as asked
