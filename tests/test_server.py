@@ -311,5 +311,6 @@ def test_the_server_imports_no_ui_and_the_core_never_imports_the_server():
             assert not any(n.split(".")[0] in ui for n in names), f"{path.name} imports {names}"
             assert not relative.startswith(("widgets", "napari_io")), f"{path.name} imports {relative}"
     for path in sorted((package / "core").rglob("*.py")):
-        modules = [n.module or "" for n in ast.walk(ast.parse(path.read_text("utf-8"))) if isinstance(n, ast.ImportFrom)]
+        tree = ast.parse(path.read_text("utf-8"))
+        modules = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
         assert not [m for m in modules if m.split(".")[0] == "server" or m.startswith("napari_ramseg.server")], path

@@ -13,7 +13,8 @@ Routes (every one behind ``guard.Guard``: token, size limit, one log line):
   (``jobs.py``); ``GET /jobs/{id}``: its state, progress and result; ``POST /jobs/{id}/cancel``.
 
 Errors are ``{"detail": "<one line>"}``: 400 bad options or an unreadable upload, 401 no or a wrong
-token, 404 no such model or job, 409 no --models folder to keep versions in, 413 too large, 503 the model cannot be loaded or the machine ran out of memory.
+token, 404 no such model or job, 409 no --models folder to keep versions in, 413 too large, 503 the
+model cannot be loaded or the machine ran out of memory.
 One case runs at a time on the device (``_DEVICE_LOCK``); requests wait their turn.
 """
 
@@ -183,8 +184,9 @@ def _finetune_request(catalog: Catalog, body: Any) -> tuple[Any, list[dict], dic
     settings: dict[str, Any] = {}
     for name in ("iterations", "seed"):
         if body.get(name) is not None:
-            if not isinstance(body[name], int) or isinstance(body[name], bool) or body[name] < (1 if name == "iterations" else 0):
-                raise RamsegInputError(f"\"{name}\" must be a whole number")
+            value, lowest = body[name], 1 if name == "iterations" else 0
+            if not isinstance(value, int) or isinstance(value, bool) or value < lowest:
+                raise RamsegInputError(f"\"{name}\" must be a whole number, at least {lowest}")
             settings[name] = body[name]
     precision = body.get("precision", "auto")
     if precision not in PRECISION_CHOICES:

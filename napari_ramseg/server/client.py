@@ -95,7 +95,8 @@ class ServerClient:
         except OSError as exc:
             raise RamsegInputError(f"cannot read ({exc.strerror or type(exc).__name__})", path) from None
         params = {"model": model, "format": suffix_of(path).lstrip("."), "postprocess": str(bool(postprocess)).lower(),
-                  "precision": precision, **({"adapt": adapt} if adapt else {}), **({"review": review} if review else {})}
+                  "precision": precision}
+        params.update({k: v for k, v in (("adapt", adapt), ("review", review)) if v})
         answer = self._call("POST", "/segment", params=params, content=data,
                             headers={"Content-Type": "application/octet-stream"})
         return RemoteCase(answer["model"], answer["task"], answer["refusal"], decode_mask(answer.get("mask")),

@@ -123,7 +123,8 @@ def decode_cases(cases: list[dict], folder: Path, prefix: str) -> tuple[list[Pat
         for kind, out in (("image", images), ("mask", masks)):
             suffix = "." + str(case.get(f"{kind}_format", "")).lower().lstrip(".")
             if suffix not in upload_suffixes():
-                raise RamsegInputError(f"case {i}: {kind}_format {suffix!r} is not one of {', '.join(upload_suffixes())}")
+                allowed = ", ".join(upload_suffixes())
+                raise RamsegInputError(f"case {i}: {kind}_format {suffix!r} is not one of {allowed}")
             try:
                 data = base64.b64decode(str(case.get(kind, "")), validate=True)
             except (binascii.Error, ValueError):
