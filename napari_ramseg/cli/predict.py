@@ -80,9 +80,8 @@ def run(args: argparse.Namespace) -> int:
                 rows += [row] if row else []
                 bar.update(1)
                 continue
-            if not result.reliable:  # the mask is still written: the user decides what to make of it
-                bar.write(f"ramseg: warning: {source}: {result.fit.differs}; its measures are unreliable",
-                          file=sys.stderr)
+            if not result.reliable:  # the mask is still written (report.csv marks its measures): the user decides
+                bar.write(f"ramseg: warning: {source}: {result.fit.differs}", file=sys.stderr)
             if args.adapt:
                 rois = segmenter.fits - adapted_before  # the disc's two stages adapt each ROI they segment
                 where = f" (the last of {rois} ROIs adapted)" if rois > 1 else ""
@@ -91,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
             rows += [row] if row else []
             bar.update(1)
             if len(pairs) == 1:
-                stderr(f"wrote {written} ({', '.join(predictor.channel_names)}; shape {result.prediction.labels.shape})")
+                shape = result.prediction.labels.shape
+                stderr(f"wrote {written} ({', '.join(predictor.channel_names)}; shape {shape})")
                 summary = result.task.summary_line(result)
                 if summary:
                     stderr(summary + ("" if result.reliable else "; unreliable: the scan does not fit the model"))

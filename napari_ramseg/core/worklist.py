@@ -228,7 +228,8 @@ class Worklist:
         self.descriptors.pop(name, None)  # another model's, if any
         case.model, case.measured, case.scan = model, [], record
         if image is None:
-            case.row, case.prediction, case.refused = unreadable_row(self.case_name(name), name, unreadable), None, unreadable
+            case.row, case.prediction = unreadable_row(self.case_name(name), name, unreadable), None
+            case.refused = unreadable
             return
         result = segment_case(predictor, image, CaseOptions(review=self.needs))
         labels = result.prediction.labels if not result.refused else empty_prediction(

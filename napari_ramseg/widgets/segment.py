@@ -238,6 +238,8 @@ class SegmentWidget(DockWidget):
             notify_error(str(exc))
             return None
         want_probs, want_entropy = self.probabilities_box.isChecked(), self.uncertainty_box.isChecked()
+        for stale in (self.fit_label, self.measures_label, self.adapt_label):  # the last image's, not this one's
+            stale.setVisible(False)
         return self.runner.start(
             segment_job(request),
             on_result=lambda result: self._show(layer, result, want_probs, want_entropy),

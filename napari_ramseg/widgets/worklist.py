@@ -6,15 +6,15 @@ current scan). The table lists the scans by review priority (``core/review.py``;
 mean uncertainty and fit score as ``report.csv`` has them); "Review by" picks the ranking
 (``config.REVIEW_PRIORITIES``, default ``ReviewConfig.priority``), kept in the worklist's state. The
 set-level ``representative`` order is computed once the folder is done (while scans are segmented the
-newly done ones follow the last order). The table's first columns fit the dock's width: the scan names elide, so
-the uncertainty and fit columns (the reasons for the ranking) are always in view; the measures follow them. Clicking a row opens that
-scan with its prediction as a Labels layer ready to paint, and the open scan's row stays highlighted;
-"Save and next" saves image, prediction ("original") and
-the painted mask ("final") into the corrections project (``core/corrections.py``, as the Correct and
-fine-tune dock does, so that dock fine-tunes on them) and opens the next untouched scan. "Next" moves on
-without saving. Status (untouched; reviewed once the user moves on from it with Next or saves it
-unchanged, never by opening it alone; corrected once a changed mask is saved) lives
-in the worklist's ``worklist.json``, so it is all there again after napari is closed.
+newly done ones follow the last order). The table's first columns fit the dock's width: the
+scan names elide, so the uncertainty and fit columns (the reasons for the ranking) are always in view;
+the measures follow them. Clicking a row opens that scan with its prediction as a Labels layer ready to
+paint, and the open scan's row stays highlighted (in bold); "Save and next" saves image, prediction
+("original") and the painted mask ("final") into the corrections project (``core/corrections.py``, as
+the Correct and fine-tune dock does, so that dock fine-tunes on them) and opens the next untouched scan.
+"Next" moves on without saving. Status (untouched; reviewed once the user moves on from it with Next or
+saves it unchanged, never by opening it alone; corrected once a changed mask is saved) lives in the
+worklist's ``worklist.json``, so it is all there again after napari is closed.
 """
 
 from __future__ import annotations
