@@ -306,7 +306,7 @@ def write_report(args, results: dict, total: float) -> None:
         "   now silenced during the read (`io._quiet_logger`).",
         "6. Package, slow (first run with the files read back, 500 package inputs; 1 input): an rdf.yaml",
         "   holding 3000 nested `[` took YAML's recursive composer to a RecursionError, 0.8 s alone and over",
-        "   10 s on the loaded machine. Fixed in `interchange/package._PlainLoader`: a description nesting",
+        "   10 s on the loaded machine. Fixed in `core/package._PlainLoader`: a description nesting",
         "   deeper than 32 levels is refused as the composer reaches it.",
         "",
     ]

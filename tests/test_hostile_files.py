@@ -86,7 +86,7 @@ def test_zip_bomb_weights_are_refused_before_extraction(tmp_path, tiny_model, ca
 
 
 def test_an_interrupted_extraction_leaves_no_cache_folder(tmp_path, tiny_model, cache, monkeypatch):
-    from napari_ramseg.interchange import package
+    from napari_ramseg.core import package
 
     def fail(*args):
         raise OSError(28, "No space left on device")

@@ -183,11 +183,11 @@ def save_model(model: RamSegNet, metadata: ModelMetadata, folder: Path) -> Path:
 
 def resolve_model_path(path: str | Path) -> tuple[Path, Path]:
     """(weights, metadata) paths for a run folder, a ``.safetensors`` file with its ``.json`` beside it, or a
-    BioImage.IO package made by napari-ramseg (zip, folder or rdf.yaml; ``interchange/package.py``)."""
+    BioImage.IO package made by napari-ramseg (zip, folder or rdf.yaml; ``core/package.py``)."""
     path = Path(path)
     if not path.exists():
         raise RamsegInputError("model not found", path)
-    from ..interchange.package import is_package, package_model_files
+    from .package import is_package, package_model_files
 
     if is_package(path) and not (path.is_dir() and (path / METADATA_NAME).is_file()):
         return package_model_files(path)

@@ -34,7 +34,7 @@ class Entry:
 def _folder_entries(folder: Path) -> list[Entry]:
     """The models in ``folder`` (not below it), each under its folder name or its file's stem."""
     from ..core.run_folder import METADATA_NAME
-    from ..interchange.package import is_package
+    from ..core.package import is_package
 
     entries = []
     for child in sorted(folder.iterdir()):

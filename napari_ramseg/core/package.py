@@ -185,7 +185,7 @@ def check_weights_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, meta: 
     """Refuse (RamsegInputError) weights whose safetensors header does not describe the network of
     ``meta`` (the package's model.json), exactly filling the file: read from the zip's first bytes, so
     that a 2 GiB member of zeros (a 2 MB zip) is never extracted."""
-    from ..core.checkpoint import ModelMetadata, _describe_mismatch, build_model
+    from .checkpoint import ModelMetadata, _describe_mismatch, build_model
 
     with archive.open(info) as handle:
         head = handle.read(8)
