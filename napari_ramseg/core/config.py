@@ -93,7 +93,7 @@ class PreprocessConfig:
 
 @dataclass(frozen=True)
 class MethodConfig:
-    """The three parts of RAM-DSIR and their weights (METHOD.md); all off gives the ERM baseline."""
+    """The three parts of RAM-DSIR and their weights (Zhou, Qi, Shi, ECCV 2022); all off gives the ERM baseline."""
 
     ram: bool = option(True, help="random amplitude mixup", label="RAM")
     dsir: bool = option(True, help="domain-specific image restoration", label="DSIR")

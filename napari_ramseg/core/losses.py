@@ -1,4 +1,4 @@
-"""Segmentation, semantic-consistency and restoration losses (METHOD.md, "Losses").
+"""Segmentation, semantic-consistency and restoration losses (the RAM-DSIR paper's, ECCV 2022).
 
 Partial labels: a source domain may annotate only some structures (DRIONS-DB marks the optic disc, not
 the cup). Its masks then hold no inner label at all, and scoring them as "no cup here" would teach the

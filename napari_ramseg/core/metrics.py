@@ -1,4 +1,4 @@
-"""Dice, HD95 and ASD per structure, computed with MONAI (METHOD.md, "Evaluation").
+"""Dice, HD95 and ASD per structure, computed with MONAI, as the RAM-DSIR paper evaluates.
 
 Definitions (those of MONAI, which this module only wraps):
 

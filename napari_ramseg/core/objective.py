@@ -1,4 +1,4 @@
-"""The RAM-DSIR training objective and its optimiser (METHOD.md): what one step minimises, and how.
+"""The RAM-DSIR training objective and its optimiser (RAM-DSIR, Zhou, Qi, Shi, ECCV 2022): what one step minimises, and how.
 
 ``core/train.py`` runs the loop around it.
 """
@@ -93,7 +93,7 @@ def poly_lr(base: float, iteration: int, total: int, power: float) -> float:
 
 
 def make_optimizer(net: RamSegNet, config: TrainConfig) -> torch.optim.Adam:
-    """Adam without weight decay; the encoder runs at half the rate when DSIR is on (METHOD.md)."""
+    """Adam without weight decay; the encoder runs at half the rate when DSIR is on (as in the paper)."""
     groups = net.parameter_groups()
     encoder_scale = 0.5 if config.method.dsir else 1.0
     param_groups = [

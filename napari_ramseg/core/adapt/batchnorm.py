@@ -5,7 +5,7 @@ from the source model: nothing carries over, and the model handed in never chang
 - ``tent``: TENT, entropy minimisation of the prediction on the BatchNorm affine parameters with the
   scan's statistics, then those statistics for the prediction as well.
 
-``Predictor`` itself keeps BatchNorm in eval mode with the source statistics (METHOD.md); these
+``Predictor`` itself keeps BatchNorm in eval mode with the source statistics, as the method prescribes; these
 methods are the requested, reported exception.
 """
 
