@@ -95,3 +95,24 @@ def test_bad_fine_tune_requests_are_refused_in_one_line(client, synthetic_data, 
     answer = bare.post("/jobs/finetune", json={"model": "vessels", "cases": [{}]},
                        headers={"Authorization": f"Bearer {TOKEN}"})
     assert answer.status_code == 409 and "--models DIR" in answer.json()["detail"]
+
+
+def test_training_on_a_data_folder_of_the_server_gives_a_served_model(synthetic_data, tmp_path):
+    data, models = tmp_path / "data", tmp_path / "models"
+    data.mkdir()
+    models.mkdir()
+    (data / "synth").symlink_to(synthetic_data, target_is_directory=True)
+    http = TestClient(create_app(ServerSettings(token=TOKEN, models_dir=models, device="cpu", data_dir=data)))
+    client = ServerClient("http://testserver", TOKEN, transport=http._transport)
+    with pytest.raises(ServerError, match="404.*no data folder named '../synth'.*never a path"):
+        client.train("../synth")
+    with pytest.raises(ServerError, match="400.*unknown training settings: out"):
+        client.train("synth", out=str(tmp_path / "elsewhere"))
+    job = client.train("synth", name="blobs", iterations=2, size=32, batch=4, base_width=4, labels=["blob"],
+                       val_every=2)
+    done = client.wait(job["id"], poll_s=0.2)
+    assert done["state"] == "done" and done["result"]["version"] == "blobs", done
+    assert done["progress"]["iteration"] == done["progress"]["total"] == 2
+    models_seen = {m["name"]: m for m in client.models()}
+    assert models_seen["blobs"]["labels"] == {"names": ["blob"], "kind": "nested"}
+    assert not (tmp_path / "elsewhere").exists()

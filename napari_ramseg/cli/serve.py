@@ -27,6 +27,9 @@ def add_parser(sub) -> None:
     p.add_argument("--models", type=Path, default=None, metavar="DIR",
                    help="a folder of run folders, .safetensors files and BioImage.IO packages to serve beside "
                         "the bundled models, each by its folder or file name")
+    p.add_argument("--data", type=Path, default=None, metavar="DIR",
+                   help="a folder of datasets (one folder each) that training jobs may name; their models are "
+                        "written into --models")
     p.add_argument("--max-upload-mb", type=float, default=None,
                    help="largest request body in MiB (default: the readers' own limit on a decoded image, 2048)")
     p.add_argument("--ssl-keyfile", type=Path, default=None, help="TLS private key (PEM), with --ssl-certfile")
@@ -55,7 +58,11 @@ def settings_from_args(args: argparse.Namespace):
     from ..server.app import ServerSettings
 
     limit = None if args.max_upload_mb is None else int(args.max_upload_mb * 2**20)
-    return ServerSettings(token=token, models_dir=args.models, device=args.device, max_upload_bytes=limit)
+    if args.data is not None and not args.data.is_dir():
+        raise RamsegInputError("the data folder does not exist or is not a folder", args.data)
+    data = None if args.data is None else args.data.expanduser().resolve()
+    return ServerSettings(token=token, models_dir=args.models, device=args.device, max_upload_bytes=limit,
+                          data_dir=data)
 
 
 def run(args: argparse.Namespace) -> int:

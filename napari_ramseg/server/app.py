@@ -10,10 +10,12 @@ Routes (every one behind ``guard.Guard``: token, size limit, one log line):
   optic disc model) is an answer (200, ``refused: true``), as in ``ramseg predict`` on a folder;
 - ``POST /jobs/finetune`` (JSON: ``model``, ``cases``: ``[{image, image_format, mask, mask_format}]``
   with the files' bytes in base64, optional ``iterations``, ``seed``, ``precision``): 202 and the job
-  (``jobs.py``); ``GET /jobs/{id}``: its state, progress and result; ``POST /jobs/{id}/cancel``.
+  (``jobs.py``); ``POST /jobs/train`` (JSON: ``data``, a folder of ``--data`` by name; ``name``, the new
+  model's; TrainConfig settings by name): 202 and the job; ``GET /jobs/{id}``: its state, progress and
+  result; ``POST /jobs/{id}/cancel``.
 
 Errors are ``{"detail": "<one line>"}``: 400 bad options or an unreadable upload, 401 no or a wrong
-token, 404 no such model or job, 409 no --models folder to keep versions in, 413 too large, 503 the
+token, 404 no such model or job, 409 no --models folder to keep versions in (or no --data), 413 too large, 503 the
 model cannot be loaded or the machine ran out of memory.
 One case runs at a time on the device (``_DEVICE_LOCK``); requests wait their turn.
 """
@@ -38,9 +40,9 @@ from ..errors import RamsegInputError, one_line
 from .catalog import Catalog
 from .cases import SegmentRequest, segment_upload
 from .guard import LOG, Guard
-from .jobs import Job, JobQueue, finetune_job
+from .jobs import Job, JobQueue, finetune_job, train_job, train_request
 
-ROUTES = ("/health", "/models", "/segment", "/jobs/finetune", "/jobs/{id}", "/jobs/{id}/cancel")
+ROUTES = ("/health", "/models", "/segment", "/jobs/finetune", "/jobs/train", "/jobs/{id}", "/jobs/{id}/cancel")
 _DEVICE_LOCK = threading.Lock()
 
 
@@ -52,6 +54,7 @@ class ServerSettings:
     models_dir: Path | None = None
     device: str = "auto"
     max_upload_bytes: int | None = None  # None: io.MAX_IMAGE_BYTES, the largest image the readers decode
+    data_dir: Path | None = None  # datasets a training job may name (its folders, by name)
 
 
 def _problem(status: int, detail: object) -> JSONResponse:
@@ -118,6 +121,21 @@ def create_app(settings: ServerSettings) -> Any:
         except LookupError as exc:
             return _problem(404, exc.args[0])
         job = jobs.submit(Job("finetune", base.name), finetune_job(catalog, base, cases, settings))
+        return JSONResponse(job.to_dict(), status_code=202)
+
+    @api.post("/jobs/train")
+    async def start_training(request: Request):
+        try:
+            body = await request.json()
+        except (ValueError, UnicodeDecodeError):
+            return _problem(400, "the body must be JSON: {\"data\": FOLDER NAME, \"iterations\", ...}")
+        try:
+            name, train = train_request(settings.data_dir, catalog.models_dir, body)
+        except RamsegInputError as exc:
+            return _problem(409 if settings.data_dir is None or catalog.models_dir is None else 400, exc.problem)
+        except LookupError as exc:
+            return _problem(404, exc.args[0])
+        job = jobs.submit(Job("train", name), train_job(train, settings.device))
         return JSONResponse(job.to_dict(), status_code=202)
 
     @api.get("/jobs/{job_id}")

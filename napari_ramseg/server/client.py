@@ -121,6 +121,11 @@ class ServerClient:
         body = {"model": model, "cases": cases, "iterations": iterations, "precision": precision, "seed": seed}
         return self._call("POST", "/jobs/finetune", json=body, expect=202)
 
+    def train(self, data: str, name: str | None = None, **settings: Any) -> dict:
+        """Start training on the server's data folder ``data`` (by name) into the model ``name``; the job.
+        ``settings``: TrainConfig settings by name (``iterations=2000``, ``size=384``, ...)."""
+        return self._call("POST", "/jobs/train", json={"data": data, "name": name, **settings}, expect=202)
+
     def job(self, job_id: str) -> dict:
         return self._call("GET", f"/jobs/{job_id}")
 

@@ -164,3 +164,63 @@ def finetune_job(catalog: Any, base: Any, cases: list[dict], settings: dict) -> 
                 "worse": result.worse, "train_cases": len(result.train_cases), "val_cases": len(result.val_cases)}
 
     return work
+
+
+TRAIN_PLACES = ("format", "domains", "target", "labels", "label_kind", "epochs")  # besides TrainConfig's settings
+NOT_FROM_REQUESTS = ("device", "data", "out", "resume", "partners", "command", "extra")  # the server's, or paths
+
+
+def train_request(data_root: Path | None, models_dir: Path | None, body: Any) -> tuple[str, Any]:
+    """(the run's name, a checked ``core.train_job.TrainRequest``) for ``POST /jobs/train``: ``data`` names a
+    folder in the server's ``--data`` folder, ``name`` the new model (default ``<data>-<time>``), and the
+    other keys are TrainConfig settings by name (``iterations``, ``size``, ...) or the layout's choices."""
+    import datetime as dt
+
+    from ..core.train_job import TRAIN_SETTINGS, TrainRequest
+    from .catalog import NAME
+
+    if data_root is None or models_dir is None:
+        raise RamsegInputError("this server trains on no data: start it with --data DIR and --models DIR")
+    if not isinstance(body, dict) or not isinstance(body.get("data"), str):
+        raise RamsegInputError("the request must be a JSON object naming a \"data\" folder of the server's --data")
+    folders = sorted(p.name for p in data_root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if body["data"] not in folders:
+        raise LookupError(f"no data folder named {body['data'][:80]!r} on this server; data folders: "
+                          f"{', '.join(folders) or 'none'}. A request names a folder, never a path")
+    name = body.get("name") or f"{body['data']}-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    if not isinstance(name, str) or not NAME.match(name) or name.endswith(FINETUNED) or (models_dir / name).exists():
+        raise RamsegInputError(f"\"name\" {str(name)[:80]!r} must be a new model's name (letters, digits, . _ -)")
+    allowed = {s.name for s in TRAIN_SETTINGS if s.name not in NOT_FROM_REQUESTS} | set(TRAIN_PLACES)
+    unknown = sorted(set(body) - allowed - {"data", "name"})
+    if unknown:
+        raise RamsegInputError(f"unknown training settings: {', '.join(unknown)[:200]}")
+    settings = {k: v for k, v in body.items() if k in allowed}
+    try:
+        return name, TrainRequest(data=data_root / body["data"], out=models_dir / name, **settings)
+    except (TypeError, ValueError) as exc:
+        raise RamsegInputError(f"bad training settings: {getattr(exc, 'problem', None) or exc}") from None
+
+
+def train_job(request: Any, device: str) -> Callable[[Job], dict]:
+    """The work of one training run on the server's data (``core.train_job.run_training``)."""
+    import dataclasses
+
+    from ..core.train_job import run_training
+
+    def work(job: Job) -> dict:
+        def on_event(event: Any) -> None:
+            job.progress = {"phase": "train", "iteration": event.iteration, "total": event.total, "message": ""}
+
+        result = run_training(dataclasses.replace(request, device=device), on_event=on_event,
+                              should_stop=job.cancel.is_set)
+        done = not result.stopped and result.run_dir is not None
+        return {"stopped": not done, "version": request.out.name if done else None,
+                "iterations_done": result.iterations_done, "validation": _plain(result.validation)}
+
+    return work
+
+
+def _plain(value: Any) -> Any:
+    from .cases import jsonable
+
+    return jsonable(value)
