@@ -57,6 +57,16 @@ class ServerSettings:
     data_dir: Path | None = None  # datasets a training job may name (its folders, by name)
 
 
+async def _json_body(request: Request, shape: str) -> Any:
+    """A job request's JSON body, or the 400 answer saying what it should have been."""
+    try:
+        return await request.json()
+    except (ValueError, UnicodeDecodeError):
+        return _problem(400, f"the body must be JSON: {shape}")
+    except ClientDisconnect:
+        return _problem(400, "the client went away before the upload ended")
+
+
 def _problem(status: int, detail: object) -> JSONResponse:
     return JSONResponse({"detail": one_line(detail, 500, typed=False)}, status_code=status)
 
@@ -108,12 +118,9 @@ def create_app(settings: ServerSettings) -> Any:
 
     @api.post("/jobs/finetune")
     async def start_finetune(request: Request):
-        try:
-            body = await request.json()
-        except (ValueError, UnicodeDecodeError):
-            return _problem(400, "the body must be JSON: {\"model\", \"cases\": [...], \"iterations\", \"precision\"}")
-        except ClientDisconnect:
-            return _problem(400, "the client went away before the upload ended")
+        body = await _json_body(request, "{\"model\", \"cases\": [...], \"iterations\", \"precision\"}")
+        if isinstance(body, JSONResponse):
+            return body
         try:
             base, cases, settings = _finetune_request(catalog, body)
         except RamsegInputError as exc:
@@ -125,10 +132,9 @@ def create_app(settings: ServerSettings) -> Any:
 
     @api.post("/jobs/train")
     async def start_training(request: Request):
-        try:
-            body = await request.json()
-        except (ValueError, UnicodeDecodeError):
-            return _problem(400, "the body must be JSON: {\"data\": FOLDER NAME, \"iterations\", ...}")
+        body = await _json_body(request, "{\"data\": FOLDER NAME, \"iterations\", ...}")
+        if isinstance(body, JSONResponse):
+            return body
         try:
             name, train = train_request(settings.data_dir, catalog.models_dir, body)
         except RamsegInputError as exc:
