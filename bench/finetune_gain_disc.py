@@ -94,9 +94,8 @@ class DiscDirection:
         path = self.work / "base.json"
         if path.exists():
             return json.loads(path.read_text())
-        from napari_ramseg.core.disc import segmented_region
+        from napari_ramseg.core.pipeline import review_region, segment_case
         from napari_ramseg.core.review import descriptor, disagreement, mean_uncertainty
-        from napari_ramseg.core.worklist import predict_case
         from napari_ramseg.io import read_image
 
         start = time.perf_counter()
@@ -105,9 +104,11 @@ class DiscDirection:
         descriptors: dict[str, list[float]] = {}
         for name, p in self.images.items():
             image = read_image(p)  # as the worklist reads, segments and ranks a scan
-            prediction, _, summary = predict_case(self.predictor, image)
-            region = segmented_region(image.array, summary)  # the ROI the two stages segmented
-            scores["uncertainty"][name] = mean_uncertainty(prediction)
+            result = segment_case(self.predictor, image)  # the worklist's one per-case pipeline
+            if result.refused:
+                raise SystemExit(f"{name}: the base model refused it: {result.refusal}")
+            region = review_region(self.predictor, image, result.extras)  # the ROI the two stages segmented
+            scores["uncertainty"][name] = mean_uncertainty(result.prediction)
             scores["disagreement"][name] = disagreement(self.predictor, region, False)
             descriptors[name] = [round(float(v), 6) for v in descriptor(self.predictor, region, False)]
         out = {"dice": dice, "mean": float(np.mean(list(dice.values()))), "generalization_dice": None,
@@ -124,14 +125,15 @@ def _whole_photographs(on: bool):
     if not on:
         yield
         return
-    import napari_ramseg.core.finetune_data as data
+    from napari_ramseg.core.tasks import OPTIC_DISC, Task
 
-    keep = data.takes_rois
-    data.takes_rois = lambda labels, image: False
+    disc_task = type(OPTIC_DISC)  # its corrections as whole photographs, scored in one pass: the plain task's
+    keep = disc_task.training_samples, disc_task.score_heldout
+    disc_task.training_samples, disc_task.score_heldout = Task.training_samples, Task.score_heldout
     try:
         yield
     finally:
-        data.takes_rois = keep
+        disc_task.training_samples, disc_task.score_heldout = keep
 
 
 def finetune_run(d: DiscDirection, ranking: str, k: int, seed: int) -> dict[str, Any]:
