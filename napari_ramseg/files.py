@@ -7,6 +7,7 @@ benchmarks need it without any image reader, and ``io``'s writers are only some 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -122,3 +123,12 @@ def temporary_folder(parent: str | Path, prefix: str) -> Path:
     folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     os.chmod(folder, 0o777 & ~_umask())
     return folder
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, read in 1 MiB blocks (a scan, a model, a package)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -44,7 +44,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import RamsegInputError
-from ..files import temporary_folder
+from ..files import file_sha256, temporary_folder
 from ..schema import read_json, validate
 from ..io import ImageData, read_image, read_mask, write_image, write_labels
 from .checkpoint import atomic_write_json, load_metadata, resolve_model_path
@@ -111,14 +111,6 @@ def image_digest(image: np.ndarray) -> str:
     h = hashlib.sha256()
     h.update(f"{array.dtype.str}|{array.shape}|".encode())
     h.update(memoryview(array).cast("B"))
-    return h.hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
     return h.hexdigest()
 
 

@@ -52,11 +52,11 @@ import numpy as np
 import torch
 
 from ..errors import RamsegInputError
-from ..files import json_safe, temporary_folder
+from ..files import file_sha256, json_safe, temporary_folder
 from .checkpoint import ModelMetadata, load_model, resolve_model_path
 from .config import FinetuneConfig
 from .options import check_settings
-from .corrections import SPLIT_RULE, CorrectionStore, file_sha256
+from .corrections import SPLIT_RULE, CorrectionStore
 from .device import resolve_device
 from .evaluate import validation_dice
 from .finetune_data import (CORRECTIONS_DOMAIN, CorrectionPool, case_samples, check_project_labels,

@@ -14,7 +14,6 @@ zip's SHA-256>/``, so the model has a stable folder for the Predictor cache and 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -27,7 +26,7 @@ import yaml
 from pydantic import Field
 
 from ..errors import RamsegInputError, one_line
-from ..files import atomic_write
+from ..files import atomic_write, file_sha256
 from ..schema import Schema, validate
 
 CONFIG_KEY = "napari-ramseg"
@@ -150,7 +149,7 @@ def _from_zip(path: Path) -> tuple[Path, Path]:
                     raise RamsegInputError(f"incomplete package: {name} is missing from the zip", path)
                 if info.file_size > limit:  # a zip bomb must not fill the disk
                     raise RamsegInputError(f"{name} in the package is implausibly large ({info.file_size} bytes)", path)
-            target = cache_root() / "bioimageio" / _sha256(path)[:16]
+            target = cache_root() / "bioimageio" / file_sha256(path)[:16]
             fresh = not target.exists()
             try:
                 meta = archive.read(meta_name)
@@ -168,14 +167,6 @@ def _from_zip(path: Path) -> tuple[Path, Path]:
     except zipfile.BadZipFile as exc:
         raise RamsegInputError(f"not a readable zip ({one_line(exc, 120, typed=False)})", path) from None
     return target / weights_name, target / meta_name
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 SAFETENSORS_DTYPES = {"F16": 2, "BF16": 2, "F32": 4, "F64": 8, "I8": 1, "U8": 1, "I16": 2, "I32": 4, "I64": 8}

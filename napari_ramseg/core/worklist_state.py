@@ -16,13 +16,13 @@ hashes the file only when they differ, so an unchanged folder costs one ``stat``
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 from dataclasses import dataclass, field, fields
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
+from ..files import file_sha256
 from ..schema import Schema, check
 
 STATUSES = ("untouched", "reviewed", "corrected")
@@ -108,18 +108,10 @@ def _inside(relative: str) -> bool:
     return bool(relative) and not path.is_absolute() and ".." not in path.parts and ":" not in relative
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def scan_record(path: Path) -> dict[str, Any]:
     """What ``path`` holds now: its size, modification time (ns) and SHA-256."""
     stat = path.stat()
-    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": _sha256(path)}
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": file_sha256(path)}
 
 
 def scan_changed(path: Path, record: dict[str, Any] | None) -> bool:
@@ -133,4 +125,4 @@ def scan_changed(path: Path, record: dict[str, Any] | None) -> bool:
         return True
     if stat.st_size == record["size"] and stat.st_mtime_ns == record["mtime_ns"]:
         return False
-    return stat.st_size != record["size"] or _sha256(path) != record["sha256"]
+    return stat.st_size != record["size"] or file_sha256(path) != record["sha256"]
