@@ -5,7 +5,7 @@ copy of the segmentation path with BatchNorm folded into the convolutions (``fas
 channels_last, autocast where reduced precision is faster (CUDA; CPUs with native bf16), and
 ``torch.inference_mode`` around every network pass. Volume slices and large-image tiles go through
 the network in batches sized for the device (``Predictor.batch_for``). BatchNorm always runs in eval mode: test-time statistics would quietly adapt to the
-target domain, which METHOD.md forbids unless requested and reported.
+target domain, which the method's protocol forbids unless it is asked for (``--adapt``) and reported.
 
 The model handed in is put in eval mode and moved to the device but otherwise left alone (the
 trainer passes its live network for validation); the folded copy is a snapshot of its weights at

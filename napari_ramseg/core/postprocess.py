@@ -1,6 +1,6 @@
 """Post-processing of predicted label images: largest connected component and hole filling.
 
-METHOD.md ("Evaluation"): per structure, keep the largest connected component and fill holes; for
+As the RAM-DSIR paper evaluates: per structure, keep the largest connected component and fill holes; for
 prostate the largest component is taken in 3D. Whether to apply this at all is the caller's choice
 (for thin, branching structures such as vessels the largest component would throw away real vessel
 segments, so it should be switched off there).
