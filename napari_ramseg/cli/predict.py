@@ -42,8 +42,10 @@ def run(args: argparse.Namespace) -> int:
     from ..core.tasks import task_for
     from ..models import resolve_model
 
-    predictor = Predictor.from_path(resolve_model(args.model), device=args.device, precision=args.precision)
-    segmenter = adapt_predictor(predictor, args.adapt)
+    with naming(f"--model {args.model}"):  # a bad model is the option's fault, not the scan's
+        predictor = Predictor.from_path(resolve_model(args.model), device=args.device, precision=args.precision)
+    with naming(f"--adapt {args.adapt}"):
+        segmenter = adapt_predictor(predictor, args.adapt)
     if args.adapt:
         stderr(f"ramseg: {segmenter.settings_line()}")
     pairs = _prediction_pairs(args.input, args.output)  # (scan, mask, case name)
