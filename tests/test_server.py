@@ -286,7 +286,11 @@ def test_tls_options_reach_uvicorn(monkeypatch, tmp_path):
     assert main(["serve", "--ssl-keyfile", str(key)]) == 2  # one without the other
 
 
-def test_each_request_leaves_one_log_line_that_names_no_file(client, http, tmp_path, caplog):
+def test_each_request_leaves_one_log_line_that_names_no_file(client, http, tmp_path, caplog, monkeypatch):
+    # in the whole suite an earlier test's library silenced logging (a dictConfig that disables existing
+    # loggers, or logging.disable); a server process sets up its own logging first, so undo both here
+    monkeypatch.setattr(logging.getLogger("napari_ramseg.server"), "disabled", False)
+    monkeypatch.setattr(logging.root.manager, "disable", logging.NOTSET)
     scan = _grey_png(tmp_path / "Jane_Doe_1956-03-02.png")
     with caplog.at_level(logging.INFO, logger="napari_ramseg.server"):
         client.segment(scan, model="tiny")

@@ -37,7 +37,7 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..core.infer import Predictor
-    from ..core.pipeline import CaseOptions, read_case, segment_case, unreadable_row
+    from ..core.pipeline import UNREADABLE, CaseOptions, read_case, segment_case, unreadable_row
     from ..core.review import NEEDS
     from ..core.tasks import task_for
     from ..models import resolve_model
@@ -63,8 +63,8 @@ def run(args: argparse.Namespace) -> int:
         for source, target, case in pairs:
             image, unreadable = (_read_dicom(source, args.series), "") if dicom else read_case(source)
             if image is None:  # one bad file does not cost the folder its other masks and its report
-                if len(pairs) == 1:
-                    raise RamsegInputError(unreadable, source)
+                if len(pairs) == 1:  # the one file named: the reader's own words
+                    raise RamsegInputError(unreadable.removeprefix(UNREADABLE), source)
                 bar.write(f"ramseg: warning: {source}: {unreadable}; no mask written", file=sys.stderr)
                 rows.append(unreadable_row(case, source.name, unreadable))
                 bar.update(1)

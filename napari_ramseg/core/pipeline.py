@@ -99,6 +99,9 @@ def review_score(predictor: Any, image: Any, need: str, extras: dict | None = No
     return measure(predictor, region, image.is_volume, image.spacing)
 
 
+UNREADABLE = "cannot read this file: "  # how a folder's listing says why a file has no mask
+
+
 def read_case(path: str | Path) -> tuple[Any, str]:
     """(the image, '') or (None, why it cannot be read): one bad file does not stop a folder."""
     from ..io import read_image
@@ -106,7 +109,7 @@ def read_case(path: str | Path) -> tuple[Any, str]:
     try:
         return read_image(path), ""
     except (RamsegInputError, OSError) as exc:
-        return None, f"cannot read this file: {getattr(exc, 'problem', None) or exc}"
+        return None, f"{UNREADABLE}{getattr(exc, 'problem', None) or exc}"
 
 
 def unreadable_row(case: str, file: str, reason: str) -> Row:
