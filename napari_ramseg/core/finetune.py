@@ -54,7 +54,7 @@ import torch
 from ..errors import RamsegInputError
 from ..files import file_sha256, json_safe, temporary_folder
 from .checkpoint import ModelMetadata, load_model, resolve_model_path
-from .config import FinetuneConfig
+from .config import FinetuneConfig, LabelScheme
 from .options import check_settings
 from .corrections import SPLIT_RULE, CorrectionStore
 from .device import resolve_device
@@ -139,6 +139,83 @@ def _utc_now() -> str:
 # -------------------------------------------------------------------------------------- the round
 
 
+def _replay_data(root: Path, base: ModelMetadata) -> tuple[dict[str, list], list, dict[str, Any]]:
+    """The base's source domains found under ``root`` (all of them when none matches), at the working scale
+    as each sample is read: (training samples by domain, validation samples, what model.json records)."""
+    from .data import discover
+    from .train_job import load_training_data
+
+    labels = base.config.labels
+    available = discover(root, "auto", labels=labels).domains
+    chosen = [d for d in base.domains if d in available] or available
+    # shrunk as read: a full-size source set (HRF's 3504 x 2336 photographs) would otherwise sit in
+    # memory at full size and be resized at every draw
+    data = load_training_data(root, "auto", chosen, None, labels, base.config.val_fraction, base.config.seed,
+                              base.config.preprocess)
+    info = {"name": root.resolve().name, "sha256": data.description["sha256"], "domains": data.domains,
+            "train_samples": {d: len(v) for d, v in data.train.items()}, "val_samples": len(data.val)}
+    return dict(data.train), data.val, info
+
+
+def _score_heldout_set(predictor: Predictor, val_cases: dict[str, Any], replay_val: list, labels: LabelScheme,
+                       in_channels: int, stop: Callable[[], bool]) -> tuple[dict[str, float], float | None] | None:
+    """Each held-out correction's Dice and the replay sources' validation Dice, the same path before and
+    after a round; None when a stop was asked for on the way."""
+    scores: dict[str, float] = {}
+    for case_id, case in val_cases.items():
+        if stop():
+            return None
+        scores[case_id] = score_heldout(predictor, case, labels, in_channels)
+    return scores, validation_dice(predictor, replay_val, labels)["dice"] if replay_val else None
+
+
+def _write_version(trainer: Trainer, out_root: Path, record: dict[str, Any], heldout: dict[str, Any],
+                   seconds: float) -> Path:
+    """The round's model as the next free version folder of ``out_root``, never half-written: saved into a
+    temporary folder, renamed into place (the name is in model.json, so it is saved again if taken)."""
+    out_root.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_folder(out_root, _PARTIAL_PREFIX)  # the user's umask, not mkdtemp's drwx------
+    try:
+        trainer.run_dir = tmp
+        trainer.folder.write_log(trainer.history)
+        while True:
+            version = next_version(out_root)
+            target = out_root / version
+            record["version"] = version
+            trainer.extra_metadata["finetune"] = json_safe(record)
+            trainer.save(False, None, seconds, extra_metrics={"heldout_corrections": heldout})
+            if target.exists():
+                continue
+            try:
+                os.rename(tmp, target)
+                return target
+            except OSError:
+                if not target.exists():
+                    raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _round_trainer(config: Any, base: ModelMetadata, init_state: dict, pool: CorrectionPool,
+                   stop: Callable[[], bool], command: str, freeze: str) -> Trainer:
+    """The round's Trainer: the base's weights, the pool of corrections (and replay), no run folder while
+    training (a round is written only when complete) and no validation cases (the held-out corrections
+    are scored before and after instead); what the base chose for its sources stays as it was."""
+    extra = {k: v for k, v in base.extra.items() if k not in ("finetune", "command")}
+    extra["command"] = command
+    trainer = Trainer(config, base.domains, {}, (), run_dir=None, callbacks=TrainCallbacks(should_stop=stop),
+                      extra_metadata=extra, init_state=init_state, pool=pool)
+    trainer.source_profile = base.source_profile  # the same source domains: the fit check stays as it was
+    trainer.disc_settings = base.disc  # the locator's settings were chosen for these sources, not the corrections
+    trainer.adapt_settings = base.adapt  # so were the adaptation settings
+    if freeze == "encoder":
+        # no gradient reaches the encoder, so backward stops at the decoder: a cheaper step, and the
+        # features the sources taught stay as they were (its BatchNorm statistics still follow the batches)
+        trainer.net.encoder.requires_grad_(False)
+    return trainer
+
+
 def iter_finetune(base_model_path: str | Path, store: CorrectionStore, out_root: str | Path,
                   settings: FinetuneConfig = FinetuneConfig(), replay_root: str | Path | None = None, *,
                   should_stop: Callable[[], bool] | None = None, command: str = "",
@@ -182,21 +259,8 @@ def iter_finetune(base_model_path: str | Path, store: CorrectionStore, out_root:
     pool_samples: dict[str, list] = {}
     replay_info, replay_val = None, []
     if replay_root is not None:
-        from .data import discover
-        from .train_job import load_training_data
-
         yield FinetuneEvent("prepare", f"loading replay data from {replay_root}")
-        available = discover(replay_root, "auto", labels=labels).domains
-        chosen = [d for d in base.domains if d in available] or available
-        # at the working scale as each sample is read: a full-size source set (HRF's 3504 x 2336
-        # photographs) would otherwise sit in memory at full size and be resized at every draw
-        data = load_training_data(Path(replay_root), "auto", chosen, None, labels,
-                                  base.config.val_fraction, base.config.seed, base.config.preprocess)
-        pool_samples.update(data.train)
-        replay_val = data.val
-        replay_info = {"name": Path(replay_root).resolve().name, "sha256": data.description["sha256"],
-                       "domains": data.domains,
-                       "train_samples": {d: len(v) for d, v in data.train.items()}, "val_samples": len(data.val)}
+        pool_samples, replay_val, replay_info = _replay_data(Path(replay_root), base)
     pool_samples[CORRECTIONS_DOMAIN] = train_samples
 
     method = dataclasses.replace(base.config.method, dsir=False)
@@ -219,14 +283,10 @@ def iter_finetune(base_model_path: str | Path, store: CorrectionStore, out_root:
     replay_before = None
     if val_cases or replay_val:
         yield FinetuneEvent("evaluate_before", f"scoring the base model on {len(val_cases)} held-out cases")
-        predictor = Predictor(base_model, base, dev)
-        for case_id, case in val_cases.items():
-            if stop():
-                return FinetuneResult(None, None, None, True, train_cases=train_ids, val_cases=val_ids)
-            before[case_id] = score_heldout(predictor, case, labels, in_channels)
-        if replay_val:
-            replay_before = validation_dice(predictor, replay_val, labels)["dice"]
-        del predictor
+        scored = _score_heldout_set(Predictor(base_model, base, dev), val_cases, replay_val, labels, in_channels, stop)
+        if scored is None:
+            return FinetuneResult(None, None, None, True, train_cases=train_ids, val_cases=val_ids)
+        before, replay_before = scored
     before_dice = _mean(before)
     yield FinetuneEvent("evaluate_before", "held-out Dice before fine-tuning", dice=before_dice)
     del base_model
@@ -239,19 +299,7 @@ def iter_finetune(base_model_path: str | Path, store: CorrectionStore, out_root:
     if style_images:
         pool.set_style_images(style_images, settings.target_style_share)
     round_number = int(parent.get("round", 0)) + 1
-    extra = {k: v for k, v in base.extra.items() if k not in ("finetune", "command")}
-    extra["command"] = command
-    # no run folder while training (a round is written only when complete, below) and no validation
-    # cases (the held-out corrections are scored before and after instead): the loop trains, no more
-    trainer = Trainer(config, base.domains, {}, (), run_dir=None, callbacks=TrainCallbacks(should_stop=stop),
-                      extra_metadata=extra, init_state=init_state, pool=pool)
-    trainer.source_profile = base.source_profile  # the same source domains: the fit check stays as it was
-    trainer.disc_settings = base.disc  # the locator's settings were chosen for these sources, not the corrections
-    trainer.adapt_settings = base.adapt  # so were the adaptation settings
-    if freeze == "encoder":
-        # no gradient reaches the encoder, so backward stops at the decoder: a cheaper step, and the
-        # features the sources taught stay as they were (its BatchNorm statistics still follow the batches)
-        trainer.net.encoder.requires_grad_(False)
+    trainer = _round_trainer(config, base, init_state, pool, stop, command, freeze)
     steps = trainer.iter_run()
     while True:
         try:
@@ -271,13 +319,11 @@ def iter_finetune(base_model_path: str | Path, store: CorrectionStore, out_root:
         yield FinetuneEvent("evaluate_after", f"scoring the fine-tuned model on {len(val_cases)} held-out cases")
         # the base's two-stage settings, so that before and after are the same path
         predictor = Predictor(trainer.net, ModelMetadata(config, base.domains, disc=base.disc), trainer.device)
-        for case_id, case in val_cases.items():
-            if stop():
-                return FinetuneResult(None, before_dice, None, True, round=round_number, train_cases=train_ids,
-                                      val_cases=val_ids, history=trainer.history)
-            after[case_id] = score_heldout(predictor, case, labels, in_channels)
-        if replay_val:
-            replay_after = validation_dice(predictor, replay_val, labels)["dice"]
+        scored = _score_heldout_set(predictor, val_cases, replay_val, labels, in_channels, stop)
+        if scored is None:
+            return FinetuneResult(None, before_dice, None, True, round=round_number, train_cases=train_ids,
+                                  val_cases=val_ids, history=trainer.history)
+        after, replay_after = scored
     after_dice = _mean(after)
     yield FinetuneEvent("evaluate_after", "held-out Dice after fine-tuning", dice=after_dice)
 
@@ -305,33 +351,12 @@ def iter_finetune(base_model_path: str | Path, store: CorrectionStore, out_root:
         "finished_at": _utc_now(),
     }
     yield FinetuneEvent("write", "writing the new model version")
-    out_root.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_folder(out_root, _PARTIAL_PREFIX)  # the user's umask, not mkdtemp's drwx------
-    try:
-        trainer.run_dir = tmp
-        # model.json keeps the base's method switches: "dsir" says whether the restoration decoder is trained
-        # (it is, unchanged, when the base had it); the round's own recipe goes into the "finetune" record.
-        trainer.config = config.replace(method=base.config.method)
-        heldout = json_safe({"before_dice": before_dice, "after_dice": after_dice, "cases": len(val_ids)})
-        trainer.folder.write_log(trainer.history)
-        while True:
-            version = next_version(out_root)
-            target = out_root / version
-            finetune_record["version"] = version
-            trainer.extra_metadata["finetune"] = json_safe(finetune_record)
-            # the whole model, metrics.json with it, each time the version changes (the name is in model.json)
-            trainer.save(False, None, trained.seconds, extra_metrics={"heldout_corrections": heldout})
-            if target.exists():
-                continue
-            try:
-                os.rename(tmp, target)
-                break
-            except OSError:
-                if not target.exists():
-                    raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    # model.json keeps the base's method switches: "dsir" says whether the restoration decoder is trained
+    # (it is, unchanged, when the base had it); the round's own recipe goes into the "finetune" record.
+    trainer.config = config.replace(method=base.config.method)
+    heldout = json_safe({"before_dice": before_dice, "after_dice": after_dice, "cases": len(val_ids)})
+    target = _write_version(trainer, out_root, finetune_record, heldout, trained.seconds)
+    version = target.name
     yield FinetuneEvent("done", f"wrote {target}", dice=after_dice)
     return FinetuneResult(target, before_dice, after_dice, False, version, round_number, train_ids, val_ids,
                           trainer.history)
