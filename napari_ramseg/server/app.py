@@ -67,6 +67,18 @@ async def _json_body(request: Request, shape: str) -> Any:
         return _problem(400, "the client went away before the upload ended")
 
 
+def _start_job(jobs: Any, kind: str, build: Any, missing_folder: bool) -> JSONResponse:
+    """Queue the job ``build()`` names and makes (name, work), or answer why not: 409 where the server
+    was started without the folder the job needs, 400 for a bad request, 404 for an unknown name."""
+    try:
+        name, work = build()
+    except RamsegInputError as exc:
+        return _problem(409 if missing_folder else 400, exc.problem)
+    except LookupError as exc:
+        return _problem(404, exc.args[0])
+    return JSONResponse(jobs.submit(Job(kind, name), work).to_dict(), status_code=202)
+
+
 def _problem(status: int, detail: object) -> JSONResponse:
     return JSONResponse({"detail": one_line(detail, 500, typed=False)}, status_code=status)
 
@@ -121,28 +133,25 @@ def create_app(settings: ServerSettings) -> Any:
         body = await _json_body(request, "{\"model\", \"cases\": [...], \"iterations\", \"precision\"}")
         if isinstance(body, JSONResponse):
             return body
-        try:
-            base, cases, settings = _finetune_request(catalog, body)
-        except RamsegInputError as exc:
-            return _problem(409 if catalog.models_dir is None else 400, exc.problem)
-        except LookupError as exc:
-            return _problem(404, exc.args[0])
-        job = jobs.submit(Job("finetune", base.name), finetune_job(catalog, base, cases, settings))
-        return JSONResponse(job.to_dict(), status_code=202)
+
+        def build():
+            base, cases, round_settings = _finetune_request(catalog, body)
+            return base.name, finetune_job(catalog, base, cases, round_settings)
+
+        return _start_job(jobs, "finetune", build, missing_folder=catalog.models_dir is None)
 
     @api.post("/jobs/train")
     async def start_training(request: Request):
         body = await _json_body(request, "{\"data\": FOLDER NAME, \"iterations\", ...}")
         if isinstance(body, JSONResponse):
             return body
-        try:
+
+        def build():
             name, train = train_request(settings.data_dir, catalog.models_dir, body)
-        except RamsegInputError as exc:
-            return _problem(409 if settings.data_dir is None or catalog.models_dir is None else 400, exc.problem)
-        except LookupError as exc:
-            return _problem(404, exc.args[0])
-        job = jobs.submit(Job("train", name), train_job(train, settings.device))
-        return JSONResponse(job.to_dict(), status_code=202)
+            return name, train_job(train, settings.device)
+
+        return _start_job(jobs, "train", build,
+                          missing_folder=settings.data_dir is None or catalog.models_dir is None)
 
     @api.get("/jobs/{job_id}")
     def job_state(job_id: str):
