@@ -168,6 +168,11 @@ class TrainConfig:
         "(exit 130 or 143); a second signal stops at once", flag="--resume-every", metavar="SECONDS",
         label="Resume state every", min=0, max=7 * 24 * 3600, step=60, decimals=0, suffix=" s",
         special="only at validation and Stop")
+    # one run gives a held-out score against iterations (bench/budget_curve.py) without a run per budget
+    snapshot_every: int = option(
+        0, help="also keep the network every N iterations as a model folder of its own under snapshots/ (the state "
+        "at that iteration, not the best; 0: none)", flag="--snapshot-every", metavar="N", label="Snapshot every",
+        min=0, max=10_000_000, dock=False)
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -404,3 +409,15 @@ ADAPT = AdaptConfig()
 # The registry's names (core/adapt/), here so the CLI and the docks list them without importing torch;
 # tests/core/test_adapt.py checks the two agree.
 ADAPT_METHODS = ("align", "prompt", "adabn", "tent")
+
+
+@dataclass(frozen=True)
+class RefineConfig:
+    """How a mask follows a clinician's strokes (``core/refine.py``). The method and its settings were
+    chosen by bench/strokes.py on leave-one-camera-out directions (bench/results/strokes/README.md)."""
+
+    method: Literal["threshold", "random_walker"] = "threshold"
+    reach: int = 15  # px around a stroke that it may change (at the image's own scale)
+    slices: int = 2  # in a volume, the slices above and below a stroked slice that it refines too
+    quantile: float = 0.1  # threshold: a stroke's faint end, the share of its pixels it may leave out
+    beta: float = 130.0  # random walker: how strongly probability edges stop the walk

@@ -158,7 +158,8 @@ def _check_pool(state: dict[str, Any], trainer: "Trainer", where: Path) -> None:
 
 
 # Options that say how to run, not what to train: given with --resume, they apply to the rest of the run
-HOW_TO_RUN = ("device", "precision", "threads", "num_threads", "sync_batchnorm", "resume_every_s")
+HOW_TO_RUN = ("device", "precision", "threads", "num_threads", "sync_batchnorm", "resume_every_s",
+              "snapshot_every")
 
 
 def resumed_config(request: Any, state: dict[str, Any], fields: dict[str, str]) -> TrainConfig:

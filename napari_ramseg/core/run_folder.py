@@ -38,6 +38,7 @@ METRICS_NAME = "metrics.json"
 LOG_NAME = "train.log"
 RESUME_STATE = "resume.json"
 RESUME_WEIGHTS = "resume.safetensors"
+SNAPSHOTS_DIR = "snapshots"  # TrainConfig.snapshot_every: one model folder per kept iteration
 
 NAME_FORMAT = "ramseg-%Y%m%d-%H%M%S"  # a new run's default folder name: its start time
 # Where a new run goes when no folder is given: ``ramseg train`` uses the folder it is run from, the
@@ -103,6 +104,15 @@ class RunFolder:
     @property
     def resume_weights(self) -> Path:
         return self.path / RESUME_WEIGHTS
+
+    def snapshot(self, iteration: int) -> "RunFolder":
+        """The model folder that keeps the network at ``iteration`` (``TrainConfig.snapshot_every``)."""
+        return RunFolder(self.path / SNAPSHOTS_DIR / f"iter_{iteration:07d}")
+
+    def snapshots(self) -> list["RunFolder"]:
+        """The snapshot model folders written so far, in order of iteration."""
+        return sorted((RunFolder(p) for p in (self.path / SNAPSHOTS_DIR).glob("iter_*") if (p / METADATA_NAME).is_file()),
+                      key=lambda f: f.path.name)
 
     # -- what it holds ---------------------------------------------------------------------------
     def has_model(self) -> bool:

@@ -281,6 +281,8 @@ class Trainer:
             if validation is not None or periodic:
                 self.save_resume_state()
                 last_saved = time.monotonic()
+            if cfg.snapshot_every and self.iteration % cfg.snapshot_every == 0:
+                self.save_snapshot()
             yield TrainEvent(self.iteration, cfg.iterations, losses, losses["lr"], time.perf_counter() - start,
                              validation)
         return self._finish(stopped, last_val, start)
@@ -398,6 +400,13 @@ class Trainer:
         if net_state is not None:
             self.net.load_state_dict(current)
         folder.write_metrics({**metrics, "history": self.history})
+
+    def save_snapshot(self) -> None:
+        """Keep the network as it is now, as a model folder of its own (``TrainConfig.snapshot_every``)."""
+        if self.writer is not None:
+            metrics = {"selection": "snapshot", "selected_iteration": self.iteration,
+                       "iterations_planned": self.config.iterations}
+            self.writer.snapshot(self.iteration).save_model(self.net, self.metadata(metrics))
 
     def save_resume_state(self) -> None:
         """Write the resume state for the current iteration (format and rules: core/resume.py)."""

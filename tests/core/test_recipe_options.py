@@ -103,3 +103,18 @@ def test_each_recipe_check_holds_out_exactly_its_camera(tmp_path):
     assert len(jobs) == 7 and ("vessels", None) in jobs and ("optic-disc", "Drishti-GS") in jobs
     with pytest.raises(SystemExit):
         shipped.train_command("optic-disc", tmp_path / "run", tmp_path, target="REFUGE-val")
+
+
+def test_snapshots_keep_the_network_at_every_nth_iteration_as_loadable_models(tmp_path):
+    from napari_ramseg.core.checkpoint import load_model
+    from napari_ramseg.core.run_folder import RunFolder
+
+    root = make_synthetic_domains(tmp_path / "data", cases=3, size=48)
+    result = run_training(TrainRequest(data=root, out=tmp_path / "run", iterations=4, size=32, batch=4, base_width=4,
+                                       device="cpu", precision="fp32", snapshot_every=2))
+    snapshots = RunFolder(result.run_dir).snapshots()
+    assert [s.path.name for s in snapshots] == ["iter_0000002", "iter_0000004"]
+    meta = json.loads(snapshots[0].model_json.read_text())
+    assert meta["metrics"]["selected_iteration"] == 2 and meta["config"]["snapshot_every"] == 2
+    first, last = (load_model(s.path)[0].state_dict() for s in snapshots)
+    assert any(not torch.equal(first[k], last[k]) for k in first)  # two states, not one written twice
