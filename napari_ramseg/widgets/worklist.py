@@ -23,17 +23,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from qtpy.QtCore import Qt
-from qtpy.QtGui import QColor
-from qtpy.QtWidgets import (QAbstractItemView, QFormLayout, QHBoxLayout, QPushButton, QTableWidget,
-                            QTableWidgetItem, QWidget)
+from qtpy.QtWidgets import QFormLayout, QHBoxLayout, QPushButton, QWidget
 
 from .. import layer_meta
 from ..core.config import ReviewConfig
-from ..palette import label_color
 from ._base import DockWidget, status_label
 from ._common import ORIGINAL_KEY, JobControl, Progress, get_predictor, notify_error, notify_info
 from ._params import Param
+from ._worklist_layers import close_scan_layers, image_layer_name, labels_layer_name, show_scan_layers
+from ._worklist_table import FittedTable, status_text
 from .finetune import DEFAULT_PROJECT
 
 REVIEW = ReviewConfig()
@@ -42,17 +40,6 @@ PRIORITY = Param("priority", ReviewConfig, "priority", "Review by",
                          "prediction's change over the scan's style views, extra network passes), "
                          "representative (scans that stand for the rest of the folder, leaning to the "
                          "uncertain ones) or random")
-NEEDED = {"disagreement": "its style disagreement", "descriptor": "its descriptor"}
-# reviewed is slate, not blue: a blue row was taken for the selection (the open scan) after Next
-STATUS_COLOURS = {"untouched": None, "reviewed": "#5b6270", "corrected": "#3f8f4f"}
-MEASURE_COLUMNS = 2  # the first measures of a row (size and share of the first structure, or vCDR...)
-LAYER_PREFIX = "worklist: "
-SCAN_COLUMN_PX = 150  # at most; less where the dock is narrow (names elide in the middle)
-SCAN_COLUMN_MIN_PX = 60
-LEADING_COLUMNS = 5  # "#", scan, status, the ranking's score and fit: always in view; measures follow
-NOT_MEASURES = ("case", "file", "mean_uncertainty", "disagreement", "fit_score", "fits", "fit_note",
-                "review_priority", "measures_reliable")
-UNRELIABLE_MARK = " ⚠"  # beside a measure of a scan that does not fit the model
 
 
 def segment_all_job(worklist: Any, model: Path, device: str):
@@ -68,32 +55,6 @@ def segment_all_job(worklist: Any, model: Path, device: str):
         return worklist
 
     return job
-
-
-class FittedTable(QTableWidget):
-    """The worklist's table: columns sized to their contents, the scan column (column 1) to what the
-    leading columns leave of the table's width, on every resize, so they are always in view."""
-
-    def fit_columns(self) -> None:
-        self.resizeColumnsToContents()
-        leading = sum(self.columnWidth(j) for j in range(min(LEADING_COLUMNS, self.columnCount())) if j != 1)
-        free = self.viewport().width() - leading
-        self.setColumnWidth(1, max(SCAN_COLUMN_MIN_PX, min(SCAN_COLUMN_PX, free)))
-
-    def resizeEvent(self, event: Any) -> None:  # noqa: N802 - Qt's name
-        super().resizeEvent(event)
-        if self.columnCount() > 1:
-            self.fit_columns()
-
-
-def _number(value: Any) -> str:
-    if value is None or value == "":
-        return ""
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.3g}"
-    return str(value)
 
 
 class WorklistWidget(DockWidget):
@@ -116,16 +77,8 @@ class WorklistWidget(DockWidget):
         self.segment_button = QPushButton("Segment all")
         self.segment_button.clicked.connect(lambda: self.segment_all())
         self.runner = self.add_job_runner()
-        self.table = FittedTable(0, 0)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SingleSelection)
-        self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
-        self.table.verticalHeader().setVisible(False)
-        self.table.setMinimumHeight(240)
-        self.table.setTextElideMode(Qt.ElideMiddle)
-        self.table.setWordWrap(False)
-        self.table.horizontalHeader().setMinimumSectionSize(24)
-        self.table.cellClicked.connect(lambda row, _col: self.open_case(self._name_at(row)))
+        self.table = FittedTable()
+        self.table.cellClicked.connect(lambda row, _col: self.open_case(self.table.name_at(row)))
         buttons = QHBoxLayout()
         self.save_button = QPushButton("Save and next")
         self.save_button.setToolTip("save the painted mask into the corrections project, then open the next scan")
@@ -206,85 +159,12 @@ class WorklistWidget(DockWidget):
     def order(self) -> list[str]:
         return [] if self.worklist is None else self.worklist.order()
 
-    def _name_at(self, row: int) -> str | None:
-        item = self.table.item(row, 1)
-        return None if item is None else item.data(Qt.UserRole)
-
     def refresh(self) -> None:
-        """Rebuild the table from the worklist, in review order."""
-        self.table.clearContents()
-        work = self.worklist
-        if work is None:
-            self.table.setRowCount(0)
-            self._set_buttons()
-            return
-        order = work.order()
-        rows = {n: work.cases[n].row or {} for n in order}
-        measures: list[str] = []
-        for row in rows.values():
-            measures += [k for k in row if k not in NOT_MEASURES and k not in measures]
-        measures = measures[:MEASURE_COLUMNS]
-        score = "disagreement" if work.priority == "disagreement" else "mean_uncertainty"
-        # the reasons for the ranking (score and fit) lead, the measures follow: a narrow dock scrolls
-        # the measures, never the ranking's reasons, out of view
-        headers = ["#", "scan", "status", "uncertainty" if score == "mean_uncertainty" else score, "fit",
-                   *(m.replace("_", " ") for m in measures)]
-        self.table.setColumnCount(len(headers))
-        self.table.setHorizontalHeaderLabels(headers)
-        self.table.setRowCount(len(order))
-        for i, name in enumerate(order):
-            case, row = work.cases[name], rows[name]
-            unfit = row.get("fits", True) not in (True, None)
-            mark = UNRELIABLE_MARK if unfit and row.get("measures_reliable") is False else ""
-            cells = [str(i + 1) if row else "–", name, case.status, _number(row.get(score)),
-                     _number(row.get("fit_score")) + (" ⚠" if unfit else ""),
-                     *(_number(row.get(m)) + (mark if row.get(m) not in (None, "") else "") for m in measures)]
-            self._fill_row(i, name, cells, row, STATUS_COLOURS.get(case.status), open_scan=name == self.current)
-        self.table.fit_columns()
-        self._highlight_current(order)
-        counts = work.counts()
-        done = sum(1 for c in work.cases.values() if c.row is not None)
-        lacking = work.unmeasured()
-        need = NEEDED.get(work.needs or "", "what it needs")
-        self.status.setText(f"{len(order)} scans, {done} segmented: " + ", ".join(f"{v} {k}" for k, v in counts.items())
-                            + (f"; open: {self.current}" if self.current else "")
-                            + (f"; {len(lacking)} scan(s) lack {need} for this ranking and come last: "
-                               "Segment all measures it" if lacking and not self.runner.busy else ""))
+        """Rebuild the table from the worklist, in review order, and the status line under it."""
+        self.table.show_worklist(self.worklist, self.current)
+        if self.worklist is not None:
+            self.status.setText(status_text(self.worklist, self.current, self.runner.busy))
         self._set_buttons()
-
-    def _fill_row(self, i: int, name: str, cells: list[str], row: dict, colour: str | None,
-                  open_scan: bool = False) -> None:
-        """One row's cells; the open scan's in bold, which a status colour cannot hide as it can the
-        selection's."""
-        for j, text in enumerate(cells):
-            item = QTableWidgetItem(text)
-            if open_scan:
-                font = item.font()
-                font.setBold(True)
-                item.setFont(font)
-            if j == 1:
-                item.setData(Qt.UserRole, name)
-                if row.get("fit_note"):
-                    item.setToolTip(row["fit_note"])
-            elif j >= LEADING_COLUMNS and UNRELIABLE_MARK in text:
-                item.setToolTip("unreliable: the scan does not fit the model's training data")
-            if colour is not None:
-                item.setBackground(QColor(colour))
-            self.table.setItem(i, j, item)
-
-    def _highlight_current(self, order: list[str]) -> None:
-        """The open scan's row selected and current (the keyboard focus too), so it follows Next."""
-        if self.current in order:
-            i = order.index(self.current)
-            with_signals = self.table.blockSignals(True)
-            try:
-                self.table.setCurrentCell(i, 1)
-                self.table.selectRow(i)
-            finally:
-                self.table.blockSignals(with_signals)
-            self.table.scrollToItem(self.table.item(i, 1))
-        else:
-            self.table.clearSelection()
 
     def _set_buttons(self) -> None:
         open_case = self.current is not None and self.viewer is not None and self._labels_name() in self.viewer.layers
@@ -292,33 +172,16 @@ class WorklistWidget(DockWidget):
         self.next_button.setEnabled(self.worklist is not None)
 
     # -- one case --------------------------------------------------------------------------------
-    def _image_name(self, name: str | None = None) -> str:
-        return LAYER_PREFIX + (name or self.current or "")
+    def _image_name(self) -> str:
+        return image_layer_name(self.current or "")
 
-    def _labels_name(self, name: str | None = None) -> str:
-        return self._image_name(name) + " prediction"
-
-    def _edited(self) -> bool:
-        if self.current is None or self._labels_name() not in self.viewer.layers:
-            return False
-        layer = self.viewer.layers[self._labels_name()]
-        original = layer.metadata.get(ORIGINAL_KEY)
-        return original is None or not np.array_equal(np.asarray(layer.data), original)
+    def _labels_name(self) -> str:
+        return labels_layer_name(self.current or "")
 
     def _close_current(self) -> None:
-        """Take the open scan's layers away, unless the mask was painted and not saved: those stay."""
-        if self.current is None:
-            return
-        names = [self._labels_name(), self._image_name()]
-        if self._edited():
-            notify_info(f"napari-ramseg: '{self._labels_name()}' has unsaved edits and was left in the viewer")
-            for name in names:  # renamed, so the next time this scan opens it gets fresh layers
-                if name in self.viewer.layers:
-                    self.viewer.layers[name].name = name + " (unsaved)"
-            return
-        for name in names:
-            if name in self.viewer.layers:
-                self.viewer.layers.remove(name)
+        """Take the open scan's layers away (painted, unsaved ones stay)."""
+        if self.current is not None:
+            close_scan_layers(self.viewer, self.current)
 
     def open_case(self, name: str | None) -> bool:
         """Show a segmented scan with its prediction, ready to paint (its status changes when the user
@@ -338,28 +201,7 @@ class WorklistWidget(DockWidget):
         if name != self.current:
             self._close_current()
         self.current = name
-        case = work.cases[name]
-        scale = tuple(image.spacing) if image.is_volume and image.spacing else None
-        meta = {layer_meta.SOURCE_PATH: str(work.scans / name)}
-        if image.spacing is not None:
-            meta[layer_meta.SPACING] = [float(s) for s in image.spacing]
-        if image.affine is not None:
-            meta[layer_meta.AFFINE] = np.asarray(image.affine).tolist()
-        geometry = {"scale": scale} if scale else {}
-        viewer = self.viewer
-        if self._image_name() not in viewer.layers:
-            viewer.add_image(image.array, name=self._image_name(), rgb=image.axes == "YXC", metadata=meta, **geometry)
-        if self._labels_name() not in viewer.layers:
-            colours = {0: "transparent", None: "transparent", **{i: label_color(i) for i in range(1, 9)}}
-            layer = viewer.add_labels(labels, name=self._labels_name(), opacity=0.7, colormap=colours,
-                                      metadata={layer_meta.MODEL: case.model, ORIGINAL_KEY: labels.copy(),
-                                                **layer_meta.geometry_of(meta)}, **geometry)
-        layer = viewer.layers[self._labels_name()]
-        viewer.layers.selection.active = layer
-        try:
-            layer.mode = "paint"
-        except Exception:  # noqa: BLE001 - a napari without paint mode for this layer: the user picks a tool
-            pass
+        show_scan_layers(self.viewer, name, image, labels, work.cases[name].model, str(work.scans / name))
         # not marked reviewed here: opening is not looking; Next or Save and next mark it
         self.refresh()
         return True
