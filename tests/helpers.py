@@ -153,3 +153,30 @@ class BrightDiscModel:
         disc = g > np.median(g) + self.margin
         probs = np.stack([np.where(disc, 0.95, 0.05), np.full(g.shape, 0.05)]).astype(np.float32)
         return Prediction(disc.astype(np.uint8), probs, np.zeros(g.shape, np.float32), ["disc", "cup"])
+
+
+def serve_on_loopback(app, **options):
+    """``app`` (an ASGI app: ``ramseg serve``'s) on a real uvicorn on a free loopback port, in a thread, once it
+    listens: (server, thread, url). ``options``: uvicorn's (the TLS files). Stop it with ``stop_server``."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, **options))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.05)
+    scheme = "https" if options.get("ssl_certfile") else "http"
+    return server, thread, f"{scheme}://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def stop_server(server, thread, seconds: float = 120) -> None:
+    server.should_exit = True
+    thread.join(seconds)

@@ -32,6 +32,9 @@ def add_parser(sub) -> None:
                         "written into --models")
     p.add_argument("--max-upload-mb", type=float, default=None,
                    help="largest request body in MiB (default: the readers' own limit on a decoded image, 2048)")
+    p.add_argument("--batch", type=int, default=None, metavar="N",
+                   help="most cases that arrive together to segment in one network pass (default: as many as "
+                        "fit the device's pass at that size, 8 on a GPU; 1: one case per pass)")
     p.add_argument("--ssl-keyfile", type=Path, default=None, help="TLS private key (PEM), with --ssl-certfile")
     p.add_argument("--ssl-certfile", type=Path, default=None, help="TLS certificate chain (PEM), with --ssl-keyfile")
     add_settings(p, [s for s in device_settings() if s.name == "device"])
@@ -48,6 +51,8 @@ def settings_from_args(args: argparse.Namespace):
     for path in (args.ssl_keyfile, args.ssl_certfile):
         if path is not None and not path.is_file():
             raise RamsegInputError("TLS file not found", path)
+    if args.batch is not None and not 1 <= args.batch <= 256:
+        raise RamsegInputError("--batch must be a whole number from 1 to 256")
     if args.max_upload_mb is not None and args.max_upload_mb <= 0:
         raise RamsegInputError("--max-upload-mb must be positive")
     token = read_token(args.token_file)
@@ -62,7 +67,7 @@ def settings_from_args(args: argparse.Namespace):
         raise RamsegInputError("the data folder does not exist or is not a folder", args.data)
     data = None if args.data is None else args.data.expanduser().resolve()
     return ServerSettings(token=token, models_dir=args.models, device=args.device, max_upload_bytes=limit,
-                          data_dir=data)
+                          data_dir=data, batch=args.batch)
 
 
 def run(args: argparse.Namespace) -> int:

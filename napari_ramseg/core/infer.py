@@ -33,6 +33,7 @@ from .preprocess import to_model_channels, volume_to_slices_25d
 from .geometry import resize_image, working_shape
 
 ProgressCallback = Callable[[int, int], None]  # (done, total)
+Forward = Callable[[torch.Tensor], torch.Tensor]  # the network pass: a batch of inputs -> their logits
 CPU_BATCH_PIXELS = 2**17  # on a CPU, slices per pass = this // (pixels per slice), clamped to 1..8
 
 
@@ -115,6 +116,11 @@ class Predictor:
         if compile is None:
             compile = compile_requested()
         self._forward = CompiledModule(self._net) if compile else self._net
+
+    def route_forward(self, wrap: Callable[[Forward], Forward]) -> None:
+        """Send every network pass through ``wrap(forward)`` from now on: ``ramseg serve`` batches the
+        passes of cases that arrive together (``server/batching.py``); the results are the same."""
+        self._forward = wrap(self._forward)
 
     def batch_for(self, height: int, width: int) -> int:
         """Slices (or tiles) per forward pass at this working size.

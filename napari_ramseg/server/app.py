@@ -5,11 +5,12 @@ Routes (every one behind ``guard.Guard``: token, size limit, one log line):
 - ``GET /health``: ``{"status": "ok", "version", "device"}``;
 - ``GET /models``: each model by name with its label scheme, source domains and model card;
 - ``POST /segment?model=NAME&format=ENDING[&adapt=METHOD][&review=disagreement|descriptor]
-  [&postprocess=true][&precision=fp32]``: the body is the image file itself (its bytes, any reader's
+  [&postprocess=true][&precision=fp32][&maps=true]``: the body is the image file itself (its bytes, any reader's
   ending but DICOM); the answer is ``cases.segment_upload``'s JSON. A refusal (an MRI slice for the
   optic disc model) is an answer (200, ``refused: true``), as in ``ramseg predict`` on a folder;
 - ``POST /jobs/finetune`` (JSON: ``model``, ``cases``: ``[{image, image_format, mask, mask_format}]``
-  with the files' bytes in base64, optional ``iterations``, ``seed``, ``precision``): 202 and the job
+  with the files' bytes in base64, FinetuneConfig settings by name: ``iterations``, ``seed``, ``precision``,
+  ...): 202 and the job
   (``jobs.py``); ``POST /jobs/train`` (JSON: ``data``, a folder of ``--data`` by name; ``name``, the new
   model's; TrainConfig settings by name): 202 and the job; ``GET /jobs/{id}``: its state, progress and
   result; ``POST /jobs/{id}/cancel``.
@@ -17,7 +18,8 @@ Routes (every one behind ``guard.Guard``: token, size limit, one log line):
 Errors are ``{"detail": "<one line>"}``: 400 bad options or an unreadable upload, 401 no or a wrong
 token, 404 no such model or job, 409 no --models folder to keep versions in (or no --data), 413 too large, 503 the
 model cannot be loaded or the machine ran out of memory.
-One case runs at a time on the device (``_DEVICE_LOCK``); requests wait their turn.
+Cases run side by side, each on its own thread; their network passes are batched when they arrive
+together (``batching.py``), and a case that adapts to its scan has the device to itself (``DeviceGate``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import tempfile
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,13 +38,13 @@ from starlette.requests import ClientDisconnect
 
 from .. import __version__
 from ..errors import RamsegInputError, one_line
+from .batching import DeviceGate
 from .catalog import Catalog
 from .cases import SegmentRequest, segment_upload
 from .guard import LOG, Guard
 from .jobs import Job, JobQueue, finetune_job, train_job, train_request
 
 ROUTES = ("/health", "/models", "/segment", "/jobs/finetune", "/jobs/train", "/jobs/{id}", "/jobs/{id}/cancel")
-_DEVICE_LOCK = threading.Lock()
 
 
 @dataclass
@@ -55,6 +56,7 @@ class ServerSettings:
     device: str = "auto"
     max_upload_bytes: int | None = None  # None: io.MAX_IMAGE_BYTES, the largest image the readers decode
     data_dir: Path | None = None  # datasets a training job may name (its folders, by name)
+    batch: int | None = None  # cases per network pass at most (None: the predictor's own rule; 1: unbatched)
 
 
 async def _json_body(request: Request, shape: str) -> Any:
@@ -87,7 +89,8 @@ def create_app(settings: ServerSettings) -> Any:
     """The ASGI app: FastAPI's routes inside the guard (returned), so every request passes it."""
     from ..io import MAX_IMAGE_BYTES
 
-    catalog = Catalog(settings.models_dir, settings.device)
+    catalog = Catalog(settings.models_dir, settings.device, settings.batch)
+    gate = DeviceGate()
     jobs = JobQueue()
 
     @contextlib.asynccontextmanager
@@ -97,6 +100,7 @@ def create_app(settings: ServerSettings) -> Any:
 
     api = FastAPI(title="napari-ramseg server", version=__version__, docs_url=None, redoc_url=None,
                   openapi_url=None, lifespan=lifespan)
+    api.state.catalog, api.state.jobs = catalog, jobs  # for the tests and the load benchmark to look at
 
     @api.get("/health")
     def health() -> dict:
@@ -110,9 +114,10 @@ def create_app(settings: ServerSettings) -> Any:
 
     @api.post("/segment")
     async def segment(request: Request, model: str = "default", format: str = "png", adapt: str | None = None,
-                      review: str | None = None, postprocess: bool = False, precision: str = "auto"):
+                      review: str | None = None, postprocess: bool = False, precision: str = "auto",
+                      maps: bool = False):
         try:
-            options = SegmentRequest(model, format, adapt or None, review or None, postprocess, precision)
+            options = SegmentRequest(model, format, adapt or None, review or None, postprocess, precision, maps)
             catalog.entry(model)  # an unknown name is refused before the upload is read
         except RamsegInputError as exc:
             return _problem(400, exc)
@@ -126,7 +131,7 @@ def create_app(settings: ServerSettings) -> Any:
                 return _problem(400, "the client went away before the upload ended")
             if size == 0:
                 return _problem(400, "the request has no image: send the image file's bytes as the body")
-            return await run_in_threadpool(_segment, catalog, body, options)
+            return await run_in_threadpool(_segment, catalog, gate, body, options)
 
     @api.post("/jobs/finetune")
     async def start_finetune(request: Request):
@@ -181,7 +186,7 @@ async def _receive(request: Request, target: Path) -> int:
     return size
 
 
-def _segment(catalog: Catalog, body: Path, options: SegmentRequest) -> JSONResponse:
+def _segment(catalog: Catalog, gate: DeviceGate, body: Path, options: SegmentRequest) -> JSONResponse:
     try:
         entry, predictor = catalog.predictor(options.model, options.precision)
     except LookupError as exc:  # removed from the models folder while the upload arrived
@@ -190,7 +195,7 @@ def _segment(catalog: Catalog, body: Path, options: SegmentRequest) -> JSONRespo
         return _problem(503, f"the model {options.model!r} cannot be loaded on this server: "
                              f"{getattr(exc, 'problem', None) or exc}")
     try:
-        with _DEVICE_LOCK:
+        with gate.exclusive() if options.adapt else gate.shared():  # adapting changes the network
             answer = segment_upload(predictor, body, options)
     except RamsegInputError as exc:
         return _problem(400, exc.problem)
@@ -204,8 +209,11 @@ def _segment(catalog: Catalog, body: Path, options: SegmentRequest) -> JSONRespo
 
 
 def _finetune_request(catalog: Catalog, body: Any) -> tuple[Any, list[dict], dict]:
-    """(the base model's entry, the uploaded cases, FinetuneConfig fields) of a fine-tune request."""
-    from ..core.device import PRECISION_CHOICES
+    """(the base model's entry, the uploaded cases, FinetuneConfig fields) of a fine-tune request: any
+    FinetuneConfig setting by name (``iterations``, ``seed``, ``precision``, ``lr_scale``, ...), checked
+    against its declared bounds; never ``device``, which is the server's."""
+    from ..core.config import FinetuneConfig
+    from ..core.options import check_settings, settings_of
 
     if catalog.models_dir is None:
         raise RamsegInputError("this server keeps no model versions: start it with --models DIR to fine-tune")
@@ -214,17 +222,15 @@ def _finetune_request(catalog: Catalog, body: Any) -> tuple[Any, list[dict], dic
     cases = body.get("cases")
     if not isinstance(cases, list) or not cases or not all(isinstance(c, dict) for c in cases):
         raise RamsegInputError("\"cases\" must list at least one {image, image_format, mask, mask_format}")
-    settings: dict[str, Any] = {}
-    for name in ("iterations", "seed"):
-        if body.get(name) is not None:
-            value, lowest = body[name], 1 if name == "iterations" else 0
-            if not isinstance(value, int) or isinstance(value, bool) or value < lowest:
-                raise RamsegInputError(f"\"{name}\" must be a whole number, at least {lowest}")
-            settings[name] = body[name]
-    precision = body.get("precision", "auto")
-    if precision not in PRECISION_CHOICES:
-        raise RamsegInputError(f"precision {str(precision)[:20]!r} is not one of {', '.join(PRECISION_CHOICES)}")
-    settings["precision"] = precision
+    allowed = {s.name: s for s in settings_of(FinetuneConfig) if s.name != "device"}
+    unknown = sorted(set(body) - set(allowed) - {"model", "cases"})
+    if unknown:
+        raise RamsegInputError(f"unknown fine-tuning settings: {', '.join(unknown)[:200]}")
+    settings = {name: value for name, value in body.items() if name in allowed and value is not None}
+    try:
+        check_settings(FinetuneConfig(**settings))
+    except (TypeError, ValueError) as exc:
+        raise RamsegInputError(f"bad fine-tuning settings: {getattr(exc, 'problem', None) or exc}") from None
     return catalog.entry(body["model"]), cases, settings
 
 

@@ -7,9 +7,12 @@ predict`` would read from the same file. The folder is gone when the answer is s
 
 The answer holds what ``CaseResult`` holds: the refusal (``""`` when segmented), the fit, the measures,
 what the task's path adds (the optic disc's ROI), the review score asked for, what adapting to the scan
-did (``adaptation``: the method, the fit before and after, seconds), and the mask: a 2D case's
+did (``adaptation``: the method, the fit before and after, seconds), the case's ``report.csv`` row as
+``CaseResult.row`` makes it (``case`` and ``file`` left for the client to fill), and the mask: a 2D case's
 as PNG, a volume's as NIfTI (``.nii.gz``, the scan's own affine), written by ``io.write_labels`` and
-sent as base64 under ``mask.data``. NaN and infinite numbers become ``null``.
+sent as base64 under ``mask.data``. With ``maps`` the probabilities and the entropy come too, as one
+``.npz`` (float32, as the local ``Prediction`` holds them), for a dock that shows them. NaN and infinite
+numbers become ``null``.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ class SegmentRequest:
     review: str | None = None  # "disagreement" or "descriptor", None: no review score
     postprocess: bool = False
     precision: str = "auto"
+    maps: bool = False  # also send the probabilities and the entropy (the Segment dock's layers)
 
     def __post_init__(self) -> None:
         from ..core.config import ADAPT_METHODS
@@ -76,6 +80,7 @@ def segment_upload(predictor: Any, body: Path, request: SegmentRequest) -> dict[
         options = CaseOptions(postprocess=request.postprocess, review=request.review)
         result = segment_case(predictor, image, options, segmenter=segmenter)
         mask = None if result.refused else encode_mask(result.prediction.labels, image, Path(folder))
+        row = result.row("", "", predictor.labels, predictor.channel_names, image.spatial_shape, image.spacing)
     return {
         "task": result.task.name,
         "refused": result.refused,
@@ -92,7 +97,19 @@ def segment_upload(predictor: Any, body: Path, request: SegmentRequest) -> dict[
         "spacing": jsonable(image.spacing),
         "mask": mask,
         "adaptation": jsonable(getattr(segmenter, "last", None)),  # core.adapt's AdaptReport; None without
+        "row": jsonable(row),
+        "maps": encode_maps(result.prediction) if request.maps and not result.refused else None,
     }
+
+
+def encode_maps(prediction: Any) -> dict[str, Any]:
+    """The probabilities and the entropy, float32, as one compressed ``.npz`` in base64."""
+    import io
+
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, probabilities=np.asarray(prediction.probabilities, np.float32),
+                        entropy=np.asarray(prediction.entropy, np.float32))
+    return {"format": ".npz", "encoding": "base64", "data": base64.b64encode(buffer.getvalue()).decode("ascii")}
 
 
 def read_upload(path: Path) -> Any:

@@ -5,7 +5,8 @@ a file, and it looks the name up among the entries found: the bundled models (``
 the models folder, run folders (``model.json`` + ``model.safetensors``), ``.safetensors`` files with
 their ``.json`` and BioImage.IO packages made by ``ramseg export`` (``.zip`` or a folder). The folder is
 scanned again on each look-up, so a run folder copied in while the server runs is offered at once.
-Loaded predictors are kept per (model, precision) while their weights file is unchanged.
+Loaded predictors are kept per (model, precision) while their weights file is unchanged; their network
+passes go through ``batching.BatchedForward``, so cases that arrive together share a pass.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RamsegInputError
+from .batching import BatchedForward
 from .jobs import FINETUNED
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -54,11 +56,14 @@ class Catalog:
     """Name -> model, for one server: bundled models first; a models-folder entry with a bundled
     model's name (or an alias) is not offered, so a name always means the same model."""
 
-    def __init__(self, models_dir: str | Path | None = None, device: str = "auto"):
+    def __init__(self, models_dir: str | Path | None = None, device: str = "auto", batch: int | None = None):
+        """``batch``: the most cases one network pass takes (None: ``Predictor.batch_for``, the rows a
+        pass takes at that size on this device; 1: no batching)."""
         self.models_dir = None if models_dir is None else Path(models_dir).expanduser().resolve()
         if self.models_dir is not None and not self.models_dir.is_dir():
             raise RamsegInputError("the models folder does not exist or is not a folder", self.models_dir)
-        self.device = device
+        self.device, self.batch = device, batch
+        self.device_lock = threading.Lock()  # one network pass at a time on the device, for every model
         self._predictors: OrderedDict[tuple, Any] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -97,6 +102,7 @@ class Catalog:
         labels = meta.config.labels
         channels = list(labels.names) if labels.kind == "nested" else ["background", *labels.names]
         return {**out, "usable": True, "labels": labels.to_dict(), "channel_names": channels,
+                "threshold": meta.config.threshold,
                 "source_domains": list(meta.domains), "card": _card(entry.path), **self._lineage(meta)}
 
     def _lineage(self, meta: Any) -> dict[str, Any]:
@@ -123,6 +129,8 @@ class Catalog:
                 self._predictors.move_to_end(key)
                 return entry, self._predictors[key]
         predictor = Predictor.from_path(entry.path, device=self.device, precision=precision)
+        limit = predictor.batch_for if self.batch is None else (lambda height, width: self.batch)
+        predictor.route_forward(lambda forward: BatchedForward(forward, limit, self.device_lock))
         with self._lock:
             self._predictors[key] = predictor
             while len(self._predictors) > KEPT_PREDICTORS:
