@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except RamsegInputError as exc:
-        if exc.path is None and args.command == "predict" and Path(args.input).is_file():
+        if exc.path is None and args.command == "predict" and Path(args.input).is_file() and not args.server:
             exc = RamsegInputError(exc.problem, args.input)  # the predictor does not know the file's name
         _error(exc)
     except FileExistsError as exc:

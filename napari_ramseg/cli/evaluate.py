@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ._common import add_adapt, add_device, adapt_predictor, progress_bar, stderr
+from ._remote import add_server_options, connect, refuse_local_options
 
 
 def add_parser(sub) -> None:
@@ -25,6 +26,7 @@ def add_parser(sub) -> None:
     e.add_argument("--json", type=Path, help="write per-case and summary metrics here")
     add_adapt(e)
     add_device(e)
+    add_server_options(e)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,19 +44,27 @@ def run(args: argparse.Namespace) -> int:
         bars[0].n = done
         bars[0].refresh()
 
+    refuse_local_options(args, {"--device": "auto"})
     try:
-        predictor = Predictor.from_path(resolve_model(args.model), device=args.device, precision=args.precision)
-        segmenter = adapt_predictor(predictor, args.adapt)
-        if args.adapt:
-            stderr(f"ramseg: {segmenter.settings_line()}")
+        if args.server:  # each case segmented on the server, scored here against its mask
+            from ..server.client import RemotePredictor
+
+            segmenter = RemotePredictor(connect(args), args.model, args.precision, args.adapt)
+        else:
+            predictor = Predictor.from_path(resolve_model(args.model), device=args.device, precision=args.precision)
+            segmenter = adapt_predictor(predictor, args.adapt)
+            if args.adapt:
+                stderr(f"ramseg: {segmenter.settings_line()}")
         report = evaluate_domain(segmenter, args.data, args.domain, fmt=args.format,
                                  split=args.split, postprocess=args.postprocess, progress=progress)
     finally:
         for bar in bars:
             bar.close()
     report["adapt"] = args.adapt  # None: no test-time adaptation
-    if args.adapt:
+    if args.adapt and not args.server:
         report["adapt_settings"] = segmenter.settings()
+    if args.server:
+        report["server"] = {"url": args.server, "model": segmenter.model}
     for label, values in report["summary"].items():
         print(f"{label}: " + "  ".join(f"{k} {v:.4f}" if v is not None else f"{k} n/a"
                                         for k, v in json_safe(values).items()))

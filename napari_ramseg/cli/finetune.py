@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..errors import RamsegInputError
 from ._common import add_settings, progress_bar, settings_from, stderr, typed_command
+from ._remote import add_server_options, connect, refuse_local_options, wait_for_job
 
 
 def add_parser(sub) -> None:
@@ -21,12 +22,14 @@ def add_parser(sub) -> None:
     f.add_argument("--labels", nargs="+", type=Path, help="corrected masks, in the same order")
     f.add_argument("--project", type=Path, help="a corrections project folder saved by the napari widget")
     f.add_argument("--replay", type=Path, help="source dataset root to replay alongside the corrections")
-    f.add_argument("--out", required=True, type=Path, help="models folder; a new version is created inside")
+    f.add_argument("--out", type=Path, help="models folder; a new version is created inside (with --server: none, "
+                                             "the server keeps the version beside the base model)")
     f.add_argument("--target-style", type=Path, metavar="DIR",
                    help="unlabelled scans of the new site: they lend their style (low-frequency amplitude) as RAM "
                         "partners next to the source domains, with the consistency loss on them")
     # every FinetuneConfig option, generated from its declaration in core/config.py
     add_settings(f, settings_of(FinetuneConfig))
+    add_server_options(f)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,6 +42,12 @@ def run(args: argparse.Namespace) -> int:
 
     config = FinetuneConfig(**settings_from(args, settings_of(FinetuneConfig)))
     check_settings(config)  # out-of-bounds settings are refused before any model or image is read
+    refuse_local_options(args, {"--out": None, "--project": None, "--replay": None, "--target-style": None,
+                                "--device": FinetuneConfig().device})
+    if args.server:
+        return _run_on_server(args, config)
+    if args.out is None:
+        raise RamsegInputError("--out DIR is needed: the models folder the new version is written into")
     model = resolve_model(args.model)
     resolve_model_path(model)  # a missing or broken model is the first thing said
     images, masks = args.images or [], args.labels or []
@@ -77,4 +86,34 @@ def run(args: argparse.Namespace) -> int:
         stderr("ramseg: warning: the new version is worse than its parent on the held-out corrected cases; "
                "keep using the parent unless you have reason to prefer it")
     print(result.model_dir)
+    return 0
+
+
+def _run_on_server(args: argparse.Namespace, config) -> int:
+    """Upload the image/mask pairs with the round's settings, follow the round on the server and say which
+    version it made there (the server keeps it beside the base model, with its lineage)."""
+    from ..core.options import settings_of
+
+    if not args.images or not args.labels or len(args.images) != len(args.labels):
+        raise RamsegInputError("with --server give --images and --labels (one mask per image, same order)")
+    settings = {s.name: getattr(config, s.name) for s in settings_of(type(config)) if s.name != "device"}
+    client = connect(args)
+    base = client.model(args.model)["name"]
+    job = client.finetune(base, list(zip(args.images, args.labels)), **settings)
+    stderr(f"ramseg: fine-tune job {job['id']} queued on {client.url}")
+    done = wait_for_job(client, job, "finetune (server)")
+    if done["state"] == "failed":
+        raise RamsegInputError(f"the server's fine-tune round failed: {done['error']}")
+    result = done.get("result") or {}
+    if done["state"] == "cancelled" or not result.get("version"):
+        stderr("fine-tuning stopped on the server; no new model was written")
+        return 1
+    line = (f"the server wrote {result['version']} (round {result['round']}, {result['train_cases']} training "
+            f"case(s), {result['val_cases']} held out)")
+    if result.get("before_dice") is not None:
+        line += f"; held-out Dice {result['before_dice']:.4f} -> {result['after_dice']:.4f}"
+    stderr(line)
+    if result.get("worse"):
+        stderr("ramseg: warning: the new version is worse than its parent on the held-out corrected cases")
+    print(result["version"])  # its name on the server: ramseg predict --server URL --model <this>
     return 0

@@ -9,6 +9,7 @@ from pathlib import Path
 from ..core.config import REVIEW_PRIORITIES, ReviewConfig
 from ..errors import RamsegInputError, naming
 from ._common import add_adapt, add_device, adapt_line, adapt_predictor, progress_bar, stderr
+from ._remote import add_server_options, refuse_local_options
 
 REVIEW = ReviewConfig()
 
@@ -33,30 +34,25 @@ def add_parser(sub) -> None:
     _add_review(p)
     add_adapt(p)
     add_device(p)
+    add_server_options(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core.infer import Predictor
-    from ..core.pipeline import UNREADABLE, CaseOptions, read_case, segment_case, unreadable_row
+    from ..core.pipeline import UNREADABLE, CaseOptions, read_case, unreadable_row
     from ..core.review import NEEDS
-    from ..core.tasks import task_for
-    from ..models import resolve_model
 
-    with naming(f"--model {args.model}"):  # a bad model is the option's fault, not the scan's
-        predictor = Predictor.from_path(resolve_model(args.model), device=args.device, precision=args.precision)
-    with naming(f"--adapt {args.adapt}"):
-        segmenter = adapt_predictor(predictor, args.adapt)
-    if args.adapt:
-        stderr(f"ramseg: {segmenter.settings_line()}")
+    refuse_local_options(args, {"--device": "auto", "--verbose": False})
+    cases = _RemoteCases(args) if args.server else _LocalCases(args)
     pairs = _prediction_pairs(args.input, args.output)  # (scan, mask, case name)
     dicom = _is_dicom(args.input)
     if (args.series is not None or args.dicom_seg is not None) and not dicom:
         raise RamsegInputError("--series and --dicom-seg are for DICOM input", args.input)
+    if dicom and args.server:
+        raise RamsegInputError("--server takes image files (PNG, JPEG, TIFF, NIfTI); segment a DICOM series here, "
+                               "or convert it to NIfTI first", args.input)
     folder = args.input.is_dir() and not dicom  # report.csv, one row per case
     if args.verbose:  # a task's own settings (the optic disc's two stages): developers' words, on request
-        line = task_for(predictor.labels, dicom).settings_line(segmenter)
-        if line:
-            stderr(line)
+        cases.settings_line(dicom)
     options = CaseOptions(postprocess=args.postprocess, review=NEEDS.get(args.review) if folder else None)
     rows = []
     with progress_bar(len(pairs), "predict", quiet=len(pairs) == 1) as bar:
@@ -69,11 +65,7 @@ def run(args: argparse.Namespace) -> int:
                 rows.append(unreadable_row(case, source.name, unreadable))
                 bar.update(1)
                 continue
-            adapted_before = getattr(segmenter, "fits", 0)
-            with naming(source):
-                result = segment_case(predictor, image, options, segmenter=segmenter)
-            row = result.row(case, source.name, predictor.labels, predictor.channel_names, image.spatial_shape,
-                             image.spacing) if folder else None
+            result, row = cases.segment(source, image, options, case if folder else None)
             if result.refused:
                 if len(pairs) == 1:
                     raise RamsegInputError(result.refusal, source)
@@ -85,15 +77,13 @@ def run(args: argparse.Namespace) -> int:
             if not result.reliable:  # the mask is still written (report.csv marks its measures): the user decides
                 bar.write(f"ramseg: warning: {source}: {result.fit.differs}", file=sys.stderr)
             if args.adapt:
-                rois = segmenter.fits - adapted_before  # the disc's two stages adapt each ROI they segment
-                where = f" (the last of {rois} ROIs adapted)" if rois > 1 else ""
-                bar.write(f"ramseg: {source.name}: {adapt_line(segmenter.last)}{where}", file=sys.stderr)
-            written = _write_masks(args, target, result.prediction.labels, image, predictor)
+                bar.write(f"ramseg: {source.name}: {cases.adapt_line()}", file=sys.stderr)
+            written = _write_masks(args, target, result.prediction.labels, image, cases.labels)
             rows += [row] if row else []
             bar.update(1)
             if len(pairs) == 1:
                 shape = result.prediction.labels.shape
-                stderr(f"wrote {written} ({', '.join(predictor.channel_names)}; shape {shape})")
+                stderr(f"wrote {written} ({', '.join(cases.channel_names)}; shape {shape})")
                 summary = result.task.summary_line(result)
                 if summary:
                     stderr(summary + ("" if result.reliable else "; unreliable: the scan does not fit the model"))
@@ -102,13 +92,94 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_masks(args: argparse.Namespace, target: Path, labels, image, predictor) -> Path:
-    """The mask file, and the DICOM-SEG when asked for."""
+class _LocalCases:
+    """Cases segmented here: the model loaded once, ``core.pipeline.segment_case`` per case."""
+
+    def __init__(self, args: argparse.Namespace):
+        from ..core.infer import Predictor
+        from ..models import resolve_model
+
+        with naming(f"--model {args.model}"):  # a bad model is the option's fault, not the scan's
+            self.predictor = Predictor.from_path(resolve_model(args.model), device=args.device,
+                                                 precision=args.precision)
+        with naming(f"--adapt {args.adapt}"):
+            self.segmenter = adapt_predictor(self.predictor, args.adapt)
+        if args.adapt:
+            stderr(f"ramseg: {self.segmenter.settings_line()}")
+        self.labels, self.channel_names = self.predictor.labels, self.predictor.channel_names
+        self._rois = 0
+
+    def settings_line(self, dicom: bool) -> None:
+        from ..core.tasks import task_for
+
+        line = task_for(self.labels, dicom).settings_line(self.segmenter)
+        if line:
+            stderr(line)
+
+    def segment(self, source: Path, image, options, case: str | None):
+        """(the ``CaseResult``, its report row when ``case`` names it)."""
+        from ..core.pipeline import segment_case
+
+        adapted_before = getattr(self.segmenter, "fits", 0)
+        with naming(source):
+            result = segment_case(self.predictor, image, options, segmenter=self.segmenter)
+        self._rois = getattr(self.segmenter, "fits", 0) - adapted_before
+        row = None if case is None else result.row(case, source.name, self.labels, self.channel_names,
+                                                    image.spatial_shape, image.spacing)
+        return result, row
+
+    def adapt_line(self) -> str:
+        where = f" (the last of {self._rois} ROIs adapted)" if self._rois > 1 else ""  # the disc adapts each ROI
+        return adapt_line(self.segmenter.last) + where
+
+
+class _RemoteCases:
+    """Cases segmented by ``--server``: each scan file sent as it is, the answer the same ``CaseResult``
+    and report row (``server/client.py``); the masks are written here, against the scan read here."""
+
+    def __init__(self, args: argparse.Namespace):
+        from ..core.config import LabelScheme
+        from ._remote import connect
+
+        self.client, self.args = connect(args), args
+        entry = self.client.model(args.model)
+        self.model, self.labels = entry["name"], LabelScheme.from_dict(entry["labels"])
+        self.channel_names = list(entry["channel_names"])
+        self._last: dict | None = None
+
+    def settings_line(self, dicom: bool) -> None:
+        pass  # refused with --server (refuse_local_options)
+
+    def segment(self, source: Path, image, options, case: str | None):
+        """As ``_LocalCases.segment``; a server out of reach is said as itself, a case it refuses names the scan."""
+        from ..server.client import ServerError
+
+        try:
+            remote = self.client.segment(source, model=self.model, adapt=self.args.adapt, review=options.review,
+                                         postprocess=options.postprocess, precision=self.args.precision)
+        except ServerError as exc:
+            if exc.status not in (400, 413):
+                raise
+            raise RamsegInputError(exc.problem, source) from None
+        self._last = remote.raw.get("adaptation")
+        return remote.case_result(), None if case is None else remote.row(case, source.name)
+
+    def adapt_line(self) -> str:
+        def score(fit) -> str:
+            return "n/a" if not fit or fit.get("score") is None else f"{fit['score']:.2f}"
+
+        last = self._last or {}
+        return (f"adapted ({last.get('method')}) on the server: fit {score(last.get('fit_before'))} -> "
+                f"{score(last.get('fit_after'))}, {last.get('seconds') or 0:.2f} s")
+
+
+def _write_masks(args: argparse.Namespace, target: Path, labels, image, scheme) -> Path:
+    """The mask file, and the DICOM-SEG when asked for (``scheme``: the model's labels)."""
     from ..io import write_labels
 
     written = write_labels(target, labels, like=image, overwrite=args.overwrite)
     if args.dicom_seg is not None:
-        stderr(f"wrote {_write_seg(args.dicom_seg, labels, image, predictor, args.overwrite)} (DICOM-SEG)")
+        stderr(f"wrote {_write_seg(args.dicom_seg, labels, image, scheme, args.overwrite)} (DICOM-SEG)")
     return written
 
 
@@ -145,13 +216,13 @@ def _read_dicom(source: Path, series: str | None):
     return _dicom.read_series(source, series=series) if source.is_dir() else read_image(source)
 
 
-def _write_seg(path: Path, labels, image, predictor, overwrite: bool) -> Path:
+def _write_seg(path: Path, labels, image, scheme, overwrite: bool) -> Path:
     from ..files import atomic_write
     from ..io._dicom_seg import write_segmentation
 
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists")
-    atomic_write(path, lambda tmp: write_segmentation(tmp, labels, image, list(predictor.labels.names)), suffix=".dcm")
+    atomic_write(path, lambda tmp: write_segmentation(tmp, labels, image, list(scheme.names)), suffix=".dcm")
     return path
 
 

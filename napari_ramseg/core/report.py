@@ -90,6 +90,8 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 def _cell(value: Any) -> Any:
     if isinstance(value, str) and value.startswith(FORMULA_STARTS):
         return "'" + value
+    if isinstance(value, np.floating):  # a float32 measure is written as a float64 one (and as a server sends it)
+        value = float(value)
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return ""
     if isinstance(value, float):

@@ -25,12 +25,18 @@ CONNECT_S = 10.0
 
 
 class ServerError(RamsegInputError):
-    """The server could not be reached, refused the token or refused the request (one line)."""
+    """The server could not be reached, refused the token or refused the request (one line); ``status``:
+    the HTTP status of a refusal (401 the token, 400 the request or its case), None when none came."""
+
+    def __init__(self, problem: str, status: int | None = None):
+        super().__init__(problem)
+        self.status = status
 
 
 @dataclass
 class RemoteCase:
-    """A case segmented by a server: ``CaseResult``'s fields, the mask as an array (None when refused)."""
+    """A case segmented by a server: ``CaseResult``'s fields, the mask as an array (None when refused),
+    the case's ``report.csv`` row as the server made it, and (asked for) the probabilities and entropy."""
 
     model: str
     task: str
@@ -43,10 +49,44 @@ class RemoteCase:
     descriptor: list | None = None
     reliable: bool = False
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    maps: dict[str, np.ndarray] | None = field(default=None, repr=False)
 
     @property
     def refused(self) -> bool:
         return self.mask is None
+
+    @property
+    def channel_names(self) -> list[str]:
+        return list(self.raw.get("channel_names") or [])
+
+    def row(self, case: str, file: str) -> dict[str, Any]:
+        """The case's ``report.csv`` row (``core/report.py``), named ``case`` and ``file`` here."""
+        row = dict(self.raw.get("row") or {})
+        if row.get("descriptor") is not None:
+            row["descriptor"] = np.asarray(row["descriptor"], dtype=np.float64)
+        return {**row, "case": case, "file": file}
+
+    def case_result(self) -> Any:
+        """The local pipeline's ``core.pipeline.CaseResult`` of this answer: the same task, fit, measures and
+        refusal; the prediction's probabilities and entropy only when the maps were asked for."""
+        from ..core.domain_fit import FitResult
+        from ..core.infer import Prediction
+        from ..core.pipeline import CaseResult
+        from ..core.tasks import TASKS
+
+        task = next((t for t in TASKS if t.name == self.task), None)
+        if task is None:
+            raise ServerError(f"the server segmented the case as a {self.task!r} task, which this client "
+                              "does not know; update napari-ramseg here")
+        fields = FitResult.__dataclass_fields__
+        fit = None if self.fit is None else FitResult(**{k: v for k, v in self.fit.items() if k in fields})
+        prediction = None
+        if not self.refused:
+            maps = self.maps or {}
+            prediction = Prediction(self.mask, maps.get("probabilities"), maps.get("entropy"), self.channel_names)
+        descriptor = None if self.descriptor is None else np.asarray(self.descriptor, dtype=np.float64)
+        return CaseResult(task, prediction, self.refusal, fit, dict(self.measures), dict(self.extras),
+                          self.disagreement, descriptor)
 
 
 class ServerClient:
@@ -84,28 +124,45 @@ class ServerClient:
     def models(self) -> list[dict]:
         return self._call("GET", "/models")["models"]
 
-    def segment(self, image: str | Path, model: str = "default", adapt: str | None = None, review: str | None = None,
-                postprocess: bool = False, precision: str = "auto") -> RemoteCase:
-        """Segment the image file ``image`` on the server (read here only to be sent)."""
-        from ..io import suffix_of
+    def segment(self, image: Any, model: str = "default", adapt: str | None = None, review: str | None = None,
+                postprocess: bool = False, precision: str = "auto", maps: bool = False) -> RemoteCase:
+        """Segment ``image`` on the server: an image file (read here only to be sent), or an ``io.ImageData``
+        (a dock's layer), sent as a lossless TIFF (2D) or NIfTI (a volume, with its spacing and affine)."""
+        from ..io import ImageData, suffix_of
 
-        path = Path(image)
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise RamsegInputError(f"cannot read ({exc.strerror or type(exc).__name__})", path) from None
-        params = {"model": model, "format": suffix_of(path).lstrip("."), "postprocess": str(bool(postprocess)).lower(),
-                  "precision": precision}
+        with tempfile.TemporaryDirectory(prefix="ramseg-upload-") as folder:
+            path = encode_image(image, Path(folder)) if isinstance(image, ImageData) else Path(image)
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                raise RamsegInputError(f"cannot read ({exc.strerror or type(exc).__name__})", path) from None
+        params = {"model": model, "format": suffix_of(path).lstrip("."), "postprocess": _flag(postprocess),
+                  "precision": precision, "maps": _flag(maps)}
         params.update({k: v for k, v in (("adapt", adapt), ("review", review)) if v})
         answer = self._call("POST", "/segment", params=params, content=data,
                             headers={"Content-Type": "application/octet-stream"})
         return RemoteCase(answer["model"], answer["task"], answer["refusal"], decode_mask(answer.get("mask")),
                           answer.get("fit"), answer.get("measures") or {}, answer.get("extras") or {},
-                          answer.get("disagreement"), answer.get("descriptor"), bool(answer.get("reliable")), answer)
+                          answer.get("disagreement"), answer.get("descriptor"), bool(answer.get("reliable")), answer,
+                          decode_maps(answer.get("maps")))
+
+    def model(self, name: str) -> dict:
+        """``GET /models``' entry of ``name`` (a bundled model's alias too), or the one line why not."""
+        from ..models import canonical_name
+
+        models = {m["name"]: m for m in self.models()}
+        found = models.get(canonical_name(name) or name) or models.get(name)
+        if found is None:
+            raise ServerError(f"the ramseg server at {self.url} has no model named {name!r}; "
+                              f"it serves: {', '.join(models) or 'none'}")
+        if not found.get("usable", True):
+            raise ServerError(f"the model {name!r} on {self.url} cannot be used: {found.get('problem')}")
+        return found
 
     def finetune(self, model: str, pairs: list[tuple[str | Path, str | Path]], iterations: int | None = None,
-                 precision: str = "auto", seed: int | None = None) -> dict:
-        """Start a fine-tune round of ``model`` on (image file, corrected mask file) pairs; the job (its ``id``)."""
+                 precision: str = "auto", seed: int | None = None, **settings: Any) -> dict:
+        """Start a fine-tune round of ``model`` on (image file, corrected mask file) pairs; the job (its ``id``).
+        ``settings``: other FinetuneConfig settings by name (``lr_scale=0.25``, ``freeze="encoder"``)."""
         from ..io import suffix_of
 
         cases = []
@@ -118,7 +175,8 @@ class ServerClient:
                     raise RamsegInputError(f"cannot read ({exc.strerror or type(exc).__name__})", path) from None
                 case[f"{kind}_format"] = suffix_of(path)
             cases.append(case)
-        body = {"model": model, "cases": cases, "iterations": iterations, "precision": precision, "seed": seed}
+        body = {"model": model, "cases": cases, "iterations": iterations, "precision": precision, "seed": seed,
+                **settings}
         return self._call("POST", "/jobs/finetune", json=body, expect=202)
 
     def train(self, data: str, name: str | None = None, **settings: Any) -> dict:
@@ -165,7 +223,7 @@ class ServerClient:
                               "is `ramseg serve` running there, and is the address right?") from None
         if response.status_code == 401:
             raise ServerError(f"the ramseg server at {self.url} refused the token; check the token file "
-                              "(the server's and yours must hold the same token)")
+                              "(the server's and yours must hold the same token)", 401)
         try:
             answer = response.json()
         except ValueError:
@@ -174,8 +232,31 @@ class ServerClient:
         if response.status_code != expect:
             detail = answer.get("detail") if isinstance(answer, dict) else None
             raise ServerError(f"the ramseg server at {self.url} refused the request ({response.status_code}): "
-                              f"{detail if isinstance(detail, str) else answer}")
+                              f"{detail if isinstance(detail, str) else answer}", response.status_code)
         return answer
+
+
+def _flag(value: bool) -> str:
+    return str(bool(value)).lower()
+
+
+def encode_image(image: Any, folder: Path) -> Path:
+    """A lossless file of ``image`` (an ``io.ImageData``) that ``io.read_image`` reads back as the same
+    array: TIFF for a 2D image, NIfTI for a volume (its spacing and affine kept)."""
+    from ..io import write_image
+
+    return write_image(folder / ("case.nii.gz" if image.is_volume else "case.tif"),
+                       image if image.is_volume else image.array)
+
+
+def decode_maps(maps: dict | None) -> dict[str, np.ndarray] | None:
+    """The probabilities and entropy of a ``maps`` answer (a base64 ``.npz``)."""
+    import io
+
+    if maps is None:
+        return None
+    with np.load(io.BytesIO(base64.b64decode(maps["data"])), allow_pickle=False) as archive:
+        return {name: archive[name] for name in ("probabilities", "entropy")}
 
 
 def _why(exc: Exception) -> str:
@@ -196,3 +277,29 @@ def decode_mask(mask: dict | None) -> np.ndarray | None:
         path = Path(folder) / f"mask{mask['format']}"
         path.write_bytes(base64.b64decode(mask["data"]))
         return read_mask(path)
+
+
+class RemotePredictor:
+    """What ``core.evaluate.evaluate_domain`` asks of a ``Predictor`` (``predict``, ``labels``, ``threshold``),
+    each case segmented on the server through its per-case pipeline (``ramseg evaluate --server``)."""
+
+    def __init__(self, client: ServerClient, model: str, precision: str = "auto", adapt: str | None = None):
+        from ..core.config import LabelScheme
+
+        entry = client.model(model)
+        self.client, self.model, self.precision, self.adapt = client, entry["name"], precision, adapt
+        self.labels = LabelScheme.from_dict(entry["labels"])
+        self.threshold = entry.get("threshold")
+
+    def predict(self, array: np.ndarray, postprocess: bool = False, is_volume: bool | None = None,
+                **_: Any) -> Any:
+        from ..io import ImageData
+
+        if is_volume is None:
+            is_volume = array.ndim == 3 and array.shape[-1] not in (3, 4)
+        axes = "ZYX" if is_volume else ("YXC" if array.ndim == 3 else "YX")
+        case = self.client.segment(ImageData(np.asarray(array), axes=axes), model=self.model, adapt=self.adapt,
+                                   postprocess=postprocess, precision=self.precision)
+        if case.refused:
+            raise RamsegInputError(case.refusal)
+        return case.case_result().prediction
