@@ -10,6 +10,7 @@ jobs, and CPU time / threads says how fast the step ran while it had the cores.
 
     python bench/train_roofline.py                      # 1 and 2 threads, fp32 and bf16
     python bench/train_roofline.py --threads 1 --steps 3
+    python bench/train_roofline.py --threads 1 --precisions bf16 --compile --skip-startup --out bench/results/train_roofline_compile
 """
 
 from __future__ import annotations
@@ -64,6 +65,18 @@ def step_flops(trainer) -> int:
     return int(counter.get_total_flops())
 
 
+def compile_network(trainer) -> float:
+    """``torch.compile`` the U-Net's encoder and decoder (the step's convolutions; the per-domain restoration
+    decoders see a batch size that varies from step to step, so they stay eager); CPU seconds of the first,
+    compiling step."""
+    net = trainer.net
+    net.encode = torch.compile(net.encode, dynamic=False)
+    net.decode = torch.compile(net.decode, dynamic=False)
+    t = time.process_time()
+    trainer.step()
+    return time.process_time() - t
+
+
 def time_steps(trainer, steps: int) -> dict[str, float]:
     trainer.step()  # warm-up
     walls, cpus = [], []
@@ -107,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=5, help="timed steps per variant (after one warm-up)")
     ap.add_argument("--data", type=Path, default=HERE.parent.parent / "shared" / "data")
     ap.add_argument("--out", type=Path, default=HERE / "results")
+    ap.add_argument("--compile", action="store_true", help="time each variant eager and torch.compile'd")
+    ap.add_argument("--skip-startup", action="store_true", help="leave out the imports and data reading timings")
     args = ap.parse_args(argv)
 
     rows = []
@@ -118,19 +133,23 @@ def main(argv: list[str] | None = None) -> int:
             peak = matmul_peak(dtype, threads)
             trainer = make_trainer(precision, args.size, args.batch)
             flops = flops or step_flops(trainer)
-            t = time_steps(trainer, args.steps)
-            achieved = flops / t["wall_s"] / 1e9
-            achieved_cpu = flops / (t["cpu_s"] / threads) / 1e9
-            rows.append({"threads": threads, "precision": precision, "step_wall_s": round(t["wall_s"], 3),
-                         "step_cpu_s": round(t["cpu_s"], 3), "gflops_wall": round(achieved, 1),
-                         "gflops_per_cpu_time": round(achieved_cpu, 1), "matmul_peak_gflops": round(peak, 1),
-                         "fraction_of_peak": round(achieved_cpu / peak, 3)})
-            print(json.dumps(rows[-1]), flush=True)
+            for compiled in (False, True) if args.compile else (False,):
+                compile_s = compile_network(trainer) if compiled else None
+                t = time_steps(trainer, args.steps)
+                achieved = flops / t["wall_s"] / 1e9
+                achieved_cpu = flops / (t["cpu_s"] / threads) / 1e9
+                rows.append({"threads": threads, "precision": precision + (" compiled" if compiled else ""),
+                             "step_wall_s": round(t["wall_s"], 3), "step_cpu_s": round(t["cpu_s"], 3),
+                             "gflops_wall": round(achieved, 1), "gflops_per_cpu_time": round(achieved_cpu, 1),
+                             "matmul_peak_gflops": round(peak, 1), "fraction_of_peak": round(achieved_cpu / peak, 3),
+                             **({"compile_cpu_s": round(compile_s, 1)} if compiled else {})})
+                print(json.dumps(rows[-1]), flush=True)
     record = {"command": "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])]),
               "machine": bench_machine.describe(), "step": {"size": args.size, "batch": args.batch,
                                                             "method": "RAM-DSIR (RAM + DSIR + consistency)",
                                                             "gflop_per_step": round((flops or 0) / 1e9, 1)},
-              "rows": rows, "startup": {**startup_costs(), "read_vessel_data_full_size_s": read_vessel_data_s(args.data)}}
+              "rows": rows, "startup": None if args.skip_startup else {
+                  **startup_costs(), "read_vessel_data_full_size_s": read_vessel_data_s(args.data)}}
     results_io.write_json(args.out / "train_roofline.json", record)
     (args.out / "train_roofline.md").write_text(render(record))
     print(render(record))
@@ -151,6 +170,8 @@ def render(record: dict) -> str:
         lines.append(f"| {r['threads']} | {r['precision']} | {r['step_wall_s']} | {r['step_cpu_s']} | {r['gflops_wall']} "
                      f"| {r['gflops_per_cpu_time']} | {r['matmul_peak_gflops']} | {r['fraction_of_peak']:.0%} |")
     s = record["startup"]
+    if s is None:
+        return "\n".join(lines + [""])
     lines += ["", "## Before the first step", "",
               f"- importing the training engine in a fresh interpreter: {s['import_training_engine_s']} s "
               f"(MONAI alone: {s['import_monai_s']} s)",
