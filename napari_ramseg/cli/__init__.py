@@ -14,12 +14,12 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import RamsegInputError, one_line
-from . import demo, evaluate, export, finetune, predict, serve, train
+from . import demo, evaluate, export, finetune, predict, refine, serve, train
 from ._common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, stderr
 from .train import train_run_note
 
 COMMAND_MODULES = {"train": train, "predict": predict, "evaluate": evaluate, "finetune": finetune, "demo": demo,
-                   "export": export, "serve": serve}
+                   "export": export, "serve": serve, "refine": refine}
 COMMANDS = {name: module.run for name, module in COMMAND_MODULES.items()}
 _train_run_note = train_run_note  # the name tests and older callers use
 

@@ -416,8 +416,12 @@ class RefineConfig:
     """How a mask follows a clinician's strokes (``core/refine.py``). The method and its settings were
     chosen by bench/strokes.py on leave-one-camera-out directions (bench/results/strokes/README.md)."""
 
+    # the best mean Dice after 5 strokes over the three vessel directions (the random walker: 0.02 lower)
     method: Literal["threshold", "random_walker"] = "threshold"
-    reach: int = 15  # px around a stroke that it may change (at the image's own scale)
-    slices: int = 2  # in a volume, the slices above and below a stroked slice that it refines too
+    reach: int = option(15, help="pixels around a stroke that it may change", label="Stroke reach", min=1, max=512)
+    slices: int = option(2, help="in a volume, the slices above and below a stroked slice that its strokes refine too",
+                         label="Stroke slices", min=0, max=64)
     quantile: float = 0.1  # threshold: a stroke's faint end, the share of its pixels it may leave out
+    floor: float = 0.2  # threshold: a positive stroke never takes pixels the network gives less than this
+    ceiling: float = 0.8  # threshold: a negative stroke never removes pixels the network gives more than this
     beta: float = 130.0  # random walker: how strongly probability edges stop the walk

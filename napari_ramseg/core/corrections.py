@@ -9,6 +9,7 @@ model's prediction and ``final`` for the clinician's correction)::
         image.tif | image.nii.gz    the image as it was segmented (volumes with an affine: NIfTI)
         original.tif | .nii.gz      the model's prediction (tag "original")
         final.tif | .nii.gz         the corrected mask (tag "final")
+        strokes.tif | .nii.gz       when the mask was refined from strokes: the strokes (core/refine.py)
         provenance.json             model (path, model.json SHA-256, version), time, user, shapes, labels
 
 A case folder is assembled under a hidden temporary name and
@@ -78,6 +79,7 @@ class CorrectionCase:
     original: np.ndarray
     final: np.ndarray
     provenance: dict[str, Any]
+    strokes: np.ndarray | None = None  # the strokes the final mask was refined from, if it was
 
     @property
     def is_volume(self) -> bool:
@@ -218,17 +220,20 @@ class CorrectionStore:
     # -- saving ----------------------------------------------------------------------------------
     def save(self, image: np.ndarray, original: np.ndarray, final: np.ndarray, model_path: str | Path | None,
              image_name: str, image_meta: dict[str, Any] | None = None, *,
-             labels: LabelScheme | None = None) -> str:
+             labels: LabelScheme | None = None, strokes: np.ndarray | None = None) -> str:
         """Write one corrected case (image, "original", "final", provenance) and return its case id.
 
         ``image``: (H, W) grey, (H, W, 3/4) colour or (Z, Y, X) volume; the masks have its spatial
         shape. ``image_meta`` may hold ``affine`` and ``spacing`` (volumes) and any JSON-able notes.
-        ``labels`` defaults to the model's label scheme and bounds the mask values.
+        ``labels`` defaults to the model's label scheme and bounds the mask values. ``strokes``: those the
+        final mask was refined from (``core.refine``'s format, the masks' shape), kept beside it.
         """
         image = np.asarray(image)
         original = np.asarray(original)
         final = np.asarray(final)
         is_rgb, spatial = self._check_shapes(image, original, final)
+        if strokes is not None and np.shape(strokes) != final.shape:
+            raise RamsegInputError(f"the strokes {np.shape(strokes)} and the corrected mask {final.shape} differ in shape")
         if is_rgb and image.shape[-1] == 4:
             image = image[..., :3]  # alpha carries nothing the model reads
         model_info, scheme = self._model_info(model_path, labels)
@@ -283,6 +288,7 @@ class CorrectionStore:
                 "files": {"image": f"image{ext}", "original": f"original{ext}", "final": f"final{ext}"},
                 "tags": {"original": "the model's prediction", "final": "the clinician's correction"},
                 "changed_pixels": int(np.count_nonzero(original != final)),
+                "stroked_pixels": None if strokes is None else int(np.count_nonzero(strokes)),
                 "image_meta": meta,
                 "package_version": __version__,
             }
@@ -294,6 +300,9 @@ class CorrectionStore:
                 like = like if ext == ".nii.gz" else None  # labels take the NIfTI affine, nothing else
                 write_labels(tmp / f"original{ext}", original, like=like)
                 write_labels(tmp / f"final{ext}", final, like=like)
+                if strokes is not None:
+                    provenance["files"]["strokes"] = f"strokes{ext}"
+                    write_labels(tmp / f"strokes{ext}", np.asarray(strokes, np.uint8), like=like)
                 atomic_write_json(tmp / PROVENANCE_NAME, provenance)
                 # the assignment first: a case folder never exists without its split
                 data["images"][digest] = entry
@@ -386,8 +395,11 @@ class CorrectionStore:
                 raise RamsegInputError(f"holds shape {array.shape}, but the case's provenance.json records "
                                        f"{tuple(shape)}", path)
             arrays[key] = array.reshape(shape)
+        strokes = None
+        if files.get("strokes"):
+            strokes = read_mask(folder / files["strokes"]).reshape(prov["mask_shape"])
         return CorrectionCase(case_id, self.split_of(case_id), arrays["image"], arrays["original"], arrays["final"],
-                              prov)
+                              prov, strokes)
 
     def latest_cases(self, split: str | None = None) -> list[str]:
         """The latest revision of every image (in save order), optionally of one split only."""

@@ -136,11 +136,12 @@ Shape = Annotated[list[_whole(1, 1 << 20)], Field(min_length=2, max_length=4)]
 
 
 class CaseFilesSchema(Schema):
-    """A case's three files: plain names inside its own folder, never a path out of it."""
+    """A case's files: plain names inside its own folder, never a path out of it."""
 
     image: FileName
     original: FileName
     final: FileName
+    strokes: FileName | None = None  # a stroke-refined correction's strokes (core/refine.py's format)
 
 
 class ProvenanceSchema(Schema):
