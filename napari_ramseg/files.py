@@ -20,14 +20,15 @@ from typing import Any
 __all__ = ["atomic_write", "json_safe", "remove_stale_temporaries", "write_json"]
 
 
-def atomic_write(path: str | Path, write: Any, suffix: str = "") -> None:
+def atomic_write(path: str | Path, write: Any, suffix: str = "", mode: int | None = None) -> None:
     """Call ``write(tmp_path)`` on a temporary file in the target folder, then rename it into place.
 
     Every file napari-ramseg writes goes through here. The temporary name carries the writer's
     process id: ``.<name>.<pid>.<random>.tmp``, or ``.<stem>.<pid>.<random>.tmp<suffix>`` where a
     format writer needs the file's ending (``suffix``, e.g. ``.nii.gz``). An interruption that Python sees (Ctrl-C, an exception, Stop) removes
     it at once; one that it cannot see (SIGKILL, power loss) leaves it behind, and the next
-    successful write of the same file removes it once that process is gone.
+    successful write of the same file removes it once that process is gone. ``mode``: the file's
+    permissions where they must not be the user's usual ones (a secret's 0o600, never wider meanwhile).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -37,7 +38,7 @@ def atomic_write(path: str | Path, write: Any, suffix: str = "") -> None:
     os.close(fd)
     try:
         write(Path(tmp))
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the user's usual mode
+        os.chmod(tmp, 0o666 & ~_umask() if mode is None else mode)  # mkstemp makes 0600 files: the usual mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

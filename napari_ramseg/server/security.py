@@ -32,12 +32,12 @@ def read_token(token_file: str | Path | None = None, environ: dict | None = None
         except (OSError, UnicodeDecodeError) as exc:
             raise RamsegInputError(f"cannot read the token file ({type(exc).__name__}: {exc.strerror or exc})",
                                    path) from None
-        return _checked(text.strip(), f"the token file {path}")
+        return checked_token(text.strip(), f"the token file {path}")
     value = environ.get(TOKEN_ENV, "").strip()
-    return _checked(value, f"${TOKEN_ENV}") if value else None
+    return checked_token(value, f"${TOKEN_ENV}") if value else None
 
 
-def _checked(token: str, where: str) -> str:
+def checked_token(token: str, where: str) -> str:
     if len(token) < MIN_TOKEN_CHARS or any(c.isspace() for c in token):
         raise RamsegInputError(
             f"{where} must hold one token of at least {MIN_TOKEN_CHARS} characters and no spaces; make one with: "

@@ -100,9 +100,12 @@ class DockWidget(QWidget):
         return layout
 
     # -- shared choices --------------------------------------------------------------------------
-    def add_image_model_device(self, form: QFormLayout) -> tuple[LayerCombo, ModelPicker, DeviceCombo]:
-        """The image, model and device rows that open the Segment and restoration docks."""
-        return self.add_layer_choice(form, "image"), self.add_model_choice(form), self.add_device_choice(form)
+    def add_image_model_device(self, form: QFormLayout, server: bool = False) -> tuple[LayerCombo, ModelPicker,
+                                                                                        DeviceCombo]:
+        """The image, model and device rows that open the Segment and restoration docks (``server``: a
+        ramseg server among the devices)."""
+        return (self.add_layer_choice(form, "image"), self.add_model_choice(form),
+                self.add_device_choice(form, server=server))
 
     def add_layer_choice(self, form: QFormLayout | None, label: str, layer_type: type | None = None) -> LayerCombo:
         """The viewer's layers of ``layer_type`` (default: Image), never preview layers."""
@@ -115,8 +118,8 @@ class DockWidget(QWidget):
         _add_row(form, label, picker)
         return picker
 
-    def add_device_choice(self, form: QFormLayout | None, label: str = "device") -> DeviceCombo:
-        combo = DeviceCombo()
+    def add_device_choice(self, form: QFormLayout | None, label: str = "device", server: bool = False) -> DeviceCombo:
+        combo = DeviceCombo(server=server)
         _add_row(form, label, combo)
         return combo
 

@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from qtpy.QtCore import Signal
+from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import QComboBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget
 
 from ..core.device import DEVICE_CHOICES, available_devices
@@ -28,15 +28,52 @@ class DeviceCombo(QComboBox):
 
     Which ones it has is asked of torch when the list first opens, or at once when torch is loaded
     already, so a dock that does not need torch yet (Train: it trains in a child process) does not load it.
+    ``server``: a ramseg server is offered last (``_server.py``); choosing it the first time, or "Server
+    settings…" in the list's context menu, opens its settings.
     """
 
-    def __init__(self, parent: QWidget | None = None):
+    def __init__(self, parent: QWidget | None = None, server: bool = False):
         super().__init__(parent)
         self.addItems(DEVICE_CHOICES)
         self.setToolTip("auto picks CUDA, then Apple MPS, then the CPU")
         self._probed = False
+        self._previous = 0
+        if server:
+            from ._server import SERVER, remembered_server_text
+
+            self.addItem(SERVER)
+            self.setItemData(self.count() - 1, remembered_server_text(), Qt.ItemDataRole.ToolTipRole)
+            self.activated.connect(self._chosen)
         if "torch" in sys.modules:
             self.probe()
+
+    def _chosen(self, index: int) -> None:
+        from ._server import SERVER, saved_connection
+
+        if self.itemText(index) == SERVER and saved_connection() is None and not self.server_settings():
+            self.setCurrentIndex(self._previous)  # no server set: back to the device it was on
+        self._previous = self.currentIndex()
+
+    def server_settings(self) -> bool:
+        """The server's settings dialog; True when they were saved."""
+        from ._server import SERVER, ServerSettingsDialog, remembered_server_text
+
+        saved = bool(ServerSettingsDialog(self).exec())
+        index = self.findText(SERVER)
+        if index >= 0:
+            self.setItemData(index, remembered_server_text(), Qt.ItemDataRole.ToolTipRole)
+        return saved
+
+    def contextMenuEvent(self, event: Any) -> None:  # noqa: N802 - Qt's name
+        from ._server import SERVER
+
+        if self.findText(SERVER) < 0:
+            return super().contextMenuEvent(event)
+        from qtpy.QtWidgets import QMenu
+
+        menu = QMenu(self)
+        menu.addAction("Server settings…", self.server_settings)
+        menu.exec(event.globalPos())
 
     def probe(self) -> None:
         """Grey out the devices this machine lacks."""

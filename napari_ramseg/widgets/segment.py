@@ -18,6 +18,7 @@ from ._base import WARNING_COLOUR, DockWidget, note_label
 from ._common import JobControl, Progress, get_predictor, layer_array, notify_error
 from ._measures import measures_text
 from ._segment_layers import show_result
+from ._server import remote_model_name
 
 
 @dataclass
@@ -31,6 +32,7 @@ class SegmentRequest:
     postprocess: bool
     spacing: tuple[float, ...] | None = None  # a volume's (z, y, x) voxel spacing, when the layer knows it
     adapt: str | None = None  # also segment after adapting to this scan (core/adapt/), with this method
+    model_name: str = ""  # the model's name on a server (device "server": a bundled name or its folder's)
 
 
 @dataclass
@@ -129,8 +131,13 @@ def request_image(request: SegmentRequest) -> Any:
 
 def segment_job(request: SegmentRequest):
     """The job: load (or reuse) the model, then segment the case (``core/pipeline.segment_case``, as
-    ``ramseg predict`` and the Worklist do); a refused case ends the job with the reason."""
+    ``ramseg predict`` and the Worklist do); a refused case ends the job with the reason. Device
+    "server": the same case through the remembered server (``server_segment_job``)."""
     from ..core.pipeline import CaseOptions, segment_case
+    from ._server import SERVER
+
+    if request.device == SERVER:
+        return server_segment_job(request)
 
     def job(control: JobControl):
         yield Progress(0, 0, "loading model…")
@@ -159,6 +166,47 @@ def segment_job(request: SegmentRequest):
             channel_names=list(prediction.channel_names), class_names=list(predictor.labels.names),
             model=str(request.model), device=str(predictor.device), adapted=adapted,
             measures={**result.measures, **result.extras}, measures_reliable=result.reliable)
+
+    return job
+
+
+def server_segment_job(request: SegmentRequest):
+    """The case segmented by the server's per-case pipeline: the same ``CaseResult`` (with its maps, for
+    the probability and uncertainty layers), then again adapted to the scan when asked."""
+    from ._server import server_client, wait_for
+
+    def job(control: JobControl):
+        yield Progress(0, 0, "connecting to the server…")
+        client = server_client()
+        image = request_image(request)
+
+        def segment(adapt: str | None = None) -> Any:
+            remote = client.segment(image, model=request.model_name, adapt=adapt, postprocess=request.postprocess,
+                                    maps=adapt is None)
+            result = remote.case_result()
+            if result.refused:
+                raise RamsegInputError(result.refusal)
+            return remote, result
+
+        started = time.perf_counter()
+        remote, result = yield from wait_for(segment, control, f"segmenting on {client.url}…")
+        plain_seconds = time.perf_counter() - started
+        adapted = None
+        if request.adapt:
+            started = time.perf_counter()
+            adapting = f"adapting to this scan ({request.adapt}) on the server…"
+            adapted_remote, adapted_result = yield from wait_for(lambda: segment(request.adapt), control, adapting)
+            report = adapted_remote.raw.get("adaptation") or {}
+            score = lambda fit: None if not fit else fit.get("score")  # noqa: E731
+            adapted = AdaptedOutcome(adapted_result.prediction.labels, request.adapt, score(report.get("fit_before")),
+                                     score(report.get("fit_after")), time.perf_counter() - started, plain_seconds)
+        warm_layer_imports()
+        prediction = result.prediction
+        return SegmentResult(fit_warning=result.fit.differs if result.fit else "",
+            labels=prediction.labels, probabilities=prediction.probabilities, entropy=prediction.entropy,
+            channel_names=list(prediction.channel_names), class_names=list(remote.raw["labels"]["names"]),
+            model=str(request.model), device=f"server {client.url} ({remote.model})",
+            adapted=adapted, measures={**result.measures, **result.extras}, measures_reliable=result.reliable)
 
     return job
 
@@ -194,7 +242,7 @@ class SegmentWidget(DockWidget):
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None):
         super().__init__(napari_viewer, parent)
         form = QFormLayout()
-        self.image_combo, self.model_picker, self.device_combo = self.add_image_model_device(form)
+        self.image_combo, self.model_picker, self.device_combo = self.add_image_model_device(form, server=True)
         self.probabilities_box = QCheckBox("probabilities")
         self.uncertainty_box = QCheckBox("uncertainty (entropy)")
         self.postprocess_box = QCheckBox("post-process (largest component, fill holes)")
@@ -233,7 +281,8 @@ class SegmentWidget(DockWidget):
                 image=layer_array(layer), kind=input_kind(layer), model=self.model_picker.model_path(),
                 device=self.device_combo.value(), postprocess=self.postprocess_box.isChecked(),
                 spacing=layer_spacing(layer),
-                adapt=self.adapt_combo.currentText() if self.adapt_box.isChecked() else None)
+                adapt=self.adapt_combo.currentText() if self.adapt_box.isChecked() else None,
+                model_name=remote_model_name(self.model_picker.model_path(), self.model_picker.bundled_name()))
         except RamsegInputError as exc:
             notify_error(str(exc))
             return None

@@ -1,0 +1,142 @@
+"""A ramseg server as a device: its settings dialog, and the Segment dock's job through it.
+
+"server" sits beside auto/cpu/cuda/mps in a dock's device list (``DeviceCombo(server=True)``). Its
+address and token are set once in the settings dialog (``ServerSettingsDialog``: the device list's
+context menu, or the first time "server" is chosen) and remembered by ``server/connection.py`` (the
+token in a 0600 file, never shown again or logged). A job through the server is the local job's twin:
+the case goes to ``ServerClient.segment`` and comes back as the same ``CaseResult``; it reports that it
+is busy, and Stop drops the answer at once (the server finishes that one case and forgets it).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from qtpy.QtWidgets import (QDialog, QDialogButtonBox, QFormLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout,
+                            QWidget)
+
+from ..errors import RamsegInputError
+
+SERVER = "server"  # the device list's entry
+POLL_S = 0.2  # how often a job waiting on the server looks at Stop
+
+
+def saved_connection() -> Any:
+    from ..server.connection import saved
+
+    return saved()
+
+
+def remembered_server_text() -> str:
+    connection = saved_connection()
+    return f"a ramseg server: {connection.url}" if connection else "a ramseg server (not set yet)"
+
+
+class ServerSettingsDialog(QDialog):
+    """The server's address, its token (typed once, kept in a 0600 file) and an https server's own CA."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setWindowTitle("napari-ramseg: server")
+        connection = saved_connection()
+        self.url_edit = QLineEdit(connection.url if connection else "")
+        self.url_edit.setPlaceholderText("http://gpu-host:8765")
+        self.token_edit = QLineEdit()
+        self.token_edit.setEchoMode(QLineEdit.EchoMode.Password)
+        self.token_edit.setPlaceholderText("saved; type to replace it" if connection and connection.token_file
+                                           else "the token the server was started with")
+        self.ca_edit = QLineEdit(str(connection.ca_file) if connection and connection.ca_file else "")
+        self.ca_edit.setPlaceholderText("https only: the server's own certificate (PEM), if self-signed")
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.test_button = QPushButton("Test")
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel)
+        form = QFormLayout()
+        form.addRow("address", self.url_edit)
+        form.addRow("token", self.token_edit)
+        form.addRow("certificate", self.ca_edit)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.test_button)
+        layout.addWidget(self.status)
+        layout.addWidget(buttons)
+        self.test_button.clicked.connect(self.test)
+        buttons.accepted.connect(self.save)
+        buttons.rejected.connect(self.reject)
+
+    def save(self) -> bool:
+        """Remember the settings; on bad input say why and stay open."""
+        from ..server.connection import save
+
+        try:
+            save(self.url_edit.text(), self.token_edit.text() or None, self.ca_edit.text().strip() or None)
+        except RamsegInputError as exc:
+            self.status.setText(f"⚠ {exc}")
+            return False
+        self.token_edit.clear()
+        self.accept()
+        return True
+
+    def test(self) -> str:
+        """Save, then ask the server for its health: the answer, or the one line why not."""
+        from ..server.connection import save
+
+        try:
+            connection = save(self.url_edit.text(), self.token_edit.text() or None, self.ca_edit.text().strip() or None)
+            self.token_edit.clear()
+            with connection.client() as client:
+                health = client.health()
+            text = f"✓ connected: napari-ramseg {health.get('version')} on {health.get('device')}"
+        except ImportError as exc:
+            text = f"⚠ the server extra is missing here ({exc.name}): pip install 'napari-ramseg[server]'"
+        except RamsegInputError as exc:
+            text = f"⚠ {exc}"
+        self.status.setText(text)
+        return text
+
+
+def server_client() -> Any:
+    """The remembered server's client, or the one line saying how to set it."""
+    connection = saved_connection()
+    if connection is None:
+        raise RamsegInputError("no server set: right-click the device list and choose 'Server settings…' "
+                               "(its address and token)")
+    try:
+        return connection.client()
+    except ImportError as exc:
+        raise RamsegInputError(f"a server needs the server extra here ({exc.name} is missing): "
+                               "pip install 'napari-ramseg[server]'") from None
+
+
+def wait_for(call: Any, control: Any, text: str):
+    """Run ``call()`` on a helper thread, yielding busy progress; Stop ends the wait at once."""
+    from ._jobs import Progress
+
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = call()
+        except BaseException as exc:  # noqa: BLE001  handed to the job, which says it in one line
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, name="ramseg-server-call", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        if control.cancelled():
+            raise InterruptedError("stopped; the server's answer is dropped")
+        yield Progress(0, 0, text)
+        thread.join(POLL_S)
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def remote_model_name(model: Path, bundled: str | None) -> str:
+    """What the server calls the chosen model: a bundled model's name, or a run folder's (file's) name."""
+    if bundled:
+        return bundled
+    return model.name if model.is_dir() or not model.suffix else model.stem
