@@ -16,6 +16,8 @@ Labels layers made by the Segment dock
     ``ORIGINAL``: the prediction as made, saved as a correction's "original"; ``MEASURES``: the case's
     clinical measures (``core/measures.measure_case``: sizes, the optic disc's vCDR and horizontal CDR,
     rim, cup inside the disc) and, for a whole fundus photograph, where the disc was found (``roi``).
+Strokes layers (the Correct dock's, ``widgets/_strokes.py``)
+    ``STROKES``: the name of the prediction layer the strokes refine; layer pickers skip these.
 Preview layers (mixup and restoration previews, captions)
     ``PREVIEW``: True; layer pickers skip these. ``SOURCE_LAYER``: the image they were made from.
     ``PREVIEW_GROUP``: which preview a layer belongs to (``"mixup: <image>"``, ``"restoration preview"``);
@@ -39,6 +41,8 @@ DEVICE = "device"
 CLASS_NAMES = "class_names"
 ORIGINAL = "ramseg_original"
 MEASURES = "measures"
+
+STROKES = "ramseg_strokes"
 
 PREVIEW = "ramseg_preview"
 SOURCE_LAYER = "source_layer"

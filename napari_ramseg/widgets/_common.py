@@ -49,7 +49,9 @@ ORIGINAL_KEY = layer_meta.ORIGINAL  # Labels: the prediction as made, saved as a
 
 
 def is_preview(layer: Any) -> bool:
-    return bool(getattr(layer, "metadata", {}).get(PREVIEW_FLAG))
+    """Whether the layer is one the pickers never offer: a preview, or the Correct dock's strokes."""
+    metadata = getattr(layer, "metadata", {})
+    return bool(metadata.get(PREVIEW_FLAG) or metadata.get(layer_meta.STROKES))
 
 
 def watch_layers(viewer: Any, callback: Callable[[], None]) -> None:

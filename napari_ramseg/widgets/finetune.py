@@ -29,6 +29,7 @@ from ..core.corrections import CorrectionStore
 from ._base import WARNING_COLOUR, DockWidget
 from ._common import ORIGINAL_KEY, JobControl, Progress
 from ._handover import offer_model
+from ._strokes import StrokesPanel
 from ._train_options import FINETUNE_ITERATIONS, FINETUNE_MORE, MoreOptions
 
 DEFAULT_PROJECT = Path.home() / "ramseg-corrections"
@@ -90,6 +91,7 @@ class CorrectFinetuneWidget(DockWidget):
         self.save_button.clicked.connect(self.save_correction)
         correct_row.addWidget(self.start_button)
         correct_row.addWidget(self.save_button)
+        self.strokes = StrokesPanel(self)  # draw what is (not) the structure, Refine, Undo
         self.case_list = QListWidget()
         self.case_list.setMaximumHeight(120)
 
@@ -118,8 +120,9 @@ class CorrectFinetuneWidget(DockWidget):
         self.dice_label.setWordWrap(True)
         self.dice_label.setTextFormat(Qt.RichText)
 
-        self.lay_out(form, correct_row, QLabel("Saved corrections (split fixed at first save):"), self.case_list,
-                     ft_form, self.finetune_button, self.runner, self.dice_label)
+        self.lay_out(form, QLabel("Correct with strokes:"), self.strokes, correct_row,
+                     QLabel("Saved corrections (split fixed at first save):"), self.case_list, ft_form,
+                     self.finetune_button, self.runner, self.dice_label)
 
         self.labels_combo.currentIndexChanged.connect(lambda _: self._labels_changed(self.labels_combo.currentText()))
         self.runner.busy_changed.connect(lambda busy: self.finetune_button.setEnabled(not busy))
@@ -145,9 +148,36 @@ class CorrectFinetuneWidget(DockWidget):
     def _labels_changed(self, name: str) -> None:
         if self.viewer is None or not name or name not in self.viewer.layers:
             return
-        model = layer_meta.model_of(self.viewer.layers[name].metadata)
+        layer = self.viewer.layers[name]
+        model = layer_meta.model_of(layer.metadata)
         if model:
             self.model_picker.set_model(model)
+        names = (layer.metadata or {}).get(layer_meta.CLASS_NAMES)
+        if names:  # the strokes offer the prediction's own classes
+            self.strokes.set_classes(tuple(names[k] for k in sorted(names, key=int)))
+
+    def current_labels(self, quiet: bool = False) -> Any:
+        """The chosen prediction (Labels) layer; None (said, unless ``quiet``) when there is none."""
+        return self._chosen(self.labels_combo.currentText(), "a Labels", quiet)
+
+    def current_image(self, quiet: bool = False) -> Any:
+        return self._chosen(self.image_combo.currentText(), "an image", quiet)
+
+    def _chosen(self, name: str, kind: str, quiet: bool) -> Any:
+        try:
+            return self._layer(name, kind)
+        except ValueError as exc:
+            if not quiet:
+                self.say(str(exc), error=True)
+            return None
+
+    def say(self, text: str, error: bool = False) -> None:
+        """One line in the dock's status (and a notification for an error)."""
+        if error:
+            from napari.utils.notifications import show_error
+
+            show_error(text)
+        self._set_status(text)
 
     # -- correcting ------------------------------------------------------------------------------
     def start_correcting(self) -> None:
@@ -201,7 +231,8 @@ class CorrectFinetuneWidget(DockWidget):
             meta.update({"layer": image_layer.name, "labels_layer": labels_layer.name,
                          "original_snapshot": "segment widget or start correcting" if snapshot else "none",
                          "source": image_layer.source.path if getattr(image_layer, "source", None) else None})
-            case_id = self.store().save(image, np.asarray(original), final, self.model_path(), image_layer.name, meta)
+            case_id = self.store().save(image, np.asarray(original), final, self.model_path(), image_layer.name, meta,
+                                        strokes=self.strokes.saved_strokes(labels_layer))
         except Exception as exc:
             message = f"Could not save the correction: {one_line(exc)}"
             show_error(message)
