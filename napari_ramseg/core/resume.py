@@ -28,6 +28,7 @@ from .run_folder import RESUME_STATE, RESUME_WEIGHTS, RunFolder  # the names; th
 
 if TYPE_CHECKING:  # pragma: no cover
     from .train import Trainer
+    from .training_state import StateLayout, TrainingState
 
 __all__ = ["RESUME_STATE", "RESUME_WEIGHTS", "save_state", "load_state", "remove_state", "has_state",
            "saved_iteration", "read_resume_state"]
@@ -38,53 +39,57 @@ DATA_KEYS = ("name", "sha256", "files", "format", "source_domains")  # of the da
 
 
 def save_state(trainer: "Trainer") -> None:
-    """Model, optimizer and random state, so that ``--resume`` continues exactly where this stopped.
+    """Model, optimizer and random state (``Trainer.state_dict()``), so that ``--resume`` continues exactly
+    where this stopped.
 
-    Under DDP rank 0 writes it: every rank's state is the same (same weights after each step, same
-    generators, same pool), so every rank, at any world size, can continue from it.
+    Under DDP rank 0 writes it (``Trainer.writer``): every rank's state is the same (same weights after
+    each step, same generators, same pool), so every rank, at any world size, can continue from it.
     """
     folder = trainer.writer
     if folder is None:
         return
-    import torch
     from safetensors.torch import save
 
     from .checkpoint import atomic_write_json
 
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in trainer.net.state_dict().items()}
-    opt = trainer.optimizer.state_dict()
-    for index, state in opt["state"].items():
-        for key, value in state.items():
-            tensors[f"optim.{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
-    tensors["rng.torch"] = torch.get_rng_state()
-    tensors["rng.lambda"] = trainer.lambda_generator.get_state()
-    if trainer.best_state is not None:
-        tensors.update({f"best.{k}": v.contiguous() for k, v in trainer.best_state.items()})
-    pool = trainer.pool.state()
-    state = {
-        "iteration": trainer.iteration,
-        "config": trainer.config.to_dict(),
-        "domains": trainer.domains,
-        "history": trainer.history,
-        "best": trainer.best,
-        "pool_rng": _jsonable_bitgen_state(pool["rng"]),
-        "pool_orders": [[int(i) for i in order] for order in pool["orders"]],
-        "provenance": {k: trainer.extra_metadata[k] for k in PROVENANCE_KEYS if k in trainer.extra_metadata},
-    }
-    data = trainer.extra_metadata.get("data")
-    if isinstance(data, dict) and isinstance(data.get("sha256"), str):  # which data, by content: --resume checks it
-        state["data"] = {k: data[k] for k in DATA_KEYS if k in data}
-    if trainer.scaler is not None:
-        state["grad_scaler"] = trainer.scaler.state_dict()
+    tensors, state = _encode(trainer.state_dict())
     atomic_write(folder.resume_weights, lambda tmp: tmp.write_bytes(save(tensors)))  # not save_file: see checkpoint.save_model
     atomic_write_json(folder.resume_state, state)
 
 
+def _encode(training: "TrainingState") -> tuple[dict[str, Any], dict[str, Any]]:
+    """A training state as the two files hold it: the tensors by name, the rest as JSON."""
+    tensors = {f"model.{k}": v for k, v in training.net.items()}
+    for index, moments in training.optimizer.items():
+        tensors.update({f"optim.{index}.{key}": value for key, value in moments.items()})
+    tensors["rng.torch"] = training.torch_rng
+    tensors["rng.lambda"] = training.lambda_rng
+    if training.best_net is not None:
+        tensors.update({f"best.{k}": v for k, v in training.best_net.items()})
+    extra = training.metadata
+    state = {
+        "iteration": training.iteration,
+        "config": training.config.to_dict(),
+        "domains": training.domains,
+        "history": training.history,
+        "best": training.best,
+        "pool_rng": _jsonable_bitgen_state(training.pool["rng"]),
+        "pool_orders": [[int(i) for i in order] for order in training.pool["orders"]],
+        "provenance": {k: extra[k] for k in PROVENANCE_KEYS if k in extra},
+    }
+    data = extra.get("data")
+    if isinstance(data, dict) and isinstance(data.get("sha256"), str):  # which data, by content: --resume checks it
+        state["data"] = {k: data[k] for k in DATA_KEYS if k in data}
+    if training.grad_scaler is not None:
+        state["grad_scaler"] = training.grad_scaler
+    return tensors, state
+
+
 def load_state(trainer: "Trainer") -> dict[str, Any]:
-    """Put a saved state back into ``trainer``; returns the JSON part. Everything is checked against
-    the trainer before it is used (read_resume_state, then the tensors' names, shapes and dtypes and
-    the pool's positions), so that a damaged or foreign state ends in one line naming its file."""
-    import torch
+    """Put a saved state back into ``trainer`` (``Trainer.load_state_dict``); returns the JSON part.
+    Everything is checked against the trainer's ``state_layout()`` before it is used (read_resume_state,
+    then the tensors' names, shapes and dtypes, the random generators and the pool's positions), so that a
+    damaged or foreign state ends in one line naming its file."""
     from safetensors.torch import load_file
 
     if trainer.folder is None:
@@ -92,38 +97,46 @@ def load_state(trainer: "Trainer") -> dict[str, Any]:
     folder = trainer.folder  # every rank reads it (rank 0 wrote it)
     state = read_resume_state(folder.path)
     tensors = load_file(str(folder.resume_weights))
-    net_state = trainer.net.state_dict()
-    model = _part(tensors, "model.", net_state, folder.resume_weights)
+    trainer.load_state_dict(_decode(state, tensors, trainer.state_layout(), folder))
+    return state
+
+
+def _decode(state: dict[str, Any], tensors: dict[str, Any], layout: "StateLayout",
+            folder: RunFolder) -> "TrainingState":
+    """The training state the two files hold, checked against ``layout``; RamsegInputError naming the file."""
+    from .training_state import TrainingState
+
+    model = _part(tensors, "model.", layout.net, folder.resume_weights)
     has_best = any(k.startswith("best.") for k in tensors)
-    best = _part(tensors, "best.", net_state, folder.resume_weights) if has_best else None
-    opt = trainer.optimizer.state_dict()
-    params = [p for group in trainer.optimizer.param_groups for p in group["params"]]
-    restored: dict[int, dict[str, Any]] = {}
+    best = _part(tensors, "best.", layout.net, folder.resume_weights) if has_best else None
+    shapes = layout.parameter_shapes
+    moments: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
         if key.startswith("optim."):
             _, index, name = key.split(".", 2)
-            if not index.isdigit() or int(index) >= len(params) or (
-                    name != "step" and value.shape != params[int(index)].shape):
+            if not index.isdigit() or int(index) >= len(shapes) or (
+                    name != "step" and tuple(value.shape) != shapes[int(index)]):
                 raise RamsegInputError(f"optimizer state {key} does not fit the network", folder.resume_weights)
-            restored.setdefault(int(index), {})[name] = value.to(trainer.device) if name != "step" else value
-    _check_pool(state, trainer, folder.resume_state)
-    trainer.net.load_state_dict(model)
-    opt["state"] = restored
-    trainer.optimizer.load_state_dict(opt)
+            moments.setdefault(int(index), {})[name] = value
+    _check_pool(state, layout.pool_sizes, folder.resume_state)
+    _check_generators(tensors, folder.resume_weights)
+    return TrainingState(
+        iteration=int(state["iteration"]), config=TrainConfig.from_dict(state["config"]), domains=state["domains"],
+        history=list(state.get("history", [])), best=state.get("best"), net=model, best_net=best,
+        optimizer=moments, torch_rng=tensors["rng.torch"], lambda_rng=tensors["rng.lambda"],
+        pool={"rng": _bitgen_state_from_json(state["pool_rng"]), "orders": state["pool_orders"]},
+        grad_scaler=state.get("grad_scaler"), metadata={})
+
+
+def _check_generators(tensors: dict[str, Any], where: Path) -> None:
+    """The random generators' saved states must be states a generator takes (tried on spare ones)."""
+    import torch
+
     try:
-        torch.set_rng_state(tensors["rng.torch"])
-        trainer.lambda_generator.set_state(tensors["rng.lambda"])
+        torch.Generator().set_state(tensors["rng.torch"])
+        torch.Generator().set_state(tensors["rng.lambda"])
     except (RuntimeError, TypeError, ValueError) as exc:
-        raise RamsegInputError(f"unusable random-generator state ({one_line(exc, 120, typed=False)})",
-                               folder.resume_weights) from None
-    trainer.best_state = best
-    trainer.best = state.get("best")
-    trainer.iteration = int(state["iteration"])
-    trainer.history = list(state.get("history", []))
-    trainer.pool.load_state({"rng": _bitgen_state_from_json(state["pool_rng"]), "orders": state["pool_orders"]})
-    if trainer.scaler is not None and state.get("grad_scaler"):
-        trainer.scaler.load_state_dict(state["grad_scaler"])
-    return state
+        raise RamsegInputError(f"unusable random-generator state ({one_line(exc, 120, typed=False)})", where) from None
 
 
 def _part(tensors: dict[str, Any], prefix: str, expected: dict[str, Any], where: Path) -> dict[str, Any]:
@@ -143,9 +156,9 @@ def _part(tensors: dict[str, Any], prefix: str, expected: dict[str, Any], where:
     return fitting_state(part, expected, where)
 
 
-def _check_pool(state: dict[str, Any], trainer: "Trainer", where: Path) -> None:
+def _check_pool(state: dict[str, Any], sizes: list[int], where: Path) -> None:
     """The batch pool's saved positions must index the samples this run has, domain by domain."""
-    orders, sizes = state["pool_orders"], [len(cached) for cached in trainer.pool.cache]
+    orders = state["pool_orders"]
     if len(orders) != len(sizes) or any(i >= n for order, n in zip(orders, sizes) for i in order):
         raise RamsegInputError(f"invalid resume state (pool_orders do not fit the {len(sizes)} domain(s) of "
                                f"{', '.join(map(str, sizes))} training samples)", where)

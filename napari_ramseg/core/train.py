@@ -34,6 +34,8 @@ from .objective import RamDsirObjective, make_optimizer, poly_lr
 from .ram import amplitude_mixup, sample_lambda
 from .run_folder import RunFolder
 from .sampling import SourcePool
+from .training_state import (StateLayout, TrainingState, load_optimizer_moments, optimizer_moments,
+                             parameter_shapes)
 
 
 @dataclass
@@ -418,3 +420,35 @@ class Trainer:
         resume.load_state(self)  # every rank reads the state rank 0 wrote
         if self.writer is not None:
             self.writer.truncate_log(self.iteration)
+
+    # -- the state a resume continues from (its files: core/resume.py) ----------------------------
+    def state_dict(self) -> TrainingState:
+        """Everything this run needs to continue exactly from here, on any rank at any world size (every
+        rank holds the same weights, generators and pool after each step)."""
+        return TrainingState(
+            iteration=self.iteration, config=self.config, domains=self.domains, history=self.history,
+            best=self.best, net={k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()},
+            best_net=None if self.best_state is None else {k: v.contiguous() for k, v in self.best_state.items()},
+            optimizer=optimizer_moments(self.optimizer), torch_rng=torch.get_rng_state(),
+            lambda_rng=self.lambda_generator.get_state(), pool=self.pool.state(),
+            grad_scaler=None if self.scaler is None else self.scaler.state_dict(), metadata=self.extra_metadata)
+
+    def state_layout(self) -> StateLayout:
+        """What a state must look like to fit this trainer (checked before :meth:`load_state_dict`)."""
+        return StateLayout(self.net.state_dict(), parameter_shapes(self.optimizer),
+                           [len(cached) for cached in self.pool.cache])
+
+    def load_state_dict(self, state: TrainingState) -> None:
+        """Continue from ``state`` (one that fits :meth:`state_layout`); the config and domains stay this
+        trainer's own (``core/resume.resumed_config`` chose them)."""
+        self.net.load_state_dict(state.net)
+        load_optimizer_moments(self.optimizer, state.optimizer, self.device)
+        torch.set_rng_state(state.torch_rng)
+        self.lambda_generator.set_state(state.lambda_rng)
+        self.best_state = state.best_net
+        self.best = state.best
+        self.iteration = int(state.iteration)
+        self.history = list(state.history)
+        self.pool.load_state(state.pool)
+        if self.scaler is not None and state.grad_scaler:
+            self.scaler.load_state_dict(state.grad_scaler)
