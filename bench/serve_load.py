@@ -1,5 +1,6 @@
 """``ramseg serve`` under load (issue 31): N = 1, 4, 16 concurrent clients on loopback, each sending P
-photographs, against the same work done locally in one process.
+photographs, against the same work done locally in one process. Cases that arrive together share a
+network pass (``server/batching.py``); each N reports how many passes ran and how many rows shared one.
 
 The server runs in this process on a real uvicorn (loopback, a token, ``--device``), as ``ramseg serve``
 would; each client is a thread with its own ``ServerClient``. Reported per N: requests sent and
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import socket
 import statistics
@@ -54,15 +56,16 @@ def local_run(model: str, photo: Path, count: int, device: str, precision: str) 
             "p50_s": round(_percentile(times, 50), 4), "p95_s": round(_percentile(times, 95), 4)}, mask
 
 
-def start_server(device: str):
+def start_server(device: str, batch: int | None, models: Path | None = None):
     import uvicorn
 
     from napari_ramseg.server.app import ServerSettings, create_app
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(ServerSettings(token=TOKEN, device=device)),
-                                           log_level="warning", access_log=False))
+    app = create_app(ServerSettings(token=TOKEN, device=device, batch=batch, models_dir=models))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    server.catalog = app.app.state.catalog  # to read how many passes were batched
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     while not server.started:
@@ -70,7 +73,8 @@ def start_server(device: str):
     return server, thread, f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
-def load_run(url: str, clients: int, photos: int, model: str, precision: str, reference: np.ndarray) -> dict:
+def load_run(url: str, clients: int, photos: int, model: str, precision: str, reference: np.ndarray,
+             photo: Path = PHOTO) -> dict:
     from napari_ramseg.server.client import ServerClient, ServerError
 
     def one_client(_: int) -> tuple[list[float], int, int]:
@@ -79,7 +83,7 @@ def load_run(url: str, clients: int, photos: int, model: str, precision: str, re
             for _ in range(photos):
                 t = time.perf_counter()
                 try:
-                    case = client.segment(PHOTO, model=model, precision=precision)
+                    case = client.segment(photo, model=model, precision=precision)
                 except ServerError as exc:
                     print(f"lost: {exc}", file=sys.stderr)
                     continue
@@ -106,20 +110,29 @@ def main() -> int:
     parser.add_argument("--model", default="vessels")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--photo", type=Path, default=PHOTO, help="the photograph every client sends")
+    parser.add_argument("--models", type=Path, default=None,
+                        help="a models folder for the server (--model then names a run folder in it)")
+    parser.add_argument("--batch", type=int, default=None,
+                        help="the server's --batch (default: its own rule, Predictor.batch_for)")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = parser.parse_args()
     counts = [int(n) for n in args.clients.split(",")]
-    local, reference = local_run(args.model, PHOTO, args.photos, args.device, args.precision)
+    local_model = args.model if args.models is None else str(args.models / args.model)
+    local, reference = local_run(local_model, args.photo, args.photos, args.device, args.precision)
     print(f"local, one process: {local}", file=sys.stderr)
-    server, thread, url = start_server(args.device)
+    server, thread, url = start_server(args.device, args.batch, args.models)
     try:
         from napari_ramseg.server.client import ServerClient
 
         with ServerClient(url, TOKEN) as client:  # the server loads the model on its first request: not timed
-            client.segment(PHOTO, model=args.model, precision=args.precision)
+            client.segment(args.photo, model=args.model, precision=args.precision)
+        forward = server.catalog.predictor(args.model, args.precision)[1]._forward  # server/batching.BatchedForward
         runs = []
         for n in counts:
-            runs.append(load_run(url, n, args.photos, args.model, args.precision, reference))
+            passes, rows = forward.passes, forward.batched_rows
+            runs.append(load_run(url, n, args.photos, args.model, args.precision, reference, args.photo))
+            runs[-1].update(network_passes=forward.passes - passes, rows_in_shared_passes=forward.batched_rows - rows)
             print(f"N={n}: {runs[-1]}", file=sys.stderr)
     finally:
         server.should_exit = True
@@ -127,12 +140,16 @@ def main() -> int:
     import torch
 
     machine = {"python": platform.python_version(), "torch": torch.__version__, "cpu": platform.processor(),
-               "device": args.device, "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
-    result = {"photo": PHOTO.name, "model": args.model, "precision": args.precision, "photos_per_client": args.photos,
+               "cores": os.cpu_count(), "threads": torch.get_num_threads(), "device": args.device,
+               "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    result = {"photo": args.photo.name, "model": args.model, "precision": args.precision,
+              "photos_per_client": args.photos,
+              "batch": args.batch, "command": " ".join(["python", *sys.argv]),
               "machine": machine, "local": local, "served": runs,
               "all_answered": all(r["answered"] == r["sent"] for r in runs),
               "all_same_as_local": all(r["same_mask_as_local"] == r["sent"] for r in runs)}
     if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(result, indent=2))
     return 0 if result["all_answered"] and result["all_same_as_local"] else 1
