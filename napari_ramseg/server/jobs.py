@@ -209,7 +209,8 @@ def train_job(request: Any, device: str) -> Callable[[Job], dict]:
 
     def work(job: Job) -> dict:
         def on_event(event: Any) -> None:
-            job.progress = {"phase": "train", "iteration": event.iteration, "total": event.total, "message": ""}
+            job.progress = {"phase": "train", "iteration": event.iteration, "total": event.total, "message": "",
+                            "loss": event.losses.get("loss"), "validation": _plain(event.validation)}
 
         result = run_training(dataclasses.replace(request, device=device), on_event=on_event,
                               should_stop=job.cancel.is_set)

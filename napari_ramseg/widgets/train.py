@@ -102,7 +102,7 @@ class TrainWidget(DockWidget):
             self.params[n].native for n in ("iterations", "size", "batch", "base_width"))
         self.ram_check, self.dsir_check, self.consistency_check = (
             self.params[n].native for n in ("ram", "dsir", "consistency"))
-        self.device_combo = self.add_device_choice(form, "Device")
+        self.device_combo = self.add_device_choice(form, "Device", server=True)
         self.out_edit = self.add_path(form, "Output folder", "Output folder (a new run folder inside)",
                                       placeholder="~/ramseg-runs/ramseg-<time>",
                                       chosen=lambda folder: str(Path(folder) / default_run_dir().name))
@@ -218,7 +218,7 @@ class TrainWidget(DockWidget):
         return TrainRequest(
             data=Path(data).expanduser(), format=self.format_combo.currentText(),
             domains=domains or None,
-            target=target, out=Path(self.out_edit.text().strip()).expanduser(), device=self.device_combo.value(),
+            target=target, out=Path(self.out_edit.text().strip()).expanduser(), device=self._local_device(),
             command="napari Train widget", **{name: widget.value for name, widget in self.params.items()},
             **self.label_options.request_kwargs(), **self.more.request_kwargs(),
         )
@@ -235,7 +235,7 @@ class TrainWidget(DockWidget):
             show_error(str(exc))
             self._set_status(str(exc))
             return None
-        return self._launch(request, f"Starting training into {request.out} …")
+        return self._launch(request, f"Starting training into {request.out} …", server=self._on_server())
 
     def resume(self) -> TrainProcess | None:
         """Continue the stopped run from its resume state in a child process (``ramseg train --resume``)."""
@@ -254,7 +254,7 @@ class TrainWidget(DockWidget):
             self._set_status(problem)
             return None
         request = TrainRequest(data=Path(data).expanduser(), format=self.format_combo.currentText(), resume=run,
-                               device=self.device_combo.currentText(), command="napari Train widget",
+                               device=self._local_device(), command="napari Train widget",
                                resume_every_s=self.more.request_kwargs()["resume_every_s"])
         return self._launch(request, f"Continuing {run} from iteration {saved_iteration(run)} …")
 
@@ -268,8 +268,20 @@ class TrainWidget(DockWidget):
                 return run
         return None
 
-    def _launch(self, request: Any, status: str) -> TrainProcess:
-        self.process = TrainProcess(request).start()
+    def _on_server(self) -> bool:
+        from ._server import SERVER
+
+        return self.device_combo.value() == SERVER
+
+    def _local_device(self) -> str:
+        """The request's device: on a server, the server's own (it trains with its ``--device``)."""
+        return "auto" if self._on_server() else self.device_combo.value()
+
+    def _launch(self, request: Any, status: str, server: bool = False) -> TrainProcess:
+        """Train in a child process, or (``server``) on the remembered server (``_server_train.py``)."""
+        from ._server_train import ServerTraining
+
+        self.process = (ServerTraining if server else TrainProcess)(request).start()
         self._holder["process"] = self.process
         self.last_run = None
         self._set_caution("")
@@ -343,6 +355,8 @@ class TrainWidget(DockWidget):
                 text += f". {self.caution}"
         elif self.last_run is not None:
             text += f"; no model yet in {self.last_run}"
+        elif event.get("server_model"):
+            text += f"; the model is on the server as {event['server_model']}"
         if event["stopped"]:
             text += self._continue_hint()
         self._set_status(text + ".")
