@@ -47,8 +47,7 @@ def source_validation(run: Path) -> dict[int, float]:
     metrics = run / "metrics.json"
     records = json.loads(metrics.read_text()).get("history", []) if metrics.is_file() else [
         json.loads(line) for line in (run / "train.log").read_text().splitlines() if line.strip()]
-    return {r["iteration"]: r["validation"]["dice"] for r in records
-            if isinstance(r.get("validation"), dict) and r["validation"].get("dice") is not None}
+    return {r["iteration"]: r["val_dice"] for r in records if r.get("val_dice") is not None}
 
 
 def score_snapshot(snapshot: Path, data: Path, target: str, record: Path) -> dict:

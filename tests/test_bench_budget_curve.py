@@ -30,6 +30,7 @@ def test_every_snapshot_is_scored_on_the_held_out_domain_once(tmp_path, monkeypa
     assert budget.main(["--run", f"{domains[-1]}={run}", "--data", str(root), "--out", str(out)]) == 0
     record = json.loads((out / "curve.json").read_text())
     assert [r["iteration"] for r in record["rows"]] == [2, 4]
+    assert record["rows"][-1]["source_validation"] is not None  # the run validates at its last iteration
     assert all(r["target"] == domains[-1] and 0.0 <= r["unseen_mean"] <= 1.0 for r in record["rows"])
     assert record["choice"]["iteration"] in (2, 4) and "Where it flattens" in (out / "README.md").read_text()
     # a second pass reads the kept scores instead of scoring again
