@@ -59,6 +59,7 @@ from .options import check_settings
 from .corrections import SPLIT_RULE, CorrectionStore
 from .device import resolve_device
 from .evaluate import validation_dice
+from .events import drive, relay
 from .finetune_data import (CORRECTIONS_DOMAIN, CorrectionPool, case_samples, check_project_labels,
                             score_heldout)
 from .infer import Predictor
@@ -216,6 +217,83 @@ def _round_trainer(config: Any, base: ModelMetadata, init_state: dict, pool: Cor
     return trainer
 
 
+def _corrected_cases(store: CorrectionStore, labels: LabelScheme, in_channels: int,
+                     seed: int) -> tuple[list[str], list[str], list, str]:
+    """The project's latest training and held-out case ids, the training samples they make (an optic
+    disc model's ROIs, say) and the task's note on them; refused when there is nothing to learn from."""
+    train_ids = store.latest_cases("train")
+    val_ids = store.latest_cases("val")
+    if not train_ids:
+        raise RamsegInputError("no corrected training cases saved yet; save at least one correction first", store.root)
+    check_project_labels(store, train_ids + val_ids, labels)
+    rois = np.random.default_rng(seed)  # an optic disc model's training ROIs' jitter
+    by_case = {c: case_samples(store.load(c), labels, in_channels, rng=rois) for c in train_ids}
+    train_samples = [s for samples in by_case.values() for s in samples]
+    if not train_samples:
+        raise RamsegInputError("none of the corrected training cases draws an optic disc; a disc-centred ROI to "
+                               "learn from needs one", store.root)
+    return train_ids, val_ids, train_samples, task_for(labels).samples_note(by_case)
+
+
+def _round_config(base: ModelMetadata, settings: FinetuneConfig, parent: dict[str, Any],
+                  target_style: bool) -> tuple[Any, float]:
+    """The round's training config and the source learning rate it scales: the base's, with DSIR off
+    (see the module doc), RAM and consistency on for target-style RAM, no validation."""
+    method = dataclasses.replace(base.config.method, dsir=False)
+    if target_style:
+        method = dataclasses.replace(method, ram=True, consistency=True)
+    source_lr = float(parent.get("source_lr", base.config.lr))  # rounds do not compound the /10
+    config = base.config.replace(iterations=settings.iterations, lr=source_lr * settings.lr_scale, seed=settings.seed,
+                                 device=settings.device, method=method, val_every=0,
+                                 batch=settings.batch or base.config.batch, num_threads=0, sync_batchnorm=False,
+                                 precision=settings.precision)
+    return config, source_lr
+
+
+def _scoring_phase(phase: str, whose: str, predictor: Callable[[], Predictor], val_cases: dict[str, Any],
+                   replay_val: list, labels: LabelScheme, in_channels: int, stop: Callable[[], bool]
+                   ) -> Generator[FinetuneEvent, None, tuple[dict[str, float], float | None] | None]:
+    """Score ``whose`` model before or after the round (see :func:`_score_heldout_set`); nothing to score
+    without held-out cases or replay validation; None when stopped."""
+    if not (val_cases or replay_val):
+        return {}, None
+    yield FinetuneEvent(phase, f"scoring {whose} on {len(val_cases)} held-out cases")
+    return _score_heldout_set(predictor(), val_cases, replay_val, labels, in_channels, stop)
+
+
+def _training_events(trainer: Trainer) -> Generator[FinetuneEvent, None, TrainResult]:
+    """The round's training steps as progress events; returns the Trainer's result."""
+    return (yield from relay(trainer.iter_run(), lambda event: FinetuneEvent(
+        "train", iteration=event.iteration, total=event.total, losses=event.losses)))
+
+
+def _lineage_record(base_path: Path, base_meta_path: Path, parent: dict[str, Any], round_number: int) -> dict:
+    """Where the new version comes from: its parent model and the parents before it."""
+    return {"parent_model": str(base_path.resolve()), "parent_model_json_sha256": file_sha256(base_meta_path),
+            "parent_version": parent.get("version"),
+            "lineage": list(parent.get("lineage", [])) + [str(base_path.resolve())],
+            "round": round_number, "version": None}
+
+
+def _scores_record(val_ids: list[str], before: tuple[dict[str, float], float | None],
+                   after: tuple[dict[str, float], float | None], replay_info: dict[str, Any] | None) -> dict:
+    """The held-out Dice before and after the round (mean and per case), and the replay sources'."""
+    return {"before_dice": _mean(before[0]), "after_dice": _mean(after[0]),
+            "dice_by_case": {c: {"before": before[0].get(c), "after": after[0].get(c)} for c in val_ids},
+            "replay": replay_info,
+            "replay_source_dice": None if replay_info is None else {"before": before[1], "after": after[1]}}
+
+
+def _recipe_record(config: Any, settings: FinetuneConfig, source_lr: float, replay_info: dict[str, Any] | None,
+                   style_info: dict[str, Any] | None) -> dict:
+    """How the round trained."""
+    return {"dsir": "off", "why_dsir_off": WHY_DSIR_OFF,
+            "correction_share": settings.correction_share if replay_info else 1.0,
+            "lr": config.lr, "lr_scale": settings.lr_scale, "source_lr": source_lr,
+            "iterations": settings.iterations, "seed": settings.seed, "batch": config.batch,
+            "freeze": settings.freeze, "target_style": style_info}
+
+
 def iter_finetune(base_model_path: str | Path, store: CorrectionStore, out_root: str | Path,
                   settings: FinetuneConfig = FinetuneConfig(), replay_root: str | Path | None = None, *,
                   should_stop: Callable[[], bool] | None = None, command: str = "",
@@ -228,42 +306,24 @@ def iter_finetune(base_model_path: str | Path, store: CorrectionStore, out_root:
     with the consistency loss on the images mixed with them ("target-style RAM"; RAM and consistency are
     switched on for the round)."""
     check_settings(settings)
-    iterations, seed, device, batch = settings.iterations, settings.seed, settings.device, settings.batch
-    lr_scale, correction_share, freeze = settings.lr_scale, settings.correction_share, settings.freeze
     stop = should_stop or (lambda: False)
-    base_path = Path(base_model_path)
-    out_root = Path(out_root)
+    base_path, out_root = Path(base_model_path), Path(out_root)
     _, base_meta_path = resolve_model_path(base_path)
     yield FinetuneEvent("prepare", f"loading {base_path}")
     base_model, base = load_model(base_path, "cpu")
     init_state = {k: v.detach().clone() for k, v in base_model.state_dict().items()}
     labels, in_channels = base.config.labels, base.config.model.in_channels
     parent = base.extra.get("finetune") or {}
-
-    train_ids = store.latest_cases("train")
-    val_ids = store.latest_cases("val")
-    if not train_ids:
-        raise RamsegInputError("no corrected training cases saved yet; save at least one correction first", store.root)
-    check_project_labels(store, train_ids + val_ids, labels)
-    rois = np.random.default_rng(seed)  # an optic disc model's training ROIs' jitter
-    by_case = {c: case_samples(store.load(c), labels, in_channels, rng=rois) for c in train_ids}
-    train_samples = [s for samples in by_case.values() for s in samples]
-    if not train_samples:
-        raise RamsegInputError("none of the corrected training cases draws an optic disc; a disc-centred ROI to "
-                               "learn from needs one", store.root)
-    note = task_for(labels).samples_note(by_case)  # what the round learns from: the disc's ROIs, say
-    if note:
+    train_ids, val_ids, train_samples, note = _corrected_cases(store, labels, in_channels, settings.seed)
+    if note:  # what the round learns from: the disc's ROIs, say
         yield FinetuneEvent("prepare", note)
     val_cases = {c: store.load(c) for c in val_ids}
-
     pool_samples: dict[str, list] = {}
     replay_info, replay_val = None, []
     if replay_root is not None:
         yield FinetuneEvent("prepare", f"loading replay data from {replay_root}")
         pool_samples, replay_val, replay_info = _replay_data(Path(replay_root), base)
     pool_samples[CORRECTIONS_DOMAIN] = train_samples
-
-    method = dataclasses.replace(base.config.method, dsir=False)
     style_images, style_info = [], None
     if target_style is not None:
         from .adapt.target_style import load_style_images
@@ -271,94 +331,48 @@ def iter_finetune(base_model_path: str | Path, store: CorrectionStore, out_root:
         yield FinetuneEvent("prepare", f"loading unlabelled scans of the new site from {target_style}")
         style_images, style_info = load_style_images(target_style, in_channels)
         style_info["share"] = float(settings.target_style_share)
-        method = dataclasses.replace(method, ram=True, consistency=True)
-    source_lr = float(parent.get("source_lr", base.config.lr))  # rounds do not compound the /10
-    config = base.config.replace(iterations=iterations, lr=source_lr * lr_scale, seed=seed, device=device,
-                                 method=method, val_every=0, batch=batch or base.config.batch, num_threads=0,
-                                 sync_batchnorm=False, precision=settings.precision)
-    dev = resolve_device(device)
+    config, source_lr = _round_config(base, settings, parent, target_style=target_style is not None)
+    dev = resolve_device(settings.device)
+    score = (val_cases, replay_val, labels, in_channels, stop)
 
-    # -- before ---------------------------------------------------------------------------------
-    before: dict[str, float] = {}
-    replay_before = None
-    if val_cases or replay_val:
-        yield FinetuneEvent("evaluate_before", f"scoring the base model on {len(val_cases)} held-out cases")
-        scored = _score_heldout_set(Predictor(base_model, base, dev), val_cases, replay_val, labels, in_channels, stop)
-        if scored is None:
-            return FinetuneResult(None, None, None, True, train_cases=train_ids, val_cases=val_ids)
-        before, replay_before = scored
-    before_dice = _mean(before)
-    yield FinetuneEvent("evaluate_before", "held-out Dice before fine-tuning", dice=before_dice)
+    before = yield from _scoring_phase("evaluate_before", "the base model", lambda: Predictor(base_model, base, dev),
+                                       *score)
+    if before is None:
+        return FinetuneResult(None, None, None, True, train_cases=train_ids, val_cases=val_ids)
+    yield FinetuneEvent("evaluate_before", "held-out Dice before fine-tuning", dice=_mean(before[0]))
     del base_model
 
-    # -- train ----------------------------------------------------------------------------------
-    torch.manual_seed(seed)
+    torch.manual_seed(settings.seed)
     pool_domains = [d for d in pool_samples if d != CORRECTIONS_DOMAIN] + [CORRECTIONS_DOMAIN]
     pool = CorrectionPool(pool_samples, pool_domains, config.preprocess, config.scale_aug_p, config.scale_aug_max,
-                          seed=seed, correction_share=correction_share)
+                          seed=settings.seed, correction_share=settings.correction_share)
     if style_images:
         pool.set_style_images(style_images, settings.target_style_share)
     round_number = int(parent.get("round", 0)) + 1
-    trainer = _round_trainer(config, base, init_state, pool, stop, command, freeze)
-    steps = trainer.iter_run()
-    while True:
-        try:
-            event = next(steps)
-        except StopIteration as done:
-            trained: TrainResult = done.value
-            break
-        yield FinetuneEvent("train", iteration=event.iteration, total=event.total, losses=event.losses)
-    if trained.stopped or stop():
-        return FinetuneResult(None, before_dice, None, True, round=round_number, train_cases=train_ids,
+    trainer = _round_trainer(config, base, init_state, pool, stop, command, settings.freeze)
+    trained = yield from _training_events(trainer)
+    # the base's two-stage settings, so that before and after are the same path
+    after = None if trained.stopped or stop() else (yield from _scoring_phase(
+        "evaluate_after", "the fine-tuned model",
+        lambda: Predictor(trainer.net, ModelMetadata(config, base.domains, disc=base.disc), trainer.device), *score))
+    if after is None:
+        return FinetuneResult(None, _mean(before[0]), None, True, round=round_number, train_cases=train_ids,
                               val_cases=val_ids, history=trainer.history)
+    yield FinetuneEvent("evaluate_after", "held-out Dice after fine-tuning", dice=_mean(after[0]))
 
-    # -- after ----------------------------------------------------------------------------------
-    after: dict[str, float] = {}
-    replay_after = None
-    if val_cases or replay_val:
-        yield FinetuneEvent("evaluate_after", f"scoring the fine-tuned model on {len(val_cases)} held-out cases")
-        # the base's two-stage settings, so that before and after are the same path
-        predictor = Predictor(trainer.net, ModelMetadata(config, base.domains, disc=base.disc), trainer.device)
-        scored = _score_heldout_set(predictor, val_cases, replay_val, labels, in_channels, stop)
-        if scored is None:
-            return FinetuneResult(None, before_dice, None, True, round=round_number, train_cases=train_ids,
-                                  val_cases=val_ids, history=trainer.history)
-        after, replay_after = scored
-    after_dice = _mean(after)
-    yield FinetuneEvent("evaluate_after", "held-out Dice after fine-tuning", dice=after_dice)
-
-    # -- write ----------------------------------------------------------------------------------
-    finetune_record: dict[str, Any] = {
-        "parent_model": str(base_path.resolve()),
-        "parent_model_json_sha256": file_sha256(base_meta_path),
-        "parent_version": parent.get("version"),
-        "lineage": list(parent.get("lineage", [])) + [str(base_path.resolve())],
-        "round": round_number,
-        "version": None,
-        "corrections_project": str(store.root.resolve()),
-        "cases_train": train_ids,
-        "cases_val": val_ids,
-        "split_rule": SPLIT_RULE,
-        "before_dice": before_dice,
-        "after_dice": after_dice,
-        "dice_by_case": {c: {"before": before.get(c), "after": after.get(c)} for c in val_ids},
-        "replay": replay_info,
-        "replay_source_dice": None if replay_info is None else {"before": replay_before, "after": replay_after},
-        "dsir": "off", "why_dsir_off": WHY_DSIR_OFF,
-        "correction_share": correction_share if replay_info else 1.0,
-        "lr": config.lr, "lr_scale": lr_scale, "source_lr": source_lr, "iterations": iterations, "seed": seed,
-        "batch": config.batch, "freeze": freeze, "target_style": style_info,
-        "finished_at": _utc_now(),
-    }
+    record = {**_lineage_record(base_path, base_meta_path, parent, round_number),
+              "corrections_project": str(store.root.resolve()), "cases_train": train_ids, "cases_val": val_ids,
+              "split_rule": SPLIT_RULE, **_scores_record(val_ids, before, after, replay_info),
+              **_recipe_record(config, settings, source_lr, replay_info, style_info), "finished_at": _utc_now()}
     yield FinetuneEvent("write", "writing the new model version")
     # model.json keeps the base's method switches: "dsir" says whether the restoration decoder is trained
     # (it is, unchanged, when the base had it); the round's own recipe goes into the "finetune" record.
     trainer.config = config.replace(method=base.config.method)
+    before_dice, after_dice = record["before_dice"], record["after_dice"]
     heldout = json_safe({"before_dice": before_dice, "after_dice": after_dice, "cases": len(val_ids)})
-    target = _write_version(trainer, out_root, finetune_record, heldout, trained.seconds)
-    version = target.name
+    target = _write_version(trainer, out_root, record, heldout, trained.seconds)
     yield FinetuneEvent("done", f"wrote {target}", dice=after_dice)
-    return FinetuneResult(target, before_dice, after_dice, False, version, round_number, train_ids, val_ids,
+    return FinetuneResult(target, before_dice, after_dice, False, target.name, round_number, train_ids, val_ids,
                           trainer.history)
 
 
@@ -368,11 +382,5 @@ def finetune(base_model_path: str | Path, store: CorrectionStore, out_root: str 
              should_stop: Callable[[], bool] | None = None, **kwargs: Any) -> FinetuneResult:
     """Learn from the project's corrected training cases and write ``<out_root>/vNNN`` (see module doc);
     ``kwargs``: :func:`iter_finetune`'s ``command`` and ``target_style``."""
-    gen = iter_finetune(base_model_path, store, out_root, settings, replay_root, should_stop=should_stop, **kwargs)
-    while True:
-        try:
-            event = next(gen)
-        except StopIteration as done:
-            return done.value
-        if on_event is not None:
-            on_event(event)
+    return drive(iter_finetune(base_model_path, store, out_root, settings, replay_root, should_stop=should_stop,
+                               **kwargs), on_event)

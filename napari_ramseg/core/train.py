@@ -27,6 +27,7 @@ from .config import TrainConfig
 from .device import autocast, autocast_dtype, resolve_device
 from .fastpath import use_channels_last
 from .evaluate import score_case, summarize_validation, validation_dice
+from .events import drive
 from .infer import Predictor
 from .model import RamSegNet
 from .losses import annotated_channels
@@ -291,14 +292,8 @@ class Trainer:
 
     def run(self) -> TrainResult:
         """The whole schedule (:meth:`iter_run`), reporting every event to ``callbacks.on_event`` (rank 0)."""
-        events = self.iter_run()
-        while True:
-            try:
-                event = next(events)
-            except StopIteration as done:
-                return done.value
-            if self.callbacks.on_event is not None and self.is_main:
-                self.callbacks.on_event(event)
+        on_event = self.callbacks.on_event if self.is_main else None
+        return drive(self.iter_run(), on_event)
 
     def _stop_requested(self) -> bool:
         stop = self.callbacks.should_stop is not None and self.callbacks.should_stop()
