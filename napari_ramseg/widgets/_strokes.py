@@ -22,6 +22,10 @@ from ..core.refine import BACKGROUND_STROKE
 from ._common import ORIGINAL_KEY, Progress
 
 BRUSH_SIZE = 3  # napari's brush, in pixels: thin enough to follow a vessel
+# Colours that stand out from a fundus' reds and from the mask's own (palette.LABEL_COLORS): "this is
+# not" magenta, "this is <class>" lime, white, then blue.
+STROKE_COLOURS = {0: "transparent", None: "transparent", BACKGROUND_STROKE: "#ff3df5", 1: "#7cff4f", 2: "#ffffff",
+                  3: "#4f7bff"}
 
 
 @dataclass
@@ -100,7 +104,7 @@ class StrokesPanel(QWidget):
         if not create:
             return None
         return viewer.add_labels(np.zeros(np.shape(labels.data), np.uint8), name=name, scale=labels.scale,
-                                 translate=labels.translate, opacity=0.9,
+                                 translate=labels.translate, opacity=1.0, colormap=STROKE_COLOURS,
                                  metadata={layer_meta.STROKES: labels.name})
 
     def draw(self) -> Any:
