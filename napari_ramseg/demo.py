@@ -25,11 +25,12 @@ SCREENSHOT_SIZE = (1400, 860)  # window size for screenshots: readable controls,
 
 def demo_model() -> Path | None:
     """The model the demo uses: ``RAMSEG_DEMO_MODEL`` or the bundled one; None if neither exists."""
+    from .core.run_folder import RunFolder
     from .models import bundled_model_path
 
     override = os.environ.get(MODEL_ENV, "").strip()
     path = Path(override).expanduser() if override else bundled_model_path()
-    if path.is_dir() and not (path / "model.safetensors").exists():
+    if path.is_dir() and not RunFolder(path).model_weights.exists():
         return None
     return path if path.exists() else None
 

@@ -24,7 +24,7 @@ from .model import RamSegNet
 from .file_schemas import ConfigSchema, ModelJsonSchema
 from .settings_blocks import (ADAPT_LIMITS, ADAPT_TOWARDS, DISC_LIMITS, MAX_SIDE, _int_in,  # noqa: F401 (re-exported)
                               check_adapt_settings, check_disc_settings)
-from .run_folder import METADATA_NAME, WEIGHTS_NAME, RunFolder  # the file names are the run folder's
+from .run_folder import METADATA_NAME, RunFolder  # the files are the run folder's
 from .source_profile import SourceProfile
 
 FORMAT_VERSION = 1
@@ -172,13 +172,13 @@ def atomic_write_json(path: Path, data: Any) -> None:
 
 def save_model(model: RamSegNet, metadata: ModelMetadata, folder: Path) -> Path:
     """Write weights then metadata, each atomically; the folder is loadable once model.json exists."""
-    folder = Path(folder)
+    run = RunFolder(folder)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     # bytes through our own temporary: save_file writes its own ".tmpXXXXXX" beside the target, which a
     # SIGKILL would leave behind where no cleanup knows its writer
-    atomic_write(folder / WEIGHTS_NAME, lambda tmp: tmp.write_bytes(save(state, metadata={"format": "pt"})))
-    atomic_write_json(folder / METADATA_NAME, metadata.to_dict())
-    return folder
+    atomic_write(run.model_weights, lambda tmp: tmp.write_bytes(save(state, metadata={"format": "pt"})))
+    atomic_write_json(run.model_json, metadata.to_dict())
+    return run.path
 
 
 def resolve_model_path(path: str | Path) -> tuple[Path, Path]:
@@ -189,20 +189,21 @@ def resolve_model_path(path: str | Path) -> tuple[Path, Path]:
         raise RamsegInputError("model not found", path)
     from .package import is_package, package_model_files
 
-    if is_package(path) and not (path.is_dir() and (path / METADATA_NAME).is_file()):
+    if is_package(path) and not (path.is_dir() and RunFolder(path).model_json.is_file()):
         return package_model_files(path)
     if path.is_dir():
-        weights, meta = path / WEIGHTS_NAME, path / METADATA_NAME
+        weights, meta = RunFolder(path).model_weights, RunFolder(path).model_json
     elif path.suffix.lower() in PICKLE_SUFFIXES:
         raise RamsegInputError(
             "pickle-based model files can run arbitrary code when loaded and are refused; "
             "use a napari-ramseg run folder or a .safetensors file with its .json", path)
     elif path.suffix.lower() == ".safetensors":
         weights = path
-        meta = path.with_suffix(".json") if path.with_suffix(".json").exists() else path.parent / METADATA_NAME
+        meta = path.with_suffix(".json") if path.with_suffix(".json").exists() else RunFolder(path.parent).model_json
     elif path.suffix.lower() == ".json":
         meta = path
-        weights = path.with_suffix(".safetensors") if path.with_suffix(".safetensors").exists() else path.parent / WEIGHTS_NAME
+        weights = (path.with_suffix(".safetensors") if path.with_suffix(".safetensors").exists()
+                   else RunFolder(path.parent).model_weights)
     else:
         raise RamsegInputError(
             "not a model: expected a run folder, a .safetensors file or a BioImage.IO package (.zip)", path)
@@ -248,7 +249,7 @@ def write_block(path: str | Path, key: str, settings: Any, check, what: str) -> 
     it is written as atomic_write_json writes, a final newline or not); nothing that would not load is
     written."""
     path = Path(path)
-    meta_path = path if path.suffix.lower() == ".json" else path / METADATA_NAME
+    meta_path = path if path.suffix.lower() == ".json" else RunFolder(path).model_json
     if not meta_path.is_file():
         raise RamsegInputError(f"no {METADATA_NAME} to write the {what} into", path)
     data = _read_metadata(meta_path)

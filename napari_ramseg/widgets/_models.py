@@ -214,12 +214,13 @@ class ModelPicker(QWidget):
 
     def model_path(self) -> Path:
         """The chosen model; raises RamsegInputError with a plain message when there is none."""
+        from ..core.run_folder import RunFolder
         from ..models import bundled_model_path
 
         name = self.bundled_name()
         if name is not None:
             path = bundled_model_path(name)
-            if not (path / "model.safetensors").exists():
+            if not RunFolder(path).model_weights.exists():
                 raise RamsegInputError(
                     f"the bundled {name} model is not installed; choose a run folder or a .safetensors file "
                     f"under '{self.CUSTOM}'", path)
