@@ -5,13 +5,16 @@ address and token are set once in the settings dialog (``ServerSettingsDialog``:
 context menu, or the first time "server" is chosen) and remembered by ``server/connection.py`` (the
 token in a 0600 file, never shown again or logged). A job through the server is the local job's twin:
 the case goes to ``ServerClient.segment`` and comes back as the same ``CaseResult``; it reports that it
-is busy, and Stop drops the answer at once (the server finishes that one case and forgets it).
+is busy, and Stop drops the answer at once (the server finishes that one case and forgets it). The
+Correct dock's round (``server_finetune_job``) sends the project's corrections and follows the job;
+its Stop cancels the round on the server.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -140,3 +143,65 @@ def remote_model_name(model: Path, bundled: str | None) -> str:
     if bundled:
         return bundled
     return model.name if model.is_dir() or not model.suffix else model.stem
+
+
+@dataclass
+class ServerRound:
+    """A fine-tune round a server ran: its version stays there, under ``version`` (None: stopped)."""
+
+    version: str | None
+    round: int | None = None
+    before_dice: float | None = None
+    after_dice: float | None = None
+    worse: bool = False
+    on_server: str = ""  # the server's address
+
+    @property
+    def stopped(self) -> bool:
+        return self.version is None
+
+    def line(self) -> str:
+        if self.stopped:
+            return "Fine-tuning on the server stopped; no new version was written there."
+        dice = "" if self.before_dice is None else \
+            f"; held-out Dice {self.before_dice:.3f} → {self.after_dice:.3f}"
+        worse = " It is worse on the held-out corrections than its parent: keep the parent." if self.worse else ""
+        return (f"New model {self.version} (round {self.round}) on {self.on_server}{dice}: segment with it there "
+                f"by that name.{worse}")
+
+
+def server_finetune_job(model_name: str, project: Path, settings: Any):
+    """The Correct dock's round on the server: the project's latest corrections (image, final mask) are sent
+    with the round's settings; progress as the server reports it; Stop cancels the round there."""
+    from ..core.corrections import CorrectionStore, read_provenance
+    from ..core.options import settings_of
+    from ._jobs import Progress
+
+    def job(control: Any):
+        yield Progress(0, 0, "connecting to the server…")
+        client = server_client()
+        store = CorrectionStore(project)
+        pairs = []
+        for case_id in store.latest_cases():
+            folder = store.case_dir(case_id)
+            files = read_provenance(folder)["files"]
+            pairs.append((folder / files["image"], folder / files["final"]))
+        sent = {s.name: getattr(settings, s.name) for s in settings_of(type(settings)) if s.name != "device"}
+        yield Progress(0, 0, f"sending {len(pairs)} corrections to {client.url}…")
+        started = client.finetune(model_name, pairs, **sent)
+        cancelled, total = False, settings.iterations
+        while (state := client.job(started["id"]))["state"] not in ("done", "failed", "cancelled"):
+            if control.cancelled() and not cancelled:
+                client.cancel(started["id"])
+                cancelled = True
+            progress = state.get("progress") or {}
+            yield Progress(int(progress.get("iteration") or 0), int(progress.get("total") or total),
+                           f"fine-tuning on the server: {progress.get('message') or progress.get('phase') or '…'}")
+            time.sleep(POLL_S * 5)
+        if state["state"] == "failed":
+            raise RamsegInputError(f"the server's fine-tune round failed: {state['error']}")
+        result = state.get("result") or {}
+        return ServerRound(result.get("version"), result.get("round"), result.get("before_dice"),
+                           result.get("after_dice"), bool(result.get("worse")), client.url)
+
+    return job

@@ -29,6 +29,7 @@ from ..core.corrections import CorrectionStore
 from ._base import WARNING_COLOUR, DockWidget
 from ._common import ORIGINAL_KEY, JobControl, Progress
 from ._handover import offer_model
+from ._server import SERVER, ServerRound, remote_model_name, server_finetune_job
 from ._strokes import StrokesPanel
 from ._train_options import FINETUNE_ITERATIONS, FINETUNE_MORE, MoreOptions
 
@@ -107,7 +108,7 @@ class CorrectFinetuneWidget(DockWidget):
                                                        "images as RAM partners, with the consistency loss on them")
         self.iterations = self.add_param(ft_form, ITERATIONS)
         self.iterations_spin = self.iterations.native
-        self.device_combo = self.add_device_choice(ft_form, "Device")
+        self.device_combo = self.add_device_choice(ft_form, "Device", server=True)
         self.more = MoreOptions(params=FINETUNE_MORE)
         ft_form.addRow(self.more)
         self.finetune_button = QPushButton("Fine-tune")
@@ -155,6 +156,7 @@ class CorrectFinetuneWidget(DockWidget):
         names = (layer.metadata or {}).get(layer_meta.CLASS_NAMES)
         if names:  # the strokes offer the prediction's own classes
             self.strokes.set_classes(tuple(names[k] for k in sorted(names, key=int)))
+        self.strokes.follow(layer)  # Undo belongs to the prediction it refined
 
     def current_labels(self, quiet: bool = False) -> Any:
         """The chosen prediction (Labels) layer; None (said, unless ``quiet``) when there is none."""
@@ -278,14 +280,19 @@ class CorrectFinetuneWidget(DockWidget):
             self._set_status(str(exc))
             return None
         self.dice_label.setText("")
-        job = finetune_job(model, self.store().root, self.models_root(), self.settings(),
-                           self.replay_edit.text().strip() or None, self.target_style_edit.text().strip() or None)
+        if self.device_combo.value() == SERVER:  # the round on the server, its version kept there
+            job = server_finetune_job(remote_model_name(model, self.model_picker.bundled_name()),
+                                      self.store().root, self.settings())
+        else:
+            job = finetune_job(model, self.store().root, self.models_root(), self.settings(),
+                               self.replay_edit.text().strip() or None, self.target_style_edit.text().strip() or None)
         return self.runner.start(job, on_result=self._on_returned, description="Fine-tuning …", run_sync=run_sync,
                                  stops_itself=True)
 
     def settings(self) -> FinetuneConfig:
         """The round's settings as the fields show them (``core.config.FinetuneConfig``)."""
-        return FinetuneConfig(iterations=self.iterations.value, device=self.device_combo.value(),
+        device = self.device_combo.value()
+        return FinetuneConfig(iterations=self.iterations.value, device="auto" if device == SERVER else device,
                               **self.more.request_kwargs())
 
     def stop_finetune(self) -> None:
@@ -297,6 +304,10 @@ class CorrectFinetuneWidget(DockWidget):
         from napari.utils.notifications import show_info, show_warning
 
         self.last_result = result
+        if isinstance(result, ServerRound):
+            self._set_status(result.line())
+            (show_warning if result.worse else show_info)(result.line())
+            return
         if result.stopped or result.model_dir is None:
             self._set_status("Fine-tuning stopped; no new model was written.")
             return
