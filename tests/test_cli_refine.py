@@ -67,6 +67,8 @@ def test_refine_refuses_bad_strokes_and_keeps_an_existing_mask(tmp_path, scan, t
     write_labels(tmp_path / "s.png", _strokes(bad.shape))
     assert main(args + ["--strokes", str(tmp_path / "s.png"), "--output", str(tmp_path / "kept.png")]) == 2
     assert "exists" in capsys.readouterr().err and (tmp_path / "kept.png").read_bytes() == b"a mask"
+    assert main(args + ["--strokes", str(tmp_path / "s.png"), "--output", str(tmp_path / "n.png"), "--reach", "0"]) == 2
+    assert "--reach must be a number >= 1" in capsys.readouterr().err and not (tmp_path / "n.png").exists()
 
 
 def test_a_refined_correction_keeps_its_strokes_and_finetuning_learns_it(tmp_path, scan, tiny_model):

@@ -37,10 +37,13 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..core.config import RefineConfig
     from ..core.infer import Predictor
+    from ..core.options import check_settings
     from ..core.refine import check_strokes, refine_case
     from ..io import read_image, read_mask, write_labels
     from ..models import resolve_model
 
+    config = RefineConfig(**settings_from(args, _settings()))
+    check_settings(config)  # --reach and --slices within their bounds, before the model is loaded
     if args.output.exists() and not args.overwrite:
         raise FileExistsError(f"{args.output} exists; write the refined mask to a new file, or pass --overwrite")
     with naming(f"--model {args.model}"):
@@ -55,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
             if start.shape != image.spatial_shape:
                 raise RamsegInputError(f"the mask {start.shape} does not match the image's shape {image.spatial_shape}")
     with naming(args.input):
-        refined, result = refine_case(predictor, image, strokes, start, RefineConfig(**settings_from(args, _settings())))
+        refined, result = refine_case(predictor, image, strokes, start, config)
     written = write_labels(args.output, refined, like=image, overwrite=args.overwrite)
     changed = int((refined != (result.prediction.labels if start is None else start)).sum())
     stderr(f"wrote {written} ({', '.join(predictor.channel_names)}; {changed} pixels changed by the strokes)")

@@ -71,6 +71,7 @@ class StrokesPanel(QWidget):
         self.refined: np.ndarray | None = None  # the last Refine's mask: anything else was painted by hand
         self.refined_strokes: np.ndarray | None = None  # the strokes the last Refine used
         self.case: tuple[Any, Any] | None = None  # (what was segmented, its CaseResult)
+        self.layer_name = ""  # the prediction layer the history above belongs to
         self.set_classes(("vessel",))
         self._update_buttons()
 
@@ -130,6 +131,7 @@ class StrokesPanel(QWidget):
     def refine(self, run_sync: bool | None = None) -> Any:
         """Refine the chosen prediction from its strokes as a background job; returns its worker."""
         labels = self.dock.current_labels()
+        self.follow(labels)
         layer = None if labels is None else self.strokes_layer(labels)
         if layer is None or not np.any(layer.data):
             self.dock.say("Draw strokes first (Draw strokes), then press Refine.", error=True)
@@ -171,13 +173,12 @@ class StrokesPanel(QWidget):
 
     def undo(self) -> bool:
         """Put back the mask and the strokes before the last Refine."""
-        if not self.history:
+        labels = self.dock.current_labels()
+        self.follow(labels)
+        if labels is None or not self.history:
             self.dock.say("Nothing to undo.")
             return False
         step = self.history.pop()
-        labels = self.dock.current_labels()
-        if labels is None:
-            return False
         labels.data = step.mask
         layer = self.strokes_layer(labels, create=True)
         layer.data = step.strokes
@@ -187,6 +188,14 @@ class StrokesPanel(QWidget):
         self.dock.say("Undone: the mask and the strokes are as they were before the last Refine.")
         self._update_buttons()
         return True
+
+    def follow(self, labels: Any) -> None:
+        """Forget the history of another prediction layer: Undo never reaches across layers."""
+        name = "" if labels is None else labels.name
+        if name != self.layer_name:
+            self.history, self.start, self.refined, self.refined_strokes = [], None, None, None
+            self.layer_name = name
+            self._update_buttons()
 
     def saved_strokes(self, labels: Any) -> np.ndarray | None:
         """The strokes to keep with a correction of ``labels`` (None when none were drawn)."""

@@ -101,6 +101,19 @@ def test_a_refined_correction_is_saved_with_its_strokes(dock, qtbot):
     np.testing.assert_array_equal(case.original, dock.prediction)
 
 
+def test_undo_stays_with_its_prediction(dock, qtbot):
+    panel, viewer = dock.strokes, dock.viewer
+    _paint(panel.draw(), [10] * 15, range(5, 20), 1)
+    panel.refine()
+    qtbot.waitUntil(lambda: not dock.runner.busy, timeout=120_000)
+    refined = np.array(viewer.layers["scan prediction"].data)
+    other = viewer.add_labels(np.zeros_like(refined), name="another prediction")
+    dock.labels_combo.setCurrentText(other.name)
+    assert not panel.undo_button.isEnabled() and not panel.undo()
+    np.testing.assert_array_equal(viewer.layers["scan prediction"].data, refined)
+    assert not other.data.any()
+
+
 def test_refine_without_strokes_says_what_to_do(dock):
     assert dock.strokes.refine() is None
     assert "Draw strokes first" in dock.status.text()
