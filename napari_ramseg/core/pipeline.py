@@ -42,6 +42,9 @@ class CaseResult:
     extras: dict[str, Any] = field(default_factory=dict)  # what the task's path adds (the disc's ROI)
     disagreement: float | None = None
     descriptor: np.ndarray | None = None
+    # the report row as made where the case was segmented (a ramseg server's answer, whose prediction
+    # comes without the maps the row's uncertainty is measured on); None: made here from the prediction
+    report_row: Row | None = None
 
     @property
     def refused(self) -> bool:
@@ -56,6 +59,8 @@ class CaseResult:
             spacing: Any = None) -> Row:
         """The case's ``report.csv`` row. A refused case gets an empty mask's row (``shape``: the
         case's spatial shape), the highest uncertainty and the reason in ``fit_note``."""
+        if self.report_row is not None:
+            return {**self.report_row, "case": case, "file": file}
         if not self.refused:
             return case_row(case, self.prediction, scheme, self.fit, file=file, spacing=spacing,
                             disagreement=self.disagreement, descriptor=self.descriptor, measures=self.measures)

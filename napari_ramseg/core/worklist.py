@@ -27,7 +27,9 @@ with the bundled vessel model on this CPU) is measured only while that ranking i
 makes the cases without it pending, and segmenting again measures just that, keeping the predictions.
 Once measured it is kept, so switching back and forth costs nothing. The ranking is kept in the state.
 
-Each scan goes through ``core/pipeline.segment_case``, as in ``ramseg predict`` and the Segment dock. A
+Each scan goes through ``core/pipeline.segment_case``, as in ``ramseg predict`` and the Segment dock, or
+through its twin that a caller passes to :meth:`Worklist.iter_segment` (the Worklist dock's "server"
+device: ``server/client.py``, which this module never imports, as the import contracts require). A
 refused scan (the optic disc model on an MRI slice, a photograph without a visible disc) and a file that
 cannot be read stay in the list with the reason, first for review; a refused one gets an empty mask to
 draw in. A scan whose file was replaced since it was segmented (``worklist_state.scan_changed``) is
@@ -48,13 +50,15 @@ from ..io import case_names
 from ..schema import read_json
 from .checkpoint import atomic_write_json
 from .config import REVIEW_PRIORITIES, ReviewConfig
-from .pipeline import CaseOptions, read_case, review_score, segment_case, unreadable_row
+from .pipeline import CaseOptions, CaseResult, read_case, review_score, segment_case, unreadable_row
 from .report import read_descriptors, with_priority, write_descriptors, write_report
 from .review import NEEDS, SET_RANKINGS
 from .tasks import empty_prediction
 from .worklist_state import STATE_VERSION, STATUSES, WorkCase, _now, parse_state, scan_changed, scan_record
 
 REVIEW = ReviewConfig()
+SegmentCase = Callable[[Any, Any, CaseOptions], CaseResult]  # pipeline.segment_case's signature
+ReviewScore = Callable[[Any, Any, str], Any]  # pipeline.review_score's (predictor, image, need)
 STATE_NAME = "worklist.json"
 __all__ = ["STATUSES", "Worklist", "WorkCase", "scan_files"]
 
@@ -187,9 +191,12 @@ class Worklist:
         return [n for n, c in self.cases.items() if c.row is not None and self._missing(n)]
 
     def iter_segment(self, predictor: Any, model: str, cancelled: Callable[[], bool] | None = None,
-                     progress: Callable[[int, int], None] | None = None) -> Iterator[tuple[int, int, str]]:
+                     progress: Callable[[int, int], None] | None = None, segment: SegmentCase = segment_case,
+                     score: ReviewScore = review_score) -> Iterator[tuple[int, int, str]]:
         """Segment every pending case with ``predictor``; yields (done, total, file) after each, the
-        state already saved. ``model`` names the model in the state (its path)."""
+        state already saved. ``model`` names the model in the state (its path). ``segment`` and ``score``:
+        how one case is segmented and a review score taken (``pipeline.segment_case`` and ``review_score``
+        by default; a server's twins take ``predictor`` as they do: its ``labels`` and ``channel_names``)."""
         todo = self.pending(model)
         if self.model != model:
             self.model = model
@@ -201,9 +208,9 @@ class Worklist:
                     return
                 with naming(self.scans / name):
                     if self._predicted(name, model):
-                        self._measure_missing(predictor, name)
+                        self._measure_missing(predictor, name, score)
                     else:
-                        self._segment_one(predictor, model, name)
+                        self._segment_one(predictor, model, name, segment)
                 self.cases[name].updated = _now()
                 self._rows_version += 1
                 self.save()
@@ -215,23 +222,25 @@ class Worklist:
             self._segmenting = False
             self._rows_version += 1
 
-    def _segment_one(self, predictor: Any, model: str, name: str) -> None:
-        """Segment one scan (``pipeline.segment_case``) and keep its prediction, row and review score. A
-        refused scan keeps an empty mask to draw in; a file that cannot be read, its reason only."""
+    def _segment_one(self, predictor: Any, model: str, name: str, segment: SegmentCase = segment_case) -> None:
+        """Segment one scan (``segment``: ``pipeline.segment_case``) and keep its prediction, row and review
+        score. A refused scan keeps an empty mask to draw in; a file that cannot be read, its reason only.
+        The case is changed only once the result is in: a segmentation that fails or is stopped half-way
+        (a server gone, Stop) leaves it as it was."""
         from ..io import write_labels
 
         path, case = self.scans / name, self.cases[name]
-        if self.stale(name):  # another image under this name: what was looked at was another scan
-            case.status, case.case_id = "untouched", None
         record = scan_record(path)
         image, unreadable = read_case(path)
+        result = None if image is None else segment(predictor, image, CaseOptions(review=self.needs))
+        if self.stale(name):  # another image under this name: what was looked at was another scan
+            case.status, case.case_id = "untouched", None
         self.descriptors.pop(name, None)  # another model's, if any
         case.model, case.measured, case.scan = model, [], record
-        if image is None:
+        if result is None:
             case.row, case.prediction = unreadable_row(self.case_name(name), name, unreadable), None
             case.refused = unreadable
             return
-        result = segment_case(predictor, image, CaseOptions(review=self.needs))
         labels = result.prediction.labels if not result.refused else empty_prediction(
             predictor.channel_names, image.spatial_shape).labels
         nifti = image.is_volume and image.affine is not None
@@ -244,13 +253,13 @@ class Worklist:
         if self.needs is not None and not result.refused:
             self._keep_score(name, self.needs, getattr(result, self.needs))
 
-    def _measure_missing(self, predictor: Any, name: str) -> None:
+    def _measure_missing(self, predictor: Any, name: str, score: ReviewScore = review_score) -> None:
         """What the ranking needs for a case segmented before (its prediction is kept)."""
         need = self.needs
         if need is None or not self._missing(name):
             return
         image = self.load_image(name)
-        self._keep_score(name, need, review_score(predictor, image, need))
+        self._keep_score(name, need, score(predictor, image, need))
 
     def _keep_score(self, name: str, need: str, score: Any) -> None:
         if need == "descriptor":

@@ -85,8 +85,10 @@ class RemoteCase:
             maps = self.maps or {}
             prediction = Prediction(self.mask, maps.get("probabilities"), maps.get("entropy"), self.channel_names)
         descriptor = None if self.descriptor is None else np.asarray(self.descriptor, dtype=np.float64)
+        # the server's report row: without the maps, the uncertainty could not be measured here
+        row = self.row("", "") if self.raw.get("row") else None
         return CaseResult(task, prediction, self.refusal, fit, dict(self.measures), dict(self.extras),
-                          self.disagreement, descriptor)
+                          self.disagreement, descriptor, report_row=row)
 
 
 class ServerClient:
@@ -289,6 +291,7 @@ class RemotePredictor:
         entry = client.model(model)
         self.client, self.model, self.precision, self.adapt = client, entry["name"], precision, adapt
         self.labels = LabelScheme.from_dict(entry["labels"])
+        self.channel_names = list(entry.get("channel_names") or [])
         self.threshold = entry.get("threshold")
 
     def predict(self, array: np.ndarray, postprocess: bool = False, is_volume: bool | None = None,
@@ -303,3 +306,20 @@ class RemotePredictor:
         if case.refused:
             raise RamsegInputError(case.refusal)
         return case.case_result().prediction
+
+
+def segment_case_remotely(predictor: RemotePredictor, image: Any, options: Any) -> Any:
+    """``core.pipeline.segment_case``'s twin (the Worklist dock's "server" device): ``image`` (an
+    ``io.ImageData``) segmented by ``predictor``'s server with ``options``' post-processing and review
+    score; the same ``CaseResult``, its report row the server's."""
+    case = predictor.client.segment(image, model=predictor.model, adapt=predictor.adapt, review=options.review,
+                                    postprocess=options.postprocess, precision=predictor.precision)
+    return case.case_result()
+
+
+def review_score_remotely(predictor: RemotePredictor, image: Any, need: str) -> Any:
+    """``core.pipeline.review_score``'s twin: the server segments the case again and takes ``need``
+    (``"disagreement"`` or ``"descriptor"``) beside it, as a local review score looks at the prediction."""
+    from ..core.pipeline import CaseOptions
+
+    return getattr(segment_case_remotely(predictor, image, CaseOptions(review=need)), need)

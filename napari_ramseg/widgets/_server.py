@@ -7,7 +7,8 @@ token in a 0600 file, never shown again or logged). A job through the server is 
 the case goes to ``ServerClient.segment`` and comes back as the same ``CaseResult``; it reports that it
 is busy, and Stop drops the answer at once (the server finishes that one case and forgets it). The
 Correct dock's round (``server_finetune_job``) sends the project's corrections and follows the job;
-its Stop cancels the round on the server.
+its Stop cancels the round on the server. The Worklist dock's job (``server_worklist_job``) sends its
+scans one by one; Stop drops the answer of the scan on its way, which stays pending.
 """
 
 from __future__ import annotations
@@ -114,10 +115,8 @@ def server_client() -> Any:
                                "pip install 'napari-ramseg[server]'") from None
 
 
-def wait_for(call: Any, control: Any, text: str):
-    """Run ``call()`` on a helper thread, yielding busy progress; Stop ends the wait at once."""
-    from ._jobs import Progress
-
+def _in_background(call: Any) -> tuple[threading.Thread, dict[str, Any]]:
+    """``call()`` started on a helper thread; its value or error lands in the box."""
     box: dict[str, Any] = {}
 
     def run() -> None:
@@ -128,14 +127,42 @@ def wait_for(call: Any, control: Any, text: str):
 
     thread = threading.Thread(target=run, name="ramseg-server-call", daemon=True)
     thread.start()
+    return thread, box
+
+
+def _answer(box: dict[str, Any]) -> Any:
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def wait_for(call: Any, control: Any, text: str):
+    """Run ``call()`` on a helper thread, yielding busy progress; Stop ends the wait at once."""
+    from ._jobs import Progress
+
+    thread, box = _in_background(call)
     while thread.is_alive():
         if control.cancelled():
             raise InterruptedError("stopped; the server's answer is dropped")
         yield Progress(0, 0, text)
         thread.join(POLL_S)
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
+    return _answer(box)
+
+
+def stoppable(function: Any, control: Any) -> Any:
+    """``function`` whose wait for the server Stop ends at once, for a core loop that calls it and cannot
+    yield (the Worklist's ``iter_segment``): the call runs on a helper thread; on Stop it raises
+    ``InterruptedError`` and the server's answer, when it comes, is dropped."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        thread, box = _in_background(lambda: function(*args, **kwargs))
+        while thread.is_alive():
+            if control.cancelled():
+                raise InterruptedError("stopped; the server's answer is dropped")
+            thread.join(POLL_S)
+        return _answer(box)
+
+    return call
 
 
 def remote_model_name(model: Path, bundled: str | None) -> str:
@@ -203,5 +230,34 @@ def server_finetune_job(model_name: str, project: Path, settings: Any):
         result = state.get("result") or {}
         return ServerRound(result.get("version"), result.get("round"), result.get("before_dice"),
                            result.get("after_dice"), bool(result.get("worse")), client.url)
+
+    return job
+
+
+def server_worklist_job(worklist: Any, model: Path, model_name: str):
+    """The Worklist dock's job through the server: every pending scan of ``worklist`` sent (losslessly, as
+    the Segment dock sends a layer) to ``core.worklist.Worklist.iter_segment``'s server twins, so each case
+    gets the same ``CaseResult`` and report row, and the masks are written here. ``model`` names the model
+    in the worklist's state, as a local run does (the same model, so the same masks); ``model_name``: its
+    name on the server."""
+    from ..server.client import RemotePredictor, review_score_remotely, segment_case_remotely
+    from ._jobs import Progress
+
+    def job(control: Any):
+        yield Progress(0, 0, "connecting to the server…")
+        client = server_client()
+        try:  # the client's connections are closed however the job ends
+            predictor = yield from wait_for(lambda: RemotePredictor(client, model_name), control,
+                                            f"asking {client.url} for {model_name}…")
+            pending = worklist.pending(str(model))
+            yield Progress(0, len(pending), f"segmenting {len(pending)} scan(s) on {client.url}…")
+            steps = worklist.iter_segment(predictor, str(model), cancelled=control.cancelled,
+                                          segment=stoppable(segment_case_remotely, control),
+                                          score=stoppable(review_score_remotely, control))
+            for done, total, name in steps:
+                yield Progress(done, total, f"segmented {name} on the server ({done}/{total})")
+        finally:
+            client.close()
+        return worklist
 
     return job

@@ -2,9 +2,12 @@
 
 Choose a folder; "Segment all" runs every scan not yet segmented by the chosen model through it
 (``core.worklist.Worklist.iter_segment``) as a ``JobRunner`` job, with progress and Stop (after the
-current scan). The table lists the scans by review priority (``core/review.py``; its measures,
-mean uncertainty and fit score as ``report.csv`` has them); "Review by" picks the ranking
-(``config.REVIEW_PRIORITIES``, default ``ReviewConfig.priority``), kept in the worklist's state. The
+current scan). The device list offers a ramseg server too (``_server.py``: the same settings and
+remembered address as the other docks): each scan is segmented there and its mask written here, the
+same as a local run's; Stop drops the answer of the scan on its way. The table lists the scans by
+review priority (``core/review.py``; its measures, mean uncertainty and fit score as ``report.csv`` has
+them); "Review by" picks the ranking (``config.REVIEW_PRIORITIES``, default ``ReviewConfig.priority``),
+kept in the worklist's state. The
 set-level ``representative`` order is computed once the folder is done (while scans are segmented the
 newly done ones follow the last order). The table's first columns fit the dock's width: the
 scan names elide, so the uncertainty and fit columns (the reasons for the ranking) are always in view;
@@ -30,6 +33,7 @@ from ..core.config import ReviewConfig
 from ._base import DockWidget, status_label
 from ._common import ORIGINAL_KEY, JobControl, Progress, get_predictor, notify_error, notify_info
 from ._params import Param
+from ._server import SERVER, remote_model_name, server_worklist_job
 from ._worklist_layers import close_scan_layers, image_layer_name, labels_layer_name, show_scan_layers
 from ._worklist_table import FittedTable, status_text
 from .finetune import DEFAULT_PROJECT
@@ -42,8 +46,11 @@ PRIORITY = Param("priority", ReviewConfig, "priority", "Review by",
                          "uncertain ones) or random")
 
 
-def segment_all_job(worklist: Any, model: Path, device: str):
-    """The job: every pending scan of ``worklist`` segmented with ``model``; returns the worklist."""
+def segment_all_job(worklist: Any, model: Path, device: str, model_name: str = ""):
+    """The job: every pending scan of ``worklist`` segmented with ``model``; returns the worklist.
+    Device "server": through the remembered server, where the model is ``model_name``."""
+    if device == SERVER:
+        return server_worklist_job(worklist, model, model_name)
 
     def job(control: JobControl):
         yield Progress(0, 0, "loading model…")
@@ -69,7 +76,7 @@ class WorklistWidget(DockWidget):
                                          then=self.open_folder)
         self.folder_edit.editingFinished.connect(self.open_folder)
         self.model_picker = self.add_model_choice(form)
-        self.device_combo = self.add_device_choice(form)
+        self.device_combo = self.add_device_choice(form, server=True)
         self.project_edit = self.add_path(form, "Corrections", "Corrections project folder", text=str(DEFAULT_PROJECT),
                                           tooltip="where saved corrections go (the Correct and fine-tune dock's project)")
         self.priority_choice = self.add_param(form, PRIORITY)  # a magicgui combo box of the config's choices
@@ -148,7 +155,9 @@ class WorklistWidget(DockWidget):
             notify_error(str(exc))
             self.status.setText(str(exc))
             return None
-        worker = self.runner.start(segment_all_job(work, model, self.device_combo.value()),
+        job = segment_all_job(work, model, self.device_combo.value(),
+                              remote_model_name(model, self.model_picker.bundled_name()))
+        worker = self.runner.start(job,
                                    on_result=lambda _: self.refresh(), description="segmenting…",
                                    run_sync=run_sync, stops_itself=True)
         if worker is not None:
