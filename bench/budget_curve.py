@@ -51,20 +51,34 @@ def source_validation(run: Path) -> dict[int, float]:
 
 
 def score_snapshot(snapshot: Path, data: Path, target: str, record: Path) -> dict:
-    """Per-label unseen Dice of one snapshot (cached in ``record``)."""
+    """Per-structure unseen Dice of one snapshot (cached in ``record``), over the cases whose expert mask
+    holds that structure: a disc-only camera scores no cup, and a ROI drawn away from the disc (an empty
+    mask) scores nothing."""
     if record.is_file():
         return json.loads(record.read_text())
-    from napari_ramseg.core.evaluate import evaluate_domain
+    from napari_ramseg.core.data import discover, read_case_image, read_case_mask
+    from napari_ramseg.core.infer import Predictor
+    from napari_ramseg.core.metrics import dice_score, structure_masks
 
-    result = evaluate_domain(snapshot, data, target, device="cpu")
-    scores = {"snapshot": str(snapshot), "target": target, "cases": len(result["cases"]),
-              "dice": {label: values["dice"] for label, values in result["summary"].items()},
-              "mean_dice": result["mean_dice"]}
+    predictor = Predictor.from_path(snapshot, device="cpu")
+    labels = predictor.labels
+    per_label: dict[str, list[float]] = {name: [] for name in labels.names}
+    dataset = discover(data, "auto", [target], labels=labels)
+    for case in dataset.cases:
+        truth = structure_masks(read_case_mask(case, labels), labels)
+        image = read_case_image(case)
+        predicted = structure_masks(predictor.predict(image.array, is_volume=image.is_volume).labels, labels)
+        for name in labels.names:
+            if truth[name].any():
+                per_label[name].append(float(dice_score(predicted[name], truth[name])))
+    dice = {name: statistics.fmean(v) for name, v in per_label.items() if v}
+    scores = {"snapshot": str(snapshot), "target": target, "cases": {n: len(v) for n, v in per_label.items()},
+              "dice": dice, "mean_dice": statistics.fmean(dice.values())}
     results_io.write_json(record, scores)
     return scores
 
 
-def curve(runs: list[tuple[str, Path]], data: Path, jobs: Path) -> list[dict]:
+def curve(runs: list[tuple[str, Path]], data: Path, jobs: Path, step: int) -> list[dict]:
     rows = []
     for target, run in runs:
         validation = source_validation(run)
@@ -72,6 +86,8 @@ def curve(runs: list[tuple[str, Path]], data: Path, jobs: Path) -> list[dict]:
             if not (snapshot / "model.json").is_file():
                 continue
             iteration = int(snapshot.name.split("_")[1])
+            if iteration % step:
+                continue
             scores = score_snapshot(snapshot, data, target, jobs / f"{run.name}__{snapshot.name}.json")
             rows.append({"target": target, "run": str(run), "iteration": iteration, "unseen": scores["dice"],
                          "unseen_mean": scores["mean_dice"], "cases": scores["cases"],
@@ -146,11 +162,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--tolerance", type=float, default=0.01)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--step", type=int, default=1, help="score only the snapshots at multiples of this iteration")
     args = ap.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
-    rows = curve(args.run, args.data, args.out / "jobs")
+    rows = curve(args.run, args.data, args.out / "jobs", args.step)
     targets = [t for t, _ in args.run]
     record = {"command": "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])]),
               "machine": bench_machine.describe(), "targets": targets, "tolerance": args.tolerance,
