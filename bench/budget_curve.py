@@ -44,9 +44,11 @@ def parse_run(text: str) -> tuple[str, Path]:
 
 def source_validation(run: Path) -> dict[int, float]:
     """Iteration -> source-validation Dice, from the run's metrics.json history (else its train.log)."""
-    metrics = run / "metrics.json"
-    records = json.loads(metrics.read_text()).get("history", []) if metrics.is_file() else [
-        json.loads(line) for line in (run / "train.log").read_text().splitlines() if line.strip()]
+    from napari_ramseg.core.run_folder import RunFolder
+
+    folder = RunFolder(run)
+    records = json.loads(folder.metrics.read_text()).get("history", []) if folder.metrics.is_file() else [
+        json.loads(line) for line in folder.log.read_text().splitlines() if line.strip()]
     return {r["iteration"]: r["val_dice"] for r in records if r.get("val_dice") is not None}
 
 
@@ -79,12 +81,12 @@ def score_snapshot(snapshot: Path, data: Path, target: str, record: Path) -> dic
 
 
 def curve(runs: list[tuple[str, Path]], data: Path, jobs: Path, step: int) -> list[dict]:
+    from napari_ramseg.core.run_folder import RunFolder
+
     rows = []
     for target, run in runs:
         validation = source_validation(run)
-        for snapshot in sorted((run / "snapshots").glob("iter_*")):
-            if not (snapshot / "model.json").is_file():
-                continue
+        for snapshot in (folder.path for folder in RunFolder(run).snapshots()):
             iteration = int(snapshot.name.split("_")[1])
             if iteration % step:
                 continue

@@ -177,6 +177,18 @@ def serve_on_loopback(app, **options):
     return server, thread, f"{scheme}://127.0.0.1:{sock.getsockname()[1]}"
 
 
+def serve_model_on_loopback(model: Path, folder: Path, token: str):
+    """``ramseg serve`` on loopback (``serve_on_loopback``), on the CPU, whose models folder (``folder``/models)
+    offers ``model`` under its folder's name: (server, thread, url, models folder)."""
+    from napari_ramseg.server.app import ServerSettings, create_app
+
+    models = folder / "models"
+    models.mkdir()
+    (models / model.name).symlink_to(model, target_is_directory=True)
+    server, thread, url = serve_on_loopback(create_app(ServerSettings(token=token, models_dir=models, device="cpu")))
+    return server, thread, url, models
+
+
 def stop_server(server, thread, seconds: float = 120) -> None:
     server.should_exit = True
     thread.join(seconds)

@@ -16,11 +16,10 @@ import pytest
 
 pytest.importorskip("uvicorn")
 
-from helpers import serve_on_loopback, stop_server  # noqa: E402
+from helpers import serve_model_on_loopback, stop_server  # noqa: E402
 
 from napari_ramseg.cli import main  # noqa: E402
 from napari_ramseg.io import read_mask  # noqa: E402
-from napari_ramseg.server.app import ServerSettings, create_app  # noqa: E402
 
 TOKEN = "cli-token-0123456789abcdef"
 
@@ -29,13 +28,10 @@ TOKEN = "cli-token-0123456789abcdef"
 def served(tiny_model, tmp_path_factory):
     """(url, token file, models folder) of a server offering the tiny model as ``tiny``."""
     folder = tmp_path_factory.mktemp("cli-served")
-    models = folder / "models"
-    models.mkdir()
-    (models / "tiny").symlink_to(tiny_model, target_is_directory=True)
     token_file = folder / "token"
     token_file.write_text(TOKEN + "\n")
     token_file.chmod(0o600)
-    server, thread, url = serve_on_loopback(create_app(ServerSettings(token=TOKEN, models_dir=models, device="cpu")))
+    server, thread, url, models = serve_model_on_loopback(tiny_model, folder, TOKEN)
     yield url, token_file, models
     stop_server(server, thread)
 
@@ -135,12 +131,9 @@ def test_options_that_mean_something_only_here_are_refused_with_server(served, s
 
 def test_a_server_stopped_mid_finetune_is_said_in_one_line_and_nothing_is_half_written(
         tiny_model, synthetic_data, tmp_path, capsys):
-    models = tmp_path / "models"
-    models.mkdir()
-    (models / "tiny").symlink_to(tiny_model, target_is_directory=True)
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN)
-    server, thread, url = serve_on_loopback(create_app(ServerSettings(token=TOKEN, models_dir=models, device="cpu")))
+    server, thread, url, models = serve_model_on_loopback(tiny_model, tmp_path, TOKEN)
     images = sorted((synthetic_data / "siteA" / "images").glob("*.png"))
     labels = [synthetic_data / "siteA" / "labels" / p.name for p in images]
 

@@ -3,14 +3,13 @@ over HTTP gets the local pipeline's answer, and once the server is stopped it sa
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
 import numpy as np
 import pytest
 
-uvicorn = pytest.importorskip("uvicorn")
+pytest.importorskip("uvicorn")
 
 from napari_ramseg.core.infer import Predictor  # noqa: E402
 from napari_ramseg.core.pipeline import CaseOptions, segment_case  # noqa: E402
@@ -19,21 +18,9 @@ from napari_ramseg.server.app import ServerSettings, create_app  # noqa: E402
 from napari_ramseg.server.cases import jsonable  # noqa: E402
 from napari_ramseg.server.client import ServerClient, ServerError  # noqa: E402
 
+from helpers import serve_model_on_loopback, serve_on_loopback  # noqa: E402
+
 TOKEN = "loopback-token-0123456789"
-
-
-def _start(app, **options) -> tuple[uvicorn.Server, threading.Thread, int]:
-    """``app`` on uvicorn on a free loopback port (``options``: uvicorn's, the TLS files), once it listens."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, **options))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    return server, thread, sock.getsockname()[1]
 
 
 def test_a_server_on_loopback_answers_as_the_local_pipeline_and_once_stopped_the_client_says_so(tiny_model, tmp_path):
@@ -41,11 +28,7 @@ def test_a_server_on_loopback_answers_as_the_local_pipeline_and_once_stopped_the
 
     scan = tmp_path / "scan.png"
     Image.fromarray(np.random.default_rng(3).integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(scan)
-    models = tmp_path / "models"
-    models.mkdir()
-    (models / "tiny").symlink_to(tiny_model, target_is_directory=True)
-    server, thread, port = _start(create_app(ServerSettings(token=TOKEN, models_dir=models, device="cpu")))
-    url = f"http://127.0.0.1:{port}"
+    server, thread, url, _ = serve_model_on_loopback(tiny_model, tmp_path, TOKEN)
     try:
         with ServerClient(url, TOKEN) as client:
             assert client.health()["status"] == "ok"
@@ -76,9 +59,8 @@ def test_direct_tls_with_uvicorns_certificate_options(tmp_path):
     sp.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
             "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
            check=True, capture_output=True)
-    server, thread, port = _start(create_app(ServerSettings(token=TOKEN)), ssl_keyfile=str(key),
-                                  ssl_certfile=str(cert))
-    url = f"https://127.0.0.1:{port}"
+    server, thread, url = serve_on_loopback(create_app(ServerSettings(token=TOKEN)), ssl_keyfile=str(key),
+                                           ssl_certfile=str(cert))
     try:
         assert ServerClient(url, TOKEN, verify=cert).health()["status"] == "ok"
         with pytest.raises(ServerError, match="certificate this client does not trust") as err:
@@ -90,14 +72,10 @@ def test_direct_tls_with_uvicorns_certificate_options(tmp_path):
 
 
 def test_a_server_stopped_mid_job_leaves_no_version_and_the_client_says_so(tiny_model, synthetic_data, tmp_path):
-    models = tmp_path / "models"
-    models.mkdir()
-    (models / "tiny").symlink_to(tiny_model, target_is_directory=True)
     images = sorted((synthetic_data / "siteA" / "images").glob("*.png"))
     pairs = [(image, synthetic_data / "siteA" / "labels" / image.name) for image in images]
     workers_before = {t for t in threading.enumerate() if t.name == "ramseg-jobs"}
-    server, thread, port = _start(create_app(ServerSettings(token=TOKEN, models_dir=models, device="cpu")))
-    url = f"http://127.0.0.1:{port}"
+    server, thread, url, models = serve_model_on_loopback(tiny_model, tmp_path, TOKEN)
     try:
         with ServerClient(url, TOKEN) as client:
             job = client.finetune("tiny", pairs, iterations=1_000_000, precision="fp32")

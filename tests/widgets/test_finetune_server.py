@@ -7,12 +7,11 @@ import pytest
 
 pytest.importorskip("uvicorn")
 
-from helpers import make_synthetic_domains, serve_on_loopback, stop_server  # noqa: E402
+from helpers import make_synthetic_domains, serve_model_on_loopback, stop_server  # noqa: E402
 
 from napari_ramseg.core.corrections import CorrectionStore  # noqa: E402
 from napari_ramseg.io import read_image, read_mask  # noqa: E402
 from napari_ramseg.server import connection  # noqa: E402
-from napari_ramseg.server.app import ServerSettings, create_app  # noqa: E402
 from napari_ramseg.widgets._server import SERVER, ServerRound  # noqa: E402
 from napari_ramseg.widgets.finetune import CorrectFinetuneWidget  # noqa: E402
 
@@ -22,9 +21,6 @@ TOKEN = "finetune-dock-token-0123456789"
 
 def test_a_round_through_the_server_leaves_its_version_there(make_napari_viewer, tiny_model, tmp_path, monkeypatch):
     monkeypatch.setenv(connection.CONFIG_ENV, str(tmp_path / "config"))
-    models = tmp_path / "models"
-    models.mkdir()
-    (models / tiny_model.name).symlink_to(tiny_model, target_is_directory=True)
     site = make_synthetic_domains(tmp_path / "site", domains=("siteC",), cases=3, size=40, seed=11) / "siteC"
     project = tmp_path / "project"
     store = CorrectionStore(project)
@@ -32,7 +28,7 @@ def test_a_round_through_the_server_leaves_its_version_there(make_napari_viewer,
         image = read_image(site / "images" / f"case{i}.png").array
         truth = read_mask(site / "labels" / f"case{i}.png")
         store.save(image, truth * 0, truth, tiny_model, f"case{i}.png")
-    server, thread, url = serve_on_loopback(create_app(ServerSettings(token=TOKEN, models_dir=models, device="cpu")))
+    server, thread, url, models = serve_model_on_loopback(tiny_model, tmp_path, TOKEN)
     try:
         connection.save(url, TOKEN)
         widget = CorrectFinetuneWidget(make_napari_viewer())

@@ -11,10 +11,9 @@ import pytest
 
 pytest.importorskip("uvicorn")
 
-from helpers import serve_on_loopback, stop_server  # noqa: E402
+from helpers import serve_model_on_loopback, stop_server  # noqa: E402
 
 from napari_ramseg.server import connection  # noqa: E402
-from napari_ramseg.server.app import ServerSettings, create_app  # noqa: E402
 from napari_ramseg.widgets._server import SERVER, ServerSettingsDialog  # noqa: E402
 
 pytestmark = pytest.mark.gui
@@ -25,10 +24,7 @@ TOKEN = "dock-token-0123456789abcdef"
 @pytest.fixture
 def server_url(tiny_model, tmp_path, monkeypatch):
     monkeypatch.setenv(connection.CONFIG_ENV, str(tmp_path / "config"))
-    models = tmp_path / "models"
-    models.mkdir()
-    (models / tiny_model.name).symlink_to(tiny_model, target_is_directory=True)
-    server, thread, url = serve_on_loopback(create_app(ServerSettings(token=TOKEN, models_dir=models, device="cpu")))
+    server, thread, url, _ = serve_model_on_loopback(tiny_model, tmp_path, TOKEN)
     yield url
     stop_server(server, thread)
 

@@ -12,10 +12,9 @@ import pytest
 
 pytest.importorskip("uvicorn")
 
-from helpers import serve_on_loopback, stop_server  # noqa: E402
+from helpers import serve_model_on_loopback, stop_server  # noqa: E402
 
 from napari_ramseg.server import connection  # noqa: E402
-from napari_ramseg.server.app import ServerSettings, create_app  # noqa: E402
 from napari_ramseg.widgets._server import SERVER  # noqa: E402
 from napari_ramseg.widgets.worklist import WorklistWidget  # noqa: E402
 
@@ -27,10 +26,7 @@ WAIT_MS = 120_000
 @pytest.fixture
 def server_url(tiny_model, tmp_path, monkeypatch):
     monkeypatch.setenv(connection.CONFIG_ENV, str(tmp_path / "config"))
-    models = tmp_path / "models"
-    models.mkdir()
-    (models / tiny_model.name).symlink_to(tiny_model, target_is_directory=True)
-    server, thread, url = serve_on_loopback(create_app(ServerSettings(token=TOKEN, models_dir=models, device="cpu")))
+    server, thread, url, _ = serve_model_on_loopback(tiny_model, tmp_path, TOKEN)
     connection.save(url, TOKEN)  # as the settings dialog remembers it
     yield url
     stop_server(server, thread)
