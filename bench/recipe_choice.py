@@ -4,7 +4,9 @@ unseen Dice per direction and their mean, and the verdict of a rule fixed before
 
 Each candidate is a results folder of ``bench/generalization.py`` (its ``generalization.json``), run with
 the same method, seed, budget and scoring grid as the others, differing in one choice. For vessels the
-three directions train on two cameras and score the third, so no camera decides on itself.
+three directions train on two cameras and score the third, so no camera decides on itself. A folder of
+``bench/budget_curve.py`` (its ``curve.json``: the optic disc's leave-one-out checks) counts each held-out
+camera's mean unseen Dice (disc, and cup where the camera has cup masks) at the run's last iteration.
 
 The rule: the ``--prefer`` candidate is adopted unless its mean unseen Dice is lower than the baseline's
 by more than ``--margin`` (one seed's three-direction mean moves by about 0.02 between seeds here:
@@ -32,6 +34,10 @@ import machine as bench_machine  # noqa: E402
 
 def unseen_dice(folder: Path, task: str, method: str) -> dict[str, float]:
     """{direction: mean unseen Dice over the seeds run} of one candidate's results folder."""
+    if (folder / "curve.json").exists():
+        rows = json.loads((folder / "curve.json").read_text())["rows"]
+        last = {r["target"]: max(q["iteration"] for q in rows if q["target"] == r["target"]) for r in rows}
+        return {r["target"]: r["unseen_mean"] for r in rows if r["iteration"] == last[r["target"]]}
     table = json.loads((folder / "generalization.json").read_text()).get(task, {})
     return {direction: statistics.mean(rows[method]) for direction, rows in table.items() if rows.get(method)}
 
@@ -65,14 +71,19 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("no direction is finished for every candidate yet")
     means = {name: statistics.mean(s[d] for d in directions) for name, s in scores.items()}
     chosen, why = verdict(means, args.baseline, args.prefer, args.margin)
-    meta = json.loads((Path(folders[args.baseline]) / "generalization_meta.json").read_text())
+    base = Path(folders[args.baseline])
+    meta = json.loads((base / "generalization_meta.json").read_text()) if (base / "generalization_meta.json").exists() \
+        else json.loads((base / "curve.json").read_text())
     lines = [f"# Recipe choice: {args.name}", "",
              f"Command: `python bench/recipe_choice.py {' '.join(argv if argv is not None else sys.argv[1:])}`  ",
              f"Runs: `{meta.get('command', '?')}` (and the same for each candidate)  ",
              f"Machine: {bench_machine.one_line(meta.get('machine', {}))}", "",
-             f"Unseen Dice of `{args.method}` (two cameras train, the third scores; mean over the seeds run). "
+             (f"Unseen Dice of `{args.method}` (two cameras train, the third scores; mean over the seeds run). "
+              if (base / "generalization_meta.json").exists() else
+              "Unseen Dice of each leave-one-out check at its last iteration, on ground-truth ROIs (disc and cup "
+              "averaged where the held-out camera has cup masks). ") +
              "Nothing here was chosen on a camera a row reports: the verdict takes the mean over the directions "
-             f"finished for every candidate ({len(directions)} of 3).", "",
+             f"finished for every candidate ({len(directions)}).", "",
              "| candidate | " + " | ".join(directions) + " | mean |", "|---|" + "---|" * (len(directions) + 1)]
     for name, s in scores.items():
         lines.append(f"| {name} | " + " | ".join(f"{s[d]:.4f}" for d in directions) + f" | **{means[name]:.4f}** |")

@@ -91,7 +91,7 @@ def score_model(name: str, model: str, cases: list[tuple[str, str, Path]]) -> di
 
 def report(result: dict) -> str:
     lines = ["# vCDR screening on an unseen camera: HRF glaucoma against healthy (issue 28)", "",
-             f"Command: `{result["command"]}`  ", f"Machine: {result['machine']}", "",
+             f"Command: `{result['command']}`  ", f"Machine: {result['machine']}", "",
              "Each photograph through `core.pipeline.segment_case` (what `ramseg predict` and the Segment dock run). "
              "AUC: the chance that a glaucoma photograph gets a higher vCDR than a healthy one; a refused "
              "photograph counts as the least suspicious. 95 % interval: bootstrap over each group, 2000 draws.", "",
