@@ -417,7 +417,7 @@ class RefineConfig:
     chosen by bench/strokes.py on leave-one-camera-out directions (bench/results/strokes/README.md)."""
 
     # the best mean Dice after 5 strokes over the three vessel directions (the random walker: 0.02 lower)
-    method: Literal["threshold", "random_walker"] = "threshold"
+    method: Literal["threshold", "random_walker", "head"] = "threshold"
     reach: int = option(15, help="pixels around a stroke that it may change", label="Stroke reach", min=1, max=512)
     slices: int = option(2, help="in a volume, the slices above and below a stroked slice that its strokes refine too",
                          label="Stroke slices", min=0, max=64)
@@ -425,3 +425,6 @@ class RefineConfig:
     floor: float = 0.2  # threshold: a positive stroke never takes pixels the network gives less than this
     ceiling: float = 0.8  # threshold: a negative stroke never removes pixels the network gives more than this
     beta: float = 130.0  # random walker: how strongly probability edges stop the walk
+    head_steps: int = 50  # head: Adam steps of the per-scan correction (core/refine_head.py)
+    head_hidden: int = 0  # head: 0, a linear correction of the logit; n, one hidden layer of n
+    head_consistency: float = 1.0  # head: weight of "stay as the mask is" on the unstroked pixels

@@ -105,12 +105,16 @@ class RamSegNet(nn.Module):
         """Features of every level, finest first; the last one is the bottleneck."""
         return encoder_features(self.encoder, x)
 
-    def decode(self, features: list[torch.Tensor]) -> torch.Tensor:
-        """Segmentation logits at the input resolution."""
+    def decode_features(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """The segmentation decoder's last feature map (the head's input), at the input resolution."""
         x = features[-1]
         for block, skip in zip(self.decoder, reversed(features[:-1])):
             x = block(x, skip)
-        return self.head(x)
+        return x
+
+    def decode(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """Segmentation logits at the input resolution."""
+        return self.head(self.decode_features(features))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))

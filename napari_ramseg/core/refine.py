@@ -20,6 +20,9 @@ Two methods (``RefineConfig.method``; chosen by ``bench/strokes.py``, see bench/
   out (a vessel it never saw) or is sure of is left to the stroke itself.
 - ``random_walker``: scikit-image's random walker on the probabilities inside the reach, seeded by the
   strokes and, away from them, by the mask as it is.
+- ``head``: a per-scan correction of the network's logit from its last decoder features and the image,
+  fitted on the stroked pixels (``core/refine_head.py``); it needs the scan's ``features``, which
+  ``refine_case`` takes from the predictor.
 """
 
 from __future__ import annotations
@@ -167,13 +170,29 @@ def _refine_random_walker(prob: np.ndarray, mask: np.ndarray, positive: np.ndarr
     return out
 
 
+def _refine_head(prob: np.ndarray, mask: np.ndarray, positive: np.ndarray, negative: np.ndarray,
+                 threshold: float, config: RefineConfig, features: Any) -> np.ndarray:
+    """The per-scan head (``core/refine_head.py``) inside the strokes' reach."""
+    from .refine_head import refine_channel
+
+    if features is None:
+        raise RamsegInputError("the head refinement needs the scan's features (refine_case takes them from the model)")
+    drawn = positive | negative
+    reach = np.zeros(drawn.shape, bool)
+    box = _padded(ndi.find_objects(drawn.astype(np.uint8))[0], drawn.shape, config)
+    reach[box] = _reach(drawn[box], config)
+    return refine_channel(prob, mask, positive, negative, reach, features, threshold, config)
+
+
 def refine_labels(probabilities: np.ndarray, strokes: np.ndarray, scheme: LabelScheme, threshold: float = 0.5,
-                  start: np.ndarray | None = None, config: RefineConfig = RefineConfig()) -> np.ndarray:
+                  start: np.ndarray | None = None, config: RefineConfig = RefineConfig(),
+                  features: Any = None) -> np.ndarray:
     """The refined class-index mask.
 
     ``probabilities``: the network's (C, *spatial) map (``Prediction.probabilities``); ``strokes``: see
     the module docstring; ``start``: the mask to refine (default: the network's own, thresholded at
     ``threshold``). Without strokes the result is ``start``; stroked pixels always get their stroke's class.
+    ``features``: the scan's ``refine_head.ScanFeatures``, which the ``head`` method needs.
     """
     probabilities = np.asarray(probabilities, np.float32)
     spatial = probabilities.shape[1:]
@@ -193,6 +212,8 @@ def refine_labels(probabilities: np.ndarray, strokes: np.ndarray, scheme: LabelS
             refined.append(mask)
         elif config.method == "random_walker":
             refined.append(_refine_random_walker(prob, mask, positive, negative, config))
+        elif config.method == "head":
+            refined.append(_refine_head(prob, mask, positive, negative, threshold, config, features))
         else:
             refined.append(_refine_threshold(prob, mask, positive, negative, threshold, config))
     labels = _labels_from_masks(refined, maps, scheme)
@@ -202,11 +223,12 @@ def refine_labels(probabilities: np.ndarray, strokes: np.ndarray, scheme: LabelS
 
 
 def refine_prediction(prediction: Any, strokes: np.ndarray, scheme: LabelScheme, threshold: float = 0.5,
-                      start: np.ndarray | None = None, config: RefineConfig = RefineConfig()) -> np.ndarray:
+                      start: np.ndarray | None = None, config: RefineConfig = RefineConfig(),
+                      features: Any = None) -> np.ndarray:
     """``refine_labels`` on a ``CaseResult``'s prediction (``core.infer.Prediction``); ``start`` defaults
     to the prediction's own labels (its task's post-processing included)."""
     start = prediction.labels if start is None else start
-    return refine_labels(prediction.probabilities, strokes, scheme, threshold, start, config)
+    return refine_labels(prediction.probabilities, strokes, scheme, threshold, start, config, features)
 
 
 def refine_case(predictor: Any, image: Any, strokes: np.ndarray, start: np.ndarray | None = None,
@@ -219,5 +241,11 @@ def refine_case(predictor: Any, image: Any, strokes: np.ndarray, start: np.ndarr
     result = segment_case(predictor, image) if result is None else result
     if result.refused:
         raise RamsegInputError(f"the model cannot segment this image, so strokes cannot refine it: {result.refusal}")
-    refined = refine_prediction(result.prediction, strokes, predictor.labels, predictor.threshold, start, config)
+    features = None
+    if config.method == "head":  # the scan's features, one network pass kept with the result
+        from .refine_head import cached_scan_features
+
+        features = cached_scan_features(predictor, image, result)
+    refined = refine_prediction(result.prediction, strokes, predictor.labels, predictor.threshold, start, config,
+                                features)
     return refined, result

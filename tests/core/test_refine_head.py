@@ -1,0 +1,152 @@
+"""core/refine_head.py: the per-scan head changes the mask where the strokes were drawn, follows what the
+features show within their reach, and changes nothing far from them."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from napari_ramseg.core import refine_head
+from napari_ramseg.core.config import OPTIC_DISC_CUP, VESSELS, RefineConfig
+from napari_ramseg.core.refine import BACKGROUND_STROKE, refine_case, refine_labels
+from napari_ramseg.core.refine_head import ScanFeatures
+from napari_ramseg.errors import RamsegInputError
+
+HEADS = [RefineConfig(method="head", reach=15, head_consistency=0.1),
+         RefineConfig(method="head", reach=40, head_consistency=0.1),
+         RefineConfig(method="head", reach=40, head_hidden=16, head_consistency=0.1)]
+SIZE = 96
+
+
+def _scan() -> tuple[np.ndarray, ScanFeatures]:
+    """Vessel probabilities: a clear vessel (row 20) the network finds; two it misses (rows 50 and 80,
+    probabilities 0.3 and 0.1) that the image shows as clearly as the first (feature 0)."""
+    prob = np.full((1, SIZE, SIZE), 0.02, np.float32)
+    prob[0, 19:22], prob[0, 49:52], prob[0, 79:82] = 0.95, 0.3, 0.1
+    maps = np.zeros((2, SIZE, SIZE), np.float32)
+    for row in (20, 50, 80):
+        maps[0, row - 1:row + 2] = 1.0
+    maps[1] = np.random.default_rng(0).normal(size=(SIZE, SIZE)) * 0.1
+    return prob, ScanFeatures((0, 0, SIZE, SIZE), {None: maps})
+
+
+@pytest.mark.parametrize("config", HEADS, ids=lambda c: f"reach{c.reach}-hidden{c.head_hidden}")
+def test_positive_stroke_takes_the_vessel_under_it_and_nothing_far(config):
+    prob, features = _scan()
+    start = (prob[0] > 0.5).astype(np.uint8)
+    strokes = np.zeros(start.shape, np.uint8)
+    strokes[50, 10:30] = 1
+    out = refine_labels(prob, strokes, VESSELS, config=config, features=features)
+    assert (out[strokes == 1] == 1).all()
+    near = ndi.distance_transform_edt(strokes == 0) <= config.reach
+    assert np.array_equal(out[~near], start[~near])  # nothing changed out of the stroke's reach
+    assert not out[near & (features.maps[None][0] == 0)].any()  # the background around it stays background
+    assert out[19:22].all()
+
+
+def test_the_stroke_is_followed_where_the_image_shows_its_structure():
+    """Within reach, the missed vessel is taken along its length past the stroke's ends, where only the
+    features (not the probabilities, 0.3) say it is one."""
+    prob, features = _scan()
+    strokes = np.zeros(prob.shape[1:], np.uint8)
+    strokes[50, 10:30] = 1
+    out = refine_labels(prob, strokes, VESSELS, config=HEADS[0], features=features)
+    assert out[49:52, 0:40].all()
+    assert not out[79:82].any()  # out of reach
+
+
+@pytest.mark.parametrize("config", HEADS, ids=lambda c: f"reach{c.reach}-hidden{c.head_hidden}")
+def test_negative_stroke_removes_a_false_vessel_and_keeps_the_true_one(config):
+    prob, features = _scan()
+    prob[0, 64:67] = 0.7  # a false vessel the network believes in, which the image does not show
+    start = (prob[0] > 0.5).astype(np.uint8)
+    strokes = np.zeros(start.shape, np.uint8)
+    strokes[65, 40:60] = BACKGROUND_STROKE
+    out = refine_labels(prob, strokes, VESSELS, config=config, features=features)
+    assert not out[65, 40:60].any()
+    near = ndi.distance_transform_edt(strokes == 0) <= config.reach
+    assert np.array_equal(out[~near], start[~near])
+    assert out[19:22].all()
+    if config.reach <= 15:  # few pixels to keep as they are around it: the false vessel goes, as far as the reach
+        assert not out[64:67][near[64:67]].any()
+
+
+def test_without_strokes_or_features():
+    prob, features = _scan()
+    start = (prob[0] > 0.5).astype(np.uint8)
+    nothing = np.zeros(start.shape, np.uint8)
+    assert np.array_equal(refine_labels(prob, nothing, VESSELS, config=HEADS[0], features=features), start)
+    strokes = nothing.copy()
+    strokes[50, 10:30] = 1
+    with pytest.raises(RamsegInputError, match="features"):
+        refine_labels(prob, strokes, VESSELS, config=HEADS[0])
+
+
+def test_pixels_the_features_do_not_cover_keep_their_mask():
+    """A disc ROI's features cover only the ROI: a stroke reaching past its edge changes nothing there."""
+    prob, features = _scan()
+    maps = features.maps[None][:, :, :48]  # the left half of the scan
+    half = ScanFeatures((0, 0, SIZE, 48), {None: maps})
+    start = (prob[0] > 0.5).astype(np.uint8)
+    strokes = np.zeros(start.shape, np.uint8)
+    strokes[50, 30:60] = 1
+    out = refine_labels(prob, strokes, VESSELS, config=HEADS[0], features=half)
+    assert out[49:52, 20:48].all() and (out[strokes == 1] == 1).all()
+    outside = (strokes == 0) & (np.arange(SIZE)[None, :] >= 48)
+    assert np.array_equal(out[outside], start[outside])
+
+
+def test_cup_and_volume_keep_their_rules():
+    """Nested: a cup stroke never takes pixels outside the disc. A volume's stroke refines its slice and
+    ``slices`` neighbours only, computing the features of those slices alone."""
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    r = np.hypot(yy - SIZE / 2, xx - SIZE / 2)
+    prob = np.stack([1 / (1 + np.exp((r - 36) / 3)), 1 / (1 + np.exp((r - 18) / 3))]).astype(np.float32)
+    looks = ScanFeatures((0, 0, SIZE, SIZE), {None: np.stack([(r < 30).astype(np.float32), r / SIZE])})
+    strokes = np.zeros((SIZE, SIZE), np.uint8)
+    strokes[48, 68:74] = 2  # "this is cup" at radius 20-26, where the network says rim
+    out = refine_labels(prob, strokes, OPTIC_DISC_CUP, config=HEADS[0], features=looks)
+    assert (out[48, 68:74] == 2).all() and ((out == 2) <= (out >= 1)).all()
+    assert (out == 2).sum() > ((prob[1] > 0.5) & (prob[0] > 0.5)).sum()  # the cup grew towards the stroke
+    assert ((out >= 1) != (prob[0] > 0.5)).sum() <= 0.01 * (prob[0] > 0.5).sum()  # the disc: at most its 0.5 edge
+
+    vessels, _ = _scan()
+    volume = np.repeat(vessels[:, None], 9, axis=1)
+    seen = []
+    slice_features = ScanFeatures((0, 0, SIZE, SIZE), source=lambda z: seen.append(z) or _scan()[1].maps[None])
+    strokes = np.zeros(volume.shape[1:], np.uint8)
+    strokes[4, 50, 10:30] = 1
+    out = refine_labels(volume, strokes, VESSELS, config=replace(HEADS[0], slices=2),
+                       features=slice_features)
+    assert out[4, 50, 10:30].all() and out[4, 19:22].all()
+    assert not out[[0, 1, 7, 8], 49:52].any()  # beyond the stroke's slices nothing changed
+    assert set(seen) <= {2, 3, 4, 5, 6}
+
+
+def test_refine_case_takes_the_features_once_per_result(tiny_model, synthetic_data, monkeypatch):
+    """ramseg refine and the dock go through refine_case: the scan's features come from its model, and a
+    kept result carries them, so a second Refine makes no network pass."""
+    from napari_ramseg.core.infer import Predictor
+    from napari_ramseg.io import read_image
+
+    predictor = Predictor.from_path(tiny_model, device="cpu", precision="fp32")
+    image = read_image(next((synthetic_data).glob("*/images/*.png")))
+    calls = []
+    real = refine_head.network_features
+    monkeypatch.setattr(refine_head, "network_features", lambda *a: calls.append(1) or real(*a))
+    config = RefineConfig(method="head", reach=6, head_consistency=0.1)
+    strokes = np.zeros(image.spatial_shape, np.uint8)
+    strokes[10, 5:20] = 1
+    strokes[30, 20:35] = BACKGROUND_STROKE
+    refined, result = refine_case(predictor, image, strokes, config=config)
+    assert (refined[10, 5:20] == 1).all() and (refined[30, 20:35] == 0).all()
+    near = ndi.distance_transform_edt(strokes == 0) <= config.reach
+    assert np.array_equal(refined[~near], result.prediction.labels[~near])
+    features = result._refine_features[1].map(None)
+    assert features.shape[0] == 4 + 3 * 3  # the tiny model's decoder width, its input and two contrasts
+    again, _ = refine_case(predictor, image, strokes, config=config, result=result)
+    np.testing.assert_array_equal(again, refined)
+    assert len(calls) == 1
