@@ -95,10 +95,13 @@ def test_each_recipe_check_holds_out_exactly_its_camera(tmp_path):
     shipped = _shipped()
     (tmp_path / "vessels").mkdir()
     (tmp_path / "optic_disc" / "domains").mkdir(parents=True)
+    (tmp_path / "optic_disc" / "partners").mkdir()
     cmd = shipped.train_command("vessels", tmp_path / "run", tmp_path, target="STARE")
-    assert cmd[cmd.index("--domains") + 1] == "HRF,CHASE_DB1"
+    assert cmd[cmd.index("--domains") + 1] == "HRF,CHASE_DB1" and "--partners" not in cmd
     cmd = shipped.train_command("optic-disc", tmp_path / "run", tmp_path, target="DRIONS-DB")
     assert cmd[cmd.index("--domains") + 1] == "Drishti-GS,REFUGE-train,REFUGE-val"
+    # the check keeps the recipe's RAM partners: it is the shipped recipe with one camera held out
+    assert cmd[cmd.index("--partners") + 1] == str(tmp_path / "optic_disc" / "partners")
     jobs = shipped.jobs(["vessels", "optic-disc"])
     assert len(jobs) == 7 and ("vessels", None) in jobs and ("optic-disc", "Drishti-GS") in jobs
     with pytest.raises(SystemExit):
