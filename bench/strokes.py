@@ -12,21 +12,30 @@ from the model's mask), as the Correct dock does.
 Reported per direction: Dice after 0, 1, 3, 5 and 10 strokes; strokes needed to reach 0.80 / 0.85 /
 0.90 (mean over the cases that get there within the budget, with how many do); the brush
 baseline of equal effort (the same strokes painted as they are, no refinement); CPU seconds per
-refinement. The method and its settings for a row are chosen on the *other* directions of its task
-(mean Dice after 5 strokes), never on the row's own.
+refinement. The method and its settings for a row are chosen on the *other* rows of its task
+(mean Dice after 5 strokes), never on the row's own. Tasks: vessels (three directions), cup (the bundled
+model's two seen REFUGE cameras and the unseen Drishti-GS) and disc (the unseen Drishti-GS and
+DRIONS-DB; bench/strokes_cases.py).
 
-    OMP_NUM_THREADS=1 nice -n 10 python bench/strokes_cases.py --tasks vessels,cup --images 4
-    OMP_NUM_THREADS=1 nice -n 10 python bench/strokes.py --workers 6 [--width 1]
+Each (case, row, candidate, width) simulation is kept under ``bench/work/strokes/runs`` and not run
+again (the simulation is deterministic); ``--seed-runs`` fills that store from the committed
+strokes.json files of an earlier run, so new candidates and rows cost only themselves.
+
+    OMP_NUM_THREADS=1 nice -n 10 python bench/strokes_cases.py --tasks vessels,cup,disc --images 4 \
+        --disc-images 6 --features
+    OMP_NUM_THREADS=1 nice -n 10 python bench/strokes.py --workers 2 [--width 1]
     OMP_NUM_THREADS=1 nice -n 10 python bench/strokes.py --time-512
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -42,13 +51,78 @@ from napari_ramseg.core.config import LabelScheme, RefineConfig  # noqa: E402
 from napari_ramseg.core.refine import BACKGROUND_STROKE, refine_labels  # noqa: E402
 
 OUT = HERE / "results" / "strokes"
+RUNS = cases.WORK / "strokes" / "runs"
 BUDGET = 10
 REPORTED = (0, 1, 3, 5, 10)
 TARGETS = (0.80, 0.85, 0.90)
-# The candidates: the threshold move at three reaches and two floors (ceiling = 1 - floor), the random walker.
-CANDIDATES = ([RefineConfig(method="threshold", reach=r, floor=f, ceiling=1 - f) for r in (4, 8, 15) for f in (0.05, 0.2)]
-              + [RefineConfig(method="random_walker", reach=8)])
+# The candidates: the threshold move at four reaches and two floors (ceiling = 1 - floor), the random walker,
+# and the per-scan head (core/refine_head.py): linear at three reaches, with one hidden layer of 32 at the two
+# widest, each with the unstroked pixels weighing 0.1 or 1 stroked pixel.
+# The probability-only candidates carry the head's fields as they were when their runs were stored (they do
+# not act on those methods, but they name the runs: run_key).
+STORED = {"head_hidden": 0, "head_consistency": 1.0}
+CANDIDATES = ([RefineConfig(method="threshold", reach=r, floor=f, ceiling=1 - f, **STORED)
+               for r in (4, 8, 15) for f in (0.05, 0.2)]
+              + [RefineConfig(method="random_walker", reach=8, **STORED)]
+              + [RefineConfig(method="threshold", reach=40, floor=f, ceiling=1 - f, **STORED) for f in (0.05, 0.2)]
+              + [RefineConfig(method="head", reach=r, head_hidden=h, head_consistency=c)
+                 for r, h in ((15, 0), (40, 0), (100, 0), (40, 32), (100, 32)) for c in (0.1, 1.0)]
+              # added after the grid above, whose best sat at its edge (widest reach, least consistency) on
+              # every vessel row: the next step out on each axis
+              + [RefineConfig(method="head", reach=r, head_hidden=h, head_consistency=c)
+                 for r, c in ((200, 0.1), (100, 0.03)) for h in (0, 32)])
+HEAD_DESIGN = 2  # bumped when core/refine_head.py's fit changes, so the run store does not mix designs
 STRUCTURE = np.ones((3, 3), bool)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One reported row: the cases of a cached direction (``folder``), the structure scored (``value``:
+    Dice of ``mask >= value``) and the task whose other rows choose its method."""
+
+    name: str
+    task: str
+    folder: str
+    value: int
+
+
+def rows_to_run() -> list[Row]:
+    out = [Row(name, "vessels", name, 1) for name in cases.VESSEL_NAMES]
+    out += [Row(f"bundled-{d}", "cup", f"bundled-{d}", 2) for d in ("REFUGE-val", "REFUGE-train")]
+    drishti, drions = cases.DISC_DIRECTIONS
+    out += [Row(f"{drishti} (cup)", "cup", drishti, 2), Row(f"{drishti} (disc)", "disc", drishti, 1),
+            Row(f"{drions} (disc)", "disc", drions, 1)]
+    return [r for r in out if (cases.CACHE / r.folder).is_dir()]
+
+
+def run_key(config: RefineConfig) -> str:
+    key = asdict(config) if config.method != "head" else {**asdict(config), "design": HEAD_DESIGN}
+    return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def run_path(folder: str, case: str, value: int, width: int, config: RefineConfig) -> Path:
+    return RUNS / f"w{width}" / folder / f"{case}__v{value}__{run_key(config)}.json"
+
+
+def seed_runs() -> int:
+    """Fill the run store from the committed strokes.json files (their ``runs`` and ``candidates``)."""
+    written = 0
+    for width, path in ((3, OUT / "strokes.json"), (1, OUT / "width1" / "strokes.json")):
+        if not path.exists():
+            continue
+        data = json.loads(path.read_text())
+        configs = [RefineConfig(**({**STORED, **c} if c["method"] != "head" else c)) for c in data["candidates"]]
+        for direction, by_config in data["runs"].items():
+            folder = direction.split(" (")[0]
+            value = 2 if folder.startswith("bundled-") else next(
+                (r.value for r in rows_to_run() if r.name == direction), 1)
+            for index, per_case in by_config.items():
+                for case, result in per_case.items():
+                    out = run_path(folder, case, value, width, configs[int(index)])
+                    if not out.exists():
+                        results_io.write_json(out, result)
+                        written += 1
+    return written
 
 
 def dice(mask: np.ndarray, gt: np.ndarray, fov: np.ndarray, value: int) -> float:
@@ -82,9 +156,10 @@ def next_stroke(mask: np.ndarray, gt: np.ndarray, fov: np.ndarray, value: int = 
     return stroke, (BACKGROUND_STROKE if best_value == 0 else best_value)
 
 
-def simulate(case: dict, scheme: LabelScheme, config: RefineConfig, value: int, width: int = 3) -> dict:
+def simulate(case: dict, scheme: LabelScheme, config: RefineConfig, value: int, width: int = 3,
+             features=None) -> dict:
     """One case, ``BUDGET`` strokes: Dice of class ``value`` after each, refined and brushed, and the
-    CPU seconds of each refinement."""
+    CPU seconds of each refinement (``features``: the case's, for the head method)."""
     probs, gt, fov, start = case["probabilities"], case["gt"], case["fov"], case["labels"]
     threshold = float(case["threshold"])
     strokes = np.zeros(gt.shape, np.uint8)
@@ -99,17 +174,28 @@ def simulate(case: dict, scheme: LabelScheme, config: RefineConfig, value: int, 
         strokes[stroke] = stroke_value
         brush[stroke] = 0 if stroke_value == BACKGROUND_STROKE else stroke_value
         began = time.process_time()
-        mask = refine_labels(probs, strokes, scheme, threshold, start=start, config=config)
+        mask = refine_labels(probs, strokes, scheme, threshold, start=start, config=config, features=features)
         seconds.append(time.process_time() - began)
         refined.append(dice(mask, gt, fov, value)), brushed.append(dice(brush, gt, fov, value))
     return {"refined": refined, "brush": brushed, "seconds": seconds}
 
 
 def _run_one(job: tuple) -> tuple:
-    direction, path, config_index, value, width = job
+    """One simulation, from the run store when it was made before."""
+    row, path, config_index, width = job
+    config = CANDIDATES[config_index]
+    stored = run_path(row.folder, path.stem, row.value, width, config)
+    if stored.exists():
+        return row.name, path.stem, config_index, json.loads(stored.read_text()), False
+    import torch
+
+    torch.set_num_threads(1)
     case = cases.load_case(path)
     scheme = LabelScheme(tuple(str(n) for n in case["names"]), str(case["kind"]))
-    return direction, path.stem, config_index, simulate(case, scheme, CANDIDATES[config_index], value, width)
+    features = cases.load_features(path) if config.method == "head" else None
+    result = simulate(case, scheme, config, row.value, width, features)
+    results_io.write_json(stored, result)
+    return row.name, path.stem, config_index, result, True
 
 
 def strokes_to(curve: list[float], target: float) -> int | None:
@@ -118,11 +204,13 @@ def strokes_to(curve: list[float], target: float) -> int | None:
 
 
 def summarise(runs: dict, task_of: dict) -> list[dict]:
-    """One row per direction, with its settings chosen on the other directions of its task."""
+    """One row per direction, with its settings chosen on the other rows of its task."""
     rows = []
     for direction, by_config in runs.items():
         others = [d for d in runs if d != direction and task_of[d] == task_of[direction]]
-        pool = others or [direction]  # a task with one direction has nothing else to choose on (said in README)
+        if not others:
+            raise SystemExit(f"{direction}: no other row of its task to choose its method on")
+        pool = others
         score = {i: np.mean([np.mean([c["refined"][5] for c in runs[d][i].values()]) for d in pool])
                  for i in range(len(CANDIDATES))}
         chosen = max(score, key=score.get)
@@ -150,7 +238,8 @@ def summarise(runs: dict, task_of: dict) -> list[dict]:
 def report(rows: list[dict], command: str, machine: str) -> str:
     lines = ["# Strokes: a simulated clinician corrects the model's mask (issue 30)", "",
              f"Command: `{command}`", "", f"Machine: {machine}", "",
-             "Dice of the corrected structure (vessels: vessel; disc ROIs: cup) inside the field of view, at the "
+             "Dice of the corrected structure (vessels: vessel; disc ROIs: cup or disc, as the row says) inside "
+             "the field of view, at the "
              "working scale, mean over the cases. *brush*: the same strokes painted as they are. Strokes to a "
              "Dice: mean over the cases that reach it within 10 strokes (reached / cases). CPU s: process time "
              "of one refinement (all strokes so far), one thread.", "",
@@ -159,8 +248,7 @@ def report(rows: list[dict], command: str, machine: str) -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         s = r["settings"]
-        method = (f"{s['method']} reach {s['reach']}" + (f" floor {s['floor']}" if s["method"] == "threshold" else "")
-                  + f" ({', '.join(r['chosen_on'])})")
+        method = f"{describe(RefineConfig(**s))} ({', '.join(r['chosen_on'])})"
         d, b = r["dice"], r["brush_dice"]
         reach = lambda key: " / ".join(  # noqa: E731
             "-" if v["mean_of_reached"] is None else f"{v['mean_of_reached']:.1f} ({v['reached']}/{v['of']})"
@@ -172,8 +260,17 @@ def report(rows: list[dict], command: str, machine: str) -> str:
     lines += ["", "Candidates (index: settings), and each one's mean Dice after 5 strokes per direction:", ""]
     for i, c in enumerate(CANDIDATES):
         per = ", ".join(f"{r['direction']} {r['every_setting_dice5'][str(i)]:.3f}" for r in rows)
-        lines.append(f"- {i}: {c.method} reach {c.reach} floor {c.floor} ceiling {c.ceiling} beta {c.beta}: {per}")
+        lines.append(f"- {i}: {describe(c)}: {per}")
     return "\n".join(lines) + "\n"
+
+
+def describe(c: RefineConfig) -> str:
+    if c.method == "threshold":
+        return f"threshold reach {c.reach} floor {c.floor}"
+    if c.method == "random_walker":
+        return f"random walker reach {c.reach} beta {c.beta}"
+    return (f"head reach {c.reach} " + (f"hidden {c.head_hidden}" if c.head_hidden else "linear")
+            + f" consistency {c.head_consistency:g}")
 
 
 def plot(rows: list[dict], curves: dict, out: Path) -> None:
@@ -182,14 +279,18 @@ def plot(rows: list[dict], curves: dict, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(rows), figsize=(4.2 * len(rows), 3.4), squeeze=False)
-    for ax, r in zip(axes[0], rows):
+    columns = min(4, len(rows))
+    lines = -(-len(rows) // columns)
+    fig, axes = plt.subplots(lines, columns, figsize=(4.2 * columns, 3.4 * lines), squeeze=False)
+    for ax in axes.flat[len(rows):]:
+        ax.axis("off")
+    for ax, r in zip(axes.flat, rows):
         refined, brush = curves[r["direction"]]
         ax.plot(range(BUDGET + 1), refined, "o-", label="strokes, refined")
         ax.plot(range(BUDGET + 1), brush, "s--", label="same strokes, brush only")
-        ax.set_title(f"{r['direction']}\n{r['settings']['method']}, reach {r['settings']['reach']}", fontsize=9)
+        ax.set_title(f"{r['direction']}\n{describe(RefineConfig(**r['settings']))}", fontsize=8)
         ax.set_xlabel("strokes")
-        ax.set_ylabel("Dice (cup)" if r["task"] == "cup" else "Dice (vessel)")
+        ax.set_ylabel({"vessels": "Dice (vessel)", "cup": "Dice (cup)", "disc": "Dice (disc)"}[r["task"]])
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
@@ -198,12 +299,20 @@ def plot(rows: list[dict], curves: dict, out: Path) -> None:
 
 def time_512(repeats: int = 5) -> dict:
     """CPU and wall seconds of one refinement of a 512 x 512 photograph (a crop of a cached vessel case)
-    after 10 simulated strokes, per method: the issue's budget is 3 s on 2 cores."""
-    path = sorted(cases.CACHE.glob("STARE+CHASE_DB1-HRF/*.npz"))[0]
+    after 10 simulated strokes, per method (the head with its widest candidate's settings too), and of
+    the head's once-per-scan network pass for its features at 512 x 512: the issue's budget is 3 s on
+    2 cores."""
+    from napari_ramseg.core.infer import Predictor
+    from napari_ramseg.core.refine_head import ScanFeatures, scan_features
+    from napari_ramseg.io import ImageData
+
+    path = sorted(p for p in cases.CACHE.glob("STARE+CHASE_DB1-HRF/*.npz") if not p.name.endswith(".features.npz"))[0]
     case = cases.load_case(path)
     crop = (slice(0, 512), slice(128, 640))  # the photograph is 512 x 768 at the working scale
     case = {k: (v[(slice(None),) + crop] if k == "probabilities" else v[crop] if getattr(v, "ndim", 0) >= 2 else v)
             for k, v in case.items()}
+    whole = cases.load_features(path)  # the whole photograph's, placed so that the crop starts at (0, 0)
+    features = ScanFeatures((-crop[0].start, -crop[1].start, whole.box[2], whole.box[3]), whole.maps)
     scheme = LabelScheme(tuple(str(n) for n in case["names"]), str(case["kind"]))
     strokes, mask = np.zeros(case["gt"].shape, np.uint8), case["labels"].copy()
     for _ in range(BUDGET):
@@ -211,15 +320,26 @@ def time_512(repeats: int = 5) -> dict:
         strokes[stroke] = stroke_value
         mask = refine_labels(case["probabilities"], strokes, scheme, float(case["threshold"]), start=case["labels"])
     out = {"case": path.stem, "shape": list(case["gt"].shape), "strokes": BUDGET}
-    for method in ("threshold", "random_walker"):
-        config = replace(RefineConfig(), method=method)
+    configs = {"threshold_reach15": RefineConfig(method="threshold", reach=15),
+               "random_walker_reach8": RefineConfig(method="random_walker", reach=8),
+               "head_default": RefineConfig(),
+               "head_reach100_linear": RefineConfig(method="head", reach=100, head_hidden=0)}
+    for name, config in configs.items():
         cpu, wall = [], []
         for _ in range(repeats):
             began, began_wall = time.process_time(), time.perf_counter()
             refine_labels(case["probabilities"], strokes, scheme, float(case["threshold"]), start=case["labels"],
-                          config=config)
+                          config=config, features=features)
             cpu.append(time.process_time() - began), wall.append(time.perf_counter() - began_wall)
-        out[method] = {"cpu_seconds_median": float(np.median(cpu)), "wall_seconds_median": float(np.median(wall))}
+        out[name] = {"cpu_seconds_median": float(np.median(cpu)), "wall_seconds_median": float(np.median(wall))}
+    predictor = Predictor.from_path(cases.directions()[1].model, device="cpu", precision="fp32")
+    cpu, wall = [], []
+    for _ in range(3):
+        began, began_wall = time.process_time(), time.perf_counter()
+        scan_features(predictor, ImageData(array=np.ascontiguousarray(case["image"]), axes="YXC"), {})
+        cpu.append(time.process_time() - began), wall.append(time.perf_counter() - began_wall)
+    out["head_features_once_per_scan"] = {"cpu_seconds_median": float(np.median(cpu)),
+                                          "wall_seconds_median": float(np.median(wall))}
     return out
 
 
@@ -227,28 +347,39 @@ def main(argv: list[str] | None = None) -> int:
     import machine
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--time-512", action="store_true", help="only time one 512 x 512 refinement per method")
     parser.add_argument("--width", type=int, choices=(1, 3), default=3,
                         help="stroke width in px: 3 (napari's brush at size 3) or 1 (a scribble; results in width1/)")
+    parser.add_argument("--seed-runs", action="store_true",
+                        help="first fill the run store from the committed strokes.json files")
     args = parser.parse_args(argv)
     if args.time_512:
+        import torch
+
+        torch.set_num_threads(1)
         timing = {**time_512(), "machine": machine.describe()}
         results_io.write_json(OUT / "timing_512.json", timing)
         print(timing)
         return 0
-    task_of, jobs = {}, []
-    for folder in sorted(p for p in cases.CACHE.iterdir() if p.is_dir()):
-        task = "cup" if folder.name.startswith("bundled-") else "vessels"  # strokes_cases.directions' names
-        task_of[folder.name] = task
-        for path in sorted(folder.glob("*.npz")):
-            jobs += [(folder.name, path, i, 2 if task == "cup" else 1, args.width) for i in range(len(CANDIDATES))]
-    runs: dict = {d: {i: {} for i in range(len(CANDIDATES))} for d in task_of}
+    if args.seed_runs:
+        print(f"{seed_runs()} runs taken from the committed results", flush=True)
+    rows_run = rows_to_run()
+    task_of = {r.name: r.task for r in rows_run}
+    jobs = [(r, path, i, args.width) for r in rows_run
+            for path in sorted((cases.CACHE / r.folder).glob("*.npz")) if not path.name.endswith(".features.npz")
+            for i in range(len(CANDIDATES))]
+    runs: dict = {r.name: {i: {} for i in range(len(CANDIDATES))} for r in rows_run}
+    cpu_seconds = 0.0
     with ProcessPoolExecutor(args.workers) as pool:
-        for direction, case, index, result in pool.map(_run_one, jobs):
+        for direction, case, index, result, new in pool.map(_run_one, jobs):
             runs[direction][index][case] = result
-            print(direction, case, index, f"{result['refined'][5]:.3f}", flush=True)
+            if new:
+                cpu_seconds += float(sum(result["seconds"]))
+                print(direction, case, index, f"{result['refined'][5]:.3f}", flush=True)
     rows = summarise(runs, task_of)
+    for r in rows:
+        r["value"] = next(x.value for x in rows_run if x.name == r["direction"])
     curves = {}
     for r in rows:
         chosen = next(i for i, c in enumerate(CANDIDATES) if asdict(c) == r["settings"])
@@ -263,6 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     results_io.write_text(out / "results.md", report(rows, command, machine.one_line(info)))
     plot(rows, curves, out)
     print(report(rows, command, machine.one_line(info)))
+    print(f"refinement CPU seconds of the simulations run now: {cpu_seconds:.1f}")
     return 0
 
 

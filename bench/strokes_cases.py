@@ -3,7 +3,19 @@ unseen images, predicted once at the model's working scale and cached under ``be
 
 Everything the simulated clinician does happens at the working scale (the vessels' long side 768 px,
 the disc ROIs' 256 px), where the network's probabilities live: the image, the expert's mask (nearest
-neighbour) and the field of view are brought there once.
+neighbour) and the field of view are brought there once. ``--features`` adds, per case, what the head
+refinement looks at (``core.refine_head.scan_features``: the network's last decoder features and its
+input), next to the case as ``<case>.features.npz``.
+
+Directions: the three leave-one-camera-out vessel ones; the cup on the bundled optic-disc model's two
+REFUGE cameras (seen: both were among its sources); and the optic disc's leave-one-camera-out models
+(``bench/work/runs/disc_to_<target>``, 6000 iterations of the shipped recipe): DRIONS-DB + REFUGE ->
+Drishti-GS (cup and disc rows) and Drishti-GS + REFUGE -> DRIONS-DB (disc only: DRIONS-DB has no cup).
+The disc cases are the target's ground-truth ROIs (the ``_r0`` crops, 256 px), each predicted whole by
+the model as a crop (``Predictor.predict_image``), at its ROI size.
+
+    OMP_NUM_THREADS=1 nice -n 10 python bench/strokes_cases.py --tasks vessels,cup,disc --images 4 \
+        --disc-images 6 --features
 """
 
 from __future__ import annotations
@@ -27,7 +39,7 @@ CACHE = WORK / "strokes" / "cache"
 class Direction:
     """One leave-one-camera-out direction: sources -> target, its model run folder and its data."""
 
-    task: str  # "vessels" or "cup"
+    task: str  # "vessels", "cup" (the bundled model on seen cameras) or "disc" (leave-one-camera-out disc models)
     name: str  # "<sources>-<target>"
     model: Path
     images: Path  # the target domain's images/ folder
@@ -44,6 +56,9 @@ def _vessel_model(name: str) -> Path:
 
 
 VESSEL_NAMES = ("HRF+STARE-CHASE_DB1", "STARE+CHASE_DB1-HRF", "HRF+CHASE_DB1-STARE")
+# the optic disc's leave-one-camera-out directions: name -> (run folder, target domain)
+DISC_DIRECTIONS = {"DRIONS-DB+REFUGE-Drishti-GS": ("disc_to_Drishti-GS", "Drishti-GS"),
+                   "Drishti-GS+REFUGE-DRIONS-DB": ("disc_to_DRIONS-DB", "DRIONS-DB")}
 
 
 def directions(tasks: tuple[str, ...] = ("vessels",)) -> list[Direction]:
@@ -56,13 +71,17 @@ def directions(tasks: tuple[str, ...] = ("vessels",)) -> list[Direction]:
         for domain in ("REFUGE-val", "REFUGE-train"):
             out.append(Direction("cup", f"bundled-{domain}", REPO / "napari_ramseg" / "bundled_models" / "optic-disc",
                                  WORK / "optic_disc" / "domains" / domain / "images"))
+    if "disc" in tasks:  # never saw the target camera (bench/optic_disc_data.py's SETS)
+        for name, (run, target) in DISC_DIRECTIONS.items():
+            images = WORK / "optic_disc" / "domains" / target / "images"
+            out.append(Direction("disc", name, WORK / "runs" / run, images))
     return out
 
 
 def pick_images(direction: Direction, count: int) -> list[Path]:
     """``count`` images spread evenly over the sorted folder (for the disc ROIs: the r0 crops only)."""
     files = sorted(p for p in direction.images.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".tif"))
-    if direction.task == "cup":
+    if direction.task in ("cup", "disc"):
         files = [p for p in files if p.stem.endswith("_r0")]
     step = max(1, len(files) // count)
     return files[::step][:count]
@@ -117,6 +136,42 @@ def predict_case(direction: Direction, image_path: Path) -> Path:
     return out
 
 
+def features_path(case: Path) -> Path:
+    return case.with_name(f"{case.stem}.features.npz")
+
+
+def features_case(direction: Direction, image_path: Path) -> Path:
+    """The head refinement's features of a cached case (``core.refine_head.scan_features``, the code path
+    the Correct dock and ``ramseg refine`` take), on the case's working-scale image, written once."""
+    import torch
+
+    from napari_ramseg.core.infer import Predictor
+    from napari_ramseg.core.refine_head import scan_features
+    from napari_ramseg.io import ImageData
+
+    torch.set_num_threads(1)
+    case = predict_case(direction, image_path)
+    out = features_path(case)
+    if out.exists():
+        return out
+    predictor = Predictor.from_path(direction.model, device="cpu", precision="fp32")
+    with np.load(case) as data:
+        image = data["image"]
+    features = scan_features(predictor, ImageData(array=image, axes="YXC"), {})
+    tmp = out.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, features=features.map(None).astype(np.float16), box=np.array(features.box, np.float64))
+    tmp.rename(out)
+    return out
+
+
+def load_features(case: Path):
+    """The cached ``ScanFeatures`` of a case (``features_case``)."""
+    from napari_ramseg.core.refine_head import ScanFeatures
+
+    with np.load(features_path(case)) as data:
+        return ScanFeatures(tuple(float(v) for v in data["box"]), {None: data["features"].astype(np.float32)})
+
+
 def load_case(path: Path) -> dict:
     with np.load(path) as data:
         case = {key: data[key] for key in data.files}
@@ -128,11 +183,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", default="vessels")
     parser.add_argument("--images", type=int, default=4, help="images per direction")
+    parser.add_argument("--disc-images", type=int, default=6, help="ROIs per leave-one-camera-out disc direction")
+    parser.add_argument("--features", action="store_true", help="also cache the head refinement's features")
     parser.add_argument("--workers", type=int, default=3)
     args = parser.parse_args(argv)
-    jobs = [(d, p) for d in directions(tuple(args.tasks.split(","))) for p in pick_images(d, args.images)]
+    jobs = [(d, p) for d in directions(tuple(args.tasks.split(",")))
+            for p in pick_images(d, args.disc_images if d.task == "disc" else args.images)]
     with ProcessPoolExecutor(args.workers) as pool:
-        for path in pool.map(predict_case, *zip(*jobs)):
+        for path in pool.map(features_case if args.features else predict_case, *zip(*jobs)):
             print(path, flush=True)
     return 0
 
