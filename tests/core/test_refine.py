@@ -10,7 +10,8 @@ from napari_ramseg.core.config import OPTIC_DISC_CUP, VESSELS, LabelScheme, Refi
 from napari_ramseg.core.refine import BACKGROUND_STROKE, refine_labels
 from napari_ramseg.errors import RamsegInputError
 
-METHODS = [RefineConfig(method="threshold"), RefineConfig(method="random_walker")]
+THRESHOLD = RefineConfig(method="threshold", reach=15)  # these tests were written for the threshold move
+METHODS = [THRESHOLD, RefineConfig(method="random_walker", reach=15)]
 
 
 def _faint_vessels(size: int = 96) -> np.ndarray:
@@ -70,7 +71,7 @@ def test_negative_cup_stroke_shrinks_the_cup_and_keeps_the_disc():
     yy, xx = np.mgrid[:96, :96]
     ring = np.abs(np.hypot(yy - 48, xx - 48) - 20) < 0.7
     strokes[ring] = 1  # "this is disc, not cup" along a circle inside the cup's outline
-    out = refine_labels(prob, strokes, OPTIC_DISC_CUP, config=RefineConfig(reach=15))
+    out = refine_labels(prob, strokes, OPTIC_DISC_CUP, config=THRESHOLD)
     assert (out == 2).sum() < 0.75 * (start == 2).sum()
     assert (out == 2)[48, 48] and (out >= 1).sum() == (start >= 1).sum()  # the disc is untouched
     assert (out[ring] == 1).all()
@@ -80,7 +81,7 @@ def test_without_strokes_the_start_mask_comes_back():
     prob = _faint_vessels()
     painted = (prob[0] > 0.5).astype(np.uint8)
     painted[80, 5:9] = 1  # a fix painted by hand, against the network
-    out = refine_labels(prob, np.zeros(painted.shape, np.uint8), VESSELS, start=painted)
+    out = refine_labels(prob, np.zeros(painted.shape, np.uint8), VESSELS, start=painted, config=THRESHOLD)
     assert np.array_equal(out, painted)
 
 
@@ -90,7 +91,7 @@ def test_a_painted_fix_survives_a_stroke_elsewhere():
     painted[5:8, 60:90] = 1
     strokes = np.zeros(painted.shape, np.uint8)
     strokes[50, 10:30] = 1
-    out = refine_labels(prob, strokes, VESSELS, start=painted)
+    out = refine_labels(prob, strokes, VESSELS, start=painted, config=THRESHOLD)
     assert out[5:8, 60:90].all() and out[50, 10:30].all()
 
 
@@ -98,7 +99,7 @@ def test_volume_stroke_refines_its_slice_and_neighbours_only():
     prob = np.repeat(_faint_vessels()[:, None], 9, axis=1)  # (1, Z, Y, X)
     strokes = np.zeros(prob.shape[1:], np.uint8)
     strokes[4, 50, 10:30] = 1
-    config = RefineConfig(slices=2)
+    config = RefineConfig(method="threshold", reach=15, slices=2)
     out = refine_labels(prob, strokes, VESSELS, config=config)
     for z in range(9):
         assert out[z, 50, 15].item() == (abs(z - 4) <= 2), z
@@ -113,7 +114,7 @@ def test_exclusive_scheme_strokes_pick_the_class():
     strokes = np.zeros((40, 40), np.uint8)
     strokes[20, 25:30] = 1
     strokes[20, 5:10] = 2
-    out = refine_labels(prob, strokes, scheme, config=RefineConfig(reach=5))
+    out = refine_labels(prob, strokes, scheme, config=RefineConfig(method="threshold", reach=5))
     assert out[20, 25] == 1 and out[20, 5] == 2 and out[20, 32] == 1 and out[0, 0] == 0
 
 

@@ -15,8 +15,8 @@ from napari_ramseg.core.refine import BACKGROUND_STROKE, refine_case, refine_lab
 from napari_ramseg.core.refine_head import ScanFeatures
 from napari_ramseg.errors import RamsegInputError
 
-HEADS = [RefineConfig(method="head", reach=15, head_consistency=0.1),
-         RefineConfig(method="head", reach=40, head_consistency=0.1),
+HEADS = [RefineConfig(method="head", reach=15, head_hidden=0, head_consistency=0.1),
+         RefineConfig(method="head", reach=40, head_hidden=0, head_consistency=0.1),
          RefineConfig(method="head", reach=40, head_hidden=16, head_consistency=0.1)]
 SIZE = 96
 
@@ -137,7 +137,7 @@ def test_refine_case_takes_the_features_once_per_result(tiny_model, synthetic_da
     calls = []
     real = refine_head.network_features
     monkeypatch.setattr(refine_head, "network_features", lambda *a: calls.append(1) or real(*a))
-    config = RefineConfig(method="head", reach=6, head_consistency=0.1)
+    config = RefineConfig(reach=6)  # the default method: the head
     strokes = np.zeros(image.spatial_shape, np.uint8)
     strokes[10, 5:20] = 1
     strokes[30, 20:35] = BACKGROUND_STROKE
@@ -150,3 +150,27 @@ def test_refine_case_takes_the_features_once_per_result(tiny_model, synthetic_da
     again, _ = refine_case(predictor, image, strokes, config=config, result=result)
     np.testing.assert_array_equal(again, refined)
     assert len(calls) == 1
+
+
+def test_the_cli_takes_the_method_and_agrees_with_core(tmp_path, tiny_model, synthetic_data):
+    """``ramseg refine --method``: the head by default, the probability-only methods on request; each the
+    mask refine_case gives (the dock's path)."""
+    from napari_ramseg.cli import main
+    from napari_ramseg.core.infer import Predictor
+    from napari_ramseg.io import read_image, read_mask, write_labels
+
+    image_path = next(synthetic_data.glob("*/images/*.png"))
+    image = read_image(image_path)
+    strokes = np.zeros(image.spatial_shape, np.uint8)
+    strokes[10, 5:20] = 1
+    strokes[30, 20:35] = BACKGROUND_STROKE
+    write_labels(tmp_path / "strokes.png", strokes)
+    predictor = Predictor.from_path(tiny_model, device="cpu", precision="fp32")
+    for flags, config in (([], RefineConfig()), (["--method", "threshold", "--reach", "8"],
+                                                 RefineConfig(method="threshold", reach=8))):
+        out = tmp_path / f"refined{len(flags)}.png"
+        assert main(["refine", "--model", str(tiny_model), "--input", str(image_path), "--strokes",
+                     str(tmp_path / "strokes.png"), "--output", str(out), "--device", "cpu", "--precision", "fp32",
+                     *flags]) == 0
+        expected, _ = refine_case(predictor, image, strokes, config=config)
+        np.testing.assert_array_equal(read_mask(out), expected)
