@@ -318,7 +318,8 @@ def time_512(repeats: int = 5) -> dict:
     for _ in range(BUDGET):
         stroke, stroke_value = next_stroke(mask, case["gt"], case["fov"])
         strokes[stroke] = stroke_value
-        mask = refine_labels(case["probabilities"], strokes, scheme, float(case["threshold"]), start=case["labels"])
+        mask = refine_labels(case["probabilities"], strokes, scheme, float(case["threshold"]), start=case["labels"],
+                             features=features)
     out = {"case": path.stem, "shape": list(case["gt"].shape), "strokes": BUDGET}
     configs = {"threshold_reach15": RefineConfig(method="threshold", reach=15),
                "random_walker_reach8": RefineConfig(method="random_walker", reach=8),
