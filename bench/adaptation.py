@@ -2,7 +2,7 @@
 """Test-time adaptation benchmark (issue 15): does adapting to the scan help on an unseen domain?
 
 For every leave-one-domain-out model, the unseen domain's cases are scored with no adaptation
-(``none``) and with each method of ``core/adapt/`` (align, prompt, adabn, tent), per seed.
+(``none``) and with each method of ``core/inference/adapt/`` (align, prompt, adabn, tent), per seed.
 
 - Vessels: the ``ram_dsir`` models that ``bench/generalization.py --reference`` keeps under
   ``bench/work/generalization/models/<job key>/``, scored on exactly the cases of their job record
@@ -86,7 +86,7 @@ def disc_models(seeds: list[int], train: bool, methods: list[str]):
     """The optic-disc LODO models of this script (quick budget), trained here when ``train`` and missing;
     one at a time (a generator), so each is scored before the next is trained. A model whose committed
     record already holds every method is skipped: its numbers are kept, there is nothing to recompute."""
-    from napari_ramseg.core.checkpoint import save_model
+    from napari_ramseg.core.models.checkpoint import save_model
 
     jobs = gen.build_jobs(["optic_disc"], "quick", seeds, ["ram_dsir"], {"device": "cpu", "threads": 1})
     for job in jobs:
@@ -108,7 +108,7 @@ def disc_models(seeds: list[int], train: bool, methods: list[str]):
 
 def load_trained(job: gen.Job, record: dict[str, Any], folder: Path, work: Path) -> gen.TrainedJob:
     """The kept model ready for ``gen.score_job`` on exactly the cases its record scored."""
-    from napari_ramseg.core.infer import Predictor
+    from napari_ramseg.core.inference.predictor import Predictor
 
     domains, _ = gen._prepared(job.task, str(DATA), str(work), job.params)
     predictor = Predictor.from_path(folder, device="cpu")
@@ -131,7 +131,7 @@ def scored(job: gen.Job, trained: gen.TrainedJob, predictor: Any, domain: str, n
 
 def restricted(predictor: Any, keep: list[str]):
     """The predictor with its source profile cut to ``keep`` (adapting one source towards the others)."""
-    from napari_ramseg.core.infer import Predictor
+    from napari_ramseg.core.inference.predictor import Predictor
 
     profile = predictor.metadata.source_profile
     profile = replace(profile, domains={k: v for k, v in profile.domains.items() if k in keep})
@@ -142,7 +142,7 @@ def select(job: gen.Job, trained: gen.TrainedJob, method: str, none_cache: dict[
     """The grid point with the best mean source-validation Dice (source domains only); the whole grid
     is kept, per source domain, for the leave-one-source-out default rule. ``none_cache`` holds the
     unadapted source-validation Dice across methods of one model."""
-    from napari_ramseg.core.adapt import AdaptedPredictor
+    from napari_ramseg.core.inference.adapt import AdaptedPredictor
     from napari_ramseg.core.config import ADAPT
 
     sources = gen.source_domains(job.source)
@@ -181,7 +181,7 @@ def run_model(job: gen.Job, gen_record: dict[str, Any], folder: Path, methods: l
               provenance: dict[str, Any]) -> dict[str, Any]:
     """none and every method on one model's unseen domain; the model's record (bench/results/
     adaptation_runs/) is written after each method, and a method it already holds is not rerun."""
-    from napari_ramseg.core.adapt import AdaptedPredictor
+    from napari_ramseg.core.inference.adapt import AdaptedPredictor
     from napari_ramseg.core.config import ADAPT
 
     path = report.RUNS / f"{job.key}.json"
@@ -223,9 +223,9 @@ def timing(repeats: int = 5) -> dict[str, Any]:
     the bundled vessel model (median of ``repeats`` after a warm-up)."""
     import torch
 
-    from napari_ramseg.core.adapt import AdaptedPredictor
+    from napari_ramseg.core.inference.adapt import AdaptedPredictor
     from napari_ramseg.core.config import ADAPT
-    from napari_ramseg.core.infer import Predictor
+    from napari_ramseg.core.inference.predictor import Predictor
     from napari_ramseg.models import resolve_model
 
     predictor = Predictor.from_path(resolve_model("default"), device="cpu")

@@ -60,7 +60,7 @@ def val_cases(metadata, data: Path) -> tuple[dict[str, list[Any]], str]:
     """({source domain: [its validation Case, ...]} as model.json's ``data.val_cases`` lists them,
     the folder's checksum as training computes it over every case of the source domains: equal to
     model.json's ``data.sha256`` when it holds the very files the model was trained on)."""
-    from napari_ramseg.core.data import cases_checksum, discover
+    from napari_ramseg.core.data.dataset import cases_checksum, discover
 
     listed = (metadata.extra.get("data") or {}).get("val_cases")
     if not listed:
@@ -87,8 +87,8 @@ def load_case(case, metadata, vessels: bool) -> tuple[np.ndarray, np.ndarray, np
     outside its field of view (the prediction is cleared there too, so Dice is inside it)."""
     import torch
 
-    from napari_ramseg.core.data import read_case_image, read_case_mask
-    from napari_ramseg.core.geometry import resize_mask, working_shape
+    from napari_ramseg.core.data.dataset import read_case_image, read_case_mask
+    from napari_ramseg.core.data.geometry import resize_mask, working_shape
 
     image = read_case_image(case).array
     truth = read_case_mask(case, metadata.config.labels)
@@ -103,7 +103,7 @@ def load_case(case, metadata, vessels: bool) -> tuple[np.ndarray, np.ndarray, np
 
 
 def mean_dice(predictor, cases: list[tuple], labels, annotated: list[str] | None) -> float:
-    from napari_ramseg.core.metrics import case_dice
+    from napari_ramseg.core.evaluation.metrics import case_dice
 
     scores = []
     for image, truth, fov in cases:
@@ -122,9 +122,9 @@ def choose(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run(model_dir: Path, data: Path) -> dict[str, Any]:
-    from napari_ramseg.core.adapt import AdaptedPredictor
+    from napari_ramseg.core.inference.adapt import AdaptedPredictor
     from napari_ramseg.core.config import ADAPT
-    from napari_ramseg.core.infer import Predictor
+    from napari_ramseg.core.inference.predictor import Predictor
 
     predictor = Predictor.from_path(model_dir, device="cpu")
     labels = predictor.labels
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     import torch
 
-    from napari_ramseg.core.checkpoint import load_metadata, write_adapt_settings
+    from napari_ramseg.core.models.checkpoint import load_metadata, write_adapt_settings
     from napari_ramseg.models import resolve_model
 
     torch.set_num_threads(1)

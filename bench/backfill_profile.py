@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Backfill a trained model's model.json with what training now records (the bundled model by default).
 
-The bundled vessel model was trained before ``model.json`` recorded its source profile (``core/domain_fit.py``)
+The bundled vessel model was trained before ``model.json`` recorded its source profile (``core/shift/domain_fit.py``)
 and while its data were recorded by machine path. This reads its training data again through the
-project's own loaders at the model's working scale (``train_job.load_training_data`` with the model's
+project's own loaders at the model's working scale (``training.job.load_training_data`` with the model's
 preprocess, validation fraction and seed), checks that they are the very cases the model recorded,
 and writes:
 
@@ -29,9 +29,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from napari_ramseg.core.checkpoint import atomic_write_json, load_metadata, portable_command, resolve_model_path  # noqa: E402
-from napari_ramseg.core.domain_fit import calibrate, profile_domains  # noqa: E402
-from napari_ramseg.core.train_job import load_training_data  # noqa: E402
+from napari_ramseg.core.models.checkpoint import atomic_write_json, load_metadata, portable_command, resolve_model_path  # noqa: E402
+from napari_ramseg.core.shift.domain_fit import calibrate, profile_domains  # noqa: E402
+from napari_ramseg.core.training.job import load_training_data  # noqa: E402
 from napari_ramseg.models import bundled_model_path  # noqa: E402
 
 BUNDLED_DESCRIPTION = "colour fundus photographs"

@@ -44,7 +44,7 @@ def parse_run(text: str) -> tuple[str, Path]:
 
 def source_validation(run: Path) -> dict[int, float]:
     """Iteration -> source-validation Dice, from the run's metrics.json history (else its train.log)."""
-    from napari_ramseg.core.run_folder import RunFolder
+    from napari_ramseg.core.models.run_folder import RunFolder
 
     folder = RunFolder(run)
     records = json.loads(folder.metrics.read_text()).get("history", []) if folder.metrics.is_file() else [
@@ -58,9 +58,9 @@ def score_snapshot(snapshot: Path, data: Path, target: str, record: Path) -> dic
     mask) scores nothing."""
     if record.is_file():
         return json.loads(record.read_text())
-    from napari_ramseg.core.data import discover, read_case_image, read_case_mask
-    from napari_ramseg.core.infer import Predictor
-    from napari_ramseg.core.metrics import dice_score, structure_masks
+    from napari_ramseg.core.data.dataset import discover, read_case_image, read_case_mask
+    from napari_ramseg.core.inference.predictor import Predictor
+    from napari_ramseg.core.evaluation.metrics import dice_score, structure_masks
 
     predictor = Predictor.from_path(snapshot, device="cpu")
     labels = predictor.labels
@@ -81,7 +81,7 @@ def score_snapshot(snapshot: Path, data: Path, target: str, record: Path) -> dic
 
 
 def curve(runs: list[tuple[str, Path]], data: Path, jobs: Path, step: int) -> list[dict]:
-    from napari_ramseg.core.run_folder import RunFolder
+    from napari_ramseg.core.models.run_folder import RunFolder
 
     rows = []
     for target, run in runs:

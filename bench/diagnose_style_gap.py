@@ -4,7 +4,7 @@
 RAM changes only the low-frequency Fourier amplitude of an image (colour, illumination, contrast).
 This script asks how much Dice a trained model gains on the unseen domain when the unseen images are
 given the source's low-frequency amplitude: the same transform RAM applies at training time
-(``core.ram.amplitude_mixup``, window L = 0.1), with lambda = 0, so each target image takes the
+(``core.method.ram.amplitude_mixup``, window L = 0.1), with lambda = 0, so each target image takes the
 whole low-frequency amplitude of a randomly chosen source training image, resized to its shape.
 
 - If the swap closes most of the gap to the in-domain ceiling, the shift is the kind RAM models.
@@ -46,7 +46,7 @@ def style_swap(image: np.ndarray, partner: np.ndarray, window_ratio: float) -> n
     import torch
     import torch.nn.functional as F
 
-    from napari_ramseg.core.ram import amplitude_mixup
+    from napari_ramseg.core.method.ram import amplitude_mixup
 
     x = torch.from_numpy(np.ascontiguousarray(image))[None]
     p = F.interpolate(torch.from_numpy(np.ascontiguousarray(partner))[None], size=x.shape[-2:], mode="bilinear",

@@ -6,10 +6,10 @@ For each leave-one-domain-out vessel direction the starting point is the RAM-DSI
 generalization benchmark trained with seed ``--base-seed`` (``bench/generalization.py`` keeps it under
 ``bench/work/generalization/models/<job key>/``), so ``base`` is that benchmark's number, scored by its
 own ``score_job``. The clinician is simulated by the expert masks of k cases of the unseen domain,
-chosen by each review ranking (``core/review.py``: mean entropy, style disagreement, representative) and
+chosen by each review ranking (``core/review/priority.py``: mean entropy, style disagreement, representative) and
 at random. Runs of each base seed are cached apart (``--work``/base_s<seed>), and the results record it.
 Each fine-tune is what ``ramseg finetune --images ... --labels ... --replay SOURCES`` does, through the
-same core function (``core/finetune_job.finetune_from_files``) with ``FinetuneConfig``'s defaults: the
+same core function (``core/finetune/job.finetune_from_files``) with ``FinetuneConfig``'s defaults: the
 corrections are saved into a project whose fixed split holds out the 3rd image (and every 5th from the
 10th), replay of the source domains is on. The fine-tuned model is scored on the domain's cases that
 were not corrected, beside the base model on the same cases.
@@ -119,7 +119,7 @@ class Direction:
     """One direction's base model, its prepared target cases and the folders a fine-tune reads."""
 
     def __init__(self, source: str, target: str, work: Path, data: Path, base_seed: int, model: Path | None = None):
-        from napari_ramseg.core.infer import Predictor
+        from napari_ramseg.core.inference.predictor import Predictor
 
         found = (find_base(source, target, base_seed) if model is None
                  else (model, stand_in_record(source, target, base_seed)))
@@ -152,8 +152,8 @@ class Direction:
             return json.loads(path.read_text())
         import torch
 
-        from napari_ramseg.core.infer import entropy_map
-        from napari_ramseg.core.review import descriptor_prepared, disagreement_prepared
+        from napari_ramseg.core.inference.predictor import entropy_map
+        from napari_ramseg.core.review.priority import descriptor_prepared, disagreement_prepared
 
         start = time.perf_counter()
         dice = self.score(self.predictor, self.cases)
@@ -173,7 +173,7 @@ class Direction:
 
 
 def chosen_cases(base: dict[str, Any], ranking: str, k: int, seed: int, power: float | None = None) -> list[str]:
-    from napari_ramseg.core.review import REVIEW, random_order, rank_by, representative_order
+    from napari_ramseg.core.review.priority import REVIEW, random_order, rank_by, representative_order
 
     names = sorted(base["dice"])
     if ranking == "random":
@@ -195,8 +195,8 @@ def finetune_run(d: Direction, ranking: str, k: int, seed: int, settings: dict[s
     path = d.work / "runs" / f"{run_name(ranking, power)}__k{k}__s{seed}{tag}.json"
     if path.exists():
         return json.loads(path.read_text())
-    from napari_ramseg.core.finetune_job import finetune_from_files
-    from napari_ramseg.core.infer import Predictor
+    from napari_ramseg.core.finetune.job import finetune_from_files
+    from napari_ramseg.core.inference.predictor import Predictor
 
     base = d.base()
     chosen = chosen_cases(base, ranking, k, seed, power)
@@ -380,7 +380,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.base_seed = default_base_seed()
     args.work = args.work / f"base_s{args.base_seed}"
     if args.power is None and not design_cells(args.directions, args.rankings, args.seeds):
-        from napari_ramseg.core.review import REVIEW
+        from napari_ramseg.core.review.priority import REVIEW
 
         args.power = REVIEW.uncertainty_power
     return args

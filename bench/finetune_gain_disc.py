@@ -67,7 +67,7 @@ class DiscDirection:
     """One direction's base model, the unseen domain's whole images and the replay folder."""
 
     def __init__(self, name: str, work: Path, data: Path):
-        from napari_ramseg.core.infer import Predictor
+        from napari_ramseg.core.inference.predictor import Predictor
 
         self.set = name
         self.source, self.target = SETS[name]
@@ -85,7 +85,7 @@ class DiscDirection:
         self.predictor = Predictor.from_path(self.model, device="cpu")
 
     def score(self, predictor, names) -> dict[str, float]:
-        from napari_ramseg.core.disc.corrections import score_correction
+        from napari_ramseg.core.tasks.disc.corrections import score_correction
 
         return {n: score_correction(predictor, _read(self.images[n])[..., :3], _read(self.labels[n])) for n in names}
 
@@ -94,8 +94,8 @@ class DiscDirection:
         path = self.work / "base.json"
         if path.exists():
             return json.loads(path.read_text())
-        from napari_ramseg.core.pipeline import review_region, segment_case
-        from napari_ramseg.core.review import descriptor, disagreement, mean_uncertainty
+        from napari_ramseg.core.review.pipeline import review_region, segment_case
+        from napari_ramseg.core.review.priority import descriptor, disagreement, mean_uncertainty
         from napari_ramseg.io import read_image
 
         start = time.perf_counter()
@@ -140,8 +140,8 @@ def finetune_run(d: DiscDirection, ranking: str, k: int, seed: int) -> dict[str,
     """Fine-tune on k corrected photographs and score the others; the record is cached."""
     from finetune_gain import chosen_cases
 
-    from napari_ramseg.core.finetune_job import finetune_from_files
-    from napari_ramseg.core.infer import Predictor
+    from napari_ramseg.core.finetune.job import finetune_from_files
+    from napari_ramseg.core.inference.predictor import Predictor
 
     path = d.work / "runs" / f"{ranking if ranking != 'representative' else 'representative_p1'}__k{k}__s{seed}.json"
     if path.exists():

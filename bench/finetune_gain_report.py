@@ -28,7 +28,7 @@ TUNE_SEED = 100  # its tuning runs use a random choice no reported seed uses
 DESIGN_NOTE = ("Uncertainty power 1 (each case weighted by its mean entropy) or 0 (all alike), chosen by the mean gain "
                "of 3 representative corrections over the 3 seeds on HRF+STARE->CHASE_DB1 only: that row is not "
                "independent of the choice, the STARE and HRF rows are. The descriptor, the similarity and the "
-               "greedy rule were fixed beforehand from the literature (core/review.py).")
+               "greedy rule were fixed beforehand from the literature (core/review/priority.py).")
 TUNING_NOTE = ("Defaults chosen on HRF+STARE->CHASE_DB1 only, with 3 random corrections (seed 100, a choice no "
                "reported run uses), among settings that finish within the 2-minute limit: the CHASE_DB1 row is "
                "therefore not independent of the choice; the STARE and HRF rows are.")
@@ -39,7 +39,7 @@ def run_name(ranking: str, power: float | None = None) -> str:
     """A ranking's name in the cache: representative's carries its weighting (``representative_p1``)."""
     if ranking != "representative":
         return ranking
-    from napari_ramseg.core.review import REVIEW
+    from napari_ramseg.core.review.priority import REVIEW
 
     return f"representative_p{REVIEW.uncertainty_power if power is None else power:g}"
 
@@ -163,7 +163,7 @@ def write_markdown(path: Path, results: list, meta: dict) -> None:
              "training, as in the product, so k = 3 trains on 2. Dice is on the domain's cases that were not "
              "corrected, beside the base model on the same cases (`gain`). Seeds change the random choice and the "
              "fine-tune's sampling; the rankings choose the same cases for every seed. `representative` is "
-             f"`core/review.representative_order` with uncertainty power {meta.get('power')} "
+             f"`core/review/priority.representative_order` with uncertainty power {meta.get('power')} "
              "(chosen below).", ""]
     for entry in results:
         lines += [f"## {entry['direction']}", "",

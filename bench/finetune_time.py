@@ -34,7 +34,7 @@ SETTINGS = {"defaults": {}, "baseline: freeze none": {"freeze": "none"}}
 
 
 def time_round(model: Path, images: list[Path], masks: list[Path], replay: Path, settings: dict) -> dict[str, Any]:
-    from napari_ramseg.core.finetune_job import finetune_from_files
+    from napari_ramseg.core.finetune.job import finetune_from_files
 
     phases: dict[str, float] = {}
     last = [time.perf_counter(), "prepare"]

@@ -33,9 +33,9 @@ sys.path.insert(0, str(HERE))
 
 import machine  # noqa: E402
 
-from napari_ramseg.core.checkpoint import load_metadata  # noqa: E402
-from napari_ramseg.core.data import discover  # noqa: E402
-from napari_ramseg.core.domain_fit import fit_score  # noqa: E402
+from napari_ramseg.core.models.checkpoint import load_metadata  # noqa: E402
+from napari_ramseg.core.data.dataset import discover  # noqa: E402
+from napari_ramseg.core.shift.domain_fit import fit_score  # noqa: E402
 from napari_ramseg.files import atomic_write  # noqa: E402
 from napari_ramseg.io import read_image  # noqa: E402
 from napari_ramseg.models import bundled_model_path  # noqa: E402
@@ -106,7 +106,7 @@ def markdown(result: dict[str, Any], info: dict[str, Any], command: str) -> str:
         "",
         f"Model: `{result['model']}` (RAM-DSIR, sources {', '.join(result['source_domains'])}). "
         f"Score = 1 / (1 + D), D the RMS distance in source standard deviations to the nearest source domain's "
-        f"low-frequency log-amplitude spectrum and intensity statistics (`core/domain_fit.py`). "
+        f"low-frequency log-amplitude spectrum and intensity statistics (`core/shift/domain_fit.py`). "
         f"Threshold **{result['threshold']:.3f}** = {cal.get('margin')} x the lowest score of the model's "
         f"{cal.get('cases')} source-validation cases ({cal.get('lowest_score')}); set on source data only. "
         "An image warns when its score is below the threshold or its kind (colour/grey, 2D/3D) is not a source's.",

@@ -76,8 +76,8 @@ def _prepared(task: str, data_root: str, work: str, params: dict[str, Any]):
 
 
 def _to_sample(p, domain: str, mask_transform=None):
-    from napari_ramseg.core.data import Sample
-    from napari_ramseg.core.preprocess import to_model_channels
+    from napari_ramseg.core.data.dataset import Sample
+    from napari_ramseg.core.data.preprocess import to_model_channels
 
     mask = p.mask if mask_transform is None else mask_transform(p.mask)
     return Sample(to_model_channels(p.image), np.ascontiguousarray(mask, dtype=np.uint8), domain, p.name)
@@ -114,8 +114,8 @@ def train_job(job: Job, data_root: str, work: str) -> TrainedJob:
 
     torch.set_num_threads(int(job.params.get("threads", 1)))
     from napari_ramseg.core.config import LabelScheme
-    from napari_ramseg.core.infer import Predictor
-    from napari_ramseg.core.train import Trainer
+    from napari_ramseg.core.inference.predictor import Predictor
+    from napari_ramseg.core.training.trainer import Trainer
 
     start, cpu_start = time.perf_counter(), time.process_time()
     domains, _ = _prepared(job.task, data_root, work, job.params)
@@ -173,8 +173,8 @@ def score_job(job: Job, trained: TrainedJob, transform=None, grid: dict[str, Any
     (model channels, (3, H, W)) before prediction, for diagnostics."""
     import torch
 
-    from napari_ramseg.core.infer import labels_from_probabilities
-    from napari_ramseg.core.metrics import case_metrics, dice_score
+    from napari_ramseg.core.inference.predictor import labels_from_probabilities
+    from napari_ramseg.core.evaluation.metrics import case_metrics, dice_score
 
     per_case = []
     scored_cases = grid or trained.target_cases
@@ -208,7 +208,7 @@ def run_job(job: Job, data_root: str, work: str) -> dict[str, Any]:
         torch.set_num_threads(int(job.params.get("threads", 1)))
         return _run_prostate_smoke(job, data_root)
     trained = train_job(job, data_root, work)
-    from napari_ramseg.core.checkpoint import save_model
+    from napari_ramseg.core.models.checkpoint import save_model
 
     # kept for the benchmarks that start from a source-trained model (adaptation, fine-tune gain)
     model_dir = save_model(trained.predictor.model, trained.predictor.metadata, Path(work) / "models" / job.key)
@@ -232,9 +232,9 @@ def _run_prostate_smoke(job: Job, data_root: str) -> dict[str, Any]:
     slice with (j-1, j, j+1) as channels, and score it in 3D with the voxel spacing. Not a result."""
     from napari_ramseg import io as rio
     from napari_ramseg.core.config import PROSTATE
-    from napari_ramseg.core.data import discover, load_samples
-    from napari_ramseg.core.infer import Predictor
-    from napari_ramseg.core.metrics import case_metrics, json_safe
+    from napari_ramseg.core.data.dataset import discover, load_samples
+    from napari_ramseg.core.inference.predictor import Predictor
+    from napari_ramseg.core.evaluation.metrics import case_metrics, json_safe
 
     start = time.perf_counter()
     root = Path(data_root)
@@ -245,7 +245,7 @@ def _run_prostate_smoke(job: Job, data_root: str) -> dict[str, Any]:
         by_domain.setdefault(s.domain, []).append(s)
     domains = sorted(by_domain)
     config = _train_config(job, PROSTATE, True, True, True)
-    from napari_ramseg.core.train import Trainer
+    from napari_ramseg.core.training.trainer import Trainer
 
     trainer = Trainer(config, domains, by_domain, (), run_dir=None)
     trainer.run()
@@ -312,7 +312,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--long-side", type=int, default=None,
                     help="vessels: override the working scale (field-of-view long side, px) trained and predicted at")
     ap.add_argument("--photometric", type=float, default=None,
-                    help="probability of a photometric change per training image beside RAM (core/photometric.py)")
+                    help="probability of a photometric change per training image beside RAM (core/data/photometric.py)")
     ap.add_argument("--score-long-side", type=int, default=None,
                     help="vessels: score at this field-of-view long side whatever the working scale (predictions "
                          "are resized to it), so that runs at different working scales are compared on one grid")

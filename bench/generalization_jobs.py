@@ -99,8 +99,8 @@ class Job:
 
 
 def _split_cases(names: list[str], fraction: float, seed: int, domain: str) -> tuple[list[str], list[str]]:
-    """Deterministic hold-out, the same rule as ``core.data.split_train_val``: (train, held_out)."""
-    from napari_ramseg.core.data import Case, split_train_val
+    """Deterministic hold-out, the same rule as ``core.data.dataset.split_train_val``: (train, held_out)."""
+    from napari_ramseg.core.data.dataset import Case, split_train_val
 
     cases = [Case(Path(n), None, domain, n) for n in names]
     train, val = split_train_val(cases, fraction, seed)

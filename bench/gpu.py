@@ -44,9 +44,9 @@ import speed_inputs as inputs  # noqa: E402  (the CPU benchmark's inputs, so bot
 from speed_timing import interleaved  # noqa: E402
 
 from napari_ramseg.core.config import VESSELS, MethodConfig, ModelConfig, PreprocessConfig, TrainConfig  # noqa: E402
-from napari_ramseg.core.infer import Predictor, labels_from_probabilities, probabilities_from_logits  # noqa: E402
-from napari_ramseg.core.model import RamSegNet  # noqa: E402
-from napari_ramseg.core.preprocess import to_model_channels, volume_to_slices_25d  # noqa: E402
+from napari_ramseg.core.inference.predictor import Predictor, labels_from_probabilities, probabilities_from_logits  # noqa: E402
+from napari_ramseg.core.method.model import RamSegNet  # noqa: E402
+from napari_ramseg.core.data.preprocess import to_model_channels, volume_to_slices_25d  # noqa: E402
 
 DEVICE = torch.device("cuda")  # --device cpu only checks that this script runs
 
@@ -140,10 +140,10 @@ def bench_infer(net: RamSegNet, reps: int) -> dict[str, Any]:
 
 
 def bench_train(reps: int) -> dict[str, Any]:
-    from napari_ramseg.core import distributed
-    from napari_ramseg.core.losses import SegmentationLoss
-    from napari_ramseg.core.sampling import SourcePool
-    from napari_ramseg.core.train import Trainer
+    from napari_ramseg.core.training import distributed
+    from napari_ramseg.core.method.losses import SegmentationLoss
+    from napari_ramseg.core.method.sampling import SourcePool
+    from napari_ramseg.core.training.trainer import Trainer
 
     samples = inputs.train_samples(n_per_domain=4, size=320)
     steps: dict[str, Callable[[], Any]] = {}

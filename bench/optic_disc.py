@@ -22,7 +22,7 @@ stage-one rows are given for each direction's settings.
     python bench/optic_disc.py --model drishti_to_drions=RUN --model drions_to_drishti=RUN --model bundled=RUN
 
 ``--adapt-only METHOD`` adds, for each leave-one-out model, the own-ROI row with test-time adaptation
-(``core/adapt``: each ROI stage two segments adapted, as ``ramseg predict --adapt`` does) at the
+(``core/inference/adapt``: each ROI stage two segments adapted, as ``ramseg predict --adapt`` does) at the
 settings its model.json carries (chosen on its source validation by ``bench/adaptation_settings.py``),
 into an existing ``--out`` JSON, the rest kept as it was.
 
@@ -45,10 +45,10 @@ from bench.machine import describe, one_line  # noqa: E402
 from bench.optic_disc_data import held_out  # noqa: E402
 from bench.tasks import _domain_cases, prepare_task  # noqa: E402
 from napari_ramseg.core.config import DiscConfig  # noqa: E402
-from napari_ramseg.core.disc import DiscPredictor, locate  # noqa: E402
-from napari_ramseg.core.disc.measures import disc_measures  # noqa: E402
-from napari_ramseg.core.infer import Predictor  # noqa: E402
-from napari_ramseg.core.metrics import dice_score  # noqa: E402
+from napari_ramseg.core.tasks.disc import DiscPredictor, locate  # noqa: E402
+from napari_ramseg.core.tasks.disc.measures import disc_measures  # noqa: E402
+from napari_ramseg.core.inference.predictor import Predictor  # noqa: E402
+from napari_ramseg.core.evaluation.metrics import dice_score  # noqa: E402
 from napari_ramseg.errors import RamsegInputError  # noqa: E402
 from napari_ramseg.files import atomic_write  # noqa: E402
 
@@ -261,7 +261,7 @@ def refusal_only(args, models: dict, chosen: dict, fundus: dict, fundus_refused:
 def adapt_only(args, models: dict, chosen: dict, fundus: dict, command: str) -> int:
     """Each leave-one-out model's own-ROI row on its unseen domain, every ROI adapted with
     ``args.adapt_only`` at its package's settings; added to the existing results."""
-    from napari_ramseg.core.adapt import AdaptedPredictor
+    from napari_ramseg.core.inference.adapt import AdaptedPredictor
 
     path = args.out.with_suffix(".json")
     result = json.loads(path.read_text()) if path.exists() else None

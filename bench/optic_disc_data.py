@@ -1,6 +1,6 @@
 """Training folders for the optic-disc model (``bench/recipes/shipped.py``), at the ROI scale.
 
-Every case becomes disc-centred ROIs as the product's stage two sees them (``core/disc/roi.py``):
+Every case becomes disc-centred ROIs as the product's stage two sees them (``core/tasks/disc/roi.py``):
 the ground-truth ROI (``DiscConfig.roi_ratio`` x disc diameter, the DoFE/Drishti-GS packaging scale)
 plus ``jitter`` copies whose centre moves by up to ``shift`` disc diameters and whose side ratio is
 drawn from ``ratio_range``, so the model is used to the small errors of its own locator. Each ROI is
@@ -27,8 +27,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.tasks import _domain_cases, _read_index, _read_rgb  # noqa: E402
 from napari_ramseg.core.config import OPTIC_DISC_CUP, DiscConfig, DiscRoiSampling  # noqa: E402
-from napari_ramseg.core.disc.roi import negative_rois, training_rois  # noqa: E402
-from napari_ramseg.core.layouts import get as get_layout  # noqa: E402
+from napari_ramseg.core.tasks.disc.roi import negative_rois, training_rois  # noqa: E402
+from napari_ramseg.core.data.layouts import get as get_layout  # noqa: E402
 from napari_ramseg.files import atomic_write  # noqa: E402
 from napari_ramseg.io import write_labels  # noqa: E402
 

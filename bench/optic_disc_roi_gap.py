@@ -32,11 +32,11 @@ from bench.machine import describe, one_line  # noqa: E402
 from bench.optic_disc import TARGETS  # noqa: E402
 from bench.tasks import _domain_cases  # noqa: E402
 from napari_ramseg.core.config import DiscConfig  # noqa: E402
-from napari_ramseg.core.disc import DiscPredictor, Roi, crop, paste  # noqa: E402
-from napari_ramseg.core.disc.measures import disc_measures  # noqa: E402
-from napari_ramseg.core.infer import Predictor  # noqa: E402
-from napari_ramseg.core.metrics import dice_score  # noqa: E402
-from napari_ramseg.core.postprocess import keep_largest_component  # noqa: E402
+from napari_ramseg.core.tasks.disc import DiscPredictor, Roi, crop, paste  # noqa: E402
+from napari_ramseg.core.tasks.disc.measures import disc_measures  # noqa: E402
+from napari_ramseg.core.inference.predictor import Predictor  # noqa: E402
+from napari_ramseg.core.evaluation.metrics import dice_score  # noqa: E402
+from napari_ramseg.core.inference.postprocess import keep_largest_component  # noqa: E402
 from napari_ramseg.errors import RamsegInputError  # noqa: E402
 
 HERE = Path(__file__).resolve().parent

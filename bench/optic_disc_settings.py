@@ -1,6 +1,6 @@
 """The optic disc's two-stage settings, chosen per benchmark direction on its source domains only (issue 14).
 
-Stage one (``core/disc/locate.py``) and the model's veto (``core/disc/predict.py``) have settings that
+Stage one (``core/tasks/disc/locate.py``) and the model's veto (``core/tasks/disc/predict.py``) have settings that
 no training run chooses: the coarse scale, the expected disc size, how many candidates the model
 checks, the confidence it needs, and how often the ROI is re-centred on the predicted disc. A
 benchmark row may only use settings chosen without its unseen domain, so this script chooses them
@@ -36,7 +36,7 @@ source crops as they are.
     python bench/optic_disc_settings.py --model drishti_to_drions=RUN --model drions_to_drishti=RUN \\
         --model bundled=napari_ramseg/bundled_models/optic-disc
 
-The "not a colour fundus image" threshold (``DiscConfig.min_red_excess``, ``core/disc/fundus.py``) is
+The "not a colour fundus image" threshold (``DiscConfig.min_red_excess``, ``core/tasks/disc/fundus.py``) is
 chosen on fundus images only, never on the images it is meant to refuse: ``FUNDUS_MARGIN`` x the lowest
 red excess over every photograph and crop of the fundus sets (``FUNDUS_SETS``), per direction without
 its unseen domain (``FUNDUS_UNSEEN``), and each direction's refusals are counted on every set, its
@@ -68,13 +68,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.machine import describe  # noqa: E402
 from bench.optic_disc_data import dofe_cases, held_out  # noqa: E402
 from bench.tasks import _domain_cases, _read_index, _read_rgb, disc_diameter  # noqa: E402
-from napari_ramseg.core.checkpoint import write_disc_settings  # noqa: E402
+from napari_ramseg.core.models.checkpoint import write_disc_settings  # noqa: E402
 from napari_ramseg.core.config import DiscConfig  # noqa: E402
-from napari_ramseg.core.disc import DiscPredictor, locate  # noqa: E402
-from napari_ramseg.core.disc.locate import _coarse, field_of_view  # noqa: E402
-from napari_ramseg.core.disc.roi import Roi, crop, paste  # noqa: E402
-from napari_ramseg.core.infer import Predictor  # noqa: E402
-from napari_ramseg.core.metrics import dice_score  # noqa: E402
+from napari_ramseg.core.tasks.disc import DiscPredictor, locate  # noqa: E402
+from napari_ramseg.core.tasks.disc.locate import _coarse, field_of_view  # noqa: E402
+from napari_ramseg.core.tasks.disc.roi import Roi, crop, paste  # noqa: E402
+from napari_ramseg.core.inference.predictor import Predictor  # noqa: E402
+from napari_ramseg.core.evaluation.metrics import dice_score  # noqa: E402
 from napari_ramseg.errors import RamsegInputError  # noqa: E402
 from napari_ramseg.files import atomic_write  # noqa: E402
 
@@ -324,10 +324,10 @@ def main(argv=None) -> int:
 
 
 def fundus_check(data: Path) -> dict:
-    """Every fundus photograph's and crop's red excess (``core/disc/fundus.py``); per direction the
+    """Every fundus photograph's and crop's red excess (``core/tasks/disc/fundus.py``); per direction the
     threshold (FUNDUS_MARGIN x the lowest over its sets, rounded down to 0.001) and how many images of
     each set, its unseen domain included, it would refuse."""
-    from napari_ramseg.core.disc.fundus import red_excess
+    from napari_ramseg.core.tasks.disc.fundus import red_excess
 
     values: dict[str, dict[str, float]] = {}
     for name, pattern in FUNDUS_SETS.items():
@@ -347,7 +347,7 @@ def fundus_check(data: Path) -> dict:
             "lowest": {"set": low, "case": sets[low]["min_case"], "value": sets[low]["min"]},
             "refused": {n: sum(v < threshold for v in values[n].values()) for n in FUNDUS_SETS}}
     return {"machine": describe(), "statistic": "red excess: mean R / (R + G + B) - 1/3 inside the field of view "
-            "(napari_ramseg/core/disc/fundus.py)", "margin": FUNDUS_MARGIN, "sets": sets, "directions": directions,
+            "(napari_ramseg/core/tasks/disc/fundus.py)", "margin": FUNDUS_MARGIN, "sets": sets, "directions": directions,
             "disc_config_default": DiscConfig().min_red_excess, "values": values}
 
 

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-from napari_ramseg.core.metrics import json_safe
+from napari_ramseg.core.evaluation.metrics import json_safe
 from napari_ramseg.files import atomic_write
 
 

@@ -37,8 +37,8 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def local_run(model: str, photo: Path, count: int, device: str, precision: str) -> tuple[dict, np.ndarray]:
-    from napari_ramseg.core.infer import Predictor
-    from napari_ramseg.core.pipeline import segment_case
+    from napari_ramseg.core.inference.predictor import Predictor
+    from napari_ramseg.core.review.pipeline import segment_case
     from napari_ramseg.io import read_image
     from napari_ramseg.models import resolve_model
 

@@ -53,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import machine as bench_machine  # noqa: E402
 import results_io  # noqa: E402
 
-from napari_ramseg.core.checkpoint import save_model  # noqa: E402
+from napari_ramseg.core.models.checkpoint import save_model  # noqa: E402
 from napari_ramseg.core.config import PreprocessConfig  # noqa: E402
 
 from speed_hrf_memory import HRF_CHILD_FLAG, bench_hrf, hrf_child  # noqa: E402

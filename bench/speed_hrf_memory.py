@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from napari_ramseg.core.checkpoint import load_model
-from napari_ramseg.core.infer import Predictor
+from napari_ramseg.core.models.checkpoint import load_model
+from napari_ramseg.core.inference.predictor import Predictor
 
 from speed_inputs import SIZES, hrf_fullres, metadata
 from speed_timing import child_command, log
@@ -33,7 +33,7 @@ def peak_rss_mb() -> float:
 
 def hrf_child(mode: str, model_dir: str, size: str = "full") -> None:
     """Runs in a fresh interpreter: peak RSS of one full-resolution HRF prediction."""
-    from napari_ramseg.core.sampling import working_shape
+    from napari_ramseg.core.method.sampling import working_shape
 
     sizes = SIZES[size]
     net, meta = load_model(model_dir, torch.device("cpu"))

@@ -16,17 +16,17 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from napari_ramseg.core.checkpoint import load_model
+from napari_ramseg.core.models.checkpoint import load_model
 from napari_ramseg.core.config import VESSELS, PreprocessConfig
 from napari_ramseg.core.device import cpu_supports_bf16
-from napari_ramseg.core.infer import (
+from napari_ramseg.core.inference.predictor import (
     Predictor,
     entropy_map,
     labels_from_probabilities,
     probabilities_from_logits,
 )
-from napari_ramseg.core.model import RamSegNet
-from napari_ramseg.core.preprocess import to_model_channels, volume_to_slices_25d
+from napari_ramseg.core.method.model import RamSegNet
+from napari_ramseg.core.data.preprocess import to_model_channels, volume_to_slices_25d
 
 from speed_inputs import SIZES, Sizes, domains_of, fundus_512, metadata, synthetic_volume
 from speed_timing import child_command, interleaved, timed
@@ -107,7 +107,7 @@ def bench_2d(net: RamSegNet, quick: bool, compile_variant: bool, sizes: Sizes = 
     if not quick or cpu_supports_bf16():
         nets["folded_channels_last_bf16"] = lambda: bf16(folded, xcl)
     if compile_variant:
-        from napari_ramseg.core.fastpath import CompiledModule
+        from napari_ramseg.core.inference.fastpath import CompiledModule
 
         compiled = CompiledModule(folded)
         t0 = time.perf_counter()

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_ramseg.core.checkpoint import ModelMetadata, load_model
+from napari_ramseg.core.models.checkpoint import ModelMetadata, load_model
 from napari_ramseg.core.config import VESSELS, ModelConfig, PreprocessConfig, TrainConfig
-from napari_ramseg.core.model import RamSegNet
+from napari_ramseg.core.method.model import RamSegNet
 
 from speed_timing import log
 
@@ -122,7 +122,7 @@ def hrf_fullres(shape: tuple[int, int] = HRF_SHAPE) -> tuple[np.ndarray, str]:
 
 def train_samples(n_per_domain=4, size=256):
     """Two synthetic domains ("A", "B") of smooth-noise images with thresholded masks (deterministic)."""
-    from napari_ramseg.core.data import Sample
+    from napari_ramseg.core.data.dataset import Sample
     from scipy.ndimage import gaussian_filter
 
     rng = np.random.default_rng(0)

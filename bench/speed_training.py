@@ -9,18 +9,18 @@ from typing import Any, Callable
 import torch
 
 from napari_ramseg.core.config import VESSELS, ModelConfig, PreprocessConfig, TrainConfig
-from napari_ramseg.core.model import RamSegNet
+from napari_ramseg.core.method.model import RamSegNet
 
 from speed_inputs import SIZES, Sizes, train_samples
 from speed_timing import interleaved, timed
 
 
 def bench_train(quick: bool, sizes: Sizes = SIZES["full"]) -> dict[str, Any]:
-    from napari_ramseg.core.fastpath import use_channels_last
-    from napari_ramseg.core.losses import SegmentationLoss
-    from napari_ramseg.core.ram import amplitude_mixup, sample_lambda
-    from napari_ramseg.core.sampling import SourcePool
-    from napari_ramseg.core.train import Trainer
+    from napari_ramseg.core.inference.fastpath import use_channels_last
+    from napari_ramseg.core.method.losses import SegmentationLoss
+    from napari_ramseg.core.method.ram import amplitude_mixup, sample_lambda
+    from napari_ramseg.core.method.sampling import SourcePool
+    from napari_ramseg.core.training.trainer import Trainer
 
     side = sizes.train_side
     samples = train_samples(size=side)

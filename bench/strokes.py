@@ -6,7 +6,7 @@ at the working scale), the clinician starts from the model's mask. Each stroke g
 of the largest remaining error region (8-connected pixels whose expert class is the same and the mask's
 is wrong), as interactive-segmentation benchmarks place clicks: its pixels get that class (255 for
 background), drawn 3 px wide (``--width 1``: the skeleton alone, a scribble) and kept inside the error
-region. After each stroke the mask is refined from all strokes so far (``core.refine.refine_labels``,
+region. After each stroke the mask is refined from all strokes so far (``core.review.refine.refine_labels``,
 from the model's mask), as the Correct dock does.
 
 Reported per direction: Dice after 0, 1, 3, 5 and 10 strokes; strokes needed to reach 0.80 / 0.85 /
@@ -48,7 +48,7 @@ import results_io  # noqa: E402
 import strokes_cases as cases  # noqa: E402
 
 from napari_ramseg.core.config import LabelScheme, RefineConfig  # noqa: E402
-from napari_ramseg.core.refine import BACKGROUND_STROKE, refine_labels  # noqa: E402
+from napari_ramseg.core.review.refine import BACKGROUND_STROKE, refine_labels  # noqa: E402
 
 OUT = HERE / "results" / "strokes"
 RUNS = cases.WORK / "strokes" / "runs"
@@ -56,7 +56,7 @@ BUDGET = 10
 REPORTED = (0, 1, 3, 5, 10)
 TARGETS = (0.80, 0.85, 0.90)
 # The candidates: the threshold move at four reaches and two floors (ceiling = 1 - floor), the random walker,
-# and the per-scan head (core/refine_head.py): linear at three reaches, with one hidden layer of 32 at the two
+# and the per-scan head (core/review/refine_head.py): linear at three reaches, with one hidden layer of 32 at the two
 # widest, each with the unstroked pixels weighing 0.1 or 1 stroked pixel.
 # The probability-only candidates carry the head's fields as they were when their runs were stored (they do
 # not act on those methods, but they name the runs: run_key).
@@ -71,7 +71,7 @@ CANDIDATES = ([RefineConfig(method="threshold", reach=r, floor=f, ceiling=1 - f,
               # every vessel row: the next step out on each axis
               + [RefineConfig(method="head", reach=r, head_hidden=h, head_consistency=c)
                  for r, c in ((200, 0.1), (100, 0.03)) for h in (0, 32)])
-HEAD_DESIGN = 2  # bumped when core/refine_head.py's fit changes, so the run store does not mix designs
+HEAD_DESIGN = 2  # bumped when core/review/refine_head.py's fit changes, so the run store does not mix designs
 STRUCTURE = np.ones((3, 3), bool)
 
 
@@ -302,8 +302,8 @@ def time_512(repeats: int = 5) -> dict:
     after 10 simulated strokes, per method (the head with its widest candidate's settings too), and of
     the head's once-per-scan network pass for its features at 512 x 512: the issue's budget is 3 s on
     2 cores."""
-    from napari_ramseg.core.infer import Predictor
-    from napari_ramseg.core.refine_head import ScanFeatures, scan_features
+    from napari_ramseg.core.inference.predictor import Predictor
+    from napari_ramseg.core.review.refine_head import ScanFeatures, scan_features
     from napari_ramseg.io import ImageData
 
     path = sorted(p for p in cases.CACHE.glob("STARE+CHASE_DB1-HRF/*.npz") if not p.name.endswith(".features.npz"))[0]

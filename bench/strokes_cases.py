@@ -4,7 +4,7 @@ unseen images, predicted once at the model's working scale and cached under ``be
 Everything the simulated clinician does happens at the working scale (the vessels' long side 768 px,
 the disc ROIs' 256 px), where the network's probabilities live: the image, the expert's mask (nearest
 neighbour) and the field of view are brought there once. ``--features`` adds, per case, what the head
-refinement looks at (``core.refine_head.scan_features``: the network's last decoder features and its
+refinement looks at (``core.review.refine_head.scan_features``: the network's last decoder features and its
 input), next to the case as ``<case>.features.npz``.
 
 Directions: the three leave-one-camera-out vessel ones; the cup on the bundled optic-disc model's two
@@ -107,8 +107,8 @@ def predict_case(direction: Direction, image_path: Path) -> Path:
     import torch
     from PIL import Image
 
-    from napari_ramseg.core.geometry import working_shape
-    from napari_ramseg.core.infer import Predictor
+    from napari_ramseg.core.data.geometry import working_shape
+    from napari_ramseg.core.inference.predictor import Predictor
     from napari_ramseg.io import read_image, read_mask
 
     torch.set_num_threads(1)
@@ -141,12 +141,12 @@ def features_path(case: Path) -> Path:
 
 
 def features_case(direction: Direction, image_path: Path) -> Path:
-    """The head refinement's features of a cached case (``core.refine_head.scan_features``, the code path
+    """The head refinement's features of a cached case (``core.review.refine_head.scan_features``, the code path
     the Correct dock and ``ramseg refine`` take), on the case's working-scale image, written once."""
     import torch
 
-    from napari_ramseg.core.infer import Predictor
-    from napari_ramseg.core.refine_head import scan_features
+    from napari_ramseg.core.inference.predictor import Predictor
+    from napari_ramseg.core.review.refine_head import scan_features
     from napari_ramseg.io import ImageData
 
     torch.set_num_threads(1)
@@ -166,7 +166,7 @@ def features_case(direction: Direction, image_path: Path) -> Path:
 
 def load_features(case: Path):
     """The cached ``ScanFeatures`` of a case (``features_case``)."""
-    from napari_ramseg.core.refine_head import ScanFeatures
+    from napari_ramseg.core.review.refine_head import ScanFeatures
 
     with np.load(features_path(case)) as data:
         return ScanFeatures(tuple(float(v) for v in data["box"]), {None: data["features"].astype(np.float32)})

@@ -40,7 +40,7 @@ import strokes  # noqa: E402
 import strokes_cases as cases  # noqa: E402
 
 from napari_ramseg.core.config import LabelScheme, RefineConfig  # noqa: E402
-from napari_ramseg.core.refine import BACKGROUND_STROKE, refine_labels  # noqa: E402
+from napari_ramseg.core.review.refine import BACKGROUND_STROKE, refine_labels  # noqa: E402
 
 NAME = "DRIONS-DB+REFUGE-Drishti-GS"
 WORK = cases.WORK / "strokes_finetune"
@@ -93,7 +93,7 @@ def stroke_refined(image: Path, count: int, config: RefineConfig) -> tuple[np.nd
 
 def score(model: Path, scored: list[Path]) -> dict[str, list[float]]:
     """Disc and cup Dice per scored ROI, segmented whole at its ROI size."""
-    from napari_ramseg.core.infer import Predictor
+    from napari_ramseg.core.inference.predictor import Predictor
     from napari_ramseg.io import read_image, read_mask
 
     predictor = Predictor.from_path(model, device="cpu", precision="fp32")
@@ -108,7 +108,7 @@ def score(model: Path, scored: list[Path]) -> dict[str, list[float]]:
 
 
 def run(seed: int, arm: str, count: int, config: RefineConfig) -> dict:
-    from napari_ramseg.core.finetune_job import finetune_from_files
+    from napari_ramseg.core.finetune.job import finetune_from_files
     from napari_ramseg.io import write_labels
 
     record_path = WORK / f"{arm}__n{count}__s{seed}.json" if arm == "strokes" else WORK / f"{arm}__s{seed}.json"

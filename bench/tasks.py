@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from napari_ramseg.core.postprocess import keep_largest_component
+from napari_ramseg.core.inference.postprocess import keep_largest_component
 from napari_ramseg.io import atomic_write
 
 PREP_VERSION = 1  # bump when the preparation changes, so stale caches are not reused

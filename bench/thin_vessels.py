@@ -106,7 +106,7 @@ def score_model(model_dir: Path, job: Job, data_root: str, work: str) -> dict[st
     """Source-validation and unseen-domain scores of one trained model, plus its source-val threshold."""
     import torch
 
-    from napari_ramseg.core.infer import Predictor
+    from napari_ramseg.core.inference.predictor import Predictor
 
     domains, _ = gen._prepared(job.task, data_root, work, job.params)
     by_name = {d: {p.name: p for p in cases} for d, cases in domains.items()}
@@ -148,7 +148,7 @@ def time_steps(job: Job, data_root: str, work: str, steps: int) -> dict[str, flo
     """Seconds per training step of the job with and without the clDice term (same data, this CPU now)."""
     import torch
 
-    from napari_ramseg.core.train import Trainer
+    from napari_ramseg.core.training.trainer import Trainer
 
     torch.set_num_threads(1)
     domains, _ = gen._prepared(job.task, data_root, work, job.params)

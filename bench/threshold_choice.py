@@ -3,7 +3,7 @@
 
 For a trained vessel model: read its source data again as training did (``load_training_data`` with
 the model's preprocess, validation fraction and seed), choose the threshold on the source-validation
-cases only (``core/threshold.choose_threshold``), then score each unseen domain at 0.5 and at the
+cases only (``core/evaluation/threshold.choose_threshold``), then score each unseen domain at 0.5 and at the
 chosen threshold: Dice, precision and recall per case, on the whole photograph at its own size (as
 ``ramseg evaluate`` does). Nothing about the unseen domains is used for the choice.
 
@@ -36,7 +36,7 @@ def _scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
 
 
 def score_domain(predictor, root: Path, domain: str, thresholds: list[float]) -> dict[str, dict[str, float]]:
-    from napari_ramseg.core.data import discover, read_case_image, read_case_mask
+    from napari_ramseg.core.data.dataset import discover, read_case_image, read_case_mask
 
     dataset = discover(root, "domains", [domain], labels=predictor.labels)
     per = {t: [] for t in thresholds}
@@ -50,10 +50,10 @@ def score_domain(predictor, root: Path, domain: str, thresholds: list[float]) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    from napari_ramseg.core.checkpoint import atomic_write_json, load_metadata, resolve_model_path
-    from napari_ramseg.core.infer import Predictor
-    from napari_ramseg.core.threshold import choose_threshold
-    from napari_ramseg.core.train_job import load_training_data
+    from napari_ramseg.core.models.checkpoint import atomic_write_json, load_metadata, resolve_model_path
+    from napari_ramseg.core.inference.predictor import Predictor
+    from napari_ramseg.core.evaluation.threshold import choose_threshold
+    from napari_ramseg.core.training.job import load_training_data
     from napari_ramseg.io import atomic_write
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -48,7 +48,7 @@ def matmul_peak(dtype: torch.dtype, threads: int, n: int = 2048, repeats: int = 
 
 def make_trainer(precision: str, size: int, batch: int):
     from napari_ramseg.core.config import VESSELS, ModelConfig, PreprocessConfig, TrainConfig
-    from napari_ramseg.core.train import Trainer
+    from napari_ramseg.core.training.trainer import Trainer
     from speed_inputs import train_samples
 
     config = TrainConfig(labels=VESSELS, model=ModelConfig(), preprocess=PreprocessConfig(size=size), batch=batch,
@@ -91,7 +91,7 @@ def time_steps(trainer, steps: int) -> dict[str, float]:
 def startup_costs() -> dict[str, float]:
     """Seconds of a fresh interpreter importing the training engine, and MONAI alone."""
     out = {}
-    for name, module in (("import_training_engine_s", "napari_ramseg.core.train_job"), ("import_monai_s", "monai")):
+    for name, module in (("import_training_engine_s", "napari_ramseg.core.training.job"), ("import_monai_s", "monai")):
         t = time.perf_counter()
         subprocess.run([sys.executable, "-c", f"import {module}"], check=True)
         out[name] = round(time.perf_counter() - t, 2)
@@ -103,7 +103,7 @@ def read_vessel_data_s(data: Path) -> float | None:
     if not (data / "vessels").is_dir():
         return None
     from napari_ramseg.core.config import PreprocessConfig
-    from napari_ramseg.core.train_job import load_training_data
+    from napari_ramseg.core.training.job import load_training_data
 
     t = time.perf_counter()
     load_training_data(data / "vessels", domains=["HRF", "STARE", "CHASE_DB1"],

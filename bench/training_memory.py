@@ -25,7 +25,7 @@ import machine as bench_machine  # noqa: E402
 
 def _child(data: str, domains: str, scaled: bool) -> None:
     from napari_ramseg.core.config import VESSELS, PreprocessConfig
-    from napari_ramseg.core.train_job import load_training_data
+    from napari_ramseg.core.training.job import load_training_data
 
     start = time.perf_counter()
     preprocess = PreprocessConfig(size=256, long_side=540) if scaled else None

@@ -4,7 +4,7 @@
 HRF (Canon CR-1) is a vessel set: no disc or cup masks, so no disc model ever trained on its labels, but
 its file names give the diagnosis (``NN_g``: glaucoma, 15 photographs; ``NN_h``: healthy, 12; the 15
 ``NN_dr`` diabetic-retinopathy photographs are left out). Each photograph goes through the product's own
-per-case pipeline (``core.pipeline.segment_case``: the fundus check, both stages with the settings the
+per-case pipeline (``core.review.pipeline.segment_case``: the fundus check, both stages with the settings the
 model's ``model.json`` carries, the measures), as ``ramseg predict`` and the Segment dock run it.
 
 Reported per model: the vCDR of each group, the area under the ROC curve of vCDR for glaucoma against
@@ -63,8 +63,8 @@ def bootstrap_interval(positive: np.ndarray, negative: np.ndarray, draws: int = 
 
 
 def score_model(name: str, model: str, cases: list[tuple[str, str, Path]]) -> dict:
-    from napari_ramseg.core.infer import Predictor
-    from napari_ramseg.core.pipeline import segment_case
+    from napari_ramseg.core.inference.predictor import Predictor
+    from napari_ramseg.core.review.pipeline import segment_case
     from napari_ramseg.io import read_image
     from napari_ramseg.models import resolve_model
 
@@ -92,7 +92,7 @@ def score_model(name: str, model: str, cases: list[tuple[str, str, Path]]) -> di
 def report(result: dict) -> str:
     lines = ["# vCDR screening on an unseen camera: HRF glaucoma against healthy (issue 28)", "",
              f"Command: `{result['command']}`  ", f"Machine: {result['machine']}", "",
-             "Each photograph through `core.pipeline.segment_case` (what `ramseg predict` and the Segment dock run). "
+             "Each photograph through `core.review.pipeline.segment_case` (what `ramseg predict` and the Segment dock run). "
              "AUC: the chance that a glaucoma photograph gets a higher vCDR than a healthy one; a refused "
              "photograph counts as the least suspicious. 95 % interval: bootstrap over each group, 2000 draws.", "",
              "| model | iterations | RAM partners | glaucoma: mean vCDR (n) | healthy: mean vCDR (n) | AUC | 95 % interval | refused g / h |",

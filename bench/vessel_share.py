@@ -32,8 +32,8 @@ import results_io  # noqa: E402
 def share_rows(model: str, root: Path, limit: int | None) -> tuple[list[dict], dict]:
     from PIL import Image
 
-    from napari_ramseg.core.infer import Predictor
-    from napari_ramseg.core.metrics import dice_score
+    from napari_ramseg.core.inference.predictor import Predictor
+    from napari_ramseg.core.evaluation.metrics import dice_score
     from napari_ramseg.models import resolve_model
 
     predictor = Predictor.from_path(resolve_model(model), device="cpu")

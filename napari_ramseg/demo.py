@@ -25,7 +25,7 @@ SCREENSHOT_SIZE = (1400, 860)  # window size for screenshots: readable controls,
 
 def demo_model() -> Path | None:
     """The model the demo uses: ``RAMSEG_DEMO_MODEL`` or the bundled one; None if neither exists."""
-    from .core.run_folder import RunFolder
+    from .core.models.run_folder import RunFolder
     from .models import bundled_model_path
 
     override = os.environ.get(MODEL_ENV, "").strip()

@@ -14,7 +14,7 @@ Labels layers made by the Segment dock
     ``MODEL``: the model folder or file that made the prediction (``model_of`` also reads the older
     ``LEGACY_MODEL``); ``DEVICE``: where it ran; ``CLASS_NAMES``: {"1": name, ...};
     ``ORIGINAL``: the prediction as made, saved as a correction's "original"; ``MEASURES``: the case's
-    clinical measures (``core/measures.measure_case``: sizes, the optic disc's vCDR and horizontal CDR,
+    clinical measures (``core/evaluation/measures.measure_case``: sizes, the optic disc's vCDR and horizontal CDR,
     rim, cup inside the disc) and, for a whole fundus photograph, where the disc was found (``roi``).
 Strokes layers (the Correct dock's, ``widgets/_strokes.py``)
     ``STROKES``: the name of the prediction layer the strokes refine; layer pickers skip these.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .core.run_folder import RunFolder
+from .core.models.run_folder import RunFolder
 from .errors import RamsegInputError
 
 BUNDLED_ROOT = Path(__file__).parent / "bundled_models"

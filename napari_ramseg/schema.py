@@ -1,7 +1,7 @@
 """Reading back a JSON file napari-ramseg wrote (or that a user handed it), in one line when it is bad.
 
-Every file read back (``model.json``: ``core/checkpoint.py``; ``resume.json``: ``core/resume.py``; a
-correction's ``provenance.json`` and ``split.json``: ``core/corrections.py``) is parsed by
+Every file read back (``model.json``: ``core/models/checkpoint.py``; ``resume.json``: ``core/training/resume.py``; a
+correction's ``provenance.json`` and ``split.json``: ``core/finetune/corrections.py``) is parsed by
 :func:`read_json` and checked against a schema (a :class:`Schema`, pydantic, strict: no "5" for 5, no
 ``true`` for 1, no NaN or Infinity for a number) by :func:`validate`, in the one function that reads
 that file. Any problem becomes a :class:`~napari_ramseg.errors.RamsegInputError` naming the file and

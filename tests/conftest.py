@@ -106,7 +106,7 @@ def synthetic_data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory, synthetic_data) -> Path:
     """A run folder with a tiny RAM-DSIR model (base width 4) trained for 3 steps on synthetic data."""
-    from napari_ramseg.core.train_job import TrainRequest, run_training
+    from napari_ramseg.core.training.job import TrainRequest, run_training
 
     out = tmp_path_factory.mktemp("runs") / "tiny"
     run_training(TrainRequest(data=synthetic_data, out=out, iterations=3, size=32, batch=4, base_width=4,

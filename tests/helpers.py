@@ -101,7 +101,7 @@ def square_samples(domains=("A", "B", "C"), n=3, size=40, seed=0):
     """In-memory training samples per domain: a bright 10x10 square on noise, its mask the square."""
     import numpy as np
 
-    from napari_ramseg.core.data import Sample
+    from napari_ramseg.core.data.dataset import Sample
 
     rng = np.random.default_rng(seed)
     out = {}
@@ -146,7 +146,7 @@ class BrightDiscModel:
     def predict_image(self, image, postprocess=False):
         import numpy as np
 
-        from napari_ramseg.core.infer import Prediction
+        from napari_ramseg.core.inference.predictor import Prediction
 
         self.calls.append(image.shape)
         g = image[..., :3].astype(np.float32).mean(-1) if self.channel is None else image[..., self.channel].astype(np.float32)

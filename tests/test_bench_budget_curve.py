@@ -6,7 +6,7 @@ import json
 
 from helpers import import_bench, make_synthetic_domains
 
-from napari_ramseg.core.train_job import TrainRequest, run_training
+from napari_ramseg.core.training.job import TrainRequest, run_training
 
 budget = import_bench("budget_curve")
 
@@ -34,7 +34,7 @@ def test_every_snapshot_is_scored_on_the_held_out_domain_once(tmp_path, monkeypa
     assert all(r["target"] == domains[-1] and 0.0 <= r["unseen_mean"] <= 1.0 for r in record["rows"])
     assert record["choice"]["iteration"] in (2, 4) and "Where it flattens" in (out / "README.md").read_text()
     # a second pass reads the kept scores instead of scoring again
-    import napari_ramseg.core.evaluate as evaluate
+    import napari_ramseg.core.evaluation.evaluate as evaluate
 
     monkeypatch.setattr(evaluate, "evaluate_domain", lambda *a, **k: (_ for _ in ()).throw(AssertionError("scored twice")))
     assert budget.main(["--run", f"{domains[-1]}={run}", "--data", str(root), "--out", str(out)]) == 0

@@ -188,7 +188,7 @@ def test_style_swap_takes_the_partners_low_frequency_amplitude(bench):
         style = importlib.import_module("diagnose_style_gap")
     finally:
         sys.path.remove(str(BENCH))
-    from napari_ramseg.core.ram import window_bounds
+    from napari_ramseg.core.method.ram import window_bounds
 
     rng = np.random.default_rng(0)
     image = rng.uniform(-0.5, 0.5, (3, 40, 48)).astype(np.float32)

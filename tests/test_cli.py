@@ -50,7 +50,7 @@ def test_cldice_weight_reaches_the_config_and_model_json(synthetic_data, tmp_pat
                  "--base-width", "4", "--out", str(run), "--cldice-weight", "0.5", "--quiet"]) == 0
     saved = json.loads((run / "model.json").read_text())["config"]
     assert saved["cldice_weight"] == 0.5
-    from napari_ramseg.core.checkpoint import load_metadata
+    from napari_ramseg.core.models.checkpoint import load_metadata
 
     assert load_metadata(run).config.cldice_weight == 0.5
     log = [json.loads(line) for line in (run / "train.log").read_text().splitlines()]

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from napari_ramseg.cli import build_parser, main
-from napari_ramseg.core.adapt import METHODS
+from napari_ramseg.core.inference.adapt import METHODS
 from napari_ramseg.core.config import ADAPT
 
 
@@ -63,7 +63,7 @@ def test_predict_and_evaluate_say_which_settings_they_used(tiny_model, synthetic
     """The model package's source-chosen settings (model.json "adapt") are the ones run, and named."""
     import shutil
 
-    from napari_ramseg.core.checkpoint import write_adapt_settings
+    from napari_ramseg.core.models.checkpoint import write_adapt_settings
 
     model = shutil.copytree(tiny_model, tmp_path / "model")
     write_adapt_settings(model, {"align": {"window": 0.025, "strength": 0.25}})

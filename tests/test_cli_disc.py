@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from napari_ramseg.cli import main
-from napari_ramseg.core.checkpoint import load_metadata
+from napari_ramseg.core.models.checkpoint import load_metadata
 from napari_ramseg.models import bundled_models, resolve_model
 
 
@@ -54,7 +54,7 @@ def test_whole_drions_photograph_gives_a_full_size_disc_and_the_vcdr(shared_data
 
 
 def test_adapting_a_whole_photograph_adapts_each_roi_of_the_two_stages(shared_data, tmp_path, capsys, monkeypatch):
-    from napari_ramseg.core.adapt import AdaptedPredictor
+    from napari_ramseg.core.inference.adapt import AdaptedPredictor
 
     photo = shared_data / "fundus" / "DRIONS-DB" / "images" / "image_001.jpg"
     truth = np.array(Image.open(shared_data / "fundus" / "DRIONS-DB" / "labels" / "image_001.png")) >= 1

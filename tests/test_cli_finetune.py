@@ -8,8 +8,8 @@ import pytest
 
 from helpers import make_synthetic_domains
 from napari_ramseg.cli import main
-from napari_ramseg.core.checkpoint import load_model
-from napari_ramseg.core.corrections import CorrectionStore
+from napari_ramseg.core.models.checkpoint import load_model
+from napari_ramseg.core.finetune.corrections import CorrectionStore
 
 
 def test_finetune_from_files_then_from_the_project(tmp_path, tiny_model, synthetic_data, capsys):

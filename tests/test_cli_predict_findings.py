@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from napari_ramseg.cli import main
-from napari_ramseg.core.report import read_report, write_report
+from napari_ramseg.core.review.report import read_report, write_report
 
 
 @pytest.fixture()

@@ -9,11 +9,11 @@ import pytest
 from helpers import make_synthetic_domains
 from napari_ramseg.cli import main
 from napari_ramseg.core.config import FinetuneConfig
-from napari_ramseg.core.corrections import CorrectionStore
-from napari_ramseg.core.finetune import finetune
-from napari_ramseg.core.finetune_data import case_samples
-from napari_ramseg.core.infer import Predictor
-from napari_ramseg.core.refine import BACKGROUND_STROKE, refine_case
+from napari_ramseg.core.finetune.corrections import CorrectionStore
+from napari_ramseg.core.finetune.round import finetune
+from napari_ramseg.core.finetune.data import case_samples
+from napari_ramseg.core.inference.predictor import Predictor
+from napari_ramseg.core.review.refine import BACKGROUND_STROKE, refine_case
 from napari_ramseg.io import read_image, read_mask, write_labels
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from napari_ramseg.cli import main
-from napari_ramseg.core.infer import Predictor
-from napari_ramseg.core.report import read_report
+from napari_ramseg.core.inference.predictor import Predictor
+from napari_ramseg.core.review.report import read_report
 
 
 @pytest.mark.parametrize("review", ["uncertainty", "disagreement"])
@@ -38,8 +38,8 @@ def test_folder_prediction_writes_a_ranked_report(synthetic_data, tiny_model, tm
 
 def test_representative_report_ranks_the_folder_from_descriptors_kept_beside_it(synthetic_data, tiny_model,
                                                                                  tmp_path):
-    from napari_ramseg.core.report import read_descriptors
-    from napari_ramseg.core.review import descriptor, representative_order
+    from napari_ramseg.core.review.report import read_descriptors
+    from napari_ramseg.core.review.priority import descriptor, representative_order
     from napari_ramseg.io import read_image
 
     scans = tmp_path / "scans"  # a folder of tiny images from two cameras

@@ -12,9 +12,9 @@ import pytest
 
 from napari_ramseg import layer_meta
 from napari_ramseg.cli import main
-from napari_ramseg.core.infer import Predictor
-from napari_ramseg.core.report import read_report
-from napari_ramseg.core.worklist import Worklist
+from napari_ramseg.core.inference.predictor import Predictor
+from napari_ramseg.core.review.report import read_report
+from napari_ramseg.core.review.worklist import Worklist
 from napari_ramseg.io import read_image, read_mask
 from napari_ramseg.models import bundled_models, resolve_model
 from napari_ramseg.widgets import _common
@@ -87,7 +87,7 @@ def _by_dock(viewer, folder, model, notifications):
 
 def _same_measures(dock: dict, *rows: dict) -> None:
     """Every measure the dock shows has the same value in both reports (as report.csv writes it)."""
-    from napari_ramseg.core.report import _cell
+    from napari_ramseg.core.review.report import _cell
 
     shown = {k: v for k, v in dock.items() if k in rows[0] and not isinstance(v, (dict, list))}
     assert shown, "the dock shows no measure of the report"

@@ -31,7 +31,7 @@ def _warnings(package: Path) -> list[str]:
 
 @needs_disc
 def test_a_package_name_holds_no_comma():
-    from napari_ramseg.core.checkpoint import load_metadata
+    from napari_ramseg.core.models.checkpoint import load_metadata
     from napari_ramseg.interchange.bioimageio import NAME_CHARACTERS, model_name
 
     model = resolve_model("optic-disc")

@@ -49,7 +49,7 @@ def _tiny_config():
 
 
 def _samples(domains):
-    from napari_ramseg.core.data import Sample
+    from napari_ramseg.core.data.dataset import Sample
 
     rng = np.random.default_rng(0)
     def sample(d, i):
@@ -64,10 +64,10 @@ def seeds() -> dict[str, dict[str, bytes]]:
     """The files of a tiny package, a resume state and a corrections project (all made here)."""
     import yaml
 
-    from napari_ramseg.core.checkpoint import ModelMetadata, save_model
-    from napari_ramseg.core.corrections import CorrectionStore
-    from napari_ramseg.core.model import RamSegNet
-    from napari_ramseg.core.train import Trainer
+    from napari_ramseg.core.models.checkpoint import ModelMetadata, save_model
+    from napari_ramseg.core.finetune.corrections import CorrectionStore
+    from napari_ramseg.core.method.model import RamSegNet
+    from napari_ramseg.core.training.trainer import Trainer
 
     out: dict[str, dict[str, bytes]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -197,7 +197,7 @@ def _write(root: Path, files: dict[str, bytes]) -> None:
 
 
 def _read_package(root: Path, files: dict[str, bytes]) -> None:
-    from napari_ramseg.core.checkpoint import load_model
+    from napari_ramseg.core.models.checkpoint import load_model
 
     root.mkdir(parents=True, exist_ok=True)
     package = root / "package.zip"
@@ -212,8 +212,8 @@ def _read_package(root: Path, files: dict[str, bytes]) -> None:
 
 def _read_resume(root: Path, files: dict[str, bytes]) -> None:
     from napari_ramseg.core.config import TrainConfig
-    from napari_ramseg.core.resume import read_resume_state
-    from napari_ramseg.core.train import Trainer
+    from napari_ramseg.core.training.resume import read_resume_state
+    from napari_ramseg.core.training.trainer import Trainer
 
     _write(root / "run", files)
     state = read_resume_state(root / "run")
@@ -225,7 +225,7 @@ def _read_resume(root: Path, files: dict[str, bytes]) -> None:
 
 
 def _read_corrections(root: Path, files: dict[str, bytes]) -> None:
-    from napari_ramseg.core.corrections import CorrectionStore
+    from napari_ramseg.core.finetune.corrections import CorrectionStore
 
     _write(root / "project", files)
     store = CorrectionStore(root / "project")

@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from napari_ramseg import io as rio
-from napari_ramseg.core.preprocess import to_model_channels, volume_to_slices_25d
+from napari_ramseg.core.data.preprocess import to_model_channels, volume_to_slices_25d
 from napari_ramseg.errors import RamsegInputError
 
 FORMATS = ("png", "jpg", "tif", "nii", "nii.gz")

@@ -14,7 +14,7 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from napari_ramseg.core.checkpoint import load_model, resolve_model_path
+from napari_ramseg.core.models.checkpoint import load_model, resolve_model_path
 from napari_ramseg.errors import RamsegInputError
 
 
@@ -86,7 +86,7 @@ def test_zip_bomb_weights_are_refused_before_extraction(tmp_path, tiny_model, ca
 
 
 def test_an_interrupted_extraction_leaves_no_cache_folder(tmp_path, tiny_model, cache, monkeypatch):
-    from napari_ramseg.core import package
+    from napari_ramseg.core.models import package
 
     def fail(*args):
         raise OSError(28, "No space left on device")
@@ -138,7 +138,7 @@ def test_float64_weights_that_fit_still_load(tmp_path, tiny_model):
 
 def _round(model, store, out):
     """One quick fine-tune round."""
-    from napari_ramseg.core import finetune as ft
+    from napari_ramseg.core.finetune import round as ft
     from napari_ramseg.core.config import FinetuneConfig
 
     return ft.finetune(model, store, out, FinetuneConfig(iterations=1, device="cpu", batch=2))
@@ -148,7 +148,7 @@ def _round(model, store, out):
 def corrections(tmp_path, tiny_model):
     """Four corrected cases (the third held out), as the Correct and fine-tune dock saves them."""
     from helpers import make_synthetic_domains
-    from napari_ramseg.core.corrections import CorrectionStore
+    from napari_ramseg.core.finetune.corrections import CorrectionStore
     from napari_ramseg.io import read_image, read_mask
 
     site = make_synthetic_domains(tmp_path / "site", domains=("siteC",), cases=4, size=40, seed=7)
@@ -161,7 +161,7 @@ def corrections(tmp_path, tiny_model):
 
 
 def test_a_file_named_like_the_next_version_is_skipped(tmp_path, tiny_model, corrections, monkeypatch):
-    from napari_ramseg.core import finetune as ft
+    from napari_ramseg.core.finetune import round as ft
 
     out = tmp_path / "out"
     out.mkdir()

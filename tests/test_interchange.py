@@ -41,7 +41,7 @@ def package(tiny_model, synthetic_data, tmp_path_factory):
 
 def test_onnx_matches_torch(tiny_model, tmp_path):
     pytest.importorskip("onnxruntime")
-    from napari_ramseg.core.checkpoint import load_model
+    from napari_ramseg.core.models.checkpoint import load_model
     from napari_ramseg.interchange.onnx_export import export_onnx, inference_network, run_onnx
 
     model, metadata = load_model(tiny_model)
@@ -97,7 +97,7 @@ def test_package_describes_the_model(package, tiny_model):
 
 
 def test_package_reimports_without_running_its_code(package, tiny_model, synthetic_data, tmp_path, cache):
-    from napari_ramseg.core.infer import Predictor
+    from napari_ramseg.core.inference.predictor import Predictor
     from napari_ramseg.io import read_image
     from napari_ramseg.models import resolve_model
 
@@ -127,7 +127,7 @@ def test_package_reimports_without_running_its_code(package, tiny_model, synthet
 def test_foreign_packages_are_refused_in_one_line(package, tmp_path, cache):
     import yaml
 
-    from napari_ramseg.core.checkpoint import resolve_model_path
+    from napari_ramseg.core.models.checkpoint import resolve_model_path
 
     with zipfile.ZipFile(package) as archive:
         rdf = yaml.safe_load(archive.read("rdf.yaml"))
@@ -179,7 +179,7 @@ def test_ramseg_export_writes_onnx_and_refuses_bad_names(tiny_model, tmp_path, c
 
 
 def test_a_volume_sample_becomes_a_2_5d_test_input(tiny_model):
-    from napari_ramseg.core.checkpoint import load_metadata
+    from napari_ramseg.core.models.checkpoint import load_metadata
     from napari_ramseg.interchange.bioimageio import sample_tensor
 
     volume = np.arange(5 * 40 * 48, dtype=np.uint16).reshape(5, 40, 48)

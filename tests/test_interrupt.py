@@ -24,9 +24,9 @@ from safetensors.torch import load_file
 
 from helpers import make_synthetic_domains
 from napari_ramseg.cli import _train_run_note, main
-from napari_ramseg.core.checkpoint import load_model
-from napari_ramseg.core.stopping import GracefulStop, StopNow
-from napari_ramseg.core.train_job import TrainRequest, run_training
+from napari_ramseg.core.models.checkpoint import load_model
+from napari_ramseg.core.training.stopping import GracefulStop, StopNow
+from napari_ramseg.core.training.job import TrainRequest, run_training
 from napari_ramseg.errors import RamsegInputError
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
@@ -216,8 +216,8 @@ def _interrupted_then_resumed(tmp_path: Path) -> Path:
     import numpy as np
 
     from napari_ramseg.core.config import ModelConfig, PreprocessConfig, TrainConfig
-    from napari_ramseg.core.data import Sample
-    from napari_ramseg.core.train import TrainCallbacks, Trainer
+    from napari_ramseg.core.data.dataset import Sample
+    from napari_ramseg.core.training.trainer import TrainCallbacks, Trainer
 
     rng = np.random.default_rng(0)
     samples = {d: [Sample(rng.uniform(-1, 1, (3, 32, 32)).astype(np.float32),

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import torch
 
-from napari_ramseg.core import metrics
+from napari_ramseg.core.evaluation import metrics
 from napari_ramseg.files import json_safe, write_json
 
 

@@ -11,7 +11,7 @@ import pytest
 from napari_ramseg.cli import build_parser, main
 from napari_ramseg.core.config import FinetuneConfig, TrainConfig
 from napari_ramseg.core.options import settings_of
-from napari_ramseg.core.train_job import TrainRequest, config_from_request
+from napari_ramseg.core.training.job import TrainRequest, config_from_request
 
 
 def _subparser(name: str) -> argparse.ArgumentParser:

@@ -27,11 +27,11 @@ from safetensors.torch import load_file, save_file
 from helpers import make_synthetic_domains
 from napari_ramseg import io as rio
 from napari_ramseg.cli import main
-from napari_ramseg.core import checkpoint as ckpt
-from napari_ramseg.core.checkpoint import ModelMetadata, load_model, save_model
+from napari_ramseg.core.models import checkpoint as ckpt
+from napari_ramseg.core.models.checkpoint import ModelMetadata, load_model, save_model
 from napari_ramseg.core.config import LabelScheme, ModelConfig, TrainConfig
-from napari_ramseg.core.infer import Predictor
-from napari_ramseg.core.model import RamSegNet
+from napari_ramseg.core.inference.predictor import Predictor
+from napari_ramseg.core.method.model import RamSegNet
 from napari_ramseg.errors import RamsegInputError
 from napari_ramseg.files import atomic_write
 
@@ -669,9 +669,9 @@ def test_machine_failures_are_one_line_exit_1(capsys, monkeypatch):
 ])
 def test_damaged_resume_state_is_refused_naming_the_file(tmp_path, name, content, expected):
     """``resume.read_resume_state`` validates what ``ramseg train --resume`` will read."""
-    from napari_ramseg.core.data import Sample
-    from napari_ramseg.core.resume import read_resume_state
-    from napari_ramseg.core.train import Trainer
+    from napari_ramseg.core.data.dataset import Sample
+    from napari_ramseg.core.training.resume import read_resume_state
+    from napari_ramseg.core.training.trainer import Trainer
 
     run = tmp_path / "run"
     cfg = TrainConfig(model=ModelConfig(base_width=4), iterations=4, device="cpu")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from napari_ramseg.core.train_job import TrainRequest, run_training
+from napari_ramseg.core.training.job import TrainRequest, run_training
 from napari_ramseg.errors import RamsegInputError
 
 BASE = dict(iterations=4, size=32, batch=4, base_width=4, labels=["blob"], device="cpu", val_every=2)

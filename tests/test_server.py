@@ -1,6 +1,6 @@
 """``ramseg serve`` (issue 31): FastAPI's TestClient against the app, the client module through it.
 
-The server answers a case as the local pipeline does (``core.pipeline.segment_case``): the same mask
+The server answers a case as the local pipeline does (``core.review.pipeline.segment_case``): the same mask
 and measures for a fundus photograph, the same refusal of an MRI slice by the optic disc model; the
 token is checked on every request, models are named and never given as paths, uploads are limited,
 and each request leaves one log line that names no file.
@@ -23,8 +23,8 @@ with warnings.catch_warnings():  # Starlette 1.x would rather run its TestClient
     from fastapi.testclient import TestClient  # noqa: E402
 
 from napari_ramseg.cli import main  # noqa: E402
-from napari_ramseg.core.infer import Predictor  # noqa: E402
-from napari_ramseg.core.pipeline import segment_case  # noqa: E402
+from napari_ramseg.core.inference.predictor import Predictor  # noqa: E402
+from napari_ramseg.core.review.pipeline import segment_case  # noqa: E402
 from napari_ramseg.io import read_image  # noqa: E402
 from napari_ramseg.models import bundled_models, resolve_model  # noqa: E402
 from napari_ramseg.server import security  # noqa: E402
@@ -69,7 +69,7 @@ def _grey_png(path: Path, size: int = 40) -> Path:
 
 
 def _local(model: str | Path, path: Path, **options):
-    from napari_ramseg.core.pipeline import CaseOptions
+    from napari_ramseg.core.review.pipeline import CaseOptions
 
     predictor = Predictor.from_path(resolve_model(model), device="cpu", precision="fp32")
     return segment_case(predictor, read_image(path), CaseOptions(**options))
@@ -159,8 +159,8 @@ def test_a_volume_comes_back_as_nifti_in_its_own_world_space_as_locally(client, 
 
 
 def test_adaptation_and_review_options_travel_with_the_request(client, models_dir, tmp_path):
-    from napari_ramseg.core.adapt import AdaptedPredictor
-    from napari_ramseg.core.pipeline import CaseOptions
+    from napari_ramseg.core.inference.adapt import AdaptedPredictor
+    from napari_ramseg.core.review.pipeline import CaseOptions
 
     scan = _grey_png(tmp_path / "scan.png", 48)
     remote = client.segment(scan, model="tiny", adapt="align", review="disagreement", precision="fp32")

@@ -86,8 +86,8 @@ def test_cases_arriving_together_on_a_server_are_batched_and_answered_as_alone(t
     pytest.importorskip("uvicorn")
     from helpers import serve_on_loopback, stop_server
 
-    from napari_ramseg.core.infer import Predictor
-    from napari_ramseg.core.pipeline import segment_case
+    from napari_ramseg.core.inference.predictor import Predictor
+    from napari_ramseg.core.review.pipeline import segment_case
     from napari_ramseg.io import read_image
     from napari_ramseg.server.app import ServerSettings, create_app
     from napari_ramseg.server.cases import jsonable

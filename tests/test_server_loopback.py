@@ -11,8 +11,8 @@ import pytest
 
 pytest.importorskip("uvicorn")
 
-from napari_ramseg.core.infer import Predictor  # noqa: E402
-from napari_ramseg.core.pipeline import CaseOptions, segment_case  # noqa: E402
+from napari_ramseg.core.inference.predictor import Predictor  # noqa: E402
+from napari_ramseg.core.review.pipeline import CaseOptions, segment_case  # noqa: E402
 from napari_ramseg.io import read_image  # noqa: E402
 from napari_ramseg.server.app import ServerSettings, create_app  # noqa: E402
 from napari_ramseg.server.cases import jsonable  # noqa: E402

@@ -8,7 +8,7 @@ import shutil
 
 from napari_ramseg.cli import main
 from napari_ramseg.core.config import TrainConfig
-from napari_ramseg.core.train_job import TrainRequest, run_training
+from napari_ramseg.core.training.job import TrainRequest, run_training
 
 TINY = ["--iterations", "1", "--size", "32", "--batch", "2", "--base-width", "4", "--device", "cpu"]
 

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         _error(exc)
     except ValueError as exc:  # bad option values (device not present, impossible sizes) are input too
         _error(exc)
-    except KeyboardInterrupt as exc:  # a second SIGINT or SIGTERM (core.stopping.StopNow) carries its code
+    except KeyboardInterrupt as exc:  # a second SIGINT or SIGTERM (core.training.stopping.StopNow) carries its code
         stderr(f"ramseg: interrupted; {_interrupted_note(args)}")
         return getattr(exc, "exit_code", EXIT_INTERRUPTED)
     except MemoryError:

@@ -80,14 +80,14 @@ def typed_command() -> str:
     return " ".join(["ramseg", *sys.argv[1:]])
 
 
-ADAPT_HELP = ("adapt to each scan before segmenting it (test-time adaptation, core/adapt/), one of {names}: align "
+ADAPT_HELP = ("adapt to each scan before segmenting it (test-time adaptation, core/inference/adapt/), one of {names}: align "
               "(training-free: the scan's low-frequency amplitude towards the model's sources), prompt (a learned "
               "low-frequency prompt per scan), adabn or tent (BatchNorm baselines); --adapt alone runs {default}")
 
 
 def add_adapt(p: argparse.ArgumentParser) -> None:
     """``--adapt [METHOD]``: off unless given; alone it runs ``AdaptConfig.method``. The names are checked
-    against the registry when the command runs (``core.adapt.make_method``), so parsing stays torch-free."""
+    against the registry when the command runs (``core.inference.adapt.make_method``), so parsing stays torch-free."""
     from ..core.config import ADAPT, ADAPT_METHODS
 
     p.add_argument("--adapt", nargs="?", const=ADAPT.method, default=None, metavar="METHOD",
@@ -98,7 +98,7 @@ def adapt_predictor(predictor, method: str | None):
     """``predictor`` itself, or wrapped to adapt to every scan with ``method``."""
     if method is None:
         return predictor
-    from ..core.adapt import AdaptedPredictor
+    from ..core.inference.adapt import AdaptedPredictor
 
     return AdaptedPredictor(predictor, method)
 

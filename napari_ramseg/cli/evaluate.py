@@ -10,7 +10,7 @@ from ._remote import add_server_options, connect, refuse_local_options
 
 
 def add_parser(sub) -> None:
-    from ..core.layouts import FORMATS
+    from ..core.data.layouts import FORMATS
 
     e = sub.add_parser("evaluate", help="score a model on one domain's labelled cases",
                        description="Dice, HD95 and ASD of a model on every labelled case of one domain "
@@ -30,9 +30,9 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core.evaluate import evaluate_domain
-    from ..core.infer import Predictor
-    from ..core.metrics import json_safe
+    from ..core.evaluation.evaluate import evaluate_domain
+    from ..core.inference.predictor import Predictor
+    from ..core.evaluation.metrics import json_safe
     from ..models import resolve_model
 
     bars = []  # made at the first case: a model or data error then prints one line, not an empty bar too
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{label}: " + "  ".join(f"{k} {v:.4f}" if v is not None else f"{k} n/a"
                                         for k, v in json_safe(values).items()))
     if args.json:
-        from ..core.checkpoint import atomic_write_json
+        from ..core.models.checkpoint import atomic_write_json
 
         atomic_write_json(args.json, json_safe(report))
         stderr(f"wrote {args.json}")

@@ -57,7 +57,7 @@ def _check_extra(fmt: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core.checkpoint import load_model, resolve_model_path
+    from ..core.models.checkpoint import load_model, resolve_model_path
     from ..models import model_card, resolve_model
 
     _check_extra(args.format)

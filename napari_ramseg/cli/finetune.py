@@ -34,9 +34,9 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Corrections from --project or --images/--labels, then a new model version in --out."""
-    from ..core.checkpoint import resolve_model_path
+    from ..core.models.checkpoint import resolve_model_path
     from ..core.config import FinetuneConfig
-    from ..core.finetune_job import finetune_from_files
+    from ..core.finetune.job import finetune_from_files
     from ..core.options import check_settings, settings_of
     from ..models import resolve_model
 

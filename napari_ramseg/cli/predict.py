@@ -38,8 +38,8 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core.pipeline import UNREADABLE, CaseOptions, read_case, unreadable_row
-    from ..core.review import NEEDS
+    from ..core.review.pipeline import UNREADABLE, CaseOptions, read_case, unreadable_row
+    from ..core.review.priority import NEEDS
 
     refuse_local_options(args, {"--device": "auto", "--verbose": False})
     cases = _RemoteCases(args) if args.server else _LocalCases(args)
@@ -93,10 +93,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 class _LocalCases:
-    """Cases segmented here: the model loaded once, ``core.pipeline.segment_case`` per case."""
+    """Cases segmented here: the model loaded once, ``core.review.pipeline.segment_case`` per case."""
 
     def __init__(self, args: argparse.Namespace):
-        from ..core.infer import Predictor
+        from ..core.inference.predictor import Predictor
         from ..models import resolve_model
 
         with naming(f"--model {args.model}"):  # a bad model is the option's fault, not the scan's
@@ -118,7 +118,7 @@ class _LocalCases:
 
     def segment(self, source: Path, image, options, case: str | None):
         """(the ``CaseResult``, its report row when ``case`` names it)."""
-        from ..core.pipeline import segment_case
+        from ..core.review.pipeline import segment_case
 
         adapted_before = getattr(self.segmenter, "fits", 0)
         with naming(source):
@@ -184,7 +184,7 @@ def _write_masks(args: argparse.Namespace, target: Path, labels, image, scheme) 
 
 
 def _write_report(args: argparse.Namespace, rows: list[dict]) -> None:
-    from ..core.report import descriptors_path, write_report
+    from ..core.review.report import descriptors_path, write_report
 
     report = write_report(args.output / REVIEW.report_name, rows, args.review)
     stderr(f"wrote {report} ({len(rows)} cases, review_priority by {args.review})")

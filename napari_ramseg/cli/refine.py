@@ -1,4 +1,4 @@
-"""``ramseg refine``: a mask that follows a clinician's strokes (``core/refine.py``), as the Correct dock makes it."""
+"""``ramseg refine``: a mask that follows a clinician's strokes (``core/review/refine.py``), as the Correct dock makes it."""
 
 from __future__ import annotations
 
@@ -36,9 +36,9 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..core.config import RefineConfig
-    from ..core.infer import Predictor
+    from ..core.inference.predictor import Predictor
     from ..core.options import check_settings
-    from ..core.refine import check_strokes, refine_case
+    from ..core.review.refine import check_strokes, refine_case
     from ..io import read_image, read_mask, write_labels
     from ..models import resolve_model
 

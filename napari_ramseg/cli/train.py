@@ -10,9 +10,9 @@ from ._common import (EXIT_INTERRUPTED, add_settings, csv_list, progress_bar, qu
 
 
 def add_parser(sub) -> None:
-    from ..core.layouts import FORMATS
-    from ..core.run_folder import CLI_ROOT
-    from ..core.train_job import NONE_MEANS_DEFAULT, TRAIN_SETTINGS
+    from ..core.data.layouts import FORMATS
+    from ..core.models.run_folder import CLI_ROOT
+    from ..core.training.job import NONE_MEANS_DEFAULT, TRAIN_SETTINGS
 
     t = sub.add_parser("train", help="train a model on source domains")
     t.add_argument("--data", required=True, type=Path, help="dataset root")
@@ -42,16 +42,16 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core.distributed import env_rank
-    from ..core.run_folder import default_run_dir
-    from ..core.stopping import GracefulStop, signal_name
-    from ..core.train_job import TRAIN_SETTINGS, TrainRequest, run_training
+    from ..core.training.distributed import env_rank
+    from ..core.models.run_folder import default_run_dir
+    from ..core.training.stopping import GracefulStop, signal_name
+    from ..core.training.job import TRAIN_SETTINGS, TrainRequest, run_training
 
     # under torchrun only rank 0 talks: one progress bar, one set of messages
     main_rank = env_rank() == 0
     quiet = args.quiet or not main_rank
     if args.resume is None and args.out is None:
-        args.out = default_run_dir()  # named here (core/run_folder.py), so that every message can say where the run is
+        args.out = default_run_dir()  # named here (core/models/run_folder.py), so that every message can say where the run is
 
     request = TrainRequest(
         data=args.data, format=args.format, domains=args.domains, target=args.target, out=args.out,
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         lead = "" if quiet else "\n"
         return f"{lead}ramseg: {signal_name(signum)} received: stopping after the current step (again: at once)\n"
 
-    # SIGINT and SIGTERM: finish the step, write a resume state, exit 130 or 143 (core/stopping.py)
+    # SIGINT and SIGTERM: finish the step, write a resume state, exit 130 or 143 (core/training/stopping.py)
     stop = GracefulStop(notice=notice if main_rank else None)
     with stop:
         result = run_training(request, on_event=on_event if main_rank else None, should_stop=stop,
@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
 
 def train_run_note(run: Path | None, data: Path) -> str:
     """What a stopped training run left in its folder, read from the folder itself."""
-    from ..core.run_folder import RunFolder
+    from ..core.models.run_folder import RunFolder
 
     if run is None or not Path(run).is_dir():
         return f"nothing was written{f' to {run}' if run is not None else ''} (it stopped before training began)"

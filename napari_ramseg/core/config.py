@@ -128,7 +128,7 @@ class TrainConfig:
     poly_power: float = 0.9
     scale_aug_p: float = 0.5  # with this probability, scale up by U(1, scale_aug_max) in x and y
     scale_aug_max: float = 1.5
-    # issue 28's recipe options beside RAM (core/photometric.py, --partners): both off by default
+    # issue 28's recipe options beside RAM (core/data/photometric.py, --partners): both off by default
     photometric: float = option(
         0.0, help="with this probability, each training image gets a random brightness, contrast, gamma, colour "
         "balance, blur and noise change beside RAM (0: off)", label="Photometric aug.", min=0.0, max=1.0, step=0.05,
@@ -223,7 +223,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    """A fine-tune round's own settings (``core/finetune.py``); everything else is the base model's
+    """A fine-tune round's own settings (``core/finetune/round.py``); everything else is the base model's
     ``TrainConfig``. ``ramseg finetune`` and the Correct and fine-tune dock take their defaults here.
 
     Sized so that a round from 3 corrections finishes within 2 minutes on a 2-core CPU with replay on
@@ -257,7 +257,7 @@ REVIEW_PRIORITIES = ("uncertainty", "disagreement", "representative", "random")
 
 @dataclass(frozen=True)
 class ReviewConfig:
-    """Which cases a clinician should look at first (``core/review.py``), for the worklist dock and the
+    """Which cases a clinician should look at first (``core/review/priority.py``), for the worklist dock and the
     ``report.csv`` of ``ramseg predict`` on a folder.
 
     ``priority`` names the score cases are ranked by (highest first): ``"uncertainty"`` (mean predictive
@@ -268,7 +268,7 @@ class ReviewConfig:
     ``"uncertainty"``: at k = 3 corrections representative's mean gain was below entropy's (+0.102 vs
     +0.106; random +0.102), at k = 5 above it (+0.114 vs +0.106) but not in every direction, and no
     ranking beat random in every direction (``bench/results/finetune_gain.md``).
-    The views are RAM's own transform (``core/ram.py``) with the partner amplitudes taken from the source
+    The views are RAM's own transform (``core/method/ram.py``) with the partner amplitudes taken from the source
     spectra stored in ``model.json`` (``source_profile``): each source domain's mean style, shifted by
     each of ``spreads`` standard deviations, mixed in with each of ``lambdas`` (0: the partner's amplitude
     alone, as RAM's strongest mix)."""
@@ -291,7 +291,7 @@ DISC_PICKS = ("first", "confident")  # DiscConfig.pick's choices
 
 @dataclass(frozen=True)
 class DiscConfig:
-    """The optic disc's two stages (``core/disc/``): the coarse locator and the disc-centred ROI.
+    """The optic disc's two stages (``core/tasks/disc/``): the coarse locator and the disc-centred ROI.
 
     These are the defaults: a model package carries the settings its benchmark rows were measured
     with (model.json's ``"disc"`` block, chosen by bench/optic_disc_settings.py) and DiscPredictor lays
@@ -321,7 +321,7 @@ class DiscConfig:
     min_disc_fraction: float = 0.05  # a disc covering less of its ROI than this is no disc
     max_disc_fraction: float = 0.9  # nor one filling it (a bright patch, not a disc)
     min_confidence: float = 0.6  # mean disc probability inside the predicted disc needed to accept it
-    # "not a colour fundus image" (core/disc/fundus.py): mean R / (R + G + B) - 1/3 inside the field of
+    # "not a colour fundus image" (core/tasks/disc/fundus.py): mean R / (R + G + B) - 1/3 inside the field of
     # view must reach this (grey 0; 0 turns the check off). Chosen on fundus images only, never on the
     # images it is meant to refuse: 0.8 (FitConfig.margin's convention) x the lowest red excess of every
     # photograph and crop of the project's fundus sets, HRF, STARE, CHASE_DB1, Drishti-GS, DRIONS-DB and
@@ -332,7 +332,7 @@ class DiscConfig:
 
 @dataclass(frozen=True)
 class DiscRoiSampling:
-    """How a labelled fundus image becomes training ROIs of the optic disc model (``core/disc/roi.py``):
+    """How a labelled fundus image becomes training ROIs of the optic disc model (``core/tasks/disc/roi.py``):
     the training folders of the shipped models (``bench/optic_disc_data.py``) and a fine-tune round's
     corrected photographs are cut alike, so a round trains on what stage two sees."""
 
@@ -351,7 +351,7 @@ NORMALIZATION = {"method": "percentile_minmax", "low_percentile": 0.5, "high_per
 
 @dataclass(frozen=True)
 class FitConfig:
-    """The check that a scan looks like a model's source domains (``core/domain_fit.py``).
+    """The check that a scan looks like a model's source domains (``core/shift/domain_fit.py``).
 
     Every image is brought to ``style_side`` x ``style_side`` after the usual normalisation; its style
     is the log-amplitude spectrum inside RAM's low-frequency window (``window_ratio`` of the model).
@@ -375,7 +375,7 @@ FIT = FitConfig()
 
 @dataclass(frozen=True)
 class AdaptConfig:
-    """Test-time adaptation to the scan in front of the model (``core/adapt/``): off unless asked for
+    """Test-time adaptation to the scan in front of the model (``core/inference/adapt/``): off unless asked for
     (``ramseg predict|evaluate --adapt [METHOD]``, the Segment dock's "adapt to this scan").
 
     Windows are in frequency bins of the model's stored source spectra (``source_profile``, whose
@@ -406,14 +406,14 @@ class AdaptConfig:
 
 
 ADAPT = AdaptConfig()
-# The registry's names (core/adapt/), here so the CLI and the docks list them without importing torch;
+# The registry's names (core/inference/adapt/), here so the CLI and the docks list them without importing torch;
 # tests/core/test_adapt.py checks the two agree.
 ADAPT_METHODS = ("align", "prompt", "adabn", "tent")
 
 
 @dataclass(frozen=True)
 class RefineConfig:
-    """How a mask follows a clinician's strokes (``core/refine.py``). The method and its settings were
+    """How a mask follows a clinician's strokes (``core/review/refine.py``). The method and its settings were
     chosen by bench/strokes.py on leave-one-camera-out directions (bench/results/strokes/README.md)."""
 
     # head, reach 200, hidden 32, consistency 0.1: the best mean Dice after 5 strokes over the three vessel
@@ -428,6 +428,6 @@ class RefineConfig:
     floor: float = 0.2  # threshold: a positive stroke never takes pixels the network gives less than this
     ceiling: float = 0.8  # threshold: a negative stroke never removes pixels the network gives more than this
     beta: float = 130.0  # random walker: how strongly probability edges stop the walk
-    head_steps: int = 50  # head: Adam steps of the per-scan correction (core/refine_head.py)
+    head_steps: int = 50  # head: Adam steps of the per-scan correction (core/review/refine_head.py)
     head_hidden: int = 32  # head: 0, a linear correction of the logit; n, one hidden layer of n
     head_consistency: float = 0.1  # head: what an unstroked pixel's "stay as the mask is" weighs against a stroked one

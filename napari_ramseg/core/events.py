@@ -1,5 +1,5 @@
 """Long work as generators of progress events whose return value is the result (``Trainer.iter_run``,
-``finetune.iter_finetune``): driving one to its end, and relaying its events as another kind."""
+``round.iter_finetune``): driving one to its end, and relaying its events as another kind."""
 
 from __future__ import annotations
 

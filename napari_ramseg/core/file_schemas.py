@@ -108,7 +108,7 @@ class ResumeProvenanceSchema(Schema):
 
 
 class ResumeDataSchema(Schema):
-    """Which data a run trained on (``train_job.load_training_data``'s description, by content)."""
+    """Which data a run trained on (``training.job.load_training_data``'s description, by content)."""
 
     name: str = ""
     sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
@@ -141,7 +141,7 @@ class CaseFilesSchema(Schema):
     image: FileName
     original: FileName
     final: FileName
-    strokes: FileName | None = None  # a stroke-refined correction's strokes (core/refine.py's format)
+    strokes: FileName | None = None  # a stroke-refined correction's strokes (core/review/refine.py's format)
 
 
 class ProvenanceSchema(Schema):

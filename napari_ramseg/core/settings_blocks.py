@@ -2,7 +2,7 @@
 source-chosen test-time adaptation settings ("adapt"), over DiscConfig's and AdaptConfig's defaults.
 
 Read back by ``checkpoint.ModelMetadata.from_dict`` and written by ``checkpoint.write_block``; the
-names are re-exported from ``core/checkpoint.py``, where callers have always found them.
+names are re-exported from ``core/models/checkpoint.py``, where callers have always found them.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ The package (a zip) holds:
   their terms) and ``config.napari-ramseg`` naming the attachments.
 
 Pre/postprocessing in spec terms: ``scale_range`` over (channel, y, x) between the 0.5 and 99.5
-percentiles, ``scale_linear`` to [-1, 1] and ``clip``, as ``core/preprocess.normalize_intensity``
+percentiles, ``scale_linear`` to [-1, 1] and ``clip``, as ``core/data/preprocess.normalize_intensity``
 does; then ``sigmoid`` (nested labels) or ``softmax`` (exclusive). What the spec cannot say is in
 the card: the resize to the working scale, that a volume is normalised as a whole and seen as
 2.5D slices, and the threshold that turns probabilities into labels.
@@ -38,11 +38,11 @@ import tifffile
 import torch
 
 from .. import __version__
-from ..core.checkpoint import ModelMetadata, load_model, resolve_model_path
+from ..core.models.checkpoint import ModelMetadata, load_model, resolve_model_path
 from ..core.config import NORMALIZATION
-from ..core.infer import Predictor, probabilities_from_logits
-from ..core.preprocess import normalize_intensity
-from ..core.geometry import resize_image, working_shape
+from ..core.inference.predictor import Predictor, probabilities_from_logits
+from ..core.data.preprocess import normalize_intensity
+from ..core.data.geometry import resize_image, working_shape
 from ..errors import RamsegInputError
 from ..files import atomic_write
 from .citations import METHOD, training_data, training_data_markdown

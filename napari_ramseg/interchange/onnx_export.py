@@ -1,10 +1,10 @@
 """ONNX export of the inference network: the segmentation path the Predictor runs, nothing else.
 
-What is exported is the folded copy (``core/fastpath.FoldedSegNet``: encoder, segmentation decoder
+What is exported is the folded copy (``core/inference/fastpath.FoldedSegNet``: encoder, segmentation decoder
 and head with BatchNorm folded into the convolutions) in fp32 and plain NCHW, or the plain network
 when the fold does not apply. The DSIR restoration decoder is training-only and stays out.
 
-The graph takes ``(N, 3, H, W)`` float32 already normalised to [-1, 1] (``core/preprocess.py``),
+The graph takes ``(N, 3, H, W)`` float32 already normalised to [-1, 1] (``core/data/preprocess.py``),
 with ``H`` and ``W`` multiples of the network's stride, and returns logits ``(N, C, H, W)``; batch,
 height and width are dynamic. The sigmoid (nested labels) or softmax (exclusive), the threshold and
 the label names are written into the model's ``metadata_props`` so the file describes itself.
@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core.checkpoint import ModelMetadata
+from ..core.models.checkpoint import ModelMetadata
 from ..core.config import NORMALIZATION
-from ..core.fastpath import FoldedSegNet
-from ..core.model import RamSegNet
+from ..core.inference.fastpath import FoldedSegNet
+from ..core.method.model import RamSegNet
 from ..files import atomic_write
 
 OPSET = 17

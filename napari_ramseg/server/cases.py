@@ -1,4 +1,4 @@
-"""One uploaded case through the per-case pipeline (``core/pipeline.segment_case``), as JSON.
+"""One uploaded case through the per-case pipeline (``core/review/pipeline.segment_case``), as JSON.
 
 The upload is written to a fresh temporary folder as ``case<ending>`` (never the client's file name)
 and read by ``io.read_image``, so the readers' own checks and size limits apply (images over
@@ -45,7 +45,7 @@ class SegmentRequest:
 
     model: str = "default"
     format: str = ".png"  # the upload's file ending
-    adapt: str | None = None  # a core/adapt method, None: no adaptation
+    adapt: str | None = None  # a core/inference/adapt method, None: no adaptation
     review: str | None = None  # "disagreement" or "descriptor", None: no review score
     postprocess: bool = False
     precision: str = "auto"
@@ -66,7 +66,7 @@ class SegmentRequest:
 
 def segment_upload(predictor: Any, body: Path, request: SegmentRequest) -> dict[str, Any]:
     """Read the uploaded file ``body`` as a ``request.format`` file, segment it and answer in JSON."""
-    from ..core.pipeline import CaseOptions, segment_case
+    from ..core.review.pipeline import CaseOptions, segment_case
 
     with tempfile.TemporaryDirectory(prefix="ramseg-case-") as folder:
         path = Path(folder) / f"case{request.format}"
@@ -74,7 +74,7 @@ def segment_upload(predictor: Any, body: Path, request: SegmentRequest) -> dict[
         image = read_upload(path)
         segmenter = predictor
         if request.adapt is not None:
-            from ..core.adapt import AdaptedPredictor
+            from ..core.inference.adapt import AdaptedPredictor
 
             segmenter = AdaptedPredictor(predictor, request.adapt)
         options = CaseOptions(postprocess=request.postprocess, review=request.review)
@@ -96,7 +96,7 @@ def segment_upload(predictor: Any, body: Path, request: SegmentRequest) -> dict[
         "shape": list(image.spatial_shape),
         "spacing": jsonable(image.spacing),
         "mask": mask,
-        "adaptation": jsonable(getattr(segmenter, "last", None)),  # core.adapt's AdaptReport; None without
+        "adaptation": jsonable(getattr(segmenter, "last", None)),  # core.inference.adapt's AdaptReport; None without
         "row": jsonable(row),
         "maps": encode_maps(result.prediction) if request.maps and not result.refused else None,
     }

@@ -35,8 +35,8 @@ class Entry:
 
 def _folder_entries(folder: Path) -> list[Entry]:
     """The models in ``folder`` (not below it), each under its folder name or its file's stem."""
-    from ..core.run_folder import METADATA_NAME
-    from ..core.package import is_package
+    from ..core.models.run_folder import METADATA_NAME
+    from ..core.models.package import is_package
 
     entries = []
     for child in sorted(folder.iterdir()):
@@ -92,7 +92,7 @@ class Catalog:
     def describe(self, entry: Entry) -> dict[str, Any]:
         """What ``GET /models`` says of one model: its label scheme, sources, card and kind; or, for a
         broken one, why it cannot be used."""
-        from ..core.checkpoint import load_metadata
+        from ..core.models.checkpoint import load_metadata
 
         out: dict[str, Any] = {"name": entry.name, "source": entry.source}
         try:
@@ -117,9 +117,9 @@ class Catalog:
                 "heldout_dice": {"before": record.get("before_dice"), "after": record.get("after_dice")}}
 
     def predictor(self, name: str, precision: str = "auto") -> tuple[Entry, Any]:
-        """The loaded model (a ``core.infer.Predictor``), kept while its weights are unchanged."""
-        from ..core.checkpoint import resolve_model_path
-        from ..core.infer import Predictor
+        """The loaded model (a ``core.inference.predictor.Predictor``), kept while its weights are unchanged."""
+        from ..core.models.checkpoint import resolve_model_path
+        from ..core.inference.predictor import Predictor
 
         entry = self.entry(name)
         weights, _ = resolve_model_path(entry.path)

@@ -60,18 +60,18 @@ class RemoteCase:
         return list(self.raw.get("channel_names") or [])
 
     def row(self, case: str, file: str) -> dict[str, Any]:
-        """The case's ``report.csv`` row (``core/report.py``), named ``case`` and ``file`` here."""
+        """The case's ``report.csv`` row (``core/review/report.py``), named ``case`` and ``file`` here."""
         row = dict(self.raw.get("row") or {})
         if row.get("descriptor") is not None:
             row["descriptor"] = np.asarray(row["descriptor"], dtype=np.float64)
         return {**row, "case": case, "file": file}
 
     def case_result(self) -> Any:
-        """The local pipeline's ``core.pipeline.CaseResult`` of this answer: the same task, fit, measures and
+        """The local pipeline's ``core.review.pipeline.CaseResult`` of this answer: the same task, fit, measures and
         refusal; the prediction's probabilities and entropy only when the maps were asked for."""
-        from ..core.domain_fit import FitResult
-        from ..core.infer import Prediction
-        from ..core.pipeline import CaseResult
+        from ..core.shift.domain_fit import FitResult
+        from ..core.inference.predictor import Prediction
+        from ..core.review.pipeline import CaseResult
         from ..core.tasks import TASKS
 
         task = next((t for t in TASKS if t.name == self.task), None)
@@ -282,7 +282,7 @@ def decode_mask(mask: dict | None) -> np.ndarray | None:
 
 
 class RemotePredictor:
-    """What ``core.evaluate.evaluate_domain`` asks of a ``Predictor`` (``predict``, ``labels``, ``threshold``),
+    """What ``core.evaluation.evaluate.evaluate_domain`` asks of a ``Predictor`` (``predict``, ``labels``, ``threshold``),
     each case segmented on the server through its per-case pipeline (``ramseg evaluate --server``)."""
 
     def __init__(self, client: ServerClient, model: str, precision: str = "auto", adapt: str | None = None):
@@ -309,7 +309,7 @@ class RemotePredictor:
 
 
 def segment_case_remotely(predictor: RemotePredictor, image: Any, options: Any) -> Any:
-    """``core.pipeline.segment_case``'s twin (the Worklist dock's "server" device): ``image`` (an
+    """``core.review.pipeline.segment_case``'s twin (the Worklist dock's "server" device): ``image`` (an
     ``io.ImageData``) segmented by ``predictor``'s server with ``options``' post-processing and review
     score; the same ``CaseResult``, its report row the server's."""
     case = predictor.client.segment(image, model=predictor.model, adapt=predictor.adapt, review=options.review,
@@ -318,8 +318,8 @@ def segment_case_remotely(predictor: RemotePredictor, image: Any, options: Any) 
 
 
 def review_score_remotely(predictor: RemotePredictor, image: Any, need: str) -> Any:
-    """``core.pipeline.review_score``'s twin: the server segments the case again and takes ``need``
+    """``core.review.pipeline.review_score``'s twin: the server segments the case again and takes ``need``
     (``"disagreement"`` or ``"descriptor"``) beside it, as a local review score looks at the prediction."""
-    from ..core.pipeline import CaseOptions
+    from ..core.review.pipeline import CaseOptions
 
     return getattr(segment_case_remotely(predictor, image, CaseOptions(review=need)), need)

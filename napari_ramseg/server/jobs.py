@@ -3,13 +3,13 @@
 ``JobQueue`` runs jobs in submission order on one worker thread; each has a state (``queued``,
 ``running``, ``done``, ``failed``, ``cancelled``), its progress (the core's ``FinetuneEvent``: phase,
 step, total, message) and, when done, its result. Cancelling a queued job drops it; a running one
-stops at its next step (``should_stop``), and ``core/finetune.py`` writes a version only when it is
+stops at its next step (``should_stop``), and ``core/finetune/round.py`` writes a version only when it is
 complete, so a cancelled round leaves nothing half-written. Stopping the server cancels every job
 and waits for the running one to stop (``JobQueue.stop``).
 
-A fine-tune round (``finetune_job``) saves the uploaded image/mask pairs into the base model's project
+A fine-tune round (``finetune.job``) saves the uploaded image/mask pairs into the base model's project
 on the server, ``<models>/<base>-finetuned/corrections``, and writes the new version beside it as
-``<models>/<base>-finetuned/vNNN`` (``core/finetune_job.finetune_from_files``): the base model is only
+``<models>/<base>-finetuned/vNNN`` (``core/finetune/job.finetune_from_files``): the base model is only
 read, the versions keep their lineage in ``model.json`` and the catalog offers each as ``<base>-finetuned.vNNN``.
 Later rounds of the same base learn from every correction uploaded so far, as a local project does.
 """
@@ -84,7 +84,7 @@ class JobQueue:
 
     def stop(self, timeout: float = 120.0) -> None:
         """Cancel every job and wait (up to ``timeout``) for the running one to stop at its next step, so
-        a server that is stopped leaves no round half-done (``core/finetune.py`` writes none)."""
+        a server that is stopped leaves no round half-done (``core/finetune/round.py`` writes none)."""
         with self._lock:
             jobs, worker = list(self._jobs.values()), self._worker
         for job in jobs:
@@ -141,7 +141,7 @@ def decode_cases(cases: list[dict], folder: Path, prefix: str) -> tuple[list[Pat
 def finetune_job(catalog: Any, base: Any, cases: list[dict], settings: dict) -> Callable[[Job], dict]:
     """The work of one fine-tune round of the catalog entry ``base`` on the uploaded ``cases``."""
     from ..core.config import FinetuneConfig
-    from ..core.finetune_job import finetune_from_files
+    from ..core.finetune.job import finetune_from_files
 
     family = base.path.parent  # a version fine-tuned here: its round goes beside it, its lineage grows
     served = family.name.endswith(FINETUNED) and family.parent == catalog.models_dir
@@ -171,12 +171,12 @@ NOT_FROM_REQUESTS = ("device", "data", "out", "resume", "partners", "command", "
 
 
 def train_request(data_root: Path | None, models_dir: Path | None, body: Any) -> tuple[str, Any]:
-    """(the run's name, a checked ``core.train_job.TrainRequest``) for ``POST /jobs/train``: ``data`` names a
+    """(the run's name, a checked ``core.training.job.TrainRequest``) for ``POST /jobs/train``: ``data`` names a
     folder in the server's ``--data`` folder, ``name`` the new model (default ``<data>-<time>``), and the
     other keys are TrainConfig settings by name (``iterations``, ``size``, ...) or the layout's choices."""
     import datetime as dt
 
-    from ..core.train_job import TRAIN_SETTINGS, TrainRequest
+    from ..core.training.job import TRAIN_SETTINGS, TrainRequest
     from .catalog import NAME
 
     if data_root is None or models_dir is None:
@@ -202,10 +202,10 @@ def train_request(data_root: Path | None, models_dir: Path | None, body: Any) ->
 
 
 def train_job(request: Any, device: str) -> Callable[[Job], dict]:
-    """The work of one training run on the server's data (``core.train_job.run_training``)."""
+    """The work of one training run on the server's data (``core.training.job.run_training``)."""
     import dataclasses
 
-    from ..core.train_job import run_training
+    from ..core.training.job import run_training
 
     def work(job: Job) -> dict:
         def on_event(event: Any) -> None:

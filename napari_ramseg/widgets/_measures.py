@@ -1,5 +1,5 @@
 """The Segment dock's clinical measures as text and as the Labels layer's features (the measures
-themselves come from ``core/pipeline.segment_case``). Plain functions: no Qt here.
+themselves come from ``core/review/pipeline.segment_case``). Plain functions: no Qt here.
 """
 
 from __future__ import annotations

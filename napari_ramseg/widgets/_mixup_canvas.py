@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .. import layer_meta
-from ..core.ram import window_bounds
+from ..core.method.ram import window_bounds
 from ._common import PREVIEW_FLAG, FittedCaptions, upsert_layer, world_box
 from ._mixup_tiles import PreviewImage, mosaic
 from ._placement import place, show_in_view, uncover

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..core.preprocess import to_model_channels
-from ..core.ram import amplitude_mixup
-from ..core.geometry import resize_image
+from ..core.data.preprocess import to_model_channels
+from ..core.method.ram import amplitude_mixup
+from ..core.data.geometry import resize_image
 from ..errors import RamsegInputError
 
 PREVIEW_SIZE = 256  # long side of the preview, in pixels: the scale the model is trained at

@@ -97,7 +97,7 @@ class DeviceCombo(QComboBox):
 
 def model_summary(path: str | Path) -> str:
     """'vessel · trained on HRF + STARE' from a model's ``model.json``; '' when it cannot be read."""
-    from ..core.checkpoint import resolve_model_path
+    from ..core.models.checkpoint import resolve_model_path
 
     path = Path(path).expanduser()
     try:  # the owner of model paths also knows BioImage.IO packages (their model.json is an attachment)
@@ -214,7 +214,7 @@ class ModelPicker(QWidget):
 
     def model_path(self) -> Path:
         """The chosen model; raises RamsegInputError with a plain message when there is none."""
-        from ..core.run_folder import RunFolder
+        from ..core.models.run_folder import RunFolder
         from ..models import bundled_model_path
 
         name = self.bundled_name()
@@ -236,13 +236,13 @@ _PREDICTOR_LOCK = threading.Lock()
 
 
 def get_predictor(path: str | Path, device: str = "auto") -> Any:
-    """A :class:`~napari_ramseg.core.infer.Predictor`, loaded once per (model, device) and reused.
+    """A :class:`~napari_ramseg.core.inference.predictor.Predictor`, loaded once per (model, device) and reused.
 
     A model file that changed on disk since it was loaded (same path, newer weights) is reloaded.
     """
-    from ..core.checkpoint import resolve_model_path
+    from ..core.models.checkpoint import resolve_model_path
     from ..core.device import resolve_device
-    from ..core.infer import Predictor
+    from ..core.inference.predictor import Predictor
 
     resolved = Path(path).expanduser().resolve()
     weights, meta = resolve_model_path(resolved)

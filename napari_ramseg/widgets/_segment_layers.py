@@ -81,7 +81,7 @@ def show_result(viewer: Any, layer: Any, result: Any, want_probs: bool, want_ent
     colors = {0: "transparent", None: "transparent"}
     colors.update({i: label_color(i) for i in range(1, len(class_names))})
     name, kept = labels_layer_name(viewer, base)
-    measures = dict(getattr(result, "measures", None) or {})  # core/measures.measure_case, computed by the job
+    measures = dict(getattr(result, "measures", None) or {})  # core/evaluation/measures.measure_case, computed by the job
     labels = upsert_layer(
         viewer, name, result.labels, "labels", opacity=0.7, colormap=colors,
         features={"index": list(range(len(class_names))), "class": class_names,

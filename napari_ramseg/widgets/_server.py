@@ -200,7 +200,7 @@ class ServerRound:
 def server_finetune_job(model_name: str, project: Path, settings: Any):
     """The Correct dock's round on the server: the project's latest corrections (image, final mask) are sent
     with the round's settings; progress as the server reports it; Stop cancels the round there."""
-    from ..core.corrections import CorrectionStore, read_provenance
+    from ..core.finetune.corrections import CorrectionStore, read_provenance
     from ..core.options import settings_of
     from ._jobs import Progress
 
@@ -236,7 +236,7 @@ def server_finetune_job(model_name: str, project: Path, settings: Any):
 
 def server_worklist_job(worklist: Any, model: Path, model_name: str):
     """The Worklist dock's job through the server: every pending scan of ``worklist`` sent (losslessly, as
-    the Segment dock sends a layer) to ``core.worklist.Worklist.iter_segment``'s server twins, so each case
+    the Segment dock sends a layer) to ``core.review.worklist.Worklist.iter_segment``'s server twins, so each case
     gets the same ``CaseResult`` and report row, and the masks are written here. ``model`` names the model
     in the worklist's state, as a local run does (the same model, so the same masks); ``model_name``: its
     name on the server."""

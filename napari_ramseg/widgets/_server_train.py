@@ -23,7 +23,7 @@ POLL_S = 1.0
 def train_settings(request: Any) -> dict[str, Any]:
     """What of a ``TrainRequest`` a server's training job takes: the data folder and run by name, and the
     settings it accepts by name (``server/jobs.train_request``); never a path or the device."""
-    from ..core.train_job import TRAIN_SETTINGS
+    from ..core.training.job import TRAIN_SETTINGS
     from ..server.jobs import NOT_FROM_REQUESTS, TRAIN_PLACES
 
     allowed = {s.name for s in TRAIN_SETTINGS if s.name not in NOT_FROM_REQUESTS} | set(TRAIN_PLACES)

@@ -2,8 +2,8 @@
 
 The strokes live in a Labels layer of their own beside the prediction (``layer_meta.STROKES`` names the
 prediction layer it belongs to; layer pickers never offer it): each stroked pixel holds the class the
-mask should have there, 255 for background, 0 where nothing was drawn (``core/refine.py``'s format, the
-same file ``ramseg refine --strokes`` reads). Refine runs ``core.refine.refine_case`` in the dock's
+mask should have there, 255 for background, 0 where nothing was drawn (``core/review/refine.py``'s format, the
+same file ``ramseg refine --strokes`` reads). Refine runs ``core.review.refine.refine_case`` in the dock's
 background job: the scan is segmented once (its probabilities kept for the next strokes), and every
 Refine refines from all the strokes drawn so far, starting from the mask as it was before the first
 stroke or as it was last painted by hand. Undo puts back the mask and the strokes before the last Refine.
@@ -18,7 +18,7 @@ import numpy as np
 from qtpy.QtWidgets import QComboBox, QHBoxLayout, QPushButton, QVBoxLayout, QWidget
 
 from .. import layer_meta
-from ..core.refine import BACKGROUND_STROKE
+from ..core.review.refine import BACKGROUND_STROKE
 from ._common import ORIGINAL_KEY, Progress
 
 BRUSH_SIZE = 3  # napari's brush, in pixels: thin enough to follow a vessel
@@ -209,11 +209,11 @@ class StrokesPanel(QWidget):
 def refine_job(model: Any, device: str, image: np.ndarray, rgb: bool, strokes: np.ndarray, start: np.ndarray,
                case: Any):
     """The job: segment the scan (unless ``case`` holds it already) and refine from the strokes
-    (``core.refine.refine_case``, as ``ramseg refine``); it returns (the refined mask, the CaseResult)."""
+    (``core.review.refine.refine_case``, as ``ramseg refine``); it returns (the refined mask, the CaseResult)."""
 
     def job(control):
-        from ..core.infer import Predictor
-        from ..core.refine import refine_case
+        from ..core.inference.predictor import Predictor
+        from ..core.review.refine import refine_case
         from ..io import ImageData
 
         yield Progress(0, 0, "Segmenting the scan …" if case is None else "Refining …")

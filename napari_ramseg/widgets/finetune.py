@@ -25,7 +25,7 @@ from qtpy.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QListWidget, QPushB
 
 from .. import layer_meta
 from ..core.config import FinetuneConfig
-from ..core.corrections import CorrectionStore
+from ..core.finetune.corrections import CorrectionStore
 from ._base import WARNING_COLOUR, DockWidget
 from ._common import ORIGINAL_KEY, JobControl, Progress
 from ._handover import offer_model
@@ -39,13 +39,13 @@ ITERATIONS = FINETUNE_ITERATIONS  # the round's other settings fold away under "
 
 def finetune_job(model: Path, project: Path, out_root: Path, settings: FinetuneConfig, replay: str | None,
                  target_style: str | None = None):
-    """The job: one fine-tune round (``core.finetune.iter_finetune``), its events as progress; it returns
-    the :class:`~napari_ramseg.core.finetune.FinetuneResult`. Stop asks the round to stop after its step
+    """The job: one fine-tune round (``core.finetune.round.iter_finetune``), its events as progress; it returns
+    the :class:`~napari_ramseg.core.finetune.round.FinetuneResult`. Stop asks the round to stop after its step
     (nothing is written) and the result still says so. ``target_style``: a folder of unlabelled scans
     of the new site, whose style RAM mixes in (target-style RAM)."""
 
     def job(control: JobControl):
-        from ..core.finetune import iter_finetune
+        from ..core.finetune.round import iter_finetune
 
         events = iter_finetune(str(model), CorrectionStore(project), str(out_root), settings, replay,
                                should_stop=control.cancelled, command="napari Correct and fine-tune",

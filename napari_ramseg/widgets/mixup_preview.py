@@ -8,7 +8,7 @@ any other preview it would meet; layers over it are hidden and the view is fitte
                  with the mixing window drawn on every spectrum             <- "mixing window: <image>"
 
 Everything is computed at a preview resolution (long side ``PREVIEW_SIZE``) on the network's
-normalised input ([-1, 1], model channels), with the same ``core.ram.amplitude_mixup`` that training
+normalised input ([-1, 1], model channels), with the same ``core.method.ram.amplitude_mixup`` that training
 uses. Normalised, resized images and spectra are cached, so a slider move only re-runs the mixup
 (a few milliseconds) and is applied on the UI thread after a short debounce. Reading a folder of
 partner images is the one slow step and runs in a background job.
@@ -26,8 +26,8 @@ from qtpy.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QPushBu
                             QWidget)
 
 from ..core.config import MethodConfig
-from ..core.ram import log_amplitude_spectrum
-from ..core.geometry import resize_image
+from ..core.method.ram import log_amplitude_spectrum
+from ..core.data.geometry import resize_image
 from ..errors import RamsegInputError
 from ._base import DockWidget, note_label
 from ._common import JobControl, LayerChecklist, Progress, displayed_plane, notify_error

@@ -79,7 +79,7 @@ def to_display(out: np.ndarray) -> np.ndarray:
 def low_pass_prepared(x: torch.Tensor, shape: tuple[int, int], factor: int) -> np.ndarray:
     """A prepared (C, H, W) network input at ``shape``, averaged over ``factor`` x ``factor`` cells (the
     bottleneck's grid) and smoothly upsampled again: (C, h, w) in [-1, 1]."""
-    from ..core.geometry import resize_image
+    from ..core.data.geometry import resize_image
 
     small = F.avg_pool2d(resize_image(x, shape)[None], factor, ceil_mode=True)
     return F.interpolate(small, size=shape, mode="bilinear", align_corners=False)[0].numpy()
@@ -87,7 +87,7 @@ def low_pass_prepared(x: torch.Tensor, shape: tuple[int, int], factor: int) -> n
 
 def low_pass(image: np.ndarray, shape: tuple[int, int], factor: int, in_channels: int) -> np.ndarray:
     """:func:`low_pass_prepared` of a raw 2D image, normalised as for prediction."""
-    from ..core.preprocess import to_model_channels
+    from ..core.data.preprocess import to_model_channels
 
     try:
         x = torch.tensor(to_model_channels(image, in_channels))  # a copy: the layer's array may be read-only
@@ -105,7 +105,7 @@ def restoration_job(image: np.ndarray, kind: str, z: int | None, model: Path, de
     the mask are all made from that one tensor, at one size."""
 
     def job(control: JobControl):
-        from ..core.infer import labels_from_probabilities
+        from ..core.inference.predictor import labels_from_probabilities
 
         yield Progress(0, 0, "loading model…")
         predictor = get_predictor(model, device)

@@ -31,7 +31,7 @@ class SegmentRequest:
     device: str
     postprocess: bool
     spacing: tuple[float, ...] | None = None  # a volume's (z, y, x) voxel spacing, when the layer knows it
-    adapt: str | None = None  # also segment after adapting to this scan (core/adapt/), with this method
+    adapt: str | None = None  # also segment after adapting to this scan (core/inference/adapt/), with this method
     model_name: str = ""  # the model's name on a server (device "server": a bundled name or its folder's)
 
 
@@ -64,7 +64,7 @@ class SegmentResult:
     model: str
     device: str
     fit_warning: str = ""  # what differs from the model's source domains ('' when the image fits)
-    measures: dict[str, Any] | None = None  # core/measures.measure_case (+ where the optic disc was found)
+    measures: dict[str, Any] | None = None  # core/evaluation/measures.measure_case (+ where the optic disc was found)
     adapted: AdaptedOutcome | None = None
     measures_reliable: bool = True  # False when the image does not fit the model's sources
 
@@ -130,10 +130,10 @@ def request_image(request: SegmentRequest) -> Any:
 
 
 def segment_job(request: SegmentRequest):
-    """The job: load (or reuse) the model, then segment the case (``core/pipeline.segment_case``, as
+    """The job: load (or reuse) the model, then segment the case (``core/review/pipeline.segment_case``, as
     ``ramseg predict`` and the Worklist do); a refused case ends the job with the reason. Device
     "server": the same case through the remembered server (``server_segment_job``)."""
-    from ..core.pipeline import CaseOptions, segment_case
+    from ..core.review.pipeline import CaseOptions, segment_case
     from ._server import SERVER
 
     if request.device == SERVER:
@@ -218,8 +218,8 @@ def adapt_job_step(predictor: Any, request: SegmentRequest, control: JobControl,
                    plain_seconds: float) -> AdaptedOutcome:
     """Adapt to the scan once (a volume too; an optic disc model to each ROI its two stages segment)
     and segment it again through the same pipeline; the plain result stays as it was."""
-    from ..core.adapt import AdaptedPredictor
-    from ..core.pipeline import CaseOptions, segment_case
+    from ..core.inference.adapt import AdaptedPredictor
+    from ..core.review.pipeline import CaseOptions, segment_case
 
     key = (id(predictor), str(request.adapt))
     if key not in _ADAPTERS or _ADAPTERS[key].base is not predictor:

@@ -17,9 +17,9 @@ from qtpy.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QListWidget, QL
 
 from ..core.config import LabelScheme
 from ..core.device import DEVICE_CHOICES
-from ..core.layouts import FORMATS as LAYOUT_NAMES
-from ..core.run_folder import RunFolder, dock_run_dir
-from ..core.train_process import TrainProcess
+from ..core.data.layouts import FORMATS as LAYOUT_NAMES
+from ..core.models.run_folder import RunFolder, dock_run_dir
+from ..core.training.process import TrainProcess
 from ._base import WARNING_COLOUR, DockWidget, status_label
 from ._handover import find_model_consumers, offer_model
 from ._plot import LivePlot
@@ -35,7 +35,7 @@ NO_TARGET = "(none)"
 
 
 def default_run_dir() -> Path:
-    return dock_run_dir()  # ~/ramseg-runs/ramseg-<time> (core/run_folder.py)
+    return dock_run_dir()  # ~/ramseg-runs/ramseg-<time> (core/models/run_folder.py)
 
 
 def _stop_quietly(holder: dict[str, Any], *_: Any) -> None:
@@ -150,7 +150,7 @@ class TrainWidget(DockWidget):
     # -- domains ---------------------------------------------------------------------------------
     def refresh_domains(self) -> list[str]:
         """Fill the domain list (all checked) and the target choice from the data folder."""
-        from ..core.data import discover
+        from ..core.data.dataset import discover
 
         text = self.data_edit.text().strip()
         self.domain_list.clear()
@@ -202,7 +202,7 @@ class TrainWidget(DockWidget):
     # -- the job ---------------------------------------------------------------------------------
     def build_request(self):
         """The TrainRequest the fields describe (the output folder is filled in when left empty)."""
-        from ..core.train_job import TrainRequest
+        from ..core.training.job import TrainRequest
 
         data = self.data_edit.text().strip()
         if not data:
@@ -241,8 +241,8 @@ class TrainWidget(DockWidget):
         """Continue the stopped run from its resume state in a child process (``ramseg train --resume``)."""
         from napari.utils.notifications import show_error
 
-        from ..core.resume import saved_iteration
-        from ..core.train_job import TrainRequest
+        from ..core.training.resume import saved_iteration
+        from ..core.training.job import TrainRequest
 
         if self.process is not None and self.process.is_alive():
             return self.process
@@ -260,7 +260,7 @@ class TrainWidget(DockWidget):
 
     def resumable_run(self) -> Path | None:
         """The run folder Continue would resume: the last job's, else the output folder's, if it has a resume state."""
-        from ..core.resume import has_state
+        from ..core.training.resume import has_state
 
         out = self.out_edit.text().strip()
         for run in (self.process.run_dir if self.process is not None else None, Path(out).expanduser() if out else None):
@@ -362,7 +362,7 @@ class TrainWidget(DockWidget):
         self._set_status(text + ".")
 
     def _continue_hint(self) -> str:
-        from ..core.resume import saved_iteration
+        from ..core.training.resume import saved_iteration
 
         run = self.resumable_run()
         if run is None:

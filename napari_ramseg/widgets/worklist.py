@@ -1,11 +1,11 @@
 """Worklist dock: a folder of scans segmented in the background, ranked for review, corrected one by one.
 
 Choose a folder; "Segment all" runs every scan not yet segmented by the chosen model through it
-(``core.worklist.Worklist.iter_segment``) as a ``JobRunner`` job, with progress and Stop (after the
+(``core.review.worklist.Worklist.iter_segment``) as a ``JobRunner`` job, with progress and Stop (after the
 current scan). The device list offers a ramseg server too (``_server.py``: the same settings and
 remembered address as the other docks): each scan is segmented there and its mask written here, the
 same as a local run's; Stop drops the answer of the scan on its way. The table lists the scans by
-review priority (``core/review.py``; its measures, mean uncertainty and fit score as ``report.csv`` has
+review priority (``core/review/priority.py``; its measures, mean uncertainty and fit score as ``report.csv`` has
 them); "Review by" picks the ranking (``config.REVIEW_PRIORITIES``, default ``ReviewConfig.priority``),
 kept in the worklist's state. The
 set-level ``representative`` order is computed once the folder is done (while scans are segmented the
@@ -13,7 +13,7 @@ newly done ones follow the last order). The table's first columns fit the dock's
 scan names elide, so the uncertainty and fit columns (the reasons for the ranking) are always in view;
 the measures follow them. Clicking a row opens that scan with its prediction as a Labels layer ready to
 paint, and the open scan's row stays highlighted (in bold); "Save and next" saves image, prediction
-("original") and the painted mask ("final") into the corrections project (``core/corrections.py``, as
+("original") and the painted mask ("final") into the corrections project (``core/finetune/corrections.py``, as
 the Correct and fine-tune dock does, so that dock fine-tunes on them) and opens the next untouched scan.
 "Next" moves on without saving. Status (untouched; reviewed once the user moves on from it with Next or
 saves it unchanged, never by opening it alone; corrected once a changed mask is saved) lives in the
@@ -105,7 +105,7 @@ class WorklistWidget(DockWidget):
     # -- the folder ------------------------------------------------------------------------------
     def open_folder(self, folder: str | Path | None = None) -> Any:
         """Read (or start) the worklist of this folder and show it; None when the folder is refused."""
-        from ..core.worklist import Worklist
+        from ..core.review.worklist import Worklist
         from ..errors import one_line
 
         if folder is not None:
@@ -217,7 +217,7 @@ class WorklistWidget(DockWidget):
 
     def save_and_next(self) -> str | None:
         """Save the open scan's mask as a correction, mark it, open the next untouched scan; the case id."""
-        from ..core.corrections import CorrectionStore
+        from ..core.finetune.corrections import CorrectionStore
         from ..errors import one_line
 
         work, name = self.worklist, self.current

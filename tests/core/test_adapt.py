@@ -1,4 +1,4 @@
-"""Test-time adaptation (core/adapt/): alignment towards the stored source spectra, the learned
+"""Test-time adaptation (core/inference/adapt/): alignment towards the stored source spectra, the learned
 low-frequency prompt, the BatchNorm baselines, and a volume adapting once."""
 
 from dataclasses import replace
@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from napari_ramseg.core.adapt import METHODS, AdaptedPredictor, adapt_and_predict
-from napari_ramseg.core.adapt.run import scan_features
-from napari_ramseg.core.adapt.style import apply_prompt
-from napari_ramseg.core.checkpoint import load_model
+from napari_ramseg.core.inference.adapt import METHODS, AdaptedPredictor, adapt_and_predict
+from napari_ramseg.core.inference.adapt.run import scan_features
+from napari_ramseg.core.inference.adapt.style import apply_prompt
+from napari_ramseg.core.models.checkpoint import load_model
 from napari_ramseg.core.config import ADAPT, ADAPT_METHODS, PreprocessConfig
-from napari_ramseg.core.data import Sample
-from napari_ramseg.core.domain_fit import profile_domains
-from napari_ramseg.core.infer import Predictor
+from napari_ramseg.core.data.dataset import Sample
+from napari_ramseg.core.shift.domain_fit import profile_domains
+from napari_ramseg.core.inference.predictor import Predictor
 from napari_ramseg.errors import RamsegInputError
 
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_ramseg.core.adapt import AdaptedPredictor, adapt_and_predict
-from napari_ramseg.core.checkpoint import (ModelMetadata, check_adapt_settings, load_metadata, load_model,
+from napari_ramseg.core.inference.adapt import AdaptedPredictor, adapt_and_predict
+from napari_ramseg.core.models.checkpoint import (ModelMetadata, check_adapt_settings, load_metadata, load_model,
                                            write_adapt_settings, write_disc_settings)
 from napari_ramseg.core.config import ADAPT
-from napari_ramseg.core.infer import Predictor
+from napari_ramseg.core.inference.predictor import Predictor
 from napari_ramseg.errors import RamsegInputError
 
 CHOSEN = {"align": {"window": 0.025, "strength": 0.25}}
@@ -107,9 +107,9 @@ def test_whole_numbers_for_a_fraction_become_floats():
 def test_a_finetuned_model_keeps_its_bases_block(tmp_path, model):
     """The settings were chosen on the base's sources; corrections do not re-choose them."""
     from helpers import make_synthetic_domains
-    from napari_ramseg.core.corrections import CorrectionStore
+    from napari_ramseg.core.finetune.corrections import CorrectionStore
     from napari_ramseg.core.config import FinetuneConfig
-    from napari_ramseg.core.finetune import finetune
+    from napari_ramseg.core.finetune.round import finetune
     from napari_ramseg.io import read_image, read_mask
 
     site = make_synthetic_domains(tmp_path / "site", domains=("siteC",), cases=3, size=40, seed=7)

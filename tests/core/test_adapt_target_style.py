@@ -8,10 +8,10 @@ import torch
 
 from helpers import make_synthetic_domains
 from napari_ramseg.cli import main
-from napari_ramseg.core.checkpoint import load_model
+from napari_ramseg.core.models.checkpoint import load_model
 from napari_ramseg.core.config import PreprocessConfig
-from napari_ramseg.core.data import Sample
-from napari_ramseg.core.sampling import SourcePool
+from napari_ramseg.core.data.dataset import Sample
+from napari_ramseg.core.method.sampling import SourcePool
 from napari_ramseg.errors import RamsegInputError
 
 
@@ -61,7 +61,7 @@ def test_finetune_with_the_new_sites_unlabelled_scans(tmp_path, tiny_model, caps
 
 
 def test_an_empty_style_folder_is_refused(tmp_path):
-    from napari_ramseg.core.adapt.target_style import load_style_images
+    from napari_ramseg.core.inference.adapt.target_style import load_style_images
 
     (tmp_path / "empty").mkdir()
     with pytest.raises(RamsegInputError, match="no readable images"):

@@ -8,10 +8,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from napari_ramseg.core.checkpoint import ModelMetadata, load_model, save_model
+from napari_ramseg.core.models.checkpoint import ModelMetadata, load_model, save_model
 from napari_ramseg.core.config import OPTIC_DISC_CUP, ModelConfig, TrainConfig
-from napari_ramseg.core.infer import Predictor
-from napari_ramseg.core.model import RamSegNet
+from napari_ramseg.core.inference.predictor import Predictor
+from napari_ramseg.core.method.model import RamSegNet
 from napari_ramseg.errors import RamsegInputError
 
 

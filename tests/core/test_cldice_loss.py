@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from napari_ramseg.core.config import OPTIC_DISC_CUP, VESSELS, MethodConfig, ModelConfig, TrainConfig
-from napari_ramseg.core.losses import CenterlineDiceLoss, SegmentationLoss
-from napari_ramseg.core.model import RamSegNet
-from napari_ramseg.core.objective import RamDsirObjective
+from napari_ramseg.core.method.losses import CenterlineDiceLoss, SegmentationLoss
+from napari_ramseg.core.method.model import RamSegNet
+from napari_ramseg.core.method.objective import RamDsirObjective
 
 
 def _vessel(size=40, width=3):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from napari_ramseg.core.config import LabelScheme
-from napari_ramseg.core.corrections import CorrectionStore, split_for_order
+from napari_ramseg.core.finetune.corrections import CorrectionStore, split_for_order
 from napari_ramseg.errors import RamsegInputError
 
 BLOB = LabelScheme(("blob",))

@@ -13,7 +13,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from napari_ramseg.core import data as D
+from napari_ramseg.core.data import dataset as D
 from napari_ramseg.core.config import OPTIC_DISC_CUP, PROSTATE, VESSELS, LabelScheme
 from napari_ramseg.errors import RamsegInputError
 
@@ -317,7 +317,7 @@ def test_split_train_val_deterministic():
 
 def test_split_identical_across_processes():
     code = (
-        "from pathlib import Path; from napari_ramseg.core import data as D;"
+        "from pathlib import Path; from napari_ramseg.core.data import dataset as D;"
         "cases=[D.Case(Path('x'),None,d,f'c{i}') for d in ('A','Bee') for i in range(9)];"
         "print(sorted(c.key for c in D.split_train_val(cases,0.3,7)[1]))"
     )

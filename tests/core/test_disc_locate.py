@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from napari_ramseg.core.config import DiscConfig
-from napari_ramseg.core.disc.locate import locate
+from napari_ramseg.core.tasks.disc.locate import locate
 
 from helpers import synthetic_fundus as _photograph
 

@@ -5,12 +5,12 @@ import pytest
 import torch
 
 from napari_ramseg.core.config import OPTIC_DISC_CUP, VESSELS, MethodConfig, ModelConfig, PreprocessConfig, TrainConfig
-from napari_ramseg.core.data import Sample
-from napari_ramseg.core.losses import SegmentationLoss, annotated_channels
-from napari_ramseg.core.metrics import case_dice
-from napari_ramseg.core.model import RamSegNet
-from napari_ramseg.core.objective import RamDsirObjective
-from napari_ramseg.core.train import Trainer
+from napari_ramseg.core.data.dataset import Sample
+from napari_ramseg.core.method.losses import SegmentationLoss, annotated_channels
+from napari_ramseg.core.evaluation.metrics import case_dice
+from napari_ramseg.core.method.model import RamSegNet
+from napari_ramseg.core.method.objective import RamDsirObjective
+from napari_ramseg.core.training.trainer import Trainer
 
 
 def _disc_cup_masks(n=4, size=32, cup=True, seed=0):

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from napari_ramseg.core.config import OPTIC_DISC_CUP, VESSELS
-from napari_ramseg.core.disc import DiscPredictor
-from napari_ramseg.core.infer import Prediction
+from napari_ramseg.core.tasks.disc import DiscPredictor
+from napari_ramseg.core.inference.predictor import Prediction
 from napari_ramseg.errors import RamsegInputError
 
 from helpers import synthetic_fundus as _photograph
@@ -67,7 +67,7 @@ def test_only_disc_and_cup_models_and_colour_images():
 
 
 def test_refinement_recentres_an_off_centre_roi_on_the_predicted_disc():
-    from napari_ramseg.core.disc.roi import Roi, crop
+    from napari_ramseg.core.tasks.disc.roi import Roi, crop
 
     image = _photograph(disc=(150, 420), radius=40)
     disc = DiscPredictor(BrightSegmenter())
@@ -82,7 +82,7 @@ def test_refinement_recentres_an_off_centre_roi_on_the_predicted_disc():
 
 
 def test_refinement_keeps_the_roi_when_the_prediction_has_no_disc():
-    from napari_ramseg.core.disc.roi import Roi, crop
+    from napari_ramseg.core.tasks.disc.roi import Roi, crop
 
     image = _photograph(disc=(150, 420), radius=40)
     disc = DiscPredictor(BrightSegmenter())
@@ -118,7 +118,7 @@ class FillingSegmenter(BrightSegmenter):
 
 def test_max_rescale_keeps_the_refined_roi_near_the_first_estimate():
     from napari_ramseg.core.config import DiscConfig
-    from napari_ramseg.core.disc.roi import Roi, crop
+    from napari_ramseg.core.tasks.disc.roi import Roi, crop
 
     image = _photograph(disc=(150, 420), radius=40)
     start = Roi.around((150, 420), 80, DiscConfig().roi_ratio)
@@ -137,7 +137,7 @@ def test_max_rescale_keeps_the_refined_roi_near_the_first_estimate():
 
 def test_check_gives_no_confidence_to_an_implausible_disc_size():
     from napari_ramseg.core.config import DiscConfig
-    from napari_ramseg.core.disc.locate import Candidate
+    from napari_ramseg.core.tasks.disc.locate import Candidate
 
     image = _photograph(disc=(150, 420), radius=40)
     good = Candidate(150, 420, 80, 1.0)
@@ -148,8 +148,8 @@ def test_check_gives_no_confidence_to_an_implausible_disc_size():
 @pytest.mark.parametrize("pick, expected", [("first", (150, 420)), ("confident", (250, 200))])
 def test_pick_first_plausible_or_most_confident_candidate(monkeypatch, pick, expected):
     from napari_ramseg.core.config import DiscConfig
-    from napari_ramseg.core.disc import predict as predict_module
-    from napari_ramseg.core.disc.locate import Candidate, Located
+    from napari_ramseg.core.tasks.disc import predict as predict_module
+    from napari_ramseg.core.tasks.disc.locate import Candidate, Located
 
     class Sure(BrightSegmenter):  # a disc in every ROI; more confident on the second one it sees
         def predict_image(self, image, postprocess=False):
@@ -172,8 +172,8 @@ def test_the_review_scores_look_at_the_roi_the_two_stages_segmented():
     """Style disagreement and the representative descriptor of a photograph are the disc model's on the
     ROI it segmented, not on a whole photograph it never sees; a crop is looked at as it is."""
     from helpers import BrightDiscModel
-    from napari_ramseg.core.disc import predict_2d, segmented_region
-    from napari_ramseg.core.pipeline import review_region as _review_region
+    from napari_ramseg.core.tasks.disc import predict_2d, segmented_region
+    from napari_ramseg.core.review.pipeline import review_region as _review_region
     from napari_ramseg.io import ImageData
 
     image = _photograph(disc=(150, 420), radius=40)

@@ -1,4 +1,4 @@
-"""The "not a colour fundus image" check at the edge of DiscPredictor (core/disc/fundus.py): a grey
+"""The "not a colour fundus image" check at the edge of DiscPredictor (core/tasks/disc/fundus.py): a grey
 image is refused in one line before either stage runs, a red-dominant fundus-like image is not, and
 the threshold comes from DiscConfig or the model package's "disc" block."""
 
@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_ramseg.core.checkpoint import check_disc_settings
+from napari_ramseg.core.models.checkpoint import check_disc_settings
 from napari_ramseg.core.config import DiscConfig
-from napari_ramseg.core.disc import DiscPredictor, check_fundus, red_excess
+from napari_ramseg.core.tasks.disc import DiscPredictor, check_fundus, red_excess
 from napari_ramseg.errors import RamsegInputError
 
 from helpers import BrightDiscModel, import_bench, synthetic_fundus

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from napari_ramseg.core.config import OPTIC_DISC_CUP
-from napari_ramseg.core.disc.measures import disc_measures
-from napari_ramseg.core.disc.roi import Roi, crop, paste, resize_square
-from napari_ramseg.core.measures import measure_case
+from napari_ramseg.core.tasks.disc.measures import disc_measures
+from napari_ramseg.core.tasks.disc.roi import Roi, crop, paste, resize_square
+from napari_ramseg.core.evaluation.measures import measure_case
 
 
 def _ellipse(shape, cy, cx, ry, rx):

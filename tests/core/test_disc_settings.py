@@ -8,13 +8,13 @@ import json
 import numpy as np
 import pytest
 
-from napari_ramseg.core.checkpoint import (DISC_LIMITS, ModelMetadata, build_model, check_disc_settings,
+from napari_ramseg.core.models.checkpoint import (DISC_LIMITS, ModelMetadata, build_model, check_disc_settings,
                                            load_metadata, save_model, write_disc_settings)
 from napari_ramseg.core.config import OPTIC_DISC_CUP, DiscConfig, ModelConfig, TrainConfig
-from napari_ramseg.core.disc import DiscPredictor
-from napari_ramseg.core.disc.predict import _paste_prediction, _pad_square
-from napari_ramseg.core.disc.roi import Roi
-from napari_ramseg.core.infer import Prediction, Predictor
+from napari_ramseg.core.tasks.disc import DiscPredictor
+from napari_ramseg.core.tasks.disc.predict import _paste_prediction, _pad_square
+from napari_ramseg.core.tasks.disc.roi import Roi
+from napari_ramseg.core.inference.predictor import Prediction, Predictor
 from napari_ramseg.errors import RamsegInputError
 
 from helpers import BrightDiscModel, import_bench, synthetic_fundus
@@ -64,7 +64,7 @@ def test_the_package_block_changes_what_the_prediction_does():
 
 
 def test_the_dock_and_worklist_path_takes_the_package_settings_too():
-    from napari_ramseg.core.disc import predict_2d  # what the dock and the worklist call
+    from napari_ramseg.core.tasks.disc import predict_2d  # what the dock and the worklist call
 
     model = BrightDiscModel({"refine_crops": 1})
     _, summary = predict_2d(model, synthetic_fundus(disc=(200, 300), radius=40)[110:330, 200:420], True)

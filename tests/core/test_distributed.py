@@ -27,12 +27,12 @@ import torch.distributed as dist
 from safetensors.torch import load_file
 from torch import nn
 
-from napari_ramseg.core import distributed
+from napari_ramseg.core.training import distributed
 from napari_ramseg.core.config import LabelScheme, ModelConfig, PreprocessConfig, TrainConfig
-from napari_ramseg.core.losses import SegmentationLoss
-from napari_ramseg.core.sampling import SourcePool, shard_slots
-from napari_ramseg.core.train import Trainer
-from napari_ramseg.core.train_job import TrainRequest, run_training
+from napari_ramseg.core.method.losses import SegmentationLoss
+from napari_ramseg.core.method.sampling import SourcePool, shard_slots
+from napari_ramseg.core.training.trainer import Trainer
+from napari_ramseg.core.training.job import TrainRequest, run_training
 
 from helpers import make_synthetic_domains, square_samples
 

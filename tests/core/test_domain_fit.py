@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from napari_ramseg.core import domain_fit
-from napari_ramseg.core.checkpoint import ModelMetadata, load_metadata, load_model, portable_command
+from napari_ramseg.core.shift import domain_fit
+from napari_ramseg.core.models.checkpoint import ModelMetadata, load_metadata, load_model, portable_command
 from napari_ramseg.core.config import FIT, PROSTATE, ModelConfig, PreprocessConfig, TrainConfig
-from napari_ramseg.core.data import Sample
-from napari_ramseg.core.domain_fit import calibrate, fit_score, profile_domains
-from napari_ramseg.core.infer import Predictor
-from napari_ramseg.core.model import RamSegNet
-from napari_ramseg.core.source_profile import SourceProfile
+from napari_ramseg.core.data.dataset import Sample
+from napari_ramseg.core.shift.domain_fit import calibrate, fit_score, profile_domains
+from napari_ramseg.core.inference.predictor import Predictor
+from napari_ramseg.core.method.model import RamSegNet
+from napari_ramseg.core.shift.source_profile import SourceProfile
 from napari_ramseg.errors import RamsegInputError
 
 
@@ -180,7 +180,7 @@ def test_a_volume_is_predicted_at_the_spacing_its_model_was_trained_at():
 
 def test_training_on_volumes_records_the_working_spacing(tmp_path):
     nib = pytest.importorskip("nibabel")
-    from napari_ramseg.core.train_job import TrainRequest, run_training
+    from napari_ramseg.core.training.job import TrainRequest, run_training
 
     for k, site in enumerate(("siteA", "siteB")):
         (tmp_path / "data" / site).mkdir(parents=True)

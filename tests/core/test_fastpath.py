@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from napari_ramseg.core.config import OPTIC_DISC_CUP, ModelConfig, TrainConfig
-from napari_ramseg.core.fastpath import (
+from napari_ramseg.core.inference.fastpath import (
     CompiledModule,
     FoldedSegNet,
     build_fast_model,
@@ -16,8 +16,8 @@ from napari_ramseg.core.fastpath import (
     fold_sequential,
     use_channels_last,
 )
-from napari_ramseg.core.losses import SegmentationLoss
-from napari_ramseg.core.model import RamSegNet
+from napari_ramseg.core.method.losses import SegmentationLoss
+from napari_ramseg.core.method.model import RamSegNet
 
 
 def _randomised_net(seed=0, base_width=4, depth=4):
@@ -109,7 +109,7 @@ def test_compiled_module_falls_back_to_eager(monkeypatch):
 
 
 def test_allocator_tuning_is_once_and_can_be_refused(monkeypatch):
-    from napari_ramseg.core import fastpath
+    from napari_ramseg.core.inference import fastpath
 
     monkeypatch.setattr(fastpath, "_ALLOCATOR_TUNED", None)
     monkeypatch.setenv("RAMSEG_MALLOC_TUNE", "0")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from napari_ramseg.cli import main
-from napari_ramseg.core import checkpoint as ckpt
+from napari_ramseg.core.models import checkpoint as ckpt
 from napari_ramseg.core.config import ModelConfig, TrainConfig
 from napari_ramseg.errors import RamsegInputError
 from napari_ramseg.schema import read_json
@@ -70,7 +70,7 @@ def test_a_huge_learning_rate_is_refused_as_the_request_is_made(tmp_path, synthe
 
 
 def test_divergence_is_one_line_naming_the_learning_rate():
-    from napari_ramseg.core.train import Trainer
+    from napari_ramseg.core.training.trainer import Trainer
     from napari_ramseg.errors import TrainingDiverged
     from tests.helpers import square_samples
 
@@ -93,7 +93,7 @@ def test_deeply_nested_json_is_one_line(tmp_path):
 # -- the resume state -----------------------------------------------------------------------------------
 
 def _trainer(run, base_width=4):
-    from napari_ramseg.core.train import Trainer
+    from napari_ramseg.core.training.trainer import Trainer
     from tests.helpers import square_samples
 
     cfg = TrainConfig(model=ModelConfig(base_width=base_width), iterations=4, batch=2, device="cpu")
@@ -117,7 +117,7 @@ def _edit_state(run, change):
     (lambda s: s.update(iteration=float("inf")), "iteration: input should be a valid integer"),
 ])
 def test_hostile_resume_state_values_are_one_line(tmp_path, change, expected):
-    from napari_ramseg.core.resume import read_resume_state
+    from napari_ramseg.core.training.resume import read_resume_state
 
     run = tmp_path / "run"
     _trainer(run).save_resume_state()

@@ -11,12 +11,12 @@ import pytest
 from safetensors.torch import load_file
 
 from helpers import make_synthetic_domains
-from napari_ramseg.core.checkpoint import load_model
+from napari_ramseg.core.models.checkpoint import load_model
 from napari_ramseg.core.config import FinetuneConfig, PreprocessConfig
-from napari_ramseg.core.corrections import CorrectionStore
-from napari_ramseg.core.data import Sample
-from napari_ramseg.core.finetune import CORRECTIONS_DOMAIN, CorrectionPool, finetune, iter_finetune, next_version
-from napari_ramseg.core.infer import Predictor
+from napari_ramseg.core.finetune.corrections import CorrectionStore
+from napari_ramseg.core.data.dataset import Sample
+from napari_ramseg.core.finetune.round import CORRECTIONS_DOMAIN, CorrectionPool, finetune, iter_finetune, next_version
+from napari_ramseg.core.inference.predictor import Predictor
 from napari_ramseg.errors import RamsegInputError
 from napari_ramseg.io import read_image, read_mask
 
@@ -122,7 +122,7 @@ def test_finetune_needs_training_corrections(tmp_path, tiny_model):
 
 def test_a_finetuned_optic_disc_model_keeps_its_two_stage_settings(tmp_path, tiny_model, corrections):
     """The locator's settings were chosen for the base's sources; corrections do not re-choose them."""
-    from napari_ramseg.core.checkpoint import write_disc_settings
+    from napari_ramseg.core.models.checkpoint import write_disc_settings
 
     base = tmp_path / "base"
     base.mkdir()

@@ -12,12 +12,12 @@ import pytest
 from helpers import BrightDiscModel, synthetic_fundus
 from napari_ramseg.core.config import (OPTIC_DISC_CUP, VESSELS, DiscConfig, DiscRoiSampling, MethodConfig,
                                        ModelConfig, PreprocessConfig, TrainConfig)
-from napari_ramseg.core.data import Sample
-from napari_ramseg.core.disc import DiscPredictor
-from napari_ramseg.core.disc.corrections import correction_rois, score_correction
-from napari_ramseg.core.disc.roi import Roi, disc_diameter, negative_rois, training_rois
-from napari_ramseg.core.finetune_data import CORRECTIONS_DOMAIN, CorrectionPool, case_samples, score_heldout
-from napari_ramseg.core.train import Trainer
+from napari_ramseg.core.data.dataset import Sample
+from napari_ramseg.core.tasks.disc import DiscPredictor
+from napari_ramseg.core.tasks.disc.corrections import correction_rois, score_correction
+from napari_ramseg.core.tasks.disc.roi import Roi, disc_diameter, negative_rois, training_rois
+from napari_ramseg.core.finetune.data import CORRECTIONS_DOMAIN, CorrectionPool, case_samples, score_heldout
+from napari_ramseg.core.training.trainer import Trainer
 
 DISC = (150, 420)
 

@@ -5,11 +5,11 @@ import pytest
 import torch
 from torch import nn
 
-from napari_ramseg.core import infer
-from napari_ramseg.core.checkpoint import ModelMetadata, save_model
+from napari_ramseg.core.inference import predictor as infer
+from napari_ramseg.core.models.checkpoint import ModelMetadata, save_model
 from napari_ramseg.core.config import OPTIC_DISC_CUP, PROSTATE, VESSELS, ModelConfig, PreprocessConfig, TrainConfig
-from napari_ramseg.core.infer import Predictor
-from napari_ramseg.core.model import RamSegNet
+from napari_ramseg.core.inference.predictor import Predictor
+from napari_ramseg.core.method.model import RamSegNet
 
 
 def _net(labels=VESSELS, depth=4, seed=0):
@@ -102,7 +102,7 @@ def test_one_slice_is_prepared_predicted_and_restored_as_the_volume_sees_it():
     """Predictor owns 2.5D slicing: prepare(volume, j) is slice j of predict_volume's input (normalised
     over the volume, once), predict_slice gives predict_volume's slice j, and restore_slice restores
     from that same input."""
-    from napari_ramseg.core.preprocess import volume_to_slices_25d
+    from napari_ramseg.core.data.preprocess import volume_to_slices_25d
 
     predictor = _predictor(preprocess=PreprocessConfig(size=24), slice_batch=1, precision="fp32")
     volume = (_image((5, 28, 36), seed=4).astype(np.float32) * np.arange(1, 6)[:, None, None])  # slices differ in range
@@ -191,8 +191,8 @@ def test_no_model_reload_or_setup_per_call(tmp_path, monkeypatch):
 
     monkeypatch.setattr(infer, "load_model", forbidden)
     monkeypatch.setattr(infer, "build_fast_model", forbidden)
-    monkeypatch.setattr("napari_ramseg.core.checkpoint.load_model", forbidden)
-    monkeypatch.setattr("napari_ramseg.core.fastpath.FoldedSegNet.__init__", forbidden)
+    monkeypatch.setattr("napari_ramseg.core.models.checkpoint.load_model", forbidden)
+    monkeypatch.setattr("napari_ramseg.core.inference.fastpath.FoldedSegNet.__init__", forbidden)
     for shape in ((40, 40, 3), (33, 21), (3, 20, 20)):
         predictor.predict(_image(shape))
     assert predictor._net is net and predictor.fast

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from napari_ramseg.core.config import OPTIC_DISC_CUP, PROSTATE
-from napari_ramseg.core.losses import SegmentationLoss, nested_targets, restoration_mse, symmetric_kl
+from napari_ramseg.core.method.losses import SegmentationLoss, nested_targets, restoration_mse, symmetric_kl
 
 
 def test_nested_targets_disc_contains_cup():

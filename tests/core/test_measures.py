@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from napari_ramseg.core.config import OPTIC_DISC_CUP, PROSTATE, VESSELS
-from napari_ramseg.core.measures import MEASURES, measure_case, register
+from napari_ramseg.core.evaluation.measures import MEASURES, measure_case, register
 
 
 def test_vessel_fraction_counts_only_the_field_of_view():
@@ -40,7 +40,7 @@ def test_unknown_spacing_gives_pixels_only(spacing):
 
 
 def test_registered_measures_run_only_when_their_labels_exist(monkeypatch):
-    monkeypatch.setattr("napari_ramseg.core.measures.MEASURES", dict(MEASURES))
+    monkeypatch.setattr("napari_ramseg.core.evaluation.measures.MEASURES", dict(MEASURES))
     register("disc", "cup")(lambda masks, spacing: {"both": int(masks["cup"].sum())})
     labels = np.full((2, 2), 2, np.uint8)
     assert measure_case(labels, OPTIC_DISC_CUP)["both"] == 4

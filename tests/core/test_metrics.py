@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from napari_ramseg.core.config import OPTIC_DISC_CUP, PROSTATE, LabelScheme
-from napari_ramseg.core.metrics import (
+from napari_ramseg.core.evaluation.metrics import (
     binary_metrics,
     case_metrics,
     json_safe,

@@ -3,7 +3,7 @@
 import torch
 
 from napari_ramseg.core.config import OPTIC_DISC_CUP, PROSTATE, VESSELS, ModelConfig
-from napari_ramseg.core.model import DomainBatchNorm2d, RamSegNet, count_parameters
+from napari_ramseg.core.method.model import DomainBatchNorm2d, RamSegNet, count_parameters
 
 
 def test_paper_network_size_and_output_shapes():

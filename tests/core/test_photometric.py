@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from napari_ramseg.core.config import PreprocessConfig
-from napari_ramseg.core.photometric import PhotometricDraw, apply_photometric, draw_photometric
-from napari_ramseg.core.sampling import SourcePool
+from napari_ramseg.core.data.photometric import PhotometricDraw, apply_photometric, draw_photometric
+from napari_ramseg.core.method.sampling import SourcePool
 
 from helpers import square_samples
 

@@ -1,4 +1,4 @@
-"""``core/pipeline.segment_case`` and the task registry (``core/tasks``), with stand-in models: each case
+"""``core/review/pipeline.segment_case`` and the task registry (``core/tasks``), with stand-in models: each case
 gets its task, a task refuses what it cannot take before any network pass, and the refusal is a result.
 Issue 29's findings 4 (the optic disc model on an MRI slice), 9 (no ROI square in the maps) and 18
 (measures marked unreliable) at the core."""
@@ -10,9 +10,9 @@ import pytest
 
 from helpers import BrightDiscModel, synthetic_fundus
 from napari_ramseg.core.config import OPTIC_DISC_CUP, VESSELS
-from napari_ramseg.core.domain_fit import FitResult
-from napari_ramseg.core.infer import Prediction
-from napari_ramseg.core.pipeline import CaseOptions, segment_case
+from napari_ramseg.core.shift.domain_fit import FitResult
+from napari_ramseg.core.inference.predictor import Prediction
+from napari_ramseg.core.review.pipeline import CaseOptions, segment_case
 from napari_ramseg.core.tasks import TASKS, task_for
 from napari_ramseg.io import ImageData
 

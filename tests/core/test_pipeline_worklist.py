@@ -11,8 +11,8 @@ import shutil
 import numpy as np
 import pytest
 
-from napari_ramseg.core.infer import Predictor
-from napari_ramseg.core.worklist import Worklist
+from napari_ramseg.core.inference.predictor import Predictor
+from napari_ramseg.core.review.worklist import Worklist
 from napari_ramseg.errors import RamsegInputError
 
 

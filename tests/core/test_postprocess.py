@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from napari_ramseg.core.config import OPTIC_DISC_CUP, PROSTATE, LabelScheme
-from napari_ramseg.core.postprocess import fill_holes, keep_largest_component, postprocess_labels
+from napari_ramseg.core.inference.postprocess import fill_holes, keep_largest_component, postprocess_labels
 
 
 def ring(shape, r0, r1, c0, c1):

@@ -17,9 +17,9 @@ import pytest
 import torch
 
 from napari_ramseg.core.config import OPTIC_DISC_CUP, PROSTATE, VESSELS, ModelConfig, PreprocessConfig, TrainConfig
-from napari_ramseg.core.data import Sample
+from napari_ramseg.core.data.dataset import Sample
 from napari_ramseg.core.device import PRECISION_CHOICES, autocast_dtype, cpu_supports_bf16
-from napari_ramseg.core.train import Trainer
+from napari_ramseg.core.training.trainer import Trainer
 
 from test_infer import _image, _predictor  # the same tiny network and images as the fp32 tests
 

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from napari_ramseg.core.config import NORMALIZATION
-from napari_ramseg.core.preprocess import normalize_intensity, to_model_channels, volume_to_slices_25d
+from napari_ramseg.core.data.preprocess import normalize_intensity, to_model_channels, volume_to_slices_25d
 
 
 def test_normalize_range_and_percentiles():
@@ -121,7 +121,7 @@ def test_normalize_property(img):
 @settings(max_examples=40, deadline=None)
 @given(arrays(st.sampled_from([np.uint8, np.uint16]), st.integers(1, 300)))
 def test_histogram_percentiles_match_numpy(a):
-    from napari_ramseg.core.preprocess import _percentiles
+    from napari_ramseg.core.data.preprocess import _percentiles
 
     q = (NORMALIZATION["low_percentile"], NORMALIZATION["high_percentile"])
     np.testing.assert_allclose(_percentiles(a, q), np.percentile(a, q), rtol=1e-12, atol=1e-9)

@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from napari_ramseg.core.ram import (
+from napari_ramseg.core.method.ram import (
     DISCRETE_LAMBDAS,
     amplitude_mixup,
     log_amplitude_spectrum,

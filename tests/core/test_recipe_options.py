@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from napari_ramseg.cli import build_parser
-from napari_ramseg.core.train_job import TrainRequest, run_training
+from napari_ramseg.core.training.job import TrainRequest, run_training
 
 from helpers import make_synthetic_domains
 
@@ -58,7 +58,7 @@ def test_partners_lend_their_amplitude_and_are_recorded(tmp_path, monkeypatch):
     for i, grey in enumerate((50, 120, 200)):  # flat images: any crop or resize of one stays flat
         Image.fromarray(np.full((30, 50, 3), grey, np.uint8)).save(styles / f"camera{i}.png")
     seen = {}
-    from napari_ramseg.core import train_job
+    from napari_ramseg.core.training import job as train_job
 
     original = train_job.lend_partner_styles
 
@@ -109,8 +109,8 @@ def test_each_recipe_check_holds_out_exactly_its_camera(tmp_path):
 
 
 def test_snapshots_keep_the_network_at_every_nth_iteration_as_loadable_models(tmp_path):
-    from napari_ramseg.core.checkpoint import load_model
-    from napari_ramseg.core.run_folder import RunFolder
+    from napari_ramseg.core.models.checkpoint import load_model
+    from napari_ramseg.core.models.run_folder import RunFolder
 
     root = make_synthetic_domains(tmp_path / "data", cases=3, size=48)
     result = run_training(TrainRequest(data=root, out=tmp_path / "run", iterations=4, size=32, batch=4, base_width=4,

@@ -1,4 +1,4 @@
-"""core/refine.py: a stroke changes the mask where it was drawn and nothing far from it."""
+"""core/review/refine.py: a stroke changes the mask where it was drawn and nothing far from it."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage as ndi
 
 from napari_ramseg.core.config import OPTIC_DISC_CUP, VESSELS, LabelScheme, RefineConfig
-from napari_ramseg.core.refine import BACKGROUND_STROKE, refine_labels
+from napari_ramseg.core.review.refine import BACKGROUND_STROKE, refine_labels
 from napari_ramseg.errors import RamsegInputError
 
 THRESHOLD = RefineConfig(method="threshold", reach=15)  # these tests were written for the threshold move

@@ -1,4 +1,4 @@
-"""core/refine_head.py: the per-scan head changes the mask where the strokes were drawn, follows what the
+"""core/review/refine_head.py: the per-scan head changes the mask where the strokes were drawn, follows what the
 features show within their reach, and changes nothing far from them."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from napari_ramseg.core import refine_head
+from napari_ramseg.core.review import refine_head
 from napari_ramseg.core.config import OPTIC_DISC_CUP, VESSELS, RefineConfig
-from napari_ramseg.core.refine import BACKGROUND_STROKE, refine_case, refine_labels
-from napari_ramseg.core.refine_head import ScanFeatures
+from napari_ramseg.core.review.refine import BACKGROUND_STROKE, refine_case, refine_labels
+from napari_ramseg.core.review.refine_head import ScanFeatures
 from napari_ramseg.errors import RamsegInputError
 
 HEADS = [RefineConfig(method="head", reach=15, head_hidden=0, head_consistency=0.1),
@@ -129,7 +129,7 @@ def test_cup_and_volume_keep_their_rules():
 def test_refine_case_takes_the_features_once_per_result(tiny_model, synthetic_data, monkeypatch):
     """ramseg refine and the dock go through refine_case: the scan's features come from its model, and a
     kept result carries them, so a second Refine makes no network pass."""
-    from napari_ramseg.core.infer import Predictor
+    from napari_ramseg.core.inference.predictor import Predictor
     from napari_ramseg.io import read_image
 
     predictor = Predictor.from_path(tiny_model, device="cpu", precision="fp32")
@@ -156,7 +156,7 @@ def test_the_cli_takes_the_method_and_agrees_with_core(tmp_path, tiny_model, syn
     """``ramseg refine --method``: the head by default, the probability-only methods on request; each the
     mask refine_case gives (the dock's path)."""
     from napari_ramseg.cli import main
-    from napari_ramseg.core.infer import Predictor
+    from napari_ramseg.core.inference.predictor import Predictor
     from napari_ramseg.io import read_image, read_mask, write_labels
 
     image_path = next(synthetic_data.glob("*/images/*.png"))

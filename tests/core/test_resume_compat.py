@@ -16,8 +16,8 @@ import torch
 from safetensors.torch import load_file
 
 from napari_ramseg.core.config import MethodConfig, ModelConfig, PreprocessConfig, TrainConfig
-from napari_ramseg.core.resume import read_resume_state
-from napari_ramseg.core.train import Trainer
+from napari_ramseg.core.training.resume import read_resume_state
+from napari_ramseg.core.training.trainer import Trainer
 
 from helpers import square_samples
 

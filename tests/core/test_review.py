@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from napari_ramseg.core.data import Sample
-from napari_ramseg.core.domain_fit import profile_domains
-from napari_ramseg.core.infer import Predictor
-from napari_ramseg.core.report import case_row, columns, read_report, with_priority, write_report
-from napari_ramseg.core.review import (descriptor, descriptor_prepared, disagreement, disagreement_prepared,
+from napari_ramseg.core.data.dataset import Sample
+from napari_ramseg.core.shift.domain_fit import profile_domains
+from napari_ramseg.core.inference.predictor import Predictor
+from napari_ramseg.core.review.report import case_row, columns, read_report, with_priority, write_report
+from napari_ramseg.core.review.priority import (descriptor, descriptor_prepared, disagreement, disagreement_prepared,
                                        mean_uncertainty, random_order, rank_by, representative_order,
                                        review_order, style_views)
 

@@ -10,11 +10,11 @@ import shutil
 import numpy as np
 import pytest
 
-from napari_ramseg.core.infer import Predictor
-from napari_ramseg.core.report import (case_row, descriptors_path, read_descriptors, read_report, write_descriptors,
+from napari_ramseg.core.inference.predictor import Predictor
+from napari_ramseg.core.review.report import (case_row, descriptors_path, read_descriptors, read_report, write_descriptors,
                                        write_report)
-from napari_ramseg.core.review import descriptor, representative_order
-from napari_ramseg.core.worklist import Worklist
+from napari_ramseg.core.review.priority import descriptor, representative_order
+from napari_ramseg.core.review.worklist import Worklist
 from napari_ramseg.errors import RamsegInputError
 
 
@@ -102,7 +102,7 @@ class _Counting:
         self.predictions += 1
         return self._p.predict(*args, **kwargs)
 
-    def predict_image(self, *args, **kwargs):  # a 2D case's path (core.disc.predict_2d)
+    def predict_image(self, *args, **kwargs):  # a 2D case's path (core.tasks.disc.predict_2d)
         self.predictions += 1
         return self._p.predict_image(*args, **kwargs)
 

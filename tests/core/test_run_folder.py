@@ -11,14 +11,14 @@ import sys
 import numpy as np
 import pytest
 
-from napari_ramseg.core import run_folder
+from napari_ramseg.core.models import run_folder
 from napari_ramseg.core.config import FinetuneConfig, ModelConfig, PreprocessConfig, TrainConfig
-from napari_ramseg.core.data import Sample
-from napari_ramseg.core.metrics import case_dice
-from napari_ramseg.core.run_folder import RunFolder
-from napari_ramseg.core.sampling import SourcePool
-from napari_ramseg.core.train import TrainCallbacks, Trainer
-from napari_ramseg.core.train_job import CONFIG_FIELDS, TrainRequest, config_from_request
+from napari_ramseg.core.data.dataset import Sample
+from napari_ramseg.core.evaluation.metrics import case_dice
+from napari_ramseg.core.models.run_folder import RunFolder
+from napari_ramseg.core.method.sampling import SourcePool
+from napari_ramseg.core.training.trainer import TrainCallbacks, Trainer
+from napari_ramseg.core.training.job import CONFIG_FIELDS, TrainRequest, config_from_request
 
 
 def _samples(domains=("A", "B"), n=2, size=32):
@@ -63,7 +63,7 @@ def test_the_log_is_cut_back_to_a_resumed_iteration(tmp_path):
 
 def test_the_run_folder_and_resume_reader_load_without_torch():
     """The Train dock asks a folder about its resume state from napari's process."""
-    code = ("import sys; from napari_ramseg.core.run_folder import RunFolder; from napari_ramseg.core import resume; "
+    code = ("import sys; from napari_ramseg.core.models.run_folder import RunFolder; from napari_ramseg.core.training import resume; "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"

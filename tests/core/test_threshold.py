@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from napari_ramseg.core.config import PROSTATE, VESSELS
-from napari_ramseg.core.data import Sample
-from napari_ramseg.core.threshold import THRESHOLD_GRID, choose_threshold
+from napari_ramseg.core.data.dataset import Sample
+from napari_ramseg.core.evaluation.threshold import THRESHOLD_GRID, choose_threshold
 
 
 class _UnderConfident:

@@ -7,12 +7,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from napari_ramseg.core.checkpoint import load_model
+from napari_ramseg.core.models.checkpoint import load_model
 from napari_ramseg.core.config import MethodConfig, ModelConfig, PreprocessConfig, TrainConfig
-from napari_ramseg.core.data import Sample
-from napari_ramseg.core.sampling import SourcePool
-from napari_ramseg.core.train import TrainCallbacks, Trainer, make_optimizer
-from napari_ramseg.core.train_job import TrainRequest, run_training
+from napari_ramseg.core.data.dataset import Sample
+from napari_ramseg.core.method.sampling import SourcePool
+from napari_ramseg.core.training.trainer import TrainCallbacks, Trainer, make_optimizer
+from napari_ramseg.core.training.job import TrainRequest, run_training
 
 from helpers import square_samples
 

@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from napari_ramseg.core.checkpoint import load_model
-from napari_ramseg.core.train_job import TrainRequest
-from napari_ramseg.core.train_process import TrainProcess
+from napari_ramseg.core.models.checkpoint import load_model
+from napari_ramseg.core.training.job import TrainRequest
+from napari_ramseg.core.training.process import TrainProcess
 
 
 def _request(data, out, iterations, **kw):
@@ -112,8 +112,8 @@ def test_the_child_never_imports_the_callers_main(tmp_path, synthetic_data):
     script.write_text(textwrap.dedent(f"""
         import json
         from pathlib import Path
-        from napari_ramseg.core.train_job import TrainRequest
-        from napari_ramseg.core.train_process import TrainProcess
+        from napari_ramseg.core.training.job import TrainRequest
+        from napari_ramseg.core.training.process import TrainProcess
         print("script body ran", flush=True)
         process = TrainProcess(TrainRequest(data=Path({str(synthetic_data)!r}), out=Path({str(tmp_path / "run")!r}),
                                             iterations=2, size=32, batch=4, base_width=4, device="cpu")).start()

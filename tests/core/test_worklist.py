@@ -8,9 +8,9 @@ import shutil
 import numpy as np
 import pytest
 
-from napari_ramseg.core.infer import Predictor
-from napari_ramseg.core.report import read_report
-from napari_ramseg.core.worklist import Worklist
+from napari_ramseg.core.inference.predictor import Predictor
+from napari_ramseg.core.review.report import read_report
+from napari_ramseg.core.review.worklist import Worklist
 from napari_ramseg.errors import RamsegInputError
 
 
@@ -184,7 +184,7 @@ def test_a_disc_model_takes_its_two_stages_and_a_discless_photograph_stays_liste
     from PIL import Image
 
     from helpers import BrightDiscModel, synthetic_fundus
-    from napari_ramseg.core.domain_fit import FitResult
+    from napari_ramseg.core.shift.domain_fit import FitResult
 
     class DiscModel(BrightDiscModel):
         channel_names = ["disc", "cup"]

@@ -9,7 +9,7 @@ pytest.importorskip("uvicorn")
 
 from helpers import make_synthetic_domains, serve_model_on_loopback, stop_server  # noqa: E402
 
-from napari_ramseg.core.corrections import CorrectionStore  # noqa: E402
+from napari_ramseg.core.finetune.corrections import CorrectionStore  # noqa: E402
 from napari_ramseg.io import read_image, read_mask  # noqa: E402
 from napari_ramseg.server import connection  # noqa: E402
 from napari_ramseg.widgets._server import SERVER, ServerRound  # noqa: E402

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from helpers import make_synthetic_domains
-from napari_ramseg.core.checkpoint import load_model
-from napari_ramseg.core.corrections import CorrectionStore
-from napari_ramseg.core.infer import Predictor
+from napari_ramseg.core.models.checkpoint import load_model
+from napari_ramseg.core.finetune.corrections import CorrectionStore
+from napari_ramseg.core.inference.predictor import Predictor
 from napari_ramseg.io import read_image, read_mask
 from napari_ramseg.widgets.finetune import CorrectFinetuneWidget
 

@@ -7,9 +7,9 @@ import pytest
 
 from fakes import FakeSegment
 from helpers import make_synthetic_domains
-from napari_ramseg.core.checkpoint import load_model
-from napari_ramseg.core.corrections import CorrectionStore
-from napari_ramseg.core.infer import Predictor
+from napari_ramseg.core.models.checkpoint import load_model
+from napari_ramseg.core.finetune.corrections import CorrectionStore
+from napari_ramseg.core.inference.predictor import Predictor
 from napari_ramseg.io import read_image, read_mask
 from napari_ramseg.widgets.finetune import ORIGINAL_KEY, CorrectFinetuneWidget
 
@@ -132,7 +132,7 @@ def test_preview_layers_are_never_offered_as_correction_targets(make_napari_view
 
 def test_a_worse_version_is_said_and_the_old_model_stays_selected(make_napari_viewer, tmp_path, tiny_model,
                                                                   notifications):
-    from napari_ramseg.core.finetune import FinetuneResult
+    from napari_ramseg.core.finetune.round import FinetuneResult
 
     viewer = make_napari_viewer()
     segment = FakeSegment()

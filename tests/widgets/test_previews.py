@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from napari_ramseg.core.ram import window_bounds
+from napari_ramseg.core.method.ram import window_bounds
 from napari_ramseg.widgets._common import world_box
 from napari_ramseg.widgets.mixup_preview import MixupPreviewWidget
 from napari_ramseg.widgets.restoration_preview import LOW_PASS_LAYER, MASK_LAYER, RestorationPreviewWidget, low_pass
@@ -186,7 +186,7 @@ def test_mixup_on_a_volume_uses_the_current_slice(make_napari_viewer):
 
 
 def test_restoration_one_layer_per_source_domain(make_napari_viewer, tiny_model, qtbot):
-    from napari_ramseg.core.checkpoint import load_metadata
+    from napari_ramseg.core.models.checkpoint import load_metadata
 
     domains = load_metadata(tiny_model).domains
     viewer = make_napari_viewer()
@@ -246,8 +246,8 @@ def test_restoration_of_a_volume_sees_one_input_for_every_tile(make_napari_viewe
     """The restorations, the blurred input and the mask of a volume slice are all made from one input:
     the 2.5D slice normalised over the volume, as the Segment dock sees it (it used to be normalised
     again per slice for the restorations, and not for the mask)."""
-    from napari_ramseg.core.infer import Predictor
-    from napari_ramseg.core.preprocess import volume_to_slices_25d
+    from napari_ramseg.core.inference.predictor import Predictor
+    from napari_ramseg.core.data.preprocess import volume_to_slices_25d
     from napari_ramseg.widgets._common import get_predictor
     from napari_ramseg.widgets.restoration_preview import low_pass_prepared, to_display
 

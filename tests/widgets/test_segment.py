@@ -72,7 +72,7 @@ def test_grey_2d_sync_env_and_resegment_in_place(widget, monkeypatch):
 
 
 def test_predictor_is_loaded_once_per_model_and_device(widget, monkeypatch):
-    from napari_ramseg.core.infer import Predictor
+    from napari_ramseg.core.inference.predictor import Predictor
 
     _common.clear_predictor_cache()
     loads = []
@@ -250,7 +250,7 @@ def test_the_status_gives_a_nested_disc_its_whole_area_cup_included(widget):
     from types import SimpleNamespace
 
     from napari_ramseg.core.config import OPTIC_DISC_CUP
-    from napari_ramseg.core.measures import measure_case
+    from napari_ramseg.core.evaluation.measures import measure_case
     from napari_ramseg.widgets._segment_layers import show_result
 
     labels = np.zeros((20, 20), np.uint8)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from napari_ramseg.core.adapt import METHODS
+from napari_ramseg.core.inference.adapt import METHODS
 
 pytestmark = pytest.mark.gui
 

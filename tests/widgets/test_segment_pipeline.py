@@ -1,4 +1,4 @@
-"""The Segment dock through ``core/pipeline.segment_case`` (issue 29): measures marked unreliable when the
+"""The Segment dock through ``core/review/pipeline.segment_case`` (issue 29): measures marked unreliable when the
 image does not fit the model (18), and a refused image refused in the dock as in ``ramseg predict`` (4)."""
 
 from __future__ import annotations

@@ -9,9 +9,9 @@ import pytest
 from helpers import make_synthetic_domains
 from napari_ramseg import layer_meta
 from napari_ramseg.cli import main
-from napari_ramseg.core.corrections import CorrectionStore
-from napari_ramseg.core.infer import Predictor
-from napari_ramseg.core.refine import BACKGROUND_STROKE
+from napari_ramseg.core.finetune.corrections import CorrectionStore
+from napari_ramseg.core.inference.predictor import Predictor
+from napari_ramseg.core.review.refine import BACKGROUND_STROKE
 from napari_ramseg.io import read_image, read_mask, write_labels
 from napari_ramseg.widgets.finetune import CorrectFinetuneWidget
 

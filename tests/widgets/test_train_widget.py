@@ -15,10 +15,10 @@ import pytest
 from qtpy.QtCore import Qt
 
 from fakes import FakeSegment
-from napari_ramseg.core.checkpoint import load_model
+from napari_ramseg.core.models.checkpoint import load_model
 from napari_ramseg.core.config import TrainConfig
-from napari_ramseg.core.train_job import TrainRequest
-from napari_ramseg.core.train_process import TrainProcess
+from napari_ramseg.core.training.job import TrainRequest
+from napari_ramseg.core.training.process import TrainProcess
 from napari_ramseg.widgets.train import TrainWidget, find_model_consumers
 
 pytestmark = pytest.mark.gui

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from qtpy.QtCore import Qt
 
-from napari_ramseg.core.infer import Predictor
+from napari_ramseg.core.inference.predictor import Predictor
 from napari_ramseg.widgets.worklist import WorklistWidget
 
 pytestmark = pytest.mark.gui

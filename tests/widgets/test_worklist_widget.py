@@ -8,8 +8,8 @@ import shutil
 import numpy as np
 import pytest
 
-from napari_ramseg.core.corrections import CorrectionStore
-from napari_ramseg.core.infer import Predictor
+from napari_ramseg.core.finetune.corrections import CorrectionStore
+from napari_ramseg.core.inference.predictor import Predictor
 from napari_ramseg.io import read_image, read_mask
 from napari_ramseg.widgets.worklist import WorklistWidget
 
@@ -131,7 +131,7 @@ def test_a_folder_without_scans_says_so(make_napari_viewer, tmp_path):
 
 def test_review_by_representative_reorders_the_table_and_is_kept(make_napari_viewer, qtbot, tmp_path, scans,
                                                                  tiny_model):
-    from napari_ramseg.core.review import representative_order
+    from napari_ramseg.core.review.priority import representative_order
 
     folder, _ = scans
     viewer = make_napari_viewer()

@@ -1,13 +1,13 @@
 """What every task does unless it says otherwise: one 2D image in, one prediction out.
 
-A task is what a model does with one case (``core/pipeline.py`` runs it; the registry in
+A task is what a model does with one case (``core/review/pipeline.py`` runs it; the registry in
 ``__init__.py`` picks it). It owns five things, each a method here with the plain behaviour:
 
 - ``check``: refuse an image the task cannot take, before any network pass (a ``RamsegInputError``);
 - ``predict``: the prediction path, and what the path adds to the case (``extras``: plain JSON);
 - ``measures``: the clinical measures of a prediction;
 - ``training_samples`` / ``score_heldout``: how a clinician's correction becomes training samples, and
-  how a held-out one is scored (``core/finetune_data.py``);
+  how a held-out one is scored (``core/finetune/data.py``);
 - ``review_region``: the part of the image the review scores (style disagreement, descriptor) look at.
 """
 
@@ -20,16 +20,16 @@ from typing import Any
 import numpy as np
 
 from ..config import LabelScheme
-from ..data import Sample
-from ..infer import Prediction
-from ..measures import measure_case
+from ..data.dataset import Sample
+from ..inference.predictor import Prediction
+from ..evaluation.measures import measure_case
 
 
 @dataclass(frozen=True)
 class CaseOptions:
     """How one case is segmented: the same for ``ramseg predict``, the Segment dock and the Worklist.
 
-    ``review``: the review score to measure beside the prediction (``review.NEEDS``' values:
+    ``review``: the review score to measure beside the prediction (``priority.NEEDS``' values:
     ``"disagreement"`` or ``"descriptor"``; None: none). ``progress`` and ``cancelled`` reach a volume's
     slice loop."""
 
@@ -64,14 +64,14 @@ class Task:
     def training_samples(self, case: Any, labels: LabelScheme, in_channels: int, domain: str,
                          rng: np.random.Generator) -> list[Sample]:
         """A corrected 2D case as one training sample, with its "final" mask (uint8, checked by the caller)."""
-        from ..preprocess import to_model_channels
+        from ..data.preprocess import to_model_channels
 
         return [Sample(to_model_channels(case.image, in_channels), np.asarray(case.final, np.uint8), domain,
                        case.case_id)]
 
     def score_heldout(self, predictor: Any, case: Any, labels: LabelScheme, in_channels: int) -> float:
         """A held-out correction's Dice, its samples predicted as they are."""
-        from ..evaluate import score_case
+        from ..evaluation.evaluate import score_case
 
         samples = self.training_samples(case, labels, in_channels, "heldout", np.random.default_rng(0))
         return score_case(predictor, samples, labels)

@@ -1,4 +1,4 @@
-"""The optic disc and cup: two stages on any colour fundus image (``core/disc/``).
+"""The optic disc and cup: two stages on any colour fundus image (``core/tasks/disc/``).
 
 A disc/cup model was trained on disc-centred ROIs, so it never sees a whole photograph: stage one finds
 the disc, stage two segments its ROI and the result is pasted back (``disc.predict``). An image that is
@@ -15,11 +15,11 @@ import numpy as np
 
 from ...errors import RamsegInputError
 from ..config import LabelScheme
-from ..data import Sample
-from ..disc import DiscPredictor, is_disc_labels, segmented_region
-from ..disc.corrections import correction_rois, score_correction
-from ..disc.roi import Roi
-from ..infer import Prediction
+from ..data.dataset import Sample
+from .disc import DiscPredictor, is_disc_labels, segmented_region
+from .disc.corrections import correction_rois, score_correction
+from .disc.roi import Roi
+from ..inference.predictor import Prediction
 from .base import CaseOptions, Task
 from .plain import TASK as PLAIN
 from .volume import TASK as VOLUME
@@ -57,7 +57,7 @@ class OpticDiscTask(Task):
                          rng: np.random.Generator) -> list[Sample]:
         """A corrected colour image as the disc-centred ROIs the model is trained on (none when the
         correction draws no disc); anything else as the plain or volume task takes it."""
-        from ..preprocess import to_model_channels
+        from ..data.preprocess import to_model_channels
 
         if case.is_volume or not _colour_2d(case.image):
             return (VOLUME if case.is_volume else PLAIN).training_samples(case, labels, in_channels, domain, rng)

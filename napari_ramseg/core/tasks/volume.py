@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 
 from ..config import LabelScheme
-from ..data import Sample
-from ..infer import Prediction
+from ..data.dataset import Sample
+from ..inference.predictor import Prediction
 from .base import CaseOptions, Task
 
 
@@ -27,7 +27,7 @@ class VolumeTask(Task):
     def training_samples(self, case: Any, labels: LabelScheme, in_channels: int, domain: str,
                          rng: np.random.Generator) -> list[Sample]:
         """One sample per slice, each seeing its neighbours as the prediction does."""
-        from ..preprocess import volume_to_slices_25d
+        from ..data.preprocess import volume_to_slices_25d
 
         slices, mask = volume_to_slices_25d(case.image), np.asarray(case.final, np.uint8)
         return [Sample(slices[j], mask[j], domain, case.case_id, slice_index=j) for j in range(len(slices))]
