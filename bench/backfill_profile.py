@@ -29,9 +29,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from napari_ramseg.core.models.checkpoint import atomic_write_json, load_metadata, portable_command, resolve_model_path  # noqa: E402
+from napari_ramseg.core.models.checkpoint import load_metadata, portable_command, resolve_model_path  # noqa: E402
 from napari_ramseg.core.shift.domain_fit import calibrate, profile_domains  # noqa: E402
 from napari_ramseg.core.training.job import load_training_data  # noqa: E402
+from napari_ramseg.files import atomic_write_json  # noqa: E402
 from napari_ramseg.models import bundled_model_path  # noqa: E402
 
 BUNDLED_DESCRIPTION = "colour fundus photographs"

@@ -50,7 +50,8 @@ def score_domain(predictor, root: Path, domain: str, thresholds: list[float]) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    from napari_ramseg.core.models.checkpoint import atomic_write_json, load_metadata, resolve_model_path
+    from napari_ramseg.core.models.checkpoint import load_metadata, resolve_model_path
+    from napari_ramseg.files import atomic_write_json
     from napari_ramseg.core.inference.predictor import Predictor
     from napari_ramseg.core.evaluation.threshold import choose_threshold
     from napari_ramseg.core.training.job import load_training_data

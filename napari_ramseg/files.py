@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "json_safe", "remove_stale_temporaries", "write_json"]
+__all__ = ["atomic_write", "atomic_write_json", "json_safe", "remove_stale_temporaries", "write_json"]
 
 
 def atomic_write(path: str | Path, write: Any, suffix: str = "", mode: int | None = None) -> None:
@@ -72,6 +72,13 @@ def write_json(path: str | Path, data: Any) -> None:
     """``data`` as indented strict JSON (``json_safe``: nan and inf become null), written atomically."""
     text = json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n"
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def atomic_write_json(path: str | Path, data: Any) -> None:
+    """``data`` as indented strict JSON exactly as given (no cleaning, no final newline: the bytes of
+    model.json, resume.json, metrics.json and a correction's provenance), written atomically; nan and
+    inf are refused (ValueError) rather than written as JSON no reader accepts."""
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, allow_nan=False)))
 
 
 def _umask() -> int:

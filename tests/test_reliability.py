@@ -33,7 +33,7 @@ from napari_ramseg.core.config import LabelScheme, ModelConfig, TrainConfig
 from napari_ramseg.core.inference.predictor import Predictor
 from napari_ramseg.core.method.model import RamSegNet
 from napari_ramseg.errors import RamsegInputError
-from napari_ramseg.files import atomic_write
+from napari_ramseg.files import atomic_write, atomic_write_json
 
 FORMATS = ("png", "jpg", "tif", "nii", "nii.gz")
 RNG = np.random.default_rng(0)
@@ -572,7 +572,7 @@ def test_a_pickle_disguised_as_safetensors_in_a_run_folder_is_not_run(tmp_path, 
 
 def test_atomic_write_leaves_the_old_file_or_the_new_one(tmp_path):
     target = tmp_path / "state.json"
-    ckpt.atomic_write_json(target, {"v": 1})
+    atomic_write_json(target, {"v": 1})
 
     def interrupted(tmp):
         tmp.write_text("half")
@@ -583,7 +583,7 @@ def test_atomic_write_leaves_the_old_file_or_the_new_one(tmp_path):
     assert json.loads(target.read_text()) == {"v": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
     with pytest.raises(ValueError):  # NaN is not strict JSON: refused before anything is renamed
-        ckpt.atomic_write_json(target, {"v": float("nan")})
+        atomic_write_json(target, {"v": float("nan")})
     assert json.loads(target.read_text()) == {"v": 1} and len(list(tmp_path.iterdir())) == 1
 
 

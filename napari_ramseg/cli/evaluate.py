@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{label}: " + "  ".join(f"{k} {v:.4f}" if v is not None else f"{k} n/a"
                                         for k, v in json_safe(values).items()))
     if args.json:
-        from ..core.models.checkpoint import atomic_write_json
+        from ..files import atomic_write_json
 
         atomic_write_json(args.json, json_safe(report))
         stderr(f"wrote {args.json}")

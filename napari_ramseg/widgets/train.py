@@ -241,7 +241,6 @@ class TrainWidget(DockWidget):
         """Continue the stopped run from its resume state in a child process (``ramseg train --resume``)."""
         from napari.utils.notifications import show_error
 
-        from ..core.training.resume import saved_iteration
         from ..core.training.job import TrainRequest
 
         if self.process is not None and self.process.is_alive():
@@ -256,7 +255,7 @@ class TrainWidget(DockWidget):
         request = TrainRequest(data=Path(data).expanduser(), format=self.format_combo.currentText(), resume=run,
                                device=self._local_device(), command="napari Train widget",
                                resume_every_s=self.more.request_kwargs()["resume_every_s"])
-        return self._launch(request, f"Continuing {run} from iteration {saved_iteration(run)} …")
+        return self._launch(request, f"Continuing {run} from iteration {RunFolder(run).saved_iteration()} …")
 
     def resumable_run(self) -> Path | None:
         """The run folder Continue would resume: the last job's, else the output folder's, if it has a resume state."""
@@ -362,12 +361,10 @@ class TrainWidget(DockWidget):
         self._set_status(text + ".")
 
     def _continue_hint(self) -> str:
-        from ..core.training.resume import saved_iteration
-
         run = self.resumable_run()
         if run is None:
             return ""
-        return (f". Its resume state is at iteration {saved_iteration(run)}: press “Continue”, or run "
+        return (f". Its resume state is at iteration {RunFolder(run).saved_iteration()}: press “Continue”, or run "
                 f"ramseg train --data {self.process.request.data} --resume {run}")
 
     def _stopped_without_result(self) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from napari_ramseg.core.inference.adapt import AdaptedPredictor, adapt_and_predict
 from napari_ramseg.core.models.checkpoint import (ModelMetadata, check_adapt_settings, load_metadata, load_model,
-                                           write_adapt_settings, write_disc_settings)
+                                                  write_adapt_settings, write_disc_settings)
 from napari_ramseg.core.config import ADAPT
 from napari_ramseg.core.inference.predictor import Predictor
 from napari_ramseg.errors import RamsegInputError

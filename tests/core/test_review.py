@@ -11,8 +11,8 @@ from napari_ramseg.core.shift.domain_fit import profile_domains
 from napari_ramseg.core.inference.predictor import Predictor
 from napari_ramseg.core.review.report import case_row, columns, read_report, with_priority, write_report
 from napari_ramseg.core.review.priority import (descriptor, descriptor_prepared, disagreement, disagreement_prepared,
-                                       mean_uncertainty, random_order, rank_by, representative_order,
-                                       review_order, style_views)
+                                                mean_uncertainty, random_order, rank_by, representative_order,
+                                                review_order, style_views)
 
 
 def _image(seed: int, size: int = 48, scale: float = 0.4) -> torch.Tensor:

@@ -12,7 +12,7 @@ import pytest
 
 from napari_ramseg.core.inference.predictor import Predictor
 from napari_ramseg.core.review.report import (case_row, descriptors_path, read_descriptors, read_report, write_descriptors,
-                                       write_report)
+                                              write_report)
 from napari_ramseg.core.review.priority import descriptor, representative_order
 from napari_ramseg.core.review.worklist import Worklist
 from napari_ramseg.errors import RamsegInputError

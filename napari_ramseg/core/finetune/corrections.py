@@ -45,10 +45,10 @@ import numpy as np
 
 from ... import __version__
 from ...errors import RamsegInputError
-from ...files import file_sha256, temporary_folder
+from ...files import atomic_write_json, file_sha256, temporary_folder
 from ...schema import read_json, validate
 from ...io import ImageData, read_image, read_mask, write_image, write_labels
-from ..models.checkpoint import atomic_write_json, load_metadata, resolve_model_path
+from ..models.checkpoint import load_metadata, resolve_model_path
 from ..config import LabelScheme
 from ..file_schemas import ProvenanceSchema, SplitSchema
 

@@ -17,9 +17,11 @@ import numpy as np
 
 from ...errors import RamsegInputError
 from ..config import FinetuneConfig
+from ..data.dataset import convert_mask
+from ..inference.predictor import Predictor
+from ..models.checkpoint import load_metadata
 from .corrections import CorrectionStore
 from .round import FinetuneEvent, FinetuneResult, finetune
-from ..inference.predictor import Predictor
 
 __all__ = ["finetune_from_files", "import_corrections"]
 
@@ -53,8 +55,6 @@ def import_corrections(store: CorrectionStore, model_path: str | Path, images: S
     Returns (new case ids, pairs skipped because the latest saved revision already has that mask).
     """
     from ...io import read_image, read_mask, stem_of
-    from ..models.checkpoint import load_metadata
-    from ..data.dataset import convert_mask
 
     if len(images) != len(masks):
         raise RamsegInputError(f"{len(images)} images but {len(masks)} label files; give one mask per image, in the same order")

@@ -55,16 +55,18 @@ from ...errors import RamsegInputError
 from ...files import file_sha256, json_safe, temporary_folder
 from ..models.checkpoint import ModelMetadata, load_model, resolve_model_path
 from ..config import FinetuneConfig, LabelScheme
-from ..options import check_settings
-from .corrections import SPLIT_RULE, CorrectionStore
+from ..data.dataset import discover
 from ..device import resolve_device
 from ..evaluation.evaluate import validation_dice
 from ..events import drive, relay
-from .data import (CORRECTIONS_DOMAIN, CorrectionPool, case_samples, check_project_labels,
-                            score_heldout)
+from ..inference.adapt.target_style import load_style_images
 from ..inference.predictor import Predictor
+from ..options import check_settings
 from ..tasks import task_for
+from ..training.job import load_training_data
 from ..training.trainer import TrainCallbacks, Trainer, TrainResult
+from .corrections import SPLIT_RULE, CorrectionStore
+from .data import CORRECTIONS_DOMAIN, CorrectionPool, case_samples, check_project_labels, score_heldout
 
 __all__ = ["finetune", "iter_finetune", "FinetuneEvent", "FinetuneResult", "CorrectionPool",
            "next_version", "list_versions", "CORRECTIONS_DOMAIN", "LR_SCALE"]
@@ -143,9 +145,6 @@ def _utc_now() -> str:
 def _replay_data(root: Path, base: ModelMetadata) -> tuple[dict[str, list], list, dict[str, Any]]:
     """The base's source domains found under ``root`` (all of them when none matches), at the working scale
     as each sample is read: (training samples by domain, validation samples, what model.json records)."""
-    from ..data.dataset import discover
-    from ..training.job import load_training_data
-
     labels = base.config.labels
     available = discover(root, "auto", labels=labels).domains
     chosen = [d for d in base.domains if d in available] or available
@@ -326,8 +325,6 @@ def iter_finetune(base_model_path: str | Path, store: CorrectionStore, out_root:
     pool_samples[CORRECTIONS_DOMAIN] = train_samples
     style_images, style_info = [], None
     if target_style is not None:
-        from ..inference.adapt.target_style import load_style_images
-
         yield FinetuneEvent("prepare", f"loading unlabelled scans of the new site from {target_style}")
         style_images, style_info = load_style_images(target_style, in_channels)
         style_info["share"] = float(settings.target_style_share)

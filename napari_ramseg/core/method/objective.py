@@ -10,7 +10,6 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..training import distributed
 from ..config import TrainConfig
 from .losses import CenterlineDiceLoss, SegmentationLoss, restoration_mse, symmetric_kl
 from .model import RamSegNet
@@ -26,13 +25,14 @@ class RamDsirObjective(nn.Module):
     is scored against the un-augmented originals. Reusing the bottleneck of the shared pass (rather
     than encoding every sub-batch again) keeps the method's overhead small.
 
-    ``global_batch=True`` (under DDP): the segmentation loss's Dice spans all ranks, and ``forward``
-    takes per-domain ``domain_weights`` and runs every domain's restoration on every rank, an empty
-    sub-batch included, so that synchronised BatchNorms see the same calls everywhere and every
-    parameter gets a gradient (see ``distributed``).
+    ``seg_loss``: the segmentation loss, ``SegmentationLoss`` unless the caller gives another; under DDP
+    the trainer gives ``training.distributed.GlobalBatchSegmentationLoss``, whose Dice spans all ranks,
+    and ``forward`` then takes per-domain ``domain_weights`` and runs every domain's restoration on every
+    rank, an empty sub-batch included, so that synchronised BatchNorms see the same calls everywhere and
+    every parameter gets a gradient. The method never knows about processes.
     """
 
-    def __init__(self, net: RamSegNet, config: TrainConfig, global_batch: bool = False,
+    def __init__(self, net: RamSegNet, config: TrainConfig, seg_loss: nn.Module | None = None,
                  annotated: torch.Tensor | None = None):
         super().__init__()
         # (num_domains, channels) from losses.annotated_channels: a domain's unannotated channels get no
@@ -41,8 +41,7 @@ class RamDsirObjective(nn.Module):
         self.register_buffer("annotated", annotated if self.partial else torch.ones(0), persistent=False)
         self.net = net
         self.method = config.method
-        self.seg_loss = (distributed.GlobalBatchSegmentationLoss(config.labels) if global_batch
-                         else SegmentationLoss(config.labels))
+        self.seg_loss = seg_loss if seg_loss is not None else SegmentationLoss(config.labels)
         self.labels = config.labels
         # a term of its own (not inside seg_loss) so that it is logged apart and needs nothing from
         # the global-batch Dice under DDP: its per-sample mean averages over ranks like the BCE

@@ -17,13 +17,13 @@ from safetensors.torch import load_file, save
 
 from ... import __version__
 from ...errors import RamsegInputError, one_line
-from ...files import atomic_write
+from ...files import atomic_write, atomic_write_json
 from ...schema import check, read_json
 from ..config import NORMALIZATION, TrainConfig
 from ..method.model import RamSegNet
 from ..file_schemas import ConfigSchema, ModelJsonSchema
 from ..settings_blocks import (ADAPT_LIMITS, ADAPT_TOWARDS, DISC_LIMITS, MAX_SIDE, _int_in,  # noqa: F401 (re-exported)
-                              check_adapt_settings, check_disc_settings)
+                               check_adapt_settings, check_disc_settings)
 from .run_folder import METADATA_NAME, RunFolder  # the files are the run folder's
 from ..shift.source_profile import SourceProfile
 
@@ -164,10 +164,6 @@ def portable_command(command: str) -> str:
             value, changed = re.split(r"[\\/]", value.rstrip("/\\"))[-1] or value, True
         out.append(f"{flag}{eq}{value}")
     return shlex.join(out) if changed else command
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, allow_nan=False)))
 
 
 def save_model(model: RamSegNet, metadata: ModelMetadata, folder: Path) -> Path:

@@ -24,13 +24,11 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ...files import atomic_write
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .checkpoint import ModelMetadata
-    from ..method.model import RamSegNet
+from ...files import atomic_write, atomic_write_json
+from ...schema import check, read_json
+from ..file_schemas import ResumeStateSchema
 
 WEIGHTS_NAME = "model.safetensors"
 METADATA_NAME = "model.json"
@@ -125,21 +123,16 @@ class RunFolder:
         return self.has_model() or self.resume_state.exists()
 
     def saved_iteration(self) -> int | None:
-        """The iteration the resume state continues from; None without a readable one."""
-        from ..training.resume import saved_iteration
+        """The iteration the resume state continues from; None without a readable one. The schema alone
+        (``file_schemas.ResumeStateSchema``): the Train dock asks from napari's process, without torch;
+        reading the whole state back is ``core/training/resume.py``'s."""
+        try:
+            return check(ResumeStateSchema, read_json(self.resume_state, "resume state")).iteration
+        except ValueError:  # RamsegInputError included
+            return None
 
-        return saved_iteration(self.path)
-
-    # -- writing ---------------------------------------------------------------------------------
-    def save_model(self, net: "RamSegNet", metadata: "ModelMetadata") -> Path:
-        """Weights, then model.json (core/models/checkpoint.py's format), each atomically."""
-        from .checkpoint import save_model
-
-        return save_model(net, metadata, self.path)
-
+    # -- writing (the model itself: core/models/checkpoint.save_model) ---------------------------
     def write_metrics(self, metrics: dict[str, Any]) -> None:
-        from .checkpoint import atomic_write_json
-
         atomic_write_json(self.metrics, metrics)
 
     def append_log(self, record: dict[str, Any]) -> None:

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from ..config import REVIEW_PRIORITIES, ReviewConfig
+from ..inference.adapt.style import source_amplitude
 from ..inference.predictor import pad_to_stride
 from ..method.ram import mix_amplitude, window_half_width
 from ..data.geometry import resize_image, working_shape
@@ -68,8 +69,6 @@ def style_views(x: torch.Tensor, profile: Any, lambdas: Sequence[float] = REVIEW
     lambda, RAM's transform (``ram.mix_amplitude``) with that domain's stored mean log-amplitude,
     shifted by ``spread`` of its standard deviations, as the partner (``adapt.style.source_amplitude``
     brings it to the image's size), inside the stored window."""
-    from ..inference.adapt.style import source_amplitude
-
     height, width = x.shape[-2:]
     b = min(window_half_width(profile.side, profile.side, profile.window_ratio), (min(height, width) - 1) // 2)
     x = x.float()[None]

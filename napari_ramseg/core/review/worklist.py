@@ -46,9 +46,9 @@ from typing import Any
 import numpy as np
 
 from ...errors import RamsegInputError, naming
+from ...files import atomic_write_json
 from ...io import case_names
 from ...schema import read_json
-from ..models.checkpoint import atomic_write_json
 from ..config import REVIEW_PRIORITIES, ReviewConfig
 from .pipeline import CaseOptions, CaseResult, read_case, review_score, segment_case, unreadable_row
 from .report import read_descriptors, with_priority, write_descriptors, write_report

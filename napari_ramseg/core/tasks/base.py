@@ -21,8 +21,10 @@ import numpy as np
 
 from ..config import LabelScheme
 from ..data.dataset import Sample
-from ..inference.predictor import Prediction
+from ..data.preprocess import to_model_channels
+from ..evaluation.evaluate import score_case
 from ..evaluation.measures import measure_case
+from ..inference.predictor import Prediction
 
 
 @dataclass(frozen=True)
@@ -64,15 +66,11 @@ class Task:
     def training_samples(self, case: Any, labels: LabelScheme, in_channels: int, domain: str,
                          rng: np.random.Generator) -> list[Sample]:
         """A corrected 2D case as one training sample, with its "final" mask (uint8, checked by the caller)."""
-        from ..data.preprocess import to_model_channels
-
         return [Sample(to_model_channels(case.image, in_channels), np.asarray(case.final, np.uint8), domain,
                        case.case_id)]
 
     def score_heldout(self, predictor: Any, case: Any, labels: LabelScheme, in_channels: int) -> float:
         """A held-out correction's Dice, its samples predicted as they are."""
-        from ..evaluation.evaluate import score_case
-
         samples = self.training_samples(case, labels, in_channels, "heldout", np.random.default_rng(0))
         return score_case(predictor, samples, labels)
 

@@ -16,6 +16,7 @@ import numpy as np
 from ...errors import RamsegInputError
 from ..config import LabelScheme
 from ..data.dataset import Sample
+from ..data.preprocess import to_model_channels
 from .disc import DiscPredictor, is_disc_labels, segmented_region
 from .disc.corrections import correction_rois, score_correction
 from .disc.roi import Roi
@@ -57,8 +58,6 @@ class OpticDiscTask(Task):
                          rng: np.random.Generator) -> list[Sample]:
         """A corrected colour image as the disc-centred ROIs the model is trained on (none when the
         correction draws no disc); anything else as the plain or volume task takes it."""
-        from ..data.preprocess import to_model_channels
-
         if case.is_volume or not _colour_2d(case.image):
             return (VOLUME if case.is_volume else PLAIN).training_samples(case, labels, in_channels, domain, rng)
         pairs = correction_rois(case.image, np.asarray(case.final, np.uint8), rng)

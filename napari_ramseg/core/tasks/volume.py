@@ -8,6 +8,7 @@ import numpy as np
 
 from ..config import LabelScheme
 from ..data.dataset import Sample
+from ..data.preprocess import volume_to_slices_25d
 from ..inference.predictor import Prediction
 from .base import CaseOptions, Task
 
@@ -27,8 +28,6 @@ class VolumeTask(Task):
     def training_samples(self, case: Any, labels: LabelScheme, in_channels: int, domain: str,
                          rng: np.random.Generator) -> list[Sample]:
         """One sample per slice, each seeing its neighbours as the prediction does."""
-        from ..data.preprocess import volume_to_slices_25d
-
         slices, mask = volume_to_slices_25d(case.image), np.asarray(case.final, np.uint8)
         return [Sample(slices[j], mask[j], domain, case.case_id, slice_index=j) for j in range(len(slices))]
 

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import LabelScheme
+from ..device import resolve_device
 from ..method.losses import nested_targets
 
 ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
@@ -79,8 +80,6 @@ def env_rank() -> int:
 
 
 def _device_for(requested: str, local_rank: int) -> torch.device:
-    from ..device import resolve_device
-
     device = resolve_device(requested)
     if device.type == "cuda":
         if device.index is not None and device.index != local_rank:

@@ -25,6 +25,7 @@ from ..config import LabelScheme, PreprocessConfig, TrainConfig
 from ..options import check_setting, settings_of
 from ..data.dataset import cases_checksum, declared_labels, discover, load_samples, split_train_val
 from ..data.geometry import resize_image, resize_mask, working_shape
+from ..inference.adapt.target_style import load_style_images
 from .resume import check_resumed_data, read_resume_state, resumed_config
 from ..models.run_folder import RunFolder
 from .trainer import TrainCallbacks, TrainEvent, Trainer, TrainResult
@@ -217,8 +218,6 @@ def run_training(request: TrainRequest, on_event: Callable[[TrainEvent], None] |
 def lend_partner_styles(trainer: Trainer, folder: Path, config: TrainConfig) -> None:
     """Every image of ``folder`` lends its low-frequency amplitude as a RAM partner (``partner_share`` of
     them), never trained on as an image: every fundus photograph is a camera style, labelled or not."""
-    from ..inference.adapt.target_style import load_style_images
-
     images, info = load_style_images(folder, config.model.in_channels)
     trainer.pool.set_style_images(images, config.partner_share)
     trainer.extra_metadata["ram_partners"] = {**info, "share": config.partner_share}

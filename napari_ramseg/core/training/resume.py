@@ -17,21 +17,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...errors import RamsegInputError, one_line
-from ...files import atomic_write
+from ...files import atomic_write, atomic_write_json
 from ...schema import check, read_json
 from ..config import TrainConfig
 from ..file_schemas import ResumeStateSchema
 from ..models.run_folder import RESUME_STATE, RESUME_WEIGHTS, RunFolder  # the names; the contents are this module's
 
 # torch, safetensors and the checkpoint module are imported where they are used: the Train dock reads
-# resume states (has_state, saved_iteration) without loading torch into napari's process
+# resume states (has_state; RunFolder.saved_iteration) without loading torch into napari's process
 
 if TYPE_CHECKING:  # pragma: no cover
     from .trainer import Trainer
     from .training_state import StateLayout, TrainingState
 
 __all__ = ["RESUME_STATE", "RESUME_WEIGHTS", "save_state", "load_state", "remove_state", "has_state",
-           "saved_iteration", "read_resume_state"]
+           "read_resume_state"]
 
 _REQUIRED_KEYS = ("iteration", "config", "domains", "pool_rng", "pool_orders")
 PROVENANCE_KEYS = ("command", "resumed_with")  # kept from the first run's model.json across resumes
@@ -49,8 +49,6 @@ def save_state(trainer: "Trainer") -> None:
     if folder is None:
         return
     from safetensors.torch import save
-
-    from ..models.checkpoint import atomic_write_json
 
     tensors, state = _encode(trainer.state_dict())
     atomic_write(folder.resume_weights, lambda tmp: tmp.write_bytes(save(tensors)))  # not save_file: see checkpoint.save_model
@@ -244,14 +242,6 @@ def remove_state(run_dir: str | Path) -> None:
 
 def has_state(run_dir: str | Path | None) -> bool:
     return run_dir is not None and RunFolder(run_dir).has_resume_state()
-
-
-def saved_iteration(run_dir: str | Path) -> int | None:
-    """The iteration a run folder's resume state continues from; None without a readable one."""
-    try:  # the schema alone (no torch here: the Train dock asks from napari's process)
-        return check(ResumeStateSchema, read_json(RunFolder(run_dir).resume_state, "resume state")).iteration
-    except ValueError:  # RamsegInputError included
-        return None
 
 
 def read_resume_state(run_dir: str | Path) -> dict[str, Any]:

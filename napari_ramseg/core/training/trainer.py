@@ -22,7 +22,7 @@ from torch import nn
 
 from ...errors import TrainingDiverged
 from . import distributed, resume
-from ..models.checkpoint import ModelMetadata
+from ..models.checkpoint import ModelMetadata, portable_command, save_model
 from ..config import TrainConfig
 from ..device import autocast, autocast_dtype, resolve_device
 from ..inference.fastpath import use_channels_last
@@ -35,6 +35,7 @@ from ..method.objective import RamDsirObjective, make_optimizer, poly_lr
 from ..method.ram import amplitude_mixup, sample_lambda
 from ..models.run_folder import RunFolder
 from ..method.sampling import SourcePool
+from ..shift.domain_fit import calibrate, profile_domains
 from .training_state import (StateLayout, TrainingState, load_optimizer_moments, optimizer_moments,
                              parameter_shapes)
 
@@ -126,8 +127,9 @@ class Trainer:
         self.unannotated = {d: names for d, names in unannotated.items() if names}
         if self.unannotated and pool is None:  # a model's own sources' (a fine-tune keeps its base's record)
             self.extra_metadata["unannotated_labels"] = self.unannotated
-        self.objective = RamDsirObjective(self.net, config, global_batch=dist_context is not None,
-                                          annotated=annotated.to(self.device))
+        # under DDP the segmentation Dice spans all ranks: the global batch's objective
+        seg_loss = distributed.GlobalBatchSegmentationLoss(config.labels) if dist_context is not None else None
+        self.objective = RamDsirObjective(self.net, config, seg_loss, annotated=annotated.to(self.device))
         self.optimizer = make_optimizer(self.net, config)
         self.lambda_generator = torch.Generator().manual_seed(config.seed + 1)
         self.iteration = 0
@@ -352,15 +354,11 @@ class Trainer:
         The public way to wrap a trained network for inference: ``Predictor(trainer.net, trainer.metadata())``.
         """
         if self.source_profile is None and any(self._train_samples.get(d) for d in self.domains):
-            from ..shift.domain_fit import calibrate, profile_domains
-
             # once per run: the source domains' colour, 2D/3D, intensity and low-frequency style, and
             # the fit threshold from the source-validation cases only (never a target domain)
             samples = [s for d in self.domains for s in self._train_samples.get(d, ())]
             profile = profile_domains(samples, self.config.preprocess, self.config.method.window_ratio)
             self.source_profile = calibrate(profile, self.val_samples, self.config.preprocess)
-        from ..models.checkpoint import portable_command
-
         extra = dict(self.extra_metadata)
         for key in ("command", "resumed_with"):  # what was typed, without this machine's paths
             if isinstance(extra.get(key), str):
@@ -393,7 +391,7 @@ class Trainer:
         if net_state is not None:
             current = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
             self.net.load_state_dict(net_state)
-        folder.save_model(self.net, self.metadata(metrics))
+        save_model(self.net, self.metadata(metrics), folder.path)
         if net_state is not None:
             self.net.load_state_dict(current)
         folder.write_metrics({**metrics, "history": self.history})
@@ -403,7 +401,7 @@ class Trainer:
         if self.writer is not None:
             metrics = {"selection": "snapshot", "selected_iteration": self.iteration,
                        "iterations_planned": self.config.iterations}
-            self.writer.snapshot(self.iteration).save_model(self.net, self.metadata(metrics))
+            save_model(self.net, self.metadata(metrics), self.writer.snapshot(self.iteration).path)
 
     def save_resume_state(self) -> None:
         """Write the resume state for the current iteration (format and rules: core/training/resume.py)."""
