@@ -2,7 +2,7 @@
 
 Each file has one reader that applies its schema: ``model.json`` in ``checkpoint.ModelMetadata.from_dict``,
 ``resume.json`` in ``resume.read_resume_state``, a correction's ``provenance.json`` in
-``corrections.read_provenance``. A schema states what the code that uses the file relies on (types,
+``correction_case.read_provenance``. A schema states what the code that uses the file relies on (types,
 ranges, finite numbers); keys it does not name pass through unchanged, so files written by older and
 newer versions still load. The training settings (``config``, in model.json and resume.json) have
 one schema, :class:`ConfigSchema`, which a request's config passes too (``check_config``).

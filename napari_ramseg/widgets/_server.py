@@ -200,7 +200,8 @@ class ServerRound:
 def server_finetune_job(model_name: str, project: Path, settings: Any):
     """The Correct dock's round on the server: the project's latest corrections (image, final mask) are sent
     with the round's settings; progress as the server reports it; Stop cancels the round there."""
-    from ..core.finetune.corrections import CorrectionStore, read_provenance
+    from ..core.finetune.correction_case import read_provenance
+    from ..core.finetune.corrections import CorrectionStore
     from ..core.options import settings_of
     from ._jobs import Progress
 

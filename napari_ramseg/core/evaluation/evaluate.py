@@ -89,12 +89,21 @@ def score_case(predictor: Predictor, samples: Sequence, labels: LabelScheme,
 
 
 def validation_dice(predictor: Predictor, samples: Sequence, labels: LabelScheme,
-                    annotated: dict[str, Sequence[str]] | None = None) -> dict[str, Any]:
+                    annotated: dict[str, Sequence[str]] | None = None,
+                    share: tuple[int, int, Callable[[Any], list[Any]]] | None = None) -> dict[str, Any]:
     """Mean Dice per label and per source domain on held-out source cases (never the target);
-    ``annotated``: per domain, the structures it annotates (partial labels), default all."""
+    ``annotated``: per domain, the structures it annotates (partial labels), default all.
+
+    ``share``: ``(part, parts, gather)`` when ``parts`` processes score the cases together (the ranks of a
+    DDP run): this one scores every ``parts``-th case from ``part``, ``gather``
+    (``training.distributed.gather_objects``) brings every part's scores to every process, and each gets
+    the result of all the cases in their single-process order."""
     annotated = annotated or {}
-    return summarize_validation([(s.domain, score_case(predictor, [s], labels, annotated.get(s.domain)))
-                                 for s in samples])
+    part, parts, gather = share or (0, 1, None)
+    mine = [(i, s.domain, score_case(predictor, [s], labels, annotated.get(s.domain)))
+            for i, s in enumerate(samples) if i % parts == part]
+    records = mine if gather is None else sorted(r for piece in gather(mine) for r in piece)
+    return summarize_validation([(domain, dice) for _, domain, dice in records])
 
 
 def summarize_validation(records: Sequence[tuple[str, float]]) -> dict[str, Any]:

@@ -24,7 +24,8 @@ first round with 3 images already has one validation case and the held-out share
 Held-out cases are never trained on, so Dice on them before and after fine-tuning stays comparable
 across rounds (the reshuffled validation split of MONAI Label issue #1752 is what this avoids).
 The assignment is also stored in every case's ``provenance.json``, from which ``split.json`` is
-rebuilt if it goes missing.
+rebuilt if it goes missing. What is checked before a case is saved, what its provenance records of the
+image and the model, and a case read back are ``correction_case.py``'s.
 """
 
 from __future__ import annotations
@@ -32,12 +33,9 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import getpass
-import hashlib
-import json
 import os
 import re
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -45,17 +43,17 @@ import numpy as np
 
 from ... import __version__
 from ...errors import RamsegInputError
-from ...files import atomic_write_json, file_sha256, temporary_folder
-from ...schema import read_json, validate
+from ...files import atomic_write_json, temporary_folder
 from ...io import ImageData, read_image, read_mask, write_image, write_labels
-from ..models.checkpoint import load_metadata, resolve_model_path
+from ...schema import read_json, validate
 from ..config import LabelScheme
-from ..file_schemas import ProvenanceSchema, SplitSchema
+from ..file_schemas import SplitSchema
+from .correction_case import (PROVENANCE_NAME, CorrectionCase, as_image_data, check_shapes, check_values,
+                              image_digest, json_safe_meta, model_info, read_provenance)
 
-__all__ = ["CorrectionStore", "CorrectionCase", "split_for_order", "read_provenance", "SPLIT_RULE"]
+__all__ = ["CorrectionStore", "split_for_order", "SPLIT_RULE"]
 
 SPLIT_NAME = "split.json"
-PROVENANCE_NAME = "provenance.json"
 CASES_DIR = "cases"
 SPLIT_RULE = ("fixed per image at first save: images are numbered in save order; image 3 and every 5th "
               "image from the 10th on (10, 15, 20, ...) are validation, the rest training; never reassigned")
@@ -69,53 +67,6 @@ def split_for_order(order: int) -> str:
     return "val" if order == 3 or (order >= 10 and order % 5 == 0) else "train"
 
 
-@dataclass
-class CorrectionCase:
-    """One saved case, loaded: the image as segmented, the model's mask and the corrected mask."""
-
-    case_id: str
-    split: str
-    image: np.ndarray
-    original: np.ndarray
-    final: np.ndarray
-    provenance: dict[str, Any]
-    strokes: np.ndarray | None = None  # the strokes the final mask was refined from, if it was
-
-    @property
-    def is_volume(self) -> bool:
-        return bool(self.provenance.get("is_volume"))
-
-    @property
-    def affine(self) -> np.ndarray | None:
-        affine = self.provenance.get("image_meta", {}).get("affine")
-        return None if affine is None else np.asarray(affine, dtype=np.float64)
-
-
-def read_provenance(folder: Path) -> dict[str, Any]:
-    """A case folder's provenance.json, validated (``file_schemas.ProvenanceSchema``): the one place it
-    is read. A missing or damaged file is refused naming it, with what to do."""
-    path = Path(folder) / PROVENANCE_NAME
-    try:
-        data = read_json(path, "correction provenance")
-        validate(ProvenanceSchema, data, "correction provenance", path)
-        if data["case_id"] != path.parent.name:
-            raise RamsegInputError(f"invalid correction provenance (case_id {data['case_id']!r} is not its "
-                                   f"folder's name)", path)
-    except RamsegInputError as exc:
-        raise RamsegInputError(f"{exc.problem}; this corrected case cannot be used: repair the file, or move "
-                               f"the case folder out of the project", exc.path) from None
-    return data
-
-
-def image_digest(image: np.ndarray) -> str:
-    """SHA-256 of an image's pixels, dtype and shape: the identity of "the same image"."""
-    array = np.ascontiguousarray(image)
-    h = hashlib.sha256()
-    h.update(f"{array.dtype.str}|{array.shape}|".encode())
-    h.update(memoryview(array).cast("B"))
-    return h.hexdigest()
-
-
 def _utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -125,24 +76,6 @@ def _user() -> str:
         return getpass.getuser()
     except Exception:  # no login name (some containers)
         return "unknown"
-
-
-def _json_safe_meta(meta: dict[str, Any] | None) -> dict[str, Any]:
-    """The JSON-serialisable part of an image's metadata (affine and spacing as lists)."""
-    out: dict[str, Any] = {}
-    for key, value in (meta or {}).items():
-        if isinstance(value, np.ndarray):
-            value = value.tolist()
-        elif isinstance(value, tuple):
-            value = list(value)
-        elif isinstance(value, Path):
-            value = str(value)
-        try:
-            json.dumps(value, allow_nan=False)
-        except (TypeError, ValueError):
-            continue
-        out[str(key)] = value
-    return out
 
 
 class CorrectionStore:
@@ -231,129 +164,73 @@ class CorrectionStore:
         image = np.asarray(image)
         original = np.asarray(original)
         final = np.asarray(final)
-        is_rgb, spatial = self._check_shapes(image, original, final)
-        if strokes is not None and np.shape(strokes) != final.shape:
-            raise RamsegInputError(f"the strokes {np.shape(strokes)} and the corrected mask {final.shape} differ in shape")
+        is_rgb, spatial = check_shapes(image, original, final, strokes)
         if is_rgb and image.shape[-1] == 4:
             image = image[..., :3]  # alpha carries nothing the model reads
-        model_info, scheme = self._model_info(model_path, labels)
-        for name, mask in (("original", original), ("final", final)):
-            if mask.dtype.kind not in "biu" and not (mask.dtype.kind == "f" and np.array_equal(mask, np.round(mask))):
-                raise RamsegInputError(f"the {name} mask must hold whole class numbers, not {mask.dtype} values")
-            if mask.size and mask.min() < 0:
-                raise RamsegInputError(f"the {name} mask holds negative values")
-        if scheme is not None and final.size and int(final.max()) > scheme.num_classes:
-            names = ", ".join(f"{i} {n}" for i, n in enumerate(scheme.names, start=1))
-            raise RamsegInputError(
-                f"the corrected mask uses label {int(final.max())}, but the model knows only labels 1..{scheme.num_classes} "
-                f"({names}); repaint with those labels")
-        if image.dtype.kind == "f" and not np.isfinite(image).all():
-            raise RamsegInputError("the image contains NaN or Inf values")
-        meta = _json_safe_meta(image_meta)
+        model, scheme = model_info(model_path, labels)
+        check_values(image, original, final, scheme)
+        meta = json_safe_meta(image_meta)
         volume = image.ndim == 3 and not is_rgb
         ext = ".nii.gz" if volume and meta.get("affine") is not None else ".tif"
         digest = image_digest(image)
         safe_name = _SAFE.sub("_", image_name or "image").strip("._-")[:60] or "image"
         self.cases_dir.mkdir(parents=True, exist_ok=True)
         with self._locked():
-            data = self._read_split()
-            entry = data["images"].get(digest)
-            if entry is None:
-                order = len(data["images"]) + 1
-                entry = {"split": split_for_order(order), "order": order, "name": safe_name}
-            revision = 1 + sum(1 for p in self._provenances() if p.get("image_sha256") == digest)
-            seq = 1 + max([int(p.get("seq", 0)) for p in self._provenances()] + [0])
-            case_id = f"{safe_name}-{digest[:8]}-r{revision}"
-            while self.case_dir(case_id).exists():  # a name taken by an older, differently named revision
-                revision += 1
-                case_id = f"{safe_name}-{digest[:8]}-r{revision}"
+            data, entry, revision, seq, case_id = self._next_case(digest, safe_name)
             provenance = {
-                "case_id": case_id,
-                "seq": seq,
-                "revision": revision,
-                "split": entry["split"],
-                "split_rule": SPLIT_RULE,
-                "image_name": image_name,
-                "image_sha256": digest,
-                "image_order": entry["order"],
-                "saved_at": _utc_now(),
-                "who": _user(),
-                "model": model_info,
-                "labels": None if scheme is None else scheme.to_dict(),
-                "is_volume": volume,
-                "is_rgb": is_rgb,
-                "image_shape": list(image.shape),
-                "image_dtype": str(image.dtype),
-                "mask_shape": list(spatial),
+                "case_id": case_id, "seq": seq, "revision": revision, "split": entry["split"],
+                "split_rule": SPLIT_RULE, "image_name": image_name, "image_sha256": digest,
+                "image_order": entry["order"], "saved_at": _utc_now(), "who": _user(), "model": model,
+                "labels": None if scheme is None else scheme.to_dict(), "is_volume": volume, "is_rgb": is_rgb,
+                "image_shape": list(image.shape), "image_dtype": str(image.dtype), "mask_shape": list(spatial),
                 "files": {"image": f"image{ext}", "original": f"original{ext}", "final": f"final{ext}"},
                 "tags": {"original": "the model's prediction", "final": "the clinician's correction"},
                 "changed_pixels": int(np.count_nonzero(original != final)),
                 "stroked_pixels": None if strokes is None else int(np.count_nonzero(strokes)),
-                "image_meta": meta,
-                "package_version": __version__,
+                "image_meta": meta, "package_version": __version__,
             }
-            tmp = temporary_folder(self.cases_dir, f".tmp-{case_id}-")  # the user's umask, not drwx------
-            try:
-                like = self._like(image, meta, is_rgb)
-                # a lossless copy; the case folder's rename makes the whole case appear at once
-                write_image(tmp / f"image{ext}", like)
-                like = like if ext == ".nii.gz" else None  # labels take the NIfTI affine, nothing else
-                write_labels(tmp / f"original{ext}", original, like=like)
-                write_labels(tmp / f"final{ext}", final, like=like)
-                if strokes is not None:
-                    provenance["files"]["strokes"] = f"strokes{ext}"
-                    write_labels(tmp / f"strokes{ext}", np.asarray(strokes, np.uint8), like=like)
-                atomic_write_json(tmp / PROVENANCE_NAME, provenance)
-                # the assignment first: a case folder never exists without its split
-                data["images"][digest] = entry
-                data["cases"][case_id] = entry["split"]
-                data["rule"] = SPLIT_RULE
-                atomic_write_json(self.root / SPLIT_NAME, data)
-                os.rename(tmp, self.case_dir(case_id))
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
+            data["images"][digest] = entry
+            data["cases"][case_id] = entry["split"]
+            self._write_case(case_id, provenance, data, ext, as_image_data(image, meta, is_rgb), original, final,
+                             strokes)
         return case_id
 
-    @staticmethod
-    def _check_shapes(image: np.ndarray, original: np.ndarray, final: np.ndarray) -> tuple[bool, tuple[int, ...]]:
-        if original.shape != final.shape:
-            raise RamsegInputError(f"the original mask {original.shape} and the corrected mask {final.shape} differ in shape")
-        if final.ndim not in (2, 3) or final.size == 0:
-            raise RamsegInputError(f"masks must be 2D or 3D, not shape {final.shape}")
-        if image.shape == final.shape:
-            return False, tuple(final.shape)
-        if image.ndim == 3 and final.ndim == 2 and image.shape[:2] == final.shape and image.shape[-1] in (3, 4):
-            return True, tuple(final.shape)
-        raise RamsegInputError(f"the mask shape {final.shape} does not match the image shape {image.shape}")
+    def _next_case(self, digest: str, safe_name: str) -> tuple[dict[str, Any], dict[str, Any], int, int, str]:
+        """(split.json as it is, the image's entry in it (a new image gets the next order and its split),
+        the revision, the save sequence number, the case id) of a case about to be saved; under the lock."""
+        data = self._read_split()
+        entry = data["images"].get(digest)
+        if entry is None:
+            order = len(data["images"]) + 1
+            entry = {"split": split_for_order(order), "order": order, "name": safe_name}
+        revision = 1 + sum(1 for p in self._provenances() if p.get("image_sha256") == digest)
+        seq = 1 + max([int(p.get("seq", 0)) for p in self._provenances()] + [0])
+        case_id = f"{safe_name}-{digest[:8]}-r{revision}"
+        while self.case_dir(case_id).exists():  # a name taken by an older, differently named revision
+            revision += 1
+            case_id = f"{safe_name}-{digest[:8]}-r{revision}"
+        return data, entry, revision, seq, case_id
 
-    @staticmethod
-    def _model_info(model_path: str | Path | None, labels: LabelScheme | None) -> tuple[dict[str, Any] | None, LabelScheme | None]:
-        if model_path is None:
-            return None, labels
-        _, meta_path = resolve_model_path(model_path)
-        metadata = load_metadata(model_path)
-        raw = read_json(meta_path, "model metadata")  # validated by load_metadata above
-        finetune = raw.get("finetune") or {}
-        info = {
-            "path": str(Path(model_path).resolve()),
-            "model_json_sha256": file_sha256(meta_path),
-            "package_version": raw.get("package_version"),
-            "version": finetune.get("version"),
-            "round": finetune.get("round", 0),
-            "source_domains": list(metadata.domains),
-        }
-        return info, labels or metadata.config.labels
-
-    @staticmethod
-    def _like(image: np.ndarray, meta: dict[str, Any], is_rgb: bool) -> ImageData:
-        """The image as io's writers take it: its axes, and for volumes the affine and spacing."""
-        affine = meta.get("affine")
-        spacing = meta.get("spacing")
-        if is_rgb or image.ndim == 2:
-            return ImageData(array=image, axes="YXC" if is_rgb else "YX")
-        return ImageData(array=image, affine=None if affine is None else np.asarray(affine, dtype=np.float64),
-                         spacing=None if spacing is None else tuple(float(s) for s in spacing), axes="ZYX")
+    def _write_case(self, case_id: str, provenance: dict[str, Any], split: dict[str, Any], ext: str,
+                    like: ImageData | None, original: np.ndarray, final: np.ndarray, strokes: np.ndarray | None) -> None:
+        """The case's files in a hidden folder, then split.json (the assignment first: a case folder never
+        exists without its split), then the folder renamed into place: the case appears at once, or not."""
+        tmp = temporary_folder(self.cases_dir, f".tmp-{case_id}-")  # the user's umask, not drwx------
+        try:
+            write_image(tmp / f"image{ext}", like)  # a lossless copy
+            like = like if ext == ".nii.gz" else None  # labels take the NIfTI affine, nothing else
+            write_labels(tmp / f"original{ext}", original, like=like)
+            write_labels(tmp / f"final{ext}", final, like=like)
+            if strokes is not None:
+                provenance["files"]["strokes"] = f"strokes{ext}"
+                write_labels(tmp / f"strokes{ext}", np.asarray(strokes, np.uint8), like=like)
+            atomic_write_json(tmp / PROVENANCE_NAME, provenance)
+            split["rule"] = SPLIT_RULE
+            atomic_write_json(self.root / SPLIT_NAME, split)
+            os.rename(tmp, self.case_dir(case_id))
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
     # -- reading ---------------------------------------------------------------------------------
     def _provenances(self) -> Iterator[dict[str, Any]]:

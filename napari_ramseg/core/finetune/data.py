@@ -15,7 +15,8 @@ import numpy as np
 
 from ...errors import RamsegInputError
 from ..config import FinetuneConfig, LabelScheme, PreprocessConfig
-from .corrections import CorrectionCase, CorrectionStore
+from .correction_case import CorrectionCase
+from .corrections import CorrectionStore
 from ..data.dataset import Sample
 from ..inference.predictor import Predictor
 from ..method.sampling import SourcePool

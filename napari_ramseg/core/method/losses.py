@@ -47,6 +47,15 @@ def annotated_channels(masks_by_domain: Sequence[Iterable[np.ndarray]], labels: 
     return torch.stack(rows) if rows else torch.ones(0, labels.out_channels)
 
 
+def unannotated_names(annotated: torch.Tensor, domains: Sequence[str], labels: LabelScheme) -> dict[str, list[str]]:
+    """Per domain (the rows of :func:`annotated_channels`), the structures it never draws; only the domains
+    that leave one out (none for exclusive schemes)."""
+    if labels.kind != "nested":
+        return {}
+    missing = {d: [n for n, a in zip(labels.names, row.tolist()) if not a] for d, row in zip(domains, annotated)}
+    return {d: names for d, names in missing.items() if names}
+
+
 class SegmentationLoss(torch.nn.Module):
     """BCE + soft Dice for sigmoid (nested) heads; CE + soft Dice on the foreground for softmax heads."""
 

@@ -166,6 +166,18 @@ def portable_command(command: str) -> str:
     return shlex.join(out) if changed else command
 
 
+def portable_provenance(extra: dict[str, Any]) -> dict[str, Any]:
+    """A copy of model.json's extra fields with the commands typed ("command", "resumed_with": one or a
+    list) made portable (:func:`portable_command`): what was typed, without this machine's paths."""
+    out = dict(extra)
+    for key in ("command", "resumed_with"):
+        if isinstance(out.get(key), str):
+            out[key] = portable_command(out[key])
+        elif isinstance(out.get(key), list):
+            out[key] = [portable_command(c) if isinstance(c, str) else c for c in out[key]]
+    return out
+
+
 def save_model(model: RamSegNet, metadata: ModelMetadata, folder: Path) -> Path:
     """Write weights then metadata, each atomically; the folder is loadable once model.json exists."""
     run = RunFolder(folder)

@@ -206,6 +206,14 @@ def calibrate(profile: SourceProfile, val_samples: Iterable[Any], preprocess: Pr
 # -------------------------------------------------------------------------------------- scoring
 
 
+def profile_sources(samples: Iterable[Any], val_samples: Iterable[Any], preprocess: PreprocessConfig | None = None,
+                    window_ratio: float = 0.1, description: str | None = None) -> SourceProfile:
+    """What a run's source domains look like (:func:`profile_domains` of its training samples), with the
+    fit threshold from its source-validation cases only (:func:`calibrate`; never a target domain)."""
+    profile = profile_domains(samples, preprocess, window_ratio, description=description)
+    return calibrate(profile, val_samples, preprocess)
+
+
 def distances(profile: SourceProfile, features: Features) -> dict[str, tuple[float, float, float]]:
     """Per source domain: (D, style part, intensity part), RMS z-scores against its own spread."""
     out = {}

@@ -22,20 +22,20 @@ from torch import nn
 
 from ...errors import TrainingDiverged
 from . import distributed, resume
-from ..models.checkpoint import ModelMetadata, portable_command, save_model
+from ..models.checkpoint import ModelMetadata, portable_provenance, save_model
 from ..config import TrainConfig
 from ..device import autocast, autocast_dtype, resolve_device
 from ..inference.fastpath import use_channels_last
-from ..evaluation.evaluate import score_case, summarize_validation, validation_dice
+from ..evaluation.evaluate import validation_dice
 from ..events import drive
 from ..inference.predictor import Predictor
 from ..method.model import RamSegNet
-from ..method.losses import annotated_channels
+from ..method.losses import annotated_channels, unannotated_names
 from ..method.objective import RamDsirObjective, make_optimizer, poly_lr
 from ..method.ram import amplitude_mixup, sample_lambda
 from ..models.run_folder import RunFolder
 from ..method.sampling import SourcePool
-from ..shift.domain_fit import calibrate, profile_domains
+from ..shift.domain_fit import profile_sources
 from .training_state import (StateLayout, TrainingState, load_optimizer_moments, optimizer_moments,
                              parameter_shapes)
 
@@ -122,9 +122,7 @@ class Trainer:
         # partial labels, per domain of the pool (a batch's domain indices are the pool's): DRIONS-DB draws
         # no cup, whether it comes as a source, as replay or as a clinician's disc-only corrections
         annotated = annotated_channels([[c.mask for c in cached] for cached in self.pool.cache], config.labels)
-        unannotated = {d: [n for n, a in zip(config.labels.names, row.tolist()) if not a]
-                       for d, row in zip(self.pool.domains, annotated)} if config.labels.kind == "nested" else {}
-        self.unannotated = {d: names for d, names in unannotated.items() if names}
+        self.unannotated = unannotated_names(annotated, self.pool.domains, config.labels)
         if self.unannotated and pool is None:  # a model's own sources' (a fine-tune keeps its base's record)
             self.extra_metadata["unannotated_labels"] = self.unannotated
         # under DDP the segmentation Dice spans all ranks: the global batch's objective
@@ -234,23 +232,15 @@ class Trainer:
     def validate(self) -> dict[str, Any] | None:
         if not self.val_samples:
             return None
-        if self.dist is None:
-            predictor = Predictor(self.net, self.metadata(), self.device, precision=self.config.precision)
-            result = validation_dice(predictor, self.val_samples, self.config.labels, self._annotated_names())
-            self.net.train()
-            return result
-        # Each rank scores every world_size-th case, on a copy of the net (Predictor changes the memory
-        # format of the model it is given, which would break DDP's gradient buckets); every rank gets
-        # the same result, computed from the cases in their single-process order.
-        predictor = Predictor(copy.deepcopy(self.net), self.metadata(), self.device, precision=self.config.precision)
-        mine = []
-        for i in range(self.rank, len(self.val_samples), self.world_size):
-            sample = self.val_samples[i]
-            mine.append((i, sample.domain, score_case(predictor, [sample], self.config.labels,
-                                                       self._annotated_names().get(sample.domain))))
-        del predictor
-        records = sorted(r for part in distributed.gather_objects(mine) for r in part)
-        return summarize_validation([(domain, dice) for _, domain, dice in records])
+        # Under DDP each rank scores every world_size-th case, on a copy of the net (Predictor changes the
+        # memory format of the model it is given, which would break DDP's gradient buckets); every rank
+        # gets the same result, computed from the cases in their single-process order.
+        net = self.net if self.dist is None else copy.deepcopy(self.net)
+        predictor = Predictor(net, self.metadata(), self.device, precision=self.config.precision)
+        share = None if self.dist is None else (self.rank, self.world_size, distributed.gather_objects)
+        result = validation_dice(predictor, self.val_samples, self.config.labels, self._annotated_names(), share)
+        self.net.train()
+        return result
 
     def _annotated_names(self) -> dict[str, list[str]]:
         """Per partially labelled domain, the structures it does annotate (validation scores only those)."""
@@ -354,20 +344,12 @@ class Trainer:
         The public way to wrap a trained network for inference: ``Predictor(trainer.net, trainer.metadata())``.
         """
         if self.source_profile is None and any(self._train_samples.get(d) for d in self.domains):
-            # once per run: the source domains' colour, 2D/3D, intensity and low-frequency style, and
-            # the fit threshold from the source-validation cases only (never a target domain)
+            # once per run: the source domains' colour, 2D/3D, intensity and low-frequency style
             samples = [s for d in self.domains for s in self._train_samples.get(d, ())]
-            profile = profile_domains(samples, self.config.preprocess, self.config.method.window_ratio)
-            self.source_profile = calibrate(profile, self.val_samples, self.config.preprocess)
-        extra = dict(self.extra_metadata)
-        for key in ("command", "resumed_with"):  # what was typed, without this machine's paths
-            if isinstance(extra.get(key), str):
-                extra[key] = portable_command(extra[key])
-            elif isinstance(extra.get(key), list):
-                extra[key] = [portable_command(c) if isinstance(c, str) else c for c in extra[key]]
-        return ModelMetadata(self.config, self.domains, metrics or {}, extra, self.source_profile, self.disc_settings,
-                             self.adapt_settings)
-
+            self.source_profile = profile_sources(samples, self.val_samples, self.config.preprocess,
+                                                  self.config.method.window_ratio)
+        return ModelMetadata(self.config, self.domains, metrics or {}, portable_provenance(self.extra_metadata),
+                             self.source_profile, self.disc_settings, self.adapt_settings)
 
     def save(self, stopped: bool, last_val: dict[str, Any] | None, elapsed: float,
              extra_metrics: dict[str, Any] | None = None) -> None:
