@@ -35,7 +35,7 @@ def test_a_broken_contract_is_caught(tmp_path, monkeypatch):
 
 def test_the_architecture_names_modules_that_exist():
     text = (CORE.parent / "ARCHITECTURE.md").read_text(encoding="utf-8")
-    for name in ("core/training/trainer.py", "core/models/run_folder.py", "core/data/layouts/", "core/inference/predictor.py", "files.py",
-                 "layer_meta.py", "widgets/_base.DockWidget"):
+    for name in ("core/training/trainer.py", "core/models/run_folder.py", "core/data/layouts/",
+                 "core/inference/predictor.py", "files.py", "layer_meta.py", "widgets/_base.DockWidget"):
         assert name in text
         assert (CORE.parent / name.split(".DockWidget")[0].replace("widgets/_base", "widgets/_base.py")).exists(), name
