@@ -18,25 +18,29 @@ from helpers import make_synthetic_domains
 # (training runs and real data beyond a few seconds). `python -m pytest -q` runs all of them.
 STARTS_A_PROCESS = re.compile(r"\b(_ramseg|subprocess\.(run|Popen|check_output)|TrainProcess|torchrun|_torchrun)\b")
 SUBPROCESS_MODULES = {  # every test here drives child processes, some through helpers the scan cannot see
-    "core/test_distributed.py", "core/test_train_process.py", "test_interrupt.py", "test_packaging.py",
+    "core/training/test_distributed.py", "core/training/test_train_process.py", "test_interrupt.py",
+    "test_packaging.py",
 }
 SLOW_MODULES: set[str] = set()
 # each above about 10 s (measured with --durations, file by file, on the shared 2-core CPU); "module::test",
 # every parametrized case included
 SLOW_TESTS = {
-    "core/test_train.py::test_loss_falls_on_real_vessels", "core/test_train.py::test_loss_falls_on_real_dofe_fundus",
-    "core/test_train.py::test_loss_falls_on_synthetic_data", "core/test_train.py::test_same_seed_same_result_on_cpu",
-    "core/test_train.py::test_stop_then_resume_matches_an_uninterrupted_run",
-    "core/test_run_folder.py::test_run_is_the_loop_driven_to_the_end",
+    "core/training/test_train.py::test_loss_falls_on_real_vessels",
+    "core/training/test_train.py::test_loss_falls_on_real_dofe_fundus",
+    "core/training/test_train.py::test_loss_falls_on_synthetic_data",
+    "core/training/test_train.py::test_same_seed_same_result_on_cpu",
+    "core/training/test_train.py::test_stop_then_resume_matches_an_uninterrupted_run",
+    "core/models/test_run_folder.py::test_run_is_the_loop_driven_to_the_end",
     "core/test_precision.py::test_bf16_training_follows_the_fp32_curve",
-    "core/test_domain_fit.py::test_training_on_volumes_records_the_working_spacing",
-    "core/test_layouts.py::test_train_and_evaluate_through_the_cli",
-    "core/test_review_representative.py::test_switching_ranking_measures_only_what_is_missing",
-    "core/test_review_representative.py::test_worklist_ranks_representative_once_the_folder_is_done_and_keeps_it",
-    "core/test_finetune.py::test_finetune_writes_new_versions_and_never_touches_the_base",
-    "core/test_metrics.py::test_dice_properties",
-    "core/test_adapt.py::test_a_volume_adapts_once", "core/test_adapt.py::test_prompt_learns_and_warm_starts_from_the_previous_scan",
-    "core/test_adapt.py::test_batchnorm_methods_reset_between_scans",
+    "core/shift/test_domain_fit.py::test_training_on_volumes_records_the_working_spacing",
+    "core/data/test_layouts.py::test_train_and_evaluate_through_the_cli",
+    "core/review/test_review_representative.py::test_switching_ranking_measures_only_what_is_missing",
+    "core/review/test_review_representative.py::test_worklist_ranks_representative_once_the_folder_is_done_and_keeps_it",
+    "core/finetune/test_finetune.py::test_finetune_writes_new_versions_and_never_touches_the_base",
+    "core/evaluation/test_metrics.py::test_dice_properties",
+    "core/inference/test_adapt.py::test_a_volume_adapts_once",
+    "core/inference/test_adapt.py::test_prompt_learns_and_warm_starts_from_the_previous_scan",
+    "core/inference/test_adapt.py::test_batchnorm_methods_reset_between_scans",
     "core/test_file_schemas.py::test_divergence_is_one_line_naming_the_learning_rate",
     "test_cli_disc.py::test_finetune_learns_from_rois_of_the_corrected_photographs",
     "test_cli_disc.py::test_drishti_crop_is_taken_as_a_crop",

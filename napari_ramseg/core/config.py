@@ -407,7 +407,7 @@ class AdaptConfig:
 
 ADAPT = AdaptConfig()
 # The registry's names (core/inference/adapt/), here so the CLI and the docks list them without importing torch;
-# tests/core/test_adapt.py checks the two agree.
+# tests/core/inference/test_adapt.py checks the two agree.
 ADAPT_METHODS = ("align", "prompt", "adabn", "tent")
 
 

@@ -15,7 +15,7 @@ from napari_ramseg.errors import RamsegInputError
 
 from helpers import BrightDiscModel, import_bench, synthetic_fundus
 
-RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results" / "fundus_check.json"
+RESULTS = Path(__file__).resolve().parents[3] / "bench" / "results" / "fundus_check.json"
 
 
 def _model(disc=None):

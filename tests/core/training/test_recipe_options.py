@@ -83,7 +83,7 @@ def test_a_missing_partner_folder_is_one_clear_error(tmp_path):
 
 
 def _shipped():
-    sys.path.insert(0, str(HERE.parents[1] / "bench" / "recipes"))
+    sys.path.insert(0, str(HERE.parents[2] / "bench" / "recipes"))
     try:
         import shipped
     finally:

@@ -18,7 +18,7 @@ from napari_ramseg.core.inference.predictor import Predictor
 from napari_ramseg.errors import RamsegInputError
 
 CHOSEN = {"align": {"window": 0.025, "strength": 0.25}}
-RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results" / "adaptation_bundled_settings.json"
+RESULTS = Path(__file__).resolve().parents[3] / "bench" / "results" / "adaptation_bundled_settings.json"
 IMAGE = np.random.default_rng(3).integers(0, 255, (36, 44, 3), dtype=np.uint8)
 
 
