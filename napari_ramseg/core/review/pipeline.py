@@ -45,6 +45,9 @@ class CaseResult:
     # the report row as made where the case was segmented (a ramseg server's answer, whose prediction
     # comes without the maps the row's uncertainty is measured on); None: made here from the prediction
     report_row: Row | None = None
+    # (model key, refine_head.ScanFeatures): the head refinement's network pass, kept so that only a
+    # scan's first Refine pays it (refine_head.cached_scan_features); None until then
+    refine_features: tuple[str | None, Any] | None = None
 
     @property
     def refused(self) -> bool:

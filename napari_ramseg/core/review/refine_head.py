@@ -147,14 +147,11 @@ def cached_scan_features(predictor: Any, image: Any, result: Any) -> ScanFeature
     key = None
     if model is not None and hasattr(model, "head"):
         key = hashlib.sha1(model.head.weight.detach().cpu().numpy().tobytes()).hexdigest()
-    cached = getattr(result, "_refine_features", None)
+    cached = result.refine_features
     if cached is not None and key is not None and cached[0] == key:
         return cached[1]
     features = scan_features(predictor, image, result.extras)
-    try:
-        result._refine_features = (key, features)
-    except AttributeError:  # a result that cannot carry it: no cache
-        pass
+    result.refine_features = (key, features)
     return features
 
 

@@ -145,7 +145,7 @@ def test_refine_case_takes_the_features_once_per_result(tiny_model, synthetic_da
     assert (refined[10, 5:20] == 1).all() and (refined[30, 20:35] == 0).all()
     near = ndi.distance_transform_edt(strokes == 0) <= config.reach
     assert np.array_equal(refined[~near], result.prediction.labels[~near])
-    features = result._refine_features[1].map(None)
+    features = result.refine_features[1].map(None)
     assert features.shape[0] == 4 + 3 * 3  # the tiny model's decoder width, its input and two contrasts
     again, _ = refine_case(predictor, image, strokes, config=config, result=result)
     np.testing.assert_array_equal(again, refined)
