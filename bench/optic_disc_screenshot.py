@@ -28,7 +28,7 @@ def main(argv=None) -> int:
     import numpy as np
     from PIL import Image
 
-    from napari_ramseg.demo import PLUGIN, SCREENSHOT_SIZE, _screenshot, shrink_png
+    from napari_ramseg.plugin.demo import PLUGIN, SCREENSHOT_SIZE, _screenshot, shrink_png
     from napari_ramseg.models import resolve_model
 
     viewer = napari.Viewer(title="napari-ramseg: optic disc", show=True)

@@ -29,11 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["RAMSEG_CONFIG_DIR"] = tempfile.mkdtemp(prefix="ramseg-config-")  # never the user's own settings
     from helpers import serve_on_loopback, stop_server
 
-    from napari_ramseg.demo import SAMPLE_IMAGE, SAMPLE_MASK, _screenshot, open_demo_viewer, raise_dock, shrink_png
+    from napari_ramseg.plugin.demo import SAMPLE_IMAGE, SAMPLE_MASK, _screenshot, open_demo_viewer, raise_dock, shrink_png
     from napari_ramseg.models import resolve_model
     from napari_ramseg.server import connection
     from napari_ramseg.server.app import ServerSettings, create_app
-    from napari_ramseg.widgets._server import SERVER
+    from napari_ramseg.plugin.widgets._server import SERVER
 
     server, thread, url = serve_on_loopback(create_app(ServerSettings(token=TOKEN, device="cpu")))
     try:

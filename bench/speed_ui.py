@@ -32,7 +32,7 @@ def ui_child(model_dir: str, kinds: str, size: str = "full") -> None:
     from qtpy.QtCore import QEventLoop, QTimer
     from qtpy.QtWidgets import QApplication
 
-    from napari_ramseg.widgets.segment import SegmentWidget
+    from napari_ramseg.plugin.widgets.segment import SegmentWidget
 
     sizes = SIZES[size]
     viewer = napari.Viewer(show=True)
@@ -128,7 +128,7 @@ def ui_child(model_dir: str, kinds: str, size: str = "full") -> None:
                         "p99_gap_ms": round(float(np.percentile(gaps, 99)), 1) if len(gaps) else None,
                         "median_gap_ms": round(float(np.median(gaps)), 1) if len(gaps) else None,
                         "pandas_first_imported_by_this_job": (not pandas_before) and "pandas" in sys.modules})
-    print(json.dumps({"widget": "napari_ramseg.widgets.segment.SegmentWidget.segment()", "timer_interval_ms": 10,
+    print(json.dumps({"widget": "napari_ramseg.plugin.widgets.segment.SegmentWidget.segment()", "timer_interval_ms": 10,
                       "cases": results}))
     viewer.close()
 

@@ -4,7 +4,7 @@
 
 writes into ``--out``:
 
-- ``train.png``: the napari window (same size as ``napari_ramseg.demo``'s screenshots) with the Train dock
+- ``train.png``: the napari window (same size as ``napari_ramseg.plugin.demo``'s screenshots) with the Train dock
   after a short real training run (vessels HRF + STARE from ``../shared/data`` at 64 px, a few dozen
   iterations, ~10 source validations), so the live plot shows the loss and source-validation Dice curves.
   Without ``../shared/data`` it trains on a small synthetic two-domain dataset instead.
@@ -59,7 +59,7 @@ def synthetic_domains(root: Path) -> Path:
 
 
 def train_shot(viewer, widgets, out: Path, work: Path, iterations: int, width: int) -> Path:
-    from napari_ramseg.demo import SAMPLE_IMAGE, SAMPLE_MASK, _screenshot, raise_dock
+    from napari_ramseg.plugin.demo import SAMPLE_IMAGE, SAMPLE_MASK, _screenshot, raise_dock
 
     train = widgets.get("Train")
     if train is None:
@@ -95,7 +95,7 @@ def train_shot(viewer, widgets, out: Path, work: Path, iterations: int, width: i
 def finetune_shot(viewer, widgets, out: Path, work: Path, iterations: int, model: Path) -> Path:
     import numpy as np
 
-    from napari_ramseg.demo import SAMPLE_IMAGE, SAMPLE_MASK, _screenshot, raise_dock
+    from napari_ramseg.plugin.demo import SAMPLE_IMAGE, SAMPLE_MASK, _screenshot, raise_dock
 
     segment, finetune = widgets["Segment"], widgets.get("Correct and fine-tune")
     if finetune is None:
@@ -159,7 +159,7 @@ def docks_shot(out: Path) -> Path:
     """docks_stacked.png (module docstring): a viewer of its own, the two docks stacked."""
     import napari
 
-    from napari_ramseg.demo import PLUGIN, SAMPLE_MASK, _process_events, _screenshot, demo_model, raise_dock
+    from napari_ramseg.plugin.demo import PLUGIN, SAMPLE_MASK, _process_events, _screenshot, demo_model, raise_dock
 
     viewer = napari.Viewer(title="napari-ramseg: two docks stacked", show=True)
     try:
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary run and project folders")
     args = parser.parse_args(argv)
 
-    from napari_ramseg.demo import demo_model, open_demo_viewer, shrink_png
+    from napari_ramseg.plugin.demo import demo_model, open_demo_viewer, shrink_png
 
     model = demo_model()
     if model is None and args.only in (None, "finetune"):

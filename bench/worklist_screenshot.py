@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     import napari
     import numpy as np
 
-    from napari_ramseg.demo import DOCK_WIDTH, PLUGIN, SCREENSHOT_SIZE, _screenshot, demo_model, shrink_png
+    from napari_ramseg.plugin.demo import DOCK_WIDTH, PLUGIN, SCREENSHOT_SIZE, _screenshot, demo_model, shrink_png
     from napari_ramseg.io import read_mask, stem_of
     from widget_screenshots import _wait
 

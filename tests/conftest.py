@@ -13,7 +13,7 @@ from helpers import make_synthetic_domains
 # -------------------------------------------------------------------------------------------- tiers
 # The default tier is `python -m pytest -q -m "not slow and not gui and not subprocess"` (README, Tests):
 # the engine, the readers and the CLI on tiny data. The other tiers (markers in pyproject.toml) are
-# `gui` (napari docks under Xvfb: every test in tests/widgets/ and those marked so), `subprocess` (a test
+# `gui` (napari docks under Xvfb: every test in tests/plugin/widgets/ and those marked so), `subprocess` (a test
 # that starts Python processes: the CLI as a child, the Train dock's child, torchrun, pip, npe2) and `slow`
 # (training runs and real data beyond a few seconds). `python -m pytest -q` runs all of them.
 STARTS_A_PROCESS = re.compile(r"\b(_ramseg|subprocess\.(run|Popen|check_output)|TrainProcess|torchrun|_torchrun)\b")
@@ -66,7 +66,7 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         module = Path(str(item.fspath)).resolve().relative_to(root).as_posix()
         name = f"{module}::{getattr(item, 'originalname', item.name)}"
-        if module.startswith("widgets/"):
+        if module.startswith("plugin/widgets/"):
             item.add_marker(pytest.mark.gui)
         if module in SUBPROCESS_MODULES or _starts_a_process(item):
             item.add_marker(pytest.mark.subprocess)

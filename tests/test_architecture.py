@@ -36,6 +36,6 @@ def test_a_broken_contract_is_caught(tmp_path, monkeypatch):
 def test_the_architecture_names_modules_that_exist():
     text = (CORE.parent / "ARCHITECTURE.md").read_text(encoding="utf-8")
     for name in ("core/training/trainer.py", "core/models/run_folder.py", "core/data/layouts/",
-                 "core/inference/predictor.py", "files.py", "layer_meta.py", "widgets/_base.DockWidget"):
+                 "core/inference/predictor.py", "files.py", "plugin/layer_meta.py", "plugin/widgets/_base.DockWidget"):
         assert name in text
-        assert (CORE.parent / name.split(".DockWidget")[0].replace("widgets/_base", "widgets/_base.py")).exists(), name
+        assert (CORE.parent / name.split(".DockWidget")[0].replace("plugin/widgets/_base", "plugin/widgets/_base.py")).exists(), name

@@ -10,15 +10,15 @@ import shutil
 import numpy as np
 import pytest
 
-from napari_ramseg import layer_meta
+from napari_ramseg.plugin import layer_meta
 from napari_ramseg.cli import main
 from napari_ramseg.core.inference.predictor import Predictor
 from napari_ramseg.core.review.report import read_report
 from napari_ramseg.core.review.worklist import Worklist
 from napari_ramseg.io import read_image, read_mask
 from napari_ramseg.models import bundled_models, resolve_model
-from napari_ramseg.widgets import _common
-from napari_ramseg.widgets.segment import SegmentWidget
+from napari_ramseg.plugin.widgets import _common
+from napari_ramseg.plugin.widgets.segment import SegmentWidget
 
 pytestmark = [pytest.mark.gui,
               pytest.mark.skipif(not {"optic-disc", "vessels"} <= set(bundled_models()),

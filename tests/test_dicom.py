@@ -206,8 +206,8 @@ def test_a_folder_without_dicom_is_still_a_folder(tmp_path):
 
 
 def test_napari_reader_opens_a_series_folder_with_its_geometry(tmp_path):
-    from napari_ramseg import layer_meta as lm
-    from napari_ramseg import napari_io
+    from napari_ramseg.plugin import layer_meta as lm
+    from napari_ramseg.plugin import napari_io
 
     volume, affine = _volume(), _oblique_affine()
     write_dicom_series(tmp_path / "case7", volume, affine, order=[5, 2, 0, 1, 4, 3])
@@ -225,7 +225,7 @@ def test_napari_reader_opens_a_series_folder_with_its_geometry(tmp_path):
 
 
 def test_napari_reader_opens_every_series_of_a_mixed_folder(tmp_path):
-    from napari_ramseg import napari_io
+    from napari_ramseg.plugin import napari_io
 
     write_dicom_series(tmp_path / "mixed", _volume(), np.eye(4), number=3, names="a{:03d}.dcm")
     write_dicom_series(tmp_path / "mixed", _volume((4, 10, 12)), np.eye(4), number=7, names="b{:03d}.dcm")

@@ -152,7 +152,7 @@ def test_foreign_packages_are_refused_in_one_line(package, tmp_path, cache):
 
 
 def test_segment_dock_model_picker_takes_a_package(package, cache):
-    from napari_ramseg.widgets._models import clear_predictor_cache, get_predictor, model_summary
+    from napari_ramseg.plugin.widgets._models import clear_predictor_cache, get_predictor, model_summary
 
     assert model_summary(package) == "blob · trained on siteA + siteB"
     try:

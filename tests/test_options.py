@@ -74,8 +74,8 @@ def test_finetune_takes_one_config_and_refuses_out_of_bounds_settings(tmp_path, 
 
 @pytest.mark.gui
 def test_dock_fields_are_generated_from_the_same_declarations(qtbot):
-    from napari_ramseg.widgets._params import ParamForm, param_value
-    from napari_ramseg.widgets._train_options import FINETUNE_PARAMS, TRAIN_PARAMS
+    from napari_ramseg.plugin.widgets._params import ParamForm, param_value
+    from napari_ramseg.plugin.widgets._train_options import FINETUNE_PARAMS, TRAIN_PARAMS
 
     for command, config, params in (("train", TrainConfig, TRAIN_PARAMS), ("finetune", FinetuneConfig, FINETUNE_PARAMS)):
         actions = _actions(command)

@@ -14,7 +14,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..demo import no_display_note, prefer_qt6, run_demo
+    from ..plugin.demo import no_display_note, prefer_qt6, run_demo
 
     # checked before Qt is imported: without a display Qt aborts the process (exit 134), no message
     note = no_display_note(args.screenshot)

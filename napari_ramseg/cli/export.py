@@ -31,7 +31,7 @@ def add_parser(sub) -> None:
 
 def _sample_for(model: Path, sample: Path | None) -> Path:
     from ..models import BUNDLED_ROOT
-    from ..sample import FUNDUS_IMAGE
+    from ..plugin.sample import FUNDUS_IMAGE
 
     # the plugin's sample photograph shows vessels and an optic disc: both bundled models' kind of scan
     bundled_samples = {"vessels": FUNDUS_IMAGE, "optic-disc": FUNDUS_IMAGE}

@@ -4,7 +4,7 @@ A field declared with :func:`option` carries its command-line flag, its help tex
 how a dock shows it: label, step, decimals, the meaning of its minimum). ``ramseg train`` and ``ramseg
 finetune`` generate their argparse options from these declarations (``cli/_options.py``), ``TrainRequest``
 its setting fields (``core/training/job.py``), and the Train and fine-tune docks their magicgui fields
-(``widgets/_train_options.py``); so a new option is one field in the config, and a flag, a request
+(``plugin/widgets/_train_options.py``); so a new option is one field in the config, and a flag, a request
 keyword and a dock field cannot drift apart.
 
 Each option's keyword is its field's name (``num_threads``, ``lam_mode``); a nested field keeps its own
