@@ -22,6 +22,7 @@ from torch import nn
 
 from ...errors import TrainingDiverged
 from . import distributed, resume
+from .batches import BatchDrawer
 from ..models.checkpoint import ModelMetadata, portable_provenance, save_model
 from ..config import TrainConfig
 from ..device import autocast, autocast_dtype, resolve_device
@@ -32,7 +33,6 @@ from ..inference.predictor import Predictor
 from ..method.model import RamSegNet
 from ..method.losses import annotated_channels, unannotated_names
 from ..method.objective import RamDsirObjective, make_optimizer, poly_lr
-from ..method.ram import amplitude_mixup, sample_lambda
 from ..models.run_folder import RunFolder
 from ..method.sampling import SourcePool
 from ..shift.domain_fit import profile_sources
@@ -75,8 +75,9 @@ class Trainer:
     ``dist_context`` (from ``distributed.initialize`` under torchrun) makes this one rank of a
     DistributedDataParallel job: ``config.batch`` is then the global batch, each rank trains on its
     share of it, and only rank 0 writes files (:attr:`writer`) and calls ``on_event``. Without it
-    nothing changes. Every other DDP difference sits in :meth:`_draw`, :meth:`step` (gradient sync and
-    loss averaging), :meth:`validate` (cases shared out) and :meth:`_stop_requested` (all ranks agree).
+    nothing changes. Every other DDP difference sits in the batches (``core/training/batches.py``),
+    :meth:`step` (gradient sync and loss averaging), :meth:`validate` (cases shared out) and
+    :meth:`_stop_requested` (all ranks agree).
     """
 
     def __init__(self, config: TrainConfig, domains: Sequence[str], train_samples: dict[str, Sequence],
@@ -130,6 +131,8 @@ class Trainer:
         self.objective = RamDsirObjective(self.net, config, seg_loss, annotated=annotated.to(self.device))
         self.optimizer = make_optimizer(self.net, config)
         self.lambda_generator = torch.Generator().manual_seed(config.seed + 1)
+        self.batches = BatchDrawer(self.pool, self.lambda_generator, self.device, len(self.domains),
+                                   dist_context)
         self.iteration = 0
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
@@ -164,29 +167,6 @@ class Trainer:
         return self.folder if self.is_main else None
 
     # -- one step --------------------------------------------------------------------------------
-    def _draw(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, list[float] | None]:
-        """One (micro-)batch on the device: images, masks, domains, the RAM view (None without RAM) and,
-        under DDP, the per-domain weights of this rank's share of the global batch (else None)."""
-        method = self.config.method
-        partners = lam = weights = None
-        if self.dist is None:
-            images, masks, domains = self.pool.draw_batch(self.config.batch)
-            if method.ram:
-                partners = self.pool.draw_partners(domains)
-                lam = sample_lambda(len(images), method.lam_mode, self.lambda_generator)
-        else:
-            # every rank draws the same global batch and keeps its own slots (SourcePool.draw_shard)
-            shard = self.pool.draw_shard(self.config.batch, self.rank, self.world_size, partners=method.ram)
-            images, masks, domains, partners = shard.images, shard.masks, shard.domains, shard.partners
-            if method.ram:  # the global batch's, so that every slot gets the same lambda at any world size
-                lam = sample_lambda(self.config.batch, method.lam_mode, self.lambda_generator)
-                lam = lam[torch.from_numpy(shard.slots)]
-            weights = distributed.domain_weights(shard.global_domains, domains.tolist(), len(self.domains),
-                                                 self.world_size)
-        images = images.to(self.device)  # before RAM, which runs on the training device
-        mixed = self._mixup(images, partners, lam) if method.ram else None
-        return images, masks.to(self.device), domains.to(self.device), mixed, weights
-
     def step(self) -> dict[str, float]:
         cfg = self.config
         self.net.train()
@@ -197,7 +177,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         totals: dict[str, float] = {}
         for micro in range(cfg.grad_accumulation):
-            images, masks, domains, mixed, weights = self._draw()
+            images, masks, domains, mixed, weights = self.batches.draw(cfg.batch, cfg.method)
             # DDP: reduce gradients only after the last micro-step of an accumulated step
             last = micro == cfg.grad_accumulation - 1
             sync = contextlib.nullcontext() if self.dist is None or last else self.module.no_sync()
@@ -222,12 +202,6 @@ class Trainer:
                                    f"learning rate (--lr, now {cfg.lr:g}) or check the data for NaN values")
         totals["lr"] = lr
         return totals
-
-    def _mixup(self, images: torch.Tensor, partners: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
-        # On the training device (``images`` is already there): done on the CPU that feeds a GPU, the
-        # FFTs took ~0.12 s per batch of 8 at 256 px on the CI machine, four times a whole RAM-DSIR
-        # step on an H200 (bench/results/gpu).
-        return amplitude_mixup(images, partners.to(self.device), lam.to(self.device), self.config.method.window_ratio)
 
     def validate(self) -> dict[str, Any] | None:
         if not self.val_samples:
