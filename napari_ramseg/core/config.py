@@ -7,54 +7,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .device import DEVICE_CHOICES, PRECISION_CHOICES
+from .labels import VESSELS, LabelScheme
+# re-exported while core/review/refine*.py, their tests and bench/strokes*.py (edited beside the move of the
+# label scheme into labels.py) still import these from here; everything else imports core.labels
+from .labels import OPTIC_DISC_CUP  # noqa: F401
 from .options import option
-
-LabelKind = Literal["nested", "exclusive"]
-
-
-@dataclass(frozen=True)
-class LabelScheme:
-    """How the integer class values of a mask map onto the network's output channels.
-
-    Masks are class-index images: 0 is background and value ``i`` (1-based) is ``names[i - 1]``.
-
-    - ``nested``: multi-label sigmoid heads for structures that contain each other, ordered from the
-      outermost inwards (``["disc", "cup"]``: the disc includes the cup). Channel ``k`` is the
-      binary target ``mask >= k + 1``. A single name (``["vessel"]``) is the plain binary case.
-    - ``exclusive``: one softmax over background plus ``names``; the target is the class index.
-    """
-
-    names: tuple[str, ...] = ("vessel",)
-    kind: LabelKind = "nested"
-
-    def __post_init__(self) -> None:
-        if not self.names:
-            raise ValueError("a label scheme needs at least one foreground label")
-        if self.kind not in ("nested", "exclusive"):
-            raise ValueError(f"label kind must be 'nested' or 'exclusive', not {self.kind!r}")
-        object.__setattr__(self, "names", tuple(self.names))
-
-    @property
-    def num_classes(self) -> int:
-        """Foreground classes, i.e. the largest valid mask value."""
-        return len(self.names)
-
-    @property
-    def out_channels(self) -> int:
-        """Channels of the segmentation head."""
-        return self.num_classes if self.kind == "nested" else self.num_classes + 1
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"names": list(self.names), "kind": self.kind}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "LabelScheme":
-        return cls(names=tuple(data["names"]), kind=data["kind"])
-
-
-VESSELS = LabelScheme(("vessel",), "nested")
-OPTIC_DISC_CUP = LabelScheme(("disc", "cup"), "nested")
-PROSTATE = LabelScheme(("prostate",), "exclusive")
 
 
 @dataclass(frozen=True)
@@ -421,7 +378,8 @@ class RefineConfig:
     method: Literal["threshold", "random_walker", "head"] = option(
         "head", help="how a mask follows the strokes: a per-scan head on the network's features (head), or the "
         "network's probabilities alone (threshold, random_walker)", label="Refinement")
-    reach: int = option(200, help="pixels around a stroke that it may change", label="Stroke reach", min=1, max=512)
+    reach: int = option(200, help="pixels around a stroke that it may change, counted at the model's working scale "
+                        "(a photograph's 768 px long side, a disc ROI's 256 px)", label="Stroke reach", min=1, max=512)
     slices: int = option(2, help="in a volume, the slices above and below a stroked slice that its strokes refine too",
                          label="Stroke slices", min=0, max=64)
     quantile: float = 0.1  # threshold: a stroke's faint end, the share of its pixels it may leave out
@@ -431,3 +389,9 @@ class RefineConfig:
     head_steps: int = 50  # head: Adam steps of the per-scan correction (core/review/refine_head.py)
     head_hidden: int = 32  # head: 0, a linear correction of the logit; n, one hidden layer of n
     head_consistency: float = 0.1  # head: what an unstroked pixel's "stay as the mask is" weighs against a stroked one
+    # head: within head_near px of a stroke (working scale) the head's word stands; beyond, only components of
+    # head_min_size px it flips past the cut by head_margin (logit): no specks or ragged edges far from a stroke.
+    # -1: every change within the reach (the first head, which did both)
+    head_near: int = 10
+    head_margin: float = 1.0
+    head_min_size: int = 30

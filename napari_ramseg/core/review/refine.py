@@ -9,6 +9,8 @@ Each output channel (nested: ``mask >= k + 1``; exclusive: ``mask == k``) is ref
 map, then the channels are put back together as ``predictor.labels_from_probabilities`` does. A stroke
 changes the mask only inside its *reach*: the pixels within ``RefineConfig.reach`` of it (in a volume,
 also ``RefineConfig.slices`` slices above and below), so a stroke never changes anything far from it.
+Distances are given at the model's working scale (``working_scale``, ``at_scale``): the same settings
+reach the same anatomy on a 768 px working image and on the 3504 px photograph it came from.
 
 Two methods (``RefineConfig.method``; chosen by ``bench/strokes.py``, see bench/results/strokes/):
 
@@ -27,7 +29,7 @@ Two methods (``RefineConfig.method``; chosen by ``bench/strokes.py``, see bench/
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -36,7 +38,8 @@ from scipy import ndimage as ndi
 from ...errors import RamsegInputError
 from ..config import LabelScheme, RefineConfig
 
-__all__ = ["BACKGROUND_STROKE", "RefineConfig", "check_strokes", "refine_case", "refine_labels", "refine_prediction"]
+__all__ = ["BACKGROUND_STROKE", "RefineConfig", "at_scale", "check_strokes", "refine_case", "refine_labels",
+           "refine_prediction", "working_scale"]
 
 BACKGROUND_STROKE = 255  # "this is background" in a strokes array; 0 is "nothing drawn"
 
@@ -184,16 +187,45 @@ def _refine_head(prob: np.ndarray, mask: np.ndarray, positive: np.ndarray, negat
     return refine_channel(prob, mask, positive, negative, reach, features, threshold, config)
 
 
+def at_scale(config: RefineConfig, scale: float) -> RefineConfig:
+    """``config`` with its distances (given at the model's working scale) in pixels of an image ``scale``
+    times as large: a stroke reaches as far into the anatomy on a full-size photograph as on the
+    working-scale image the settings were chosen on."""
+    if scale == 1.0:
+        return config
+    return replace(config, reach=max(1, round(config.reach * scale)),
+                   head_near=config.head_near if config.head_near <= 0 else max(1, round(config.head_near * scale)),
+                   head_min_size=max(1, round(config.head_min_size * scale ** 2)))
+
+
+def working_scale(predictor: Any, image: Any, extras: dict | None = None) -> float:
+    """Image pixels per pixel of the model's working scale, in-plane: the size the network saw the image
+    (or a volume's slices, or the optic-disc task's ROI, ``extras["roi"]``) at, against its size."""
+    shape = tuple(image.spatial_shape)
+    roi = (extras or {}).get("roi")
+    if roi:
+        side = int(roi["side"])
+        return side / predictor.input_shape(side, side)[0]
+    if image.is_volume:
+        seen = predictor.input_shape(*shape[1:], volume=True, spacing=image.spacing)
+    else:
+        seen = predictor.input_shape(*shape)
+    return float(max(shape[-2] / seen[0], shape[-1] / seen[1]))
+
+
 def refine_labels(probabilities: np.ndarray, strokes: np.ndarray, scheme: LabelScheme, threshold: float = 0.5,
                   start: np.ndarray | None = None, config: RefineConfig = RefineConfig(),
-                  features: Any = None) -> np.ndarray:
+                  features: Any = None, scale: float = 1.0) -> np.ndarray:
     """The refined class-index mask.
 
     ``probabilities``: the network's (C, *spatial) map (``Prediction.probabilities``); ``strokes``: see
     the module docstring; ``start``: the mask to refine (default: the network's own, thresholded at
     ``threshold``). Without strokes the result is ``start``; stroked pixels always get their stroke's class.
-    ``features``: the scan's ``refine_head.ScanFeatures``, which the ``head`` method needs.
+    ``features``: the scan's ``refine_head.ScanFeatures``, which the ``head`` method needs. ``scale``:
+    image pixels per working-scale pixel (``working_scale``), since ``config``'s distances are given at
+    the working scale.
     """
+    config = at_scale(config, scale)
     probabilities = np.asarray(probabilities, np.float32)
     spatial = probabilities.shape[1:]
     strokes = check_strokes(strokes, spatial, scheme)
@@ -224,11 +256,11 @@ def refine_labels(probabilities: np.ndarray, strokes: np.ndarray, scheme: LabelS
 
 def refine_prediction(prediction: Any, strokes: np.ndarray, scheme: LabelScheme, threshold: float = 0.5,
                       start: np.ndarray | None = None, config: RefineConfig = RefineConfig(),
-                      features: Any = None) -> np.ndarray:
+                      features: Any = None, scale: float = 1.0) -> np.ndarray:
     """``refine_labels`` on a ``CaseResult``'s prediction (``core.inference.predictor.Prediction``); ``start`` defaults
     to the prediction's own labels (its task's post-processing included)."""
     start = prediction.labels if start is None else start
-    return refine_labels(prediction.probabilities, strokes, scheme, threshold, start, config, features)
+    return refine_labels(prediction.probabilities, strokes, scheme, threshold, start, config, features, scale)
 
 
 def refine_case(predictor: Any, image: Any, strokes: np.ndarray, start: np.ndarray | None = None,
@@ -246,6 +278,7 @@ def refine_case(predictor: Any, image: Any, strokes: np.ndarray, start: np.ndarr
         from .refine_head import cached_scan_features
 
         features = cached_scan_features(predictor, image, result)
+    scale = working_scale(predictor, image, result.extras)
     refined = refine_prediction(result.prediction, strokes, predictor.labels, predictor.threshold, start, config,
-                                features)
+                                features, scale)
     return refined, result

@@ -18,7 +18,10 @@ are sampled from each): a stroke's few hundred pixels against the tens of thousa
 the correction flips only what looks like the strokes, not everything a little like them.
 ``head_steps`` Adam steps on a few thousand pixels: milliseconds to a fraction of a second on a CPU.
 The refined mask takes ``logit' > logit(threshold)`` inside the strokes' reach only
-(``RefineConfig.reach``, as the other methods): a stroke never changes anything far from it.
+(``RefineConfig.reach``, as the other methods), and of those changes keeps (``_follow_strokes``) the ones
+within ``head_near`` of a stroke and, beyond, only whole structures the head is sure of: a refit moves
+every marginal edge pixel and speck of the scan a little, which a clinician sees as the mask getting
+worse where they did not draw (bench/results/strokes/README.md).
 
 The features come from one place, ``scan_features``: for the Correct dock and ``ramseg refine``
 (``refine.refine_case``, cached on the case's result so each Refine after the first costs no network
@@ -254,7 +257,39 @@ def refine_channel(prob: np.ndarray, mask: np.ndarray, positive: np.ndarray, neg
     inputs, inside = _inputs(features, change, logit)
     cut = float(_logit(np.float32(threshold)))
     with torch.no_grad():
-        new = (torch.from_numpy(inputs[:, -1]) + g(torch.from_numpy(inputs))).numpy() > cut
+        delta = g(torch.from_numpy(inputs)).numpy()
     change = tuple(c[inside] for c in change)
-    out[change] = new[inside]
+    delta = delta[inside]
+    new_logit = np.full(prob.shape, np.nan, np.float32)
+    new_logit[change] = logit[change] + delta
+    out[change] = new_logit[change] > cut
+    if config.head_near >= 0:
+        out = _follow_strokes(mask, out, new_logit - cut, positive, negative, config)
     return out
+
+
+def _follow_strokes(mask: np.ndarray, proposed: np.ndarray, margin: np.ndarray, positive: np.ndarray,
+                    negative: np.ndarray, config: RefineConfig) -> np.ndarray:
+    """The changes a clinician asked for. Within ``head_near`` px of a stroke, the head's word. Beyond,
+    only whole structures the head is sure of: components of at least ``head_min_size`` pixels flipped
+    past the cut by ``head_margin`` (logit), with the changed pixels that touch them; never a speck or
+    a marginal flip along an edge, which is what a stroke's fit does to the rest of a scan (a refit
+    threshold moves every edge a little)."""
+    drawn = positive | negative
+    near = ndi.distance_transform_edt(~drawn) <= config.head_near if config.head_near > 0 else drawn
+    structure = np.ones((3,) * mask.ndim, bool)
+
+    def keep(candidates: np.ndarray, strong: np.ndarray) -> np.ndarray:
+        taken = candidates & near
+        strong &= candidates & ~near
+        if config.head_min_size < 10**9 and strong.any():
+            components, count = ndi.label(strong, structure=structure)
+            sizes = np.bincount(components.ravel(), minlength=count + 1)
+            big = (sizes >= config.head_min_size)[components] & (components > 0)
+            taken |= ndi.binary_dilation(big, structure=structure) & candidates
+        return taken
+
+    with np.errstate(invalid="ignore"):
+        added = keep(proposed & ~mask, margin > config.head_margin)
+        removed = keep(mask & ~proposed, margin < -config.head_margin)
+    return (mask | added) & ~removed

@@ -124,3 +124,41 @@ def test_exclusive_scheme_strokes_pick_the_class():
 def test_bad_strokes_are_one_line(bad, words):
     with pytest.raises(RamsegInputError, match=words):
         refine_labels(_faint_vessels(), bad, VESSELS)
+
+
+def test_the_reach_is_given_at_the_working_scale():
+    """Issue 30: ``reach`` counts pixels of the model's working scale, so a stroke on a photograph loaded
+    at twice that scale reaches twice as many of its pixels: the same stretch of anatomy."""
+    from dataclasses import replace
+
+    small = _faint_vessels()
+    big = np.repeat(np.repeat(small, 2, axis=1), 2, axis=2)  # the same scan, loaded at twice the scale
+    config = replace(THRESHOLD, reach=8)
+    strokes = np.zeros(big.shape[1:], np.uint8)
+    strokes[100:102, 20:60] = 1  # along the faint vessel at rows 98-103, ending at column 60
+    at_working_scale = refine_labels(big, strokes, VESSELS, config=config, scale=2.0)
+    assert at_working_scale[98:104, 60:74].all()  # 8 working pixels past the stroke's end: 16 of these
+    assert not at_working_scale[90:110, 78:].any()
+    as_loaded = refine_labels(big, strokes, VESSELS, config=config)
+    assert not as_loaded[90:110, 70:].any()  # a reach in loaded pixels would stop at half the anatomy
+
+
+def test_working_scale_of_a_photograph_a_volume_and_a_disc_roi():
+    from napari_ramseg.core.config import PreprocessConfig
+    from napari_ramseg.core.data.geometry import working_shape
+    from napari_ramseg.core.review.refine import at_scale, working_scale
+    from napari_ramseg.io import ImageData
+
+    class Photographs:  # a predictor's input_shape: photographs at a 768 px long side, a disc ROI at 256
+        def input_shape(self, height, width, volume=False, spacing=None):
+            if volume:
+                return height // 2, width // 2
+            return working_shape(height, width, PreprocessConfig(long_side=768 if height != width else None))
+
+    photograph = ImageData(array=np.zeros((1024, 1536, 3), np.uint8), axes="YXC")
+    assert working_scale(Photographs(), photograph) == pytest.approx(2.0)
+    volume = ImageData(array=np.zeros((4, 64, 64), np.float32), axes="ZYX")
+    assert working_scale(Photographs(), volume) == pytest.approx(2.0)
+    assert working_scale(Photographs(), photograph, {"roi": {"top": 10, "left": 20, "side": 512}}) == pytest.approx(2.0)
+    scaled = at_scale(RefineConfig(reach=200, head_near=10, head_min_size=30), 2.0)
+    assert (scaled.reach, scaled.head_near, scaled.head_min_size) == (400, 20, 120)

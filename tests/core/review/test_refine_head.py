@@ -11,7 +11,7 @@ from scipy import ndimage as ndi
 
 from napari_ramseg.core.review import refine_head
 from napari_ramseg.core.config import OPTIC_DISC_CUP, VESSELS, RefineConfig
-from napari_ramseg.core.review.refine import BACKGROUND_STROKE, refine_case, refine_labels
+from napari_ramseg.core.review.refine import BACKGROUND_STROKE, refine_case, refine_labels, working_scale
 from napari_ramseg.core.review.refine_head import ScanFeatures
 from napari_ramseg.errors import RamsegInputError
 
@@ -48,13 +48,13 @@ def test_positive_stroke_takes_the_vessel_under_it_and_nothing_far(config):
 
 
 def test_the_stroke_is_followed_where_the_image_shows_its_structure():
-    """Within reach, the missed vessel is taken along its length past the stroke's ends, where only the
-    features (not the probabilities, 0.3) say it is one."""
+    """Near the stroke (``head_near``, 10 px), the missed vessel is taken along its length past the stroke's
+    ends, where only the features (not the probabilities, 0.3) say it is one."""
     prob, features = _scan()
     strokes = np.zeros(prob.shape[1:], np.uint8)
     strokes[50, 10:30] = 1
     out = refine_labels(prob, strokes, VESSELS, config=HEADS[0], features=features)
-    assert out[49:52, 0:40].all()
+    assert out[49:52, 1:39].all()
     assert not out[79:82].any()  # out of reach
 
 
@@ -70,8 +70,9 @@ def test_negative_stroke_removes_a_false_vessel_and_keeps_the_true_one(config):
     near = ndi.distance_transform_edt(strokes == 0) <= config.reach
     assert np.array_equal(out[~near], start[~near])
     assert out[19:22].all()
-    if config.reach <= 15:  # few pixels to keep as they are around it: the false vessel goes, as far as the reach
-        assert not out[64:67][near[64:67]].any()
+    if config.reach <= 15:  # few pixels to keep as they are around it: the false vessel goes, as far as head_near
+        beside = ndi.distance_transform_edt(strokes == 0) <= config.head_near
+        assert not out[64:67][beside[64:67]].any()
 
 
 def test_without_strokes_or_features():
@@ -94,7 +95,7 @@ def test_pixels_the_features_do_not_cover_keep_their_mask():
     strokes = np.zeros(start.shape, np.uint8)
     strokes[50, 30:60] = 1
     out = refine_labels(prob, strokes, VESSELS, config=HEADS[0], features=half)
-    assert out[49:52, 20:48].all() and (out[strokes == 1] == 1).all()
+    assert out[49:52, 21:48].all() and (out[strokes == 1] == 1).all()
     outside = (strokes == 0) & (np.arange(SIZE)[None, :] >= 48)
     assert np.array_equal(out[outside], start[outside])
 
@@ -143,7 +144,9 @@ def test_refine_case_takes_the_features_once_per_result(tiny_model, synthetic_da
     strokes[30, 20:35] = BACKGROUND_STROKE
     refined, result = refine_case(predictor, image, strokes, config=config)
     assert (refined[10, 5:20] == 1).all() and (refined[30, 20:35] == 0).all()
-    near = ndi.distance_transform_edt(strokes == 0) <= config.reach
+    scale = working_scale(predictor, image)  # the reach counts pixels the network saw: 48 px images at 32
+    assert scale == pytest.approx(1.5)
+    near = ndi.distance_transform_edt(strokes == 0) <= config.reach * scale
     assert np.array_equal(refined[~near], result.prediction.labels[~near])
     features = result.refine_features[1].map(None)
     assert features.shape[0] == 4 + 3 * 3  # the tiny model's decoder width, its input and two contrasts
@@ -174,3 +177,47 @@ def test_the_cli_takes_the_method_and_agrees_with_core(tmp_path, tiny_model, syn
                      *flags]) == 0
         expected, _ = refine_case(predictor, image, strokes, config=config)
         np.testing.assert_array_equal(read_mask(out), expected)
+
+
+def _ragged_scan() -> tuple[np.ndarray, ScanFeatures]:
+    """A scan whose far side invites a ragged refit: a clear vessel (row 20) with edges just under the
+    threshold (rows 17-18 and 22-23, probability 0.45) that the image shows half as vessel-like (feature
+    0 at 0.5), and speckle; a missed vessel (row 80, probability 0.3) the image shows clearly."""
+    size = 128
+    rng = np.random.default_rng(1)
+    prob = np.full((1, size, size), 0.05, np.float32)
+    prob[0, 19:22], prob[0, 79:82] = 0.95, 0.3
+    prob[0, 17:19], prob[0, 22:24] = 0.45, 0.45
+    maps = np.zeros((2, size, size), np.float32)
+    maps[0, 19:22], maps[0, 79:82] = 1.0, 1.0
+    maps[0, 17:19], maps[0, 22:24] = 0.5, 0.5
+    maps[0] += rng.normal(size=(size, size)).astype(np.float32) * 0.15
+    maps[1] = rng.normal(size=(size, size)).astype(np.float32)
+    return prob, ScanFeatures((0, 0, size, size), {None: maps})
+
+
+@pytest.mark.parametrize("sign", [1, BACKGROUND_STROKE], ids=["positive", "negative"])
+def test_a_stroke_changes_the_mask_where_it_was_drawn_and_nothing_far_from_it(sign):
+    """Issue 30: with the default refinement a stroke changes the mask under and beside it, and neither
+    the vessel edges nor the background 20 px and more away, though its reach (200 px) covers the whole
+    scan. The first head (every change within the reach, ``head_near`` -1) fails this: its refit moves
+    the far vessel's edges."""
+    prob, features = _ragged_scan()
+    start = (prob[0] > 0.5).astype(np.uint8)
+    strokes = np.zeros(start.shape, np.uint8)
+    if sign == 1:
+        strokes[80, 40:80] = 1  # along the missed vessel
+    else:
+        start[100:103, 30:90] = 1  # a false vessel painted in the mask being refined
+        strokes[101, 40:80] = BACKGROUND_STROKE
+    far = ndi.distance_transform_edt(strokes == 0) > 20
+    out = refine_labels(prob, strokes, VESSELS, start=start, features=features)
+    assert (out[strokes != 0] == (1 if sign == 1 else 0)).all()
+    assert np.array_equal(out[far], start[far])
+    if sign != 1:
+        assert out[100:103, 40:80].mean() < 0.2  # most of the false vessel's width under the stroke goes
+    if sign == 1:
+        assert out[79:82, 40:80].sum() > 1.5 * (strokes == 1).sum()  # the vessel widens beside the stroke
+        first = refine_labels(prob, strokes, VESSELS, start=start, features=features,
+                              config=replace(RefineConfig(), head_near=-1))
+        assert not np.array_equal(first[far], start[far])  # the first head moved the far vessel's edges
