@@ -137,7 +137,7 @@ class Direction:
         self.predictor = Predictor.from_path(self.model, device="cpu")
 
     def trained(self, predictor, names) -> Any:
-        from napari_ramseg.core.config import LabelScheme
+        from napari_ramseg.core.labels import LabelScheme
 
         return gen.TrainedJob(predictor, LabelScheme(("vessel",), "nested"), False, self.cases, sorted(names), [], {})
 

@@ -113,7 +113,7 @@ def train_job(job: Job, data_root: str, work: str) -> TrainedJob:
     import torch
 
     torch.set_num_threads(int(job.params.get("threads", 1)))
-    from napari_ramseg.core.config import LabelScheme
+    from napari_ramseg.core.labels import LabelScheme
     from napari_ramseg.core.inference.predictor import Predictor
     from napari_ramseg.core.training.trainer import Trainer
 
@@ -231,7 +231,7 @@ def _run_prostate_smoke(job: Job, data_root: str) -> dict[str, Any]:
     """2.5D path end to end: train a few iterations on the SAML slices, predict a NIfTI volume slice by
     slice with (j-1, j, j+1) as channels, and score it in 3D with the voxel spacing. Not a result."""
     from napari_ramseg import io as rio
-    from napari_ramseg.core.config import PROSTATE
+    from napari_ramseg.core.labels import PROSTATE
     from napari_ramseg.core.data.dataset import discover, load_samples
     from napari_ramseg.core.inference.predictor import Predictor
     from napari_ramseg.core.evaluation.metrics import case_metrics, json_safe

@@ -43,7 +43,8 @@ sys.path.insert(0, str(HERE))
 import speed_inputs as inputs  # noqa: E402  (the CPU benchmark's inputs, so both time the same work)
 from speed_timing import interleaved  # noqa: E402
 
-from napari_ramseg.core.config import VESSELS, MethodConfig, ModelConfig, PreprocessConfig, TrainConfig  # noqa: E402
+from napari_ramseg.core.config import MethodConfig, ModelConfig, PreprocessConfig, TrainConfig  # noqa: E402
+from napari_ramseg.core.labels import VESSELS  # noqa: E402
 from napari_ramseg.core.inference.predictor import Predictor, labels_from_probabilities, probabilities_from_logits  # noqa: E402
 from napari_ramseg.core.method.model import RamSegNet  # noqa: E402
 from napari_ramseg.core.data.preprocess import to_model_channels, volume_to_slices_25d  # noqa: E402

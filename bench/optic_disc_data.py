@@ -26,7 +26,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.tasks import _domain_cases, _read_index, _read_rgb  # noqa: E402
-from napari_ramseg.core.config import OPTIC_DISC_CUP, DiscConfig, DiscRoiSampling  # noqa: E402
+from napari_ramseg.core.config import DiscConfig, DiscRoiSampling  # noqa: E402
+from napari_ramseg.core.labels import OPTIC_DISC_CUP  # noqa: E402
 from napari_ramseg.core.tasks.disc.roi import negative_rois, training_rois  # noqa: E402
 from napari_ramseg.core.data.layouts import get as get_layout  # noqa: E402
 from napari_ramseg.files import atomic_write  # noqa: E402

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from napari_ramseg.core.models.checkpoint import load_model
-from napari_ramseg.core.config import VESSELS, PreprocessConfig
+from napari_ramseg.core.config import PreprocessConfig
+from napari_ramseg.core.labels import VESSELS
 from napari_ramseg.core.device import cpu_supports_bf16
 from napari_ramseg.core.inference.predictor import (
     Predictor,

@@ -11,7 +11,8 @@ import numpy as np
 import torch
 
 from napari_ramseg.core.models.checkpoint import ModelMetadata, load_model
-from napari_ramseg.core.config import VESSELS, ModelConfig, PreprocessConfig, TrainConfig
+from napari_ramseg.core.config import ModelConfig, PreprocessConfig, TrainConfig
+from napari_ramseg.core.labels import VESSELS
 from napari_ramseg.core.method.model import RamSegNet
 
 from speed_timing import log

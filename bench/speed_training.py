@@ -8,7 +8,8 @@ from typing import Any, Callable
 
 import torch
 
-from napari_ramseg.core.config import VESSELS, ModelConfig, PreprocessConfig, TrainConfig
+from napari_ramseg.core.config import ModelConfig, PreprocessConfig, TrainConfig
+from napari_ramseg.core.labels import VESSELS
 from napari_ramseg.core.method.model import RamSegNet
 
 from speed_inputs import SIZES, Sizes, train_samples

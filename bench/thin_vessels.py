@@ -168,7 +168,7 @@ def time_steps(job: Job, data_root: str, work: str, steps: int) -> dict[str, flo
 
 
 def _vessels():
-    from napari_ramseg.core.config import LabelScheme
+    from napari_ramseg.core.labels import LabelScheme
 
     return LabelScheme(("vessel",), "nested")
 

@@ -47,7 +47,8 @@ def matmul_peak(dtype: torch.dtype, threads: int, n: int = 2048, repeats: int = 
 
 
 def make_trainer(precision: str, size: int, batch: int):
-    from napari_ramseg.core.config import VESSELS, ModelConfig, PreprocessConfig, TrainConfig
+    from napari_ramseg.core.config import ModelConfig, PreprocessConfig, TrainConfig
+    from napari_ramseg.core.labels import VESSELS
     from napari_ramseg.core.training.trainer import Trainer
     from speed_inputs import train_samples
 

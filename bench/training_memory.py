@@ -24,7 +24,8 @@ import machine as bench_machine  # noqa: E402
 
 
 def _child(data: str, domains: str, scaled: bool) -> None:
-    from napari_ramseg.core.config import VESSELS, PreprocessConfig
+    from napari_ramseg.core.config import PreprocessConfig
+    from napari_ramseg.core.labels import VESSELS
     from napari_ramseg.core.training.job import load_training_data
 
     start = time.perf_counter()

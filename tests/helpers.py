@@ -136,7 +136,7 @@ class BrightDiscModel:
     records the shape of every image it was asked to segment."""
 
     def __init__(self, disc=None, margin=40, channel=1):
-        from napari_ramseg.core.config import OPTIC_DISC_CUP
+        from napari_ramseg.core.labels import OPTIC_DISC_CUP
 
         self.labels = OPTIC_DISC_CUP
         self.metadata = type("Metadata", (), {"disc": disc})()

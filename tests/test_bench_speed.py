@@ -44,7 +44,8 @@ def test_the_model_the_benchmark_saves_loads_with_as_many_domains_as_its_weights
     import torch
 
     from napari_ramseg.core.models.checkpoint import load_model, save_model
-    from napari_ramseg.core.config import VESSELS, ModelConfig, PreprocessConfig
+    from napari_ramseg.core.config import ModelConfig, PreprocessConfig
+    from napari_ramseg.core.labels import VESSELS
     from napari_ramseg.core.method.model import RamSegNet
 
     inputs = import_bench("speed_inputs")
@@ -59,7 +60,8 @@ def test_a_child_that_cannot_load_the_model_is_a_failed_case_named_by_its_error(
     """The fresh-process path (speed.py's hidden child flag) on the mismatch the issue met: the case is an
     error whose text is the child's one-line reason, not a figure."""
     from napari_ramseg.core.models.checkpoint import save_model
-    from napari_ramseg.core.config import VESSELS, ModelConfig, PreprocessConfig
+    from napari_ramseg.core.config import ModelConfig, PreprocessConfig
+    from napari_ramseg.core.labels import VESSELS
     from napari_ramseg.core.method.model import RamSegNet
 
     inputs = import_bench("speed_inputs")

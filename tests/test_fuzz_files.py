@@ -42,7 +42,8 @@ YAML_SNIPPETS = ("a: &a [x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a,
 
 
 def _tiny_config():
-    from napari_ramseg.core.config import LabelScheme, ModelConfig, PreprocessConfig, TrainConfig
+    from napari_ramseg.core.config import ModelConfig, PreprocessConfig, TrainConfig
+    from napari_ramseg.core.labels import LabelScheme
 
     return TrainConfig(labels=LabelScheme(("blob",), "nested"), model=ModelConfig(base_width=2, depth=2),
                        preprocess=PreprocessConfig(size=16), iterations=4, batch=2, device="cpu")

@@ -29,7 +29,8 @@ from napari_ramseg import io as rio
 from napari_ramseg.cli import main
 from napari_ramseg.core.models import checkpoint as ckpt
 from napari_ramseg.core.models.checkpoint import ModelMetadata, load_model, save_model
-from napari_ramseg.core.config import LabelScheme, ModelConfig, TrainConfig
+from napari_ramseg.core.config import ModelConfig, TrainConfig
+from napari_ramseg.core.labels import LabelScheme
 from napari_ramseg.core.inference.predictor import Predictor
 from napari_ramseg.core.method.model import RamSegNet
 from napari_ramseg.errors import RamsegInputError

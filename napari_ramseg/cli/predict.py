@@ -138,7 +138,7 @@ class _RemoteCases:
     and report row (``server/client.py``); the masks are written here, against the scan read here."""
 
     def __init__(self, args: argparse.Namespace):
-        from ..core.config import LabelScheme
+        from ..core.labels import LabelScheme
         from ._remote import connect
 
         self.client, self.args = connect(args), args

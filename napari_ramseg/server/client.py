@@ -286,7 +286,7 @@ class RemotePredictor:
     each case segmented on the server through its per-case pipeline (``ramseg evaluate --server``)."""
 
     def __init__(self, client: ServerClient, model: str, precision: str = "auto", adapt: str | None = None):
-        from ..core.config import LabelScheme
+        from ..core.labels import LabelScheme
 
         entry = client.model(model)
         self.client, self.model, self.precision, self.adapt = client, entry["name"], precision, adapt

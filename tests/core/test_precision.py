@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from napari_ramseg.core.config import OPTIC_DISC_CUP, PROSTATE, VESSELS, ModelConfig, PreprocessConfig, TrainConfig
+from napari_ramseg.core.config import ModelConfig, PreprocessConfig, TrainConfig
+from napari_ramseg.core.labels import OPTIC_DISC_CUP, PROSTATE, VESSELS
 from napari_ramseg.core.data.dataset import Sample
 from napari_ramseg.core.device import PRECISION_CHOICES, autocast_dtype, cpu_supports_bf16
 from napari_ramseg.core.training.trainer import Trainer

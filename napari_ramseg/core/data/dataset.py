@@ -33,7 +33,7 @@ import numpy as np
 
 from napari_ramseg import io as rio
 from napari_ramseg.core.data import layouts
-from napari_ramseg.core.config import LabelScheme
+from napari_ramseg.core.labels import LabelScheme
 from napari_ramseg.core.data.layouts import FORMATS, Case, MaskLabelsError, detect_format
 from napari_ramseg.core.data.layouts.dataset_json import apply_splits, read_dataset_json
 from napari_ramseg.core.data.preprocess import to_model_channels, volume_to_slices_25d

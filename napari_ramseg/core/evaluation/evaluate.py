@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ...errors import RamsegInputError, naming
-from ..config import LabelScheme
+from ..labels import LabelScheme
 from ..data.dataset import MaskLabelsError, declared_labels, discover, read_case_image, read_case_mask
 from ..inference.predictor import Predictor, labels_from_probabilities
 from .metrics import case_dice, case_metrics, mean_dice, summarize

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import LabelScheme
+from ..labels import LabelScheme
 from .metrics import structure_masks
 
 Measures = dict[str, Any]

@@ -39,7 +39,7 @@ import torch
 from monai.metrics import compute_average_surface_distance, compute_dice, compute_hausdorff_distance
 
 from ...files import json_safe  # the one JSON cleaning (files.py); imported from here by older callers
-from ..config import LabelScheme
+from ..labels import LabelScheme
 
 __all__ = ["binary_metrics", "case_dice", "case_metrics", "summarize", "mean_dice", "json_safe", "structure_masks"]
 

@@ -19,7 +19,7 @@ from ...errors import RamsegInputError
 from ...files import file_sha256
 from ...io import ImageData
 from ...schema import read_json, validate
-from ..config import LabelScheme
+from ..labels import LabelScheme
 from ..file_schemas import ProvenanceSchema
 from ..models.checkpoint import load_metadata, resolve_model_path
 

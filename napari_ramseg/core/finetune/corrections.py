@@ -46,7 +46,7 @@ from ...errors import RamsegInputError
 from ...files import atomic_write_json, temporary_folder
 from ...io import ImageData, read_image, read_mask, write_image, write_labels
 from ...schema import read_json, validate
-from ..config import LabelScheme
+from ..labels import LabelScheme
 from ..file_schemas import SplitSchema
 from .correction_case import (PROVENANCE_NAME, CorrectionCase, as_image_data, check_shapes, check_values,
                               image_digest, json_safe_meta, model_info, read_provenance)

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from ...errors import RamsegInputError
-from ..config import FinetuneConfig, LabelScheme, PreprocessConfig
+from ..config import FinetuneConfig, PreprocessConfig
+from ..labels import LabelScheme
 from .correction_case import CorrectionCase
 from .corrections import CorrectionStore
 from ..data.dataset import Sample

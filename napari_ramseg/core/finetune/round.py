@@ -54,7 +54,8 @@ import torch
 from ...errors import RamsegInputError
 from ...files import file_sha256, json_safe, temporary_folder
 from ..models.checkpoint import ModelMetadata, load_model, resolve_model_path
-from ..config import FinetuneConfig, LabelScheme
+from ..config import FinetuneConfig
+from ..labels import LabelScheme
 from ..data.dataset import discover
 from ..device import resolve_device
 from ..evaluation.evaluate import validation_dice

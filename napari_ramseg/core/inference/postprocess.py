@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from ..config import LabelScheme
+from ..labels import LabelScheme
 
 __all__ = ["keep_largest_component", "fill_holes", "postprocess_labels"]
 

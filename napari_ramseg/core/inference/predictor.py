@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from ...errors import RamsegInputError
 from ..models.checkpoint import MAX_SIDE, ModelMetadata, load_model
 from ..shift.domain_fit import FitResult, fit_score
-from ..config import LabelScheme
+from ..labels import LabelScheme
 from ..device import autocast, autocast_dtype, resolve_device
 from .fastpath import CompiledModule, build_fast_model, compile_requested, tune_cpu_allocator
 from ..method.model import RamSegNet

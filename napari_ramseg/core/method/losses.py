@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from monai.losses import DiceLoss, SoftclDiceLoss
 
-from ..config import LabelScheme
+from ..labels import LabelScheme
 
 
 def nested_targets(mask: torch.Tensor, labels: LabelScheme) -> torch.Tensor:

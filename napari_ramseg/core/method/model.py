@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import LabelScheme, ModelConfig
+from ..config import ModelConfig
+from ..labels import LabelScheme
 
 
 def _conv_bn_relu(in_ch: int, out_ch: int) -> list[nn.Module]:

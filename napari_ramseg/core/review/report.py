@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from ...files import atomic_write
-from ..config import LabelScheme, ReviewConfig
+from ..config import ReviewConfig
+from ..labels import LabelScheme
 from ..evaluation.measures import measure_case
 from .priority import mean_uncertainty, review_order
 

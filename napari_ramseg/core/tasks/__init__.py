@@ -8,7 +8,7 @@ every 2D image, so it comes last. A new task is one module with a ``Task`` subcl
 
 from __future__ import annotations
 
-from ..config import LabelScheme
+from ..labels import LabelScheme
 from .base import CaseOptions, Task, empty_prediction
 from .optic_disc import TASK as OPTIC_DISC
 from .plain import TASK as PLAIN

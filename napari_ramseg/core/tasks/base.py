@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import LabelScheme
+from ..labels import LabelScheme
 from ..data.dataset import Sample
 from ..data.preprocess import to_model_channels
 from ..evaluation.evaluate import score_case

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import RamsegInputError
-from ..config import LabelScheme
+from ..labels import LabelScheme
 from ..data.dataset import Sample
 from ..data.preprocess import to_model_channels
 from .disc import DiscPredictor, is_disc_labels, segmented_region

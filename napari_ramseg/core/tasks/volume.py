@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import LabelScheme
+from ..labels import LabelScheme
 from ..data.dataset import Sample
 from ..data.preprocess import volume_to_slices_25d
 from ..inference.predictor import Prediction

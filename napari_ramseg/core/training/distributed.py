@@ -40,7 +40,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import LabelScheme
+from ..labels import LabelScheme
 from ..device import resolve_device
 from ..method.losses import nested_targets
 

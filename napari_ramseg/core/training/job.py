@@ -21,7 +21,8 @@ import torch
 from ...errors import RamsegInputError
 from . import distributed
 from ..models.checkpoint import check_config
-from ..config import LabelScheme, PreprocessConfig, TrainConfig
+from ..config import PreprocessConfig, TrainConfig
+from ..labels import LabelScheme
 from ..options import check_setting, settings_of
 from ..data.dataset import cases_checksum, declared_labels, discover, load_samples, split_train_val
 from ..data.geometry import resize_image, resize_mask, working_shape

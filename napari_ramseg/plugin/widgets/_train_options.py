@@ -14,7 +14,8 @@ from typing import Any
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QFormLayout, QLineEdit, QToolButton, QVBoxLayout, QWidget
 
-from ...core.config import FinetuneConfig, LabelScheme, TrainConfig
+from ...core.config import FinetuneConfig, TrainConfig
+from ...core.labels import LabelScheme
 from ...core.options import Setting, settings_of
 from ._params import Param, ParamForm, param_value
 

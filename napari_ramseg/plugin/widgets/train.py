@@ -15,7 +15,7 @@ from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QListWidget, QListWidgetItem, QProgressBar,
                             QPushButton, QWidget)
 
-from ...core.config import LabelScheme
+from ...core.labels import LabelScheme
 from ...core.device import DEVICE_CHOICES
 from ...core.data.layouts import FORMATS as LAYOUT_NAMES
 from ...core.models.run_folder import RunFolder, dock_run_dir

@@ -14,7 +14,7 @@ import tifffile
 from PIL import Image
 
 from napari_ramseg.core.data import dataset as D
-from napari_ramseg.core.config import OPTIC_DISC_CUP, PROSTATE, VESSELS, LabelScheme
+from napari_ramseg.core.labels import LabelScheme, OPTIC_DISC_CUP, PROSTATE, VESSELS
 from napari_ramseg.errors import RamsegInputError
 
 RNG = np.random.default_rng(0)

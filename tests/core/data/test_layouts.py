@@ -12,7 +12,7 @@ import pytest
 from napari_ramseg.cli import build_parser, main
 from napari_ramseg.core.data import dataset as D
 from napari_ramseg.core.data import layouts
-from napari_ramseg.core.config import PROSTATE
+from napari_ramseg.core.labels import PROSTATE
 from napari_ramseg.errors import RamsegInputError
 
 

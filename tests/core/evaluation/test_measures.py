@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from napari_ramseg.core.config import OPTIC_DISC_CUP, PROSTATE, VESSELS
+from napari_ramseg.core.labels import OPTIC_DISC_CUP, PROSTATE, VESSELS
 from napari_ramseg.core.evaluation.measures import MEASURES, measure_case, register
 
 

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from napari_ramseg.core.config import OPTIC_DISC_CUP, PROSTATE, LabelScheme
+from napari_ramseg.core.labels import LabelScheme, OPTIC_DISC_CUP, PROSTATE
 from napari_ramseg.core.evaluation.metrics import (
     binary_metrics,
     case_metrics,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_ramseg.core.config import PROSTATE, VESSELS
+from napari_ramseg.core.labels import PROSTATE, VESSELS
 from napari_ramseg.core.data.dataset import Sample
 from napari_ramseg.core.evaluation.threshold import THRESHOLD_GRID, choose_threshold
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from napari_ramseg.core.config import LabelScheme
+from napari_ramseg.core.labels import LabelScheme
 from napari_ramseg.core.finetune.corrections import CorrectionStore, split_for_order
 from napari_ramseg.errors import RamsegInputError
 

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from helpers import BrightDiscModel, synthetic_fundus
-from napari_ramseg.core.config import (OPTIC_DISC_CUP, VESSELS, DiscConfig, DiscRoiSampling, MethodConfig,
-                                       ModelConfig, PreprocessConfig, TrainConfig)
+from napari_ramseg.core.config import (DiscConfig, DiscRoiSampling, MethodConfig, ModelConfig, PreprocessConfig,
+                                       TrainConfig)
 from napari_ramseg.core.data.dataset import Sample
+from napari_ramseg.core.labels import OPTIC_DISC_CUP, VESSELS
 from napari_ramseg.core.tasks.disc import DiscPredictor
 from napari_ramseg.core.tasks.disc.corrections import correction_rois, score_correction
 from napari_ramseg.core.tasks.disc.roi import Roi, disc_diameter, negative_rois, training_rois

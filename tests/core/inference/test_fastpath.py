@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from napari_ramseg.core.config import OPTIC_DISC_CUP, ModelConfig, TrainConfig
+from napari_ramseg.core.config import ModelConfig, TrainConfig
+from napari_ramseg.core.labels import OPTIC_DISC_CUP
 from napari_ramseg.core.inference.fastpath import (
     CompiledModule,
     FoldedSegNet,

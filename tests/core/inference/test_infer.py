@@ -7,7 +7,8 @@ from torch import nn
 
 from napari_ramseg.core.inference import predictor as infer
 from napari_ramseg.core.models.checkpoint import ModelMetadata, save_model
-from napari_ramseg.core.config import OPTIC_DISC_CUP, PROSTATE, VESSELS, ModelConfig, PreprocessConfig, TrainConfig
+from napari_ramseg.core.config import ModelConfig, PreprocessConfig, TrainConfig
+from napari_ramseg.core.labels import OPTIC_DISC_CUP, PROSTATE, VESSELS
 from napari_ramseg.core.inference.predictor import Predictor
 from napari_ramseg.core.method.model import RamSegNet
 

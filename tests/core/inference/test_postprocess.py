@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_ramseg.core.config import OPTIC_DISC_CUP, PROSTATE, LabelScheme
+from napari_ramseg.core.labels import LabelScheme, OPTIC_DISC_CUP, PROSTATE
 from napari_ramseg.core.inference.postprocess import fill_holes, keep_largest_component, postprocess_labels
 
 

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from napari_ramseg.core.config import OPTIC_DISC_CUP, VESSELS, MethodConfig, ModelConfig, TrainConfig
+from napari_ramseg.core.config import MethodConfig, ModelConfig, TrainConfig
+from napari_ramseg.core.labels import OPTIC_DISC_CUP, VESSELS
 from napari_ramseg.core.method.losses import CenterlineDiceLoss, SegmentationLoss
 from napari_ramseg.core.method.model import RamSegNet
 from napari_ramseg.core.method.objective import RamDsirObjective

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from napari_ramseg.core.config import OPTIC_DISC_CUP, VESSELS, MethodConfig, ModelConfig, PreprocessConfig, TrainConfig
+from napari_ramseg.core.config import MethodConfig, ModelConfig, PreprocessConfig, TrainConfig
+from napari_ramseg.core.labels import OPTIC_DISC_CUP, VESSELS
 from napari_ramseg.core.data.dataset import Sample
 from napari_ramseg.core.method.losses import SegmentationLoss, annotated_channels
 from napari_ramseg.core.evaluation.metrics import case_dice

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from napari_ramseg.core.config import OPTIC_DISC_CUP, PROSTATE
+from napari_ramseg.core.labels import OPTIC_DISC_CUP, PROSTATE
 from napari_ramseg.core.method.losses import SegmentationLoss, nested_targets, restoration_mse, symmetric_kl
 
 

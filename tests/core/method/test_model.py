@@ -2,7 +2,8 @@
 
 import torch
 
-from napari_ramseg.core.config import OPTIC_DISC_CUP, PROSTATE, VESSELS, ModelConfig
+from napari_ramseg.core.config import ModelConfig
+from napari_ramseg.core.labels import OPTIC_DISC_CUP, PROSTATE, VESSELS
 from napari_ramseg.core.method.model import DomainBatchNorm2d, RamSegNet, count_parameters
 
 

@@ -9,7 +9,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from napari_ramseg.core.models.checkpoint import ModelMetadata, load_model, save_model
-from napari_ramseg.core.config import OPTIC_DISC_CUP, ModelConfig, TrainConfig
+from napari_ramseg.core.config import ModelConfig, TrainConfig
+from napari_ramseg.core.labels import OPTIC_DISC_CUP
 from napari_ramseg.core.inference.predictor import Predictor
 from napari_ramseg.core.method.model import RamSegNet
 from napari_ramseg.errors import RamsegInputError

@@ -117,7 +117,7 @@ def test_metadata_is_public():
 
 
 def test_case_dice_is_the_mean_over_structures():
-    from napari_ramseg.core.config import OPTIC_DISC_CUP
+    from napari_ramseg.core.labels import OPTIC_DISC_CUP
 
     truth = np.zeros((4, 4), np.uint8)
     truth[:2] = 1

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from helpers import BrightDiscModel, synthetic_fundus
-from napari_ramseg.core.config import OPTIC_DISC_CUP, VESSELS
+from napari_ramseg.core.labels import OPTIC_DISC_CUP, VESSELS
 from napari_ramseg.core.shift.domain_fit import FitResult
 from napari_ramseg.core.inference.predictor import Prediction
 from napari_ramseg.core.review.pipeline import CaseOptions, segment_case

@@ -97,7 +97,7 @@ class _Fit:
 
 
 def test_report_rows_rank_and_write(tmp_path):
-    from napari_ramseg.core.config import VESSELS
+    from napari_ramseg.core.labels import VESSELS
 
     labels = np.zeros((10, 10), np.uint8)
     labels[:5] = 1

@@ -24,7 +24,7 @@ class _Prediction:
 
 
 def _rows(features: dict[str, np.ndarray], uncertainty: dict[str, float]):
-    from napari_ramseg.core.config import VESSELS
+    from napari_ramseg.core.labels import VESSELS
 
     labels = np.zeros((8, 8), np.uint8)
     labels[:4] = 1

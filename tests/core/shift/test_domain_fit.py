@@ -9,7 +9,8 @@ from PIL import Image
 
 from napari_ramseg.core.shift import domain_fit
 from napari_ramseg.core.models.checkpoint import ModelMetadata, load_metadata, load_model, portable_command
-from napari_ramseg.core.config import FIT, PROSTATE, ModelConfig, PreprocessConfig, TrainConfig
+from napari_ramseg.core.config import FIT, ModelConfig, PreprocessConfig, TrainConfig
+from napari_ramseg.core.labels import PROSTATE
 from napari_ramseg.core.data.dataset import Sample
 from napari_ramseg.core.shift.domain_fit import calibrate, fit_score, profile_domains
 from napari_ramseg.core.inference.predictor import Predictor

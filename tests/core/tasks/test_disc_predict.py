@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from napari_ramseg.core.config import OPTIC_DISC_CUP, VESSELS
+from napari_ramseg.core.labels import OPTIC_DISC_CUP, VESSELS
 from napari_ramseg.core.tasks.disc import DiscPredictor
 from napari_ramseg.core.inference.predictor import Prediction
 from napari_ramseg.errors import RamsegInputError

@@ -4,7 +4,7 @@ hand-made masks with known ratios."""
 import numpy as np
 import pytest
 
-from napari_ramseg.core.config import OPTIC_DISC_CUP
+from napari_ramseg.core.labels import OPTIC_DISC_CUP
 from napari_ramseg.core.tasks.disc.measures import disc_measures
 from napari_ramseg.core.tasks.disc.roi import Roi, crop, paste, resize_square
 from napari_ramseg.core.evaluation.measures import measure_case

@@ -10,7 +10,8 @@ import pytest
 
 from napari_ramseg.core.models.checkpoint import (DISC_LIMITS, ModelMetadata, build_model, check_disc_settings,
                                                   load_metadata, save_model, write_disc_settings)
-from napari_ramseg.core.config import OPTIC_DISC_CUP, DiscConfig, ModelConfig, TrainConfig
+from napari_ramseg.core.config import DiscConfig, ModelConfig, TrainConfig
+from napari_ramseg.core.labels import OPTIC_DISC_CUP
 from napari_ramseg.core.tasks.disc import DiscPredictor
 from napari_ramseg.core.tasks.disc.predict import _paste_prediction, _pad_square
 from napari_ramseg.core.tasks.disc.roi import Roi

@@ -28,7 +28,8 @@ from safetensors.torch import load_file
 from torch import nn
 
 from napari_ramseg.core.training import distributed
-from napari_ramseg.core.config import LabelScheme, ModelConfig, PreprocessConfig, TrainConfig
+from napari_ramseg.core.config import ModelConfig, PreprocessConfig, TrainConfig
+from napari_ramseg.core.labels import LabelScheme
 from napari_ramseg.core.method.losses import SegmentationLoss
 from napari_ramseg.core.method.sampling import SourcePool, shard_slots
 from napari_ramseg.core.training.trainer import Trainer

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from napari_ramseg.core.config import FinetuneConfig, LabelScheme, TrainConfig
+from napari_ramseg.core.config import FinetuneConfig, TrainConfig
+from napari_ramseg.core.labels import LabelScheme
 from napari_ramseg.core.device import DEVICE_CHOICES
 from napari_ramseg.plugin.widgets._models import DeviceCombo
 from napari_ramseg.plugin.widgets._params import Param, ParamForm, config_annotation, config_default, param_widget

@@ -249,7 +249,7 @@ def test_the_status_gives_a_nested_disc_its_whole_area_cup_included(widget):
     """Label 1 of a disc/cup map is the rim; the disc a clinician means is rim and cup together."""
     from types import SimpleNamespace
 
-    from napari_ramseg.core.config import OPTIC_DISC_CUP
+    from napari_ramseg.core.labels import OPTIC_DISC_CUP
     from napari_ramseg.core.evaluation.measures import measure_case
     from napari_ramseg.plugin.widgets._segment_layers import show_result
 

@@ -20,7 +20,7 @@ from typing import Callable, ClassVar, Sequence
 import numpy as np
 
 from napari_ramseg import io as rio
-from napari_ramseg.core.config import LabelScheme
+from napari_ramseg.core.labels import LabelScheme
 from napari_ramseg.errors import RamsegInputError, one_line
 
 __all__ = ["Case", "Layout", "MaskLabelsError", "MASK_SUFFIXES", "mask_values"]

@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Iterable
 
-from napari_ramseg.core.config import LabelScheme
+from napari_ramseg.core.labels import LabelScheme
 from napari_ramseg.errors import RamsegInputError, one_line
 
 from .base import Case

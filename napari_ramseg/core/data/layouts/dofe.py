@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_ramseg.core.config import OPTIC_DISC_CUP, LabelScheme
+from napari_ramseg.core.labels import LabelScheme, OPTIC_DISC_CUP
 from napari_ramseg.errors import RamsegInputError
 
 from .base import Case, Layout, child_dir, pair_folders

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_ramseg.core.config import LabelScheme
+from napari_ramseg.core.labels import LabelScheme
 
 from .base import Case, Layout, child_dir, mask_values, pair_folders
 

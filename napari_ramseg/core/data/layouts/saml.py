@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_ramseg import io as rio
-from napari_ramseg.core.config import PROSTATE, LabelScheme
+from napari_ramseg.core.labels import LabelScheme, PROSTATE
 from napari_ramseg.errors import RamsegInputError
 
 from .base import Case, Layout, cases_from, files

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_ramseg import io as rio
-from napari_ramseg.core.config import PROSTATE, LabelScheme
+from napari_ramseg.core.labels import LabelScheme, PROSTATE
 from napari_ramseg.errors import RamsegInputError, one_line
 
 from .base import Case, Layout, child_dir, files, pair_folders

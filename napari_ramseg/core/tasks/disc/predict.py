@@ -32,7 +32,8 @@ import numpy as np
 from scipy import ndimage
 
 from ....errors import RamsegInputError
-from ...config import DiscConfig, LabelScheme
+from ...config import DiscConfig
+from ...labels import LabelScheme
 from ...inference.predictor import Prediction, Predictor
 from ...inference.postprocess import keep_largest_component
 from .fundus import check_fundus
