@@ -63,7 +63,7 @@ def prefer_qt6() -> str | None:
     return "pyqt6"
 
 
-def _process_events(rounds: int = 5) -> None:
+def process_events(rounds: int = 5) -> None:
     from qtpy.QtWidgets import QApplication
 
     for _ in range(rounds):
@@ -155,16 +155,16 @@ def shrink_png(path: Path, limit: int = 400_000) -> None:
         scale *= 0.85
 
 
-def _screenshot(viewer: Any, path: Path, zoom: float = 1.0, reset: bool = True) -> None:
+def take_screenshot(viewer: Any, path: Path, zoom: float = 1.0, reset: bool = True) -> None:
     """The window as the user sees it; ``reset``: the whole scene first (else the view a dock chose)."""
     if reset:
         viewer.reset_view()
     if zoom != 1.0:
         camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
         camera.zoom = camera.zoom * zoom
-    _process_events()
+    process_events()
     _dismiss_notifications()
-    _process_events()
+    process_events()
     viewer.screenshot(str(path), canvas_only=False)
 
 
@@ -196,7 +196,7 @@ def run_demo(screenshot: Path | None = None) -> int:
         return 0
     screenshot = Path(screenshot)
     screenshot.parent.mkdir(parents=True, exist_ok=True)
-    _screenshot(viewer, screenshot)
+    take_screenshot(viewer, screenshot)
     viewer.close()
     return 0
 
@@ -272,7 +272,7 @@ def _previews_shot(viewer: Any, widgets: dict[str, Any], partners: list[tuple[st
         viewer.add_image(np.asarray(array), name=name)
     mix = widgets["Amplitude mixup preview"]
     raise_dock(mix)  # the dock at its width before the preview fits the view to the canvas left
-    _process_events()
+    process_events()
     mix.image_combo.set_layer(image)
     mix.set_partners([name for name, _ in partners])
     mix.set_params(window_ratio=0.1, lam=0.5, samples=len(partners))
@@ -284,14 +284,14 @@ def _previews_shot(viewer: Any, widgets: dict[str, Any], partners: list[tuple[st
     if model is not None:
         rest = widgets["Restoration preview"]
         raise_dock(rest)
-        _process_events()
+        process_events()
         rest.set_model(model)
         rest.image_combo.set_layer(image)
         rest.restore(run_sync=True)
         viewer.layers.selection.active = image
         shot(viewer, "Restoration preview", "restoration_preview", zoom=1.0, reset=False)
         raise_dock(mix)
-        _process_events()
+        process_events()
         show_in_view(viewer, f"mixup: {SAMPLE_IMAGE}", GROUP)
         shot(viewer, "Amplitude mixup preview", "previews", zoom=1.0, reset=False)
     for layer in list(viewer.layers):
@@ -331,7 +331,7 @@ def capture_screenshots(folder: Path, model: Path | None = None, partners: Any =
     def shot(viewer: Any, dock_name: str, name: str, zoom: float = 0.95, reset: bool = True) -> None:
         raise_dock(widgets.get(dock_name))
         path = folder / f"{name}.png"
-        _screenshot(viewer, path, zoom, reset)
+        take_screenshot(viewer, path, zoom, reset)
         written.append(path)
 
     viewer, widgets = open_demo_viewer(show=True)

@@ -1,6 +1,6 @@
 """Screenshot of the Segment dock running the bundled ``optic-disc`` model on a whole fundus photograph.
 
-    xvfb-run -a python bench/optic_disc_screenshot.py --image PHOTO --out PNG
+    xvfb-run -a python -m bench.screenshots.optic_disc --image PHOTO --out PNG
 
 Which picture may be committed is a licence question (``../shared/data/README.md``): the HRF sample that
 ships with the package (CC0, ``napari_ramseg/sample_data``) may; DRIONS-DB photographs may not, so their
@@ -10,12 +10,10 @@ screenshot goes under ``bench/work/`` (ignored by git) and is only looked at.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+REPO = Path(__file__).resolve().parents[2]
 
 
 def main(argv=None) -> int:
@@ -28,7 +26,7 @@ def main(argv=None) -> int:
     import numpy as np
     from PIL import Image
 
-    from napari_ramseg.plugin.demo import PLUGIN, SCREENSHOT_SIZE, _screenshot, shrink_png
+    from napari_ramseg.plugin.demo import PLUGIN, SCREENSHOT_SIZE, take_screenshot, shrink_png
     from napari_ramseg.models import resolve_model
 
     viewer = napari.Viewer(title="napari-ramseg: optic disc", show=True)
@@ -45,7 +43,7 @@ def main(argv=None) -> int:
     print("layer metadata measures:", labels.metadata.get("measures"))
     print(labels.features)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    _screenshot(viewer, args.out, 0.75)  # the whole photograph, not just its middle
+    take_screenshot(viewer, args.out, 0.75)  # the whole photograph, not just its middle
     viewer.close()
     shrink_png(args.out)
     print(args.out)

@@ -1,6 +1,6 @@
 """README screenshot of the Worklist dock in use.
 
-    xvfb-run -a python bench/worklist_screenshot.py --out bench/results/screenshots
+    xvfb-run -a python -m bench.screenshots.worklist --out bench/results/screenshots
 
 A temporary folder holds a few fundus photographs of two cameras from ``../shared/data/vessels``
 (STARE and CHASE_DB1); the dock segments them all with the bundled model (Segment all), opens the top
@@ -13,14 +13,11 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-sys.path.insert(0, str(HERE))
+REPO = Path(__file__).resolve().parents[2]
 SHARED_VESSELS = (REPO / ".." / "shared" / "data" / "vessels").resolve()
 PICK = {"STARE": ("im0001.png", "im0002.png", "im0003.png"),
         "CHASE_DB1": ("Image_01L.jpg", "Image_02L.jpg", "Image_03L.jpg")}
@@ -28,7 +25,7 @@ PICK = {"STARE": ("im0001.png", "im0002.png", "im0003.png"),
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=HERE / "results" / "screenshots")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "screenshots")
     args = parser.parse_args(argv)
     if not SHARED_VESSELS.is_dir():
         print(f"no data at {SHARED_VESSELS}; nothing to show")
@@ -36,9 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     import napari
     import numpy as np
 
-    from napari_ramseg.plugin.demo import DOCK_WIDTH, PLUGIN, SCREENSHOT_SIZE, _screenshot, demo_model, shrink_png
+    from napari_ramseg.plugin.demo import DOCK_WIDTH, PLUGIN, SCREENSHOT_SIZE, take_screenshot, demo_model, shrink_png
     from napari_ramseg.io import read_mask, stem_of
-    from widget_screenshots import _wait
+    from bench.screenshots.widgets import wait_until
 
     work = Path(tempfile.mkdtemp(prefix="ramseg-worklist-shot-"))
     scans = work / "clinic-scans"
@@ -60,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         widget.open_folder(scans)
         started = time.monotonic()
         widget.segment_all()
-        _wait(lambda: not widget.runner.busy, 900, "segmenting")
+        wait_until(lambda: not widget.runner.busy, 900, "segmenting")
         print(f"segmented {len(widget.worklist.cases)} scans in {time.monotonic() - started:.1f} s", flush=True)
         widget.table.cellClicked.emit(0, 1)
         first = widget.current
@@ -69,10 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         if widget.save_and_next() is None:
             raise RuntimeError(widget.status.text())
         widget.next_case()
-        _wait(lambda: True, 1, "drawing")
+        wait_until(lambda: True, 1, "drawing")
         path = args.out / "worklist.png"
         args.out.mkdir(parents=True, exist_ok=True)
-        _screenshot(viewer, path, 0.95)
+        take_screenshot(viewer, path, 0.95)
         shrink_png(path)
         print(path, widget.status.text())
         viewer.close()

@@ -1,6 +1,6 @@
 """README screenshots of the Train and the Correct-and-fine-tune docks *in use*.
 
-    xvfb-run -a python bench/widget_screenshots.py --out bench/results/screenshots
+    xvfb-run -a python -m bench.screenshots.widgets --out bench/results/screenshots
 
 writes into ``--out``:
 
@@ -25,16 +25,15 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHARED_VESSELS = (REPO / ".." / "shared" / "data" / "vessels").resolve()
 
 
-def _wait(condition, timeout: float, what: str) -> None:
+def wait_until(condition, timeout: float, what: str) -> None:
     """Process Qt events until ``condition()`` holds; raise after ``timeout`` seconds."""
     from qtpy.QtWidgets import QApplication
 
@@ -50,16 +49,13 @@ def _wait(condition, timeout: float, what: str) -> None:
 
 def synthetic_domains(root: Path) -> Path:
     """Two small synthetic domains (as tests/helpers.py::make_synthetic_domains)."""
-    sys.path.insert(0, str(REPO / "tests"))
-    try:
-        from helpers import make_synthetic_domains
-    finally:
-        sys.path.pop(0)
+    from tests.helpers import make_synthetic_domains
+
     return make_synthetic_domains(root, domains=("siteA", "siteB"), cases=6, size=64)
 
 
 def train_shot(viewer, widgets, out: Path, work: Path, iterations: int, width: int) -> Path:
-    from napari_ramseg.plugin.demo import SAMPLE_IMAGE, SAMPLE_MASK, _screenshot, raise_dock
+    from napari_ramseg.plugin.demo import SAMPLE_IMAGE, SAMPLE_MASK, take_screenshot, raise_dock
 
     train = widgets.get("Train")
     if train is None:
@@ -79,7 +75,7 @@ def train_shot(viewer, widgets, out: Path, work: Path, iterations: int, width: i
     process = train.start()
     if process is None:
         raise RuntimeError(f"training did not start: {train.status.text()}")
-    _wait(lambda: process.finished and not train.timer.isActive(), 900, "training")
+    wait_until(lambda: process.finished and not train.timer.isActive(), 900, "training")
     if process.error is not None:
         raise RuntimeError(f"training failed: {process.error}\n{process.traceback}")
     print(f"train: {time.monotonic() - started:.1f} s, loss points {len(train.plot.series['loss'])}, "
@@ -88,14 +84,14 @@ def train_shot(viewer, widgets, out: Path, work: Path, iterations: int, width: i
     viewer.layers.selection.active = viewer.layers[SAMPLE_IMAGE]
     raise_dock(train)
     path = out / "train.png"
-    _screenshot(viewer, path, 0.95)
+    take_screenshot(viewer, path, 0.95)
     return path
 
 
 def finetune_shot(viewer, widgets, out: Path, work: Path, iterations: int, model: Path) -> Path:
     import numpy as np
 
-    from napari_ramseg.plugin.demo import SAMPLE_IMAGE, SAMPLE_MASK, _screenshot, raise_dock
+    from napari_ramseg.plugin.demo import SAMPLE_IMAGE, SAMPLE_MASK, take_screenshot, raise_dock
 
     segment, finetune = widgets["Segment"], widgets.get("Correct and fine-tune")
     if finetune is None:
@@ -142,7 +138,7 @@ def finetune_shot(viewer, widgets, out: Path, work: Path, iterations: int, model
     worker = finetune.start_finetune()
     if worker is None:
         raise RuntimeError(f"fine-tuning did not start: {finetune.status.text()}")
-    _wait(lambda: finetune.worker is None, 900, "fine-tuning")
+    wait_until(lambda: finetune.worker is None, 900, "fine-tuning")
     result = finetune.last_result
     if result is None or result.model_dir is None:
         raise RuntimeError(f"fine-tuning failed: {finetune.status.text()}")
@@ -151,7 +147,7 @@ def finetune_shot(viewer, widgets, out: Path, work: Path, iterations: int, model
     viewer.layers.selection.active = viewer.layers[f"{SAMPLE_IMAGE} segmentation"]
     raise_dock(finetune)
     path = out / "correct_finetune.png"
-    _screenshot(viewer, path, 0.95)
+    take_screenshot(viewer, path, 0.95)
     return path
 
 
@@ -159,7 +155,7 @@ def docks_shot(out: Path) -> Path:
     """docks_stacked.png (module docstring): a viewer of its own, the two docks stacked."""
     import napari
 
-    from napari_ramseg.plugin.demo import PLUGIN, SAMPLE_MASK, _process_events, _screenshot, demo_model, raise_dock
+    from napari_ramseg.plugin.demo import PLUGIN, SAMPLE_MASK, process_events, take_screenshot, demo_model, raise_dock
 
     viewer = napari.Viewer(title="napari-ramseg: two docks stacked", show=True)
     try:
@@ -175,11 +171,11 @@ def docks_shot(out: Path) -> Path:
         stare = SHARED_VESSELS / "STARE" / "images"
         mix.folder_edit.setText(str(stare) if stare.is_dir() else "")
         raise_dock(rest)  # the demo's dock width
-        _process_events(20)
+        process_events(20)
         print(f"docks: restoration {rest.parent().height()} px, mixup {mix.parent().height()} px high, "
               f"{rest.parent().width()} px wide", flush=True)
         path = out / "docks_stacked.png"
-        _screenshot(viewer, path, 0.95)
+        take_screenshot(viewer, path, 0.95)
     finally:
         viewer.close()
     return path

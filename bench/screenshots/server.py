@@ -1,6 +1,6 @@
 """README screenshot: the Segment dock segmenting through a ramseg server (issue 31).
 
-    xvfb-run -a python bench/server_screenshot.py --out bench/results/screenshots
+    xvfb-run -a python -m bench.screenshots.server --out bench/results/screenshots
 
 Starts ``ramseg serve``'s app on loopback in this process (a token, the bundled models), remembers it in a
 throwaway settings folder as the dock's settings dialog would, chooses "server" in the Segment dock's
@@ -16,8 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
+REPO = Path(__file__).resolve().parents[2]
 TOKEN = "screenshot-token-0123456789"
 
 
@@ -27,9 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="vessels")
     args = ap.parse_args(argv)
     os.environ["RAMSEG_CONFIG_DIR"] = tempfile.mkdtemp(prefix="ramseg-config-")  # never the user's own settings
-    from helpers import serve_on_loopback, stop_server
+    from tests.helpers import serve_on_loopback, stop_server
 
-    from napari_ramseg.plugin.demo import SAMPLE_IMAGE, SAMPLE_MASK, _screenshot, open_demo_viewer, raise_dock, shrink_png
+    from napari_ramseg.plugin.demo import SAMPLE_IMAGE, SAMPLE_MASK, take_screenshot, open_demo_viewer, raise_dock, shrink_png
     from napari_ramseg.models import resolve_model
     from napari_ramseg.server import connection
     from napari_ramseg.server.app import ServerSettings, create_app
@@ -55,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         raise_dock(seg)
         args.out.mkdir(parents=True, exist_ok=True)
         path = args.out / "segment_server.png"
-        _screenshot(viewer, path, 0.95)
+        take_screenshot(viewer, path, 0.95)
         shrink_png(path)
         print(f"wrote {path}", flush=True)
         viewer.close()

@@ -1,6 +1,6 @@
 """README screenshot: the Segment dock adapting to a photograph from a camera the model never saw.
 
-    xvfb-run -a python bench/adaptation_screenshot.py --out bench/results/screenshots
+    xvfb-run -a python -m bench.screenshots.adaptation --out bench/results/screenshots
 
 Writes ``segment_adapt.png``: the napari window with the Segment dock after "adapt to this scan"
 (the default method) on a photograph of an unseen domain; the plain mask on the upper copy of the
@@ -18,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEFAULT_IMAGE = (REPO / ".." / "shared" / "data" / "fundus" / "Drishti-GS" / "images" / "drishtiGS_035.png").resolve()
 
 
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
     from napari_ramseg.core.config import ADAPT
-    from napari_ramseg.plugin.demo import SAMPLE_IMAGE, SAMPLE_MASK, _screenshot, open_demo_viewer, raise_dock, shrink_png
+    from napari_ramseg.plugin.demo import SAMPLE_IMAGE, SAMPLE_MASK, take_screenshot, open_demo_viewer, raise_dock, shrink_png
     from napari_ramseg.io import read_image
     from napari_ramseg.models import resolve_model
     from napari_ramseg.plugin.widgets._common import add_captions, world_box
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     raise_dock(seg)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "segment_adapt.png"
-    _screenshot(viewer, path, 0.95)
+    take_screenshot(viewer, path, 0.95)
     shrink_png(path)
     print(f"wrote {path}", flush=True)
     viewer.close()
