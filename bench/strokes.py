@@ -60,17 +60,28 @@ TARGETS = (0.80, 0.85, 0.90)
 # widest, each with the unstroked pixels weighing 0.1 or 1 stroked pixel.
 # The probability-only candidates carry the head's fields as they were when their runs were stored (they do
 # not act on those methods, but they name the runs: run_key).
-STORED = {"head_hidden": 0, "head_consistency": 1.0}
+LEGACY = {"head_near": -1}  # the head as it was first benchmarked: every change within the reach stands
+STORED = {"head_hidden": 0, "head_consistency": 1.0, **LEGACY}
 CANDIDATES = ([RefineConfig(method="threshold", reach=r, floor=f, ceiling=1 - f, **STORED)
                for r in (4, 8, 15) for f in (0.05, 0.2)]
               + [RefineConfig(method="random_walker", reach=8, **STORED)]
               + [RefineConfig(method="threshold", reach=40, floor=f, ceiling=1 - f, **STORED) for f in (0.05, 0.2)]
-              + [RefineConfig(method="head", reach=r, head_hidden=h, head_consistency=c)
+              + [RefineConfig(method="head", reach=r, head_hidden=h, head_consistency=c, **LEGACY)
                  for r, h in ((15, 0), (40, 0), (100, 0), (40, 32), (100, 32)) for c in (0.1, 1.0)]
               # added after the grid above, whose best sat at its edge (widest reach, least consistency) on
               # every vessel row: the next step out on each axis
-              + [RefineConfig(method="head", reach=r, head_hidden=h, head_consistency=c)
-                 for r, c in ((200, 0.1), (100, 0.03)) for h in (0, 32)])
+              + [RefineConfig(method="head", reach=r, head_hidden=h, head_consistency=c, **LEGACY)
+                 for r, c in ((200, 0.1), (100, 0.03)) for h in (0, 32)]
+              # the head that follows its strokes (core/review/refine_head.py, _follow_strokes): the round-2
+              # default's fit; within head_near px of a stroke its word, beyond only components of head_min_size
+              # pixels flipped past the cut by head_margin (10**9: none). Two, for want of CPU; head_near 0 was
+              # dropped on the development photograph and the tests (it leaves a stroked vessel's width untaken)
+              + [RefineConfig(method="head", reach=200, head_hidden=32, head_consistency=0.1, head_near=10,
+                              head_margin=1.0, head_min_size=k) for k in (30, 10**9)])
+# "Nothing far from a stroke" (issue 30): every change within FAR px (working scale) of a stroke, connected to
+# one, or (head_near >= 0) a whole confidently flipped structure. Only such candidates are chosen; the first
+# round's heads at reach 40 and more changed pixels anywhere within their reach (bench/results/strokes/README.md).
+FAR = 20
 HEAD_DESIGN = 2  # bumped when core/review/refine_head.py's fit changes, so the run store does not mix designs
 STRUCTURE = np.ones((3, 3), bool)
 
@@ -95,8 +106,17 @@ def rows_to_run() -> list[Row]:
     return [r for r in out if (cases.CACHE / r.folder).is_dir()]
 
 
+def local(config: RefineConfig) -> bool:
+    """Whether a candidate may be chosen: it changes nothing far from a stroke (see FAR)."""
+    return config.method != "head" or config.head_near >= 0 or config.reach <= FAR
+
+
 def run_key(config: RefineConfig) -> str:
-    key = asdict(config) if config.method != "head" else {**asdict(config), "design": HEAD_DESIGN}
+    key = asdict(config)
+    if key["head_near"] == -1:  # the first rounds' runs were stored before the follow-the-strokes fields
+        for name in ("head_near", "head_margin", "head_min_size"):
+            key.pop(name)
+    key = key if config.method != "head" else {**key, "design": HEAD_DESIGN}
     return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -111,7 +131,8 @@ def seed_runs() -> int:
         if not path.exists():
             continue
         data = json.loads(path.read_text())
-        configs = [RefineConfig(**({**STORED, **c} if c["method"] != "head" else c)) for c in data["candidates"]]
+        configs = [RefineConfig(**({**STORED, **c} if c["method"] != "head" else {**LEGACY, **c}))
+                   for c in data["candidates"]]
         for direction, by_config in data["runs"].items():
             folder = direction.split(" (")[0]
             value = 2 if folder.startswith("bundled-") else next(
@@ -165,10 +186,11 @@ def simulate(case: dict, scheme: LabelScheme, config: RefineConfig, value: int, 
     strokes = np.zeros(gt.shape, np.uint8)
     mask, brush = start.copy(), start.copy()
     refined, brushed, seconds = [dice(mask, gt, fov, value)], [dice(brush, gt, fov, value)], []
+    far = [[0, 0]]  # after each stroke: pixels changed beyond FAR px of every stroke, [right, wrong]
     for _ in range(BUDGET):
         found = next_stroke(mask, gt, fov, value, width)
         if found is None:
-            refined.append(refined[-1]), brushed.append(brushed[-1])
+            refined.append(refined[-1]), brushed.append(brushed[-1]), far.append(far[-1])
             continue
         stroke, stroke_value = found
         strokes[stroke] = stroke_value
@@ -177,7 +199,18 @@ def simulate(case: dict, scheme: LabelScheme, config: RefineConfig, value: int, 
         mask = refine_labels(probs, strokes, scheme, threshold, start=start, config=config, features=features)
         seconds.append(time.process_time() - began)
         refined.append(dice(mask, gt, fov, value)), brushed.append(dice(brush, gt, fov, value))
-    return {"refined": refined, "brush": brushed, "seconds": seconds}
+        far.append(far_changes(mask, start, strokes, gt, fov, value))
+    return {"refined": refined, "brush": brushed, "seconds": seconds, "far": far}
+
+
+def far_changes(mask: np.ndarray, start: np.ndarray, strokes: np.ndarray, gt: np.ndarray, fov: np.ndarray,
+                value: int) -> list[int]:
+    """[right, wrong]: the pixels of the structure ``value`` the refinement changed beyond FAR px of every
+    stroke, inside the field of view, and whether the change agrees with the expert."""
+    changed = ((mask >= value) != (start >= value)) & fov
+    changed &= ndi.distance_transform_edt(strokes == 0) > FAR
+    right = int((changed & ((mask >= value) == (gt >= value))).sum())
+    return [right, int(changed.sum()) - right]
 
 
 def _run_one(job: tuple) -> tuple:
@@ -211,8 +244,10 @@ def summarise(runs: dict, task_of: dict) -> list[dict]:
         if not others:
             raise SystemExit(f"{direction}: no other row of its task to choose its method on")
         pool = others
+        complete = [i for i in range(len(CANDIDATES))  # a candidate not yet run on every row is not chosen
+                    if local(CANDIDATES[i]) and all(len(runs[d][i]) == len(runs[d][0]) for d in [*pool, direction])]
         score = {i: np.mean([np.mean([c["refined"][5] for c in runs[d][i].values()]) for d in pool])
-                 for i in range(len(CANDIDATES))}
+                 for i in complete}
         chosen = max(score, key=score.get)
         per_case = by_config[chosen]
         mean = lambda key, n: float(np.mean([c[key][n] for c in per_case.values()]))  # noqa: E731
@@ -223,8 +258,9 @@ def summarise(runs: dict, task_of: dict) -> list[dict]:
                "strokes_to": {}, "brush_strokes_to": {},
                "cpu_seconds_per_refinement": float(np.mean([s for c in per_case.values() for s in c["seconds"]])),
                "cpu_seconds_max": float(np.max([s for c in per_case.values() for s in c["seconds"]])),
+               "far_changes_5": _far(per_case.values(), 5),
                "every_setting_dice5": {str(i): float(np.mean([c["refined"][5] for c in by_config[i].values()]))
-                                       for i in by_config}}
+                                       for i in by_config if by_config[i]}}
         for target in TARGETS:
             for key, out in (("refined", "strokes_to"), ("brush", "brush_strokes_to")):
                 reached = [strokes_to(c[key], target) for c in per_case.values()]
@@ -233,6 +269,13 @@ def summarise(runs: dict, task_of: dict) -> list[dict]:
                                              "reached": sum(r is not None for r in reached), "of": len(reached)}
         rows.append(row)
     return rows
+
+
+def _far(per_case, n: int) -> list[int] | None:
+    """[right, wrong] pixels changed beyond FAR px of the strokes after ``n`` strokes, summed over the cases
+    (None: runs stored before this was recorded)."""
+    found = [c["far"][n] for c in per_case if "far" in c]
+    return [int(sum(f[0] for f in found)), int(sum(f[1] for f in found))] if found else None
 
 
 def report(rows: list[dict], command: str, machine: str) -> str:
@@ -244,8 +287,8 @@ def report(rows: list[dict], command: str, machine: str) -> str:
              "Dice: mean over the cases that reach it within 10 strokes (reached / cases). CPU s: process time "
              "of one refinement (all strokes so far), one thread.", "",
              "| direction | cases | method (chosen on) | Dice 0 | 1 | 3 | 5 | 10 | brush 1 | 3 | 5 | 10 | "
-             "strokes to 0.80 / 0.85 / 0.90 | brush | CPU s (max) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "strokes to 0.80 / 0.85 / 0.90 | brush | CPU s (max) | far after 5, right / wrong px |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         s = r["settings"]
         method = f"{describe(RefineConfig(**s))} ({', '.join(r['chosen_on'])})"
@@ -256,11 +299,16 @@ def report(rows: list[dict], command: str, machine: str) -> str:
         lines.append(f"| {r['direction']} | {r['cases']} | {method} | {d['0']:.3f} | {d['1']:.3f} | {d['3']:.3f} | "
                      f"{d['5']:.3f} | {d['10']:.3f} | {b['1']:.3f} | {b['3']:.3f} | {b['5']:.3f} | {b['10']:.3f} | "
                      f"{reach('strokes_to')} | {reach('brush_strokes_to')} | "
-                     f"{r['cpu_seconds_per_refinement']:.2f} ({r['cpu_seconds_max']:.2f}) |")
-    lines += ["", "Candidates (index: settings), and each one's mean Dice after 5 strokes per direction:", ""]
+                     f"{r['cpu_seconds_per_refinement']:.2f} ({r['cpu_seconds_max']:.2f}) | "
+                     + ("-" if r["far_changes_5"] is None else "{} / {}".format(*r["far_changes_5"])) + " |")
+    lines += ["", f"Far: pixels changed beyond {FAR} px (working scale) of every stroke after 5 strokes, summed "
+              "over the cases, right / wrong by the expert's mask.", "",
+              "Candidates (index: settings), and each one's mean Dice after 5 strokes per direction (*: may "
+              f"change pixels anywhere within its reach, more than {FAR} px from a stroke: never chosen):", ""]
     for i, c in enumerate(CANDIDATES):
-        per = ", ".join(f"{r['direction']} {r['every_setting_dice5'][str(i)]:.3f}" for r in rows)
-        lines.append(f"- {i}: {describe(c)}: {per}")
+        per = ", ".join(f"{r['direction']} {r['every_setting_dice5'][str(i)]:.3f}" if str(i) in r["every_setting_dice5"]
+                        else f"{r['direction']} not run" for r in rows)
+        lines.append(f"- {i}{'' if local(c) else '*'}: {describe(c)}: {per}")
     return "\n".join(lines) + "\n"
 
 
@@ -269,8 +317,10 @@ def describe(c: RefineConfig) -> str:
         return f"threshold reach {c.reach} floor {c.floor}"
     if c.method == "random_walker":
         return f"random walker reach {c.reach} beta {c.beta}"
+    follow = ("" if c.head_near < 0 else f" near {c.head_near}" + (
+        " only" if c.head_min_size >= 10**9 else f" margin {c.head_margin:g} min {c.head_min_size}"))
     return (f"head reach {c.reach} " + (f"hidden {c.head_hidden}" if c.head_hidden else "linear")
-            + f" consistency {c.head_consistency:g}")
+            + f" consistency {c.head_consistency:g}" + follow)
 
 
 def plot(rows: list[dict], curves: dict, out: Path) -> None:
@@ -324,7 +374,8 @@ def time_512(repeats: int = 5) -> dict:
     configs = {"threshold_reach15": RefineConfig(method="threshold", reach=15),
                "random_walker_reach8": RefineConfig(method="random_walker", reach=8),
                "head_default": RefineConfig(),
-               "head_reach100_linear": RefineConfig(method="head", reach=100, head_hidden=0)}
+               "head_near_only": replace(RefineConfig(), head_min_size=10**9),
+               "head_first_round": replace(RefineConfig(), **LEGACY)}
     for name, config in configs.items():
         cpu, wall = [], []
         for _ in range(repeats):
@@ -352,6 +403,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--time-512", action="store_true", help="only time one 512 x 512 refinement per method")
     parser.add_argument("--width", type=int, choices=(1, 3), default=3,
                         help="stroke width in px: 3 (napari's brush at size 3) or 1 (a scribble; results in width1/)")
+    parser.add_argument("--stored-only", action="store_true",
+                        help="summarise the run store as it is; run nothing (a candidate missing on a row is not chosen)")
     parser.add_argument("--seed-runs", action="store_true",
                         help="first fill the run store from the committed strokes.json files")
     args = parser.parse_args(argv)
@@ -369,7 +422,8 @@ def main(argv: list[str] | None = None) -> int:
     task_of = {r.name: r.task for r in rows_run}
     jobs = [(r, path, i, args.width) for r in rows_run
             for path in sorted((cases.CACHE / r.folder).glob("*.npz")) if not path.name.endswith(".features.npz")
-            for i in range(len(CANDIDATES))]
+            for i in range(len(CANDIDATES))
+            if not args.stored_only or run_path(r.folder, path.stem, r.value, args.width, CANDIDATES[i]).exists()]
     runs: dict = {r.name: {i: {} for i in range(len(CANDIDATES))} for r in rows_run}
     cpu_seconds = 0.0
     with ProcessPoolExecutor(args.workers) as pool:
