@@ -35,10 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
     from napari_ramseg.core.config import ADAPT
-    from napari_ramseg.plugin.demo import SAMPLE_IMAGE, SAMPLE_MASK, take_screenshot, open_demo_viewer, raise_dock, shrink_png
+    from napari_ramseg.plugin.demo import (SAMPLE_IMAGE, SAMPLE_MASK, add_captions, open_demo_viewer, raise_dock,
+                                           shrink_png, take_screenshot, world_box)
     from napari_ramseg.io import read_image
     from napari_ramseg.models import resolve_model
-    from napari_ramseg.plugin.widgets._common import add_captions, world_box
 
     method = args.method or ADAPT.method
     viewer, widgets = open_demo_viewer(show=True)

@@ -32,7 +32,6 @@ def main(argv: list[str] | None = None) -> int:
     from napari_ramseg.models import resolve_model
     from napari_ramseg.server import connection
     from napari_ramseg.server.app import ServerSettings, create_app
-    from napari_ramseg.plugin.widgets._server import SERVER
 
     server, thread, url = serve_on_loopback(create_app(ServerSettings(token=TOKEN, device="cpu")))
     try:
@@ -45,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         seg.probabilities_box.setChecked(False)
         seg.uncertainty_box.setChecked(False)
         seg.image_combo.set_layer(viewer.layers[SAMPLE_IMAGE])
-        seg.device_combo.setCurrentText(SERVER)
+        seg.device_combo.choose_server()
         seg.segment(run_sync=True)
         print(seg.runner.status.text(), seg.runner.last_outcome, flush=True)
         labels = viewer.layers[f"{SAMPLE_IMAGE} segmentation"]

@@ -168,6 +168,22 @@ def take_screenshot(viewer: Any, path: Path, zoom: float = 1.0, reset: bool = Tr
     viewer.screenshot(str(path), canvas_only=False)
 
 
+def world_box(layer: Any) -> tuple[Any, Any]:
+    """(origin, size) of a layer's Y, X extent in world units, pixel edges included: where a screenshot puts
+    a layer's copy and its caption (the docks' own measure)."""
+    from .widgets._common import world_box as box
+
+    return box(layer)
+
+
+def add_captions(viewer: Any, name: str, positions: Any, texts: list[str], size: int = 10) -> Any:
+    """Text captions at ``positions`` (world coordinates, upper-left anchored) in one Points layer ``name``,
+    as the docks caption their previews."""
+    from .widgets._common import add_captions as captions
+
+    return captions(viewer, name, positions, texts, size=size)
+
+
 def run_demo(screenshot: Path | None = None) -> int:
     """Open the demo; with ``screenshot`` write the window to that PNG and exit instead of running."""
     import napari
@@ -229,7 +245,6 @@ def screenshot_partners() -> list[tuple[str, Any]]:
 def _segment_shot(viewer: Any, widgets: dict[str, Any], model: Path, shot: Any) -> None:
     """segment.png: labels over the image; the vessel probability and the uncertainty beside it."""
     from ..palette import LABEL_COLORS
-    from .widgets._common import add_captions, world_box
 
     image = viewer.layers[SAMPLE_IMAGE]
     seg = widgets["Segment"]

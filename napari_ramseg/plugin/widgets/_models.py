@@ -54,6 +54,12 @@ class DeviceCombo(QComboBox):
             self.setCurrentIndex(self._previous)  # no server set: back to the device it was on
         self._previous = self.currentIndex()
 
+    def choose_server(self) -> None:
+        """Select the ramseg server, as a script does (no settings dialog: its connection is saved already)."""
+        from ._server import SERVER
+
+        self.setCurrentText(SERVER)
+
     def server_settings(self) -> bool:
         """The server's settings dialog; True when they were saved."""
         from ._server import SERVER, ServerSettingsDialog, remembered_server_text
