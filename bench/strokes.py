@@ -77,7 +77,11 @@ CANDIDATES = ([RefineConfig(method="threshold", reach=r, floor=f, ceiling=1 - f,
               # pixels flipped past the cut by head_margin (10**9: none). Two, for want of CPU; head_near 0 was
               # dropped on the development photograph and the tests (it leaves a stroked vessel's width untaken)
               + [RefineConfig(method="head", reach=200, head_hidden=32, head_consistency=0.1, head_near=10,
-                              head_margin=1.0, head_min_size=k) for k in (30, 10**9)])
+                              head_margin=1.0, head_min_size=k) for k in (30, 10**9)]
+              # round 4: the same with its correction smoothed (Gaussian 2 px) before the cut, against the ragged
+              # rim it left along a stroked vessel (chosen on the development photograph: 1 and 2 px tried)
+              + [RefineConfig(method="head", reach=200, head_hidden=32, head_consistency=0.1, head_near=10,
+                              head_margin=1.0, head_min_size=30, head_smooth=2.0)])
 # "Nothing far from a stroke" (issue 30): every change within FAR px (working scale) of a stroke, connected to
 # one, or (head_near >= 0) a whole confidently flipped structure. Only such candidates are chosen; the first
 # round's heads at reach 40 and more changed pixels anywhere within their reach (bench/results/strokes/README.md).
@@ -116,6 +120,8 @@ def run_key(config: RefineConfig) -> str:
     if key["head_near"] == -1:  # the first rounds' runs were stored before the follow-the-strokes fields
         for name in ("head_near", "head_margin", "head_min_size"):
             key.pop(name)
+    if not key["head_smooth"]:  # nor the smoothing's (round 4)
+        key.pop("head_smooth")
     key = key if config.method != "head" else {**key, "design": HEAD_DESIGN}
     return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -319,6 +325,7 @@ def describe(c: RefineConfig) -> str:
         return f"random walker reach {c.reach} beta {c.beta}"
     follow = ("" if c.head_near < 0 else f" near {c.head_near}" + (
         " only" if c.head_min_size >= 10**9 else f" margin {c.head_margin:g} min {c.head_min_size}"))
+    follow += f" smooth {c.head_smooth:g}" if c.head_smooth else ""
     return (f"head reach {c.reach} " + (f"hidden {c.head_hidden}" if c.head_hidden else "linear")
             + f" consistency {c.head_consistency:g}" + follow)
 

@@ -395,3 +395,6 @@ class RefineConfig:
     head_near: int = 10
     head_margin: float = 1.0
     head_min_size: int = 30
+    # head: its correction of the logit is smoothed (Gaussian, px at the working scale) before the cut, against a
+    # ragged rim along a stroke. 0 (chosen, bench/results/strokes round 4): no smoothing
+    head_smooth: float = 0.0

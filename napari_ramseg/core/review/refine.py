@@ -195,7 +195,8 @@ def at_scale(config: RefineConfig, scale: float) -> RefineConfig:
         return config
     return replace(config, reach=max(1, round(config.reach * scale)),
                    head_near=config.head_near if config.head_near <= 0 else max(1, round(config.head_near * scale)),
-                   head_min_size=max(1, round(config.head_min_size * scale ** 2)))
+                   head_min_size=max(1, round(config.head_min_size * scale ** 2)),
+                   head_smooth=config.head_smooth * scale)
 
 
 def working_scale(predictor: Any, image: Any, extras: dict | None = None) -> float:

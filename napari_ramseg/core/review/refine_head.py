@@ -254,17 +254,32 @@ def refine_channel(prob: np.ndarray, mask: np.ndarray, positive: np.ndarray, neg
     change = np.nonzero(reach & ~drawn)
     if len(change[0]) == 0:
         return out
-    inputs, inside = _inputs(features, change, logit)
     cut = float(_logit(np.float32(threshold)))
-    with torch.no_grad():
-        delta = g(torch.from_numpy(inputs)).numpy()
-    change = tuple(c[inside] for c in change)
-    delta = delta[inside]
-    new_logit = np.full(prob.shape, np.nan, np.float32)
-    new_logit[change] = logit[change] + delta
+    new_logit = _new_logit(g, features, logit, reach, positive, negative, config.head_smooth)
+    change = tuple(c[~np.isnan(new_logit[change])] for c in change)
     out[change] = new_logit[change] > cut
     if config.head_near >= 0:
         out = _follow_strokes(mask, out, new_logit - cut, positive, negative, config)
+    return out
+
+
+def _new_logit(g: torch.nn.Module, features: ScanFeatures, logit: np.ndarray, reach: np.ndarray, positive: np.ndarray,
+               negative: np.ndarray, smooth: float) -> np.ndarray:
+    """The corrected logit inside the reach (NaN where the features do not reach). ``smooth`` > 0: the
+    correction (not the network's logit) is smoothed first (Gaussian, px; the stroked pixels' own
+    corrections with it), so the edge it moves along a stroke follows the correction's trend, not each
+    pixel's noise."""
+    coords = np.nonzero(reach | positive | negative)
+    inputs, inside = _inputs(features, coords, logit)
+    with torch.no_grad():
+        delta = g(torch.from_numpy(inputs)).numpy()
+    coords = tuple(c[inside] for c in coords)
+    dense = np.zeros(logit.shape, np.float32)
+    dense[coords] = delta[inside]
+    if smooth > 0:
+        dense = ndi.gaussian_filter(dense, (0.0, smooth, smooth) if logit.ndim == 3 else smooth, mode="nearest")
+    out = np.full(logit.shape, np.nan, np.float32)
+    out[coords] = logit[coords] + dense[coords]
     return out
 
 

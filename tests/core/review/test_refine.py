@@ -143,6 +143,15 @@ def test_the_reach_is_given_at_the_working_scale():
     assert not as_loaded[90:110, 70:].any()  # a reach in loaded pixels would stop at half the anatomy
 
 
+
+def test_at_scale_counts_every_head_distance_at_the_working_scale():
+    """``at_scale``: reach, head_near and head_smooth grow with the scale, head_min_size (an area) with its square."""
+    from napari_ramseg.core.config import RefineConfig
+    from napari_ramseg.core.review.refine import at_scale
+
+    scaled = at_scale(RefineConfig(reach=10, head_near=10, head_min_size=30, head_smooth=1.5), 2.0)
+    assert (scaled.reach, scaled.head_near, scaled.head_min_size, scaled.head_smooth) == (20, 20, 120, 3.0)
+
 def test_working_scale_of_a_photograph_a_volume_and_a_disc_roi():
     from napari_ramseg.core.config import PreprocessConfig
     from napari_ramseg.core.data.geometry import working_shape
