@@ -3,11 +3,11 @@
 # minutes). First and foremost it trains the bundled models at their recipes' budgets together with
 # each recipe's leave-one-camera-out checks, all side by side on the GPU (bench/recipes/shipped.py),
 # and brings back the two bundled models, the optic disc checks' models (scored here on the CPU by
-# bench/optic_disc.py, whose raw photographs do not travel) and every score; then the CUDA speed check.
+# bench/optic_disc/benchmark.py, whose raw photographs do not travel) and every score; then the CUDA speed check.
 #
 # Prepare the data once on a machine with ../shared/data (22 MiB: it travels with the working tree):
-#   python bench/optic_disc_data.py --out bench/work/optic_disc
-#   python bench/recipes/shipped.py carry --out .gpucarry          (.gpucarry is ignored: name it in carry)
+#   python -m bench.recipes.optic_disc_data --out bench/work/optic_disc
+#   python -m bench.recipes.shipped carry --out .gpucarry          (.gpucarry is ignored: name it in carry)
 # Then, on the GPU machine:
 #   OUT=$OUT CARRY=.gpucarry bash bench/gpu_session.sh
 # Tested on the CPU at a tiny budget:
@@ -40,7 +40,7 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 SPEED_S=100
 say "1. bundled-model recipes and their leave-one-camera-out checks, side by side on $DEVICE"
 # shellcheck disable=SC2086  # TRAIN_ARGS is a list of ramseg train options
-python3 bench/recipes/shipped.py side-by-side --data "$CARRY" --out "$WORK" --device "$DEVICE" --threads "$THREADS" \
+python3 -m bench.recipes.shipped side-by-side --data "$CARRY" --out "$WORK" --device "$DEVICE" --threads "$THREADS" \
     --deadline-s $(( $(left) - SPEED_S - 30 )) --score-s 120 ${ITERATIONS:+--iterations "$ITERATIONS"} ${TRAIN_ARGS:-} \
     >>"$LOG" 2>&1
 say "recipes rc $?"
@@ -53,7 +53,7 @@ tar -czf "$OUT/recipe_logs.tar.gz" -C "$WORK" --exclude=runs . 2>>"$LOG"
 
 if [ "$DEVICE" = cuda ] && [ "$(left)" -gt 40 ]; then
     say "2. CUDA speed check"
-    timeout $(( $(left) - 10 )) python3 bench/gpu.py --json "$OUT/speed.json" >>"$LOG" 2>&1
+    timeout $(( $(left) - 10 )) python3 -m bench.speed.gpu --json "$OUT/speed.json" >>"$LOG" 2>&1
     say "speed rc $?"
 fi
 say "done"

@@ -117,17 +117,17 @@ def square_samples(domains=("A", "B", "C"), n=3, size=40, seed=0):
 
 
 def import_bench(name: str):
-    """Import ``bench/<name>.py``. Bench scripts import their siblings by plain name, so ``bench/`` is on
-    ``sys.path`` while the module loads, and only then."""
+    """Import ``bench.<name>`` (``"speed.timing"`` is bench/speed/timing.py). The bench package lies in the
+    repository root, which is on ``sys.path`` while the module loads, and only then."""
     import importlib
     import sys
 
-    bench = str(Path(__file__).resolve().parents[1] / "bench")
-    sys.path.insert(0, bench)
+    root = str(Path(__file__).resolve().parents[1])
+    sys.path.insert(0, root)
     try:
-        return importlib.import_module(name)
+        return importlib.import_module(f"bench.{name}")
     finally:
-        sys.path.remove(bench)
+        sys.path.remove(root)
 
 
 class BrightDiscModel:

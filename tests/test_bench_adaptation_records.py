@@ -1,4 +1,4 @@
-"""The test-time adaptation benchmark's records and report (bench/adaptation_report.py): results outlive
+"""The test-time adaptation benchmark's records and report (bench/adaptation/report.py): results outlive
 their models, seeds line up, and the default is chosen on source domains only."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from helpers import import_bench
 
 @pytest.fixture(scope="module")
 def report():
-    return import_bench("adaptation_report")
+    return import_bench("adaptation.report")
 
 
 def _record(seed, none, align, grid=None, source="A+B", task="vessels", kind="measured"):

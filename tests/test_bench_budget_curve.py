@@ -1,4 +1,4 @@
-"""bench/budget_curve.py: snapshots of leave-one-out runs scored on their held-out camera, and the budget rule."""
+"""bench/recipes/budget_curve.py: snapshots of leave-one-out runs scored on their held-out camera, and the budget rule."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from helpers import import_bench, make_synthetic_domains
 
 from napari_ramseg.core.training.job import TrainRequest, run_training
 
-budget = import_bench("budget_curve")
+budget = import_bench("recipes.budget_curve")
 
 
 def test_the_fewest_iterations_within_tolerance_of_the_best_mean_win():

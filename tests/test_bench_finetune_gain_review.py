@@ -1,4 +1,4 @@
-"""What corrections buy (bench/finetune_gain_report.py): runs of one base seed become the issue's JSON,
+"""What corrections buy (bench/finetune/gain_report.py): runs of one base seed become the issue's JSON,
 the representative ranking appears only with its weighting chosen, and the choice needs every seed."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from helpers import import_bench
 
 @pytest.fixture(scope="module")
 def report():
-    return import_bench("finetune_gain_report")
+    return import_bench("finetune.gain_report")
 
 
 def _run(folder: Path, name: str, k: int, seed: int, gain: float, chosen: list[str], base: dict) -> None:

@@ -1,37 +1,28 @@
-"""The generalization benchmark: its job list (bench/generalization_jobs.py), driver
-(bench/generalization.py) and data preparation (bench/tasks.py)."""
+"""The generalization benchmark: its job list (bench/generalization/jobs.py), driver
+(bench/generalization/benchmark.py) and data preparation (bench/common/tasks.py)."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import pickle
-import sys
 from collections import Counter
 from dataclasses import asdict
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+from helpers import import_bench
 
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(BENCH))
-    try:
-        gen = importlib.import_module("generalization")
-        tasks = importlib.import_module("tasks")
-        yield gen, tasks
-    finally:
-        sys.path.remove(str(BENCH))
+    return import_bench("generalization.benchmark"), import_bench("common.tasks")
 
 
 @pytest.fixture(scope="module")
 def job_list(bench):
-    """bench/generalization_jobs.py (methods, directions, budgets), imported with bench/ on the path."""
-    return importlib.import_module("generalization_jobs")
+    """bench/generalization/jobs.py (methods, directions, budgets)."""
+    return import_bench("generalization.jobs")
 
 
 def test_job_keys_are_stable_and_survive_pickle_and_json(job_list):
@@ -183,11 +174,7 @@ def test_tiny_end_to_end_writes_agreed_json(bench, tmp_path):
 
 def test_style_swap_takes_the_partners_low_frequency_amplitude(bench):
     """The diagnostic's transform: RAM with lambda = 0, partner resized to the image's shape."""
-    sys.path.insert(0, str(BENCH))
-    try:
-        style = importlib.import_module("diagnose_style_gap")
-    finally:
-        sys.path.remove(str(BENCH))
+    style = import_bench("generalization.diagnose_style_gap")
     from napari_ramseg.core.method.ram import window_bounds
 
     rng = np.random.default_rng(0)

@@ -1,16 +1,14 @@
-"""The optic disc's per-direction settings (bench/optic_disc_settings.py): what each direction may see,
+"""The optic disc's per-direction settings (bench/recipes/optic_disc_settings.py): what each direction may see,
 the vessel-convergence point that stands in for a disc on the vessel photographs, and the hit test."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-settings = pytest.importorskip("bench.optic_disc_settings")
+from helpers import import_bench
+
+settings = import_bench("recipes.optic_disc_settings")
 
 
 def test_no_direction_chooses_its_settings_on_its_unseen_domain():

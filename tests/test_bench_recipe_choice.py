@@ -1,4 +1,4 @@
-"""bench/recipe_choice.py: the rule that turns leave-one-camera-out tables into a recipe choice."""
+"""bench/recipes/recipe_choice.py: the rule that turns leave-one-camera-out tables into a recipe choice."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 from helpers import import_bench
 
-choice = import_bench("recipe_choice")
+choice = import_bench("recipes.recipe_choice")
 
 
 def test_the_preferred_candidate_wins_a_tie_and_loses_a_clear_loss():

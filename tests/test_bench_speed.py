@@ -1,4 +1,4 @@
-"""The speed benchmark (bench/speed.py and its bench/speed_*.py modules): its interleaving, a failed case
+"""The speed benchmark (bench/speed/benchmark.py and the other modules of bench/speed/): its interleaving, a failed case
 failing the run with no figure from it, and every case of ``--quick`` run for real at a toy size."""
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ import pytest
 from helpers import import_bench
 
 ROOT = Path(__file__).resolve().parents[1]
-SPEED = ROOT / "bench" / "speed.py"
+SPEED = "bench.speed.benchmark"  # run as python -m from the repository root
 
 
 def test_interleaving_alternates_the_order_and_reports_every_timed_run():
-    timing = import_bench("speed_timing")
+    timing = import_bench("speed.timing")
     calls: list[str] = []
     res = timing.interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, reps=3, warmup=1)
     # one warm-up round, then A B / B A / A B so that a load change hits both paths alike
@@ -32,13 +32,13 @@ def test_interleaving_alternates_the_order_and_reports_every_timed_run():
 
 
 def test_interleaving_stops_at_its_budget_after_two_rounds():
-    timing = import_bench("speed_timing")
+    timing = import_bench("speed.timing")
     res = timing.interleaved({"a": lambda: None}, reps=50, warmup=0, budget_s=0.0)
     assert len(res["a"]["runs_s"]) == 2
 
 
 def test_the_model_the_benchmark_saves_loads_with_as_many_domains_as_its_weights(tmp_path):
-    """The HRF and UI children load the model speed.py saves: the bundled vessel model has three source
+    """The HRF and UI children load the model bench/speed/benchmark.py saves: the bundled vessel model has three source
     domains (one restoration BatchNorm each), and a model.json listing two did not load ("20 unexpected
     tensors (e.g. restoration...)")."""
     import torch
@@ -48,7 +48,7 @@ def test_the_model_the_benchmark_saves_loads_with_as_many_domains_as_its_weights
     from napari_ramseg.core.labels import VESSELS
     from napari_ramseg.core.method.model import RamSegNet
 
-    inputs = import_bench("speed_inputs")
+    inputs = import_bench("speed.inputs")
     net = RamSegNet(ModelConfig(), VESSELS, num_domains=3)
     save_model(net, inputs.metadata(PreprocessConfig(size=64), inputs.domains_of(net)), tmp_path / "model")
     loaded, meta = load_model(tmp_path / "model", torch.device("cpu"))
@@ -57,15 +57,15 @@ def test_the_model_the_benchmark_saves_loads_with_as_many_domains_as_its_weights
 
 @pytest.mark.subprocess
 def test_a_child_that_cannot_load_the_model_is_a_failed_case_named_by_its_error(tmp_path):
-    """The fresh-process path (speed.py's hidden child flag) on the mismatch the issue met: the case is an
+    """The fresh-process path (bench.speed.benchmark's hidden child flag) on the mismatch the issue met: the case is an
     error whose text is the child's one-line reason, not a figure."""
     from napari_ramseg.core.models.checkpoint import save_model
     from napari_ramseg.core.config import ModelConfig, PreprocessConfig
     from napari_ramseg.core.labels import VESSELS
     from napari_ramseg.core.method.model import RamSegNet
 
-    inputs = import_bench("speed_inputs")
-    memory = import_bench("speed_hrf_memory")
+    inputs = import_bench("speed.inputs")
+    memory = import_bench("speed.hrf_memory")
     net = RamSegNet(ModelConfig(), VESSELS, num_domains=3)
     save_model(net, inputs.metadata(PreprocessConfig(size=64), ["HRF", "STARE"]), tmp_path / "model")
     res = memory.bench_hrf(tmp_path / "model", ["full_res_tiled"], "tiny")
@@ -75,7 +75,7 @@ def test_a_child_that_cannot_load_the_model_is_a_failed_case_named_by_its_error(
 
 def _fake_run(monkeypatch, tmp_path, hrf, ui):
     """speed.run with the HRF and UI sections stubbed (everything else skipped): returns (status, json, md)."""
-    speed = import_bench("speed")
+    speed = import_bench("speed.benchmark")
     monkeypatch.setattr(speed, "bench_hrf", lambda model_dir, modes, size: hrf)
     monkeypatch.setattr(speed, "bench_ui", lambda model_dir, kinds, size: ui)
     monkeypatch.setattr(speed, "roofline", lambda net: {"forward_512_gflop": 24.0, "sgemm_fp32_gflops_best": 100.0,
@@ -124,7 +124,7 @@ def test_a_ui_child_without_a_result_fails_the_run(monkeypatch, tmp_path):
 
 
 def test_the_notes_say_what_this_cpu_does_with_bf16():
-    report = import_bench("speed_report")
+    report = import_bench("speed.report")
     net = {"folded_channels_last": {"median_s": 0.100}, "folded_channels_last_bf16": {"median_s": 0.050}}
     native = {"machine": {"bf16_native": True, "simd": ["avx2", "avx512_bf16"]},
               "infer_2d": {"precision": "bfloat16", "network_only": net}, "infer_2d_speedup_fp32": 1.9,
@@ -150,15 +150,15 @@ def _display_or_xvfb() -> bool:
 @pytest.mark.subprocess
 @pytest.mark.skipif(not _display_or_xvfb(), reason="the UI cases need a display or xvfb-run")
 def test_every_quick_case_runs_for_real_at_a_tiny_size(tmp_path):
-    """``speed.py --quick --tiny``: the 2D, volume, training, HRF (three fresh processes) and UI (napari
+    """``python -m bench.speed.benchmark --quick --tiny``: the 2D, volume, training, HRF (three fresh processes) and UI (napari
     under Xvfb) cases of the quick benchmark at toy sizes; every one must run and give its figure."""
     out = tmp_path / "speed.json"
-    proc = subprocess.run([sys.executable, str(SPEED), "--quick", "--tiny", "--json", str(out)],
+    proc = subprocess.run([sys.executable, "-m", SPEED, "--quick", "--tiny", "--json", str(out)],
                           capture_output=True, text=True, timeout=1200, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-4000:]
     r = json.loads(out.read_text(encoding="utf-8"))
     assert r["failures"] == [] and r["size"] == "tiny"
-    report = import_bench("speed_report")
+    report = import_bench("speed.report")
     for key in report.TARGETS:
         assert isinstance(r[key], (int, float)), key
         assert r["targets"][key]["verdict"] in ("met", "MISSED"), key

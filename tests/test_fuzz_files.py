@@ -3,7 +3,7 @@ corrections project, mutated by structure (hostile JSON/YAML values, deleted key
 and by bytes. Reading one may only succeed or raise ``RamsegInputError`` in one line naming a file
 of the input; any other exception, or a read longer than ``HANG_SECONDS``, fails.
 
-``bench/fuzz_readers.py`` reuses the seeds and strategies here to run the same check at volume
+``bench/readers/fuzz.py`` reuses the seeds and strategies here to run the same check at volume
 (``--formats package,resume,corrections``).
 """
 
@@ -25,7 +25,10 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from napari_ramseg.errors import RamsegInputError
-from test_fuzz_readers import hang_guard
+try:
+    from test_fuzz_readers import hang_guard  # under pytest, tests/ is on the import path
+except ModuleNotFoundError:  # imported as tests.test_fuzz_files by bench/readers/fuzz.py
+    from tests.test_fuzz_readers import hang_guard
 
 FILE_KINDS = ("package", "resume", "corrections")
 DEEP = "@@deep@@"  # replaced by 20 000 nested lists after dumping (json.dumps would recurse)

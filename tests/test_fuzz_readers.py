@@ -5,7 +5,7 @@ deletion, splices) of small PNG, JPEG, TIFF and NIfTI files, ``read_image`` and 
 only return a well-formed ``ImageData`` / index array, or raise ``RamsegInputError`` naming the
 file in one line. Any other exception, or a read that takes longer than ``HANG_SECONDS``, fails.
 
-``bench/fuzz_readers.py`` reuses the seeds and strategies here to run the same check at volume.
+``bench/readers/fuzz.py`` reuses the seeds and strategies here to run the same check at volume.
 """
 
 from __future__ import annotations
@@ -280,7 +280,7 @@ def test_empty_file_refused(folder, fmt):
 
 # ----------------------------------------------------------------------- regressions found by fuzzing
 
-# 651 bytes found by bench/fuzz_readers.py: an IFD chain that tifffile's ``series`` walked without
+# 651 bytes found by bench/readers/fuzz.py: an IFD chain that tifffile's ``series`` walked without
 # end, whose first page claims 4077525260 x 10 pixels.
 ENDLESS_TIFF = base64.b64decode(
     "SUkqAAgAAAAPAAABBAABAAAACgAAAAEBBAABAAAADBkK87ZtZMAzAAAAAgEDAAMAAADCAAAAAwEDAAEAAAAIAAAABgEDAAEAAAAC"

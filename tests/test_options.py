@@ -83,7 +83,7 @@ def test_dock_fields_are_generated_from_the_same_declarations(qtbot):
         assert set(params) == shown and shown <= set(actions), command
         hidden = {s.name for s in settings_of(config)} - shown
         # the docks pick the device themselves; partner_share matters only with ramseg train --partners;
-        # snapshot_every serves benchmarks (bench/budget_curve.py), not a dock's user
+        # snapshot_every serves benchmarks (bench/recipes/budget_curve.py), not a dock's user
         assert hidden <= {"device", "precision", "sync_batchnorm", "partner_share", "snapshot_every"}, hidden
         form = ParamForm(list(params.values()))
         for setting in settings_of(config):

@@ -5,10 +5,10 @@ A recipe is the ``ramseg train`` arguments that made a bundled model. The same a
 camera held out, are the recipe's own leave-one-camera-out check, so that a model card reports the
 shipped recipe itself, not a stand-in at a smaller budget (issue 28).
 
-    python bench/recipes/shipped.py train vessels --out bench/work/runs/vessels        # the bundled model
-    python bench/recipes/shipped.py train vessels --target STARE --out RUN             # one check
-    python bench/recipes/shipped.py carry --out .gpucarry                              # data for a GPU machine
-    python bench/recipes/shipped.py side-by-side --data .gpucarry --out OUT --device cuda --deadline-s 560
+    python -m bench.recipes.shipped train vessels --out bench/work/runs/vessels        # the bundled model
+    python -m bench.recipes.shipped train vessels --target STARE --out RUN             # one check
+    python -m bench.recipes.shipped carry --out .gpucarry                              # data for a GPU machine
+    python -m bench.recipes.shipped side-by-side --data .gpucarry --out OUT --device cuda --deadline-s 560
 
 ``side-by-side`` starts every job at once (the bundled models and their checks), stops them cleanly
 (SIGTERM: each writes its resume state and its model so far) before the deadline, then scores the
@@ -33,7 +33,7 @@ REPO = HERE.parents[1]
 DATA = REPO.parent / "shared" / "data"
 
 # The bundled models' recipes. vessels: the working scale was chosen leave-one-camera-out on the
-# sources (bench/results/recipe_scale); optic-disc: the disc-centred ROIs of bench/optic_disc_data.py.
+# sources (bench/results/recipe_scale); optic-disc: the disc-centred ROIs of bench/recipes/optic_disc_data.py.
 RECIPES: dict[str, dict] = {
     "vessels": {
         "data": "vessels", "domains": ["HRF", "STARE", "CHASE_DB1"],
@@ -57,24 +57,24 @@ KEEP_IN_EVERY_CHECK = {"optic-disc": ["REFUGE-train", "REFUGE-val"]}
 
 def data_root(name: str, root: Path) -> Path:
     """Where a recipe's data lies under ``root``: ../shared/data for vessels (the optic disc ROIs are
-    made by bench/optic_disc_data.py under bench/work), or a carried folder holding both."""
+    made by bench/recipes/optic_disc_data.py under bench/work), or a carried folder holding both."""
     sub = RECIPES[name]["data"]
     if (root / sub).is_dir():
         return root / sub
     if name == "optic-disc" and (REPO / "bench" / "work" / sub).is_dir():
         return REPO / "bench" / "work" / sub
     raise SystemExit(f"no data for {name} under {root} (expected {root / sub}); for the optic disc run "
-                     "python bench/optic_disc_data.py --out bench/work/optic_disc first")
+                     "python -m bench.recipes.optic_disc_data --out bench/work/optic_disc first")
 
 
 def partners_root(name: str, root: Path) -> Path:
-    """A recipe's folder of unlabelled RAM partners (bench/optic_disc_partners.py), as data_root finds data."""
+    """A recipe's folder of unlabelled RAM partners (bench/recipes/optic_disc_partners.py), as data_root finds data."""
     sub = RECIPES[name]["partners"]
     for folder in (root / sub, REPO / "bench" / "work" / sub):
         if folder.is_dir():
             return folder
     raise SystemExit(f"no RAM partners for {name} under {root} (expected {root / sub}); "
-                     "run python bench/optic_disc_partners.py first")
+                     "run python -m bench.recipes.optic_disc_partners first")
 
 
 def train_command(name: str, out: Path, root: Path, target: str | None = None, iterations: int | None = None,

@@ -3,7 +3,7 @@
 At inference BatchNorm is a fixed per-channel affine map (running statistics, never batch ones), so
 ``BN(conv(x)) = conv'(x)`` with ``w' = w * g / sqrt(v + eps)`` and ``b' = (b - m) * g / sqrt(v + eps) + beta``.
 Folding removes one full read and write of every feature map per layer, which on a CPU is about 5-10 %
-of the forward pass on top of channels_last (see bench/speed.py). The decoder also applies its 1x1
+of the forward pass on top of channels_last (see bench/speed/benchmark.py). The decoder also applies its 1x1
 channel-reducing conv before the bilinear upsampling instead of after (they commute). The fold is computed in float64 and
 stored in float32; it changes the logits by about 1e-7 relative, far below anything that moves a label.
 
@@ -14,7 +14,7 @@ its per-domain BatchNorm, stays on the original model. The original model is nev
 
 :func:`use_channels_last` is the training side: it converts a network's parameters to channels_last in
 place, so that oneDNN runs every convolution on NHWC data, forward and backward (the fp32 training
-step is ~15 % faster on an AVX2 CPU, bench/speed.py). Checkpoint writers call ``.contiguous()``.
+step is ~15 % faster on an AVX2 CPU, bench/speed/benchmark.py). Checkpoint writers call ``.contiguous()``.
 
 :func:`tune_cpu_allocator` stops glibc from unmapping and re-faulting the feature maps on every call.
 
@@ -69,7 +69,7 @@ def tune_cpu_allocator(mmap_threshold_mb: int = 128, trim_threshold_mb: int = 51
 
     By default glibc serves the multi-megabyte feature maps of every forward pass with fresh ``mmap``
     calls and returns them with ``munmap``, so each call page-faults its memory in again: ~10-20 %
-    of a CPU prediction here went to the kernel (bench/speed.py). With these thresholds blocks below
+    of a CPU prediction here went to the kernel (bench/speed/benchmark.py). With these thresholds blocks below
     128 MB come from the heap and up to 512 MB of freed memory stays there for the next call. Peak
     memory is unchanged; what the process keeps between calls grows by at most that much.
 

@@ -1,4 +1,4 @@
-"""Which case should a clinician look at first: review priority, measured (``bench/finetune_gain.py``).
+"""Which case should a clinician look at first: review priority, measured (``bench/finetune/gain.py``).
 
 Three orders, each a score per case (highest first):
 

@@ -2,7 +2,7 @@
 
 This is the one place that turns a dataset root into source-domain training and validation samples
 and a ``TrainConfig``; ``ramseg train`` and the Train dock (through its child process) come through here.
-The run folder's files are ``core/models/run_folder.py``'s. (``bench/generalization.py`` prepares its cases
+The run folder's files are ``core/models/run_folder.py``'s. (``bench/generalization/benchmark.py`` prepares its cases
 itself and builds a ``Trainer`` directly.)
 """
 

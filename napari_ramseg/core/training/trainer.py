@@ -115,7 +115,7 @@ class Trainer:
         if dist_context is not None and config.sync_batchnorm:
             distributed.convert_sync_batchnorm(self.net)
         self.net.to(self.device)
-        use_channels_last(self.net, self.device)  # NHWC convolutions: ~15 % faster steps (bench/speed.py)
+        use_channels_last(self.net, self.device)  # NHWC convolutions: ~15 % faster steps (bench/speed/benchmark.py)
         # ``pool``: a ready batch source (fine-tuning mixes corrected cases with replayed source data)
         self.pool = pool if pool is not None else SourcePool(train_samples, self.domains, config.preprocess,
                                                              config.scale_aug_p, config.scale_aug_max, seed=config.seed,

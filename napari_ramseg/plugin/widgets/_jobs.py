@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 SYNC_ENV = "RAMSEG_SYNC_WORKERS"
 # Between the steps of showing a result. Not 0: a chain of zero-timers can run back to back before
-# Qt delivers other timers and input, which is the stall this avoids (bench/speed.py, ui_max_stall_ms).
+# Qt delivers other timers and input, which is the stall this avoids (bench/speed/benchmark.py, ui_max_stall_ms).
 STEP_DELAY_MS = 5
 
 

@@ -71,7 +71,7 @@ class SegmentResult:
 
 # What napari imports the first time a Labels layer is made (its features table, colour and label
 # utilities): ~0.6 s. Imported by the job on its worker thread, it no longer stalls the event loop
-# when the result is shown (bench/speed.py, ui_max_stall_ms).
+# when the result is shown (bench/speed/benchmark.py, ui_max_stall_ms).
 LAYER_IMPORTS = ("pandas", "scipy.linalg", "scipy.ndimage", "skimage.color", "skimage.exposure", "skimage.util")
 
 

@@ -116,7 +116,7 @@ def test_disc_only_corrections_do_not_teach_no_cup():
 
 
 def test_the_bench_training_folders_are_cut_by_the_same_code():
-    """bench/optic_disc_data.py (the shipped models' ROIs) and the fine-tune share one owner."""
+    """bench/recipes/optic_disc_data.py (the shipped models' ROIs) and the fine-tune share one owner."""
     from pathlib import Path
 
     source = (Path(__file__).resolve().parents[3] / "bench" / "optic_disc_data.py").read_text()

@@ -126,7 +126,7 @@ def test_a_finetuned_model_keeps_its_bases_block(tmp_path, model):
 
 @pytest.mark.parametrize("name", ["vessels", "optic-disc"])
 def test_the_bundled_block_is_the_source_chosen_setting(name):
-    """bench/adaptation_settings.py chose it on the model's source-validation cases and wrote it."""
+    """bench/recipes/adaptation_settings.py chose it on the model's source-validation cases and wrote it."""
     from napari_ramseg.models import resolve_model
 
     if not RESULTS.exists():

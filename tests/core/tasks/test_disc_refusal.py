@@ -89,11 +89,11 @@ def test_scikit_images_fundus_photograph_passes():
 
 
 def test_each_direction_chooses_its_threshold_without_its_unseen_domain(tmp_path):
-    """bench/optic_disc_settings.py --fundus-check on a stand-in data folder: the margin times the lowest
+    """bench/recipes/optic_disc_settings.py --fundus-check on a stand-in data folder: the margin times the lowest
     value of the sets a direction may see, and the refusals counted on its unseen domain too."""
     from PIL import Image
 
-    settings = import_bench("optic_disc_settings")
+    settings = import_bench("recipes.optic_disc_settings")
     reds = {"DRIONS-DB": 95, "Drishti-GS": 120}  # the two disc sets a little less red than the rest
     for name, pattern in settings.FUNDUS_SETS.items():
         folder = tmp_path / pattern.replace("/*/", "/a/").rstrip("*")

@@ -120,7 +120,7 @@ def test_every_setting_has_limits_that_its_default_and_the_chosen_values_pass():
 
 
 def test_the_settings_tool_writes_a_choice_only_into_the_model_it_was_chosen_for(disc_model, tmp_path):
-    settings = import_bench("optic_disc_settings")
+    settings = import_bench("recipes.optic_disc_settings")
     results = tmp_path / "settings.json"
     results.write_text(json.dumps({"directions": {"bundled": {"run": str(disc_model), "settings": CHOSEN}}}))
     assert "wrote" in settings.write_into(results, "bundled", disc_model)

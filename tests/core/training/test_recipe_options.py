@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +16,7 @@ from PIL import Image
 from napari_ramseg.cli import build_parser
 from napari_ramseg.core.training.job import TrainRequest, run_training
 
-from helpers import make_synthetic_domains
-
-HERE = Path(__file__).resolve().parent
+from helpers import import_bench, make_synthetic_domains
 
 
 def _tiny(tmp_path: Path, **settings):
@@ -83,12 +80,7 @@ def test_a_missing_partner_folder_is_one_clear_error(tmp_path):
 
 
 def _shipped():
-    sys.path.insert(0, str(HERE.parents[2] / "bench" / "recipes"))
-    try:
-        import shipped
-    finally:
-        sys.path.pop(0)
-    return shipped
+    return import_bench("recipes.shipped")
 
 
 def test_each_recipe_check_holds_out_exactly_its_camera(tmp_path):

@@ -11,7 +11,7 @@ slice stored as RGB, a red-free photograph) has exactly a third, noise about a t
 The statistic is the **red excess**: mean R / (mean R + mean G + mean B) - 1/3 over the field of view
 (``locate.field_of_view``, at stage one's coarse scale), 0 for grey, 2/3 for pure red. The threshold
 (``DiscConfig.min_red_excess``) is set on fundus images only: a margin times the lowest red excess
-over every photograph and crop of the project's fundus sets (``bench/optic_disc_settings.py
+over every photograph and crop of the project's fundus sets (``bench/recipes/optic_disc_settings.py
 --fundus-check`` -> ``bench/results/fundus_check.json``). The ordering R > G > B is not required:
 some scanned DRIONS-DB slides are bluer than green.
 

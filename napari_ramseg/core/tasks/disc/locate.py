@@ -46,7 +46,7 @@ class Located:
     fov_width: float  # pixels of the input image (the crop's width for a crop)
 
 
-def _coarse(image: np.ndarray, long_side: int) -> tuple[np.ndarray, float]:
+def coarse_luminance(image: np.ndarray, long_side: int) -> tuple[np.ndarray, float]:
     """Luminance in [0, 1] at ``long_side`` pixels on the longer side, and the scale factor applied."""
     rgb = np.asarray(image, dtype=np.float32)
     if rgb.ndim == 2:
@@ -85,7 +85,7 @@ def locate(image: np.ndarray, cfg: DiscConfig | None = None) -> Located:
     from skimage.feature import peak_local_max
 
     cfg = cfg or DiscConfig()
-    luma, scale = _coarse(image, cfg.coarse_long_side)
+    luma, scale = coarse_luminance(image, cfg.coarse_long_side)
     fov = field_of_view(luma, cfg)
     photograph = is_photograph(luma, cfg)
     if not photograph:  # a crop: the disc fills about 1/ratio of its shorter side

@@ -13,7 +13,7 @@
   and the result is pasted back into the photograph's geometry.
 
 The settings are the model package's (model.json's ``"disc"`` block, those its benchmark rows were
-measured with, chosen on source domains by bench/optic_disc_settings.py) over ``DiscConfig``'s
+measured with, chosen on source domains by bench/recipes/optic_disc_settings.py) over ``DiscConfig``'s
 defaults; a ``DiscConfig`` given by the caller replaces both.
 
 An image that is not a colour fundus image (not red-dominant inside its field of view,

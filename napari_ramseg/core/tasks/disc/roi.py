@@ -1,7 +1,7 @@
 """The disc-centred region of interest: where it lies in a photograph, cropping it, pasting a result back.
 
 A ROI is a square of side ``ratio`` x disc diameter centred on the disc, as the DoFE packaging cut its
-ROIs (``bench/tasks.py`` measures the ratio on Drishti-GS: about 1.35). Where the square leaves the
+ROIs (``bench/common/tasks.py`` measures the ratio on Drishti-GS: about 1.35). Where the square leaves the
 photograph it is padded with black, so a crop always has the same scale and the disc in its centre;
 pasting back drops the padding, so the round trip returns the photograph's own geometry.
 """

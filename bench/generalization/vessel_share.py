@@ -1,0 +1,85 @@
+#!/usr/bin/env python
+"""Is the vessel share a report gives overstated by the working scale? (issues 28 and 29, finding 17)
+
+The vessel model predicts at its working scale (model.json's long side) and the mask is scaled up to the
+photograph's own size. Thick vessels then come out too thick and thin ones vanish; the measure the dock
+and ``report.csv`` give, the vessel share of the field of view, moves with that. This script predicts
+full-size photographs of a camera as the product does (``Predictor.predict_image``) and compares the
+predicted share inside the field of view with the experts' share, with the Dice at full size.
+
+    python -m bench.generalization.vessel_share --model default --domain HRF
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import machine as bench_machine
+from bench.common import results_io
+
+BENCH = Path(__file__).resolve().parents[1]
+
+
+def share_rows(model: str, root: Path, limit: int | None) -> tuple[list[dict], dict]:
+    from PIL import Image
+
+    from napari_ramseg.core.inference.predictor import Predictor
+    from napari_ramseg.core.evaluation.metrics import dice_score
+    from napari_ramseg.models import resolve_model
+
+    predictor = Predictor.from_path(resolve_model(model), device="cpu")
+    rows = []
+    for path in sorted((root / "images").iterdir())[:limit]:
+        image = np.asarray(Image.open(path).convert("RGB"))
+        truth = np.asarray(Image.open(root / "labels" / f"{path.stem}.png")) >= 1
+        fov_path = root / "fov" / f"{path.stem}.png"
+        fov = np.asarray(Image.open(fov_path)) >= 1 if fov_path.is_file() else np.ones(truth.shape, bool)
+        start = time.perf_counter()
+        pred = predictor.predict_image(image).labels >= 1
+        rows.append({"case": path.stem, "size": list(image.shape[:2]), "seconds": round(time.perf_counter() - start, 2),
+                     "expert_share": float(truth[fov].mean()), "predicted_share": float(pred[fov].mean()),
+                     "dice_full_size": float(dice_score(pred & fov, truth & fov))})
+    return rows, {"working_long_side": predictor.preprocess.long_side, "model": model}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--domain", default="HRF")
+    ap.add_argument("--data", type=Path, default=BENCH.parent.parent / "shared" / "data" / "vessels")
+    ap.add_argument("--limit", type=int, help="only the first N photographs (a quick look)")
+    ap.add_argument("--out", type=Path, default=BENCH / "results" / "vessel_share")
+    args = ap.parse_args(argv)
+    root = args.data / args.domain
+    if not (root / "images").is_dir():
+        raise SystemExit(f"no photographs under {root}/images (the research data is not on this machine)")
+    rows, info = share_rows(args.model, root, args.limit)
+    expert = statistics.mean(r["expert_share"] for r in rows)
+    predicted = statistics.mean(r["predicted_share"] for r in rows)
+    summary = {"cases": len(rows), "expert_share": round(expert, 4), "predicted_share": round(predicted, 4),
+               "ratio": round(predicted / expert, 3), "dice_full_size": round(statistics.mean(r["dice_full_size"] for r in rows), 4)}
+    command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
+    record = {"command": command, "machine": bench_machine.describe(), "domain": args.domain, **info,
+              "summary": summary, "rows": rows}
+    stem = args.out / f"{Path(args.model).name}_{args.domain}"
+    results_io.write_json(stem.with_suffix(".json"), record)
+    text = (f"# Vessel share at full size: `{args.model}` on {args.domain}\n\nCommand: `{command}`  \n"
+            f"Machine: {bench_machine.one_line(record['machine'])}\n\n"
+            f"Working scale: long side {info['working_long_side']} px; {len(rows)} full-size photographs; share = "
+            "vessel pixels / field-of-view pixels.\n\n| expert share | predicted share | predicted / expert | Dice at full size |\n"
+            f"|---|---|---|---|\n| {expert:.2%} | {predicted:.2%} | {summary['ratio']} | {summary['dice_full_size']} |\n")
+    results_io.write_text(stem.with_suffix(".md"), text)
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

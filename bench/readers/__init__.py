@@ -1,0 +1,1 @@
+"""The readers against hostile and broken files at volume (``python -m bench.readers.fuzz``)."""
