@@ -125,7 +125,7 @@ class TrainConfig:
         "(exit 130 or 143); a second signal stops at once", flag="--resume-every", metavar="SECONDS",
         label="Resume state every", min=0, max=7 * 24 * 3600, step=60, decimals=0, suffix=" s",
         special="only at validation and Stop")
-    # one run gives a held-out score against iterations (bench/budget_curve.py) without a run per budget
+    # one run gives a held-out score against iterations (bench/recipes/budget_curve.py) without a run per budget
     snapshot_every: int = option(
         0, help="also keep the network every N iterations as a model folder of its own under snapshots/ (the state "
         "at that iteration, not the best; 0: none)", flag="--snapshot-every", metavar="N", label="Snapshot every",
@@ -251,7 +251,7 @@ class DiscConfig:
     """The optic disc's two stages (``core/tasks/disc/``): the coarse locator and the disc-centred ROI.
 
     These are the defaults: a model package carries the settings its benchmark rows were measured
-    with (model.json's ``"disc"`` block, chosen by bench/optic_disc_settings.py) and DiscPredictor lays
+    with (model.json's ``"disc"`` block, chosen by bench/recipes/optic_disc_settings.py) and DiscPredictor lays
     them over these. The settings search breaks its ties towards these values, so they stay the first
     version's: a shipped model's choice (which saw every fundus set) here would steer the search of a
     direction whose unseen domain it saw."""
@@ -264,9 +264,10 @@ class DiscConfig:
     disc_fov_ratio: float = 0.17  # expected disc diameter / field-of-view width (about 1.8 of 12 mm at 45°)
     candidates: int = 3  # stage-one peaks each checked with the segmentation model
     # which checked candidate wins: "first" (stage one ranks, the model only vetoes) or "confident"
-    # (the model's most confident plausible candidate); chosen on source photographs (bench/optic_disc_settings.py)
+    # (the model's most confident plausible candidate); chosen on source photographs
+    # (bench/recipes/optic_disc_settings.py)
     pick: str = "first"
-    roi_ratio: float = 1.34  # ROI side / disc diameter: the median Drishti-GS packaging (bench/tasks.py)
+    roi_ratio: float = 1.34  # ROI side / disc diameter: the median Drishti-GS packaging (bench/common/tasks.py)
     refine: int = 1  # re-centre and re-scale the ROI on the predicted disc this many times
     refine_crops: int = 0  # the same for a disc-centred crop (0: segmented as it is)
     # how far a photograph's re-scale may go: the refined disc diameter stays within this factor (either
@@ -282,7 +283,7 @@ class DiscConfig:
     # view must reach this (grey 0; 0 turns the check off). Chosen on fundus images only, never on the
     # images it is meant to refuse: 0.8 (FitConfig.margin's convention) x the lowest red excess of every
     # photograph and crop of the project's fundus sets, HRF, STARE, CHASE_DB1, Drishti-GS, DRIONS-DB and
-    # the DoFE samples (0.105, a DRIONS-DB slide; bench/optic_disc_settings.py --fundus-check ->
+    # the DoFE samples (0.105, a DRIONS-DB slide; bench/recipes/optic_disc_settings.py --fundus-check ->
     # bench/results/fundus_check.json, which also holds each benchmark direction's own threshold)
     min_red_excess: float = 0.084
 
@@ -290,7 +291,7 @@ class DiscConfig:
 @dataclass(frozen=True)
 class DiscRoiSampling:
     """How a labelled fundus image becomes training ROIs of the optic disc model (``core/tasks/disc/roi.py``):
-    the training folders of the shipped models (``bench/optic_disc_data.py``) and a fine-tune round's
+    the training folders of the shipped models (``bench/recipes/optic_disc_data.py``) and a fine-tune round's
     corrected photographs are cut alike, so a round trains on what stage two sees."""
 
     size: int = 256  # each ROI is resized to size x size
@@ -341,7 +342,7 @@ class AdaptConfig:
 
     These are the defaults: a model package may carry settings per method chosen on its own source
     domains (model.json's ``"adapt"`` block, e.g. the bundled models' align window and strength, by
-    bench/adaptation_settings.py), which ``AdaptedPredictor`` lays over these unless given a config.
+    bench/recipes/adaptation_settings.py), which ``AdaptedPredictor`` lays over these unless given a config.
     """
 
     # what a bare --adapt runs, one of ADAPT_METHODS, chosen on source domains only: the cheapest method
