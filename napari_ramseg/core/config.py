@@ -8,9 +8,6 @@ from typing import Any, Literal
 
 from .device import DEVICE_CHOICES, PRECISION_CHOICES
 from .labels import VESSELS, LabelScheme
-# re-exported while core/review/refine*.py, their tests and bench/strokes*.py (edited beside the move of the
-# label scheme into labels.py) still import these from here; everything else imports core.labels
-from .labels import OPTIC_DISC_CUP  # noqa: F401
 from .options import option
 
 
@@ -372,7 +369,7 @@ ADAPT_METHODS = ("align", "prompt", "adabn", "tent")
 @dataclass(frozen=True)
 class RefineConfig:
     """How a mask follows a clinician's strokes (``core/review/refine.py``). The method and its settings were
-    chosen by bench/strokes.py on leave-one-camera-out directions (bench/results/strokes/README.md)."""
+    chosen by bench/strokes/benchmark.py on leave-one-camera-out directions (bench/results/strokes/README.md)."""
 
     # head, reach 200, hidden 32, consistency 0.1: the best mean Dice after 5 strokes over the three vessel
     # directions (0.755; the threshold move at reach 15, the default before: 0.724)

@@ -3,7 +3,7 @@
 Strokes are a class-index array of the mask's spatial shape: at each stroked pixel the class the mask
 should have there (the same indices as the masks ``ramseg predict`` writes), ``BACKGROUND_STROKE``
 (255) for "this is background", and 0 where nothing was drawn. The same function serves
-``ramseg refine``, the Correct dock and ``bench/strokes.py``, so they cannot disagree.
+``ramseg refine``, the Correct dock and ``bench/strokes/benchmark.py``, so they cannot disagree.
 
 Each output channel (nested: ``mask >= k + 1``; exclusive: ``mask == k``) is refined as a binary
 map, then the channels are put back together as ``predictor.labels_from_probabilities`` does. A stroke
@@ -12,7 +12,7 @@ also ``RefineConfig.slices`` slices above and below), so a stroke never changes 
 Distances are given at the model's working scale (``working_scale``, ``at_scale``): the same settings
 reach the same anatomy on a 768 px working image and on the 3504 px photograph it came from.
 
-Two methods (``RefineConfig.method``; chosen by ``bench/strokes.py``, see bench/results/strokes/):
+Two methods (``RefineConfig.method``; chosen by ``bench/strokes/benchmark.py``, see bench/results/strokes/):
 
 - ``threshold``: the stroke moves the decision threshold inside its reach to just past the
   probabilities it was drawn over (a positive stroke lowers it to what it covers, a negative stroke
@@ -36,7 +36,8 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ...errors import RamsegInputError
-from ..config import LabelScheme, RefineConfig
+from ..config import RefineConfig
+from ..labels import LabelScheme
 
 __all__ = ["BACKGROUND_STROKE", "RefineConfig", "at_scale", "check_strokes", "refine_case", "refine_labels",
            "refine_prediction", "working_scale"]

@@ -25,7 +25,7 @@ worse where they did not draw (bench/results/strokes/README.md).
 
 The features come from one place, ``scan_features``: for the Correct dock and ``ramseg refine``
 (``refine.refine_case``, cached on the case's result so each Refine after the first costs no network
-pass) and for ``bench/strokes_cases.py`` alike. A photograph the optic-disc model segmented through its
+pass) and for ``bench/strokes/cases.py`` alike. A photograph the optic-disc model segmented through its
 disc ROI gets the ROI's features, placed where the ROI lies (``ScanFeatures.box``); pixels the
 features do not cover keep their mask.
 """

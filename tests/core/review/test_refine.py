@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from napari_ramseg.core.config import OPTIC_DISC_CUP, VESSELS, LabelScheme, RefineConfig
+from napari_ramseg.core.config import RefineConfig
+from napari_ramseg.core.labels import OPTIC_DISC_CUP, VESSELS, LabelScheme
 from napari_ramseg.core.review.refine import BACKGROUND_STROKE, refine_labels
 from napari_ramseg.errors import RamsegInputError
 

@@ -10,7 +10,8 @@ import pytest
 from scipy import ndimage as ndi
 
 from napari_ramseg.core.review import refine_head
-from napari_ramseg.core.config import OPTIC_DISC_CUP, VESSELS, RefineConfig
+from napari_ramseg.core.config import RefineConfig
+from napari_ramseg.core.labels import OPTIC_DISC_CUP, VESSELS
 from napari_ramseg.core.review.refine import BACKGROUND_STROKE, refine_case, refine_labels, working_scale
 from napari_ramseg.core.review.refine_head import ScanFeatures
 from napari_ramseg.errors import RamsegInputError

@@ -1,4 +1,4 @@
-"""The cases of the strokes benchmark (bench/strokes.py): each leave-one-camera-out direction's model and
+"""The cases of the strokes benchmark (bench/strokes/benchmark.py): each leave-one-camera-out direction's model and
 unseen images, predicted once at the model's working scale and cached under ``bench/work/strokes/cache``.
 
 Everything the simulated clinician does happens at the working scale (the vessels' long side 768 px,
@@ -14,7 +14,7 @@ Drishti-GS (cup and disc rows) and Drishti-GS + REFUGE -> DRIONS-DB (disc only: 
 The disc cases are the target's ground-truth ROIs (the ``_r0`` crops, 256 px), each predicted whole by
 the model as a crop (``Predictor.predict_image``), at its ROI size.
 
-    OMP_NUM_THREADS=1 nice -n 10 python bench/strokes_cases.py --tasks vessels,cup,disc --images 4 \
+    OMP_NUM_THREADS=1 nice -n 10 python -m bench.strokes.cases --tasks vessels,cup,disc --images 4 \
         --disc-images 6 --features
 """
 
@@ -28,8 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
+REPO = Path(__file__).resolve().parents[2]
 DATA = REPO.parent / "shared" / "data"
 WORK = REPO / "bench" / "work"
 CACHE = WORK / "strokes" / "cache"

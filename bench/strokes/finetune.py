@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """What strokes buy fine-tuning (issue 30, item 5): a round from 3 stroke-refined scans against one from
 the same 3 scans fully corrected, on leave-one-camera-out directions: the unseen cup (DRIONS-DB + REFUGE ->
-Drishti-GS) and the vessels (``--directions``: bench/strokes_cases.py's 768 px RAM-DSIR models).
+Drishti-GS) and the vessels (``--directions``: bench/strokes/cases.py's 768 px RAM-DSIR models).
 
 - Base: the direction's model as the strokes bench takes it (the cup: ``bench/work/runs/disc_to_Drishti-GS``,
   6000 iterations; the vessels: ``bench/work/generalization/models``); it never saw the target camera.
@@ -10,7 +10,7 @@ Drishti-GS) and the vessels (``--directions``: bench/strokes_cases.py's 768 px R
   vessels: at most 10 scored photographs, spread evenly, to bound the CPU); the 3 corrected scans are
   drawn at random (``--seeds``) from the rest. No scored image is corrected.
 - *strokes N*: each scan's mask after N strokes (``--strokes``; 0: the model's own mask, uncorrected) of
-  bench/strokes.py's simulated clinician (each on the largest remaining error region of the disc or the
+  bench/strokes/benchmark.py's simulated clinician (each on the largest remaining error region of the disc or the
   cup, or of the vessels; 3 px), refined with the method the strokes bench chose for the row
   (bench/results/strokes/strokes.json, chosen on the task's other rows). *full*: the expert's mask.
   Photographs are corrected at the working scale (768 px long side, what the model sees): image and mask
@@ -23,8 +23,8 @@ Drishti-GS) and the vessels (``--directions``: bench/strokes_cases.py's 768 px R
   photographs at the working scale inside the field of view, as the strokes bench), for the base and
   each round's model. Rounds are kept under ``bench/work/strokes_finetune`` and not run again.
 
-    OMP_NUM_THREADS=1 nice -n 10 python bench/strokes_finetune.py --seeds 0,1,2,3,4 --strokes 0,3,10
-    OMP_NUM_THREADS=1 nice -n 10 python bench/strokes_finetune.py --directions HRF+STARE-CHASE_DB1,\
+    OMP_NUM_THREADS=1 nice -n 10 python -m bench.strokes.finetune --seeds 0,1,2,3,4 --strokes 0,3,10
+    OMP_NUM_THREADS=1 nice -n 10 python -m bench.strokes.finetune --directions HRF+STARE-CHASE_DB1,\
         STARE+CHASE_DB1-HRF --seeds 0,1,2 --strokes 5 --workers 2
 """
 
@@ -43,19 +43,16 @@ from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-import results_io  # noqa: E402
-import strokes  # noqa: E402
-import strokes_cases as cases  # noqa: E402
-
-from napari_ramseg.core.config import LabelScheme, RefineConfig  # noqa: E402
-from napari_ramseg.core.review.refine import BACKGROUND_STROKE, refine_labels  # noqa: E402
+from bench.common import results_io
+from bench.strokes import benchmark as strokes
+from bench.strokes import cases
+from napari_ramseg.core.config import RefineConfig
+from napari_ramseg.core.labels import LabelScheme
+from napari_ramseg.core.review.refine import BACKGROUND_STROKE, refine_labels
 
 CUP = "DRIONS-DB+REFUGE-Drishti-GS"
 WORK = cases.WORK / "strokes_finetune"
-OUT = HERE / "results" / "strokes" / "finetune"
+OUT = cases.REPO / "bench" / "results" / "strokes" / "finetune"
 SCORED_EVERY = 2  # every other remaining image (vessels: patient) is scored; the rest may be corrected
 
 
@@ -108,8 +105,8 @@ def split(setup: Setup, seed: int) -> tuple[list[Path], list[Path]]:
 
 
 def chosen_config(setup: Setup) -> RefineConfig:
-    """The row's refinement as bench/strokes.py chose it on the task's other rows."""
-    data = json.loads((HERE / "results" / "strokes" / "strokes.json").read_text())
+    """The row's refinement as bench/strokes/benchmark.py chose it on the task's other rows."""
+    data = json.loads((cases.REPO / "bench" / "results" / "strokes" / "strokes.json").read_text())
     row = next(r for r in data["rows"] if r["direction"] == setup.name)
     return RefineConfig(**row["settings"])
 
@@ -232,7 +229,7 @@ def run(job: tuple) -> dict:
     began = time.process_time()
     result = finetune_from_files(setup.direction.model, scratch / "models", project=scratch / "corrections",
                                  images=images, masks=masks, replay=setup.replay, seed=seed, device="cpu",
-                                 command="bench/strokes_finetune.py")
+                                 command="bench/strokes/finetune.py")
     seconds = time.process_time() - began
     if result.model_dir is None:
         raise RuntimeError("the fine-tune stopped")
@@ -271,7 +268,7 @@ def _prepare(job: tuple) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import machine
+    from bench.common import machine
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--directions", default="cup",
@@ -297,10 +294,12 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({**record, "direction": chosen[job[0]].name, "base": bases[job[:2]]})
             print(json.dumps(rows[-1]), flush=True)
     info = machine.describe()
-    command = "OMP_NUM_THREADS=1 nice -n 10 python bench/strokes_finetune.py " + " ".join(argv or sys.argv[1:])
-    results_io.write_json(OUT / "strokes_finetune.json", {"rows": rows, "machine": info, "command": command})
+    command = "OMP_NUM_THREADS=1 nice -n 10 python -m bench.strokes.finetune " + " ".join(argv or sys.argv[1:])
+    # the cup and the vessels keep their own records: a run of one never overwrites the other's
+    prefix = "" if list(chosen) == ["cup"] else "vessels_"
+    results_io.write_json(OUT / f"{prefix}strokes_finetune.json", {"rows": rows, "machine": info, "command": command})
     text = report(chosen, rows, command, machine.one_line(info))
-    results_io.write_text(OUT / "results.md", text)
+    results_io.write_text(OUT / f"{prefix}results.md", text)
     print(text)
     print(f"CPU seconds of the main process now: {time.process_time() - began:.0f}; of the rounds (stored): "
           f"{sum(r.get('cpu_seconds', r['finetune_cpu_seconds']) for r in rows):.0f}")
@@ -318,7 +317,7 @@ def report(chosen: dict[str, Setup], rows: list[dict], command: str, machine_lin
         mine = [r for r in rows if r["direction"] == setup.name]
         names = setup.structures
         lines += [f"## {setup.name}", "", f"Refinement of the stroked scans: {describe_config(chosen_config(setup))} "
-                  "(the row's, chosen by bench/strokes.py on the task's other rows). Dice on the scored images "
+                  "(the row's, chosen by bench/strokes/benchmark.py on the task's other rows). Dice on the scored images "
                   f"({mine[0]['scored']} of the target camera, none of them corrected), base model -> after the round.",
                   "", "| seed | arm | corrections' Dice (" + " / ".join(names) + ") | "
                   + " | ".join(names) + " | round CPU s |", "|---" * (4 + len(names)) + "|"]

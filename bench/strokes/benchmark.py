@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """A simulated clinician corrects the model's mask with strokes (issue 30, item 4).
 
-Per leave-one-camera-out direction (bench/strokes_cases.py: the model, the unseen images, predicted once
+Per leave-one-camera-out direction (bench/strokes/cases.py: the model, the unseen images, predicted once
 at the working scale), the clinician starts from the model's mask. Each stroke goes along the skeleton
 of the largest remaining error region (8-connected pixels whose expert class is the same and the mask's
 is wrong), as interactive-segmentation benchmarks place clicks: its pixels get that class (255 for
@@ -15,16 +15,16 @@ baseline of equal effort (the same strokes painted as they are, no refinement); 
 refinement. The method and its settings for a row are chosen on the *other* rows of its task
 (mean Dice after 5 strokes), never on the row's own. Tasks: vessels (three directions), cup (the bundled
 model's two seen REFUGE cameras and the unseen Drishti-GS) and disc (the unseen Drishti-GS and
-DRIONS-DB; bench/strokes_cases.py).
+DRIONS-DB; bench/strokes/cases.py).
 
 Each (case, row, candidate, width) simulation is kept under ``bench/work/strokes/runs`` and not run
 again (the simulation is deterministic); ``--seed-runs`` fills that store from the committed
 strokes.json files of an earlier run, so new candidates and rows cost only themselves.
 
-    OMP_NUM_THREADS=1 nice -n 10 python bench/strokes_cases.py --tasks vessels,cup,disc --images 4 \
+    OMP_NUM_THREADS=1 nice -n 10 python -m bench.strokes.cases --tasks vessels,cup,disc --images 4 \
         --disc-images 6 --features
-    OMP_NUM_THREADS=1 nice -n 10 python bench/strokes.py --workers 2 [--width 1]
-    OMP_NUM_THREADS=1 nice -n 10 python bench/strokes.py --time-512
+    OMP_NUM_THREADS=1 nice -n 10 python -m bench.strokes.benchmark --workers 2 [--width 1]
+    OMP_NUM_THREADS=1 nice -n 10 python -m bench.strokes.benchmark --time-512
 """
 
 from __future__ import annotations
@@ -41,16 +41,14 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+from bench.common import results_io
+from bench.strokes import cases
 
-import results_io  # noqa: E402
-import strokes_cases as cases  # noqa: E402
+from napari_ramseg.core.config import RefineConfig
+from napari_ramseg.core.labels import LabelScheme
+from napari_ramseg.core.review.refine import BACKGROUND_STROKE, refine_labels
 
-from napari_ramseg.core.config import LabelScheme, RefineConfig  # noqa: E402
-from napari_ramseg.core.review.refine import BACKGROUND_STROKE, refine_labels  # noqa: E402
-
-OUT = HERE / "results" / "strokes"
+OUT = cases.REPO / "bench" / "results" / "strokes"
 RUNS = cases.WORK / "strokes" / "runs"
 BUDGET = 10
 REPORTED = (0, 1, 3, 5, 10)
@@ -403,7 +401,7 @@ def time_512(repeats: int = 5) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import machine
+    from bench.common import machine
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2)
@@ -448,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
         per_case = runs[r["direction"]][chosen].values()
         curves[r["direction"]] = (np.mean([c["refined"] for c in per_case], axis=0).tolist(),
                                   np.mean([c["brush"] for c in per_case], axis=0).tolist())
-    command = "OMP_NUM_THREADS=1 nice -n 10 python bench/strokes.py " + " ".join(argv or sys.argv[1:])
+    command = "OMP_NUM_THREADS=1 nice -n 10 python -m bench.strokes.benchmark " + " ".join(argv or sys.argv[1:])
     info = machine.describe()
     out = OUT if args.width == 3 else OUT / f"width{args.width}"
     results_io.write_json(out / "strokes.json", {"rows": rows, "curves": curves, "machine": info,

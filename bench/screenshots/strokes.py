@@ -1,11 +1,11 @@
 """Screenshots of the Correct dock's strokes (issue 30): a vessel photograph before and after 3 strokes, and a cup.
 
-    OMP_NUM_THREADS=1 nice -n 10 xvfb-run -a python bench/strokes_screenshot.py
+    OMP_NUM_THREADS=1 nice -n 10 xvfb-run -a python -m bench.screenshots.strokes
 
-The photograph and the cup are cases of bench/strokes.py (run bench/strokes_cases.py first), from an
+The photograph and the cup are cases of bench/strokes/benchmark.py (run bench/strokes/cases.py first), from an
 unseen camera (vessels: STARE+CHASE_DB1 -> HRF 01_dr; the cup: a REFUGE-val ROI with the bundled
 optic-disc model). The Segment dock segments each, then the strokes the simulated clinician of
-bench/strokes.py would draw (along the largest error region, from the expert's mask) are painted in
+bench/strokes/benchmark.py would draw (along the largest error region, from the expert's mask) are painted in
 the dock's strokes layer with their meaning chosen in the dock, each followed by Refine, as a user's
 would be (the cup's strokes go to the cup's errors). Writes ``strokes_vessels_before.png`` (the model's
 mask under the 3 strokes, zoomed onto the first), ``strokes_vessels_after.png`` (the same view after the
@@ -18,11 +18,8 @@ import argparse
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-import strokes as bench  # noqa: E402
-import strokes_cases as cases  # noqa: E402
+from bench.strokes import benchmark as bench
+from bench.strokes import cases
 
 VESSEL_CASE = ("STARE+CHASE_DB1-HRF", "01_dr")
 CUP_CASE = ("bundled-REFUGE-val", "test_V0002_r0")
@@ -87,12 +84,12 @@ def _look_at(viewer, stroke, margin: int = 30) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", type=Path, default=HERE / "results" / "screenshots")
+    ap.add_argument("--out", type=Path, default=cases.REPO / "bench" / "results" / "screenshots")
     args = ap.parse_args(argv)
     import numpy as np
 
-    from napari_ramseg import layer_meta
-    from napari_ramseg.demo import _screenshot, open_demo_viewer, raise_dock, shrink_png
+    from napari_ramseg.plugin import layer_meta
+    from napari_ramseg.plugin.demo import open_demo_viewer, raise_dock, shrink_png, take_screenshot
 
     viewer, widgets = open_demo_viewer(show=True)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -104,14 +101,14 @@ def main(argv: list[str] | None = None) -> int:
     labels.data = labels.metadata[layer_meta.ORIGINAL]  # before: the model's mask under the same strokes
     _look_at(viewer, drawn[0])  # the first stroke, the largest error region, close enough to judge
     shots = [args.out / "strokes_vessels_before.png", args.out / "strokes_vessels_after.png"]
-    _screenshot(viewer, shots[0], reset=False)
+    take_screenshot(viewer, shots[0], reset=False)
     labels.data = refined
-    _screenshot(viewer, shots[1], reset=False)
+    take_screenshot(viewer, shots[1], reset=False)
     cup_model = cases.REPO / "napari_ramseg" / "bundled_models" / "optic-disc"
     case, labels, correct = _show(viewer, widgets, *CUP_CASE, cup_model)
     _strokes(case, labels, correct, 3, value=2)
     shots.append(args.out / "strokes_cup.png")
-    _screenshot(viewer, shots[-1], 0.95)
+    take_screenshot(viewer, shots[-1], 0.95)
     for path in shots:
         shrink_png(path)
         print(f"wrote {path}", flush=True)

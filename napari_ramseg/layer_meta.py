@@ -1,8 +1,0 @@
-"""Temporary alias of ``napari_ramseg.plugin.layer_meta``, kept only for bench/strokes_screenshot.py, which another
-change is editing; delete this file when that script moves into bench/'s packages (issue 27)."""
-
-import sys
-
-from .plugin import layer_meta
-
-sys.modules[__name__] = layer_meta
