@@ -20,6 +20,23 @@ def test_the_fewest_iterations_within_tolerance_of_the_best_mean_win():
     assert budget.choose(rows, ["A", "B"], 0.0)["iteration"] == 1500
 
 
+def test_a_curve_over_runs_still_training_gives_no_verdict(tmp_path):
+    running, finished = tmp_path / "running", tmp_path / "finished"
+    running.mkdir()
+    finished.mkdir()
+    (running / "resume.json").write_text(json.dumps({"iteration": 1688, "config": {"iterations": 6000}}))
+    (finished / "model.json").write_text("{}")
+    assert budget.progress(running) == {"iteration": 1688, "planned": 6000}
+    assert budget.progress(finished) is None
+    record = {"command": "c", "machine": {}, "targets": ["A"], "tolerance": 0.01, "rows": [],
+              "choice": {"iteration": 500, "mean": 0.6, "best_mean": 0.6},
+              "unfinished": {"A": budget.progress(running)}}
+    text = budget.render(record)
+    assert "no verdict yet" in text and "1688 of 6000" in text and "Where it flattens" not in text
+    record["unfinished"] = {"A": None}
+    assert "Where it flattens: 500 iterations" in budget.render(record)
+
+
 def test_every_snapshot_is_scored_on_the_held_out_domain_once(tmp_path, monkeypatch):
     domains = ["siteA", "siteB", "siteC"]
     root = make_synthetic_domains(tmp_path / "data", domains=domains, cases=3, size=48)

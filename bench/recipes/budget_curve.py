@@ -77,6 +77,21 @@ def score_snapshot(snapshot: Path, data: Path, target: str, record: Path) -> dic
     return scores
 
 
+def progress(run: Path) -> dict | None:
+    """Where an unfinished run stands (its resume state's iteration of its planned iterations), else None:
+    a curve over unfinished runs says where it flattens so far, not where it flattens."""
+    state = run / "resume.json"
+    if (run / "model.json").is_file() and not state.is_file():
+        return None
+    if not state.is_file():
+        return {"iteration": 0, "planned": None}
+    record = json.loads(state.read_text())
+    planned = (record.get("config") or {}).get("iterations")
+    if planned is not None and record.get("iteration", 0) >= planned:
+        return None
+    return {"iteration": record.get("iteration", 0), "planned": planned}
+
+
 def curve(runs: list[tuple[str, Path]], data: Path, jobs: Path, step: int) -> list[dict]:
     from napari_ramseg.core.models.run_folder import RunFolder
 
@@ -126,7 +141,12 @@ def render(record: dict) -> str:
     choice = record["choice"]
     lines += ["", f"Rule: the fewest iterations whose mean unseen Dice over {', '.join(targets)} is within "
               f"{record['tolerance']} of the best mean."]
-    if choice:
+    unfinished = {t: p for t, p in record.get("unfinished", {}).items() if p is not None}
+    if unfinished:
+        lines.append("**Runs still training, so no verdict yet**: " + "; ".join(
+            f"held-out {t} at iteration {p['iteration']} of {p['planned']}" for t, p in unfinished.items())
+            + (f". Best so far: {choice['iteration']} iterations (mean {choice['mean']:.4f})." if choice else "."))
+    elif choice:
         lines.append(f"**Where it flattens: {choice['iteration']} iterations** (mean {choice['mean']:.4f}; "
                      f"best {choice['best_mean']:.4f}).")
     return "\n".join(lines) + "\n"
@@ -170,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     targets = [t for t, _ in args.run]
     record = {"command": "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])]),
               "machine": bench_machine.describe(), "targets": targets, "tolerance": args.tolerance,
-              "rows": rows, "choice": choose(rows, targets, args.tolerance)}
+              "rows": rows, "choice": choose(rows, targets, args.tolerance),
+              "unfinished": {target: progress(run) for target, run in args.run}}
     results_io.write_json(args.out / "curve.json", record)
     results_io.write_text(args.out / "README.md", render(record))
     if rows:
