@@ -102,6 +102,15 @@ def create_app(settings: ServerSettings) -> Any:
                   openapi_url=None, lifespan=lifespan)
     api.state.catalog, api.state.jobs = catalog, jobs  # for the tests and the load benchmark to look at
 
+    _add_info_routes(api, settings, catalog)
+    _add_segment_route(api, catalog, gate)
+    _add_job_routes(api, settings, catalog, jobs)
+    max_body = MAX_IMAGE_BYTES if settings.max_upload_bytes is None else settings.max_upload_bytes
+    return Guard(api, settings.token, max_body, ROUTES)
+
+
+def _add_info_routes(api: FastAPI, settings: ServerSettings, catalog: Catalog) -> None:
+    """``GET /health`` and ``GET /models``."""
     @api.get("/health")
     def health() -> dict:
         from ..core.device import resolve_device
@@ -112,6 +121,9 @@ def create_app(settings: ServerSettings) -> Any:
     def models() -> dict:
         return {"models": [catalog.describe(entry) for entry in catalog.entries().values()]}
 
+
+def _add_segment_route(api: FastAPI, catalog: Catalog, gate: DeviceGate) -> None:
+    """``POST /segment``: one uploaded image, segmented on a pool thread."""
     @api.post("/segment")
     async def segment(request: Request, model: str = "default", format: str = "png", adapt: str | None = None,
                       review: str | None = None, postprocess: bool = False, precision: str = "auto",
@@ -133,6 +145,9 @@ def create_app(settings: ServerSettings) -> Any:
                 return _problem(400, "the request has no image: send the image file's bytes as the body")
             return await run_in_threadpool(_segment, catalog, gate, body, options)
 
+
+def _add_job_routes(api: FastAPI, settings: ServerSettings, catalog: Catalog, jobs: JobQueue) -> None:
+    """``POST /jobs/finetune``, ``POST /jobs/train``, ``GET /jobs/{id}`` and ``POST /jobs/{id}/cancel``."""
     @api.post("/jobs/finetune")
     async def start_finetune(request: Request):
         body = await _json_body(request, "{\"model\", \"cases\": [...], \"iterations\", \"precision\"}")
@@ -171,9 +186,6 @@ def create_app(settings: ServerSettings) -> Any:
             return jobs.cancel(job_id).to_dict()
         except LookupError as exc:
             return _problem(404, exc.args[0])
-
-    max_body = MAX_IMAGE_BYTES if settings.max_upload_bytes is None else settings.max_upload_bytes
-    return Guard(api, settings.token, max_body, ROUTES)
 
 
 async def _receive(request: Request, target: Path) -> int:
