@@ -32,6 +32,7 @@ import string
 import tempfile
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import tifffile
@@ -204,7 +205,6 @@ def export_bioimageio(model_path: str | Path, out: str | Path, sample: np.ndarra
     as its two stages cut it); ``card`` the model card (Markdown) to ship as its documentation;
     ``authors`` who made the model (required: a package names its authors)."""
     from bioimageio.spec import save_bioimageio_package
-    from bioimageio.spec.model import v0_5 as spec
 
     model_path, out = Path(model_path), Path(out)
     if out.suffix.lower() != ".zip":
@@ -219,82 +219,97 @@ def export_bioimageio(model_path: str | Path, out: str | Path, sample: np.ndarra
     stride = model.stride
     x = sample_tensor(region, is_volume, metadata, stride)
     y = expected_output(net, metadata, x)
-    in_names, out_names = channel_names(metadata)
     with tempfile.TemporaryDirectory(prefix="ramseg-bioimageio-") as tmp:
         stage = Path(tmp)
-        export_onnx(model, metadata, stage / WEIGHTS_ONNX)
-        _export_torchscript(net, x, stage / WEIGHTS_TORCHSCRIPT)
-        for name_, array in (("test_input.npy", x), ("test_output.npy", y)):
-            atomic_write(stage / name_, lambda t, a=array: np.save(t, a), suffix=".npy")
-        for name_, array in ((SAMPLE_INPUT, x[0]), (SAMPLE_OUTPUT, y[0])):  # (channel, y, x), for people and viewers
-            atomic_write(stage / name_, lambda t, a=array: tifffile.imwrite(t, a, photometric="minisblack"),
-                         suffix=".tif")
-        cover_image(x, y, stage / "cover.png")
-        atomic_write(stage / "README.md", lambda t: t.write_text(card_text(model_path, metadata, card, stride),
-                                                                 encoding="utf-8"), suffix=".md")
+        _write_files(stage, model, net, metadata, x, y, model_path, card)
         shutil.copyfile(weights_file, stage / MODEL_WEIGHTS)
         shutil.copyfile(json_file, stage / MODEL_JSON)
-
-        space = [spec.SpaceInputAxis(id=spec.AxisId(a), size=spec.ParameterizedSize(min=stride, step=stride))
-                 for a in ("y", "x")]
-        out_space = [spec.SpaceOutputAxis(id=spec.AxisId(a), size=spec.SizeReference(
-            tensor_id=spec.TensorId(INPUT_ID), axis_id=spec.AxisId(a))) for a in ("y", "x")]
-        labels = metadata.config.labels
-        post = ([spec.SigmoidDescr()] if labels.kind == "nested"
-                else [spec.SoftmaxDescr(kwargs=spec.SoftmaxKwargs(axis=spec.AxisId("channel")))])
-        known, _ = training_data(metadata.domains)
-        descr = spec.ModelDescr(
-            name=name or model_name(model_path, metadata),
-            description=(f"RAM-DSIR segmentation of {', '.join(labels.names)}, trained on the source domains "
-                         f"{', '.join(metadata.domains)} (napari-ramseg)")[:1024],
-            authors=[spec.Author(name=a) for a in authors],
-            cite=[spec.CiteEntry(text=METHOD.text, doi=spec.Doi(METHOD.doi))]
-            + [spec.CiteEntry(text=f"{c.text}; training data ({names}), terms: {c.licence}", doi=spec.Doi(c.doi))
-               for names, c in known],
-            license=spec.LicenseId(license),
-            tags=["segmentation", "domain-generalization", "ram-dsir", "napari-ramseg", *labels.names],
-            documentation=spec.FileDescr(source=stage / "README.md"),
-            covers=[spec.FileDescr(source=stage / "cover.png")],
-            attachments=[spec.FileDescr(source=stage / MODEL_JSON), spec.FileDescr(source=stage / MODEL_WEIGHTS)],
-            inputs=[spec.InputTensorDescr(
-                id=spec.TensorId(INPUT_ID),
-                description="RGB photograph, or three neighbouring slices, at the working scale",
-                axes=[spec.BatchAxis(), spec.ChannelAxis(channel_names=in_names), *space],
-                test_tensor=spec.FileDescr(source=stage / "test_input.npy"),
-                sample_tensor=spec.FileDescr(source=stage / SAMPLE_INPUT),
-                data=spec.IntervalOrRatioDataDescr(type="float32"),
-                preprocessing=[
-                    spec.ScaleRangeDescr(kwargs=spec.ScaleRangeKwargs(
-                        axes=[spec.AxisId("channel"), spec.AxisId("y"), spec.AxisId("x")],
-                        min_percentile=NORMALIZATION["low_percentile"],
-                        max_percentile=NORMALIZATION["high_percentile"])),
-                    spec.ScaleLinearDescr(kwargs=spec.ScaleLinearKwargs(gain=2.0, offset=-1.0)),
-                    spec.ClipDescr(kwargs=spec.ClipKwargs(min=-1.0, max=1.0)),
-                ])],
-            outputs=[spec.OutputTensorDescr(
-                id=spec.TensorId(OUTPUT_ID),
-                description=f"per-channel probabilities; labels by threshold {metadata.config.threshold}",
-                axes=[spec.BatchAxis(), spec.ChannelAxis(channel_names=out_names), *out_space],
-                test_tensor=spec.FileDescr(source=stage / "test_output.npy"),
-                sample_tensor=spec.FileDescr(source=stage / SAMPLE_OUTPUT),
-                data=spec.IntervalOrRatioDataDescr(type="float32", range=(0.0, 1.0)),
-                postprocessing=post)],
-            weights=spec.WeightsDescr(
-                # both come from napari-ramseg's network (model.safetensors): TorchScript traced from it, the
-                # original here; ONNX exported from the same network, so it names TorchScript its parent
-                onnx=spec.OnnxWeightsDescr(source=stage / WEIGHTS_ONNX, opset_version=OPSET, parent="torchscript",
-                                           comment=f"exported by napari-ramseg {__version__} from the network "
-                                                   f"in {MODEL_WEIGHTS}, as the TorchScript weights were traced"),
-                torchscript=spec.TorchscriptWeightsDescr(
-                    source=stage / WEIGHTS_TORCHSCRIPT, pytorch_version=spec.Version(torch.__version__.split("+")[0]),
-                    comment=f"traced by napari-ramseg {__version__} from the network in {MODEL_WEIGHTS}"),
-            ),
-            config={CONFIG_KEY: {"package_format": PACKAGE_FORMAT, "package_version": __version__,
-                                 "model_json": MODEL_JSON, "weights": MODEL_WEIGHTS,
-                                 "threshold": metadata.config.threshold}},
-        )
+        descr = _model_descr(stage, metadata, stride, name or model_name(model_path, metadata), authors, license)
         atomic_write(out, lambda t: save_bioimageio_package(descr, output_path=t), suffix=".zip")
     return out
+
+
+def _write_files(stage: Path, model: Any, net: torch.nn.Module, metadata: ModelMetadata, x: np.ndarray,
+                 y: np.ndarray, model_path: Path, card: Path | None) -> None:
+    """The package's generated files in ``stage``: both weights formats, the test and sample tensors, the
+    cover and the documentation."""
+    stride = model.stride
+    export_onnx(model, metadata, stage / WEIGHTS_ONNX)
+    _export_torchscript(net, x, stage / WEIGHTS_TORCHSCRIPT)
+    for name_, array in (("test_input.npy", x), ("test_output.npy", y)):
+        atomic_write(stage / name_, lambda t, a=array: np.save(t, a), suffix=".npy")
+    for name_, array in ((SAMPLE_INPUT, x[0]), (SAMPLE_OUTPUT, y[0])):  # (channel, y, x), for people and viewers
+        atomic_write(stage / name_, lambda t, a=array: tifffile.imwrite(t, a, photometric="minisblack"),
+                     suffix=".tif")
+    cover_image(x, y, stage / "cover.png")
+    atomic_write(stage / "README.md", lambda t: t.write_text(card_text(model_path, metadata, card, stride),
+                                                             encoding="utf-8"), suffix=".md")
+
+
+def _model_descr(stage: Path, metadata: ModelMetadata, stride: int, name: str, authors: list[str],
+                 license: str) -> Any:
+    """The package's description (its rdf.yaml), naming the files ``_write_files`` put in ``stage``."""
+    from bioimageio.spec.model import v0_5 as spec
+
+    in_names, out_names = channel_names(metadata)
+    space = [spec.SpaceInputAxis(id=spec.AxisId(a), size=spec.ParameterizedSize(min=stride, step=stride))
+             for a in ("y", "x")]
+    out_space = [spec.SpaceOutputAxis(id=spec.AxisId(a), size=spec.SizeReference(
+        tensor_id=spec.TensorId(INPUT_ID), axis_id=spec.AxisId(a))) for a in ("y", "x")]
+    labels = metadata.config.labels
+    post = ([spec.SigmoidDescr()] if labels.kind == "nested"
+            else [spec.SoftmaxDescr(kwargs=spec.SoftmaxKwargs(axis=spec.AxisId("channel")))])
+    known, _ = training_data(metadata.domains)
+    return spec.ModelDescr(
+        name=name,
+        description=(f"RAM-DSIR segmentation of {', '.join(labels.names)}, trained on the source domains "
+                     f"{', '.join(metadata.domains)} (napari-ramseg)")[:1024],
+        authors=[spec.Author(name=a) for a in authors],
+        cite=[spec.CiteEntry(text=METHOD.text, doi=spec.Doi(METHOD.doi))]
+        + [spec.CiteEntry(text=f"{c.text}; training data ({names}), terms: {c.licence}", doi=spec.Doi(c.doi))
+           for names, c in known],
+        license=spec.LicenseId(license),
+        tags=["segmentation", "domain-generalization", "ram-dsir", "napari-ramseg", *labels.names],
+        documentation=spec.FileDescr(source=stage / "README.md"),
+        covers=[spec.FileDescr(source=stage / "cover.png")],
+        attachments=[spec.FileDescr(source=stage / MODEL_JSON), spec.FileDescr(source=stage / MODEL_WEIGHTS)],
+        inputs=[spec.InputTensorDescr(
+            id=spec.TensorId(INPUT_ID),
+            description="RGB photograph, or three neighbouring slices, at the working scale",
+            axes=[spec.BatchAxis(), spec.ChannelAxis(channel_names=in_names), *space],
+            test_tensor=spec.FileDescr(source=stage / "test_input.npy"),
+            sample_tensor=spec.FileDescr(source=stage / SAMPLE_INPUT),
+            data=spec.IntervalOrRatioDataDescr(type="float32"),
+            preprocessing=[
+                spec.ScaleRangeDescr(kwargs=spec.ScaleRangeKwargs(
+                    axes=[spec.AxisId("channel"), spec.AxisId("y"), spec.AxisId("x")],
+                    min_percentile=NORMALIZATION["low_percentile"],
+                    max_percentile=NORMALIZATION["high_percentile"])),
+                spec.ScaleLinearDescr(kwargs=spec.ScaleLinearKwargs(gain=2.0, offset=-1.0)),
+                spec.ClipDescr(kwargs=spec.ClipKwargs(min=-1.0, max=1.0)),
+            ])],
+        outputs=[spec.OutputTensorDescr(
+            id=spec.TensorId(OUTPUT_ID),
+            description=f"per-channel probabilities; labels by threshold {metadata.config.threshold}",
+            axes=[spec.BatchAxis(), spec.ChannelAxis(channel_names=out_names), *out_space],
+            test_tensor=spec.FileDescr(source=stage / "test_output.npy"),
+            sample_tensor=spec.FileDescr(source=stage / SAMPLE_OUTPUT),
+            data=spec.IntervalOrRatioDataDescr(type="float32", range=(0.0, 1.0)),
+            postprocessing=post)],
+        weights=spec.WeightsDescr(
+            # both come from napari-ramseg's network (model.safetensors): TorchScript traced from it, the
+            # original here; ONNX exported from the same network, so it names TorchScript its parent
+            onnx=spec.OnnxWeightsDescr(source=stage / WEIGHTS_ONNX, opset_version=OPSET, parent="torchscript",
+                                       comment=f"exported by napari-ramseg {__version__} from the network "
+                                               f"in {MODEL_WEIGHTS}, as the TorchScript weights were traced"),
+            torchscript=spec.TorchscriptWeightsDescr(
+                source=stage / WEIGHTS_TORCHSCRIPT, pytorch_version=spec.Version(torch.__version__.split("+")[0]),
+                comment=f"traced by napari-ramseg {__version__} from the network in {MODEL_WEIGHTS}"),
+        ),
+        config={CONFIG_KEY: {"package_format": PACKAGE_FORMAT, "package_version": __version__,
+                             "model_json": MODEL_JSON, "weights": MODEL_WEIGHTS,
+                             "threshold": metadata.config.threshold}},
+    )
 
 
 def _export_torchscript(net: torch.nn.Module, x: np.ndarray, path: Path) -> None:
