@@ -174,7 +174,7 @@ def test_tiny_end_to_end_writes_agreed_json(bench, tmp_path):
 
 def test_style_swap_takes_the_partners_low_frequency_amplitude(bench):
     """The diagnostic's transform: RAM with lambda = 0, partner resized to the image's shape."""
-    style = import_bench("generalization.diagnose_style_gap")
+    style = import_bench("archive.diagnose_style_gap")
     from napari_ramseg.core.method.ram import window_bounds
 
     rng = np.random.default_rng(0)

@@ -1,2 +1,3 @@
 """Test-time adaptation on the unseen domain of every leave-one-domain-out model (``python -m
-bench.adaptation.benchmark``), its report and the recovery of older records."""
+bench.adaptation.benchmark``) and its report (the one-off recovery of older records is in
+``bench/archive/``)."""

@@ -5,7 +5,7 @@ Every scored model leaves one small record, ``bench/results/adaptation_runs/<mod
 ``.png``) is always rebuilt from every record there, so a result stays in the tables after its
 model (a file under the git-ignored ``bench/work/``) is gone. A record says where it came from:
 ``"measured"`` by ``bench/adaptation/benchmark.py`` (command, machine, time per method), or ``"recovered"``
-from an earlier committed report (``bench/adaptation/recover.py``).
+from an earlier committed report (``bench/archive/recover.py``).
 
 Record::
 

@@ -18,7 +18,7 @@ Every job trains on the source only, with the quick budget and source-only selec
 ``bench/generalization/benchmark.py``. The target's masks are used for scoring alone, and nothing is chosen
 on them. It does not measure the method.
 
-    python -m bench.generalization.diagnose_style_gap --out bench/results/diagnostics/style_gap   # ~15 min, 2 cores
+    python -m bench.archive.diagnose_style_gap --out bench/results/diagnostics/style_gap   # ~15 min, 2 cores
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             for direction, cell in dirs.items():
                 if cell.get("ceiling"):
                     ceilings[direction] = round(float(np.mean(cell["ceiling"])), 4)
-    command = "python -m bench.generalization.diagnose_style_gap " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m bench.archive.diagnose_style_gap " + " ".join(argv if argv is not None else sys.argv[1:])
     results_io.write_json(args.out / "style_gap.json", {"command": command, "minutes": round((time.time() - t0) / 60, 1),
                                                    "ceilings_quick_table": ceilings, "rows": rows})
     lines = ["# How much of the gap is low-frequency style?", "", f"Command: `{command}` "

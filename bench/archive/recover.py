@@ -10,7 +10,7 @@ record's provenance. Not kept by the committed files, so absent here: the source
 names and the job come from the generalization run's own job record when it is still there
 (``bench/work/generalization/reference/jobs/``); the per-case Dice is checked against it.
 
-    python -m bench.adaptation.recover            # writes only records that do not exist yet
+    python -m bench.archive.recover            # writes only records that do not exist yet
 """
 
 from __future__ import annotations
