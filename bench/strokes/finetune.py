@@ -46,6 +46,7 @@ import numpy as np
 from bench.common import results_io
 from bench.strokes import benchmark as strokes
 from bench.strokes import cases
+from bench.strokes.report import describe
 from napari_ramseg.core.config import RefineConfig
 from napari_ramseg.core.labels import LabelScheme
 from napari_ramseg.core.review.refine import BACKGROUND_STROKE, refine_labels
@@ -239,7 +240,7 @@ def run(job: tuple) -> dict:
               "held_out": len(result.val_cases), "correction_dice": annotation, "scored": len(scored),
               **{s: float(np.mean(v)) for s, v in after.items()},
               "finetune_cpu_seconds": round(seconds, 1), "cpu_seconds": round(time.process_time() - began_all, 1),
-              "refine": None if arm == "full" or count == 0 else strokes.describe(config)}
+              "refine": None if arm == "full" or count == 0 else describe(config)}
     results_io.write_json(path, record)
     shutil.rmtree(scratch, ignore_errors=True)
     return record
@@ -345,7 +346,7 @@ def _arm(r: dict) -> str:
 
 
 def describe_config(config: RefineConfig) -> str:
-    return strokes.describe(config)
+    return describe(config)
 
 
 if __name__ == "__main__":
