@@ -119,6 +119,6 @@ def test_the_bench_training_folders_are_cut_by_the_same_code():
     """bench/recipes/optic_disc_data.py (the shipped models' ROIs) and the fine-tune share one owner."""
     from pathlib import Path
 
-    source = (Path(__file__).resolve().parents[3] / "bench" / "optic_disc_data.py").read_text()
+    source = (Path(__file__).resolve().parents[3] / "bench" / "recipes" / "optic_disc_data.py").read_text()
     assert "training_rois(" in source and "negative_rois(" in source and "def rois(" not in source
     assert DiscConfig().roi_ratio > 1
