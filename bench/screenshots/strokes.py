@@ -6,10 +6,11 @@ The photograph and the cup are cases of bench/strokes/benchmark.py (run bench/st
 unseen camera (vessels: STARE+CHASE_DB1 -> HRF 01_dr; the cup: a REFUGE-val ROI with the bundled
 optic-disc model). The Segment dock segments each, then the strokes the simulated clinician of
 bench/strokes/benchmark.py would draw (along the largest error region, from the expert's mask) are painted in
-the dock's strokes layer with their meaning chosen in the dock, each followed by Refine, as a user's
-would be (the cup's strokes go to the cup's errors). Writes ``strokes_vessels_before.png`` (the model's
-mask under the 3 strokes, zoomed onto the first), ``strokes_vessels_after.png`` (the same view after the
-refinements) and ``strokes_cup.png``.
+the dock's strokes layer with their meaning chosen in the dock (the cup's strokes go to the cup's errors).
+The vessel strokes are found one Refine after another, as the bench does; then the dock is undone to the
+model's mask and the 3 strokes are drawn again and refined once, as a user would. Writes
+``strokes_vessels_before.png`` (the model's mask with the 3 strokes drawn, before Refine, zoomed onto the
+first), ``strokes_vessels_after.png`` (the same view after Refine) and ``strokes_cup.png``.
 """
 
 from __future__ import annotations
@@ -88,7 +89,6 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     import numpy as np
 
-    from napari_ramseg.plugin import layer_meta
     from napari_ramseg.plugin.demo import open_demo_viewer, raise_dock, shrink_png, take_screenshot
 
     viewer, widgets = open_demo_viewer(show=True)
@@ -96,13 +96,18 @@ def main(argv: list[str] | None = None) -> int:
     vessel_model = next(d.model for d in cases.directions(("vessels",)) if d.name == VESSEL_CASE[0])
     case, labels, correct = _show(viewer, widgets, *VESSEL_CASE, vessel_model)
     raise_dock(correct)
-    drawn = _strokes(case, labels, correct, 3)
-    refined = np.array(labels.data)
-    labels.data = labels.metadata[layer_meta.ORIGINAL]  # before: the model's mask under the same strokes
+    drawn = _strokes(case, labels, correct, 3)  # where the simulated clinician puts its 3 strokes
+    strokes = np.array(correct.strokes.strokes_layer(labels).data)
+    while correct.strokes.undo():  # back to the model's mask, no strokes
+        pass
+    # as a user would: the 3 strokes drawn, then one Refine; each picture shows the dock as it is then
+    layer = correct.strokes.draw()
+    layer.data = strokes
     _look_at(viewer, drawn[0])  # the first stroke, the largest error region, close enough to judge
     shots = [args.out / "strokes_vessels_before.png", args.out / "strokes_vessels_after.png"]
     take_screenshot(viewer, shots[0], reset=False)
-    labels.data = refined
+    correct.strokes.refine(run_sync=True)
+    print(correct.status.text(), flush=True)
     take_screenshot(viewer, shots[1], reset=False)
     cup_model = cases.REPO / "napari_ramseg" / "bundled_models" / "optic-disc"
     case, labels, correct = _show(viewer, widgets, *CUP_CASE, cup_model)
