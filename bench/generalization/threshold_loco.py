@@ -12,11 +12,12 @@ transfers to a camera nobody chose on:
 - ``other directions``: the threshold with the best mean held-out Dice over the *other* directions, so a
   row never sees its own camera.
 
-The threshold for a shipped model is then the best mean over all directions (every one a source camera,
-never a camera the product is measured on), written into the model's ``model.json`` with ``--write``.
+The best mean over all directions is reported too. It is not written into any model: the study found
+the leave-one-out rule worse than each model's own source-validation choice
+(bench/results/threshold_loco_reference768/README.md), so threshold_choice stays the rule.
 
     python -m bench.generalization.threshold_loco --run CHASE_DB1=MODEL_A --run STARE=MODEL_B --run HRF=MODEL_C \\
-        --out bench/results/threshold_loco [--write RUN]
+        --out bench/results/threshold_loco
 """
 
 from __future__ import annotations
@@ -112,24 +113,9 @@ def render(record: dict) -> str:
         cells = [f"{d['held_out'][f'{t:g}']['dice']:.3f} ({d['held_out'][f'{t:g}']['precision']:.2f}/"
                  f"{d['held_out'][f'{t:g}']['recall']:.2f})" for t in GRID]
         lines.append(f"| {d['target']} | " + " | ".join(cells) + " |")
-    lines += ["", f"**Threshold for a model of this recipe: {record['threshold']:g}** (best mean over every "
-              "direction; each held-out camera is a source camera, never one the product is measured on)."]
+    lines += ["", f"Best mean over every direction: {record['threshold']:g} (reported only: a threshold learnt "
+              "on other cameras is compared above with each model's own choice, and no model takes it)."]
     return "\n".join(lines) + "\n"
-
-
-def write_into(run: Path, threshold: float, record: dict) -> None:
-    """Store the threshold in a model's model.json (as threshold_choice.py --write does), with its record."""
-    from napari_ramseg.core.models.checkpoint import load_metadata, resolve_model_path
-    from napari_ramseg.files import atomic_write_json
-
-    _, meta_path = resolve_model_path(run)
-    raw = json.loads(meta_path.read_text(encoding="utf-8"))
-    raw["config"]["threshold"] = threshold
-    raw.setdefault("metrics", {})["threshold_choice"] = {
-        "threshold": threshold, "chosen_on": "leave-one-camera-out checks of the recipe: mean held-out Dice",
-        "command": record["command"], "directions": [r["target"] for r in record["rows"]]}
-    atomic_write_json(meta_path, raw)
-    load_metadata(run)  # what was written must load
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,7 +124,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=BENCH.parent.parent / "shared" / "data" / "vessels")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--write", type=Path, help="store the chosen threshold in this model's model.json")
     args = ap.parse_args(argv)
     if not args.data.is_dir():
         print(f"skipped: {args.data} is not there")
@@ -153,8 +138,6 @@ def main(argv: list[str] | None = None) -> int:
     results_io.write_json(args.out / "threshold_loco.json", record)
     results_io.write_text(args.out / "threshold_loco.md", render(record))
     print(render(record))
-    if args.write is not None:
-        write_into(args.write, record["threshold"], record)
     return 0
 
 
