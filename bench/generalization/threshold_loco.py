@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     directions = [score_direction(t, m, args.data, args.out / "jobs" / f"{t}__{m.name}.json") for t, m in args.run]
-    record = {"command": "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])]),
+    record = {"command": f"python -m {__spec__.name} " + shlex.join(argv or sys.argv[1:]),
               "machine": bench_machine.describe(), "directions": directions, "rows": rows_of(directions),
               "threshold": best_threshold(directions)}
     results_io.write_json(args.out / "threshold_loco.json", record)

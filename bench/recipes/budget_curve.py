@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     rows = curve(args.run, args.data, args.out / "jobs", args.step)
     targets = [t for t, _ in args.run]
-    record = {"command": "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])]),
+    record = {"command": f"python -m {__spec__.name} " + shlex.join(argv or sys.argv[1:]),
               "machine": bench_machine.describe(), "targets": targets, "tolerance": args.tolerance,
               "rows": rows, "choice": choose(rows, targets, args.tolerance),
               "unfinished": {target: progress(run) for target, run in args.run}}
