@@ -8,6 +8,7 @@ shipped recipe itself, not a stand-in at a smaller budget (issue 28).
     python -m bench.recipes.shipped train vessels --out bench/work/runs/vessels        # the bundled model
     python -m bench.recipes.shipped train vessels --target STARE --out RUN             # one check
     python -m bench.recipes.shipped carry --out .gpucarry                              # data for a GPU machine
+    python -m bench.recipes.shipped ship vessels --run bench/work/runs/vessels         # a finished run, bundled
     python -m bench.recipes.shipped side-by-side --data .gpucarry --out OUT --device cuda --deadline-s 560
 
 ``side-by-side`` starts every job at once (the bundled models and their checks), stops them cleanly
@@ -193,6 +194,47 @@ def carry(args: argparse.Namespace) -> int:
     return 0
 
 
+# What turns a finished run into the bundled model, in order, each choosing on the model's own sources and
+# writing into the bundled copy's model.json ({bundled}: that folder, {data}: the recipe's data).
+SHIP_STEPS: dict[str, list[list[str]]] = {
+    "vessels": [
+        ["bench.recipes.threshold_choice", "--model", "{bundled}", "--data", "{data}", "--write",
+         "--out", "bench/results/threshold/bundled_3domain.md"],
+        ["bench.recipes.adaptation_settings", "--model", "{bundled}", "--data", "{data}", "--write"],
+        ["bench.recipes.backfill_profile", "--model", "{bundled}", "--data", "{data}",
+         "--description", "colour fundus photographs"],
+    ],
+    "optic-disc": [
+        ["bench.recipes.optic_disc_settings", "--model", "bundled={bundled}", "--write-into", "bundled={bundled}"],
+        ["bench.recipes.adaptation_settings", "--model", "{bundled}", "--data", "bench/work/optic_disc/bundled",
+         "--write"],
+    ],
+}
+
+
+def ship(args: argparse.Namespace) -> int:
+    """Copy a finished run's model into the package (each file replaced whole), then run SHIP_STEPS."""
+    summary = _run_summary(args.run)
+    done, planned = summary.get("iterations_done"), summary.get("iterations_planned")
+    if not summary["model"] or done is None or done != planned:
+        print(f"{args.run}: not a finished run ({done} of {planned} iterations); nothing shipped", file=sys.stderr)
+        return 2
+    bundled = REPO / "napari_ramseg" / "bundled_models" / args.recipe
+    for name in ("model.safetensors", "model.json"):  # the weights first: a model.json never names missing ones
+        partial = bundled / f".{name}.partial"
+        shutil.copy2(args.run / name, partial)
+        os.replace(partial, bundled / name)
+    fill = {"bundled": str(bundled.relative_to(REPO)), "data": str(data_root(args.recipe, args.data))}
+    for step in SHIP_STEPS[args.recipe]:
+        cmd = [sys.executable, "-m", *(part.format(**fill) for part in step)]
+        print(" ".join(cmd[1:]), flush=True)
+        if subprocess.run(cmd, cwd=REPO).returncode != 0:
+            print(f"{step[0]} failed; {bundled} holds the new weights without its choices", file=sys.stderr)
+            return 1
+    print(f"shipped {args.run} as {bundled.relative_to(REPO)}; now its card (MODEL.md) and the README's tables")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
@@ -215,6 +257,10 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--data", type=Path, default=DATA)
     c.add_argument("--out", type=Path, required=True)
     c.add_argument("--long-side", type=int, default=1024)
+    p = sub.add_parser("ship", help="a finished run as the bundled model, with its source-chosen settings")
+    p.add_argument("recipe", choices=sorted(RECIPES))
+    p.add_argument("--run", type=Path, required=True)
+    p.add_argument("--data", type=Path, default=DATA)
     args, rest = ap.parse_known_args(argv)
     if args.command == "train":
         cmd = train_command(args.recipe, args.out, args.data, args.target, args.iterations, rest)
@@ -223,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "side-by-side":
         args.train_args = rest
         return side_by_side(args)
+    if args.command == "ship":
+        return ship(args)
     return carry(args)
 
 

@@ -80,7 +80,11 @@ CANDIDATES = ([RefineConfig(method="threshold", reach=r, floor=f, ceiling=1 - f,
               # round 4: the same with its correction smoothed (Gaussian 2 px) before the cut, against the ragged
               # rim it left along a stroked vessel (chosen on the development photograph: 1 and 2 px tried)
               + [RefineConfig(method="head", reach=200, head_hidden=32, head_consistency=0.1, head_near=10,
-                              head_margin=1.0, head_min_size=30, head_smooth=2.0)])
+                              head_margin=1.0, head_min_size=30, head_smooth=2.0)]
+              # round 5: the chosen head with a "not" stroke's band (refine._clear_band), against the rim a stroke
+              # narrower than a false branch leaves along its edges (seen on the dock's screenshot)
+              + [RefineConfig(method="head", reach=200, head_hidden=32, head_consistency=0.1, head_near=10,
+                              head_margin=1.0, head_min_size=30, negative_band=b) for b in (2, 3)])
 # "Nothing far from a stroke" (issue 30): every change within FAR px (working scale) of a stroke, connected to
 # one, or (head_near >= 0) a whole confidently flipped structure. Only such candidates are chosen; the first
 # round's heads at reach 40 and more changed pixels anywhere within their reach (bench/results/strokes/README.md).
@@ -119,8 +123,9 @@ def run_key(config: RefineConfig) -> str:
     if key["head_near"] == -1:  # the first rounds' runs were stored before the follow-the-strokes fields
         for name in ("head_near", "head_margin", "head_min_size"):
             key.pop(name)
-    if not key["head_smooth"]:  # nor the smoothing's (round 4)
-        key.pop("head_smooth")
+    for name in ("head_smooth", "negative_band"):  # nor, when off, the fields of rounds 4 and 5
+        if not key[name]:
+            key.pop(name)
     key = key if config.method != "head" else {**key, "design": HEAD_DESIGN}
     return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 

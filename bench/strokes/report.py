@@ -57,6 +57,7 @@ def describe(c: RefineConfig) -> str:
     follow = ("" if c.head_near < 0 else f" near {c.head_near}" + (
         " only" if c.head_min_size >= 10**9 else f" margin {c.head_margin:g} min {c.head_min_size}"))
     follow += f" smooth {c.head_smooth:g}" if c.head_smooth else ""
+    follow += f" band {c.negative_band}" if c.negative_band else ""
     return (f"head reach {c.reach} " + (f"hidden {c.head_hidden}" if c.head_hidden else "linear")
             + f" consistency {c.head_consistency:g}" + follow)
 

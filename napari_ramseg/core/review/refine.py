@@ -152,6 +152,21 @@ def _padded(box: tuple[slice, ...], shape: tuple[int, ...], config: RefineConfig
     return tuple(slice(max(0, s.start - p), min(n, s.stop + p)) for s, p, n in zip(box, pads, shape))
 
 
+def _clear_band(mask: np.ndarray, negative: np.ndarray, config: RefineConfig) -> np.ndarray:
+    """``mask`` less its foreground within ``config.negative_band`` px of a negative stroke that connects to
+    the stroke inside that band: a stroke drawn along a false branch takes the branch's edges with it, and
+    a structure crossing the stroke loses only the band's width."""
+    out = mask.copy()
+    wide = replace(config, reach=config.negative_band, slices=0)  # in-plane: the slice it was drawn on
+    components, _ = ndi.label(negative, structure=np.ones((3,) * mask.ndim, bool))
+    for box in ndi.find_objects(components):
+        box = _padded(box, mask.shape, wide)
+        stroke = negative[box]
+        band = _reach(stroke, wide)
+        out[box] &= ~_connected_to(band & out[box], stroke)
+    return out
+
+
 def _refine_random_walker(prob: np.ndarray, mask: np.ndarray, positive: np.ndarray, negative: np.ndarray,
                           config: RefineConfig) -> np.ndarray:
     """Random walker inside the strokes' reach: strokes seed it, and so does the mask outside the reach."""
@@ -197,7 +212,8 @@ def at_scale(config: RefineConfig, scale: float) -> RefineConfig:
     return replace(config, reach=max(1, round(config.reach * scale)),
                    head_near=config.head_near if config.head_near <= 0 else max(1, round(config.head_near * scale)),
                    head_min_size=max(1, round(config.head_min_size * scale ** 2)),
-                   head_smooth=config.head_smooth * scale)
+                   head_smooth=config.head_smooth * scale,
+                   negative_band=config.negative_band if config.negative_band <= 0 else max(1, round(config.negative_band * scale)))
 
 
 def working_scale(predictor: Any, image: Any, extras: dict | None = None) -> float:
@@ -250,6 +266,8 @@ def refine_labels(probabilities: np.ndarray, strokes: np.ndarray, scheme: LabelS
             refined.append(_refine_head(prob, mask, positive, negative, threshold, config, features))
         else:
             refined.append(_refine_threshold(prob, mask, positive, negative, threshold, config))
+        if config.negative_band > 0 and negative.any():
+            refined[-1] = _clear_band(refined[-1], negative, config)
     labels = _labels_from_masks(refined, maps, scheme)
     drawn = strokes != 0
     labels[drawn] = np.where(strokes[drawn] == BACKGROUND_STROKE, 0, strokes[drawn])  # a stroke is the last word

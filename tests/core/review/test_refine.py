@@ -56,6 +56,32 @@ def test_negative_stroke_removes_a_false_vessel(config):
     assert np.array_equal(out[~near], start[~near])
 
 
+def test_negative_band_takes_a_false_branch_whole_and_a_crossing_vessel_keeps_all_but_the_band():
+    """A "not vessel" stroke narrower than the false branch it is drawn along: without the band its edges stay
+    as a rim on both sides; with it the branch goes whole, and a true vessel crossing the stroke loses only
+    the band's width."""
+    prob = np.full((1, 96, 96), 0.02, np.float32)
+    prob[0, 45:52, 10:80] = 0.95  # a confident false branch, 7 px wide (above the threshold move's ceiling)
+    prob[0, :, 70:73] = 0.95  # a true vessel crossing it near its end
+    start = (prob[0] > 0.5).astype(np.uint8)
+    strokes = np.zeros(start.shape, np.uint8)
+    strokes[48, 10:76] = BACKGROUND_STROKE  # 1 px along the branch's middle, across the crossing
+    rim = refine_labels(prob, strokes, VESSELS, config=THRESHOLD)
+    assert rim[45:48, 10:68].all() and rim[49:52, 10:68].all()  # the rim a narrow stroke leaves
+    out = refine_labels(prob, strokes, VESSELS, config=RefineConfig(method="threshold", reach=15, negative_band=3))
+    assert not out[45:52, 10:68].any()
+    assert out[:44, 70:73].all() and out[53:, 70:73].all()  # the crossing vessel beyond the band
+    assert not out[45:52, 70:73].any()  # its pixels within 3 px of the stroke
+    assert np.array_equal(out[:40], start[:40]) and np.array_equal(out[57:], start[57:])
+
+
+def test_negative_band_counts_working_scale_pixels():
+    from napari_ramseg.core.review.refine import at_scale
+
+    assert at_scale(RefineConfig(negative_band=2), 2.4).negative_band == 5
+    assert at_scale(RefineConfig(negative_band=0), 2.4).negative_band == 0
+
+
 def _cup_probabilities(size: int = 96) -> np.ndarray:
     """Disc and cup falling off with the distance from the centre; the cup's 0.5 level at radius 24."""
     yy, xx = np.mgrid[:size, :size]

@@ -100,6 +100,23 @@ def test_each_recipe_check_holds_out_exactly_its_camera(tmp_path):
         shipped.train_command("optic-disc", tmp_path / "run", tmp_path, target="REFUGE-val")
 
 
+def test_ship_refuses_a_run_that_has_not_finished_and_leaves_the_bundled_model_alone(tmp_path, capsys):
+    """A paused run (its resume state and model so far) is never shipped: the bundled files stay as they were."""
+    shipped = _shipped()
+    bundled = shipped.REPO / "napari_ramseg" / "bundled_models" / "vessels" / "model.json"
+    before = bundled.read_bytes()
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.json").write_text(json.dumps({"metrics": {"iterations_done": 1344, "iterations_planned": 6000}}))
+    (run / "model.safetensors").write_bytes(b"not shipped")
+    assert shipped.main(["ship", "vessels", "--run", str(run), "--data", str(tmp_path)]) == 2
+    assert "1344 of 6000" in capsys.readouterr().err
+    assert bundled.read_bytes() == before
+    assert shipped.main(["ship", "vessels", "--run", str(tmp_path / "missing"), "--data", str(tmp_path)]) == 2
+    for steps in shipped.SHIP_STEPS.values():  # every step is a module of the repository's bench
+        assert all((shipped.REPO / (step[0].replace(".", "/") + ".py")).is_file() for step in steps)
+
+
 def test_snapshots_keep_the_network_at_every_nth_iteration_as_loadable_models(tmp_path):
     from napari_ramseg.core.models.checkpoint import load_model
     from napari_ramseg.core.models.run_folder import RunFolder
