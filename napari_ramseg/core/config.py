@@ -396,8 +396,6 @@ class RefineConfig:
     # head: its correction of the logit is smoothed (Gaussian, px at the working scale) before the cut, against a
     # ragged rim along a stroke. 0 (chosen, bench/results/strokes round 4): no smoothing
     head_smooth: float = 0.0
-    # a "this is not" stroke also clears the foreground within this many px (working scale) of it that connects to
-    # it there: the rest of a structure's width, which a stroke narrower than the structure leaves as a rim on
-    # both sides. 0 (chosen, bench/results/strokes round 5: a band also cuts into the true vessel beside a stroke
-    # along a vessel drawn too thick): the stroke's own pixels and what the method removes
+    # a "not" stroke also clears the foreground connected to it within this band (px, working scale): the rim a narrow
+    # stroke leaves along a false branch. 0: measured and not chosen (bench/results/strokes/README.md, round 5)
     negative_band: int = 0
