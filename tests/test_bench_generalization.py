@@ -188,3 +188,17 @@ def test_style_swap_takes_the_partners_low_frequency_amplitude(bench):
     assert np.allclose(amp(swapped), amp(partner), rtol=1e-3, atol=1e-2)
     assert not np.allclose(amp(image), amp(partner), rtol=1e-3, atol=1e-2)
     assert style.style_swap(image, rng.uniform(-1, 1, (3, 20, 30)).astype(np.float32), 0.1).shape == image.shape
+
+
+def test_vessel_share_held_out_takes_only_the_photographs_the_model_never_trained_on():
+    """``--held-out`` compares two models on their source-validation photographs (the same split): the bundled
+    model's val_cases of one camera, and none of the photographs it trained on."""
+    import json
+
+    from napari_ramseg.models import bundled_model_path
+
+    share = import_bench("generalization.vessel_share")
+    val = json.loads((bundled_model_path() / "model.json").read_text())["data"]["val_cases"]
+    held = share.held_out_cases("vessels", "STARE")
+    assert held and held == {c.split("/")[1] for c in val if c.startswith("STARE/")}
+    assert share.held_out_cases("vessels", "no-such-camera") == set()

@@ -28,7 +28,17 @@ from bench.common import results_io
 BENCH = Path(__file__).resolve().parents[1]
 
 
-def share_rows(model: str, root: Path, limit: int | None) -> tuple[list[dict], dict]:
+def held_out_cases(model: str, domain: str) -> set[str]:
+    """The photographs of ``domain`` the model kept for source validation (its model.json's ``val_cases``):
+    never trained on, so two models with the same split compare on them as on new photographs of a known camera."""
+    from napari_ramseg.core.models.checkpoint import load_metadata
+    from napari_ramseg.models import resolve_model
+
+    cases = load_metadata(resolve_model(model)).extra.get("data", {}).get("val_cases") or []
+    return {c.split("/", 1)[1] for c in cases if c.split("/", 1)[0] == domain}
+
+
+def share_rows(model: str, root: Path, limit: int | None, only: set[str] | None = None) -> tuple[list[dict], dict]:
     from PIL import Image
 
     from napari_ramseg.core.inference.predictor import Predictor
@@ -37,7 +47,8 @@ def share_rows(model: str, root: Path, limit: int | None) -> tuple[list[dict], d
 
     predictor = Predictor.from_path(resolve_model(model), device="cpu")
     rows = []
-    for path in sorted((root / "images").iterdir())[:limit]:
+    paths = [p for p in sorted((root / "images").iterdir()) if only is None or p.stem in only]
+    for path in paths[:limit]:
         image = np.asarray(Image.open(path).convert("RGB"))
         truth = np.asarray(Image.open(root / "labels" / f"{path.stem}.png")) >= 1
         fov_path = root / "fov" / f"{path.stem}.png"
@@ -56,24 +67,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--domain", default="HRF")
     ap.add_argument("--data", type=Path, default=BENCH.parent.parent / "shared" / "data" / "vessels")
     ap.add_argument("--limit", type=int, help="only the first N photographs (a quick look)")
+    ap.add_argument("--held-out", action="store_true", help="only the photographs the model kept for source validation")
+    ap.add_argument("--name", help="the records' name (default: the model's)")
     ap.add_argument("--out", type=Path, default=BENCH / "results" / "vessel_share")
     args = ap.parse_args(argv)
     root = args.data / args.domain
     if not (root / "images").is_dir():
         raise SystemExit(f"no photographs under {root}/images (the research data is not on this machine)")
-    rows, info = share_rows(args.model, root, args.limit)
+    only = held_out_cases(args.model, args.domain) if args.held_out else None
+    if only is not None and not only:
+        raise SystemExit(f"{args.model} kept no {args.domain} photograph for source validation")
+    rows, info = share_rows(args.model, root, args.limit, only)
     expert = statistics.mean(r["expert_share"] for r in rows)
     predicted = statistics.mean(r["predicted_share"] for r in rows)
     summary = {"cases": len(rows), "expert_share": round(expert, 4), "predicted_share": round(predicted, 4),
                "ratio": round(predicted / expert, 3), "dice_full_size": round(statistics.mean(r["dice_full_size"] for r in rows), 4)}
-    command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
+    command = shlex.join(["python", "-m", "bench.generalization.vessel_share", *(argv if argv is not None else sys.argv[1:])])
     record = {"command": command, "machine": bench_machine.describe(), "domain": args.domain, **info,
               "summary": summary, "rows": rows}
-    stem = args.out / f"{Path(args.model).name}_{args.domain}"
+    stem = args.out / f"{args.name or Path(args.model).name}_{args.domain}{'_held_out' if args.held_out else ''}"
     results_io.write_json(stem.with_suffix(".json"), record)
     text = (f"# Vessel share at full size: `{args.model}` on {args.domain}\n\nCommand: `{command}`  \n"
             f"Machine: {bench_machine.one_line(record['machine'])}\n\n"
-            f"Working scale: long side {info['working_long_side']} px; {len(rows)} full-size photographs; share = "
+            f"Working scale: long side {info['working_long_side']} px; {len(rows)} full-size photographs"
+            f"{' (the model kept them for source validation: never trained on)' if args.held_out else ''}; share = "
             "vessel pixels / field-of-view pixels.\n\n| expert share | predicted share | predicted / expert | Dice at full size |\n"
             f"|---|---|---|---|\n| {expert:.2%} | {predicted:.2%} | {summary['ratio']} | {summary['dice_full_size']} |\n")
     results_io.write_text(stem.with_suffix(".md"), text)
