@@ -53,6 +53,7 @@ LR = 0.05  # Adam's step on the correction
 DECAY = 1e-3  # L2 on the correction's output layer
 SEED = 0  # the pixels sampled and the hidden layer's start: a refinement is repeatable
 CONTRAST_SIGMAS = (2.0, 5.0)  # px at the working scale: the local-contrast features' blurs
+COARSE_FROM = 1.5  # image px per feature px from which the correction is evaluated per feature pixel (_coarse_delta)
 
 
 @dataclass
@@ -77,12 +78,22 @@ class ScanFeatures:
             self.maps[index] = np.asarray(self.maps[index], np.float32)
         return self.maps[index]
 
+    def covers(self, coords: tuple[np.ndarray, ...]) -> np.ndarray:
+        """Which of the image pixels ``coords`` the maps cover."""
+        top, left, height, width = self.box
+        y, x = (np.asarray(c, np.float64) for c in coords[-2:])
+        return (y >= top) & (y < top + height) & (x >= left) & (x < left + width)
+
+    def pixel(self) -> float:
+        """Image pixels per feature pixel (a 2D scan's maps: the network's working scale)."""
+        return float(self.box[2]) / self.map(None).shape[-2]
+
     def sample(self, coords: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray]:
         """Features at image pixels ``coords`` ((y, x) or (z, y, x) index arrays), bilinear: (N, F)
         float32, and which of the pixels the maps cover (those outside get zeros)."""
         top, left, height, width = self.box
         y, x = (np.asarray(c, np.float64) for c in coords[-2:])
-        inside = (y >= top) & (y < top + height) & (x >= left) & (x < left + width)
+        inside = self.covers(coords)
         out = None
         slices = [None] if len(coords) == 2 else np.unique(coords[0]).tolist()
         for index in slices:
@@ -270,9 +281,13 @@ def _new_logit(g: torch.nn.Module, features: ScanFeatures, logit: np.ndarray, re
     corrections with it), so the edge it moves along a stroke follows the correction's trend, not each
     pixel's noise."""
     coords = np.nonzero(reach | positive | negative)
-    inputs, inside = _inputs(features, coords, logit)
-    with torch.no_grad():
-        delta = g(torch.from_numpy(inputs)).numpy()
+    step = features.pixel() if logit.ndim == 2 else 1.0
+    if step >= COARSE_FROM:
+        delta, inside = _coarse_delta(g, features, logit, coords, step)
+    else:
+        inputs, inside = _inputs(features, coords, logit)
+        with torch.no_grad():
+            delta = g(torch.from_numpy(inputs)).numpy()
     coords = tuple(c[inside] for c in coords)
     dense = np.zeros(logit.shape, np.float32)
     dense[coords] = delta[inside]
@@ -281,6 +296,26 @@ def _new_logit(g: torch.nn.Module, features: ScanFeatures, logit: np.ndarray, re
     out = np.full(logit.shape, np.nan, np.float32)
     out[coords] = logit[coords] + dense[coords]
     return out
+
+
+def _coarse_delta(g: torch.nn.Module, features: ScanFeatures, logit: np.ndarray, coords: tuple[np.ndarray, ...],
+                  step: float) -> tuple[np.ndarray, np.ndarray]:
+    """The correction at image pixels ``coords`` of a 2D scan larger than its features (``step`` image pixels per
+    feature pixel), evaluated once per feature pixel and interpolated bilinearly, as the network's probabilities
+    are: on a full-size photograph a Refine then costs what it costs at the working scale, not ``step`` squared
+    times more."""
+    y, x = coords
+    top, left = float(y.min()), float(x.min())
+    rows = np.arange(int(np.ceil((y.max() - top) / step)) + 2) * step + top
+    cols = np.arange(int(np.ceil((x.max() - left) / step)) + 2) * step + left
+    grid = np.meshgrid(rows, cols, indexing="ij")
+    base = ndi.map_coordinates(logit, grid, order=1, mode="nearest").ravel()
+    sampled, _ = features.sample(tuple(g_.ravel() for g_ in grid))
+    with torch.no_grad():
+        coarse = g(torch.from_numpy(np.concatenate([sampled, base[:, None]], axis=1).astype(np.float32))).numpy()
+    coarse = coarse.reshape(len(rows), len(cols))
+    delta = ndi.map_coordinates(coarse, [(y - top) / step, (x - left) / step], order=1, mode="nearest")
+    return delta.astype(np.float32), features.covers(coords)
 
 
 def _follow_strokes(mask: np.ndarray, proposed: np.ndarray, margin: np.ndarray, positive: np.ndarray,

@@ -244,3 +244,23 @@ def test_a_smoothed_correction_keeps_the_strokes_rules(smooth):
     unsmoothed = refine_labels(prob, strokes, VESSELS, start=start, features=features,
                                config=replace(RefineConfig(), head_smooth=0.0))
     assert np.array_equal(unsmoothed, refine_labels(prob, strokes, VESSELS, start=start, features=features))
+
+
+def test_on_a_scan_larger_than_its_features_the_correction_is_taken_per_feature_pixel(monkeypatch):
+    """A full-size photograph is several image pixels per feature pixel: the correction is evaluated once per
+    feature pixel and interpolated (``_coarse_delta``), and the mask agrees with evaluating it at every pixel."""
+    prob, features = _scan()
+    coarse = ScanFeatures((0, 0, SIZE, SIZE), {None: features.maps[None][:, ::3, ::3].copy()})  # 3 px per feature px
+    assert coarse.pixel() == 3.0
+    strokes = np.zeros(prob.shape[1:], np.uint8)
+    strokes[50, 10:30] = 1
+    strokes[20, 60:80] = BACKGROUND_STROKE
+    config = RefineConfig(method="head", reach=40, head_hidden=16, head_consistency=0.1)
+    fast = refine_labels(prob, strokes, VESSELS, config=config, features=coarse)
+    monkeypatch.setattr(refine_head, "COARSE_FROM", float("inf"))
+    every = refine_labels(prob, strokes, VESSELS, config=config, features=coarse)
+    assert (fast == every).mean() > 0.99
+    assert fast[50, 10:30].all() and not fast[20, 60:80].any()  # the strokes themselves
+    near = ndi.distance_transform_edt(strokes == 0) <= config.reach
+    start = (prob[0] > 0.5).astype(np.uint8)
+    assert np.array_equal(fast[~near], start[~near])
