@@ -26,6 +26,7 @@ from bench.common import machine as bench_machine
 from bench.common import results_io
 
 BENCH = Path(__file__).resolve().parents[1]
+SCORES = ("dice_full_size", "recall", "precision", "thin_recall")
 
 
 def held_out_cases(model: str, domain: str) -> set[str]:
@@ -42,7 +43,7 @@ def share_rows(model: str, root: Path, limit: int | None, only: set[str] | None 
     from PIL import Image
 
     from napari_ramseg.core.inference.predictor import Predictor
-    from napari_ramseg.core.evaluation.metrics import dice_score
+    from bench.generalization.thin_vessels import case_scores
     from napari_ramseg.models import resolve_model
 
     predictor = Predictor.from_path(resolve_model(model), device="cpu")
@@ -55,9 +56,11 @@ def share_rows(model: str, root: Path, limit: int | None, only: set[str] | None 
         fov = np.asarray(Image.open(fov_path)) >= 1 if fov_path.is_file() else np.ones(truth.shape, bool)
         start = time.perf_counter()
         pred = predictor.predict_image(image).labels >= 1
-        rows.append({"case": path.stem, "size": list(image.shape[:2]), "seconds": round(time.perf_counter() - start, 2),
+        seconds = round(time.perf_counter() - start, 2)
+        scores = case_scores(pred, truth, fov)  # at full size: thin = centreline of vessels <= ~3 px wide there
+        rows.append({"case": path.stem, "size": list(image.shape[:2]), "seconds": seconds,
                      "expert_share": float(truth[fov].mean()), "predicted_share": float(pred[fov].mean()),
-                     "dice_full_size": float(dice_score(pred & fov, truth & fov))})
+                     "dice_full_size": scores.pop("dice"), **scores})
     return rows, {"working_long_side": predictor.preprocess.long_side, "model": model}
 
 
@@ -81,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     expert = statistics.mean(r["expert_share"] for r in rows)
     predicted = statistics.mean(r["predicted_share"] for r in rows)
     summary = {"cases": len(rows), "expert_share": round(expert, 4), "predicted_share": round(predicted, 4),
-               "ratio": round(predicted / expert, 3), "dice_full_size": round(statistics.mean(r["dice_full_size"] for r in rows), 4)}
+               "ratio": round(predicted / expert, 3),
+               **{k: round(statistics.mean(r[k] for r in rows), 4) for k in SCORES}}
     command = shlex.join(["python", "-m", "bench.generalization.vessel_share", *(argv if argv is not None else sys.argv[1:])])
     record = {"command": command, "machine": bench_machine.describe(), "domain": args.domain, **info,
               "summary": summary, "rows": rows}
@@ -91,8 +95,11 @@ def main(argv: list[str] | None = None) -> int:
             f"Machine: {bench_machine.one_line(record['machine'])}\n\n"
             f"Working scale: long side {info['working_long_side']} px; {len(rows)} full-size photographs"
             f"{' (the model kept them for source validation: never trained on)' if args.held_out else ''}; share = "
-            "vessel pixels / field-of-view pixels.\n\n| expert share | predicted share | predicted / expert | Dice at full size |\n"
-            f"|---|---|---|---|\n| {expert:.2%} | {predicted:.2%} | {summary['ratio']} | {summary['dice_full_size']} |\n")
+            "vessel pixels / field-of-view pixels; recall, precision and thin recall (the experts' centreline pixels on vessels "
+            "at most ~3 px wide at full size that the mask covers) at full size, mean over the photographs.\n\n"
+            "| expert share | predicted share | predicted / expert | Dice at full size | recall | precision | thin recall |\n"
+            f"|---|---|---|---|---|---|---|\n| {expert:.2%} | {predicted:.2%} | {summary['ratio']} | "
+            + " | ".join(str(summary[k]) for k in SCORES) + " |\n")
     results_io.write_text(stem.with_suffix(".md"), text)
     print(json.dumps(summary))
     return 0
