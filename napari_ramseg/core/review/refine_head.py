@@ -17,7 +17,9 @@ more than the strokes ask. Each set of pixels weighs as many pixels as it stands
 are sampled from each): a stroke's few hundred pixels against the tens of thousands around it, so
 the correction flips only what looks like the strokes, not everything a little like them.
 ``head_steps`` Adam steps on a few thousand pixels: milliseconds to a fraction of a second on a CPU.
-The refined mask takes ``logit' > logit(threshold)`` inside the strokes' reach only
+On an image larger than the maps (a full-size photograph), ``g`` is evaluated once per feature pixel
+and interpolated, as the network's probabilities are. The refined mask takes ``logit' > logit(threshold)``
+inside the strokes' reach only
 (``RefineConfig.reach``, as the other methods), and of those changes keeps (``_follow_strokes``) the ones
 within ``head_near`` of a stroke and, beyond, only whole structures the head is sure of: a refit moves
 every marginal edge pixel and speck of the scan a little, which a clinician sees as the mask getting
@@ -310,7 +312,7 @@ def _coarse_delta(g: torch.nn.Module, features: ScanFeatures, logit: np.ndarray,
     cols = np.arange(int(np.ceil((x.max() - left) / step)) + 2) * step + left
     grid = np.meshgrid(rows, cols, indexing="ij")
     base = ndi.map_coordinates(logit, grid, order=1, mode="nearest").ravel()
-    sampled, _ = features.sample(tuple(g_.ravel() for g_ in grid))
+    sampled, _ = features.sample(tuple(axis.ravel() for axis in grid))
     with torch.no_grad():
         coarse = g(torch.from_numpy(np.concatenate([sampled, base[:, None]], axis=1).astype(np.float32))).numpy()
     coarse = coarse.reshape(len(rows), len(cols))
